@@ -1,0 +1,131 @@
+"""The error catalog: one base exception with a code, thin subclasses.
+
+Each error maps once to a gRPC status code and an HTTP status (see gateway/kpt_gateway/errors.py
+and docs/errors.md). Jobs that fail carry the same code in Job.error, so a client sees one
+vocabulary whether a call was refused at once or a job failed later.
+"""
+
+from __future__ import annotations
+
+
+class KptError(Exception):
+    code = "INTERNAL"
+    grpc_status = "INTERNAL"  # grpc.StatusCode member name; grpc is not imported here
+    http_status = 500
+    retryable = False  # a retry of the same job could succeed (e.g. the worker crashed)
+
+    def __init__(self, message: str, **metadata: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = {k: str(v) for k, v in metadata.items()}
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "metadata": dict(self.metadata)}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class InvalidArgument(KptError):
+    code, grpc_status, http_status = "INVALID_ARGUMENT", "INVALID_ARGUMENT", 400
+
+
+class UnknownTarget(InvalidArgument):
+    code = "UNKNOWN_TARGET"
+
+
+class UnknownLevel(InvalidArgument):
+    code = "UNKNOWN_LEVEL"
+
+
+class InvalidInput(InvalidArgument):
+    """Input spec or shapes the model cannot take."""
+
+    code = "INVALID_INPUT"
+
+
+class InvalidModel(KptError):
+    """Truncated, corrupt, or not a model at all."""
+
+    code, grpc_status, http_status = "INVALID_MODEL", "INVALID_ARGUMENT", 422
+
+
+class UnsafeModel(InvalidModel):
+    """A file that would run code when loaded (pickled Python objects outside weights_only rules)."""
+
+    code = "UNSAFE_MODEL"
+
+
+class TooLarge(KptError):
+    code, grpc_status, http_status = "TOO_LARGE", "RESOURCE_EXHAUSTED", 413
+
+
+class Unauthenticated(KptError):
+    code, grpc_status, http_status = "UNAUTHENTICATED", "UNAUTHENTICATED", 401
+
+
+class NotFound(KptError):
+    """Also what another tenant's ids get: their existence is not revealed."""
+
+    code, grpc_status, http_status = "NOT_FOUND", "NOT_FOUND", 404
+
+
+class AlreadyExists(KptError):
+    code, grpc_status, http_status = "ALREADY_EXISTS", "ALREADY_EXISTS", 409
+
+
+class Unavailable(KptError):
+    """No live service for the target, or the hardware is missing."""
+
+    code, grpc_status, http_status = "UNAVAILABLE", "UNAVAILABLE", 503
+
+
+class Unsupported(KptError):
+    """The target cannot do what the spec asks (format, precision, input kind)."""
+
+    code, grpc_status, http_status = "UNSUPPORTED", "UNIMPLEMENTED", 422
+
+
+class AccuracyFailed(KptError):
+    code, grpc_status, http_status = "ACCURACY_FAILED", "FAILED_PRECONDITION", 422
+
+
+class Timeout(KptError):
+    code, grpc_status, http_status = "TIMEOUT", "DEADLINE_EXCEEDED", 504
+
+
+class OutOfMemory(KptError):
+    code, grpc_status, http_status = "OUT_OF_MEMORY", "RESOURCE_EXHAUSTED", 507
+
+
+class WorkerCrashed(KptError):
+    code, grpc_status, http_status = "WORKER_CRASHED", "INTERNAL", 500
+    retryable = True
+
+
+class Cancelled(KptError):
+    code, grpc_status, http_status = "CANCELLED", "CANCELLED", 409
+
+
+class Internal(KptError):
+    pass
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+CATALOG: dict[str, type[KptError]] = {c.code: c for c in [KptError, *_all_subclasses(KptError)]}
+CATALOG["INTERNAL"] = Internal
+
+
+def from_dict(d: dict) -> KptError:
+    """Rebuild a typed error from its dict form (ErrorDetail); unknown codes become Internal."""
+    cls = CATALOG.get(d.get("code", ""), Internal)
+    err = cls(d.get("message", ""))
+    err.metadata = dict(d.get("metadata", {}))
+    return err

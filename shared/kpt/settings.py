@@ -1,0 +1,64 @@
+"""Every environment variable a kpt process reads, declared once (type, default, one comment).
+
+Read through `get(name)`; a malformed value fails fast with a hint. Nothing else in the
+codebase reads os.environ for KPT_* settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    parse: Callable[[str], object]
+    default: str
+    help: str
+
+
+def _bool(v: str) -> bool:
+    if v.lower() in ("1", "true", "yes", "on"):
+        return True
+    if v.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected one of 1/0/true/false/yes/no/on/off")
+
+
+SETTINGS = {
+    s.name: s
+    for s in [
+        Setting("KPT_NATS_URL", str, "nats://127.0.0.1:4222", "NATS server(s) to connect to"),
+        Setting("KPT_GATEWAY_ADDR", str, "127.0.0.1:50051", "gateway gRPC address (clients dial it, the gateway binds it)"),
+        Setting("KPT_HTTP_ADDR", str, "127.0.0.1:8080", "gateway HTTP address"),
+        Setting("KPT_TOKEN", str, "", "bearer token a client sends"),
+        Setting("KPT_TOKENS_FILE", str, "", "gateway: file of 'token tenant' lines"),
+        Setting("KPT_TOKENS", str, "", "gateway: 'token:tenant,token:tenant' (added to the file's)"),
+        Setting("KPT_OPEN_ACCESS", _bool, "false", "gateway: accept calls without a token as tenant 'local' (printed loudly)"),
+        Setting("KPT_MAX_UPLOAD_BYTES", int, str(8 << 30), "gateway: largest model upload accepted"),
+        Setting("KPT_REQUIRE_LIVE_TARGET", _bool, "true", "gateway: refuse jobs for targets with no live service (false: queue them, e.g. for scale-from-zero)"),
+        Setting("KPT_STREAM_REPLICAS", int, "1", "JetStream replicas for streams and buckets (3 in a cluster)"),
+        Setting("KPT_ACK_WAIT_S", float, "30", "seconds without in_progress before a job is redelivered"),
+        Setting("KPT_MAX_ATTEMPTS", int, "3", "deliveries of one job before it ends FAILED"),
+        Setting("KPT_JOB_TIMEOUT_S", float, "3600", "service: default wall-clock limit of one job"),
+        Setting("KPT_JOB_MEMORY_BYTES", int, str(16 << 30), "service: address-space limit of a job's child process"),
+        Setting("KPT_SERVICE_ID", str, "", "service: replica id (default: target-host-pid)"),
+        Setting("KPT_HEALTH_ADDR", str, "127.0.0.1:0", "service: grpc.health.v1 address (port 0 picks one)"),
+        Setting("KPT_HEARTBEAT_S", float, "2", "service: seconds between target heartbeats"),
+        Setting("KPT_TARGET_TTL_S", float, "10", "seconds a target stays listed after its last heartbeat"),
+        Setting("KPT_CACHE_DIR", str, os.path.expanduser("~/.cache/kpt"), "service: compiler caches kept between jobs"),
+        Setting("KPT_HOME", str, ".kpt", "kpt up: folder for JetStream data, logs and pids"),
+        Setting("KPT_LOG_LEVEL", str, "INFO", "logging level of every process"),
+    ]
+}
+
+
+def get(name: str):
+    s = SETTINGS[name]
+    raw = os.environ.get(name, s.default)
+    try:
+        return s.parse(raw)
+    except ValueError as e:
+        raise SystemExit(f"{name}={raw!r} is invalid ({e}); {s.help}") from None

@@ -1,0 +1,134 @@
+"""One child process per job: started ahead of time (warm: torch already imported), limited in
+memory, killed with its parent (PR_SET_PDEATHSIG), with a wall-clock timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import resource
+import signal
+import sys
+from typing import Callable
+
+from kpt.errors import Cancelled, KptError, OutOfMemory, Timeout, WorkerCrashed, from_dict
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+LINE_LIMIT = 256 << 20  # a result line carries latency samples; generous bound
+# Only these variables reach a job: no NATS address, no tokens.
+PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "KPT_LOG_LEVEL", "KPT_CACHE_DIR",
+              "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "PJRT_DEVICE",
+              "XLA_FLAGS", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "CC", "CXX")
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in PASSED_ENV}
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _limits(memory_bytes: int) -> Callable[[], None]:
+    def apply() -> None:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if memory_bytes > 0:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+    return apply
+
+
+class Child:
+    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader, transport) -> None:
+        self.proc = proc
+        self.reader = reader
+        self._transport = transport
+        self.capability: dict = {}
+        self.cancelled = False
+
+    @classmethod
+    async def spawn(cls, handler: str, capability: str, *, python: str = sys.executable,
+                    env: dict[str, str] | None = None, memory_bytes: int = 0) -> "Child":
+        r, w = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                python, "-m", "kpt.worker.child", "--handler", handler, "--capability", capability,
+                "--proto-fd", str(w),
+                stdin=asyncio.subprocess.PIPE, pass_fds=(w,), env=child_env(env or {}),
+                preexec_fn=_limits(memory_bytes), start_new_session=True,
+            )
+        finally:
+            os.close(w)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=LINE_LIMIT)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(r, "rb", buffering=0))
+        child = cls(proc, reader, transport)
+        return child
+
+    async def ready(self, timeout: float = 300.0) -> dict:
+        """Wait until the handler is imported; returns the capability the child reported."""
+        msg = await asyncio.wait_for(self._next(), timeout)
+        if msg is None or not msg.get("ready"):
+            raise await self._crash("the child exited while importing the service handler")
+        self.capability = msg["capability"]
+        return self.capability
+
+    async def _next(self) -> dict | None:
+        line = await self.reader.readline()
+        return json.loads(line) if line else None
+
+    async def run(self, payload: dict, on_event, timeout: float) -> dict:
+        """Give the child its job; relay events; return the result dict or raise the typed error."""
+        self.proc.stdin.write((json.dumps(payload) + "\n").encode())
+        await self.proc.stdin.drain()
+        self.proc.stdin.close()
+        try:
+            return await asyncio.wait_for(self._relay(on_event), timeout)
+        except asyncio.TimeoutError:
+            self.kill()
+            raise Timeout(f"the job ran past its time limit of {timeout:.0f}s and was stopped") from None
+        finally:
+            self._transport.close()
+
+    async def _relay(self, on_event) -> dict:
+        while True:
+            msg = await self._next()
+            if msg is None:
+                if self.cancelled:
+                    raise Cancelled("the job was cancelled")
+                raise await self._crash("the job's process ended without a result")
+            if "event" in msg:
+                await on_event(msg["event"])
+            elif "result" in msg:
+                await self.proc.wait()
+                return msg["result"]
+            elif "error" in msg:
+                await self.proc.wait()
+                raise from_dict(msg["error"])
+
+    async def _crash(self, what: str) -> KptError:
+        code = await self.proc.wait()
+        if code == -signal.SIGKILL:
+            return OutOfMemory(f"{what}: killed by SIGKILL, most likely out of memory", exit_code=code)
+        return WorkerCrashed(f"{what} (exit code {code})", exit_code=code)
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.kill()
+
+    async def close(self) -> None:
+        self.kill()
+        await self.proc.wait()
+        self._transport.close()

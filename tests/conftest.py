@@ -1,0 +1,54 @@
+"""Suite-wide fixtures: a real nats-server with JetStream per test session, and check_for()."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from kpt import natsd
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory):
+    server = natsd.start(str(tmp_path_factory.mktemp("nats")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server) -> str:
+    return nats_server.url
+
+
+def check_for(timeout: float, fn, interval: float = 0.05):
+    """Poll fn() until it returns a truthy value; raise with the last error when time runs out."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+            if value:
+                return value
+            last = value
+        except Exception as e:  # noqa: BLE001 - kept and re-raised as the failure reason
+            last = e
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s; last: {last!r}")
+
+
+async def acheck_for(timeout: float, fn, interval: float = 0.05):
+    """Async check_for: fn is an async callable."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            value = await fn()
+            if value:
+                return value
+            last = value
+        except Exception as e:  # noqa: BLE001 - kept and re-raised as the failure reason
+            last = e
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s; last: {last!r}")

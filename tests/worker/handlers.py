@@ -1,0 +1,46 @@
+"""Job handlers for testing the child-process runtime itself (timeouts, crashes, memory, errors).
+
+They exercise the real process machinery; the optimizer's own handlers are tested elsewhere.
+"""
+
+import os
+import signal
+import time
+
+from kpt.errors import InvalidModel
+
+
+def capability() -> dict:
+    return {"target": "TARGET_CPU", "device_name": "test", "device_kind": "cpu", "available": True,
+            "toolchain_fingerprint": "test"}
+
+
+def ok(job, model_path, workdir, emit):
+    emit("pass", "one", 0.5)
+    with open(os.path.join(workdir, "a.bin"), "wb") as f:
+        f.write(b"artifact")
+    return {"kind": "JOB_KIND_OPTIMIZE", "artifacts": [{"name": "a.bin", "format": "ARTIFACT_FORMAT_ONNX"}],
+            "speedup": 1.5, "environment": {"env_keys": ",".join(sorted(os.environ))}}
+
+
+def sleep_forever(job, model_path, workdir, emit):
+    emit("compile", "sleeping", 0.1)
+    time.sleep(3600)
+
+
+def invalid(job, model_path, workdir, emit):
+    raise InvalidModel("not a model", where="here")
+
+
+def untyped(job, model_path, workdir, emit):
+    raise ZeroDivisionError("boom")
+
+
+def segfault(job, model_path, workdir, emit):
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def hog(job, model_path, workdir, emit):
+    blocks = []
+    while True:
+        blocks.append(bytearray(256 << 20))

@@ -1,0 +1,71 @@
+"""The job child process: results, typed errors, crashes, timeouts, memory limits, credentials."""
+
+import os
+import sys
+
+import pytest
+
+from kpt.errors import Internal, InvalidModel, OutOfMemory, Timeout, WorkerCrashed
+from kpt.worker.process import Child
+
+HERE = os.path.dirname(__file__)
+pytestmark = pytest.mark.timeout(60)
+
+
+async def spawn(handler: str, memory: int = 0) -> Child:
+    child = await Child.spawn(f"handlers:{handler}", "handlers:capability", python=sys.executable,
+                              env={"PYTHONPATH": HERE}, memory_bytes=memory)
+    await child.ready(60)
+    return child
+
+
+async def run(child: Child, tmp_path, timeout: float = 30):
+    events = []
+
+    async def on_event(ev):
+        events.append(ev)
+
+    result = await child.run({"job": {}, "model_path": None, "workdir": str(tmp_path)}, on_event, timeout)
+    return result, events
+
+
+async def test_result_events_and_no_credentials(tmp_path, monkeypatch):
+    monkeypatch.setenv("KPT_TOKEN", "secret")
+    monkeypatch.setenv("KPT_NATS_URL", "nats://127.0.0.1:1")
+    child = await spawn("ok")
+    assert child.capability["device_name"] == "test"
+    result, events = await run(child, tmp_path)
+    assert events == [{"phase": "pass", "message": "one", "progress": 0.5}]
+    assert result["speedup"] == 1.5
+    assert (tmp_path / "a.bin").read_bytes() == b"artifact"
+    keys = result["environment"]["env_keys"].split(",")
+    assert "KPT_TOKEN" not in keys and "KPT_NATS_URL" not in keys
+
+
+async def test_typed_error_passes_through(tmp_path):
+    with pytest.raises(InvalidModel) as e:
+        await run(await spawn("invalid"), tmp_path)
+    assert e.value.metadata == {"where": "here"}
+
+
+async def test_untyped_error_becomes_internal(tmp_path):
+    with pytest.raises(Internal, match="ZeroDivisionError: boom"):
+        await run(await spawn("untyped"), tmp_path)
+
+
+async def test_crash_is_retryable(tmp_path):
+    with pytest.raises(WorkerCrashed) as e:
+        await run(await spawn("segfault"), tmp_path)
+    assert e.value.retryable
+
+
+async def test_timeout_kills_the_child(tmp_path):
+    child = await spawn("sleep_forever")
+    with pytest.raises(Timeout):
+        await run(child, tmp_path, timeout=1.0)
+    assert await child.proc.wait() != 0
+
+
+async def test_memory_limit(tmp_path):
+    with pytest.raises(OutOfMemory):
+        await run(await spawn("hog", memory=1 << 30), tmp_path)
