@@ -1,0 +1,52 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+CPU_VENV := services/cpu/.venv
+BUF := npx -y @bufbuild/buf@1.75.0
+PIP_QUIET ?= -q
+
+.PHONY: install demo test test-fast lint check-protos protos bench-cpu bench-bus down clean
+
+# The development/test environment: contract tools, test runner, and the cpu stack for unit tests.
+$(VENV)/.done: requirements-dev.txt services/cpu/requirements.txt shared/pyproject.toml gateway/pyproject.toml services/cpu/pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_QUIET) -r requirements-dev.txt -r services/cpu/requirements.txt -e shared -e gateway -e services/cpu
+	touch $@
+
+# Each service runs from its own environment (their torch pins conflict across services).
+$(CPU_VENV)/.done: services/cpu/requirements.txt shared/pyproject.toml services/cpu/pyproject.toml
+	$(PY) -m venv $(CPU_VENV)
+	$(CPU_VENV)/bin/pip install $(PIP_QUIET) -r services/cpu/requirements.txt -e shared -e services/cpu
+	touch $@
+
+install: $(VENV)/.done $(CPU_VENV)/.done
+
+protos: $(VENV)/.done
+	PYTHON=$(VENV)/bin/python scripts/gen_protos.sh
+
+# CI regenerates the contract code and fails on any difference; buf lints the protos.
+check-protos: protos
+	@test -z "$$(git status --porcelain -- shared/kpt/v1)" || { git status --porcelain -- shared/kpt/v1; echo "generated contract code is stale: run 'make protos' and commit"; exit 1; }
+	cd protos && $(BUF) lint
+
+test: install check-protos
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+demo: install
+	$(VENV)/bin/kpt down >/dev/null 2>&1 || true
+	$(VENV)/bin/kpt up --targets cpu
+	$(VENV)/bin/python examples/make_example.py examples/cnn.pt2
+	$(VENV)/bin/kpt optimize examples/cnn.pt2 --target cpu --level O3 --input x:float32:1x3x64x64 --out examples/out
+	@echo "The mesh is still up: try 'kpt targets', 'kpt jobs', 'kpt benchmark bert-base -t cpu'; stop it with 'kpt down'."
+
+down:
+	$(VENV)/bin/kpt down
+
+bench-cpu: install
+	$(VENV)/bin/python bench/cpu_models.py
+
+bench-bus: install
+	$(VENV)/bin/python bench/bus_blobs.py
+
+clean:
+	rm -rf $(VENV) $(CPU_VENV) .kpt

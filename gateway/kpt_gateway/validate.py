@@ -1,0 +1,89 @@
+"""Checks of a submitted spec; each failure is a typed error that says what to send instead."""
+
+from __future__ import annotations
+
+from kpt import catalog
+from kpt.contract import ArtifactFormat, JobKind, JobSpec, Level, ModelFormat, Precision, Target, SPEC_VERSION
+from kpt.errors import InvalidArgument, InvalidInput, UnknownLevel, UnknownTarget
+
+MAX_DIMS = 8
+MAX_ELEMENTS = 1 << 31
+DTYPES = {"float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool"}
+
+
+def spec(s: JobSpec) -> JobSpec:
+    """Validate and fill defaults; returns the canonical spec the job keeps."""
+    out = JobSpec()
+    out.CopyFrom(s)
+    out.spec_version = out.spec_version or SPEC_VERSION
+    if out.spec_version != SPEC_VERSION:
+        raise InvalidArgument(f"spec_version {out.spec_version} is not supported; this gateway speaks {SPEC_VERSION}")
+    if out.kind not in JobKind.values() or out.kind == JobKind.JOB_KIND_UNSPECIFIED:
+        raise InvalidArgument("kind must be optimize, export or benchmark")
+    if out.level not in Level.values():
+        raise UnknownLevel(f"unknown level {out.level}; choose O0, O1, O2 or O3")
+    if out.level == Level.LEVEL_UNSPECIFIED:
+        out.level = Level.LEVEL_O2
+    if out.precision not in Precision.values():
+        raise InvalidArgument(f"unknown precision {out.precision}")
+    _model(out)
+    _inputs(out)
+    for f in out.export_formats:
+        if f not in ArtifactFormat.values() or f == ArtifactFormat.ARTIFACT_FORMAT_UNSPECIFIED:
+            raise InvalidArgument(f"unknown export format {f}")
+    if out.kind == JobKind.JOB_KIND_EXPORT and not out.export_formats:
+        raise InvalidArgument("an export job needs at least one format (onnx, torchscript, exported_program, ...)")
+    t = out.tolerances
+    if min(t.atol, t.max_rel_l2, t.min_sqnr_db) < 0 or not 0 <= t.min_cosine <= 1:
+        raise InvalidArgument("tolerances must be >= 0 and min_cosine within [0, 1]")
+    b = out.benchmark
+    if min(b.warmup_iters, b.min_iters, b.max_iters, b.threads) < 0 or b.time_budget_s < 0 or b.stable_rel < 0:
+        raise InvalidArgument("benchmark settings must be >= 0")
+    if b.max_iters and b.min_iters > b.max_iters:
+        raise InvalidArgument("benchmark.min_iters must not exceed max_iters")
+    if out.timeout_s < 0:
+        raise InvalidArgument("timeout_s must be >= 0")
+    return out
+
+
+def _model(s: JobSpec) -> None:
+    m = s.model
+    if m.format == ModelFormat.MODEL_FORMAT_ZOO:
+        if m.name not in catalog.ZOO:
+            raise InvalidArgument(f"unknown zoo model {m.name!r}; choose one of {', '.join(catalog.ZOO)}")
+        m.sha256 = ""
+        return
+    if len(m.sha256) != 64 or any(ch not in "0123456789abcdef" for ch in m.sha256):
+        raise InvalidArgument("model.sha256 must be the 64 hex digits UploadModel returned (or use a zoo model)")
+
+
+def _inputs(s: JobSpec) -> None:
+    for t in s.inputs.tensors:
+        where = f"input {t.name or '?'}"
+        if t.dtype not in DTYPES:
+            raise InvalidInput(f"{where}: dtype {t.dtype!r} unknown; use one of {', '.join(sorted(DTYPES))}")
+        if not 0 < len(t.dims) <= MAX_DIMS:
+            raise InvalidInput(f"{where}: needs 1 to {MAX_DIMS} dims")
+        elements = 1
+        for d in t.dims:
+            if d.size <= 0:
+                raise InvalidInput(f"{where}: dim {d.name or '?'} size must be > 0")
+            if (d.min or d.max) and not 0 < d.min <= d.size <= d.max:
+                raise InvalidInput(f"{where}: dim {d.name or '?'} needs 0 < min <= size <= max")
+            elements *= max(d.size, d.max)
+        if elements > MAX_ELEMENTS:
+            raise InvalidInput(f"{where}: {elements} elements is more than the {MAX_ELEMENTS} allowed")
+        if t.high and t.low >= t.high:
+            raise InvalidInput(f"{where}: low must be below high")
+
+
+def targets(values: list[int]) -> list[int]:
+    if not values:
+        return [Target.TARGET_AUTO]
+    seen = []
+    for v in values:
+        if v not in Target.values() or v == Target.TARGET_UNSPECIFIED:
+            raise UnknownTarget(f"unknown target {v}; choose cpu, nvidia, amd, tpu, intel or auto")
+        if v not in seen:
+            seen.append(v)
+    return seen

@@ -1,0 +1,170 @@
+"""Job records (KV), job events (stream) and targets (KV with TTL): the state every process shares.
+
+Records are updated with compare-and-set on the KV revision, so a cancel and a completion racing
+each other never overwrite one another, and a terminal state is final.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from typing import Callable
+
+import nats
+
+from kpt.bus.core import CANCEL_SUBJECT, EVENTS_SUBJECT, JOBS_SUBJECT, Bus
+from kpt.contract import TERMINAL, Event, Job, JobSpec, JobState, TargetInfo, canonical_spec_bytes, now, target_name
+from kpt.errors import InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_id(kind: str, value: str) -> str:
+    if not ID_RE.match(value or ""):
+        raise InvalidArgument(f"{kind} {value!r} is not valid: use 1-64 of A-Z a-z 0-9 _ -")
+    return value
+
+
+def job_key(tenant: str, job_id: str) -> str:
+    return f"{tenant}.{job_id}"
+
+
+async def get_job(bus: Bus, tenant: str, job_id: str) -> tuple[Job, int]:
+    check_id("job id", job_id)
+    try:
+        entry = await bus.jobs.get(job_key(tenant, job_id))
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        raise NotFound(f"no job {job_id!r}") from None
+    return Job.FromString(entry.value), entry.revision
+
+
+async def create_job(bus: Bus, job: Job) -> Job | None:
+    """Store a new record; returns None when a job with this id already exists for the tenant."""
+    try:
+        await bus.jobs.create(job_key(job.tenant, job.id), job.SerializeToString())
+    except nats.js.errors.KeyWrongLastSequenceError:
+        return None
+    return job
+
+
+async def update_job(bus: Bus, tenant: str, job_id: str, change: Callable[[Job], bool]) -> Job:
+    """Apply change(job) -> bool (False: leave as is) with compare-and-set; retried on conflict."""
+    for _ in range(50):
+        job, rev = await get_job(bus, tenant, job_id)
+        if not change(job):
+            return job
+        try:
+            await bus.jobs.update(job_key(tenant, job_id), job.SerializeToString(), last=rev)
+            return job
+        except nats.js.errors.KeyWrongLastSequenceError:
+            continue
+    raise RuntimeError(f"job {job_id}: too many concurrent updates")
+
+
+async def list_jobs(bus: Bus, tenant: str) -> list[Job]:
+    watcher = await bus.jobs.watch(f"{tenant}.*", ignore_deletes=True)
+    jobs = []
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            jobs.append(Job.FromString(entry.value))
+            if entry.delta == 0:
+                break
+    finally:
+        await watcher.stop()
+    return jobs
+
+
+async def publish_event(bus: Bus, job: Job, phase: str, message: str = "", progress: float = 0.0) -> None:
+    ev = Event(job_id=job.id, time=now(), phase=phase, message=message, progress=progress, state=job.state)
+    await bus.js.publish(EVENTS_SUBJECT.format(job_id=job.id), ev.SerializeToString())
+
+
+async def enqueue(bus: Bus, job: Job) -> None:
+    await bus.js.publish(
+        JOBS_SUBJECT.format(target=target_name(job.target)),
+        job.SerializeToString(),
+        headers={"Nats-Msg-Id": job_key(job.tenant, job.id)},
+    )
+
+
+async def request_cancel(bus: Bus, job_id: str) -> None:
+    await bus.nc.publish(CANCEL_SUBJECT.format(job_id=job_id), b"")
+
+
+def finish(state: int, **fields) -> Callable[[Job], bool]:
+    """A change that moves a non-terminal job to a terminal state (and never a terminal one)."""
+
+    def change(job: Job) -> bool:
+        if job.state in TERMINAL:
+            return False
+        job.state = state
+        job.finished_at.CopyFrom(now())
+        for name, value in fields.items():
+            getattr(job, name).CopyFrom(value) if hasattr(value, "CopyFrom") else setattr(job, name, value)
+        return True
+
+    return change
+
+
+async def live_targets(bus: Bus) -> list[TargetInfo]:
+    watcher = await bus.targets.watchall(ignore_deletes=True)
+    out = []
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            out.append(TargetInfo.FromString(entry.value))
+            if entry.delta == 0:
+                break
+    finally:
+        await watcher.stop()
+    return out
+
+
+async def heartbeat(bus: Bus, info: TargetInfo) -> None:
+    info.last_seen.CopyFrom(now())
+    await bus.targets.put(f"{target_name(info.target)}.{info.service_id}", info.SerializeToString())
+
+
+def cache_key(spec: JobSpec, target: int, toolchain_fingerprint: str) -> str:
+    """Same model digest + canonical spec + the service's toolchain -> the same result."""
+    h = hashlib.sha256(canonical_spec_bytes(spec, target))
+    h.update(b"\0" + toolchain_fingerprint.encode())
+    return h.hexdigest()
+
+
+async def cached_job(bus: Bus, key: str) -> Job | None:
+    try:
+        entry = await bus.cache.get(key)
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        return None
+    return Job.FromString(entry.value)
+
+
+async def remember(bus: Bus, key: str, job: Job) -> None:
+    await bus.cache.put(key, job.SerializeToString())
+
+
+__all__ = [
+    "cache_key",
+    "cached_job",
+    "remember",
+    "JobState",
+    "check_id",
+    "create_job",
+    "enqueue",
+    "finish",
+    "get_job",
+    "heartbeat",
+    "job_key",
+    "list_jobs",
+    "live_targets",
+    "publish_event",
+    "request_cancel",
+    "update_job",
+]

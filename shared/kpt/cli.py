@@ -1,0 +1,363 @@
+"""`kpt`: run the local mesh and drive jobs. Every command takes --json for scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kpt import contract as c
+from kpt import local, natsd, report, settings
+from kpt.errors import KptError, Unavailable
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="KernelPyTorch Mesh")
+err = Console(stderr=True)
+JSON = typer.Option(False, "--json", help="print machine-readable JSON")
+
+
+def _home() -> Path:
+    return Path(settings.get("KPT_HOME")).resolve()
+
+
+def _out(obj, as_json: bool, render=None) -> None:
+    if as_json:
+        data = c.to_dict(obj) if hasattr(obj, "DESCRIPTOR") else obj
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        report.show(render(obj) if render else obj)
+
+
+def _client():
+    from kpt.client import Client
+
+    token = settings.get("KPT_TOKEN")
+    tok_file = _home() / "token"
+    if not token and tok_file.exists():
+        token = tok_file.read_text().strip()
+    addr = settings.get("KPT_GATEWAY_ADDR")
+    state = _home() / "state.json"
+    if "KPT_GATEWAY_ADDR" not in os.environ and state.exists():
+        addr = json.loads(state.read_text())["gateway"]
+    return Client(addr, token)
+
+
+def _fail(e: KptError) -> None:
+    err.print(f"[red]{e.code}[/red]: {e.message}")
+    raise typer.Exit(2)
+
+
+# -- the local mesh --------------------------------------------------------------------------
+@app.command()
+def up(targets: Optional[str] = typer.Option(None, help="comma list; default: every installed service"),
+       port: int = typer.Option(0, help="NATS port (0: a free one)"),
+       gateway: str = typer.Option("127.0.0.1:50051", help="gateway gRPC address"),
+       as_json: bool = JSON) -> None:
+    """Start nats-server (JetStream), the gateway and the services on this machine."""
+    home = _home()
+    if (home / "state.json").exists() and _alive(json.loads((home / "state.json").read_text())):
+        err.print(f"already up (state in {home}); run `kpt down` first")
+        raise typer.Exit(1)
+    home.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    (home / "tokens").write_text(f"{token} local\n")
+    (home / "token").write_text(token + "\n")
+    os.chmod(home / "token", 0o600)
+    (home / "logs").mkdir(exist_ok=True)
+    server = natsd.start(str(home / "nats"), port=port, log_path=str(home / "logs" / "nats.log"))
+    wanted = targets.split(",") if targets else None
+    procs = local.plan(server.url, gateway, wanted, common={"KPT_TOKENS_FILE": str(home / "tokens")})
+    pids = {"nats": server.proc.pid}
+    for p in procs:
+        pids[p.name] = local.launch(p, str(home / "logs")).pid
+    state = {"nats": server.url, "gateway": gateway, "pids": pids}
+    (home / "state.json").write_text(json.dumps(state, indent=2))
+    names = [p.name.removeprefix("svc-") for p in procs if p.name.startswith("svc-")]
+    infos = _wait_targets(gateway, token, set(names), timeout=180)
+    if as_json:
+        _out({"state": state, "targets": [c.to_dict(i) for i in infos]}, True)
+    else:
+        err.print(f"mesh up: NATS {server.url}, gateway {gateway}, services {', '.join(names) or 'none'}; logs in {home / 'logs'}")
+        report.show(_targets_table(infos))
+
+
+def _wait_targets(gateway: str, token: str, names: set[str], timeout: float) -> list[c.TargetInfo]:
+    from kpt.client import Client
+
+    deadline = time.monotonic() + timeout
+    with Client(gateway, token) as cl:
+        while True:
+            try:
+                infos = cl.targets()
+                if {c.target_name(i.target) for i in infos} >= names:
+                    return infos
+            except KptError:
+                pass  # gateway still starting
+            if time.monotonic() > deadline:
+                raise Unavailable(f"services {sorted(names)} did not come up within {timeout}s; see {_home() / 'logs'}")
+            time.sleep(0.5)
+
+
+def _alive(state: dict) -> bool:
+    for pid in state.get("pids", {}).values():
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            continue
+    return False
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `kpt up` started."""
+    path = _home() / "state.json"
+    if not path.exists():
+        err.print("nothing is up")
+        return
+    pids = json.loads(path.read_text())["pids"]
+    for name, pid in reversed(list(pids.items())):
+        try:
+            os.killpg(pid, signal.SIGTERM) if name != "nats" else os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _alive({"pids": pids}):
+        time.sleep(0.2)
+    for pid in pids.values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    path.unlink()
+    err.print("mesh down")
+
+
+@app.command()
+def status(as_json: bool = JSON) -> None:
+    """Processes of the local mesh and the targets online."""
+    path = _home() / "state.json"
+    procs = {}
+    if path.exists():
+        for name, pid in json.loads(path.read_text())["pids"].items():
+            procs[name] = _alive({"pids": {name: pid}})
+    try:
+        with _client() as cl:
+            infos = cl.targets()
+    except KptError as e:
+        infos = []
+        err.print(f"gateway: {e}")
+    if as_json:
+        _out({"processes": procs, "targets": [c.to_dict(i) for i in infos]}, True)
+        return
+    t = Table(title="processes")
+    t.add_column("process")
+    t.add_column("running")
+    for name, ok in procs.items():
+        t.add_row(name, "yes" if ok else "[red]no[/red]")
+    report.show(t)
+    report.show(_targets_table(infos))
+
+
+def _targets_table(infos: list[c.TargetInfo]) -> Table:
+    t = Table(title="targets online")
+    for col in ("target", "service", "device", "kind", "count", "memory GiB", "precisions", "available"):
+        t.add_column(col)
+    for i in infos:
+        t.add_row(c.target_name(i.target), i.service_id, i.device_name, i.device_kind, str(i.device_count),
+                  f"{i.memory_bytes / 2**30:.1f}",
+                  ",".join(c.Precision.Name(p).removeprefix("PRECISION_").lower() for p in i.precisions),
+                  "yes" if i.available else f"no: {i.unavailable_reason}")
+    return t
+
+
+@app.command()
+def targets(as_json: bool = JSON) -> None:
+    """Targets online, with device, memory and toolchain."""
+    try:
+        with _client() as cl:
+            infos = cl.targets()
+    except KptError as e:
+        _fail(e)
+    _out({"targets": [c.to_dict(i) for i in infos]} if as_json else _targets_table(infos), as_json)
+
+
+# -- jobs ----------------------------------------------------------------------------------
+def _model(cl, model: str) -> c.ModelRef:
+    if model.startswith("zoo:"):
+        return cl.zoo(model[4:])
+    if not os.path.exists(model):
+        from kpt import catalog
+
+        if model in catalog.ZOO:
+            return cl.zoo(model)
+        raise typer.BadParameter(f"{model}: no such file, and not a zoo model ({', '.join(catalog.ZOO)})")
+    return cl.upload(model)
+
+
+def _inputs(specs: list[str]) -> c.InputSpec:
+    """name:dtype:d0xd1x... where a dim may be N or lo-hi=N (dynamic in [lo, hi], example N)."""
+    out = c.InputSpec()
+    for s in specs:
+        try:
+            name, dtype, dims = s.split(":")
+            t = out.tensors.add(name=name, dtype=dtype)
+            for d in dims.split("x"):
+                if "=" in d:
+                    rng, size = d.split("=")
+                    lo, hi = rng.split("-")
+                    t.dims.add(size=int(size), min=int(lo), max=int(hi))
+                else:
+                    t.dims.add(size=int(d))
+        except ValueError:
+            raise typer.BadParameter(f"--input {s!r}: expected name:dtype:DIMxDIM (a dim: N or LO-HI=N)") from None
+    return out
+
+
+def _run(kind: str, model: str, target: List[str], level: str, formats: List[str], inputs: List[str],
+         precision: Optional[str], wait: bool, out: Optional[str], no_cache: bool, as_json: bool) -> None:
+    try:
+        with _client() as cl:
+            ref = _model(cl, model)
+            spec = cl._spec(kind, ref, level, export_formats=formats or None, precision=precision,
+                            inputs=_inputs(inputs) if inputs else None)
+            tg = [x for t in (target or ["auto"]) for x in t.split(",")]
+            jobs = cl.submit(spec, tg, bypass_cache=no_cache)
+            if wait:
+                for j in jobs:
+                    _follow(j, quiet=as_json)
+            if out:
+                for j in jobs:
+                    if j.done and j.proto.state == c.JobState.JOB_STATE_SUCCEEDED:
+                        j.download(out if len(jobs) == 1 else os.path.join(out, c.target_name(j.proto.target)))
+    except KptError as e:
+        _fail(e)
+    if as_json:
+        _out({"group_id": jobs[0].proto.group_id, "jobs": [c.to_dict(j.proto) for j in jobs]}, True)
+        return
+    for j in jobs:
+        report.show(report.job_report(j.proto))
+    if len(jobs) > 1 and wait:
+        report.show(report.compare_table([j.proto for j in jobs]))
+    if any(j.proto.state == c.JobState.JOB_STATE_FAILED for j in jobs):
+        raise typer.Exit(1)
+
+
+def _follow(job, quiet: bool = False) -> None:
+    if quiet:
+        job.wait(raise_on_failure=False)
+        return
+    cols = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn()]
+    with Progress(*cols, console=err, transient=False) as prog:
+        task = prog.add_task(f"{job.id} {c.target_name(job.proto.target)}", total=1.0)
+        for ev in job.events():
+            prog.update(task, completed=ev.progress,
+                        description=f"{job.id} {c.target_name(job.proto.target)} {ev.phase}: {ev.message[:60]}")
+    job.wait(raise_on_failure=False)
+
+
+TARGET = typer.Option(None, "--target", "-t", help="cpu, nvidia, amd, tpu, intel or auto; repeat for side by side")
+LEVEL = typer.Option("O2", "--level", "-l", help="O0..O3")
+INPUT = typer.Option(None, "--input", "-i", help="name:dtype:DIMS, e.g. x:float32:8x256 or ids:int64:1-8=1x128")
+WAIT = typer.Option(True, "--wait/--no-wait", help="follow progress until the job ends")
+OUT = typer.Option(None, "--out", "-o", help="download the artifacts into this folder")
+NOCACHE = typer.Option(False, "--no-cache", help="run even if an identical result exists")
+
+
+@app.command()
+def optimize(model: str, target: List[str] = TARGET, level: str = LEVEL, inputs: List[str] = INPUT,
+             precision: Optional[str] = None, wait: bool = WAIT, out: Optional[str] = OUT,
+             no_cache: bool = NOCACHE, as_json: bool = JSON) -> None:
+    """Optimize MODEL (a .pt2/.onnx file or a zoo name) for a target; prints the report."""
+    _run("optimize", model, target, level, [], inputs, precision, wait, out, no_cache, as_json)
+
+
+@app.command()
+def export(model: str, fmt: List[str] = typer.Option(..., "--format", "-f", help="onnx, torchscript, exported_program, ..."),
+           target: List[str] = TARGET, inputs: List[str] = INPUT, wait: bool = WAIT, out: Optional[str] = OUT,
+           no_cache: bool = NOCACHE, as_json: bool = JSON) -> None:
+    """Export MODEL to deployable formats, each validated against eager."""
+    _run("export", model, target or ["cpu"], "O0", fmt, inputs, None, wait, out, no_cache, as_json)
+
+
+@app.command()
+def benchmark(model: str, target: List[str] = TARGET, level: str = LEVEL, inputs: List[str] = INPUT,
+              wait: bool = WAIT, no_cache: bool = NOCACHE, as_json: bool = JSON) -> None:
+    """Measure eager, torch.compile, onnxruntime and ours side by side on a target."""
+    _run("benchmark", model, target, level, [], inputs, None, wait, None, no_cache, as_json)
+
+
+@app.command()
+def compare(group: str, as_json: bool = JSON) -> None:
+    """Side-by-side table of the jobs of one group (one submit naming several targets)."""
+    try:
+        with _client() as cl:
+            jobs = [j.proto for j in cl.jobs(group_id=group)]
+    except KptError as e:
+        _fail(e)
+    if not jobs:
+        _fail(KptError(f"no jobs in group {group}"))
+    _out({"jobs": [c.to_dict(j) for j in jobs]} if as_json else report.compare_table(jobs), as_json)
+
+
+@app.command()
+def jobs(group: str = "", state: str = "", as_json: bool = JSON) -> None:
+    """Your jobs, newest first."""
+    try:
+        with _client() as cl:
+            found = [j.proto for j in cl.jobs(group_id=group, state=state)]
+    except KptError as e:
+        _fail(e)
+    if as_json:
+        _out({"jobs": [c.to_dict(j) for j in found]}, True)
+        return
+    t = Table(title="jobs")
+    for col in ("id", "group", "kind", "target", "state", "level", "speedup", "created"):
+        t.add_column(col)
+    for j in found:
+        t.add_row(j.id, j.group_id, c.kind_name(j.spec.kind), c.target_name(j.target), c.state_name(j.state),
+                  c.level_name(j.result.achieved_level) if j.result.achieved_level else "-",
+                  f"{j.result.speedup:.2f}x" if j.result.speedup else "-", j.created_at.ToDatetime().isoformat(timespec="seconds"))
+    report.show(t)
+
+
+@app.command()
+def watch(job_id: str, as_json: bool = JSON) -> None:
+    """Follow a job's progress until it ends; then print its report."""
+    try:
+        with _client() as cl:
+            job = cl.job(job_id)
+            if as_json:
+                for ev in job.events():
+                    sys.stdout.write(json.dumps(c.to_dict(ev)) + "\n")
+                _out(job.proto, True)
+                return
+            _follow(job)
+    except KptError as e:
+        _fail(e)
+    report.show(report.job_report(job.proto))
+
+
+@app.command()
+def download(job_id: str, out: str = typer.Option(".", "--out", "-o"), fmt: Optional[str] = typer.Option(None, "--format", "-f"),
+             as_json: bool = JSON) -> None:
+    """Download a job's artifacts (digests verified)."""
+    try:
+        with _client() as cl:
+            paths = cl.job(job_id).download(out, fmt)
+    except KptError as e:
+        _fail(e)
+    _out({"paths": paths}, as_json) if as_json else [err.print(p) for p in paths]
+
+
+if __name__ == "__main__":
+    app()
