@@ -22,6 +22,7 @@ from kpt.bus import records
 from kpt.bus.core import EVENTS_SUBJECT, Bus
 from kpt.errors import InvalidArgument, NotFound, TooLarge, Unavailable, Unsupported
 from kpt_gateway import sniff, validate
+from kpt_gateway.targets import TargetsView
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,13 @@ class Api:
         self.bus = bus
         self.max_upload = max_upload_bytes or settings.get("KPT_MAX_UPLOAD_BYTES")
         self.require_live = settings.get("KPT_REQUIRE_LIVE_TARGET") if require_live_target is None else require_live_target
+        self.view = TargetsView(bus)
+
+    async def start(self) -> None:
+        await self.view.start()
+
+    async def stop(self) -> None:
+        await self.view.stop()
 
     # -- models ---------------------------------------------------------------------------
     async def upload(self, tenant: str, header: c.UploadHeader, chunks: AsyncIterator[bytes]) -> c.UploadModelResponse:
@@ -82,7 +90,7 @@ class Api:
         if req.job_id:
             records.check_id("job id", req.job_id)
         await self._own_model(tenant, spec)
-        live = await records.live_targets(self.bus)
+        live = self.view.live()
         group = req.job_id or uuid.uuid4().hex[:20]
         jobs = []
         for target in wanted:
@@ -199,6 +207,6 @@ class Api:
             yield c.DownloadArtifactResponse(chunk=chunk)
 
     async def targets(self, tenant: str) -> c.ListTargetsResponse:
-        infos = await records.live_targets(self.bus)
+        infos = self.view.live()
         infos.sort(key=lambda i: (i.target, i.service_id))
         return c.ListTargetsResponse(targets=infos)

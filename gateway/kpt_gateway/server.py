@@ -28,7 +28,9 @@ async def serve() -> None:
     bus = await core.connect(name="kpt-gateway")
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                                       ("grpc.max_send_message_length", MAX_MESSAGE)])
-    c.add_GatewayServicer_to_server(GatewayServicer(Api(bus), tokens), server)
+    api = Api(bus)
+    await api.start()
+    c.add_GatewayServicer_to_server(GatewayServicer(api, tokens), server)
     status = health.add(server)
     addr = settings.get("KPT_GATEWAY_ADDR")
     port = server.add_insecure_port(addr)
@@ -45,6 +47,7 @@ async def serve() -> None:
     await stop.wait()
     await status.enter_graceful_shutdown()
     await server.stop(5)
+    await api.stop()
     await bus.close()
 
 

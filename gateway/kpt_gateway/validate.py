@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kpt import catalog
-from kpt.contract import ArtifactFormat, JobKind, JobSpec, Level, ModelFormat, Precision, Target, SPEC_VERSION
+from kpt.contract import SPEC_VERSION, ArtifactFormat, JobKind, JobSpec, Level, ModelFormat, Precision, Target
 from kpt.errors import InvalidArgument, InvalidInput, UnknownLevel, UnknownTarget
 
 MAX_DIMS = 8

@@ -7,12 +7,17 @@ Every service whose virtual environment is installed (services/<target>/.venv) i
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kpt.contract import CONCRETE_TARGETS
+from kpt import natsd
+from kpt.client import Client
+from kpt.contract import CONCRETE_TARGETS, target_name
+from kpt.errors import KptError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,3 +58,84 @@ def launch(proc: Proc, log_dir: str) -> subprocess.Popen:
     base = {k: v for k, v in os.environ.items() if not k.startswith("KPT_")}
     return subprocess.Popen(proc.argv, env={**base, **proc.env}, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
+
+
+@dataclass
+class Mesh:
+    """A running local mesh owned by this process (tests, benchmarks)."""
+
+    nats: natsd.NatsServer
+    gateway_addr: str
+    env: dict
+    log_dir: str
+    tokens: dict[str, str]
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, tmp: str, tokens: dict[str, str], targets: tuple[str, ...] = ("cpu",), replicas: int = 1,
+              **env: str) -> "Mesh":
+        """nats-server, gateway and services as child processes, on free loopback ports."""
+        server = natsd.start(os.path.join(tmp, "nats"))
+        addr = f"127.0.0.1:{natsd.free_port()}"
+        common = {
+            "KPT_TOKENS": ",".join(f"{t}:{n}" for t, n in tokens.items()),
+            "KPT_HEARTBEAT_S": "0.5",
+            "KPT_CACHE_DIR": os.path.join(tmp, "cache"),
+            "KPT_LOG_LEVEL": "INFO",
+            **env,
+        }
+        mesh = cls(server, addr, common, os.path.join(tmp, "logs"), tokens)
+        for p in plan(server.url, addr, list(targets), common=common, replicas=replicas):
+            mesh.procs[p.name] = launch(p, mesh.log_dir)
+        mesh.wait_targets({t: replicas for t in targets})
+        return mesh
+
+    def add_replica(self, name: str, target: str = "cpu") -> None:
+        (proc,) = [p for p in plan(self.nats.url, self.gateway_addr, [target], common=self.env) if p.name != "gateway"]
+        proc.name, proc.env["KPT_SERVICE_ID"] = name, name
+        self.procs[name] = launch(proc, self.log_dir)
+
+    def client(self, tenant: str | None = None) -> Client:
+        by_tenant = {v: k for k, v in self.tokens.items()}
+        return Client(self.gateway_addr, by_tenant[tenant] if tenant else next(iter(self.tokens)))
+
+    def wait_targets(self, want: dict[str, int], timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            for name, p in self.procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {p.returncode}; logs in {self.log_dir}\n{self.logs(name)}")
+            try:
+                with self.client() as cl:
+                    infos = cl.targets()
+                have = {}
+                for i in infos:
+                    have[target_name(i.target)] = have.get(target_name(i.target), 0) + 1
+                if all(have.get(t, 0) >= n for t, n in want.items()):
+                    return
+                last = have
+            except KptError as e:  # the gateway may still be starting
+
+                last = e
+            time.sleep(0.3)
+        raise TimeoutError(f"targets {want} not online after {timeout}s (last: {last}); logs in {self.log_dir}")
+
+    def logs(self, name: str) -> str:
+        path = os.path.join(self.log_dir, f"{name}.log")
+        return open(path, errors="replace").read()[-4000:] if os.path.exists(path) else ""
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        os.kill(self.procs[name].pid, sig)
+        self.procs[name].wait(10)
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        self.nats.stop()

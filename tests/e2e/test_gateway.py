@@ -10,7 +10,7 @@ import pytest
 
 from kpt import contract as c
 from kpt.errors import KptError
-from tests.e2e.mesh import TOKENS, Mesh
+from tests.e2e import mesh as meshlib
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 MAX_UPLOAD = 4 << 20
@@ -18,7 +18,7 @@ MAX_UPLOAD = 4 << 20
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
-    m = Mesh.start(str(tmp_path_factory.mktemp("gw")), targets=(), KPT_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+    m = meshlib.start(str(tmp_path_factory.mktemp("gw")), targets=(), KPT_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
                    KPT_REQUIRE_LIVE_TARGET="false")
     yield m
     m.stop()
@@ -121,7 +121,7 @@ def test_unknown_target_and_level(mesh):
 
 
 def test_no_live_service_is_unavailable_when_required(tmp_path_factory):
-    m = Mesh.start(str(tmp_path_factory.mktemp("gw2")), targets=())
+    m = meshlib.start(str(tmp_path_factory.mktemp("gw2")), targets=())
     try:
         with m.client() as cl:
             with pytest.raises(KptError) as e:

@@ -77,8 +77,8 @@ def test_declared_format_must_match(tmp_path):
 
 
 def test_onnx_header(tmp_path):
-    onnx = pytest.importorskip("onnx")
-    from onnx import helper, TensorProto
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])

@@ -24,7 +24,7 @@ from nats.js import api
 from kpt import contract as c
 from kpt.bus import records
 from kpt.bus.core import CANCEL_SUBJECT, JOBS_STREAM, JOBS_SUBJECT, Bus
-from kpt.errors import Cancelled, KptError, Unavailable
+from kpt.errors import Cancelled, KptError, Unavailable, WorkerCrashed
 from kpt.worker.process import Child
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class Worker:
         self.bus = bus
         self.cfg = cfg
         self.info = c.TargetInfo()
-        self._warm: Child | None = None
+        self._warm: asyncio.Task | None = None  # the next job's child, starting in the background
         self._current: tuple[str, Child] | None = None
         self.jobs_run = 0
 
@@ -64,7 +64,8 @@ class Worker:
 
     async def start(self) -> None:
         """Spawn the first warm child (it reports the capability) and announce the target."""
-        self._warm = await self._spawn()
+        self._warm = asyncio.create_task(self._spawn())
+        await self._warm
         await records.heartbeat(self.bus, self.info)
         log.info("worker %s ready: %s (%s), available=%s", self.cfg.service_id, self.info.device_name,
                  self.info.device_kind, self.info.available)
@@ -101,7 +102,8 @@ class Worker:
         finally:
             await cancel_sub.unsubscribe()
             if self._warm:
-                await self._warm.close()
+                child = await self._warm
+                await child.close()
 
     async def _on_cancel(self, msg) -> None:
         job_id = msg.subject.rsplit(".", 1)[-1]
@@ -153,10 +155,9 @@ class Worker:
         await records.publish_event(self.bus, job, "started", f"attempt {attempt} on {self.cfg.service_id}", 0.0)
         ticker = asyncio.create_task(self._keep_alive(msg))
         workdir = tempfile.mkdtemp(prefix=f"kpt-{job.id}-")
-        child = self._warm or await self._spawn()
-        self._warm = None
-        self._current = (job.id, child)
         try:
+            child = await self._child()
+            self._current = (job.id, child)
             result = await self._execute(job, child, workdir)
         except KptError as e:
             await self._after_error(job, e, attempt, msg)
@@ -168,7 +169,14 @@ class Worker:
             shutil.rmtree(workdir, ignore_errors=True)
             self.jobs_run += 1
             if self._warm is None:
-                self._warm = await self._spawn()
+                self._warm = asyncio.create_task(self._spawn())
+
+    async def _child(self) -> Child:
+        warm, self._warm = self._warm, None
+        try:
+            return await (warm or self._spawn())
+        except (OSError, asyncio.TimeoutError, ValueError) as e:
+            raise WorkerCrashed(f"could not start the job's process: {e}") from e
 
     async def _keep_alive(self, msg) -> None:
         while True:
