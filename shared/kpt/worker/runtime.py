@@ -231,4 +231,4 @@ class Worker:
             key = records.cache_key(done.spec, done.target, self.info.toolchain_fingerprint)
             await records.remember(self.bus, key, done)
             await records.publish_event(self.bus, done, "done", f"speedup {result.speedup:.2f}x", 1.0)
-        await msg.ack()
+        await msg.ack_sync()  # confirmed by the server before the next fetch
