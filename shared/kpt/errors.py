@@ -27,14 +27,20 @@ class KptError(Exception):
 
 
 class InvalidArgument(KptError):
+    """A request field is malformed or out of range."""
+
     code, grpc_status, http_status = "INVALID_ARGUMENT", "INVALID_ARGUMENT", 400
 
 
 class UnknownTarget(InvalidArgument):
+    """A target that is not cpu, nvidia, amd, tpu, intel or auto."""
+
     code = "UNKNOWN_TARGET"
 
 
 class UnknownLevel(InvalidArgument):
+    """A level that is not O0..O3."""
+
     code = "UNKNOWN_LEVEL"
 
 
@@ -57,10 +63,14 @@ class UnsafeModel(InvalidModel):
 
 
 class TooLarge(KptError):
+    """An upload past KPT_MAX_UPLOAD_BYTES (or past its announced size)."""
+
     code, grpc_status, http_status = "TOO_LARGE", "RESOURCE_EXHAUSTED", 413
 
 
 class Unauthenticated(KptError):
+    """Missing, malformed or unknown bearer token."""
+
     code, grpc_status, http_status = "UNAUTHENTICATED", "UNAUTHENTICATED", 401
 
 
@@ -71,6 +81,8 @@ class NotFound(KptError):
 
 
 class AlreadyExists(KptError):
+    """Something created twice where that is not idempotent."""
+
     code, grpc_status, http_status = "ALREADY_EXISTS", "ALREADY_EXISTS", 409
 
 
@@ -87,28 +99,38 @@ class Unsupported(KptError):
 
 
 class AccuracyFailed(KptError):
+    """No level (or requested export) produced outputs within tolerance of eager fp32."""
+
     code, grpc_status, http_status = "ACCURACY_FAILED", "FAILED_PRECONDITION", 422
 
 
 class Timeout(KptError):
+    """The job ran past its time limit and was stopped."""
+
     code, grpc_status, http_status = "TIMEOUT", "DEADLINE_EXCEEDED", 504
 
 
 class OutOfMemory(KptError):
+    """The job's process ran out of memory (KPT_JOB_MEMORY_BYTES, or the machine's)."""
+
     code, grpc_status, http_status = "OUT_OF_MEMORY", "RESOURCE_EXHAUSTED", 507
 
 
 class WorkerCrashed(KptError):
+    """The job's process died without a result (a signal, a crash); retried on another attempt."""
+
     code, grpc_status, http_status = "WORKER_CRASHED", "INTERNAL", 500
     retryable = True
 
 
 class Cancelled(KptError):
+    """The job was cancelled by its owner."""
+
     code, grpc_status, http_status = "CANCELLED", "CANCELLED", 409
 
 
 class Internal(KptError):
-    pass
+    """A bug: the message points at the log."""
 
 
 def _all_subclasses(cls: type) -> list[type]:
