@@ -19,8 +19,8 @@ from kpt.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-# Models are GBs and travel as chunks of the object store: 8 MiB messages keep the number of
-# round trips low (see docs/benchmarks/bus.md for the sweep that chose the chunk size).
+# Blobs travel as 1 MiB object-store chunks (docs/benchmarks/bus.md has the sweep that chose
+# them); 8 MiB leaves room for large job records and results.
 MAX_PAYLOAD = 8 << 20
 
 
