@@ -1,0 +1,53 @@
+"""What this CPU host offers (kpt.v1.TargetInfo as a protobuf JSON dict). Cheap: no model imports;
+versions come from package metadata."""
+
+from __future__ import annotations
+
+import os
+
+from kpt.optimize import env
+from kpt_cpu.passes import bf16_decision
+
+FORMATS = ("ARTIFACT_FORMAT_AOTI_PACKAGE", "ARTIFACT_FORMAT_EXPORTED_PROGRAM", "ARTIFACT_FORMAT_ONNX",
+           "ARTIFACT_FORMAT_TORCHSCRIPT")
+
+
+def _memory_bytes() -> int:
+    """Physical memory, or the cgroup limit where one is lower (what a container may really use)."""
+    total = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                total = int(line.split()[1]) * 1024
+                break
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit)) if total else int(limit)
+    except OSError:
+        pass
+    return total
+
+
+def capability(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
+    info = env.cpu_info(cpuinfo_path)
+    precisions = ["PRECISION_FP32"]
+    if bf16_decision(info.flags)[0]:
+        precisions.append("PRECISION_BF16")
+    precisions.append("PRECISION_INT8")
+    toolchain = env.toolchain()
+    flags = [f for f in env.RELEVANT_FLAGS if f in info.flags]
+    toolchain["cpu_flags"] = ",".join(flags)
+    return {
+        "target": "TARGET_CPU",
+        "device_name": info.model,
+        "device_kind": "cpu",
+        "device_count": len(os.sched_getaffinity(0)),
+        "memory_bytes": str(_memory_bytes()),
+        "precisions": precisions,
+        "formats": list(FORMATS),
+        "toolchain": toolchain,
+        "toolchain_fingerprint": env.fingerprint({**toolchain, "cpu_model": info.model}),
+        "available": True,
+    }

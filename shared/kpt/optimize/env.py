@@ -1,0 +1,101 @@
+"""Where a measurement ran: host CPU, the flags that decide kernels, threads, toolchain versions."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+
+import torch
+
+# CPU flags that change which kernels run (bf16/int8 dot products, vector width).
+RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                  "amx_tile", "amx_bf16", "amx_int8", "avx512_fp16")
+TOOLCHAIN_PACKAGES = ("torch", "transformers", "torchao", "onnx", "onnxruntime", "onnxscript", "openvino")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    flags: frozenset[str]
+
+
+def parse_cpuinfo(text: str) -> CpuInfo:
+    model, flags = "unknown cpu", frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model == "unknown cpu":
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = frozenset(value.split())
+    return CpuInfo(model, flags)
+
+
+@functools.lru_cache(maxsize=4)
+def cpu_info(path: str = "/proc/cpuinfo") -> CpuInfo:
+    try:
+        with open(path) as f:
+            return parse_cpuinfo(f.read())
+    except OSError:
+        return CpuInfo(platform.processor() or "unknown cpu", frozenset())
+
+
+def cores() -> int:
+    """Cores this process may run on (the affinity mask, not the host's count)."""
+    return len(os.sched_getaffinity(0))
+
+
+@functools.lru_cache(maxsize=1)
+def compiler_version() -> str:
+    try:
+        out = subprocess.run(["gcc", "--version"], capture_output=True, text=True, timeout=5, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "none"
+    return out.splitlines()[0] if out else "none"
+
+
+def toolchain() -> dict[str, str]:
+    """Versions from package metadata (no imports: cheap), plus python and the C++ compiler."""
+    out = {}
+    for pkg in TOOLCHAIN_PACKAGES:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    out["python"] = platform.python_version()
+    out["compiler"] = compiler_version()
+    return out
+
+
+def fingerprint(parts: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return cpu_info().model
+
+
+def environment(device: str) -> dict[str, str]:
+    """The fingerprint stored with every result (Result.environment)."""
+    info = cpu_info()
+    env = {
+        "device": device,
+        "device_name": device_name(device),
+        "cpu_model": info.model,
+        "cpu_flags": ",".join(f for f in RELEVANT_FLAGS if f in info.flags),
+        "cores": str(cores()),
+        "torch_threads": str(torch.get_num_threads()),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "loadavg_1m": f"{os.getloadavg()[0]:.2f}",
+        **{f"toolchain.{k}": v for k, v in toolchain().items()},
+    }
+    env["fingerprint"] = fingerprint({k: v for k, v in env.items() if k != "loadavg_1m"})
+    return env

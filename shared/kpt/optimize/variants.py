@@ -1,0 +1,120 @@
+"""Measured variants (kpt.v1.VariantMetrics): build the reference ones, check and time them together.
+
+Reference variants are named as the contract says: eager_fp32, eager_bf16, compile_default,
+compile_max_autotune, onnxruntime; ours are kpt_O0..kpt_O3. A variant that cannot run here is
+still reported, with `error` saying why, and never timed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from kpt.errors import KptError
+from kpt.optimize import accuracy, bench, ort
+from kpt.optimize import inputs as inp
+from kpt.optimize.graph_passes import CastBoundary
+from kpt.optimize.source import Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Variant:
+    name: str
+    fn: Callable | None  # called with the input tensors
+    compile_s: float = 0.0
+    precision: str = "fp32"
+    error: str = ""  # set when it cannot run, with the reason
+    accuracy: accuracy.Report | None = None
+
+
+def failed(name: str, reason: str) -> Variant:
+    return Variant(name, None, error=reason)
+
+
+def eager_bf16(src: Source) -> Variant:
+    """The eager model with bf16 weights behind an fp32 interface (what the bf16 pass compiles)."""
+    return Variant("eager_bf16", CastBoundary(copy.deepcopy(src.module), torch.bfloat16), precision="bf16")
+
+
+def compiled(src: Source, mode: str | None, name: str) -> Variant:
+    """torch.compile(model, mode); its compile time is the first call's, on the example input."""
+    fn = torch.compile(src.module, mode=mode)
+    x = inp.generate(src.spec, seed=0, device=_device(src))
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        fn(*x)
+    return Variant(name, fn, compile_s=time.perf_counter() - t0)
+
+
+def onnxruntime(src: Source, workdir: str) -> Variant:
+    """The model in onnxruntime (CPU EP, all graph optimizations): exported here for torch sources."""
+    t0 = time.perf_counter()
+    path = src.onnx_path
+    if path is None:
+        from kpt.optimize import export
+
+        os.makedirs(workdir, exist_ok=True)
+        path = export.EXPORTERS[export.OnnxExport](export.OnnxExport(), src, os.path.join(workdir, "reference.onnx"))
+    sess = ort.session(path)
+    return Variant("onnxruntime", lambda *a: ort.run(sess, a), compile_s=time.perf_counter() - t0)
+
+
+def _device(src: Source) -> str:
+    p = next(iter(src.module.parameters()), None) if src.module is not None else None
+    return str(p.device) if p is not None else "cpu"
+
+
+def guarded(name: str, build: Callable[[], Variant]) -> Variant:
+    """Build a reference variant; a failure to build becomes the variant's error, logged with its cause.
+    Reference variants are comparisons, not deliverables: one that cannot be built must not sink the job."""
+    try:
+        return build()
+    except KptError as e:
+        return failed(name, e.message)
+    except Exception as e:  # noqa: BLE001 - torch.compile/onnx failures vary by model; reported, not hidden
+        log.warning("variant %s could not be built", name, exc_info=True)
+        return failed(name, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}")
+
+
+def measure(variants: list[Variant], spec: inp.InputSpec, settings: bench.Settings, device: str,
+            refs: list | None, tol_override: accuracy.Tolerances | None) -> list[dict]:
+    """Check every runnable variant against eager fp32, time them interleaved, return VariantMetrics rows."""
+    runnable = []
+    for v in variants:
+        if v.fn is None:
+            continue
+        if refs is not None and v.accuracy is None:
+            tol = accuracy.tolerances_for(v.precision, tol_override)
+            try:
+                v.accuracy = accuracy.check(v.fn, refs, tol, quantized=v.precision == "int8")
+            except KptError as e:
+                v.error = f"fails on the check inputs: {e.message}"
+                continue
+        runnable.append(v)
+    x = inp.generate(spec, seed=0, device=device)
+    times = bench.measure({v.name: (lambda f=v.fn: f(*x)) for v in runnable}, settings, device) if runnable else {}
+    batch = inp.batch_size(spec)
+    rows = []
+    for v in variants:
+        row: dict = {"variant": v.name, "compile_s": v.compile_s}
+        if v.accuracy is not None:
+            row["accuracy"] = v.accuracy.to_dict()
+        if v.name in times:
+            st = bench.stats(times[v.name])
+            row["latency"] = st.to_dict()
+            row["throughput_per_s"] = batch * 1000.0 / st.p50_ms if st.p50_ms > 0 else 0.0
+            peak = bench.peak_memory(lambda f=v.fn: f(*x), device)
+            if peak is not None:
+                row["peak_memory_bytes"] = str(peak)
+        else:
+            row["error"] = v.error or "not measured"
+        rows.append(row)
+    return rows
