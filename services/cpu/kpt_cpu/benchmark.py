@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
+import torch
+
 from kpt.optimize import accuracy, env, jobspec, pipeline
 from kpt.optimize import variants as var
 from kpt.optimize.passes import PassConfig
@@ -25,7 +27,7 @@ def reference_variants(src: Source, workdir: str, emit: Emit, progress: tuple[fl
     lo, hi = progress
     out = [var.Variant("eager_fp32", src.module)]
     use, why = bf16_decision(env.cpu_info().flags)
-    out.append(var.guarded("eager_bf16", lambda: var.eager_bf16(src)) if use
+    out.append(var.guarded("eager_bf16", lambda: var.eager(src, torch.bfloat16)) if use
                else var.failed("eager_bf16", why))
     emit("compile", "torch.compile (default mode)", lo)
     out.append(var.guarded("compile_default", lambda: var.compiled(src, None, "compile_default")))

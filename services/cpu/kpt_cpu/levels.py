@@ -4,8 +4,9 @@ O0  the exported program, unchanged (the baseline every report measures against)
 O1  conv+bn folding, fused SDPA attention, AOTInductor with freezing (fp32, numerics-preserving)
 O2  O1 + bf16 where the CPU has it natively + max-autotune GEMM templates when they measure faster
 O3  O1 + int8 dynamic linear layers + max-autotune when faster. bf16 is not stacked under int8:
-    torchao's int8 path with bf16 activations measured 2.6x slower than with fp32 activations on
-    all-MiniLM-L6-v2 here (26.0 vs 10.1 ms, docs/benchmarks/cpu.md), so O3 keeps fp32 elsewhere.
+    torchao's int8 path with bf16 activations measured slower than with fp32 activations on
+    all-MiniLM-L6-v2 here, at the same error (14.3 vs 11.6 ms p50, interleaved; the ablation in
+    docs/benchmarks/cpu.md), so O3 keeps fp32 around the int8 matmuls.
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ from kpt.optimize.passes import Artifact, Outcome, PassConfig, Work, register
 
 log = logging.getLogger(__name__)
 
-# max-autotune compiles took 1.0-2.2x the default compile on mlp and all-MiniLM-L6-v2
-# (docs/benchmarks/cpu.md); 2.5x is the estimate used against the budget.
-AUTOTUNE_COMPILE_FACTOR = 2.5
+# In bench/cpu_models.py (2-core EPYC, empty cache) the max-autotune compile took 2.1x / 2.5x / 2.8x the
+# default one for bf16 cnn / MiniLM / BERT-base (13.0 vs 6.2 s, 29.2 vs 11.6 s, 47.4 vs 16.9 s) and
+# about 1x for the int8 variants; 3x is the estimate checked against the budget.
+AUTOTUNE_COMPILE_FACTOR = 3.0
 # Short interleaved run that decides between the default and the max-autotune package.
 CHOOSE_SETTINGS = bench.Settings(warmup_iters=3, min_iters=15, max_iters=300, time_budget_s=4.0, stable_rel=0.02)
 # The tuned package must beat the default by this much on both its median and its fastest run. Under

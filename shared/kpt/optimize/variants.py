@@ -39,9 +39,15 @@ def failed(name: str, reason: str) -> Variant:
     return Variant(name, None, error=reason)
 
 
-def eager_bf16(src: Source) -> Variant:
-    """The eager model with bf16 weights behind an fp32 interface (what the bf16 pass compiles)."""
-    return Variant("eager_bf16", CastBoundary(copy.deepcopy(src.module), torch.bfloat16), precision="bf16")
+LOW_PRECISION = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def eager(src: Source, dtype: torch.dtype = torch.float32) -> Variant:
+    """eager_fp32 (the model itself), or eager_bf16/eager_fp16: weights in dtype behind an fp32 interface."""
+    if dtype == torch.float32:
+        return Variant("eager_fp32", src.module)
+    short = LOW_PRECISION[dtype]
+    return Variant(f"eager_{short}", CastBoundary(copy.deepcopy(src.module), dtype), precision=short)
 
 
 def compiled(src: Source, mode: str | None, name: str) -> Variant:

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# GPU phases of the nvidia service, for one device command each (each well under 10 minutes).
+#
+#   scripts/gpu_run.sh tests     GPU tests (pytest -m gpu tests/gpu)            -> $OUT/tests.log, tests.xml
+#   scripts/gpu_run.sh bench-a   bert-base (b8 s384), gpt2 (b8 s512)            -> $OUT/h100-a.json, h100-a.log
+#   scripts/gpu_run.sh bench-b   llama-1b decode (b1, 2048 cache) and prefill   -> $OUT/h100-b.json, h100-b.log
+#   scripts/gpu_run.sh bench-c   vit-b16, resnet50 (32 images)                  -> $OUT/h100-c.json, h100-c.log
+#   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
+# Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
+#
+# The machine has python3 with torch 2.11 (CUDA 13.0), triton, transformers, onnx, onnxruntime, pytest,
+# grpcio, protobuf, but no torchao, no nats-py and no internet. Wheels it lacks are carried in .whl/
+# (git-ignored: pass it in the device command's carry list) and installed into /tmp/site; a wheel whose
+# module the machine already has is skipped, so nothing preinstalled is shadowed. Fetch them with:
+#
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#       torchao==0.18.0 onnxscript==0.7.2 onnx-ir==1.1.0
+#
+# torchao 0.18.0: its prebuilt kernels load on torch >= 2.11 (torchao/__init__.py checks the minimum) and
+# its Python API is the one the CPU service and these tests use. onnxscript and onnx-ir (pure Python) are
+# what torch.onnx's exporter needs; skipped if the machine has them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PHASE="${1:?usage: scripts/gpu_run.sh tests|bench-a|bench-b|bench-c|env}"
+OUT="${OUT:-$PWD/out}"
+mkdir -p "$OUT"
+SITE=/tmp/site
+mkdir -p "$SITE"
+
+for whl in .whl/*.whl; do
+    [ -e "$whl" ] || continue
+    mod="$(basename "$whl" | cut -d- -f1 | tr 'A-Z-' 'a-z_')"
+    if python3 -c "import $mod" 2>/dev/null; then
+        echo "wheel $whl: $mod already importable, not installed"
+        continue
+    fi
+    python3 -m pip install --quiet --no-index --no-deps --target "$SITE" "$whl"
+done
+
+export PYTHONPATH="$PWD/shared:$PWD/services/nvidia:$PWD/services/amd:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+# Compiler caches live under the repository (git-ignored .kpt/) so a machine kept warm between phases reuses them.
+export KPT_CACHE_DIR="${KPT_CACHE_DIR:-$PWD/.kpt/cache}"
+export KPT_LOG_LEVEL="${KPT_LOG_LEVEL:-INFO}"
+export TORCHINDUCTOR_COMPILE_THREADS="${TORCHINDUCTOR_COMPILE_THREADS:-$(nproc)}"
+mkdir -p "$KPT_CACHE_DIR"
+
+# Stop a little before the device command's 10-minute limit so logs and partial results are written.
+LIMIT="${LIMIT:-570}"
+
+bench() {
+    local tag="$1" models="$2"
+    timeout --signal=INT --kill-after=15 "$LIMIT" \
+        python3 bench/h100.py run --phase "bench-$tag" --models "$models" --budget-s "${BUDGET:-500}" \
+        --out "$OUT/h100-$tag.json" 2>&1 | tee "$OUT/h100-$tag.log"
+}
+
+case "$PHASE" in
+    env)
+        { nvidia-smi; python3 -c "import torch, sys; print(sys.version); print(torch.__version__, torch.version.cuda,
+torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')";
+          python3 -m pip list 2>/dev/null | grep -i -E "torch|triton|onnx|transformers|pytest|numpy"; } \
+            > "$OUT/env.txt" 2>&1 || true
+        cat "$OUT/env.txt" ;;
+    tests)
+        timeout --signal=INT --kill-after=15 "$LIMIT" \
+            python3 -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rs --durations=15 \
+            --junitxml="$OUT/tests.xml" -o junit_family=xunit2 2>&1 | tee "$OUT/tests.log" ;;
+    bench-a) bench a bert-base,gpt2 ;;
+    bench-b) bench b llama-1b-decode,llama-1b-prefill ;;
+    bench-c) bench c vit-b16,resnet50 ;;
+    *) echo "unknown phase $PHASE" >&2; exit 2 ;;
+esac

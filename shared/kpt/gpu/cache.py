@@ -1,0 +1,175 @@
+"""Compiler caches kept between jobs, under KPT_CACHE_DIR.
+
+  inductor/  Inductor's caches: generated kernels, autotuning results (max-autotune GEMM choices)
+  triton/    compiled Triton kernels (cubin / hsaco)
+  aoti/      finished AOTInductor packages, keyed by what decides their contents (with their CUDA-graph
+             record once the graphs pass has measured them)
+  choices/   measured decisions of other passes (the attention backend order), keyed by what they measured
+
+Inductor's FX graph cache does not serve AOTInductor compiles (compile_fx skips it in AOT mode, and
+for frozen weights), so a second compile of the same program re-runs lowering, code generation
+and the C++ build even when every kernel and autotuning result is cached. The package cache
+covers that: the key is a digest of the exported program (graph code, signature, input metadata,
+every weight's bytes), the Inductor options, the attention backend order, the device model and
+the toolchain. Same key, same package, byte for byte, so reuse cannot change a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import torch
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+from kpt.gpu.env import toolchain
+from kpt.optimize import inductor
+
+log = logging.getLogger(__name__)
+
+KEY_VERSION = 1
+MAX_PACKAGE_BYTES = 64 << 30  # oldest packages are dropped beyond this (a few 1B-parameter models)
+
+
+def configure(cache_dir: str) -> dict[str, str]:
+    """Point Inductor and Triton at cache_dir; returns the folders used."""
+    ind = inductor.use_cache_dir(cache_dir)
+    tri = os.path.join(cache_dir, "triton")
+    os.makedirs(tri, exist_ok=True)
+    os.environ["TRITON_CACHE_DIR"] = tri
+    pkg = os.path.join(cache_dir, "aoti")
+    os.makedirs(pkg, exist_ok=True)
+    return {"inductor": ind, "triton": tri, "aoti": pkg}
+
+
+def _hash_tensor(h: "hashlib._Hash", name: str, t: object) -> None:
+    if not isinstance(t, torch.Tensor):
+        h.update(f"{name}:{type(t).__name__}:{t!r}".encode())
+        return
+    if is_traceable_wrapper_subclass(t):  # torchao quantized weights: hash their inner tensors
+        inner, ctx = t.__tensor_flatten__()
+        h.update(f"{name}:{type(t).__name__}:{ctx!r}:{tuple(t.shape)}".encode())
+        for attr in inner:
+            _hash_tensor(h, f"{name}.{attr}", getattr(t, attr))
+        return
+    flat = t.detach().contiguous().reshape(-1)
+    h.update(f"{name}:{flat.dtype}:{tuple(t.shape)}:{tuple(t.stride())}".encode())
+    h.update(flat.view(torch.uint8).cpu().numpy())
+
+
+def program_digest(ep: torch.export.ExportedProgram) -> str:
+    h = hashlib.sha256()
+    h.update(ep.graph_module.code.encode())
+    h.update(str(ep.graph_signature).encode())
+    h.update(repr(sorted((str(k), str(v)) for k, v in ep.range_constraints.items())).encode())
+    for node in ep.graph.nodes:
+        if node.op == "placeholder":
+            val = node.meta.get("val")
+            h.update(f"{node.name}:{getattr(val, 'shape', val)}:{getattr(val, 'dtype', '')}".encode())
+    for name, t in sorted(ep.state_dict.items()):
+        _hash_tensor(h, name, t)
+    for name, t in sorted(ep.constants.items()):
+        _hash_tensor(h, name, t)
+    return h.hexdigest()
+
+
+def package_key(ep: torch.export.ExportedProgram, options: dict, attention: tuple[str, ...], device_name: str) -> str:
+    parts = {"version": KEY_VERSION, "program": program_digest(ep), "options": options, "attention": attention,
+             "device": device_name, "toolchain": {k: v for k, v in toolchain(None).items()}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _entry(cache_dir: str, key: str) -> str:
+    return os.path.join(cache_dir, "aoti", f"{key}.pt2")
+
+
+# The cache entry each package of this process came from or went to (job package path -> entry path), so a
+# later pass that completes the package (the CUDA-graph record) can complete the entry as well.
+_ENTRIES: dict[str, str] = {}
+
+
+def update(path: str) -> bool:
+    """Copy a package a later pass completed back over its cache entry; False when it has none."""
+    entry = _ENTRIES.get(os.path.abspath(path))
+    if entry is None or not os.path.isfile(entry):
+        return False
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(entry), suffix=".partial")
+    os.close(fd)
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, entry)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return True
+
+
+def choice_key(kind: str, parts: object) -> str:
+    """Key of a measured decision: what was measured, on which device, with which toolchain."""
+    blob = json.dumps({"kind": kind, "parts": parts, "version": KEY_VERSION,
+                       "toolchain": toolchain(None)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def load_choice(cache_dir: str, key: str) -> dict | None:
+    try:
+        with open(os.path.join(cache_dir, "choices", f"{key}.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def save_choice(cache_dir: str, key: str, value: dict) -> None:
+    folder = os.path.join(cache_dir, "choices")
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, os.path.join(folder, f"{key}.json"))
+
+
+def fetch(cache_dir: str, key: str, path: str) -> bool:
+    """Copy the cached package for key to path; False when there is none. A copy, not a link: later
+    passes append to the job's package."""
+    src = _entry(cache_dir, key)
+    if not os.path.isfile(src):
+        return False
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    shutil.copyfile(src, path)
+    os.utime(src)  # recently used: kept longest
+    _ENTRIES[os.path.abspath(path)] = src
+    return True
+
+
+def store(cache_dir: str, key: str, path: str) -> None:
+    dst = _entry(cache_dir, key)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dst), suffix=".partial")
+    os.close(fd)
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dst)  # atomic: a concurrent job never reads half a package
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _ENTRIES[os.path.abspath(path)] = dst
+    trim(os.path.dirname(dst))
+
+
+def trim(folder: str, max_bytes: int = MAX_PACKAGE_BYTES) -> None:
+    entries = []
+    for name in os.listdir(folder):
+        if name.endswith(".pt2"):
+            st = os.stat(os.path.join(folder, name))
+            entries.append((st.st_mtime, st.st_size, name))
+    total = sum(e[1] for e in entries)
+    for _, size, name in sorted(entries):
+        if total <= max_bytes:
+            break
+        os.unlink(os.path.join(folder, name))
+        total -= size
+        log.info("package cache over %d GiB: dropped %s", max_bytes >> 30, name)

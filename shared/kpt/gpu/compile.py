@@ -1,0 +1,145 @@
+"""AOTInductor for the GPU: the candidate becomes model.aoti.pt2 built for this device.
+
+Compared with kpt.optimize.inductor.InductorAOT (the CPU pass) it adds what GPUs need:
+  - the attention backend order SdpaBackend chose, active while exporting and compiling (the
+    choice of fused kernel is made when scaled_dot_product_attention is decomposed, at compile);
+  - max-autotune for GEMMs and convolutions within a compile-time budget (ATen/cuBLAS stays one of
+    the candidates, so a tuned matmul is never slower than the library's by the autotuner's measure);
+  - coordinate-descent tuning when the graph has matrix-vector products (M=1, decode): Inductor then
+    turns them into reduction kernels that reach memory bandwidth (its mm decomposition needs it);
+  - the package cache of kpt.gpu.cache: an identical program compiled before is copied, not rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from kpt import settings
+from kpt.gpu import cache
+from kpt.gpu.passes import attention_context, attention_order
+from kpt.optimize.passes import Artifact, Outcome, PassConfig, Work, register
+
+log = logging.getLogger(__name__)
+aten = torch.ops.aten
+
+_GEMMS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default, aten.linear.default,
+          aten.matmul.default, aten.convolution.default, aten.conv2d.default, aten._scaled_mm.default,
+          aten._int_mm.default}
+# Estimated autotuning cost per distinct GEMM/convolution problem: precompiling ~10-20 Triton configs
+# on the host's cores and timing them. An estimate for the budget check only; every compile reports
+# the time it really took (PassReport.seconds, docs/benchmarks/h100.md), which is what to tune it by.
+AUTOTUNE_S_PER_PROBLEM = 6.0
+
+
+def _rows(node: torch.fx.Node) -> int | None:
+    """Rows of the left operand of a matmul-like node (None for convolutions and unknown shapes)."""
+    idx = 1 if node.target in (aten.addmm.default, aten.baddbmm.default) else 0
+    if node.target in (aten.convolution.default, aten.conv2d.default) or len(node.args) <= idx:
+        return None
+    shape = getattr(getattr(node.args[idx], "meta", {}).get("val"), "shape", None)
+    if not shape:
+        return None
+    rows = 1
+    for d in shape[:-1]:
+        rows *= d if isinstance(d, int) else 2  # a symbolic dim counts as "not 1"
+    return int(rows)
+
+
+def gemm_problems(ep: torch.export.ExportedProgram) -> tuple[int, int]:
+    """(distinct GEMM/conv problems, how many of them are matrix-vector products) in the program."""
+    seen, gemv = set(), 0
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or node.target not in _GEMMS:
+            continue
+        shapes = tuple(tuple(getattr(a.meta.get("val"), "shape", ())) for a in node.args if isinstance(a, torch.fx.Node))
+        key = (str(node.target), shapes, str(getattr(node.meta.get("val"), "dtype", "")))
+        if key in seen:
+            continue
+        seen.add(key)
+        if _rows(node) == 1:
+            gemv += 1
+    return len(seen), gemv
+
+
+@dataclass(frozen=True)
+class GpuInductorAOT(PassConfig):
+    name: ClassVar[str] = "inductor_aot"
+    phase: ClassVar[str] = "compile"
+    freezing: bool = True  # weights become constants: folded, laid out for their kernels
+    max_autotune: str = "off"  # off | on | budget: on when the estimated tuning time fits autotune_budget_s
+    autotune_budget_s: float = 300.0
+    coordinate_descent: str = "auto"  # off | on | auto: on when the graph has matrix-vector products
+    cache: bool = True
+    file: str = "model.aoti.pt2"
+
+    def __post_init__(self) -> None:
+        if self.max_autotune not in ("off", "on", "budget"):
+            raise ValueError(f"max_autotune must be off, on or budget, not {self.max_autotune!r}")
+        if self.coordinate_descent not in ("off", "on", "auto"):
+            raise ValueError(f"coordinate_descent must be off, on or auto, not {self.coordinate_descent!r}")
+        if self.autotune_budget_s <= 0:
+            raise ValueError("autotune_budget_s must be > 0")
+
+
+def _decide(cfg: GpuInductorAOT, problems: int, gemv: int) -> tuple[bool, bool, str]:
+    tune, why = cfg.max_autotune == "on", ""
+    if cfg.max_autotune == "budget":
+        estimate = problems * AUTOTUNE_S_PER_PROBLEM
+        tune = 0 < estimate <= cfg.autotune_budget_s
+        why = (f"max-autotune on {problems} GEMM/conv problem(s) (estimated {estimate:.0f}s <= "
+               f"{cfg.autotune_budget_s:.0f}s budget)" if tune else
+               "no GEMM/conv problems to tune" if problems == 0 else
+               f"max-autotune skipped: {problems} GEMM/conv problems, estimated {estimate:.0f}s > "
+               f"{cfg.autotune_budget_s:.0f}s budget")
+    elif tune:
+        why = f"max-autotune on {problems} GEMM/conv problem(s)"
+    cd = cfg.coordinate_descent == "on" or (cfg.coordinate_descent == "auto" and gemv > 0)
+    if cd:
+        why += ("; " if why else "") + (f"coordinate-descent tuning ({gemv} matrix-vector product(s))" if gemv
+                                         else "coordinate-descent tuning")
+    return tune, cd, why
+
+
+def inductor_options(tune: bool, coordinate_descent: bool, freezing: bool) -> dict:
+    return {"freezing": freezing, "max_autotune_gemm": tune, "max_autotune_pointwise": False,
+            "coordinate_descent_tuning": coordinate_descent, "triton.cudagraphs": False}
+
+
+@register(GpuInductorAOT)
+def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
+    order = attention_order(work.module)
+    path = os.path.join(work.workdir, cfg.file)
+    os.makedirs(work.workdir, exist_ok=True)
+    t0 = time.perf_counter()
+    with attention_context(order):
+        ep = work.export()
+    problems, gemv = gemm_problems(ep)
+    tune, cd, why = _decide(cfg, problems, gemv)
+    options = inductor_options(tune, cd, cfg.freezing)
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else work.device
+    backend = f"aoti-triton:{name}"
+    cache_dir = settings.get("KPT_CACHE_DIR")
+    key = cache.package_key(ep, options, order, name) if cfg.cache else ""
+    attn = f"; attention {' > '.join(b.removesuffix('_ATTENTION').lower() for b in order)}" if order else ""
+    if key and cache.fetch(cache_dir, key, path):
+        seconds = time.perf_counter() - t0
+        work.compile_s += seconds
+        work.artifact = Artifact(path, "ARTIFACT_FORMAT_AOTI_PACKAGE", backend)
+        return Outcome(True, f"package reused from the cache ({key[:12]}, {seconds:.1f}s: export, digest, copy); "
+                       f"built with {why or 'default options'}{attn}")
+    work.say("compiling with AOTInductor" + (f" ({why})" if why else ""))
+    with attention_context(order):
+        torch._inductor.aoti_compile_and_package(ep, package_path=path, inductor_configs=options)
+    seconds = time.perf_counter() - t0
+    if key:
+        cache.store(cache_dir, key, path)
+    work.compile_s += seconds
+    work.artifact = Artifact(path, "ARTIFACT_FORMAT_AOTI_PACKAGE", backend)
+    return Outcome(True, f"AOTInductor package for {name} compiled in {seconds:.1f}s (freezing="
+                   f"{'on' if cfg.freezing else 'off'}{'; ' + why if why else ''}{attn})")

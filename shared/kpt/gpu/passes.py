@@ -1,0 +1,272 @@
+"""GPU passes shared by the NVIDIA and AMD services: memory layout, reduced precision, the attention
+backend that measures fastest, and the hook for the Triton kernels of kernels/.
+
+Choices a later compile must honour (the attention backend order) travel on the candidate module
+itself, as the attribute ATTENTION_ATTR, so they follow the candidate through the pipeline's Work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
+
+from kpt import settings
+from kpt.gpu import bench as gpu_bench
+from kpt.gpu import cache
+from kpt.optimize.graph_passes import cast_module
+from kpt.optimize.passes import Outcome, PassConfig, Work, register
+
+log = logging.getLogger(__name__)
+
+ATTENTION_ATTR = "_kpt_attention_order"
+BACKENDS = ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION")
+REPO = Path(__file__).resolve().parents[3]
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def on_gpu(work: Work) -> bool:
+    return work.device.startswith("cuda") and torch.cuda.is_available()
+
+
+# ---------------------------------------------------------------- memory layout
+
+
+class ChannelsLastInputs(torch.nn.Module):
+    """Hands 4-D float inputs to `inner` in channels_last (NHWC) memory order; values are unchanged."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.training = False  # not .eval(): unlifted exported programs refuse train()/eval() calls
+
+    def forward(self, *args: torch.Tensor) -> object:
+        return self.inner(*(a.contiguous(memory_format=torch.channels_last)
+                            if a.dim() == 4 and a.is_floating_point() else a for a in args))
+
+
+_CONV_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
+
+
+def _conv2d_count(module: torch.nn.Module) -> int:
+    n = sum(1 for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+    for m in module.modules():  # exported graphs (uploads, folded batchnorm) keep convolutions as aten calls
+        if isinstance(m, torch.fx.GraphModule):
+            n += sum(1 for node in m.graph.nodes if node.op == "call_function" and node.target in _CONV_OPS
+                     and len(getattr(node.args[0].meta.get("val"), "shape", (0,) * 4)) == 4)
+    return n
+
+
+@dataclass(frozen=True)
+class ChannelsLast(PassConfig):
+    """NHWC weights and inputs for 2-D convolutions: the layout cuDNN/MIOpen tensor-core kernels take
+    without transposing."""
+
+    name: ClassVar[str] = "channels_last"
+
+
+@register(ChannelsLast)
+def _channels_last(cfg: ChannelsLast, work: Work) -> Outcome:
+    convs = _conv2d_count(work.module)
+    if not convs:
+        return Outcome(False, "no 2-D convolutions: memory layout left as is")
+    if not on_gpu(work):
+        return Outcome(False, "channels_last is applied on GPUs only")
+    four_d = [t for t in list(work.module.parameters()) + list(work.module.buffers()) if t.dim() == 4]
+    work.module = ChannelsLastInputs(work.module.to(memory_format=torch.channels_last))
+    return Outcome(True, f"{convs} 2-D convolution(s): {len(four_d)} 4-D weight(s) and the 4-D inputs in "
+                   "channels_last order")
+
+
+# ---------------------------------------------------------------- reduced precision
+
+
+@dataclass(frozen=True)
+class ReducedPrecision(PassConfig):
+    """Weights and compute in bf16 (or fp16 where the device lacks bf16) behind an fp32 interface."""
+
+    name: ClassVar[str] = "reduced_precision"
+    dtype: str = "bf16"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {self.dtype!r}")
+
+
+@register(ReducedPrecision)
+def _reduced(cfg: ReducedPrecision, work: Work) -> Outcome:
+    if cfg.dtype not in work.allowed:
+        return Outcome(False, f"the job's precision excludes {cfg.dtype}")
+    traced = any(isinstance(m, torch.fx.GraphModule) for m in work.module.modules())
+    if not traced:
+        n = cast_module(work, DTYPES[cfg.dtype], cfg.dtype)
+        return Outcome(True, f"{n} weight/buffer tensors cast to {cfg.dtype}; inputs and outputs stay fp32")
+    # An exported graph (an upload) keeps the dtype conversions it was traced with: cast a copy and run it
+    # once, so a graph that hard-codes fp32 keeps the level going in fp32 instead of failing it.
+    trial = Work(copy.deepcopy(work.module), work.spec, work.device, work.workdir, work.allowed)
+    n = cast_module(trial, DTYPES[cfg.dtype], cfg.dtype)
+    try:
+        with torch.inference_mode():
+            trial.module(*work.example())
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return Outcome(False, f"the exported graph hard-codes fp32 operations and fails in {cfg.dtype} ({first[:200]}); "
+                       f"it stays fp32 (export the model in {cfg.dtype}, or send it as a zoo model)")
+    work.module, work.precision = trial.module, trial.precision
+    return Outcome(True, f"{n} weight/buffer tensors of the exported graph cast to {cfg.dtype}; inputs and outputs "
+                   "stay fp32")
+
+
+# ---------------------------------------------------------------- attention backend
+
+
+class _RecordAttention(TorchFunctionMode):
+    """Records every scaled_dot_product_attention call of one forward (eager or exported graph)."""
+
+    FUNCS = (F.scaled_dot_product_attention, torch.ops.aten.scaled_dot_product_attention.default)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, tuple[object, tuple, dict, int]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's protocol
+        kwargs = kwargs or {}
+        if func in self.FUNCS:
+            sig = repr([(tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a for a in args]) + repr(
+                sorted((k, (tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()))
+            seen = self.calls.get(sig)
+            self.calls[sig] = (func, args, kwargs, (seen[3] if seen else 0) + 1)
+        return func(*args, **kwargs)
+
+
+def attention_order(module: torch.nn.Module) -> tuple[str, ...]:
+    """The backend priority a pass chose for this candidate (empty: torch's default order)."""
+    for m in [module, *module.modules()]:
+        order = getattr(m, ATTENTION_ATTR, None)
+        if order:
+            return tuple(order)
+    return ()
+
+
+def attention_context(order: tuple[str, ...]):
+    """sdpa_kernel for a chosen order (math last, for calls no fused kernel takes); a no-op context for ()."""
+    if not order:
+        return contextlib.nullcontext()
+    backends = [getattr(SDPBackend, b) for b in order] + [SDPBackend.MATH]
+    return sdpa_kernel(backends, set_priority=True)
+
+
+@dataclass(frozen=True)
+class SdpaBackend(PassConfig):
+    """Times every scaled_dot_product_attention call of the model under each fused backend and makes the
+    fastest the first choice of the compile that follows (the choice is baked into the compiled graph)."""
+
+    name: ClassVar[str] = "sdpa_backend"
+    candidates: tuple[str, ...] = BACKENDS
+    reps: int = 20
+
+    def __post_init__(self) -> None:
+        bad = [b for b in self.candidates if b not in BACKENDS]
+        if bad:
+            raise ValueError(f"unknown attention backends {bad}; choose from {BACKENDS}")
+
+
+def _time_backend(backend: str, calls: list[tuple[object, tuple, dict, int]], reps: int) -> float | str:
+    """Summed median ms of all calls (weighted by how often each occurs) under one backend, or why it cannot run."""
+    total = 0.0
+    with sdpa_kernel([getattr(SDPBackend, backend)]):
+        for func, args, kwargs, count in calls:
+            try:
+                with torch.inference_mode():
+                    func(*args, **kwargs)
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                return f"not usable for {[tuple(a.shape) for a in args[:3]]} ({first[:160]})"
+            total += count * gpu_bench.time_once(lambda f=func, a=args, k=kwargs: f(*a, **k), reps=reps)
+    return total
+
+
+@register(SdpaBackend)
+def _sdpa(cfg: SdpaBackend, work: Work) -> Outcome:
+    rec = _RecordAttention()
+    with rec, torch.inference_mode():
+        work.module(*work.example())
+    if not rec.calls:
+        return Outcome(False, "the model calls no scaled_dot_product_attention (written-out attention is left to "
+                       "Inductor's attention-fusion patterns)")
+    if not on_gpu(work):
+        return Outcome(False, f"{len(rec.calls)} attention call shape(s); backends are chosen on GPUs only")
+    calls = list(rec.calls.values())
+    n_calls = sum(c[3] for c in calls)
+    # A measured choice is kept under KPT_CACHE_DIR like an autotuning result: re-optimizing the same model
+    # decides the same way (and so reuses its compiled package) instead of re-timing within noise.
+    cache_dir = settings.get("KPT_CACHE_DIR")
+    key = cache.choice_key("sdpa", {"calls": sorted(rec.calls), "candidates": cfg.candidates,
+                                    "device": torch.cuda.get_device_name()})
+    results = cache.load_choice(cache_dir, key)
+    reused = results is not None
+    if results is None:
+        results = {b: _time_backend(b, calls, cfg.reps) for b in cfg.candidates}
+        cache.save_choice(cache_dir, key, results)
+    usable = {b: t for b, t in results.items() if isinstance(t, float)}
+    if not usable:
+        return Outcome(False, f"no fused backend runs all {n_calls} attention call(s): "
+                       + "; ".join(f"{b}: {r}" for b, r in results.items()) + "; the math backend stays")
+    order = tuple(sorted(usable, key=usable.get))
+    setattr(work.module, ATTENTION_ATTR, order)
+    timing = ", ".join(f"{b.removesuffix('_ATTENTION').lower()} {t:.3f} ms" for b, t in sorted(usable.items(), key=lambda x: x[1]))
+    skipped = "; ".join(f"{b.removesuffix('_ATTENTION').lower()} {r}" for b, r in results.items() if isinstance(r, str))
+    return Outcome(True, f"{n_calls} attention call(s) in {len(calls)} shape(s), timed per forward"
+                   f"{' (measured by an earlier job)' if reused else ''}: {timing}; "
+                   f"{order[0].removesuffix('_ATTENTION').lower()} first" + (f" ({skipped})" if skipped else ""))
+
+
+# ---------------------------------------------------------------- kernels/ hook
+
+
+@dataclass(frozen=True)
+class CustomKernels(PassConfig):
+    """Kernels from the repository's kernels/ package, kept where they measure faster on this device.
+
+    The package, when it exists, exposes candidates(module, device) -> [(name, apply)] where apply(module)
+    returns the module with the kernel's custom op swapped in (ops registered with torch.library, so
+    export and AOTInductor trace them)."""
+
+    name: ClassVar[str] = "custom_kernels"
+    folder: str = "kernels"
+    min_speedup: float = 1.02  # below this the difference is within run-to-run noise of time_once
+
+
+@register(CustomKernels)
+def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
+    init = REPO / cfg.folder / "__init__.py"
+    if not init.is_file():
+        return Outcome(False, f"{cfg.folder}/ does not exist yet in this build: no custom kernels to try")
+    if not on_gpu(work):
+        return Outcome(False, "custom kernels are tried on GPUs only")
+    spec = importlib.util.spec_from_file_location("kpt_repo_kernels", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    candidates = getattr(mod, "candidates", None)
+    if candidates is None:
+        return Outcome(False, f"{cfg.folder}/ has no candidates(module, device) entry point")
+    x = work.example()
+    kept = []
+    for name, apply in candidates(work.module, work.device):
+        base = gpu_bench.time_once(lambda: work.module(*x))
+        trial = apply(work.module)  # a new module: the current one stays as it is
+        t = gpu_bench.time_once(lambda m=trial: m(*x))
+        if base / t >= cfg.min_speedup:
+            work.module = trial
+            kept.append(f"{name} ({base:.3f} -> {t:.3f} ms)")
+    return Outcome(bool(kept), ("kept " + ", ".join(kept)) if kept else "no kernel from kernels/ measured faster")

@@ -1,0 +1,59 @@
+"""bench/h100.py's arithmetic and report, on given rows (no GPU): roofline fractions, decode bandwidth,
+the 1.15x verdict, and the merged JSON/markdown. The numbers here are inputs to the formulas, not results."""
+
+import importlib.util
+import json
+from argparse import Namespace
+
+import pytest
+
+from tests.gpu.helpers import REPO
+
+
+@pytest.fixture(scope="module")
+def h100():
+    spec = importlib.util.spec_from_file_location("bench_h100", REPO / "bench" / "h100.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def measured(variant: str, p50: float, passed: bool = True, compile_s: float = 1.0) -> dict:
+    return {"variant": variant, "compile_s": compile_s, "latency": {"p50_ms": p50, "p99_ms": p50 * 1.1, "iterations": 50},
+            "accuracy": {"max_abs_err": 1e-3, "rel_l2": 1e-3, "sqnr_db": 60.0, "passed": passed},
+            "peak_memory_bytes": "1000"}
+
+
+def test_rows_fractions_and_verdict(h100):
+    probe = {"bf16_tflops": 700.0, "fp32_tflops": 50.0, "copy_tbs": 2.9}
+    flops = 780 * 10**9  # 1 ms at the nominal 780 TFLOP/s
+    bytes_ = {"bf16": 2.1e9, "int8": 1.05e9, "fp32": 4.2e9}
+    rows = [h100.row_of("m", measured("eager_bf16", 4.0), "bf16", 0.0, flops, bytes_, probe),
+            h100.row_of("m", measured("kpt_O2", 2.0), "bf16", 30.0, flops, bytes_, probe),
+            h100.row_of("m", measured("kpt_O3", 1.0, passed=False), "int8", 30.0, flops, bytes_, probe),
+            h100.row_of("m", {"variant": "compile_default", "compile_s": 0.0, "error": "not built: budget"}, "fp32",
+                        0.0, flops, bytes_, probe)]
+    assert rows[1]["tflops"] == 390.0 and rows[1]["bf16_roofline_fraction"] == 0.5
+    assert rows[1]["weight_tbs"] == pytest.approx(1.05) and rows[1]["bandwidth_fraction"] == pytest.approx(0.35)
+    v = h100.verdict(rows, flops, probe, decode=True)
+    assert v["best_kpt"] == "kpt_O2" and v["best_hand_made"] == "eager_bf16"  # O3 failed its guard: not ours
+    assert v["speedup"] == 2.0 and v["goal_1_15x"]
+    assert v["hand_made_not_measured"] == ["eager_fp32", "compile_default", "compile_max_autotune"]
+    assert v["fp32_lower_bound_ms"] == pytest.approx(15.6) and v["goal_holds_for_unmeasured_fp32"]
+    assert v["decode_best_bandwidth_variant"] == "kpt_O2" and not v["goal_decode_70pct"]
+
+
+def test_merge_writes_json_and_markdown(h100, tmp_path):
+    env = {"gpu.name": "GPU", "fingerprint": "f"}
+    doc = {"command": "python3 bench/h100.py run --models m", "phase": "bench-a", "environment": env,
+           "measured_roofline": {"bf16_tflops": 700.0, "fp32_tflops": 50.0, "copy_tbs": 2.9}, "wall_s": 1,
+           "models": {"m": {"verdict": {"best_kpt": "kpt_O2", "best_kpt_p50_ms": 2.0, "speedup": 2.0,
+                                        "goal_1_15x": True, "hand_made_not_measured": []}}},
+           "rows": [h100.row_of("m", measured("kpt_O2", 2.0), "bf16", 3.0, 10**12, {}, {"bf16_tflops": 700.0})]}
+    src = tmp_path / "h100-a.json"
+    src.write_text(json.dumps(doc))
+    assert h100.merge(Namespace(inputs=[str(src)], docs=str(tmp_path / "docs"))) == 0
+    out = json.loads((tmp_path / "docs" / "h100.json").read_text())
+    assert {"model", "target", "variant", "p50_ms", "p99_ms", "max_abs_err", "compile_s"} <= set(out["rows"][0])
+    md = (tmp_path / "docs" / "h100.md").read_text()
+    assert "| kpt_O2 | bf16 | 2.000 | 2.200 |" in md and "**2.00x**" in md

@@ -1,0 +1,238 @@
+"""The shared GPU code's decisions, on the CPU: the decode step's math, the compile options and their
+budget, the quantization choice, the package cache key and the runtime record. Small and fast; what
+needs the device is in test_gpu_*.py."""
+
+import zipfile
+
+import pytest
+import torch
+
+from kpt.gpu import cache, levels, models, passes, quantize, runtime
+from kpt.gpu import compile as gcompile
+from kpt.gpu.vendor import Precisions
+from kpt.optimize import inputs as inp
+from kpt.optimize.passes import Work, apply, export_module
+from tests.gpu.helpers import tiny_bert, tiny_llama_decode
+
+
+def test_decode_step_matches_the_causal_lm_token_by_token():
+    step, spec, lm = tiny_llama_decode(context=16)
+    tokens = torch.randint(0, lm.config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        full = lm(input_ids=tokens).logits[0]  # [T, V], causal over the whole sequence
+        shape = (lm.config.num_hidden_layers, 1, lm.config.num_key_value_heads, 16, step.head_dim)
+        k = torch.randn(shape).to(torch.bfloat16)  # garbage beyond each position must be masked out
+        v = torch.randn(shape).to(torch.bfloat16)
+        k, v = k.float(), v.float()
+        for pos in range(tokens.shape[1]):
+            logits, k_new, v_new = step(tokens[:, pos:pos + 1], torch.tensor([pos]), k, v)
+            k[:, :, :, pos] = k_new[:, :, :, 0]
+            v[:, :, :, pos] = v_new[:, :, :, 0]
+            torch.testing.assert_close(logits[0, 0], full[pos], rtol=1e-4, atol=1e-4)
+
+
+def test_decode_spec_describes_a_bf16_cache():
+    step, spec, lm = tiny_llama_decode(context=32)
+    names = [t.name for t in spec.tensors]
+    assert names == ["input_ids", "input_pos", "k_cache", "v_cache"]
+    assert spec.tensors[2].dtype == "bfloat16" and [d.size for d in spec.tensors[2].dims] == [2, 1, 2, 32, 32]
+    x = inp.generate(spec, seed=0)
+    with torch.inference_mode():
+        logits, k_new, v_new = step(*x)
+    assert logits.shape == (1, 1, 512) and k_new.shape == (2, 1, 2, 1, 32) and k_new.dtype == torch.bfloat16
+
+
+def test_gemm_problems_and_matrix_vector_detection():
+    step, spec, _ = tiny_llama_decode(context=16)
+    problems, gemv = gcompile.gemm_problems(export_module(step, spec))
+    assert problems == 4 and gemv == problems  # every linear of a decode step multiplies one row
+    bert, bspec = tiny_bert(batch=2, seq=16)
+    problems, gemv = gcompile.gemm_problems(export_module(bert, bspec))
+    assert problems >= 3 and gemv == 0
+
+
+@pytest.mark.parametrize("mode, problems, gemv, tune, cd, words", [
+    ("budget", 10, 0, True, False, "estimated 60s <= 300s"),
+    ("budget", 80, 0, False, False, "max-autotune skipped: 80 GEMM/conv problems"),
+    ("budget", 0, 0, False, False, "no GEMM/conv problems"),
+    ("off", 10, 3, False, True, "coordinate-descent tuning (3 matrix-vector"),
+    ("on", 80, 0, True, False, "max-autotune on 80"),
+])
+def test_autotune_budget_decision(mode, problems, gemv, tune, cd, words):
+    cfg = gcompile.GpuInductorAOT(max_autotune=mode, autotune_budget_s=300)
+    got = gcompile._decide(cfg, problems, gemv)
+    assert got[:2] == (tune, cd) and words in got[2]
+
+
+def test_inductor_options_exist_in_this_torch():
+    from torch._inductor import config
+
+    opts = gcompile.inductor_options(True, True, True)
+    for key in opts:
+        obj = config
+        for part in key.split("."):
+            assert hasattr(obj, part), key
+            obj = getattr(obj, part)
+    with pytest.raises(ValueError):
+        gcompile.GpuInductorAOT(max_autotune="auto")
+
+
+@pytest.mark.parametrize("tokens, allowed, fp8, int4, expected", [
+    (1, {"fp32", "bf16", "int8"}, "float8_e4m3fn", True, "int8_weight_only"),  # int4 only when the job allows it
+    (1, {"fp32", "int4"}, "float8_e4m3fn", True, "int4_weight_only"),
+    (64, {"fp32", "int8"}, "", False, "int8_weight_only"),
+    (3072, {"fp32", "bf16", "int8"}, "float8_e4m3fn", True, "int8_dynamic"),  # fp8 not allowed by default
+    (3072, {"fp32", "fp8"}, "float8_e4m3fn", True, "fp8_dynamic"),
+    (3072, {"fp32", "fp8", "int8"}, "float8_e4m3fnuz", False, "fp8_dynamic"),
+    (3072, {"fp32", "fp8", "int8"}, "", False, "int8_dynamic"),  # device without fp8
+])
+def test_quantization_choice(tokens, allowed, fp8, int4, expected):
+    picked = quantize.choose(tokens, frozenset(allowed), fp8, int4, 64)
+    assert picked.name == expected
+    if expected == "fp8_dynamic":
+        assert picked.dtype == fp8
+
+
+def test_quantization_choice_says_why_not():
+    assert "neither int8 nor int4" in quantize.choose(1, frozenset({"fp32", "bf16"}), "", False, 64)
+    assert "neither fp8 nor int8" in quantize.choose(999, frozenset({"fp32", "bf16"}), "x", True, 64)
+
+
+def test_tokens_per_linear_and_hf_conv1d_become_linears():
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    gpt = GPT2Model(GPT2Config(n_embd=128, n_layer=1, n_head=4, vocab_size=300, n_positions=64)).eval()
+    x = torch.randint(0, 300, (2, 24))
+    with torch.inference_mode():
+        before = gpt(x).last_hidden_state
+    assert quantize.tokens_per_linear(gpt, (x,)) == 48
+    assert len(quantize.linears(gpt)) == 4  # c_attn, c_proj, c_fc, mlp.c_proj: HF Conv1D swapped for nn.Linear
+    with torch.inference_mode():
+        torch.testing.assert_close(gpt(x).last_hidden_state, before, rtol=1e-5, atol=1e-5)
+
+
+def test_gpu_passes_on_cpu_say_why_they_do_nothing(tmp_path):
+    model, spec = tiny_bert(batch=1, seq=8)
+    work = Work(model, spec, "cpu", str(tmp_path))
+    row = apply(passes.SdpaBackend(), work, "LEVEL_O1")
+    assert not row["applied"] and "2 attention call" not in row["reason"] and "GPUs only" in row["reason"]
+    row = apply(passes.ChannelsLast(), work, "LEVEL_O1")
+    assert not row["applied"] and "no 2-D convolutions" in row["reason"]
+    row = apply(passes.CustomKernels(), work, "LEVEL_O3")
+    assert not row["applied"] and "kernels/ does not exist yet" in row["reason"]
+    row = apply(quantize.Int8WeightOnly(), work, "LEVEL_O3")
+    assert not row["applied"] and "GPUs only" in row["reason"]
+
+
+def test_bf16_on_an_uploaded_graph_only_where_it_runs(tmp_path):
+    """An exported graph keeps the dtype conversions it was traced with: bf16 is kept where the graph runs in
+    it (BERT) and refused with the reason where it hard-codes fp32 (the decode step's cache casts)."""
+    for (model, spec), applied in ((tiny_bert(batch=1, seq=8), True), (tiny_llama_decode(context=16)[:2], False)):
+        gm = export_module(model, spec).module()
+        work = Work(gm, spec, "cpu", str(tmp_path), allowed=frozenset({"fp32", "bf16"}))
+        row = apply(passes.ReducedPrecision("bf16"), work, "LEVEL_O2")
+        assert row["applied"] is applied, row["reason"]
+        assert work.precision == ("bf16" if applied else "fp32")
+        if not applied:
+            assert "hard-codes fp32" in row["reason"] and work.module is gm
+
+
+def test_attention_recorder_sees_eager_and_exported_calls():
+    model, spec = tiny_bert(batch=2, seq=8)
+    x = inp.generate(spec, seed=0)
+    for m in (model, export_module(model, spec).module()):
+        rec = passes._RecordAttention()
+        with rec, torch.inference_mode():
+            m(*x)
+        assert sum(c[3] for c in rec.calls.values()) == 2  # one per layer, same shapes
+
+
+def test_levels_follow_the_precision_table():
+    no_bf16 = levels.levels(Precisions(bf16=False))
+    assert no_bf16["LEVEL_O2"][1].dtype == "fp16"
+    o3 = levels.levels(Precisions(bf16=True, fp8="float8_e4m3fnuz", int4=True), int4_ntile=16)["LEVEL_O3"]
+    q = next(c for c in o3 if isinstance(c, quantize.QuantizeForDevice))
+    assert (q.fp8, q.int4, q.int4_ntile) == ("float8_e4m3fnuz", True, 16)
+    assert [c.name for c in o3][-2:] == ["inductor_aot", "cuda_graphs"]
+
+
+def test_package_key_depends_on_weights_options_and_attention():
+    model, spec = tiny_bert(batch=1, seq=8)
+    ep = export_module(model, spec)
+    k = cache.package_key(ep, {"freezing": True}, (), "dev")
+    assert k == cache.package_key(export_module(model, spec), {"freezing": True}, (), "dev")
+    assert k != cache.package_key(ep, {"freezing": False}, (), "dev")
+    assert k != cache.package_key(ep, {"freezing": True}, ("FLASH_ATTENTION",), "dev")
+    with torch.no_grad():
+        next(model.parameters())[0, 0] += 1e-3
+    assert k != cache.package_key(export_module(model, spec), {"freezing": True}, (), "dev")
+
+
+def test_cache_store_fetch_and_trim(tmp_path):
+    pkg = tmp_path / "a.pt2"
+    pkg.write_bytes(b"x" * 1000)
+    cache.store(str(tmp_path / "c"), "k1", str(pkg))
+    assert cache.fetch(str(tmp_path / "c"), "k1", str(tmp_path / "out" / "b.pt2"))
+    assert (tmp_path / "out" / "b.pt2").read_bytes() == b"x" * 1000
+    assert not cache.fetch(str(tmp_path / "c"), "k2", str(tmp_path / "out" / "c.pt2"))
+    cache.trim(str(tmp_path / "c" / "aoti"), max_bytes=10)
+    assert not cache.fetch(str(tmp_path / "c"), "k1", str(tmp_path / "out" / "d.pt2"))
+
+
+def test_runtime_record_is_an_extra_file_of_the_pt2_archive(tmp_path):
+    """Appended to the zip under the archive's top folder; torch's PT2 reader still loads the archive and
+    lists the record among its extra files."""
+    model, spec = tiny_bert(batch=1, seq=8)
+    path = str(tmp_path / "model.pt2")
+    torch.export.save(export_module(model, spec), path)
+    assert runtime.read_record(path) == {}
+    rec = runtime.write_record(path, cudagraphs=True)
+    assert runtime.read_record(path) == rec == {"version": 1, "cudagraphs": True}
+    with pytest.raises(ValueError, match="written once"):
+        runtime.write_record(path, cudagraphs=False)
+    with zipfile.ZipFile(path) as z:
+        tops = {n.split("/")[0] for n in z.namelist()}
+    assert len(tops) == 1
+    from torch.export.pt2_archive._package import load_pt2
+
+    contents = load_pt2(path)
+    assert "kpt_runtime.json" in contents.extra_files
+    ep = torch.export.load(path)
+    x = inp.generate(spec, seed=1)
+    with torch.inference_mode():
+        torch.testing.assert_close(ep.module()(*x), model(*x))
+
+
+def test_strict_fp32_restores_the_flags():
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with runtime.strict_fp32():
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == old
+
+
+def test_with_shape_sets_benchmark_sizes():
+    _, spec = tiny_bert()
+    s = models.with_shape(spec, {"input_ids": (8, 384), "attention_mask": (8, 384)})
+    assert [d.size for d in s.tensors[0].dims] == [8, 384] and s.tensors[0].high == 1000
+
+
+def test_compile_pass_builds_then_reuses_the_package(tmp_path, kpt_cache_dir):
+    """The GPU compile pass end to end where it can run here (AOTInductor for the CPU): the second build of
+    the same program is a cache copy, and both packages load and agree with eager."""
+    from kpt.gpu.compile import GpuInductorAOT
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8)).eval()
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(4), inp.Dim(32))),))
+    rows, paths = [], []
+    for i in range(2):
+        work = Work(model, spec, "cpu", str(tmp_path / f"w{i}"))
+        rows.append(apply(GpuInductorAOT(max_autotune="off"), work, "LEVEL_O1"))
+        paths.append(work.artifact.path)
+    assert "compiled in" in rows[0]["reason"] and "reused from the cache" in rows[1]["reason"]
+    assert rows[1]["seconds"] < rows[0]["seconds"] / 3
+    x = inp.generate(spec, seed=5)
+    for p in paths:
+        with torch.inference_mode():
+            torch.testing.assert_close(runtime.load_aoti(p)(*x), model(*x))

@@ -1,0 +1,95 @@
+"""On the GPU: an AOTInductor package replayed as CUDA graphs (per input shape, outputs not aliased,
+same results as plain runs), and the attention backend chosen by measurement baked into the package."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kpt.gpu import runtime
+from kpt.gpu.compile import GpuInductorAOT
+from kpt.gpu.graphs import CudaGraphs
+from kpt.gpu.passes import ReducedPrecision, SdpaBackend
+from kpt.optimize import inputs as inp
+from kpt.optimize.passes import Work, apply
+
+pytestmark = [pytest.mark.gpu, pytest.mark.timeout(600)]
+
+
+def mlp_work(tmp_path) -> Work:
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)).cuda().eval()
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(8, 1, 64, "batch"), inp.Dim(64))),))
+    return Work(m, spec, "cuda", str(tmp_path))
+
+
+def test_package_replays_cuda_graphs_per_shape(tmp_path, kpt_cache_dir):
+    work = mlp_work(tmp_path)
+    reference = work.module
+    rows = [apply(GpuInductorAOT(), work, "LEVEL_O2"), apply(CudaGraphs(min_speedup=0.0), work, "LEVEL_O2")]
+    assert rows[1]["applied"], rows[1]["reason"]  # min_speedup 0: kept whenever capture is correct
+    assert runtime.read_record(work.artifact.path)["cudagraphs"] is True
+    loaded = runtime.load_aoti(work.artifact.path)
+    assert isinstance(loaded, runtime.GraphedRunner)
+    with torch.inference_mode():
+        for batch in (8, 3, 8, 64):
+            x = torch.randn(batch, 64, device="cuda")
+            torch.testing.assert_close(loaded(x), reference(x), rtol=1e-5, atol=1e-5)
+        assert len(loaded.graphs) == 3 and loaded.resident_bytes > 0
+        first = loaded(torch.ones(8, 64, device="cuda"))
+        kept = first.clone()
+        loaded(torch.zeros(8, 64, device="cuda"))
+        assert torch.equal(first, kept)  # an earlier result is not overwritten by the next replay
+
+
+def test_package_without_record_runs_plain_in_strict_fp32(tmp_path, kpt_cache_dir):
+    work = mlp_work(tmp_path)
+    apply(GpuInductorAOT(cache=False), work, "LEVEL_O1")  # the cached package of the same mlp has its record
+    loaded = runtime.load_aoti(work.artifact.path)
+    assert isinstance(loaded, runtime.PlainRunner)
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        with torch.inference_mode():
+            x = torch.randn(5, 64, device="cuda")
+            torch.testing.assert_close(loaded(x), work.module(x), rtol=1e-5, atol=1e-5)
+        assert torch.backends.cudnn.allow_tf32  # restored after the call
+    finally:
+        torch.backends.cudnn.allow_tf32 = False
+
+
+class Attention(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Linear(512, 3 * 512)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, 8, 64).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, s, 512)
+
+
+FAMILY = {"FLASH_ATTENTION": ("flash",), "EFFICIENT_ATTENTION": ("fmha", "efficient", "attention_kernel"),
+          "CUDNN_ATTENTION": ("cudnn",)}
+
+
+def test_fastest_attention_backend_is_the_one_compiled_in(tmp_path, kpt_cache_dir):
+    torch.manual_seed(0)
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(4), inp.Dim(1024), inp.Dim(512))),))
+    work = Work(Attention().cuda().eval(), spec, "cuda", str(tmp_path))
+    apply(ReducedPrecision("bf16"), work, "LEVEL_O2")
+    row = apply(SdpaBackend(), work, "LEVEL_O2")
+    assert row["applied"], row["reason"]
+    chosen = next(b for b in FAMILY if f"{b.removesuffix('_ATTENTION').lower()} first" in row["reason"])
+    apply(GpuInductorAOT(), work, "LEVEL_O2")
+    package = torch._inductor.aoti_load_package(work.artifact.path)
+    x = inp.generate(spec, seed=1, device="cuda")
+    with torch.inference_mode():
+        package(*x)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            package(*x)
+            torch.cuda.synchronize()
+    names = [e.name.lower() for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    others = [w for b, words in FAMILY.items() if b != chosen for w in words]
+    hits = [n for n in names if any(w in n for w in FAMILY[chosen])
+            and (chosen == "CUDNN_ATTENTION" or "cudnn" not in n)]
+    assert hits, f"{chosen} chosen ({row['reason']}) but the package ran {sorted(set(names))}"
+    assert not [n for n in names if any(w in n for w in others) and n not in hits], sorted(set(names))
