@@ -8,9 +8,11 @@ PIP_QUIET ?= -q
 .PHONY: install demo test test-fast lint check-protos protos bench-cpu bench-bus down clean
 
 # The development/test environment: contract tools, test runner, and the cpu stack for unit tests.
-$(VENV)/.done: requirements-dev.txt services/cpu/requirements.txt shared/pyproject.toml gateway/pyproject.toml services/cpu/pyproject.toml
+$(VENV)/.done: requirements-dev.txt services/cpu/requirements.txt shared/pyproject.toml gateway/pyproject.toml services/*/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) -r requirements-dev.txt -r services/cpu/requirements.txt -e shared -e gateway -e services/cpu
+	# the GPU services' code (no CUDA torch here): their no-GPU behaviour is tested from this environment
+	$(VENV)/bin/pip install $(PIP_QUIET) --no-deps -e services/nvidia -e services/amd
 	touch $@
 
 # Each service runs from its own environment (their torch pins conflict across services).
@@ -29,7 +31,10 @@ check-protos: protos
 	@test -z "$$(git status --porcelain -- shared/kpt/v1)" || { git status --porcelain -- shared/kpt/v1; echo "generated contract code is stale: run 'make protos' and commit"; exit 1; }
 	cd protos && $(BUF) lint
 
-test: install check-protos
+lint: $(VENV)/.done
+	$(VENV)/bin/ruff check .
+
+test: install check-protos lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 demo: install

@@ -39,11 +39,13 @@ def installed_targets() -> list[str]:
 
 
 def plan(nats_url: str, gateway_addr: str, targets: list[str] | None = None,
-         common: dict[str, str] | None = None, replicas: int = 1) -> list[Proc]:
+         common: dict[str, str] | None = None, replicas: int = 1, pythons: dict[str, str] | None = None) -> list[Proc]:
+    """The processes of a local mesh. `pythons` overrides a service's interpreter (tests use it to run a
+    service whose own environment is not installed here from the development environment)."""
     env = {"KPT_NATS_URL": nats_url, "KPT_GATEWAY_ADDR": gateway_addr, **(common or {})}
     procs = [Proc("gateway", [sys.executable, "-m", "kpt_gateway.server"], dict(env))]
     for t in targets if targets is not None else installed_targets():
-        py = service_python(t)
+        py = (pythons or {}).get(t) or service_python(t)
         if py is None:
             raise FileNotFoundError(f"services/{t}/.venv is not installed (make services/{t}/.venv)")
         for i in range(replicas):
@@ -73,7 +75,7 @@ class Mesh:
 
     @classmethod
     def start(cls, tmp: str, tokens: dict[str, str], targets: tuple[str, ...] = ("cpu",), replicas: int = 1,
-              **env: str) -> "Mesh":
+              pythons: dict[str, str] | None = None, **env: str) -> "Mesh":
         """nats-server, gateway and services as child processes, on free loopback ports."""
         server = natsd.start(os.path.join(tmp, "nats"))
         addr = f"127.0.0.1:{natsd.free_port()}"
@@ -85,7 +87,7 @@ class Mesh:
             **env,
         }
         mesh = cls(server, addr, common, os.path.join(tmp, "logs"), tokens)
-        for p in plan(server.url, addr, list(targets), common=common, replicas=replicas):
+        for p in plan(server.url, addr, list(targets), common=common, replicas=replicas, pythons=pythons):
             mesh.procs[p.name] = launch(p, mesh.log_dir)
         mesh.wait_targets({t: replicas for t in targets})
         return mesh
