@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from kpt import contract as c
-from kpt import local
+from kpt import health, local, natsd
 from kpt.errors import KptError
 from tests.e2e import jobs_helpers as h
 from tests.e2e import mesh as meshlib
@@ -32,7 +32,10 @@ def svc(request, tmp_path_factory):
         if name not in DEV_ENV_OK:
             pytest.fail(f"services/{name}/.venv is missing: `make install` builds every service environment")
         pythons[name] = sys.executable
-    m = meshlib.start(str(tmp_path_factory.mktemp(f"contract-{name}")), targets=(name,), pythons=pythons)
+    health_addr = f"127.0.0.1:{natsd.free_port()}"
+    m = meshlib.start(str(tmp_path_factory.mktemp(f"contract-{name}")), targets=(name,), pythons=pythons,
+                      KPT_HEALTH_ADDR=health_addr)
+    m.health_addr = health_addr
     with m.client() as cl:
         (info,) = [i for i in cl.targets() if c.target_name(i.target) == name]
     yield name, m, info
@@ -57,6 +60,12 @@ def test_capability_advertised(svc):
         assert c.Precision.PRECISION_FP32 in info.precisions and info.formats
     else:
         assert info.unavailable_reason, "an unusable service must say why"
+
+
+async def test_grpc_health_on_every_process(svc):
+    _, mesh, _ = svc
+    assert await health.check(mesh.health_addr) == "SERVING"  # the service
+    assert await health.check(mesh.gateway_addr) == "SERVING"  # the gateway
 
 
 def test_unusable_target_refuses_jobs(svc):

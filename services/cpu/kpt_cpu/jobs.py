@@ -15,6 +15,7 @@ import torch
 from kpt import settings
 from kpt.errors import InvalidArgument, Unsupported
 from kpt.optimize import accuracy, env, export, inductor, jobspec, pipeline, source
+from kpt.optimize import inputs as inp
 from kpt.optimize import variants as var
 from kpt_cpu.benchmark import benchmark
 from kpt_cpu.levels import LEVELS
@@ -78,7 +79,7 @@ def export_job(req: jobspec.JobRequest, src: source.Source, workdir: str, emit: 
         meta = {"source_digest": src.digest, "source_name": src.name, "target": TARGET, "device": DEVICE,
                 "device_name": environment["device_name"], "level": "LEVEL_O0", "passes": "", "precision": "fp32",
                 "max_abs_err": f"{m.max_abs_err:.6g}", "rel_l2": f"{m.rel_l2:.6g}", "cosine": f"{m.cosine:.8f}",
-                "env_fingerprint": environment["fingerprint"],
+                "env_fingerprint": environment["fingerprint"], "input_spec": inp.to_json(src.spec),
                 **{k: v for k, v in environment.items() if k.startswith("toolchain.")}}
         if "latency" in row:
             meta.update(p50_ms=f"{row['latency']['p50_ms']:.4f}", p99_ms=f"{row['latency']['p99_ms']:.4f}")

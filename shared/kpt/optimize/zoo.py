@@ -131,6 +131,10 @@ MODELS: dict[str, Callable[[], tuple[nn.Module, inp.InputSpec]]] = {
 }
 
 
+def names() -> list[str]:
+    return list(MODELS)
+
+
 def build(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[nn.Module, inp.InputSpec]:
     """The zoo model `name` (seeded weights) in eval mode on device, and its default InputSpec."""
     if name not in MODELS:
