@@ -31,6 +31,7 @@ import tempfile
 import time
 
 log = logging.getLogger("bench.h100")
+DEVICE = "cuda:0"  # kpt.gpu.device.DEVICE (not imported here: this module loads without torch for `merge`)
 
 MODELS = {  # name -> (model name for kpt.gpu.models.open_source, benchmark shapes or None for the default)
     "bert-base": ("bert-base", {"input_ids": (8, 384), "attention_mask": (8, 384)}),
@@ -95,7 +96,7 @@ class Llama:
         from kpt.optimize import zoo
 
         if cls.module is None:
-            cls.module, _ = zoo.build("llama-1b", "cuda")
+            cls.module, _ = zoo.build("llama-1b", DEVICE)
         return cls.module
 
 
@@ -114,7 +115,7 @@ def open_model(key: str):
         lm = Llama.get()
         step = models.LlamaDecodeStep(lm.model).eval()
         return Source(key, "zoo:llama-1b-decode", "MODEL_FORMAT_ZOO", models.decode_spec(lm.model.config), module=step)
-    src = models.open_source("MODEL_FORMAT_ZOO", name, "", None, None, "cuda")
+    src = models.open_source("MODEL_FORMAT_ZOO", name, "", None, None, DEVICE)
     if sizes:
         src.spec = models.with_shape(src.spec, sizes)
     return src
@@ -184,11 +185,11 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str) 
     table = VENDOR.precisions(info)
     src = open_model(key)
     log.info("%s: inputs %s", key, src.spec.describe())
-    x0 = inp.generate(src.spec, seed=0, device="cuda")
+    x0 = inp.generate(src.spec, seed=0, device=DEVICE)
     flops = roofline.flops(src.module, x0)
     decode = key.endswith("decode")
     step_bytes = {p: roofline.step_bytes(src.module, p) for p in roofline.BYTES_PER_WEIGHT} if decode else {}
-    refs = accuracy.reference_outputs(src.module, src.spec, 3, seed=1, device="cuda")
+    refs = accuracy.reference_outputs(src.module, src.spec, 3, seed=1, device=DEVICE)
     # O2/O3 may tune GEMMs for at most a quarter of this model's share of the budget (estimated up front).
     lv = levels.levels(table, autotune_budget_s=max(30.0, 0.25 * (deadline - time.time())))
     measure_reserve = 10.0 + 2.5 * settings.time_budget_s * len(ORDER)
@@ -202,7 +203,7 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str) 
     }
     for level in ("LEVEL_O1", "LEVEL_O2", "LEVEL_O3"):
         builders["kpt_" + level[-2:]] = (lambda lvl=level: pipeline.level_variant(
-            src, lvl, lv[lvl], workdir, "cuda", ALLOWED, lambda *a: None, (0.0, 1.0)))
+            src, lvl, lv[lvl], workdir, DEVICE, ALLOWED, lambda *a: None, (0.0, 1.0)))
     variants, build_s, o2_build = [], {}, None
     for name in ORDER:
         left = deadline - time.time() - measure_reserve
@@ -219,7 +220,7 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str) 
             o2_build = build_s[name]
         log.info("%s: %s built in %.1fs%s", key, name, build_s[name], f" ({v.error})" if v.error else "")
         variants.append(v)
-    rows = gvar.measure(variants, src.spec, settings, "cuda", refs, None)
+    rows = gvar.measure(variants, src.spec, settings, DEVICE, refs, None)
     precision = {v.name: v.precision for v in variants}
     out_rows = [row_of(key, r, precision[r["variant"]], build_s.get(r["variant"], 0.0), flops, step_bytes, probe)
                 for r in rows]
@@ -238,7 +239,9 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str) 
 
 
 def release() -> None:
-    """Free what one model's variants held (compiled graphs, CUDA graph pools) before the next model."""
+    """Free what one model's variants held (compiled graphs, CUDA graph pools) before the next model. AOTInductor
+    packages stay loaded until the process ends (kpt.gpu.runtime never drops a loaded package; each holds its
+    weights on the GPU: a few GB per phase)."""
     import torch
 
     torch._dynamo.reset()

@@ -146,7 +146,7 @@ class Api:
         if hit is not None:
             await records.publish_event(self.bus, job, "done", f"cache hit: result of job {hit.id}", 1.0)
             return job
-        await records.publish_event(self.bus, job, "queued", f"on {c.target_name(target)}", 0.0)
+        await records.publish_event(self.bus, job, "queued", f"on {c.target_name(target)}", 0.0, wait=False)
         await records.enqueue(self.bus, job)
         return job
 

@@ -82,12 +82,13 @@ def run_source(workdir: str, src, kind: str = "JOB_KIND_OPTIMIZE", **spec) -> di
     return result
 
 
-def tiny_source(name: str, device: str = "cuda"):
+def tiny_source(name: str, device: str = "cuda:0"):
     """A Source for "tiny-bert" or "tiny-decode" built from its config on device (seeded: the same weights
-    in every process)."""
+    in every process). The decode step has one layer here: coordinate-descent tuning, which its compile
+    turns on, tunes every kernel and costs time per layer."""
     from kpt.optimize.source import Source
 
-    module, spec = tiny_bert() if name == "tiny-bert" else tiny_llama_decode()[:2]
+    module, spec = tiny_bert() if name == "tiny-bert" else tiny_llama_decode(layers=1)[:2]
     return Source(name, f"test:{name}", "MODEL_FORMAT_ZOO", spec, module=module.to(device))
 
 
@@ -106,14 +107,14 @@ def tiny_bert(batch: int = 4, seq: int = 64) -> tuple[torch.nn.Module, inp.Input
     return model, spec
 
 
-def tiny_llama_decode(context: int = 256) -> tuple[torch.nn.Module, inp.InputSpec, torch.nn.Module]:
-    """(decode step, its spec, the LlamaForCausalLM it wraps) for a 2-layer Llama (hidden 256, GQA 8/2)."""
+def tiny_llama_decode(context: int = 256, layers: int = 2) -> tuple[torch.nn.Module, inp.InputSpec, torch.nn.Module]:
+    """(decode step, its spec, the LlamaForCausalLM it wraps) for a small Llama (hidden 256, GQA 8/2)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from kpt.gpu.models import LlamaDecodeStep, decode_spec
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
+    cfg = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=layers, num_attention_heads=8,
                       num_key_value_heads=2, vocab_size=512, attn_implementation="sdpa", use_cache=False)
     lm = LlamaForCausalLM(cfg).eval()
     return LlamaDecodeStep(lm).eval(), decode_spec(cfg, context=context), lm
@@ -134,7 +135,7 @@ from kpt.optimize import accuracy, artifacts
 runtime.install()
 path, fmt, data = sys.argv[1:4]
 x, ref = torch.load(data)
-x = tuple(t.cuda() for t in x)
+x = tuple(t.to("cuda:0") for t in x)
 model = artifacts.load(path, fmt)
 out = model(*x)
 m = accuracy.compare(out, ref)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kpt.gpu import models, runtime
+from kpt.gpu.device import DEVICE
 from kpt.optimize import inputs as inp
 from kpt.optimize import source
 from tests.gpu.helpers import (
@@ -23,7 +24,8 @@ from tests.gpu.helpers import (
     zoo,
 )
 
-pytestmark = [pytest.mark.gpu, pytest.mark.timeout(600)]
+# The longest test first: under pytest-xdist (scripts/gpu_run.sh) the others then fill the second worker.
+pytestmark = [pytest.mark.gpu, pytest.mark.timeout(300), pytest.mark.usefixtures("in_process_budget")]
 
 
 @pytest.fixture(scope="module")
@@ -49,41 +51,8 @@ def artifact(result: dict, workdir: str) -> tuple[str, str, dict]:
 
 
 def uploaded(path: str) -> tuple[torch.nn.Module, inp.InputSpec]:
-    src = models.open_source("MODEL_FORMAT_EXPORTED_PROGRAM", "m", "x", path, None, "cuda")
+    src = models.open_source("MODEL_FORMAT_EXPORTED_PROGRAM", "m", "x", path, None, DEVICE)
     return src.module, src.spec
-
-
-def test_o0_is_the_exported_program(bert_pt2, tmp_path, kpt_cache_dir):
-    result, _ = run_job(str(tmp_path), "JOB_KIND_OPTIMIZE", upload(bert_pt2), bert_pt2, level="LEVEL_O0")
-    path, fmt, meta = artifact(result, str(tmp_path))
-    assert fmt == "ARTIFACT_FORMAT_EXPORTED_PROGRAM" and result["achieved_level"] == "LEVEL_O0"
-    assert meta["passes"] == "exported_program" and result["accuracy"]["passed"]
-
-
-def test_o1_transformer_fp32_with_measured_attention(bert_pt2, tmp_path, kpt_cache_dir):
-    result, _ = run_job(str(tmp_path), "JOB_KIND_OPTIMIZE", upload(bert_pt2), bert_pt2, level="LEVEL_O1")
-    assert result["achieved_level"] == "LEVEL_O1", result.get("fallback_reason")
-    rows = passes_of(result)
-    assert rows["sdpa_backend"]["applied"] and "efficient" in rows["sdpa_backend"]["reason"]  # fp32: flash/cuDNN can't
-    assert rows["inductor_aot"]["applied"] and not rows["channels_last"]["applied"]
-    path, fmt, meta = artifact(result, str(tmp_path))
-    assert fmt == "ARTIFACT_FORMAT_AOTI_PACKAGE" and meta["precision"] == "fp32"
-    assert result["backend"].startswith("aoti-triton:") and result["accuracy"]["rel_l2"] < 1e-5
-    model, spec = uploaded(bert_pt2)
-    m = fresh_check(path, fmt, model, inp.generate(spec, seed=21, device="cuda"), tmp_path)
-    assert m["rel_l2"] < 1e-5 and m["again_rel_l2"] < 1e-5
-
-
-def test_o1_cnn_folds_batchnorm_and_goes_channels_last(tmp_path, kpt_cache_dir):
-    result, _ = run_job(str(tmp_path), "JOB_KIND_OPTIMIZE", zoo("cnn"), level="LEVEL_O1")
-    assert result["achieved_level"] == "LEVEL_O1", result.get("fallback_reason")
-    rows = passes_of(result)
-    assert rows["fold_conv_bn"]["applied"] and rows["channels_last"]["applied"]
-    assert "no scaled_dot_product_attention" in rows["sdpa_backend"]["reason"]
-    path, fmt, _ = artifact(result, str(tmp_path))
-    src = source.from_zoo("cnn", None, "cuda")
-    m = fresh_check(path, fmt, src.module, inp.generate(src.spec, seed=22, device="cuda"), tmp_path)
-    assert m["rel_l2"] < 1e-5  # strict fp32 in the loader: no TF32 convolutions
 
 
 def test_o2_bf16_graphs_and_cache_reuse_between_jobs(tmp_path, kpt_cache_dir):
@@ -105,12 +74,45 @@ def test_o2_bf16_graphs_and_cache_reuse_between_jobs(tmp_path, kpt_cache_dir):
     (art,) = os.listdir(tmp_path / "w2")
     path = str(tmp_path / "w2" / art)
     src = tiny_source("tiny-bert")
-    m = fresh_check(path, "ARTIFACT_FORMAT_AOTI_PACKAGE", src.module, inp.generate(src.spec, seed=23, device="cuda"),
+    m = fresh_check(path, "ARTIFACT_FORMAT_AOTI_PACKAGE", src.module, inp.generate(src.spec, seed=23, device=DEVICE),
                     tmp_path)
     assert m["rel_l2"] < 3e-2 and m["cosine"] > 0.999
     graphs = bool(runtime.read_record(path).get("cudagraphs", False))
     assert graphs is rows2["cuda_graphs"]["applied"]
     assert (m["runner"] == "GraphedRunner") is graphs and (m["graphs"] == 1) is graphs
+
+
+def test_o0_is_the_exported_program(bert_pt2, tmp_path, kpt_cache_dir):
+    result, _ = run_job(str(tmp_path), "JOB_KIND_OPTIMIZE", upload(bert_pt2), bert_pt2, level="LEVEL_O0")
+    path, fmt, meta = artifact(result, str(tmp_path))
+    assert fmt == "ARTIFACT_FORMAT_EXPORTED_PROGRAM" and result["achieved_level"] == "LEVEL_O0"
+    assert meta["passes"] == "exported_program" and result["accuracy"]["passed"]
+
+
+def test_o1_transformer_fp32_with_measured_attention(bert_pt2, tmp_path, kpt_cache_dir):
+    result, _ = run_job(str(tmp_path), "JOB_KIND_OPTIMIZE", upload(bert_pt2), bert_pt2, level="LEVEL_O1")
+    assert result["achieved_level"] == "LEVEL_O1", result.get("fallback_reason")
+    rows = passes_of(result)
+    assert rows["sdpa_backend"]["applied"] and "efficient" in rows["sdpa_backend"]["reason"]  # fp32: flash/cuDNN can't
+    assert rows["inductor_aot"]["applied"] and not rows["channels_last"]["applied"]
+    path, fmt, meta = artifact(result, str(tmp_path))
+    assert fmt == "ARTIFACT_FORMAT_AOTI_PACKAGE" and meta["precision"] == "fp32"
+    assert result["backend"].startswith("aoti-triton:") and result["accuracy"]["rel_l2"] < 1e-5
+    model, spec = uploaded(bert_pt2)
+    m = fresh_check(path, fmt, model, inp.generate(spec, seed=21, device=DEVICE), tmp_path)
+    assert m["rel_l2"] < 1e-5 and m["again_rel_l2"] < 1e-5
+
+
+def test_o1_cnn_folds_batchnorm_and_goes_channels_last(tmp_path, kpt_cache_dir):
+    result, _ = run_job(str(tmp_path), "JOB_KIND_OPTIMIZE", zoo("cnn"), level="LEVEL_O1")
+    assert result["achieved_level"] == "LEVEL_O1", result.get("fallback_reason")
+    rows = passes_of(result)
+    assert rows["fold_conv_bn"]["applied"] and rows["channels_last"]["applied"]
+    assert "no scaled_dot_product_attention" in rows["sdpa_backend"]["reason"]
+    path, fmt, _ = artifact(result, str(tmp_path))
+    src = source.from_zoo("cnn", None, DEVICE)
+    m = fresh_check(path, fmt, src.module, inp.generate(src.spec, seed=22, device=DEVICE), tmp_path)
+    assert m["rel_l2"] < 1e-5  # strict fp32 in the loader: no TF32 convolutions
 
 
 def test_o3_compute_bound_transformer_quantizes_dynamically(tmp_path, kpt_cache_dir):
@@ -122,7 +124,7 @@ def test_o3_compute_bound_transformer_quantizes_dynamically(tmp_path, kpt_cache_
     assert result["achieved_level"] == "LEVEL_O3", result.get("fallback_reason")
     path, fmt, meta = artifact(result, str(tmp_path))
     assert meta["precision"] == "int8"
-    m = fresh_check(path, fmt, src.module, inp.generate(src.spec, seed=24, device="cuda"), tmp_path)
+    m = fresh_check(path, fmt, src.module, inp.generate(src.spec, seed=24, device=DEVICE), tmp_path)
     assert m["sqnr_db"] >= 20 and m["cosine"] >= 0.99
 
 
@@ -146,7 +148,7 @@ def test_o3_decode_step_int8_weights_and_graphs(tmp_path, kpt_cache_dir):
     assert "coordinate-descent" in rows["inductor_aot"]["reason"]
     path, fmt, meta = artifact(result, str(tmp_path))
     print("decode cuda_graphs:", rows["cuda_graphs"]["reason"])
-    m = fresh_check(path, fmt, src.module, inp.generate(src.spec, seed=25, device="cuda"), tmp_path)
+    m = fresh_check(path, fmt, src.module, inp.generate(src.spec, seed=25, device=DEVICE), tmp_path)
     assert m["sqnr_db"] >= 20 and m["cosine"] >= 0.99
 
 
@@ -158,7 +160,7 @@ def test_export_job_validates_every_format(bert_pt2, tmp_path, kpt_cache_dir):
     formats = {a["format"]: a for a in result["artifacts"]}
     assert set(formats) == {"ARTIFACT_FORMAT_ONNX", "ARTIFACT_FORMAT_TORCHSCRIPT", "ARTIFACT_FORMAT_EXPORTED_PROGRAM"}
     assert formats["ARTIFACT_FORMAT_ONNX"]["metadata"]["backend"].startswith("onnxruntime:")
-    assert formats["ARTIFACT_FORMAT_TORCHSCRIPT"]["metadata"]["backend"] == "torchscript:cuda"
+    assert formats["ARTIFACT_FORMAT_TORCHSCRIPT"]["metadata"]["backend"] == f"torchscript:{DEVICE}"
     assert result["accuracy"]["passed"] and result["accuracy"]["rel_l2"] < 1e-5
     assert {v["variant"] for v in result["variants"] if "latency" in v} == {"eager_fp32", "onnxruntime", "torchscript",
                                                                              "kpt_O0"}

@@ -7,7 +7,8 @@ import zipfile
 import pytest
 import torch
 
-from kpt.gpu import cache, levels, models, passes, quantize, runtime
+from kpt.errors import Unsupported
+from kpt.gpu import cache, device, levels, models, passes, quantize, runtime
 from kpt.gpu import compile as gcompile
 from kpt.gpu.vendor import Precisions
 from kpt.optimize import inputs as inp
@@ -49,6 +50,18 @@ def test_gemm_problems_and_matrix_vector_detection():
     bert, bspec = tiny_bert(batch=2, seq=16)
     problems, gemv = gcompile.gemm_problems(export_module(bert, bspec))
     assert problems >= 3 and gemv == 0
+    # a dynamic batch makes the shapes SymInts, which cannot be hashed: the problems are told apart by name
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)).eval()
+    mspec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(8, 1, 64, "batch"), inp.Dim(64))),))
+    assert gcompile.gemm_problems(export_module(mlp, mspec)) == (2, 0)
+
+
+def test_device_strings_carry_an_index():
+    """torch.export writes devices into graphs as given; tensors always carry an index (see device.DEVICE)."""
+    assert device.DEVICE == "cuda:0"
+    assert device.normalize("cuda") == "cuda:0" and device.normalize("cuda:0") == "cuda:0"
+    assert device.normalize(torch.device("cuda", 0)) == "cuda:0"
+    assert device.normalize("cpu") == "cpu"
 
 
 @pytest.mark.parametrize("mode, problems, gemv, tune, cd, words", [
@@ -236,3 +249,26 @@ def test_compile_pass_builds_then_reuses_the_package(tmp_path, kpt_cache_dir):
     for p in paths:
         with torch.inference_mode():
             torch.testing.assert_close(runtime.load_aoti(p)(*x), model(*x))
+    # One load per package per process, whatever its path (the second is a copy out of the cache), and the
+    # runtime record appended later does not make it another package.
+    first, second = runtime.load_aoti(paths[0]), runtime.load_aoti(paths[1])
+    assert first.runner is second.runner and first.lock is second.lock
+    runtime.write_record(paths[1], cudagraphs=False)
+    assert runtime.identity(paths[1]) == runtime.identity(paths[0])
+    assert runtime.load_aoti(paths[1]).runner is first.runner
+
+
+def test_fresh_process_check_passes_a_good_package_and_reports_a_broken_one(tmp_path):
+    """The check the GPU compile pass runs on every new package, here on an AOTInductor package for the CPU."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(2), inp.Dim(16))),))
+    path = str(tmp_path / "model.aoti.pt2")
+    torch._inductor.aoti_compile_and_package(export_module(model, spec), package_path=path)
+    x = inp.generate(spec, seed=0)
+    assert runtime.check_in_fresh_process(path, x, "cpu") > 0
+    broken = tmp_path / "broken.pt2"
+    broken.write_bytes((tmp_path / "model.aoti.pt2").read_bytes()[:4096])
+    with pytest.raises(Unsupported, match="failed in a fresh process .exit code 1. while loading the package"):
+        runtime.check_in_fresh_process(str(broken), x, "cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.pt2", "model.aoti.pt2"]  # inputs file removed

@@ -1,55 +1,72 @@
 """On the GPU: an AOTInductor package replayed as CUDA graphs (per input shape, outputs not aliased,
 same results as plain runs), and the attention backend chosen by measurement baked into the package."""
 
+import zipfile
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kpt.gpu import runtime
 from kpt.gpu.compile import GpuInductorAOT
+from kpt.gpu.device import DEVICE
 from kpt.gpu.graphs import CudaGraphs
 from kpt.gpu.passes import ReducedPrecision, SdpaBackend
 from kpt.optimize import inputs as inp
 from kpt.optimize.passes import Work, apply
 
-pytestmark = [pytest.mark.gpu, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.gpu, pytest.mark.timeout(240)]
 
 
 def mlp_work(tmp_path) -> Work:
     torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)).cuda().eval()
+    m = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)).to(DEVICE).eval()
     spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(8, 1, 64, "batch"), inp.Dim(64))),))
-    return Work(m, spec, "cuda", str(tmp_path))
+    return Work(m, spec, DEVICE, str(tmp_path))
 
 
 def test_package_replays_cuda_graphs_per_shape(tmp_path, kpt_cache_dir):
     work = mlp_work(tmp_path)
     reference = work.module
+    loads = len(runtime._LOADED)
     rows = [apply(GpuInductorAOT(), work, "LEVEL_O2"), apply(CudaGraphs(min_speedup=0.0), work, "LEVEL_O2")]
+    assert "loaded and run in a fresh process" in rows[0]["reason"], rows[0]["reason"]
     assert rows[1]["applied"], rows[1]["reason"]  # min_speedup 0: kept whenever capture is correct
     assert runtime.read_record(work.artifact.path)["cudagraphs"] is True
     loaded = runtime.load_aoti(work.artifact.path)
     assert isinstance(loaded, runtime.GraphedRunner)
+    assert len(runtime._LOADED) == loads + 1  # the graphs pass and this load share one runner
     with torch.inference_mode():
         for batch in (8, 3, 8, 64):
-            x = torch.randn(batch, 64, device="cuda")
+            x = torch.randn(batch, 64, device=DEVICE)
             torch.testing.assert_close(loaded(x), reference(x), rtol=1e-5, atol=1e-5)
         assert len(loaded.graphs) == 3 and loaded.resident_bytes > 0
-        first = loaded(torch.ones(8, 64, device="cuda"))
+        first = loaded(torch.ones(8, 64, device=DEVICE))
         kept = first.clone()
-        loaded(torch.zeros(8, 64, device="cuda"))
+        loaded(torch.zeros(8, 64, device=DEVICE))
         assert torch.equal(first, kept)  # an earlier result is not overwritten by the next replay
+
+
+def without_record(src: str, dst: str) -> str:
+    """A copy of the package minus its runtime record (zip members copied as they are)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            if not info.filename.endswith("/" + runtime.RECORD):
+                zout.writestr(info, zin.read(info.filename))
+    return dst
 
 
 def test_package_without_record_runs_plain_in_strict_fp32(tmp_path, kpt_cache_dir):
     work = mlp_work(tmp_path)
-    apply(GpuInductorAOT(cache=False), work, "LEVEL_O1")  # the cached package of the same mlp has its record
-    loaded = runtime.load_aoti(work.artifact.path)
+    apply(GpuInductorAOT(), work, "LEVEL_O1")  # the cached package of the test above, record included
+    path = without_record(work.artifact.path, str(tmp_path / "plain.pt2"))
+    assert runtime.read_record(path) == {}
+    loaded = runtime.load_aoti(path)
     assert isinstance(loaded, runtime.PlainRunner)
     torch.backends.cudnn.allow_tf32 = True
     try:
         with torch.inference_mode():
-            x = torch.randn(5, 64, device="cuda")
+            x = torch.randn(5, 64, device=DEVICE)
             torch.testing.assert_close(loaded(x), work.module(x), rtol=1e-5, atol=1e-5)
         assert torch.backends.cudnn.allow_tf32  # restored after the call
     finally:
@@ -74,14 +91,14 @@ FAMILY = {"FLASH_ATTENTION": ("flash",), "EFFICIENT_ATTENTION": ("fmha", "effici
 def test_fastest_attention_backend_is_the_one_compiled_in(tmp_path, kpt_cache_dir):
     torch.manual_seed(0)
     spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(4), inp.Dim(1024), inp.Dim(512))),))
-    work = Work(Attention().cuda().eval(), spec, "cuda", str(tmp_path))
+    work = Work(Attention().to(DEVICE).eval(), spec, DEVICE, str(tmp_path))
     apply(ReducedPrecision("bf16"), work, "LEVEL_O2")
     row = apply(SdpaBackend(), work, "LEVEL_O2")
     assert row["applied"], row["reason"]
     chosen = next(b for b in FAMILY if f"{b.removesuffix('_ATTENTION').lower()} first" in row["reason"])
     apply(GpuInductorAOT(), work, "LEVEL_O2")
-    package = torch._inductor.aoti_load_package(work.artifact.path)
-    x = inp.generate(spec, seed=1, device="cuda")
+    package = runtime.load_aoti(work.artifact.path)
+    x = inp.generate(spec, seed=1, device=DEVICE)
     with torch.inference_mode():
         package(*x)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

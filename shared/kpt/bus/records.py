@@ -50,10 +50,13 @@ async def create_job(bus: Bus, job: Job) -> Job | None:
     return job
 
 
-async def update_job(bus: Bus, tenant: str, job_id: str, change: Callable[[Job], bool]) -> Job:
-    """Apply change(job) -> bool (False: leave as is) with compare-and-set; retried on conflict."""
+async def update_job(bus: Bus, tenant: str, job_id: str, change: Callable[[Job], bool],
+                     known: tuple[Job, int] | None = None) -> Job:
+    """Apply change(job) -> bool (False: leave as is) with compare-and-set; retried on conflict.
+    `known` is a (record, revision) just read, saving the first read."""
     for _ in range(50):
-        job, rev = await get_job(bus, tenant, job_id)
+        job, rev = known or await get_job(bus, tenant, job_id)
+        known = None
         if not change(job):
             return job
         try:
@@ -79,9 +82,18 @@ async def list_jobs(bus: Bus, tenant: str) -> list[Job]:
     return jobs
 
 
-async def publish_event(bus: Bus, job: Job, phase: str, message: str = "", progress: float = 0.0) -> None:
+async def publish_event(bus: Bus, job: Job, phase: str, message: str = "", progress: float = 0.0,
+                        wait: bool = True) -> None:
+    """Append an event to the job's history. wait=False does not wait for the stream's ack (on the hot
+    path of submit and start); order is still kept, and a failed ack is logged."""
     ev = Event(job_id=job.id, time=now(), phase=phase, message=message, progress=progress, state=job.state)
-    await bus.js.publish(EVENTS_SUBJECT.format(job_id=job.id), ev.SerializeToString())
+    subject = EVENTS_SUBJECT.format(job_id=job.id)
+    if wait:
+        await bus.js.publish(subject, ev.SerializeToString())
+        return
+    fut = await bus.js.publish_async(subject, ev.SerializeToString())
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception() is None
+                          or log.warning("event %s of job %s not stored: %s", phase, job.id, f.exception()))
 
 
 async def enqueue(bus: Bus, job: Job) -> None:

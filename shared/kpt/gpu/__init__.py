@@ -5,15 +5,17 @@ below runs unchanged on CUDA and ROCm; a service supplies only a Vendor (vendor.
 table, driver/clock queries, onnxruntime providers and runtime settings.
 
   slots      one worker per visible GPU, counted without torch (the service parent imports no torch)
-  device     the GPU a job process sees (GpuInfo), or why it has none
+  device     the GPU a job process sees (GpuInfo), or why it has none; DEVICE = "cuda:0"
   vendor     Vendor and Precisions: what a service plugs in
   capability TargetInfo of a worker: its device, or available=false with the reason
   env        the environment fingerprint with GPU, driver, runtime and clocks
   passes     channels_last, bf16/fp16, the fastest attention backend, the kernels/ hook
   quantize   torchao int8/int4 weight-only, fp8/int8 dynamic, and O3's choice among them
-  compile    AOTInductor for the device: max-autotune within a budget, the package cache
+  compile    AOTInductor for the device: max-autotune within a budget, the package cache, the
+             fresh-process load check of every new package
   graphs     the CUDA graphs pass (after compile, on the package)
-  runtime    loading packages: CUDA graph replay, strict fp32; the hook into kpt.optimize.artifacts
+  runtime    loading packages (once per process): CUDA graph replay, strict fp32; the hook into
+             kpt.optimize.artifacts
   cache      compiler caches under KPT_CACHE_DIR, kept between jobs
   bench      the benchmark protocol with device events and rotating inputs; allocator peak memory
   variants   reference variants (eager, torch.compile) and measured rows

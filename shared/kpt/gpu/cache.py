@@ -3,7 +3,8 @@
   inductor/  Inductor's caches: generated kernels, autotuning results (max-autotune GEMM choices)
   triton/    compiled Triton kernels (cubin / hsaco)
   aoti/      finished AOTInductor packages, keyed by what decides their contents (with their CUDA-graph
-             record once the graphs pass has measured them)
+             record once the graphs pass has measured them); on a GPU only packages that loaded and ran
+             in a fresh process (kpt.gpu.runtime.check_in_fresh_process) are stored
   choices/   measured decisions of other passes (the attention backend order), keyed by what they measured
 
 Inductor's FX graph cache does not serve AOTInductor compiles (compile_fx skips it in AOT mode, and
@@ -31,7 +32,7 @@ from kpt.optimize import inductor
 
 log = logging.getLogger(__name__)
 
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: an entry is stored only after the package loaded and ran in a fresh process
 MAX_PACKAGE_BYTES = 64 << 30  # oldest packages are dropped beyond this (a few 1B-parameter models)
 
 

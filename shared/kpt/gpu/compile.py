@@ -7,7 +7,10 @@ Compared with kpt.optimize.inductor.InductorAOT (the CPU pass) it adds what GPUs
     the candidates, so a tuned matmul is never slower than the library's by the autotuner's measure);
   - coordinate-descent tuning when the graph has matrix-vector products (M=1, decode): Inductor then
     turns them into reduction kernels that reach memory bandwidth (its mm decomposition needs it);
-  - the package cache of kpt.gpu.cache: an identical program compiled before is copied, not rebuilt.
+  - the package cache of kpt.gpu.cache: an identical program compiled before is copied, not rebuilt;
+  - on a GPU, a new package is loaded and run once in a fresh process before anything else loads it
+    (kpt.gpu.runtime.check_in_fresh_process): one that crashes the loader fails this pass, and so its level,
+    instead of the job's process. Only packages that passed are stored in the cache.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import ClassVar
 import torch
 
 from kpt import settings
-from kpt.gpu import cache
+from kpt.gpu import cache, runtime
 from kpt.gpu.passes import attention_context, attention_order
 from kpt.optimize.passes import Artifact, Outcome, PassConfig, Work, register
 
@@ -35,6 +38,7 @@ _GEMMS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.de
 # on the host's cores and timing them. An estimate for the budget check only; every compile reports
 # the time it really took (PassReport.seconds, docs/benchmarks/h100.md), which is what to tune it by.
 AUTOTUNE_S_PER_PROBLEM = 6.0
+QUANTIZED = ("int8", "fp8", "int4")  # precisions whose packages may call torchao's operators
 
 
 def _rows(node: torch.fx.Node) -> int | None:
@@ -57,7 +61,9 @@ def gemm_problems(ep: torch.export.ExportedProgram) -> tuple[int, int]:
     for node in ep.graph.nodes:
         if node.op != "call_function" or node.target not in _GEMMS:
             continue
-        shapes = tuple(tuple(getattr(a.meta.get("val"), "shape", ())) for a in node.args if isinstance(a, torch.fx.Node))
+        # Shapes as strings: a dynamic dim is a SymInt, which is unhashable ("s31" names the same symbol each time).
+        shapes = tuple(tuple(str(d) for d in getattr(a.meta.get("val"), "shape", ())) for a in node.args
+                       if isinstance(a, torch.fx.Node))
         key = (str(node.target), shapes, str(getattr(node.meta.get("val"), "dtype", "")))
         if key in seen:
             continue
@@ -76,6 +82,7 @@ class GpuInductorAOT(PassConfig):
     autotune_budget_s: float = 300.0
     coordinate_descent: str = "auto"  # off | on | auto: on when the graph has matrix-vector products
     cache: bool = True
+    check_load: bool = True  # GPU only: load and run the new package once in a fresh process first
     file: str = "model.aoti.pt2"
 
     def __post_init__(self) -> None:
@@ -137,9 +144,15 @@ def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
     with attention_context(order):
         torch._inductor.aoti_compile_and_package(ep, package_path=path, inductor_configs=options)
     seconds = time.perf_counter() - t0
+    checked = ""
+    if cfg.check_load and work.device.startswith("cuda"):
+        work.say("loading the package once in a fresh process")
+        check_s = runtime.check_in_fresh_process(path, work.example(), work.device,
+                                                 quantized=work.precision in QUANTIZED)
+        checked = f"; loaded and run in a fresh process ({check_s:.1f}s)"
     if key:
         cache.store(cache_dir, key, path)
     work.compile_s += seconds
     work.artifact = Artifact(path, "ARTIFACT_FORMAT_AOTI_PACKAGE", backend)
     return Outcome(True, f"AOTInductor package for {name} compiled in {seconds:.1f}s (freezing="
-                   f"{'on' if cfg.freezing else 'off'}{'; ' + why if why else ''}{attn})")
+                   f"{'on' if cfg.freezing else 'off'}{'; ' + why if why else ''}{attn}){checked}")

@@ -15,7 +15,21 @@ import torch
 
 log = logging.getLogger(__name__)
 
-DEVICE = "cuda"  # the torch device string on both vendors (ROCm builds keep the cuda name)
+# The torch device of a job process, with its index. A job process sees exactly one GPU (its worker slot's
+# CUDA/HIP/ROCR_VISIBLE_DEVICES name it), so that is always index 0; ROCm builds keep the cuda name. The index
+# matters: torch.export records devices as given, and a program moved to "cuda" carries device=cuda in its
+# _assert_tensor_metadata checks, which then fail against tensors on cuda:0 when the program is traced again
+# ("Tensor device mismatch! Expected: cuda, Got: cuda:0", seen on the H100 with torch 2.11).
+DEVICE = "cuda:0"
+
+
+def normalize(device: str | torch.device) -> str:
+    """The device as torch names a tensor's: "cuda" -> "cuda:<current index>", "cpu" and indexed devices unchanged.
+    Every device that reaches torch.export (inputs, modules, move_to_device_pass) goes through here."""
+    d = torch.device(device)
+    if d.type == "cuda" and d.index is None:
+        d = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return str(d)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Export jobs on a GPU: onnx, torchscript and exported_program, each loaded back and checked.
 
-  onnx              exported from a CPU copy of the model (the file is device-neutral), validated in
+  onnx              exported from a CPU copy of the model (the file is device-neutral; an upload's copy is its
+                    program moved back to the CPU, see cpu_source), validated in
                     onnxruntime with the vendor's GPU execution provider when this onnxruntime has it
                     (CUDA; MIGraphX, then ROCm on AMD), else with the CPU provider; the result names it
   torchscript       traced on the GPU, loaded back onto the GPU
@@ -54,6 +55,18 @@ def ort_session(path: str, providers: list[str]):
         raise InvalidModel(f"onnxruntime cannot load {path} with {providers}: {type(e).__name__}: {e}") from e
 
 
+def cpu_source(src: Source) -> Source:
+    """A CPU copy of the job's model, for exporters that trace it with CPU inputs (onnx). An upload is its program
+    moved back with move_to_device_pass: the GPU program's graph names cuda:0 in its constants and device checks,
+    which Module.cpu() would leave behind (the trace would then fail: "Tensor device mismatch")."""
+    if src.program is not None:
+        from torch.export.passes import move_to_device_pass
+
+        ep = move_to_device_pass(copy.deepcopy(src.program), "cpu")
+        return Source(src.name, src.digest, src.format, src.spec, module=ep.module(), program=ep)
+    return Source(src.name, src.digest, src.format, src.spec, module=copy.deepcopy(src.module).cpu())
+
+
 @dataclass(frozen=True)
 class Written:
     exported: export.Exported
@@ -62,8 +75,7 @@ class Written:
 
 def _write(cfg: export.ExportConfig, src: Source, path: str, device: str) -> None:
     if isinstance(cfg, export.OnnxExport):
-        cpu = Source(src.name, src.digest, src.format, src.spec, module=copy.deepcopy(src.module).cpu())
-        export.EXPORTERS[export.OnnxExport](cfg, cpu, path)
+        export.EXPORTERS[export.OnnxExport](cfg, cpu_source(src), path)
     elif isinstance(cfg, export.TorchScriptExport):
         example = inp.generate(src.spec, seed=0, device=device, for_export=True)
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):

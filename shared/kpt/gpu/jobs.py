@@ -7,7 +7,6 @@ anything else happens: nothing is ever run on the CPU instead.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import shutil
@@ -196,8 +195,7 @@ def _onnx_variant(src: Source, workdir: str, providers: list[str]) -> var.Varian
     path = src.onnx_path
     if path is None:
         path = os.path.join(workdir, "reference.onnx")
-        cpu = Source(src.name, src.digest, src.format, src.spec, module=copy.deepcopy(src.module).cpu())
-        export.EXPORTERS[export.OnnxExport](export.OnnxExport(), cpu, path)
+        export.EXPORTERS[export.OnnxExport](export.OnnxExport(), gpu_export.cpu_source(src), path)
     sess = gpu_export.ort_session(path, providers)
     return var.Variant("onnxruntime", lambda *a: ort.run(sess, a), compile_s=time.perf_counter() - t0)
 

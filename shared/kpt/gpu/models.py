@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kpt.errors import InvalidArgument
+from kpt.gpu.device import normalize
 from kpt.optimize import inputs as inp
 from kpt.optimize import source, zoo
 
@@ -104,7 +105,10 @@ def open_source(fmt: str, name: str, digest: str, model_path: str | None, spec: 
                 device: str) -> source.Source:
     """source.open_source, plus the GPU-only entries of MODELS by name. An uploaded program is moved with
     torch.export's move_to_device_pass: besides its weights, a graph traced on another device carries that
-    device in constants (torch.arange(..., device="cpu")), which Module.to() would leave behind."""
+    device in constants (torch.arange(..., device="cpu")), which Module.to() would leave behind. The device
+    is normalized first ("cuda" -> "cuda:0"): the pass writes it into the graph as given, and a later export
+    of the moved graph checks it against its inputs' devices, which always carry an index."""
+    device = normalize(device)
     if name in MODELS and fmt in ("MODEL_FORMAT_ZOO", "MODEL_FORMAT_UNSPECIFIED") and model_path is None:
         module, default = MODELS[name](device)
         return source.Source(name, f"zoo:{name}", "MODEL_FORMAT_ZOO", spec or default, module=module)
@@ -124,7 +128,7 @@ def program(src: source.Source, device: str) -> torch.export.ExportedProgram:
     if src.program is None:
         from kpt.optimize.passes import export_module
 
-        src.program = export_module(src.module, src.spec, device)
+        src.program = export_module(src.module, src.spec, normalize(device))
     return src.program
 
 

@@ -16,6 +16,19 @@ kpt.optimize.artifacts.load does not know this record. install() registers load(
 of ARTIFACT_FORMAT_AOTI_PACKAGE in this process, so the pipeline validates exactly what it
 ships; a process that loads our packages through kpt.optimize.artifacts without kpt.gpu gets
 correct results, without graph replay and with TF32 convolutions (see docs/gpu.md).
+
+One load per package per process. Every package is loaded once, with run_single_threaded=True, and
+that runner serves every later use in the process: the CUDA-graphs pass's measurement, the ladder's
+validation, the benchmark, at whatever path the package is copied to (packages are identified by their
+members' names and CRC-32s, the runtime record left out). A lock per runner makes the unlocked
+single-threaded path safe for callers on several threads. Loaders are never dropped while the process
+runs: an AOTInductor .so carries STB_GNU_UNIQUE symbols, so dlclose cannot unload it, while the loader's
+destructor deletes the extracted file; glibc identifies loaded libraries by device and inode, and a later
+package extracted onto the recycled inode would be handed the old library's code. On the H100 (torch
+2.11) a test process segfaulted inside aoti_load_package, cause not yet known: check_in_fresh_process()
+therefore loads and runs each freshly compiled package once in a child process first, so a package that
+crashes the loader fails its level (Unsupported, with the child's last output) instead of taking the
+job's process down.
 """
 
 from __future__ import annotations
@@ -23,6 +36,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from typing import Callable
@@ -30,7 +50,7 @@ from typing import Callable
 import torch
 import torch.utils._pytree as pytree
 
-from kpt.errors import InvalidModel
+from kpt.errors import InvalidModel, Unsupported
 from kpt.optimize import artifacts
 
 log = logging.getLogger(__name__)
@@ -38,6 +58,9 @@ log = logging.getLogger(__name__)
 RECORD = "extra/kpt_runtime.json"
 RECORD_VERSION = 1
 MAX_GRAPHS = 8  # input shapes captured per loaded package; further shapes run without a graph
+# A child process imports torch (and torchao for quantized packages), extracts the package, loads it and runs
+# it once: seconds for small models, tens of seconds for a 1B-parameter one. Past this it counts as hung.
+CHECK_TIMEOUT_S = 300.0
 
 
 def read_record(path: str) -> dict:
@@ -90,9 +113,11 @@ def _key(args: tuple) -> tuple:
 
 @dataclass
 class GraphedRunner:
-    """Replays one CUDA graph per input shape of `runner` (a package loaded with run_single_threaded=True)."""
+    """Replays one CUDA graph per input shape of `runner` (a package loaded with run_single_threaded=True).
+    `lock` is the runner's (shared with every other wrapper of the same runner): one call at a time."""
 
     runner: Callable
+    lock: threading.Lock = field(default_factory=threading.Lock)
     device: torch.device = field(default_factory=lambda: torch.device("cuda", torch.cuda.current_device()))
     max_graphs: int = MAX_GRAPHS
     graphs: dict[tuple, _Graph] = field(default_factory=dict)
@@ -103,7 +128,7 @@ class GraphedRunner:
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            for _ in range(2):  # warm up off the capture: lazy kernel loads, workspace allocations
+            for _ in range(2):  # warm up off the capture: lazy kernel loads, constant folding, workspaces
                 self.runner(*static)
         torch.cuda.current_stream(self.device).wait_stream(side)
         torch.cuda.synchronize(self.device)
@@ -116,45 +141,158 @@ class GraphedRunner:
         return _Graph(graph, [s for s in static if isinstance(s, torch.Tensor)], outputs)
 
     def __call__(self, *args: torch.Tensor) -> object:
-        key = _key(args)
-        g = self.graphs.get(key)
-        if g is None:
-            if len(self.graphs) >= self.max_graphs:
+        with self.lock:
+            key = _key(args)
+            g = self.graphs.get(key)
+            if g is None:
+                if len(self.graphs) >= self.max_graphs:
+                    with strict_fp32():
+                        return self.runner(*args)
                 with strict_fp32():
-                    return self.runner(*args)
-            with strict_fp32():
-                g = self._capture(args)
-            self.graphs[key] = g
-            log.info("captured a CUDA graph for input shapes %s (%d graph(s), %.1f MiB held)",
-                     [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)], len(self.graphs),
-                     self.resident_bytes / 2**20)
-        for dst, src in zip(g.inputs, [a for a in args if isinstance(a, torch.Tensor)], strict=True):
-            dst.copy_(src, non_blocking=True)
-        g.graph.replay()
-        return pytree.tree_map_only(torch.Tensor, torch.clone, g.outputs)
+                    g = self._capture(args)
+                self.graphs[key] = g
+                log.info("captured a CUDA graph for input shapes %s (%d graph(s), %.1f MiB held)",
+                         [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)], len(self.graphs),
+                         self.resident_bytes / 2**20)
+            for dst, src in zip(g.inputs, [a for a in args if isinstance(a, torch.Tensor)], strict=True):
+                dst.copy_(src, non_blocking=True)
+            g.graph.replay()
+            return pytree.tree_map_only(torch.Tensor, torch.clone, g.outputs)
 
 
 @dataclass
 class PlainRunner:
-    """A package run directly, under the strict fp32 it was validated with."""
+    """A package run directly, under the strict fp32 it was validated with; one call at a time (`lock`)."""
 
     runner: Callable
+    lock: threading.Lock = field(default_factory=threading.Lock)
     resident_bytes: int = 0
 
     def __call__(self, *args: torch.Tensor) -> object:
-        with strict_fp32():
+        with self.lock, strict_fp32():
             return self.runner(*args)
+
+
+@dataclass
+class Shared:
+    """A package loaded in this process: the runner (run_single_threaded=True) and the lock of its callers."""
+
+    runner: Callable
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_LOADED: dict[tuple, Shared] = {}  # package identity -> its runner; never dropped (see the module doc)
+
+
+def identity(path: str) -> tuple:
+    """What makes two package files the same compiled model: their members' names (below the archive's top
+    folder, which follows the file name it was written as) with sizes and CRC-32s, the runtime record left
+    out (it is appended after compiling and does not change what runs)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return tuple(sorted((i.filename.split("/", 1)[-1], i.file_size, i.CRC) for i in z.infolist()
+                                if not i.filename.endswith("/" + RECORD)))
+    except (zipfile.BadZipFile, OSError) as e:
+        raise InvalidModel(f"cannot read the AOTInductor package {path}: {e}") from e
+
+
+def shared(path: str) -> Shared:
+    """The package's runner in this process, loaded on first use only (see the module doc)."""
+    key = identity(path)
+    entry = _LOADED.get(key)
+    if entry is None:
+        try:
+            runner = torch._inductor.aoti_load_package(path, run_single_threaded=True)
+        except (RuntimeError, OSError) as e:
+            raise InvalidModel(f"cannot load AOTInductor package {path}: {e}") from e
+        entry = _LOADED[key] = Shared(runner)
+        log.info("loaded AOTInductor package %s (%d package(s) loaded in this process)", path, len(_LOADED))
+    return entry
 
 
 def load_aoti(path: str) -> Callable:
     """The package as a callable: graph replay when its record says so and a GPU is present."""
     record = read_record(path)
     graphs = bool(record.get("cudagraphs")) and torch.cuda.is_available()
+    entry = shared(path)
+    return GraphedRunner(entry.runner, entry.lock) if graphs else PlainRunner(entry.runner, entry.lock)
+
+
+# Loads the package and runs it once on the saved inputs, in a process of its own (see check_in_fresh_process).
+# It reports each step on stderr, so a crash says whether loading or running the package took the process down.
+_CHECK = r"""
+import faulthandler, gc, sys
+faulthandler.enable()
+
+def step(name):
+    print("kpt-check: " + name, file=sys.stderr, flush=True)
+
+step("importing torch")
+import torch
+path, data, device, quantized = sys.argv[1:5]
+if quantized == "1":
     try:
-        runner = torch._inductor.aoti_load_package(path, run_single_threaded=graphs)
-    except (RuntimeError, OSError) as e:
-        raise InvalidModel(f"cannot load AOTInductor package {path}: {e}") from e
-    return GraphedRunner(runner) if graphs else PlainRunner(runner)
+        import torchao  # noqa: F401 - registers the torchao operators a quantized package may call
+    except ImportError:
+        pass
+x = [t.to(device) for t in torch.load(data, weights_only=True)]
+step("loading the package")
+model = torch._inductor.aoti_load_package(path, run_single_threaded=True)
+step("running it")
+with torch.inference_mode():
+    model(*x)
+if device.startswith("cuda"):
+    torch.cuda.synchronize()
+step("unloading it")
+del model
+gc.collect()  # the loader's destructor removes the package's extracted files
+step("done")
+"""
+
+
+def check_in_fresh_process(path: str, example: tuple[torch.Tensor, ...], device: str, quantized: bool = False,
+                           timeout_s: float = CHECK_TIMEOUT_S) -> float:
+    """Load the package and run it once on `example` in a new Python process; returns the seconds it took.
+
+    Unsupported (with the step it reached, the signal or error, and the child's last lines) when the child
+    crashes, fails or hangs: a package the loader cannot take fails its level instead of taking the job's
+    process down. A package that passes is then loaded in this process by shared()."""
+    fd, data = tempfile.mkstemp(suffix=".pt", dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    t0 = time.perf_counter()
+    try:
+        torch.save(tuple(t.detach().cpu() for t in example), data)
+        argv = [sys.executable, "-c", _CHECK, path, data, device, "1" if quantized else "0"]
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired as e:
+            raise Unsupported(f"loading and running the AOTInductor package did not finish within {timeout_s:.0f}s "
+                              "in a fresh process; not used") from e
+    finally:
+        os.unlink(data)
+    if out.returncode != 0:
+        text = (out.stderr or "") + (out.stdout or "")
+        lines = [line.strip()[:300] for line in text.strip().splitlines()  # without traceback carets and
+                 if line.strip(" ^~") and not line.startswith("Extension modules:")]  # faulthandler's module list
+        steps = [line.removeprefix("kpt-check: ") for line in lines if line.startswith("kpt-check: ")]
+        log.warning("the fresh-process check of %s ended with exit code %d; its output ends:\n%s", path,
+                    out.returncode, "\n".join(lines[-40:]))
+        if steps and steps[-1] in ("unloading it", "done"):
+            # Loaded and ran; only the loader's teardown failed, which a job's process never reaches while
+            # it works (loaded packages stay loaded, see the module doc).
+            return time.perf_counter() - t0
+        if out.returncode < 0:
+            try:
+                what = signal.Signals(-out.returncode).name
+            except ValueError:
+                what = f"signal {-out.returncode}"
+            why = f"crashed a fresh process ({what})"
+        else:
+            why = f"failed in a fresh process (exit code {out.returncode})"
+        others = [line for line in lines if not line.startswith("kpt-check: ")]
+        raise Unsupported(f"the AOTInductor package {why} while {steps[-1] if steps else 'starting'}; not used. "
+                          f"Last output: {' | '.join(others[-5:])[-600:]}")
+    return time.perf_counter() - t0
 
 
 def resident_bytes(fn: object) -> int:

@@ -115,7 +115,7 @@ class Worker:
         job = c.Job.FromString(msg.data)
         attempt = msg.metadata.num_delivered
         try:
-            current, _ = await records.get_job(self.bus, job.tenant, job.id)
+            current, rev = await records.get_job(self.bus, job.tenant, job.id)
         except KptError:
             log.warning("job %s has no record; dropping the message", job.id)
             await msg.term()
@@ -132,7 +132,7 @@ class Worker:
             await self._fail(job, Unavailable(f"{self.cfg.target} service {self.cfg.service_id} has no usable "
                                               f"device: {self.info.unavailable_reason}"), msg)
             return
-        await self._run(job, attempt, msg)
+        await self._run(current, rev, attempt, msg)
 
     async def _fail(self, job: c.Job, err: KptError, msg, code: str | None = None) -> None:
         detail = c.ErrorDetail(code=code or err.code, message=err.message, metadata=err.metadata)
@@ -140,7 +140,7 @@ class Worker:
         await records.publish_event(self.bus, done, "failed", f"{detail.code}: {detail.message}", 1.0)
         await msg.term()
 
-    async def _run(self, job: c.Job, attempt: int, msg) -> None:
+    async def _run(self, job: c.Job, rev: int, attempt: int, msg) -> None:
         def start(j: c.Job) -> bool:
             if j.state in c.TERMINAL:
                 return False
@@ -148,11 +148,12 @@ class Worker:
             j.started_at.CopyFrom(c.now())
             return True
 
-        job = await records.update_job(self.bus, job.tenant, job.id, start)
+        job = await records.update_job(self.bus, job.tenant, job.id, start, known=(job, rev))
         if job.state != c.JobState.JOB_STATE_RUNNING:
             await msg.ack()
             return
-        await records.publish_event(self.bus, job, "started", f"attempt {attempt} on {self.cfg.service_id}", 0.0)
+        await records.publish_event(self.bus, job, "started", f"attempt {attempt} on {self.cfg.service_id}", 0.0,
+                                    wait=False)
         ticker = asyncio.create_task(self._keep_alive(msg))
         workdir = tempfile.mkdtemp(prefix=f"kpt-{job.id}-")
         try:
