@@ -67,19 +67,24 @@ async def update_job(bus: Bus, tenant: str, job_id: str, change: Callable[[Job],
     raise RuntimeError(f"job {job_id}: too many concurrent updates")
 
 
-async def list_jobs(bus: Bus, tenant: str) -> list[Job]:
-    watcher = await bus.jobs.watch(f"{tenant}.*", ignore_deletes=True)
-    jobs = []
+async def _scan(kv, pattern: str, parse):
+    """Every current value under a key pattern, read with one KV watch."""
+    watcher = await kv.watch(pattern, ignore_deletes=True)
+    out = []
     try:
         async for entry in watcher:
             if entry is None:
                 break
-            jobs.append(Job.FromString(entry.value))
+            out.append(parse(entry.value))
             if entry.delta == 0:
                 break
     finally:
         await watcher.stop()
-    return jobs
+    return out
+
+
+async def list_jobs(bus: Bus, tenant: str) -> list[Job]:
+    return await _scan(bus.jobs, f"{tenant}.*", Job.FromString)
 
 
 async def publish_event(bus: Bus, job: Job, phase: str, message: str = "", progress: float = 0.0,
@@ -124,18 +129,7 @@ def finish(state: int, **fields) -> Callable[[Job], bool]:
 
 
 async def live_targets(bus: Bus) -> list[TargetInfo]:
-    watcher = await bus.targets.watchall(ignore_deletes=True)
-    out = []
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            out.append(TargetInfo.FromString(entry.value))
-            if entry.delta == 0:
-                break
-    finally:
-        await watcher.stop()
-    return out
+    return await _scan(bus.targets, ">", TargetInfo.FromString)
 
 
 async def heartbeat(bus: Bus, info: TargetInfo) -> None:
