@@ -13,7 +13,6 @@ from typing import Callable
 
 import torch
 
-from kpt.errors import KptError
 from kpt.gpu import bench as gpu_bench
 from kpt.gpu.vendor import Precisions
 from kpt.optimize import accuracy, bench
@@ -45,35 +44,14 @@ def references(src: Source, table: Precisions, emit: Emit, progress: tuple[float
     return out
 
 
+def gpu_timing(fns: dict, spec: inp.InputSpec, settings: bench.Settings, device: str) -> tuple[dict, dict]:
+    """CUDA-event times over rotating input sets, and the allocator's peak per callable."""
+    inputs = rotation(spec, device)
+    times = gpu_bench.measure(fns, inputs, settings)
+    return times, {n: gpu_bench.peak_memory(f, inputs[0]) for n, f in fns.items()}
+
+
 def measure(variants: list[var.Variant], spec: inp.InputSpec, settings: bench.Settings, device: str,
             refs: list | None, tol_override: accuracy.Tolerances | None) -> list[dict]:
-    """Check every runnable variant against eager fp32, time them interleaved, return VariantMetrics rows."""
-    runnable = []
-    for v in variants:
-        if v.fn is None:
-            continue
-        if refs is not None and v.accuracy is None:
-            tol = accuracy.tolerances_for(v.precision, tol_override)
-            try:
-                v.accuracy = accuracy.check(v.fn, refs, tol, quantized=v.precision == "int8")
-            except KptError as e:
-                v.error = f"fails on the check inputs: {e.message}"
-                continue
-        runnable.append(v)
-    inputs = rotation(spec, device)
-    times = gpu_bench.measure({v.name: v.fn for v in runnable}, inputs, settings) if runnable else {}
-    batch = inp.batch_size(spec)
-    rows = []
-    for v in variants:
-        row: dict = {"variant": v.name, "compile_s": v.compile_s}
-        if v.accuracy is not None:
-            row["accuracy"] = v.accuracy.to_dict()
-        if v.name in times:
-            st = bench.stats(times[v.name])
-            row["latency"] = st.to_dict()
-            row["throughput_per_s"] = batch * 1000.0 / st.p50_ms if st.p50_ms > 0 else 0.0
-            row["peak_memory_bytes"] = str(gpu_bench.peak_memory(v.fn, inputs[0]))
-        else:
-            row["error"] = v.error or "not measured"
-        rows.append(row)
-    return rows
+    """kpt.optimize.variants.measure, timed on the GPU."""
+    return var.measure(variants, spec, settings, device, refs, tol_override, timing=gpu_timing)

@@ -90,9 +90,17 @@ def guarded(name: str, build: Callable[[], Variant]) -> Variant:
         return failed(name, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}")
 
 
+def cpu_timing(fns: dict, spec: inp.InputSpec, settings: bench.Settings, device: str) -> tuple[dict, dict]:
+    """Interleaved wall-clock times (ms) and peak memory of each callable, on one input set."""
+    x = inp.generate(spec, seed=0, device=device)
+    times = bench.measure({n: (lambda f=f: f(*x)) for n, f in fns.items()}, settings, device)
+    return times, {n: bench.peak_memory(lambda f=f: f(*x), device) for n, f in fns.items()}
+
+
 def measure(variants: list[Variant], spec: inp.InputSpec, settings: bench.Settings, device: str,
-            refs: list | None, tol_override: accuracy.Tolerances | None) -> list[dict]:
-    """Check every runnable variant against eager fp32, time them interleaved, return VariantMetrics rows."""
+            refs: list | None, tol_override: accuracy.Tolerances | None, timing=cpu_timing) -> list[dict]:
+    """Check every runnable variant against eager fp32, time them interleaved, return VariantMetrics rows.
+    `timing(fns, spec, settings, device) -> (times, peaks)` is how a device measures (GPUs: CUDA events)."""
     runnable = []
     for v in variants:
         if v.fn is None:
@@ -105,8 +113,7 @@ def measure(variants: list[Variant], spec: inp.InputSpec, settings: bench.Settin
                 v.error = f"fails on the check inputs: {e.message}"
                 continue
         runnable.append(v)
-    x = inp.generate(spec, seed=0, device=device)
-    times = bench.measure({v.name: (lambda f=v.fn: f(*x)) for v in runnable}, settings, device) if runnable else {}
+    times, peaks = timing({v.name: v.fn for v in runnable}, spec, settings, device) if runnable else ({}, {})
     batch = inp.batch_size(spec)
     rows = []
     for v in variants:
@@ -117,7 +124,7 @@ def measure(variants: list[Variant], spec: inp.InputSpec, settings: bench.Settin
             st = bench.stats(times[v.name])
             row["latency"] = st.to_dict()
             row["throughput_per_s"] = batch * 1000.0 / st.p50_ms if st.p50_ms > 0 else 0.0
-            peak = bench.peak_memory(lambda f=v.fn: f(*x), device)
+            peak = peaks.get(v.name)
             if peak is not None:
                 row["peak_memory_bytes"] = str(peak)
         else:
