@@ -14,6 +14,7 @@ its graphs between calls.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import statistics
 import time
@@ -29,12 +30,9 @@ log = logging.getLogger(__name__)
 Inputs = Sequence[tuple[torch.Tensor, ...]]
 
 
-def _stable(times: dict[str, list[float]], previous: dict[str, float], rel: float) -> bool:
-    for name, t in times.items():
-        prev = previous.get(name)
-        if prev is None or abs(statistics.median(t) - prev) > rel * prev:
-            return False
-    return True
+def _rotating(fn: Callable[..., object], inputs: Inputs) -> Callable[[], object]:
+    batches = itertools.cycle(inputs)
+    return lambda: fn(*next(batches))
 
 
 def measure(variants: dict[str, Callable[..., object]], inputs: Inputs, settings: bench.Settings,
@@ -42,40 +40,17 @@ def measure(variants: dict[str, Callable[..., object]], inputs: Inputs, settings
     """Latencies in ms of each variant called on the rotating inputs (see the module doc)."""
     if not variants or not inputs:
         raise ValueError("nothing to measure")
-    names = list(variants)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    with torch.inference_mode():
-        for i in range(settings.warmup_iters):
-            for name in names:
-                variants[name](*inputs[i % len(inputs)])
-        torch.cuda.synchronize()
-        times: dict[str, list[float]] = {n: [] for n in names}
-        previous: dict[str, float] = {}
-        deadline = clock() + settings.time_budget_s * len(names)
-        rnd = k = 0
-        while True:
-            order = names[rnd % len(names):] + names[:rnd % len(names)]
-            for name in order:
-                fn = variants[name]
-                for _ in range(settings.round_iters):
-                    x = inputs[k % len(inputs)]
-                    k += 1
-                    start.record()
-                    fn(*x)
-                    end.record()
-                    end.synchronize()
-                    times[name].append(start.elapsed_time(end))
-            rnd += 1
-            n = min(len(t) for t in times.values())
-            if max(len(t) for t in times.values()) >= settings.max_iters:
-                break
-            if n >= settings.min_iters and _stable(times, previous, settings.stable_rel):
-                break
-            if clock() > deadline and n >= min(settings.min_iters, settings.round_iters):
-                log.info("benchmark time budget spent after %d rounds", rnd)
-                break
-            previous = {k2: statistics.median(v) for k2, v in times.items()}
-    return times
+
+    def timed(fn: Callable[[], object]) -> float:
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+
+    calls = {name: _rotating(fn, inputs) for name, fn in variants.items()}
+    return bench.measure(calls, settings, "cuda", clock, timed=timed)
 
 
 def peak_memory(fn: Callable[..., object], x: tuple[torch.Tensor, ...]) -> int:

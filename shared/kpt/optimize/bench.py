@@ -106,9 +106,18 @@ def _stable(history: dict[str, list[float]], previous: dict[str, float], rel: fl
     return True
 
 
+def _wall_ms(fn: Callable[[], object], device: str, clock: Callable[[], float]) -> float:
+    t0 = clock()
+    fn()
+    _sync(device)
+    return (clock() - t0) * 1e3
+
+
 def measure(variants: dict[str, Callable[[], object]], settings: Settings, device: str = "cpu",
-            clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
-    """Latencies in ms of each zero-argument callable, interleaved as the module doc says."""
+            clock: Callable[[], float] = time.perf_counter,
+            timed: Callable[[Callable[[], object]], float] | None = None) -> dict[str, list[float]]:
+    """Latencies in ms of each zero-argument callable, interleaved as the module doc says.
+    `timed(fn) -> ms` times one call (default: the host clock around the call and a sync)."""
     if not variants:
         raise ValueError("nothing to measure")
     names = list(variants)
@@ -126,10 +135,7 @@ def measure(variants: dict[str, Callable[[], object]], settings: Settings, devic
             for name in order:
                 fn = variants[name]
                 for _ in range(settings.round_iters):
-                    t0 = clock()
-                    fn()
-                    _sync(device)
-                    times[name].append((clock() - t0) * 1e3)
+                    times[name].append(timed(fn) if timed else _wall_ms(fn, device, clock))
             rnd += 1
             n = min(len(t) for t in times.values())
             if max(len(t) for t in times.values()) >= settings.max_iters:
