@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU phases of the nvidia service, for one device command each (each well under 10 minutes).
 #
-#   scripts/gpu_run.sh tests     GPU tests (pytest -m gpu tests/gpu, ~6 min)    -> $OUT/tests.log, tests-*.xml
+#   scripts/gpu_run.sh tests     GPU tests (pytest -m gpu tests/gpu, ~8 min)    -> $OUT/tests.log, tests-*.xml
+#   scripts/gpu_run.sh basics    the device, contract and runtime tests (~2 min), the first half of tests
+#   scripts/gpu_run.sh jobs      the optimize/export/benchmark job tests (~6 min), the second half
 #   scripts/gpu_run.sh bench-a   bert-base (b8 s384), gpt2 (b8 s512)            -> $OUT/h100-a.json, h100-a.log
 #   scripts/gpu_run.sh bench-b   llama-1b decode (b1, 2048 cache) and prefill   -> $OUT/h100-b.json, h100-b.log
 #   scripts/gpu_run.sh bench-c   vit-b16, resnet50 (32 images)                  -> $OUT/h100-c.json, h100-c.log
@@ -22,7 +24,7 @@
 # what torch.onnx's exporter needs; skipped if the machine has them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PHASE="${1:?usage: scripts/gpu_run.sh tests|bench-a|bench-b|bench-c|env}"
+PHASE="${1:?usage: scripts/gpu_run.sh tests|basics|jobs|bench-a|bench-b|bench-c|env}"
 OUT="${OUT:-$PWD/out}"
 mkdir -p "$OUT"
 SITE=/tmp/site
@@ -62,7 +64,7 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
           python3 -m pip list 2>/dev/null | grep -i -E "torch|triton|onnx|transformers|pytest|numpy"; } \
             > "$OUT/env.txt" 2>&1 || true
         cat "$OUT/env.txt" ;;
-    tests)
+    tests|basics|jobs)
         # Two pytest runs, both under pytest-xdist where the machine has it: a test that crashes its process
         # (a segfault in a native library) is then reported as failed, with faulthandler's stack, and its
         # worker replaced, so the remaining tests still run (timeouts kill the worker the same way, so a hang
@@ -81,8 +83,8 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
                 --junitxml="$OUT/tests-$name.xml" -o junit_family=xunit2 2>&1 | tee -a "$OUT/tests.log"
         }
         rc=0
-        run_tests basics 1 200 tests/gpu --ignore=tests/gpu/test_gpu_jobs.py || rc=$?
-        run_tests jobs 2 "$((LIMIT - SECONDS))" tests/gpu/test_gpu_jobs.py || rc=$?
+        [ "$PHASE" = jobs ] || run_tests basics 1 200 tests/gpu --ignore=tests/gpu/test_gpu_jobs.py || rc=$?
+        [ "$PHASE" = basics ] || run_tests jobs 3 "$((LIMIT - SECONDS))" tests/gpu/test_gpu_jobs.py --tb=short || rc=$?
         exit "$rc" ;;
     bench-a) bench a bert-base,gpt2 ;;
     bench-b) bench b llama-1b-decode,llama-1b-prefill ;;

@@ -2,6 +2,8 @@
 returned artifact is loaded back in a fresh process through the public loader."""
 
 import os
+import subprocess
+import zipfile
 
 import pytest
 
@@ -11,6 +13,15 @@ from kpt_cpu.passes import bf16_decision
 from tests.cpu.cpu_helpers import fresh_check, zoo
 
 pytestmark = pytest.mark.timeout(300)
+
+
+def needed_libraries(package: str, tmp_path) -> str:
+    """The NEEDED entries of the package's compiled model (readelf comes with the g++ AOTInductor needs)."""
+    with zipfile.ZipFile(package) as z:
+        (so,) = [n for n in z.namelist() if n.endswith(".so")]
+        z.extract(so, tmp_path)
+    out = subprocess.run(["readelf", "-d", str(tmp_path / so)], capture_output=True, text=True, check=True).stdout
+    return "\n".join(line for line in out.splitlines() if "(NEEDED)" in line)
 
 
 def artifact(result: dict, workdir: str) -> tuple[str, str]:
@@ -55,6 +66,7 @@ def test_o1_cnn_folds_bn_and_compiles_fp32(run_job, tmp_path):
     assert int(variants["kpt_O1"]["peak_memory_bytes"]) >= 0
     path, fmt = artifact(result, run_job.workdir)
     assert fmt == "ARTIFACT_FORMAT_AOTI_PACKAGE" and path.endswith("model.aoti.pt2")
+    assert "libstdc++.so.6" in needed_libraries(path, tmp_path)  # see kpt.optimize.inductor.link_options
     check_metadata(result, "LEVEL_O1")
     src = source.from_zoo("cnn", None)
     m = fresh_check(path, fmt, src.module, inp.generate(src.spec, seed=12, vary_dynamic=True), tmp_path)

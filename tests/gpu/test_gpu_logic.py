@@ -272,3 +272,8 @@ def test_fresh_process_check_passes_a_good_package_and_reports_a_broken_one(tmp_
     with pytest.raises(Unsupported, match="failed in a fresh process .exit code 1. while loading the package"):
         runtime.check_in_fresh_process(str(broken), x, "cpu")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.pt2", "model.aoti.pt2"]  # inputs file removed
+
+
+def test_tensorwise_fp8_leaves_128x128_weights_alone():
+    assert quantize._tensorwise_fp8_misread(torch.nn.Linear(128, 128))
+    assert not quantize._tensorwise_fp8_misread(torch.nn.Linear(128, 512))

@@ -26,6 +26,7 @@ import torch
 from kpt import settings
 from kpt.gpu import cache, runtime
 from kpt.gpu.passes import attention_context, attention_order
+from kpt.optimize.inductor import link_options
 from kpt.optimize.passes import Artifact, Outcome, PassConfig, Work, register
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def _decide(cfg: GpuInductorAOT, problems: int, gemv: int) -> tuple[bool, bool, 
 
 def inductor_options(tune: bool, coordinate_descent: bool, freezing: bool) -> dict:
     return {"freezing": freezing, "max_autotune_gemm": tune, "max_autotune_pointwise": False,
-            "coordinate_descent_tuning": coordinate_descent, "triton.cudagraphs": False}
+            "coordinate_descent_tuning": coordinate_descent, "triton.cudagraphs": False, **link_options()}
 
 
 @register(GpuInductorAOT)

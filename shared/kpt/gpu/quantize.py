@@ -69,16 +69,30 @@ def _fits(m: torch.nn.Linear) -> bool:
     return m.in_features >= MIN_FEATURES and m.in_features % 16 == 0 and m.out_features % 16 == 0
 
 
-def _apply(work: Work, config: object, what: str, precision: str) -> Outcome:
+def _apply(work: Work, config: object, what: str, precision: str,
+           keep: Callable[[torch.nn.Linear], str] | None = None) -> Outcome:
+    """Quantize the linears that fit; keep(m) returns why a layer must stay as it is ("" = quantize it)."""
     from torchao.quantization import quantize_
 
     layers = linears(work.module)
+    kept = [why for why in map(keep, layers) if why] if keep else []
+    if keep:
+        layers = [m for m in layers if not keep(m)]
     if not layers:
-        return Outcome(False, f"no linear layers with >= {MIN_FEATURES} features (multiples of 16) to quantize")
+        return Outcome(False, f"no linear layers with >= {MIN_FEATURES} features (multiples of 16) to quantize"
+                       + (f" ({len(kept)} kept: {kept[0]})" if kept else ""))
     chosen = set(map(id, layers))
     quantize_(work.module, config, filter_fn=lambda m, fqn: id(m) in chosen)
     work.precision = precision
-    return Outcome(True, f"{len(layers)} linear layer(s) to {what}; other ops stay {_float_dtype(work)}")
+    return Outcome(True, f"{len(layers)} linear layer(s) to {what}; other ops stay {_float_dtype(work)}"
+                   + (f"; {len(kept)} kept ({kept[0]})" if kept else ""))
+
+
+def _tensorwise_fp8_misread(m: torch.nn.Linear) -> str:
+    """torchao (0.18) reads one scale for a whole 128x128 weight as a 128x128 block scale and then refuses
+    the per-tensor-scaled activation ("input_tensor must be 1x128 scaled", seen on the H100): such layers
+    stay unquantized."""
+    return "a 128x128 weight with one fp8 scale is taken for block scaling" if tuple(m.weight.shape) == (128, 128) else ""
 
 
 def _float_dtype(work: Work) -> str:
@@ -160,7 +174,8 @@ def _fp8(cfg: Fp8Dynamic, work: Work) -> Outcome:
                                                        granularity=PerRow() if rowwise else PerTensor(),
                                                        set_inductor_config=False)
     scales = "per-token activations, per-row weight scales" if rowwise else "activations and weights, one scale per tensor"
-    return _apply(work, config, f"{cfg.dtype.removeprefix('float8_')} ({scales})", "fp8")
+    return _apply(work, config, f"{cfg.dtype.removeprefix('float8_')} ({scales})", "fp8",
+                  keep=None if rowwise else _tensorwise_fp8_misread)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -52,10 +53,24 @@ class InductorAOT(PassConfig):
             raise ValueError("autotune_budget_s must be > 0")
 
 
+def link_options() -> dict[str, object]:
+    """Inductor options that make an AOTInductor package link the C++ runtime dynamically.
+
+    Inductor links the wrapper with g++'s implicit -lstdc++ after its own -L directories; where one of
+    them holds a static libstdc++.a (the H100 image does), the whole C++ runtime is copied into the
+    package and exported next to the process's own libstdc++.so.6, and the package crashes on load
+    (std::regex in parse_device_str, before any model code: see docs/benchmarks/h100-notes.md). Naming the
+    shared library first (-l:libstdc++.so.6) resolves those symbols to the one runtime the process has.
+    """
+    if sys.platform != "linux" or not hasattr(torch._inductor.config.aot_inductor, "custom_op_libs"):
+        return {}
+    return {"aot_inductor.custom_op_libs": [":libstdc++.so.6"]}
+
+
 def compile_package(ep: torch.export.ExportedProgram, path: str, freezing: bool, max_autotune: bool) -> float:
     """aoti_compile_and_package into path; returns the seconds it took."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    options = {"freezing": freezing, "max_autotune": max_autotune}
+    options = {"freezing": freezing, "max_autotune": max_autotune, **link_options()}
     t0 = time.perf_counter()
     torch._inductor.aoti_compile_and_package(ep, package_path=path, inductor_configs=options)
     return time.perf_counter() - t0
