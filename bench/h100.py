@@ -11,6 +11,8 @@ fp32 model, as the contract defines them on every target), kpt_O1, kpt_O2, kpt_O
 levels, artifacts loaded back through the GPU loader). Every variant is checked against eager fp32 on
 fresh inputs; a kpt level outside its tolerance is reported and never counted as "ours".
 
+    python3 bench/h100.py warm --model bert-base --variants kpt_O1   # only fills the compile caches
+
 Compiles are the expensive part, so each model gets a share of --budget-s and variants are built in
 order of what the goals need (eager, kpt_O2, kpt_O3, compile_default, kpt_O1, compile_max_autotune);
 one that no longer fits is reported with the reason, not measured, and the verdict says what it could not
@@ -53,6 +55,10 @@ NOMINAL = {"bf16_tflops": 780.0, "copy_tbs": 3.0}  # the roofline the goals are 
 # Precisions the benchmark's O3 may use: fp8 where compute-bound; int4 is left out (int8 weight-only for
 # decode) because its accuracy on random-initialised weights is below the 20 dB guard.
 ALLOWED = frozenset({"fp32", "bf16", "fp16", "int8", "fp8"})
+# GEMM autotuning allowance of O2/O3 per model. Fixed (not a share of the phase's budget) so that a `warm` run
+# and the measuring `run` make the same decision and the second finds the first's package in the cache. On the
+# H100 the O2 builds with tuning took 172 s (BERT-base) and 188 s (GPT-2), 30 s of tuning estimated.
+AUTOTUNE_BUDGET_S = 120.0
 
 
 def _gemm_tflops(dtype, n: int = 8192) -> float:
@@ -169,13 +175,34 @@ def verdict(rows: list[dict], flops: int, probe: dict, decode: bool) -> dict:
     return out
 
 
-def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str) -> dict:
+def builders_for(src, table, autotune_budget_s: float, workdir: str) -> dict:
+    """name -> a function building that variant. The same autotune budget in `warm` and `run` makes the same
+    compile decisions, so `run` finds what `warm` built in the package and Inductor caches."""
     import torch
 
-    from kpt.gpu import levels, roofline
+    from kpt.gpu import levels
+    from kpt.optimize import pipeline
+    from kpt.optimize import variants as var
+
+    lv = levels.levels(table, autotune_budget_s=autotune_budget_s)
+    low = torch.bfloat16 if table.bf16 else torch.float16
+    builders = {
+        "eager_fp32": lambda: var.Variant("eager_fp32", src.module),
+        "eager_bf16": lambda: var.eager(src, low),
+        "compile_default": lambda: var.compiled(src, None, "compile_default"),
+        "compile_max_autotune": lambda: var.compiled(src, "max-autotune", "compile_max_autotune"),
+    }
+    for level in ("LEVEL_O1", "LEVEL_O2", "LEVEL_O3"):
+        builders["kpt_" + level[-2:]] = (lambda lvl=level: pipeline.level_variant(
+            src, lvl, lv[lvl], workdir, DEVICE, ALLOWED, lambda *a: None, (0.0, 1.0)))
+    return builders
+
+
+def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str, autotune_budget_s: float) -> dict:
+    from kpt.gpu import roofline
     from kpt.gpu import variants as gvar
     from kpt.gpu.jobs import probe as probe_gpu
-    from kpt.optimize import accuracy, pipeline
+    from kpt.optimize import accuracy
     from kpt.optimize import inputs as inp
     from kpt.optimize import variants as var
     from kpt_nvidia.vendor import VENDOR
@@ -190,20 +217,8 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str) 
     decode = key.endswith("decode")
     step_bytes = {p: roofline.step_bytes(src.module, p) for p in roofline.BYTES_PER_WEIGHT} if decode else {}
     refs = accuracy.reference_outputs(src.module, src.spec, 3, seed=1, device=DEVICE)
-    # O2/O3 may tune GEMMs for at most a quarter of this model's share of the budget (estimated up front).
-    lv = levels.levels(table, autotune_budget_s=max(30.0, 0.25 * (deadline - time.time())))
     measure_reserve = 10.0 + 2.5 * settings.time_budget_s * len(ORDER)
-    low = torch.bfloat16 if table.bf16 else torch.float16
-
-    builders = {
-        "eager_fp32": lambda: var.Variant("eager_fp32", src.module),
-        "eager_bf16": lambda: var.eager(src, low),
-        "compile_default": lambda: var.compiled(src, None, "compile_default"),
-        "compile_max_autotune": lambda: var.compiled(src, "max-autotune", "compile_max_autotune"),
-    }
-    for level in ("LEVEL_O1", "LEVEL_O2", "LEVEL_O3"):
-        builders["kpt_" + level[-2:]] = (lambda lvl=level: pipeline.level_variant(
-            src, lvl, lv[lvl], workdir, DEVICE, ALLOWED, lambda *a: None, (0.0, 1.0)))
+    builders = builders_for(src, table, autotune_budget_s, workdir)
     variants, build_s, o2_build = [], {}, None
     for name in ORDER:
         left = deadline - time.time() - measure_reserve
@@ -238,6 +253,29 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str) 
     return result
 
 
+def warm(args: argparse.Namespace) -> int:
+    """Build some variants of one model, only to fill the compile caches (kpt packages, Inductor kernels and
+    autotuning results, Triton) that a later `run` on this machine reuses. scripts/gpu_run.sh starts one `warm`
+    per variant at once, so a model's builds overlap instead of queueing in the measuring process."""
+    from kpt.gpu.jobs import prepare
+    from kpt.gpu.jobs import probe as probe_gpu
+    from kpt_nvidia.vendor import VENDOR
+
+    info = probe_gpu(VENDOR)
+    prepare(VENDOR, info)
+    src = open_model(args.model)
+    builders = builders_for(src, VENDOR.precisions(info), args.autotune_budget_s, tempfile.mkdtemp(prefix="kpt-warm-"))
+    status = 0
+    for name in args.variants.split(","):
+        t0 = time.perf_counter()
+        v = builders[name]()
+        failed = getattr(v, "error", None)
+        log.info("%s: %s warmed in %.1fs%s", args.model, name, time.perf_counter() - t0,
+                 f" (failed: {failed})" if failed else "")
+        status = status or (1 if failed else 0)
+    return status
+
+
 def release() -> None:
     """Free what one model's variants held (compiled graphs, CUDA graph pools) before the next model. AOTInductor
     packages stay loaded until the process ends (kpt.gpu.runtime never drops a loaded package; each holds its
@@ -253,8 +291,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     if not torch.cuda.is_available() or getattr(torch.version, "hip", None):
-        print("bench/h100.py needs an NVIDIA GPU with a CUDA build of torch; none here "
-              f"(torch {torch.__version__}, cuda available: {torch.cuda.is_available()}).", file=sys.stderr)
+        log.error("bench/h100.py needs an NVIDIA GPU with a CUDA build of torch; none here (torch %s, cuda "
+                  "available: %s).", torch.__version__, torch.cuda.is_available())
         return 2
     from kpt.gpu import device
     from kpt.gpu import env as gpu_env
@@ -279,7 +317,8 @@ def run(args: argparse.Namespace) -> int:
         for i, key in enumerate(models):
             share = (end - time.time()) / (len(models) - i)
             try:
-                res = bench_model(key, time.time() + share, settings, probe, os.path.join(tmp, key))
+                res = bench_model(key, time.time() + share, settings, probe, os.path.join(tmp, key),
+                                  args.autotune_budget_s)
             except Exception as e:  # noqa: BLE001 - one model's failure is recorded; the others still run
                 log.exception("%s failed", key)
                 res = {"rows": [], "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
@@ -403,11 +442,22 @@ def main() -> int:
     r.add_argument("--min-iters", type=int, default=20)
     r.add_argument("--phase", default="")
     r.add_argument("--out", required=True, help="JSON written after every model")
+    w = sub.add_parser("warm", help="build variants of one model to fill the compile caches (no measuring)")
+    w.add_argument("--model", required=True, choices=sorted(MODELS))
+    w.add_argument("--variants", required=True, help=f"comma-separated, from {', '.join(ORDER)}")
+    for p in (r, w):
+        p.add_argument("--autotune-budget-s", type=float, default=AUTOTUNE_BUDGET_S,
+                       help="seconds O2/O3 may spend tuning GEMMs (estimated up front); equal in warm and run")
     m = sub.add_parser("merge", help="combine phase JSONs into docs/benchmarks/h100.json and h100.md (no GPU needed)")
     m.add_argument("inputs", nargs="+")
     m.add_argument("--docs", default="docs/benchmarks")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s")
+    if args.cmd == "warm":
+        bad = [v for v in args.variants.split(",") if v not in ORDER]
+        if bad:
+            ap.error(f"unknown variants {bad}; choose from {', '.join(ORDER)}")
+        return warm(args)
     if args.cmd == "run":
         bad = [k for k in args.models.split(",") if k not in MODELS]
         if bad:
