@@ -1,0 +1,66 @@
+"""Triton kernels for the GPU services at O3: fused linear + activation (linear_act), RMSNorm/LayerNorm
+(norms), attention forward (attention); registry.py decides per device and shape class which provider runs.
+
+This file stays importable without a GPU and without triton: the op modules are imported by candidates()
+only when they can run. Entry point of kpt.gpu.passes.CustomKernels:
+
+    candidates(module, device) -> [(name, apply)]   apply(module) returns a new module with our ops swapped in
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def unavailable(device: str) -> str | None:
+    """Why our kernels cannot run on device, or None when they can."""
+    if not str(device).startswith("cuda"):
+        return f"custom kernels run on CUDA devices only, not {device!r}"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return "TRITON_INTERPRET=1 is set: kernels would run in the CPU interpreter"
+    try:
+        import triton  # noqa: F401
+    except ImportError as e:
+        return f"triton is not installed ({e})"
+    major, _ = torch.cuda.get_device_capability(torch.device(device))
+    if major < 8:
+        return f"compute capability {major}.x: the kernels need sm_80 or newer (bf16 tensor cores)"
+    return None
+
+
+def candidates(module: torch.nn.Module, device: str) -> list[tuple[str, Callable[[torch.nn.Module], torch.nn.Module]]]:
+    """One candidate per kind of swap the model has room for. Each swapped module asks the registry, per
+    shape class, whether ours is faster and correct there, and runs the vendor path otherwise."""
+    why = unavailable(device)
+    if why:
+        log.info("kernels/: no candidates: %s", why)
+        return []
+    if __name__ not in sys.modules:
+        # Loaded by file path (kpt.gpu.passes): register the package so its relative imports resolve; the
+        # submodules then load once per process however often this file is executed.
+        spec = importlib.util.spec_from_file_location(__name__, __file__,
+                                                      submodule_search_locations=[os.path.dirname(__file__)])
+        pkg = importlib.util.module_from_spec(spec)
+        sys.modules[__name__] = pkg
+        spec.loader.exec_module(pkg)
+    modules = importlib.import_module(f"{__name__}.modules")  # imports triton, registers the kpt:: ops
+
+    found = []
+    if modules.find_norms(module):
+        found.append(("kpt_norms", modules.swap_norms))
+    if modules.find_linear_act(module) or modules.find_swiglu(module):
+        found.append(("kpt_linear_act", modules.swap_linear_act))
+    found.append(("kpt_attention", modules.swap_attention))  # SDPA calls are only seen when the model runs
+    log.info("kernels/: candidates %s", [n for n, _ in found])
+    return found

@@ -1,0 +1,98 @@
+"""What every kernel module shares: the interpreter switch, op registration, activations in fp32.
+
+Op registration has two paths (one decorator, `register_op`):
+  * on a GPU, torch.library.triton_op: compile and export see the Triton kernel itself (wrap_triton), so an
+    AOTInductor package embeds the compiled kernel and needs no Python registration where it is loaded;
+  * under the Triton interpreter (TRITON_INTERPRET=1, CPU tensors), torch.library.custom_op plus the
+    module's fake implementation: the interpreter's kernels are not JITFunctions, and wrap_triton cannot
+    trace them, so export/compile treat the op as opaque.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+def interpreting() -> bool:
+    """TRITON_INTERPRET=1: kernels run in Triton's numpy interpreter on CPU tensors (tests, no GPU)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def register_op(name: str, fake: Callable) -> Callable:
+    """Decorator: registers fn as the custom op `name` ("kpt::..."), with `fake` as its meta function."""
+
+    ns, short = name.split("::")
+    try:  # this package imported twice under two names (tests' `kernels`, the pass's file-path load)
+        existing = getattr(getattr(torch.ops, ns), short)
+    except (AttributeError, RuntimeError):
+        existing = None
+
+    def wrap(fn: Callable) -> Callable:
+        if existing is not None:
+            return existing
+        if interpreting():
+            op = torch.library.custom_op(name, mutates_args=())(fn)
+            op.register_fake(fake)
+            return op
+        return torch.library.triton_op(name, mutates_args=())(fn)
+
+    return wrap
+
+
+def launch(kernel):  # noqa: ANN001, ANN201 - a Triton kernel in, a launchable kernel out
+    """wrap_triton(kernel) where torch can trace it (GPU); the kernel itself under the interpreter."""
+    return kernel if interpreting() else torch.library.wrap_triton(kernel)
+
+
+def configs(gpu: list, interp: list) -> list:
+    """The autotune list: the GPU sweep, or one small config under the interpreter (each config is a full
+    run there, and the interpreter's time says nothing about the GPU)."""
+    return interp if interpreting() else gpu
+
+
+# Activation codes shared by the launchers and kernels (constexpr ints: the kernel specializes on them).
+ACTS = {"none": 0, "gelu": 1, "gelu_tanh": 2, "silu": 3, "relu": 4}
+
+
+@triton.jit
+def tanh(x):
+    # tanh from exp so it is the same on every backend (the interpreter lacks libdevice); exact for |x| large:
+    # exp(-2|x|) underflows to 0 and the result saturates at +-1.
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x >= 0, t, -t)
+
+
+@triton.jit
+def activate(x, ACT: tl.constexpr):
+    """x in fp32; ACT is one of ACTS."""
+    if ACT == 1:
+        x = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+    elif ACT == 2:
+        x = 0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+    elif ACT == 3:
+        x = x / (1.0 + tl.exp(-x))
+    elif ACT == 4:
+        x = tl.maximum(x, 0.0)
+    return x
+
+
+def torch_activation(x: torch.Tensor, act: str) -> torch.Tensor:
+    if act == "none":
+        return x
+    if act == "gelu":
+        return torch.nn.functional.gelu(x)
+    if act == "gelu_tanh":
+        return torch.nn.functional.gelu(x, approximate="tanh")
+    if act == "silu":
+        return torch.nn.functional.silu(x)
+    if act == "relu":
+        return torch.relu(x)
+    raise ValueError(f"activation must be one of {sorted(ACTS)}, not {act!r}")

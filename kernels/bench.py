@@ -1,0 +1,152 @@
+"""Kernel benchmarks on a CUDA device: every op against its vendor providers (registry.py's provider axis).
+
+    python -m kernels.bench [--quick] [--out docs/benchmarks]   -> kernels-<gpu>.json and kernels-<gpu>.md
+
+Rows: {op, shape, dtype, provider, causal, tflops, gbps, ms} (provider "kpt" is ours). Times are the
+median of triton.testing.do_bench; FLOPs count multiply-adds as 2 and, for causal attention, only the
+visible half of the score matrix (flash-attention's convention). GB/s counts each tensor read or written
+once. Needs only torch and triton (not kpt). Benchmarks are never tests: a provider that fails is recorded
+with its reason, not raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # run as a file: make `kernels` importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    __package__ = "kernels"
+
+from . import attention, registry  # noqa: E402
+
+
+def _time(fn) -> float | str:  # noqa: ANN001
+    import triton.testing
+
+    try:
+        fn()
+        torch.cuda.synchronize()
+    except (RuntimeError, ValueError, NotImplementedError) as e:
+        return f"failed: {str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}"
+    return float(triton.testing.do_bench(fn, warmup=25, rep=200))
+
+
+def _rows(op: str, shape: str, dtype: torch.dtype, causal: bool | None, providers: dict, flops: float,
+          nbytes: float) -> list[dict]:
+    rows = []
+    for name, fn in providers.items():
+        ms = _time(fn)
+        row = {"op": op, "shape": shape, "dtype": str(dtype).removeprefix("torch."), "provider": name,
+               "causal": causal}
+        if isinstance(ms, float):
+            row.update(ms=round(ms, 4), tflops=round(flops / ms / 1e9, 1), gbps=round(nbytes / ms / 1e6, 1))
+        else:
+            row.update(ms=None, tflops=None, gbps=None, error=ms)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def bench_attention(quick: bool) -> list[dict]:
+    rows = []
+    cases = [(1, 16, 16384, 128), (1, 32, 16384, 64), (4, 16, 4096, 128)] if not quick else [(1, 16, 4096, 128)]
+    for dtype in (torch.bfloat16, torch.float16):
+        for B, H, N, D in cases:
+            for causal in (False, True):
+                q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=dtype) for _ in range(3))
+                flops = 4 * B * H * N * N * D * (0.5 if causal else 1.0)
+                nbytes = 4 * B * H * N * D * q.element_size()
+                rows += _rows("attention", f"b{B} h{H} n{N} d{D}", dtype, causal,
+                              registry.attention_providers(q, k, v, causal), flops, nbytes)
+        if not quick:  # the features beyond SDPA's (SDPA gets an explicit mask where it fits)
+            B, H, Hkv, N, D = 1, 32, 8, 8192, 128
+            q = torch.randn(B, H, N, D, device="cuda", dtype=dtype)
+            k, v = (torch.randn(B, Hkv, N, D, device="cuda", dtype=dtype) for _ in range(2))
+            docs = torch.arange(N, device="cuda").div(N // 8, rounding_mode="floor")[None].int()
+            for name, kw in (("gqa4", {}), ("window4096", {"window": (4096, -1)}),
+                             ("alibi", {"alibi": attention.alibi_slopes(H).cuda()}), ("softcap50", {"softcap": 50.0}),
+                             ("docs8", {"document_id": docs})):
+                rows += _rows(f"attention.{name}", f"b{B} h{H}/{Hkv} n{N} d{D}", dtype, True,
+                              registry.attention_providers(q, k, v, True, **kw),
+                              2 * B * H * N * N * D, 4 * B * H * N * D * q.element_size())
+    return rows
+
+
+def bench_linear(quick: bool) -> list[dict]:
+    rows = []
+    M, K, N = (4096, 4096, 11008) if not quick else (2048, 2048, 5504)
+    for dtype in (torch.bfloat16, torch.float16):
+        x = torch.randn(M, K, device="cuda", dtype=dtype)
+        w, w2 = (torch.randn(N, K, device="cuda", dtype=dtype) / K ** 0.5 for _ in range(2))
+        b = torch.randn(N, device="cuda", dtype=dtype)
+        for act in ("gelu", "silu"):
+            rows += _rows(f"linear_{act}", f"{M}x{K}->{N}", dtype, None, registry.linear_providers(x, w, b, act),
+                          2 * M * N * K, (M * K + N * K + M * N) * x.element_size())
+        rows += _rows("swiglu", f"{M}x{K}->{N}", dtype, None, registry.linear_providers(x, w, None, "silu", w2),
+                      4 * M * N * K, (M * K + 2 * N * K + M * N) * x.element_size())
+    return rows
+
+
+def bench_norms(quick: bool) -> list[dict]:
+    rows = []
+    shapes = [(16384, 4096), (4096, 8192), (65536, 1024), (2048, 32768)] if not quick else [(4096, 4096)]
+    for dtype in (torch.bfloat16, torch.float16):
+        for R, N in shapes:
+            x = torch.randn(R, N, device="cuda", dtype=dtype)
+            w, b = torch.randn(N, device="cuda", dtype=dtype), torch.randn(N, device="cuda", dtype=dtype)
+            nbytes = 2 * R * N * x.element_size()
+            rows += _rows("rms_norm", f"{R}x{N}", dtype, None, registry.norm_providers(x, w, None, 1e-6, True), 0, nbytes)
+            rows += _rows("layer_norm", f"{R}x{N}", dtype, None, registry.norm_providers(x, w, b, 1e-5, False), 0,
+                          nbytes)
+            y = torch.empty_like(x)
+            rows += _rows("copy", f"{R}x{N}", dtype, None, {"torch": lambda y=y, x=x: y.copy_(x)}, 0, nbytes)
+    return rows
+
+
+def markdown(rows: list[dict], device: str) -> str:
+    lines = [f"# Kernel benchmarks: {device}", "",
+             f"torch {torch.__version__}, triton {__import__('triton').__version__}; `python -m kernels.bench`. "
+             "Rows with TFLOP/s use it as the figure of merit; norms and copy use GB/s.", "",
+             "| op | shape | dtype | causal | provider | ms | TFLOP/s | GB/s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        causal = "" if r["causal"] is None else ("yes" if r["causal"] else "no")
+        if r["ms"] is None:
+            lines.append(f"| {r['op']} | {r['shape']} | {r['dtype']} | {causal} | {r['provider']} | "
+                         f"{r['error']} | | |")
+        else:
+            lines.append(f"| {r['op']} | {r['shape']} | {r['dtype']} | {causal} | {r['provider']} | {r['ms']} | "
+                         f"{r['tflops'] if r['tflops'] else ''} | {r['gbps']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "docs/benchmarks"))
+    ap.add_argument("--name", default=None, help="file stem (default kernels-<gpu>)")
+    ap.add_argument("--quick", action="store_true", help="one small shape per op")
+    ap.add_argument("--ops", default="attention,linear,norms")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.stderr.write("kernels.bench needs a CUDA device; none is visible\n")
+        return 2
+    device = torch.cuda.get_device_name()
+    rows = []
+    for op in args.ops.split(","):
+        rows += {"attention": bench_attention, "linear": bench_linear, "norms": bench_norms}[op](args.quick)
+    stem = args.name or "kernels-" + ("h100" if "H100" in device else device.lower().replace(" ", "-"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps({"device": device, "torch": torch.__version__, "rows": rows},
+                                                  indent=1))
+    (out / f"{stem}.md").write_text(markdown(rows, device))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""Fused linear + bias + activation: y = act(x @ W^T + b), and SwiGLU: y = silu(x @ Wg^T + bg) * (x @ Wu^T + bu).
+
+The activation runs on the fp32 accumulator before the one store, so the [M, N] pre-activation never
+round-trips through memory (cuBLAS + a separate activation writes it, reads it back, writes again; for
+SwiGLU the baseline is two GEMMs plus a three-tensor elementwise kernel). Both GEMMs of SwiGLU share the
+x tile loaded per K step.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import ACTS, activate, configs, launch, register_op, torch_activation
+
+BLOCK_K = 64  # one K tile for all configs, so EVEN_K is known at launch (no K masks on the fast path)
+
+# H100 sweep (bf16, 4096x4096 -> 11008) following the Triton matmul tutorial's Hopper configs: 128x256 tiles,
+# 8 warps, 3 stages is the tutorial's best; 4-stage 128x128 fits more CTAs per SM for smaller N.
+# The gated (two-accumulator) kernel holds twice the registers, so its tiles are halved in N.
+_GPU = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "GROUP_M": 8}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "GROUP_M": 8}, num_warps=8, num_stages=4),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "GROUP_M": 8}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 256, "BLOCK_N": 128, "GROUP_M": 8}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 256, "GROUP_M": 8}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "GROUP_M": 8}, num_warps=4, num_stages=4),
+]
+_GPU_GATED = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "GROUP_M": 8}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "GROUP_M": 8}, num_warps=8, num_stages=4),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "GROUP_M": 8}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "GROUP_M": 8}, num_warps=4, num_stages=4),
+]
+_INTERP = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "GROUP_M": 4}, num_warps=4, num_stages=1)]
+
+
+@triton.jit
+def _linear_act_kernel(
+    x_ptr,    # [M, K] input rows (any strides)
+    w_ptr,    # [N, K] weight, nn.Linear layout (the gate projection for SwiGLU)
+    w2_ptr,   # [N, K] SwiGLU up projection; unused (any pointer) unless GATED
+    b_ptr,    # [N] bias of w; unused unless HAS_BIAS
+    b2_ptr,   # [N] bias of w2; unused unless HAS_BIAS and GATED
+    out_ptr,  # [M, N] output, written once
+    M, N, K,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_w2n, stride_w2k, stride_om, stride_on,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, EVEN_K: tl.constexpr,
+    PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no tf32 rounding), ignored for fp16/bf16
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    # Grouped ordering: GROUP_M row-blocks share each column block while it is in L2.
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * num_n
+    first_m = (pid // per_group) * GROUP_M
+    group_size = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % group_size
+    pid_n = (pid % per_group) // group_size
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    # Rows/columns past the edge wrap around instead of being masked: loads stay unmasked (vectorized) and
+    # the store below drops them.
+    rm = offs_m % M
+    rn = offs_n % N
+    x_ptrs = x_ptr + rm[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    w_ptrs = w_ptr + rn[None, :] * stride_wn + offs_k[:, None] * stride_wk
+    w2_ptrs = w2_ptr + rn[None, :] * stride_w2n + offs_k[:, None] * stride_w2k
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        if EVEN_K:
+            a = tl.load(x_ptrs)
+            b = tl.load(w_ptrs)
+        else:
+            kmask = offs_k < K - k0
+            a = tl.load(x_ptrs, mask=kmask[None, :], other=0.0)
+            b = tl.load(w_ptrs, mask=kmask[:, None], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        if GATED:
+            if EVEN_K:
+                b2 = tl.load(w2_ptrs)
+            else:
+                b2 = tl.load(w2_ptrs, mask=kmask[:, None], other=0.0)
+            acc2 = tl.dot(a, b2, acc2, input_precision=PRECISION)
+            w2_ptrs += BLOCK_K * stride_w2k
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + rn).to(tl.float32)[None, :]
+        if GATED:
+            acc2 += tl.load(b2_ptr + rn).to(tl.float32)[None, :]
+    y = activate(acc, ACT)
+    if GATED:
+        y = y * acc2
+    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
+    tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+_plain = triton.autotune(configs(_GPU, _INTERP), key=["M", "N", "K", "HAS_BIAS", "ACT", "EVEN_K"])(_linear_act_kernel)
+_gated = triton.autotune(configs(_GPU_GATED, _INTERP), key=["M", "N", "K", "HAS_BIAS", "ACT", "EVEN_K"])(
+    _linear_act_kernel)
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, bias, weight2, bias2, act: str) -> None:
+    if act not in ACTS:
+        raise ValueError(f"activation must be one of {sorted(ACTS)}, not {act!r}")
+    if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x [..., {x.shape[-1]}] does not match weight {tuple(weight.shape)} ([out, in])")
+    if weight2 is not None and weight2.shape != weight.shape:
+        raise ValueError(f"weight2 {tuple(weight2.shape)} must have weight's shape {tuple(weight.shape)}")
+    if weight2 is not None and (bias is None) != (bias2 is None):
+        raise ValueError("SwiGLU takes both biases or neither")
+    if x.dtype != weight.dtype:
+        raise ValueError(f"x is {x.dtype} but weight is {weight.dtype}")
+
+
+def _fake(x, weight, bias, weight2, bias2, act):  # noqa: ANN001, ANN202 - the op's meta function
+    _check(x, weight, bias, weight2, bias2, act)
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+@register_op("kpt::linear_act", _fake)
+def linear_act_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
+                  bias2: torch.Tensor | None, act: str) -> torch.Tensor:
+    """act(x @ weight^T + bias), or act(x @ weight^T + bias) * (x @ weight2^T + bias2) when weight2 is given."""
+    _check(x, weight, bias, weight2, bias2, act)
+    x2 = x.reshape(-1, x.shape[-1])
+    M, K = x2.shape
+    N = weight.shape[0]
+    out = x.new_empty((M, N))
+    gated = weight2 is not None
+    w2 = weight2 if gated else weight
+    b = bias if bias is not None else weight
+    b2 = bias2 if bias2 is not None else b
+    kernel = _gated if gated else _plain
+    if M > 0:
+        launch(kernel)[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)](
+            x2, weight, w2, b, b2, out, M, N, K,
+            x2.stride(0), x2.stride(1), weight.stride(0), weight.stride(1), w2.stride(0), w2.stride(1),
+            out.stride(0), out.stride(1),
+            HAS_BIAS=bias is not None, ACT=ACTS[act], GATED=gated, EVEN_K=K % BLOCK_K == 0,
+            PRECISION="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_K=BLOCK_K)
+    return out.reshape(*x.shape[:-1], N)
+
+
+def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, act: str = "gelu") -> torch.Tensor:
+    return linear_act_op(x, weight, bias, None, None, act)
+
+
+def swiglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, b_gate: torch.Tensor | None = None,
+           b_up: torch.Tensor | None = None) -> torch.Tensor:
+    return linear_act_op(x, w_gate, b_gate, w_up, b_up, "silu")
+
+
+def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, act: str = "gelu",
+              weight2: torch.Tensor | None = None, bias2: torch.Tensor | None = None) -> torch.Tensor:
+    """Plain PyTorch: what cuBLAS + a separate activation computes (in x's dtype)."""
+    y = torch_activation(torch.nn.functional.linear(x, weight, bias), act)
+    if weight2 is not None:
+        y = y * torch.nn.functional.linear(x, weight2, bias2)
+    return y

@@ -1,0 +1,170 @@
+"""The modules candidates() swaps in. Each one asks the registry, per input shape class, whether ours or
+the vendor path runs, and runs that (the vendor path is exactly the module it replaced)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from . import attention, linear_act, norms, registry
+
+ACT_MODULES = {torch.nn.GELU: None, torch.nn.SiLU: "silu", torch.nn.ReLU: "relu"}
+
+
+def _act_of(m: torch.nn.Module) -> str | None:
+    if isinstance(m, torch.nn.GELU):
+        return "gelu_tanh" if m.approximate == "tanh" else "gelu"
+    return ACT_MODULES.get(type(m))
+
+
+class FusedLinearAct(torch.nn.Module):
+    """nn.Linear followed by an activation (the activation module it replaced becomes nn.Identity)."""
+
+    def __init__(self, linear: torch.nn.Linear, act: str) -> None:
+        super().__init__()
+        self.linear, self.act = linear, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.linear.weight, self.linear.bias
+        if x.dtype in (torch.float16, torch.bfloat16) and x.dtype == w.dtype and \
+                registry.pick_linear(x, w, b, self.act) == registry.OURS:
+            return linear_act.linear_act_op(x, w, b, None, None, self.act)
+        return linear_act.reference(x, w, b, self.act)
+
+
+class FusedSwiGLU(torch.nn.Module):
+    """A gated MLP (gate_proj, up_proj, down_proj, SiLU act_fn: Llama/Mistral/Qwen): the first two GEMMs and
+    silu(gate) * up in one kernel; down_proj unchanged."""
+
+    def __init__(self, mlp: torch.nn.Module) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g, u = self.mlp.gate_proj, self.mlp.up_proj
+        if x.dtype in (torch.float16, torch.bfloat16) and x.dtype == g.weight.dtype and \
+                registry.pick_linear(x, g.weight, g.bias, "silu", u.weight, u.bias) == registry.OURS:
+            h = linear_act.linear_act_op(x, g.weight, g.bias, u.weight, u.bias, "silu")
+        else:
+            h = F.silu(g(x)) * u(x)
+        return self.mlp.down_proj(h)
+
+
+class FusedNorm(torch.nn.Module):
+    """nn.LayerNorm, nn.RMSNorm, or a Llama-style RMSNorm (weight * x * rsqrt(mean(x^2) + eps) in fp32)."""
+
+    def __init__(self, inner: torch.nn.Module, rms: bool, eps: float) -> None:
+        super().__init__()
+        self.inner, self.rms, self.eps = inner, rms, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = getattr(self.inner, "weight", None)
+        b = getattr(self.inner, "bias", None) if not self.rms else None
+        if x.dtype in (torch.float16, torch.bfloat16) and (w is None or w.dtype == x.dtype) and \
+                registry.pick_norm(x, w, b, self.eps, self.rms) == registry.OURS:
+            return norms.norm_op(x, w, b, self.eps, self.rms, 0.0, 0)
+        return self.inner(x)
+
+
+class _RouteSDPA(TorchFunctionMode):
+    """Sends scaled_dot_product_attention calls ours can take (no mask, no dropout, fp16/bf16, head dim
+    16..128, Nq == Nk when causal) to kpt::attention where the registry picked it."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's protocol
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            routed = _route(*args, **kwargs)
+            if routed is not None:
+                return routed
+        return func(*args, **kwargs)
+
+
+def _route(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):  # noqa: ANN001, ANN202
+    if attn_mask is not None or dropout_p != 0.0 or q.dim() != 4 or q.dtype not in (torch.float16, torch.bfloat16):
+        return None
+    if q.shape[-1] not in attention.HEAD_DIMS or (is_causal and q.shape[2] != k.shape[2]):
+        return None
+    if q.shape[1] != k.shape[1] and not enable_gqa:
+        return None
+    if registry.pick_attention(q, k, v, is_causal, scale) != registry.OURS:
+        return None
+    return attention.attention_op(q, k, v, is_causal, scale, -1, -1, None, 0.0, None)
+
+
+class RoutedAttention(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        with _RouteSDPA():
+            return self.inner(*args, **kwargs)
+
+
+def _is_rmsnorm(m: torch.nn.Module) -> bool:
+    name = type(m).__name__
+    # Llama/Mistral/Qwen2-style RMSNorms share one forward; Gemma's scales by (1 + weight): not this one.
+    return isinstance(m, torch.nn.RMSNorm) or (name.endswith("RMSNorm") and "Gemma" not in name and isinstance(
+        getattr(m, "weight", None), torch.Tensor) and hasattr(m, "variance_epsilon"))
+
+
+def find_norms(module: torch.nn.Module) -> list[str]:
+    return [n for n, m in module.named_modules()
+            if (isinstance(m, torch.nn.LayerNorm) and len(m.normalized_shape) == 1) or _is_rmsnorm(m)]
+
+
+def find_linear_act(module: torch.nn.Module) -> list[tuple[str, int]]:
+    """(Sequential's name, index of the Linear) for every Linear directly followed by a known activation."""
+    found = []
+    for name, m in module.named_modules():
+        if isinstance(m, torch.nn.Sequential):
+            kids = list(m)
+            for i in range(len(kids) - 1):
+                if isinstance(kids[i], torch.nn.Linear) and _act_of(kids[i + 1]):
+                    found.append((name, i))
+    return found
+
+
+def find_swiglu(module: torch.nn.Module) -> list[str]:
+    return [n for n, m in module.named_modules()
+            if all(isinstance(getattr(m, a, None), torch.nn.Linear) for a in ("gate_proj", "up_proj", "down_proj"))
+            and isinstance(getattr(m, "act_fn", None), torch.nn.SiLU)]
+
+
+def _replace(root: torch.nn.Module, name: str, new: torch.nn.Module) -> torch.nn.Module:
+    if not name:
+        return new
+    parent, _, leaf = name.rpartition(".")
+    root.get_submodule(parent).register_module(leaf, new) if parent else root.register_module(leaf, new)
+    return root
+
+
+def swap_norms(module: torch.nn.Module) -> torch.nn.Module:
+    out = copy.deepcopy(module)
+    for name in find_norms(out):
+        m = out.get_submodule(name)
+        rms = not isinstance(m, torch.nn.LayerNorm)
+        eps = getattr(m, "eps", None) if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm)) else m.variance_epsilon
+        if eps is None:  # nn.RMSNorm(eps=None): torch uses the dtype's eps
+            eps = torch.finfo(m.weight.dtype if m.weight is not None else torch.float32).eps
+        out = _replace(out, name, FusedNorm(m, rms, float(eps)))
+    return out
+
+
+def swap_linear_act(module: torch.nn.Module) -> torch.nn.Module:
+    out = copy.deepcopy(module)
+    for name, i in find_linear_act(out):
+        seq = out.get_submodule(name)
+        act = _act_of(seq[i + 1])
+        seq[i] = FusedLinearAct(seq[i], act)
+        seq[i + 1] = torch.nn.Identity()
+    for name in find_swiglu(out):
+        out = _replace(out, name, FusedSwiGLU(out.get_submodule(name)))
+    return out
+
+
+def swap_attention(module: torch.nn.Module) -> torch.nn.Module:
+    return RoutedAttention(copy.deepcopy(module))

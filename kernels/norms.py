@@ -1,0 +1,143 @@
+"""RMSNorm and LayerNorm forward: one program per row, statistics in fp32, one read and one write of x.
+
+A row that fits in registers (N <= MAX_FUSED) is loaded once; wider rows take two passes over the row
+(statistics, then normalize), which reads x twice but still writes once.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import launch, register_op
+
+MAX_FUSED = 16384  # elements per row held in registers (64 KiB fp32 per program): Liger's limit for norms
+
+
+def _warps(block: int) -> int:
+    # Liger-Kernel's calculate_settings: 4 warps up to 2k elements, 8 to 8k, 16 beyond (H100 sweep there).
+    return 4 if block <= 2048 else 8 if block <= 8192 else 16
+
+
+@triton.jit
+def _norm_kernel(
+    x_ptr,    # [R, N] input rows (row stride stride_x, unit stride along N)
+    w_ptr,    # [N] scale; unused unless HAS_W
+    b_ptr,    # [N] shift (LayerNorm); unused unless HAS_B
+    out_ptr,  # [R, N] output rows (row stride stride_o)
+    N, stride_x, stride_o, eps,
+    RMS: tl.constexpr,      # True: x * rsqrt(mean(x^2) + eps); False: (x - mean) * rsqrt(var + eps)
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+    ONE_PASS: tl.constexpr,  # BLOCK >= N: the row stays in registers
+    W_OFFSET: tl.constexpr,  # added to the weight (Gemma's RMSNorm scales by 1 + w); 0.0 otherwise
+    BLOCK: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * stride_x
+    o_row = out_ptr + row * stride_o
+    cols = tl.arange(0, BLOCK)
+    if ONE_PASS:
+        mask = cols < N
+        x = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+        if RMS:
+            rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / N + eps)
+            y = x * rstd
+        else:
+            mean = tl.sum(x, axis=0) / N
+            xc = tl.where(mask, x - mean, 0.0)
+            rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / N + eps)
+            y = xc * rstd
+        if HAS_W:
+            y = y * (tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32) + W_OFFSET)
+        if HAS_B:
+            y = y + tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(o_row + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        # Pass 1: per-lane partial sums; LayerNorm uses the shifted-data variance (shift = the row's first
+        # element) so a large mean does not cancel the variance catastrophically.
+        shift = tl.load(x_row).to(tl.float32)
+        s1 = tl.zeros((BLOCK,), dtype=tl.float32)
+        s2 = tl.zeros((BLOCK,), dtype=tl.float32)
+        for c0 in range(0, N, BLOCK):
+            mask = c0 + cols < N
+            x = tl.load(x_row + c0 + cols, mask=mask, other=0.0).to(tl.float32)
+            if not RMS:
+                x = tl.where(mask, x - shift, 0.0)
+            s1 += x
+            s2 += x * x
+        if RMS:
+            mean = 0.0
+            rstd = 1.0 / tl.sqrt(tl.sum(s2, axis=0) / N + eps)
+        else:
+            m1 = tl.sum(s1, axis=0) / N
+            var = tl.maximum(tl.sum(s2, axis=0) / N - m1 * m1, 0.0)
+            mean = shift + m1
+            rstd = 1.0 / tl.sqrt(var + eps)
+        for c0 in range(0, N, BLOCK):
+            mask = c0 + cols < N
+            x = tl.load(x_row + c0 + cols, mask=mask, other=0.0).to(tl.float32)
+            y = (x - mean) * rstd
+            if HAS_W:
+                y = y * (tl.load(w_ptr + c0 + cols, mask=mask, other=0.0).to(tl.float32) + W_OFFSET)
+            if HAS_B:
+                y = y + tl.load(b_ptr + c0 + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(o_row + c0 + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:
+    n = x.shape[-1] if x.dim() else 0
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (n,):
+            raise ValueError(f"{name} has shape {tuple(t.shape)}; the normalized dimension is {n}")
+
+
+def _fake(x, weight, bias, eps, rms, w_offset, block):  # noqa: ANN001, ANN202 - the op's meta function
+    _check(x, weight, bias)
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@register_op("kpt::norm", _fake)
+def norm_op(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, rms: bool,
+            w_offset: float, block: int) -> torch.Tensor:
+    """Normalizes the last dimension of x. block: elements per step (0: the next power of two of N, up to
+    MAX_FUSED; a smaller value forces the two-pass path, which tests use)."""
+    _check(x, weight, bias)
+    N = x.shape[-1]
+    x2 = x.reshape(-1, N)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    out = torch.empty((x2.shape[0], N), dtype=x.dtype, device=x.device)
+    BLOCK = block or min(triton.next_power_of_2(N), MAX_FUSED)
+    if x2.shape[0] and N:
+        launch_args = (x2, weight if weight is not None else x2, bias if bias is not None else x2, out,
+                       N, x2.stride(0), out.stride(0), eps)
+        launch(_norm_kernel)[(x2.shape[0],)](
+            *launch_args, RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None, ONE_PASS=BLOCK >= N,
+            W_OFFSET=w_offset, BLOCK=BLOCK, num_warps=_warps(BLOCK))
+    return out.reshape(x.shape)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float = 1e-6, w_offset: float = 0.0,
+             block: int = 0) -> torch.Tensor:
+    return norm_op(x, weight, None, eps, True, w_offset, block)
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float = 1e-5,
+               block: int = 0) -> torch.Tensor:
+    return norm_op(x, weight, bias, eps, False, 0.0, block)
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor | None, eps: float = 1e-6,
+                       w_offset: float = 0.0) -> torch.Tensor:
+    """Plain PyTorch in fp32, cast back (what HF LlamaRMSNorm computes, up to where the weight multiply sits)."""
+    xf = x.float()
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    if weight is not None:
+        y = y * (weight.float() + w_offset)
+    return y.to(x.dtype)
+
+
+def layer_norm_reference(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                         eps: float = 1e-5) -> torch.Tensor:
+    return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)

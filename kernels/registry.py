@@ -1,0 +1,302 @@
+"""Which implementation runs each op, per device and shape class: measured once, cached, ours only where it
+is both faster and correct.
+
+For one (op, shape class, dtype, device) the registry runs every provider on the same inputs
+(ours = "kpt"; attention: each SDPA backend and FlexAttention; linear: cuBLAS + a separate activation;
+norms: PyTorch's fused kernel), times them with triton.testing.do_bench, and measures each one's max error
+against an fp32 reference. Ours is chosen only when it is the fastest *and* its error is at most
+ERROR_RATIO x the error of the best vendor provider (flash-attention's rule). The decision is stored with
+kpt.gpu.cache.choice_key/save_choice under KPT_CACHE_DIR (choices/), so later jobs and processes decide
+the same way without re-timing. Without kpt (bench.py on a bare machine) decisions stay in memory.
+
+Under tracing (torch.compile / torch.export: fake tensors) nothing is measured: a decision made by an
+earlier eager run is used, and without one the vendor path is traced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+OURS = "kpt"
+ERROR_RATIO = 2.0  # ours may be at most this many times less accurate than the vendor's own run
+DECISION_VERSION = 1
+_MEMORY: dict[str, dict] = {}
+
+
+def shape_class(**dims: int) -> dict[str, int]:
+    """Dimensions that scale with the workload (tokens, rows) go to the next power of two; the caller passes
+    model dimensions (head dim, hidden size) unbucketed as they decide the kernel."""
+    return {k: (1 << max(int(v) - 1, 0).bit_length()) if k.startswith("n_") else int(v) for k, v in dims.items()}
+
+
+def decide(timings: dict[str, float | str], errors: dict[str, float], floor: float = 0.0) -> str:
+    """The provider to use: ours when usable, fastest, and within ERROR_RATIO of the best vendor error (floor:
+    the dtype's resolution, so a vendor that happens to be exact does not forbid every other result);
+    otherwise the fastest usable vendor provider. Raises ValueError when nothing ran."""
+    usable = {p: t for p, t in timings.items() if isinstance(t, float) and p in errors}
+    vendors = {p: t for p, t in usable.items() if p != OURS}
+    if not usable:
+        raise ValueError(f"no provider ran: {timings}")
+    if OURS in usable and vendors:
+        best_vendor_err = min(errors[p] for p in vendors)
+        correct = errors[OURS] <= ERROR_RATIO * max(best_vendor_err, floor)
+        if correct and usable[OURS] < min(vendors.values()):
+            return OURS
+    if vendors:
+        return min(vendors, key=vendors.get)
+    return OURS  # only ours ran: nothing to compare with (the caller's reference check still applies)
+
+
+def _cache_dir() -> str | None:
+    try:
+        from kpt import settings
+    except ImportError:
+        return os.environ.get("KPT_CACHE_DIR")
+    return settings.get("KPT_CACHE_DIR")
+
+
+def _key(op: str, parts: dict) -> str:
+    try:
+        from kpt.gpu import cache
+    except ImportError:  # no kpt: an in-process key is enough
+        return repr((op, sorted(parts.items())))
+    return cache.choice_key(f"kernels.{op}", parts)
+
+
+def _load(key: str) -> dict | None:
+    if key in _MEMORY:
+        return _MEMORY[key]
+    folder = _cache_dir()
+    if folder:
+        try:
+            from kpt.gpu import cache
+        except ImportError:
+            return None
+        found = cache.load_choice(folder, key)
+        if found and found.get("version") == DECISION_VERSION:
+            _MEMORY[key] = found
+            return found
+    return None
+
+
+def _save(key: str, value: dict) -> None:
+    _MEMORY[key] = value
+    folder = _cache_dir()
+    if folder:
+        try:
+            from kpt.gpu import cache
+        except ImportError:
+            return
+        cache.save_choice(folder, key, value)
+
+
+def tracing(*tensors: torch.Tensor) -> bool:
+    if torch.compiler.is_compiling():
+        return True
+    from torch._subclasses.fake_tensor import FakeTensor
+    return any(isinstance(t, FakeTensor) or type(t) is not torch.Tensor for t in tensors if t is not None)
+
+
+def measure(providers: dict[str, Callable[[], torch.Tensor]], reference: Callable[[], torch.Tensor],
+            timer: Callable[[Callable[[], object]], float] | None = None) -> tuple[dict, dict]:
+    """Runs every provider once (a failure is recorded as its reason), then times those that ran. Returns
+    (timings ms | reason, max abs error vs reference)."""
+    if timer is None:
+        import triton.testing
+
+        def timer(fn):  # noqa: ANN001, ANN202
+            return float(triton.testing.do_bench(fn, warmup=25, rep=100))
+    ref = reference().float()
+    timings: dict[str, float | str] = {}
+    errors: dict[str, float] = {}
+    for name, fn in providers.items():
+        try:
+            out = fn()
+        except (RuntimeError, ValueError, NotImplementedError) as e:  # a backend that refuses these inputs
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            timings[name] = f"not usable ({first[:160]})"
+            continue
+        err = (out.float() - ref).abs().max().item()
+        if err != err:  # NaN: wrong, never chosen
+            timings[name] = "produced NaN"
+            continue
+        errors[name] = err
+        timings[name] = timer(fn)
+    return timings, errors
+
+
+def choose(op: str, parts: dict, providers: Callable[[], dict[str, Callable[[], torch.Tensor]]],
+           reference: Callable[[], torch.Tensor], floor: float, device: torch.device) -> str:
+    """The provider for one shape class (parts: shape class, dtype, features). providers/reference are
+    called only when the decision has to be measured."""
+    parts = dict(parts, device=torch.cuda.get_device_name(device) if device.type == "cuda" else str(device))
+    key = _key(op, parts)
+    found = _load(key)
+    if found is not None:
+        return found["provider"]
+    timings, errors = measure(providers(), reference)
+    pick = decide(timings, errors, floor)
+    _save(key, {"version": DECISION_VERSION, "provider": pick, "timings": timings, "errors": errors,
+                "parts": {k: str(v) for k, v in parts.items()}})
+    log.info("kernels registry: %s %s -> %s (timings %s, errors %s)", op, parts, pick, timings, errors)
+    return pick
+
+
+def cached(op: str, parts: dict, device: torch.device) -> str | None:
+    """A decision made earlier (this process or KPT_CACHE_DIR), without measuring."""
+    parts = dict(parts, device=torch.cuda.get_device_name(device) if device.type == "cuda" else str(device))
+    found = _load(_key(op, parts))
+    return found["provider"] if found else None
+
+
+def clear_memory() -> None:
+    _MEMORY.clear()
+
+
+# ---------------------------------------------------------------- providers per op (also bench.py's axis)
+
+
+def _eps(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps
+
+
+def linear_providers(x, weight, bias, act, weight2=None, bias2=None) -> dict:  # noqa: ANN001
+    from . import linear_act
+
+    return {
+        OURS: lambda: linear_act.linear_act_op(x, weight, bias, weight2, bias2, act),
+        "cublas+act": lambda: linear_act.reference(x, weight, bias, act, weight2, bias2),
+    }
+
+
+def norm_providers(x, weight, bias, eps, rms) -> dict:  # noqa: ANN001
+    from . import norms
+
+    n = (x.shape[-1],)
+    vendor = (lambda: torch.nn.functional.rms_norm(x, n, weight, eps)) if rms else (
+        lambda: torch.nn.functional.layer_norm(x, n, weight, bias, eps))
+    return {OURS: lambda: norms.norm_op(x, weight, bias, eps, rms, 0.0, 0), "torch": vendor}
+
+
+def attention_providers(q, k, v, causal, scale=None, window=(-1, -1), alibi=None, softcap=0.0,  # noqa: ANN001
+                        document_id=None, flex: bool = True) -> dict:
+    """Ours, each SDPA backend (with an explicit mask/bias where the features need one) and FlexAttention."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from . import attention
+
+    F = torch.nn.functional
+    gqa = q.shape[1] != k.shape[1]
+    plain = window == (-1, -1) and alibi is None and softcap == 0 and document_id is None
+    out: dict[str, Callable[[], torch.Tensor]] = {
+        OURS: lambda: attention.attention_op(q, k, v, causal, scale, window[0], window[1], alibi, softcap,
+                                             document_id)}
+    if softcap == 0 and (plain or q.shape[2] * k.shape[2] <= (1 << 26)):  # a dense mask beyond 64M entries: no
+        if plain:
+            mask = None
+        else:
+            ok = attention.visible(q.shape[2], k.shape[2], causal, window, document_id, q.device)
+            mask = torch.zeros(ok.shape, dtype=q.dtype, device=q.device).masked_fill(~ok, float("-inf"))
+            if alibi is not None:
+                Nq, Nk = q.shape[2], k.shape[2]
+                d = torch.arange(Nk, device=q.device)[None, :] - (torch.arange(Nq, device=q.device)[:, None] + Nk - Nq)
+                mask = mask - (alibi.to(q.device)[None, :, None, None] * d.abs()).to(q.dtype)
+        for name, backend in (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa_flash", SDPBackend.FLASH_ATTENTION),
+                              ("sdpa_efficient", SDPBackend.EFFICIENT_ATTENTION)):
+            def run(b=backend, m=mask):  # noqa: ANN001, ANN202
+                with sdpa_kernel([b]):
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=causal and m is None,
+                                                          scale=scale, enable_gqa=gqa)
+            out[name] = run
+    if flex:
+        out["flex"] = _flex_provider(q, k, v, causal, scale, window, alibi, softcap, document_id)
+    return out
+
+
+_FLEX = None
+
+
+def _flex_provider(q, k, v, causal, scale, window, alibi, softcap, document_id):  # noqa: ANN001, ANN202
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    global _FLEX
+    if _FLEX is None:
+        _FLEX = torch.compile(flex_attention, dynamic=False)
+    B, Hq, Nq, _ = q.shape
+    Nk = k.shape[2]
+    off = Nk - Nq
+
+    def mask_mod(b, h, qi, kj):  # noqa: ANN001, ANN202
+        d = kj - (qi + off)
+        ok = d == d
+        if causal:
+            ok = ok & (d <= 0)
+        if window[0] >= 0:
+            ok = ok & (d >= -window[0])
+        if window[1] >= 0:
+            ok = ok & (d <= window[1])
+        if document_id is not None:
+            ok = ok & (document_id[b, qi + off] == document_id[b, kj])
+        return ok
+
+    def score_mod(s, b, h, qi, kj):  # noqa: ANN001, ANN202
+        if softcap > 0:
+            s = softcap * torch.tanh(s / softcap)
+        if alibi is not None:
+            s = s - alibi[h] * (kj - (qi + off)).abs()
+        return s
+
+    block = create_block_mask(mask_mod, B if document_id is not None else None, None, Nq, Nk, device=q.device)
+    gqa = Hq != k.shape[1]
+    return lambda: _FLEX(q, k, v, score_mod=score_mod, block_mask=block, scale=scale, enable_gqa=gqa)
+
+
+# ---------------------------------------------------------------- the decisions the swapped modules ask for
+
+
+def pick_attention(q, k, v, causal, scale) -> str:  # noqa: ANN001
+    from . import attention
+
+    parts = {"class": shape_class(n_q=q.shape[2], n_k=k.shape[2], heads=q.shape[1], kv_heads=k.shape[1],
+                                  head_dim=q.shape[3], n_batch=q.shape[0]),
+             "dtype": str(q.dtype), "causal": causal}
+    if tracing(q, k, v):
+        return cached("attention", parts, q.device) or "vendor"
+    return choose("attention", parts, lambda: attention_providers(q, k, v, causal, scale),
+                  lambda: attention.reference(q, k, v, causal, scale), _eps(q.dtype), q.device)
+
+
+def pick_linear(x, weight, bias, act, weight2=None, bias2=None) -> str:  # noqa: ANN001
+    from . import linear_act
+
+    parts = {"class": shape_class(n_rows=x.numel() // x.shape[-1], k=weight.shape[1], n=weight.shape[0]),
+             "dtype": str(x.dtype), "act": act, "gated": weight2 is not None, "bias": bias is not None}
+    if tracing(x):
+        return cached("linear_act", parts, x.device) or "vendor"
+    f32 = [t.float() if t is not None else None for t in (x, weight, bias, weight2, bias2)]
+    return choose("linear_act", parts, lambda: linear_providers(x, weight, bias, act, weight2, bias2),
+                  lambda: linear_act.reference(f32[0], f32[1], f32[2], act, f32[3], f32[4]), _eps(x.dtype), x.device)
+
+
+def pick_norm(x, weight, bias, eps, rms) -> str:  # noqa: ANN001
+    from . import norms
+
+    parts = {"class": shape_class(n_rows=x.numel() // x.shape[-1], n=x.shape[-1]), "dtype": str(x.dtype),
+             "rms": rms, "bias": bias is not None}
+    if tracing(x):
+        return cached("norm", parts, x.device) or "vendor"
+
+    def reference():  # noqa: ANN202
+        w = weight.float() if weight is not None else None
+        if rms:
+            return norms.rms_norm_reference(x.float(), w, eps)
+        return norms.layer_norm_reference(x.float(), w, bias.float() if bias is not None else None, eps)
+
+    return choose("norm", parts, lambda: norm_providers(x, weight, bias, eps, rms), reference, _eps(x.dtype),
+                  x.device)

@@ -1,0 +1,36 @@
+"""Kernel tests. Without CUDA they run in Triton's interpreter (TRITON_INTERPRET=1, CPU tensors), set here
+before kernels/ is imported (triton.jit reads it when a kernel is decorated). Interpreter limits:
+tl.dot on bf16 operands is wrong there (numpy has no bf16: the raw bits are multiplied), so the GEMM-based
+kernels (linear_act, attention) are checked in fp32 and fp16 on CPU and in bf16 only on the GPU suite;
+norms run in all three dtypes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+pytest.importorskip("triton", reason="triton is not installed (kernels/INTEGRATION.md names the pin)")
+
+DEVICE = "cuda" if CUDA else "cpu"
+# dtypes whose GEMMs the interpreter computes correctly
+GEMM_DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if CUDA else [])
+
+
+def check_2x(out: torch.Tensor, ref32: torch.Tensor, ref_lp: torch.Tensor | None) -> tuple[float, float]:
+    """flash-attention's rule: our error vs the fp32 reference is at most 2x PyTorch's own low-precision
+    run's error (for fp32 inputs, ref_lp is None and the bound is a few fp32 ulps of the output scale)."""
+    err = (out.float() - ref32.float()).abs().max().item()
+    scale = ref32.float().abs().max().item() or 1.0
+    if ref_lp is None:
+        bound = 8 * torch.finfo(torch.float32).eps * scale
+    else:
+        base = (ref_lp.float() - ref32.float()).abs().max().item()
+        bound = 2 * max(base, torch.finfo(ref_lp.dtype).eps * scale / 2)
+    assert err <= bound, f"max error {err:.3g} > bound {bound:.3g}"
+    return err, bound

@@ -1,0 +1,118 @@
+"""The kernels on a real GPU (skipped without CUDA): bf16/fp16 correctness at realistic sizes, the ops
+under torch.compile and torch.export (triton_op), and the registry deciding on the device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.kernels.conftest import CUDA, check_2x
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")]
+
+if CUDA:
+    from kernels import attention, linear_act, modules, norms, registry
+
+LP = [torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", LP)
+@pytest.mark.parametrize("dims", [(2, 16, 16, 1025, 128), (1, 32, 8, 4096, 128), (3, 8, 1, 1000, 64)])
+@pytest.mark.parametrize("kw", [{}, {"causal": True}, {"causal": True, "window": (256, -1)}, {"softcap": 30.0},
+                                {"causal": True, "alibi": True}, {"causal": True, "docs": True}], ids=str)
+def test_attention_gpu(dims, kw, dtype):
+    B, Hq, Hkv, N, D = dims
+    kw = dict(kw)
+    if kw.pop("alibi", False):
+        kw["alibi_slopes"] = attention.alibi_slopes(Hq).cuda()
+    if kw.pop("docs", False):
+        kw["document_id"] = torch.arange(N, device="cuda").div(N // 3, rounding_mode="floor")[None].repeat(B, 1)
+    g = torch.Generator(device="cuda").manual_seed(N)
+    q = torch.randn(B, Hq, N, D, device="cuda", dtype=dtype, generator=g)
+    k, v = (torch.randn(B, Hkv, N, D, device="cuda", dtype=dtype, generator=g) for _ in range(2))
+    out = attention.attention(q, k, v, **kw)
+    check_2x(out, attention.reference(q, k, v, **kw), attention.reference(q, k, v, dtype=dtype, **kw))
+
+
+@pytest.mark.parametrize("dtype", LP)
+@pytest.mark.parametrize("shape", [(4096, 4096, 11008), (1025, 123, 97), (1, 4096, 4096)])
+@pytest.mark.parametrize("act", ["gelu", "silu", "swiglu"])
+def test_linear_act_gpu(shape, act, dtype):
+    M, K, N = shape
+    x = torch.randn(M, K, device="cuda", dtype=dtype)
+    w, w2 = ((torch.randn(N, K, device="cuda") / K ** 0.5).to(dtype) for _ in range(2))
+    b = torch.randn(N, device="cuda", dtype=dtype)
+    w2 = w2 if act == "swiglu" else None
+    a = "silu" if act == "swiglu" else act
+    out = linear_act.linear_act_op(x, w, b, w2, b if w2 is not None else None, a)
+    f = [t.float() if t is not None else None for t in (x, w, b, w2, b if w2 is not None else None)]
+    check_2x(out, linear_act.reference(f[0], f[1], f[2], a, f[3], f[4]),
+             linear_act.reference(x, w, b, a, w2, b if w2 is not None else None))
+
+
+@pytest.mark.parametrize("dtype", LP)
+@pytest.mark.parametrize("shape", [(16384, 4096), (97, 1025), (8, 32768)])
+def test_norms_gpu(shape, dtype):
+    x = torch.randn(shape, device="cuda", dtype=dtype) * 3 + 1
+    w, b = torch.randn(shape[-1], device="cuda", dtype=dtype), torch.randn(shape[-1], device="cuda", dtype=dtype)
+    check_2x(norms.rms_norm(x, w), norms.rms_norm_reference(x.float(), w.float()),
+             torch.nn.functional.rms_norm(x, (shape[-1],), w, 1e-6))
+    check_2x(norms.layer_norm(x, w, b), norms.layer_norm_reference(x.float(), w.float(), b.float()),
+             norms.layer_norm_reference(x, w, b))
+
+
+def test_compile_and_export_trace_the_triton_ops():
+    def f(x, w, q):
+        return norms.rms_norm(linear_act.linear_act(x, w, None, "gelu"), None), attention.attention(q, q, q, causal=True)
+
+    x = torch.randn(64, 128, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(256, 128, device="cuda", dtype=torch.bfloat16) / 11
+    q = torch.randn(1, 4, 256, 64, device="cuda", dtype=torch.bfloat16)
+    eager = f(x, w, q)
+    compiled = torch.compile(f, fullgraph=True)(x, w, q)
+    for a, b in zip(eager, compiled, strict=True):  # Inductor may autotune another tile: not bitwise
+        torch.testing.assert_close(a, b)
+
+    class M(torch.nn.Module):
+        def forward(self, x, w, q):
+            return f(x, w, q)
+
+    ep = torch.export.export(M(), (x, w, q))
+    for a, b in zip(eager, ep.module()(x, w, q), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_registry_decides_on_the_device(tmp_path, monkeypatch):
+    pytest.importorskip("kpt.gpu.cache", reason="decisions persist through kpt (PYTHONPATH=shared)")
+    monkeypatch.setenv("KPT_CACHE_DIR", str(tmp_path))
+    registry.clear_memory()
+    q = torch.randn(1, 8, 2048, 128, device="cuda", dtype=torch.bfloat16)
+    pick = registry.pick_attention(q, q, q, True, None)
+    assert pick in {"kpt", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "flex"}
+    registry.clear_memory()  # a fresh process reads the stored decision instead of measuring again
+    assert registry.cached("attention", {"class": registry.shape_class(n_q=2048, n_k=2048, heads=8, kv_heads=8,
+                                                                       head_dim=128, n_batch=1),
+                                         "dtype": str(q.dtype), "causal": True}, q.device) == pick
+    routed = modules.swap_attention(torch.nn.Identity())
+    assert isinstance(routed, modules.RoutedAttention)
+
+
+def test_candidates_on_gpu_swap_and_match():
+    import importlib.util
+    from pathlib import Path
+
+    init = Path(__file__).resolve().parents[2] / "kernels" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("kpt_repo_kernels", init, submodule_search_locations=[str(init.parent)])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    block = torch.nn.Sequential(torch.nn.LayerNorm(512), torch.nn.Linear(512, 1024), torch.nn.SiLU(),
+                                torch.nn.Linear(1024, 512)).cuda().to(torch.bfloat16).eval()
+    names = [n for n, _ in mod.candidates(block, "cuda")]
+    assert names[:2] == ["kpt_norms", "kpt_linear_act"]
+    x = torch.randn(4096, 512, device="cuda", dtype=torch.bfloat16)
+    ref = block.float()(x.float())
+    block = block.to(torch.bfloat16)
+    with torch.inference_mode():
+        for _, apply in mod.candidates(block, "cuda"):
+            out = apply(block)(x)
+            check_2x(out, ref, block(x))

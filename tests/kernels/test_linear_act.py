@@ -1,0 +1,60 @@
+"""kernels/linear_act.py against its PyTorch reference (interpreter on CPU, the real kernel on CUDA)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels import linear_act  # noqa: E402  (conftest sets TRITON_INTERPRET first)
+from tests.kernels.conftest import DEVICE, GEMM_DTYPES, check_2x
+
+SHAPES = [(37, 123, 97), (16, 64, 1025), (1, 200, 48)]  # (M, K, N): odd M/K/N, K tail, one row
+
+
+@pytest.mark.parametrize("dtype", GEMM_DTYPES)
+@pytest.mark.parametrize("act", ["gelu", "gelu_tanh", "silu", "relu", "none"])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_act(shape, act, dtype, bias):
+    M, K, N = shape
+    g = torch.Generator().manual_seed(M * K + N)
+    x = torch.randn(M, K, generator=g).to(DEVICE, dtype)
+    w = (torch.randn(N, K, generator=g) / K ** 0.5).to(DEVICE, dtype)
+    b = torch.randn(N, generator=g).to(DEVICE, dtype) if bias else None
+    out = linear_act.linear_act(x, w, b, act)
+    assert out.shape == (M, N) and out.dtype == dtype
+    ref32 = linear_act.reference(x.float(), w.float(), b.float() if bias else None, act)
+    check_2x(out, ref32, None if dtype == torch.float32 else linear_act.reference(x, w, b, act))
+
+
+@pytest.mark.parametrize("dtype", GEMM_DTYPES)
+@pytest.mark.parametrize("shape", [(37, 123, 97), (5, 64, 1025)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_swiglu(shape, dtype, bias):
+    M, K, N = shape
+    g = torch.Generator().manual_seed(7 + N)
+    x = torch.randn(2, M, K, generator=g).to(DEVICE, dtype)  # 3-D input: leading dims are flattened
+    wg, wu = ((torch.randn(N, K, generator=g) / K ** 0.5).to(DEVICE, dtype) for _ in range(2))
+    bg, bu = (torch.randn(N, generator=g).to(DEVICE, dtype) if bias else None for _ in range(2))
+    out = linear_act.swiglu(x, wg, wu, bg, bu)
+    assert out.shape == (2, M, N)
+    f = [t.float() if t is not None else None for t in (x, wg, bg, wu, bu)]
+    ref32 = linear_act.reference(f[0], f[1], f[2], "silu", f[3], f[4])
+    check_2x(out, ref32, None if dtype == torch.float32 else linear_act.reference(x, wg, bg, "silu", wu, bu))
+
+
+def test_non_contiguous_input():
+    x = torch.randn(40, 96, device=DEVICE)[::2, :80]  # row stride 192, 80 columns
+    w = torch.randn(33, 80, device=DEVICE) / 9
+    torch.testing.assert_close(linear_act.linear_act(x, w, None, "silu"), linear_act.reference(x, w, None, "silu"),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_rejects_bad_arguments():
+    x, w = torch.randn(4, 8, device=DEVICE), torch.randn(3, 8, device=DEVICE)
+    with pytest.raises(ValueError, match="activation"):
+        linear_act.linear_act(x, w, None, "tanhh")
+    with pytest.raises(ValueError, match="does not match"):
+        linear_act.linear_act(x, torch.randn(3, 9, device=DEVICE), None, "gelu")
+    with pytest.raises(ValueError, match="both biases"):
+        linear_act.swiglu(x, w, w, torch.zeros(3, device=DEVICE), None)

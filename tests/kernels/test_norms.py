@@ -1,0 +1,61 @@
+"""kernels/norms.py against its PyTorch reference; every dtype runs in the interpreter (no dot products)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels import norms  # noqa: E402
+from tests.kernels.conftest import DEVICE, check_2x
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+SHAPES = [(3, 97), (2, 5, 123), (4, 1025), (1, 4096)]
+
+
+def _inputs(shape, dtype, seed, shift=0.0):
+    g = torch.Generator().manual_seed(seed)
+    n = shape[-1]
+    x = (torch.randn(shape, generator=g) * 3 + shift).to(DEVICE, dtype)
+    w = (1 + 0.1 * torch.randn(n, generator=g)).to(DEVICE, dtype)
+    b = (0.1 * torch.randn(n, generator=g)).to(DEVICE, dtype)
+    return x, w, b
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("block", [0, 256])  # 0: one pass in registers; 256: the two-pass path for wide rows
+def test_rms_norm(shape, dtype, block):
+    if block and block >= shape[-1]:
+        pytest.skip("row fits in one block: same path as block=0")
+    x, w, _ = _inputs(shape, dtype, shape[-1])
+    out = norms.rms_norm(x, w, 1e-6, block=block)
+    ref32 = norms.rms_norm_reference(x.float(), w.float(), 1e-6)
+    lp = None if dtype == torch.float32 else torch.nn.functional.rms_norm(x, (shape[-1],), w, 1e-6)
+    check_2x(out, ref32, lp)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("block", [0, 256])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm(shape, dtype, block, affine):
+    if block and block >= shape[-1]:
+        pytest.skip("row fits in one block: same path as block=0")
+    x, w, b = _inputs(shape, dtype, shape[-1] + 1, shift=20.0)  # a mean far from 0: variance must not cancel
+    w, b = (w, b) if affine else (None, None)
+    out = norms.layer_norm(x, w, b, 1e-5, block=block)
+    f = [t.float() if t is not None else None for t in (x, w, b)]
+    ref32 = norms.layer_norm_reference(*f, 1e-5)
+    lp = None if dtype == torch.float32 else norms.layer_norm_reference(x, w, b, 1e-5)
+    check_2x(out, ref32, lp)
+
+
+def test_gemma_style_offset():
+    x, w, _ = _inputs((3, 97), torch.float32, 1)
+    torch.testing.assert_close(norms.rms_norm(x, w, 1e-6, w_offset=1.0),
+                               norms.rms_norm_reference(x, w, 1e-6, w_offset=1.0), rtol=1e-6, atol=1e-6)
+
+
+def test_rejects_wrong_weight():
+    with pytest.raises(ValueError, match="normalized dimension"):
+        norms.rms_norm(torch.randn(2, 8, device=DEVICE), torch.ones(9, device=DEVICE))

@@ -1,0 +1,125 @@
+"""The registry's decision rule, the CustomKernels entry point without a GPU, the module swaps, and that the
+ops trace (fake implementations: torch.export, opcheck)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernels import attention, linear_act, modules, norms, registry  # noqa: E402
+from tests.kernels.conftest import CUDA, DEVICE
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_decide_picks_ours_only_when_faster_and_correct():
+    errs = {"kpt": 0.002, "sdpa_cudnn": 0.0015, "sdpa_flash": 0.001}
+    assert registry.decide({"kpt": 1.0, "sdpa_cudnn": 1.2, "sdpa_flash": 1.5}, errs) == "kpt"
+    assert registry.decide({"kpt": 1.3, "sdpa_cudnn": 1.2, "sdpa_flash": 1.5}, errs) == "sdpa_cudnn"  # slower
+    wrong = dict(errs, kpt=0.0021)  # > 2x the best vendor error (0.001)
+    assert registry.decide({"kpt": 1.0, "sdpa_cudnn": 1.2, "sdpa_flash": 1.5}, wrong) == "sdpa_cudnn"
+    failed = {"kpt": "produced NaN", "sdpa_cudnn": "not usable (x)", "sdpa_flash": 1.5}
+    assert registry.decide(failed, {"sdpa_flash": 0.001}) == "sdpa_flash"
+    assert registry.decide({"kpt": 1.0, "torch": 2.0}, {"kpt": 1e-3, "torch": 0.0}, floor=1e-3) == "kpt"
+    with pytest.raises(ValueError):
+        registry.decide({"kpt": "not usable"}, {})
+
+
+def test_choose_measures_once_then_uses_the_stored_decision(tmp_path, monkeypatch):
+    monkeypatch.setenv("KPT_CACHE_DIR", str(tmp_path))
+    registry.clear_memory()
+    calls = []
+    x = torch.randn(8, 97)
+
+    def providers():
+        calls.append(1)
+        return {"kpt": lambda: x * 1.0, "torch": lambda: x + 1e-3}
+
+    monkeypatch.setattr(registry, "measure", lambda p, r: ({n: float(i + 1) for i, n in enumerate(p)},
+                                                           {n: (f().float() - r()).abs().max().item()
+                                                            for n, f in p.items()}))
+    parts = {"class": registry.shape_class(n_rows=8, n=97), "dtype": "float32"}
+    pick = registry.choose("test_op", parts, providers, lambda: x, 1e-7, torch.device("cpu"))
+    assert pick == "kpt" and len(calls) == 1
+    registry.clear_memory()  # a new process: the decision comes from KPT_CACHE_DIR/choices/
+    assert registry.choose("test_op", parts, providers, lambda: x, 1e-7, torch.device("cpu")) == "kpt"
+    assert len(calls) == 1 and list((tmp_path / "choices").glob("*.json"))
+    assert registry.cached("test_op", dict(parts, dtype="float16"), torch.device("cpu")) is None
+
+
+def test_shape_class_buckets_token_counts_only():
+    assert registry.shape_class(n_q=1025, head_dim=128) == {"n_q": 2048, "head_dim": 128}
+    assert registry.shape_class(n_rows=1) == {"n_rows": 1}
+
+
+def _load_like_the_pass():
+    init = REPO / "kernels" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("kpt_repo_kernels", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(CUDA, reason="checks the no-GPU answer")
+def test_candidates_without_gpu_is_empty_with_a_reason(caplog):
+    mod = _load_like_the_pass()
+    with caplog.at_level(logging.INFO):
+        assert mod.candidates(torch.nn.Linear(4, 4), "cpu") == []
+        assert mod.candidates(torch.nn.Linear(4, 4), "cuda:0") == []
+    assert "CUDA devices only" in caplog.text and "no CUDA device" in caplog.text
+
+
+class _Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(64)
+        self.ff = torch.nn.Sequential(torch.nn.Linear(64, 97), torch.nn.GELU(), torch.nn.Linear(97, 64))
+        self.rms = torch.nn.RMSNorm(64, eps=1e-6)
+
+    def forward(self, x):
+        h = self.ff(self.norm(x))
+        q = h.view(x.shape[0], -1, 2, 32).transpose(1, 2)
+        return self.rms(torch.nn.functional.scaled_dot_product_attention(q, q, q).transpose(1, 2).reshape(x.shape))
+
+
+def test_swaps_find_the_modules_and_keep_fp32_results():
+    torch.manual_seed(0)
+    m = _Block().eval()
+    assert modules.find_norms(m) == ["norm", "rms"] and modules.find_linear_act(m) == [("ff", 0)]
+    x = torch.randn(2, 5, 64)
+    swapped = modules.swap_attention(modules.swap_linear_act(modules.swap_norms(m)))
+    assert isinstance(swapped.inner.ff[0], modules.FusedLinearAct) and isinstance(swapped.inner.ff[1], torch.nn.Identity)
+    assert isinstance(swapped.inner.norm, modules.FusedNorm) and isinstance(m.norm, torch.nn.LayerNorm)  # a copy
+    torch.testing.assert_close(swapped(x), m(x), rtol=1e-5, atol=1e-5)  # fp32 takes the vendor path: same math
+
+
+def test_ops_export_with_fake_implementations():
+    class M(torch.nn.Module):
+        def forward(self, x, w, q):
+            h = linear_act.linear_act(x, w, None, "silu")
+            h = norms.rms_norm(h, None, 1e-6)
+            return h, attention.attention(q, q, q, causal=True)
+
+    args = (torch.randn(7, 32, device=DEVICE), torch.randn(97, 32, device=DEVICE) / 6,
+            torch.randn(1, 2, 33, 32, device=DEVICE))
+    ep = torch.export.export(M(), args)
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert {"kpt.linear_act.default", "kpt.norm.default", "kpt.attention.default"} <= targets or CUDA
+    h, o = ep.module()(*args)
+    ref_h = norms.rms_norm_reference(linear_act.reference(args[0], args[1], None, "silu"), None, 1e-6)
+    torch.testing.assert_close(h, ref_h, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(o, attention.reference(args[2], args[2], args[2], causal=True), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(CUDA, reason="triton_op on the GPU is checked by test_gpu.py")
+def test_opcheck():
+    x, w = torch.randn(5, 32), torch.randn(17, 32)
+    torch.library.opcheck(torch.ops.kpt.linear_act.default, (x, w, None, None, None, "gelu"))
+    torch.library.opcheck(torch.ops.kpt.norm.default, (x, None, None, 1e-5, False, 0.0, 0))
+    q = torch.randn(1, 2, 19, 16)
+    torch.library.opcheck(torch.ops.kpt.attention.default, (q, q, q, True, None, -1, -1, None, 0.0, None))
