@@ -8,6 +8,7 @@
 #   scripts/gpu_run.sh bench-b   llama-1b decode (b1, 2048 cache) and prefill   -> $OUT/h100-b.json, h100-b.log
 #   scripts/gpu_run.sh bench-c   vit-b16, resnet50 (32 images)                  -> $OUT/h100-c.json, h100-c.log
 #   scripts/gpu_run.sh model M   one model: its builds in parallel, then measured -> $OUT/h100-M.json, warm-M-*.log
+#   scripts/gpu_run.sh kernels   kernels/ GPU tests + provider benchmark        -> $OUT/kernels-h100.json/.md
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
 # Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
 #
@@ -25,7 +26,7 @@
 # what torch.onnx's exporter needs; skipped if the machine has them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PHASE="${1:?usage: scripts/gpu_run.sh tests|basics|jobs|bench-a|bench-b|bench-c|env}"
+PHASE="${1:?usage: scripts/gpu_run.sh tests|basics|jobs|kernels|model M|bench-a|bench-b|bench-c|env}"
 OUT="${OUT:-$PWD/out}"
 mkdir -p "$OUT"
 SITE=/tmp/site
@@ -41,7 +42,7 @@ for whl in .whl/*.whl; do
     python3 -m pip install --quiet --no-index --no-deps --target "$SITE" "$whl"
 done
 
-export PYTHONPATH="$PWD/shared:$PWD/services/nvidia:$PWD/services/amd:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD:$PWD/shared:$PWD/services/nvidia:$PWD/services/amd:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 # Compiler caches live under the repository (git-ignored .kpt/) so a machine kept warm between phases reuses them.
 export KPT_CACHE_DIR="${KPT_CACHE_DIR:-$PWD/.kpt/cache}"
 export KPT_LOG_LEVEL="${KPT_LOG_LEVEL:-INFO}"
@@ -106,6 +107,12 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
     bench-a) bench a bert-base,gpt2 ;;
     bench-b) bench b llama-1b-decode,llama-1b-prefill ;;
     bench-c) bench c vit-b16,resnet50 ;;
+    kernels)
+        # kernels/: the GPU correctness suite, then the provider table (docs/benchmarks/kernels-h100.*).
+        timeout --signal=INT --kill-after=15 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/kernels \
+            --junitxml="$OUT/tests-kernels.xml" 2>&1 | tee "$OUT/kernels-tests.log" || true
+        timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS))" python3 -m kernels.bench --out "$OUT" 2>&1 \
+            | tee "$OUT/kernels-bench.log" ;;
     model) model "${2:?usage: scripts/gpu_run.sh model <bert-base|gpt2|resnet50|vit-b16|llama-1b-prefill|llama-1b-decode>}" ;;
     *) echo "unknown phase $PHASE" >&2; exit 2 ;;
 esac
