@@ -5,7 +5,7 @@ CPU_VENV := services/cpu/.venv
 BUF := npx -y @bufbuild/buf@1.75.0
 PIP_QUIET ?= -q
 
-.PHONY: install demo test test-fast lint check-protos protos bench-cpu bench-bus down clean
+.PHONY: install system-deps demo test test-fast lint check-protos protos bench-cpu bench-bus down clean screenshot
 
 # The development/test environment: contract tools, test runner, and the cpu stack for unit tests.
 $(VENV)/.done: requirements-dev.txt services/cpu/requirements.txt shared/pyproject.toml gateway/pyproject.toml services/*/pyproject.toml
@@ -23,6 +23,10 @@ $(CPU_VENV)/.done: services/cpu/requirements.txt shared/pyproject.toml services/
 
 install: $(VENV)/.done $(CPU_VENV)/.done
 
+# Debian's Chromium for the browser test (tests/browser drives /usr/bin/chromium with playwright).
+system-deps:
+	scripts/system_deps.sh
+
 protos: $(VENV)/.done
 	PYTHON=$(VENV)/bin/python scripts/gen_protos.sh
 
@@ -34,7 +38,7 @@ check-protos: protos
 lint: $(VENV)/.done
 	$(VENV)/bin/ruff check .
 
-test: install check-protos lint
+test: install system-deps check-protos lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 demo: install
@@ -46,6 +50,10 @@ demo: install
 
 down:
 	$(VENV)/bin/kpt down
+
+# Re-take docs/web-result.png (the README's picture of the result page) from a real job.
+screenshot: install system-deps
+	KPT_UPDATE_SCREENSHOT=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/browser
 
 bench-cpu: install
 	$(VENV)/bin/python bench/cpu_models.py

@@ -15,6 +15,7 @@ from kpt.bus import core
 from kpt_gateway.api import Api
 from kpt_gateway.auth import Tokens
 from kpt_gateway.grpc_api import GatewayServicer
+from kpt_gateway.http.serve import HttpServer
 
 log = logging.getLogger("kpt_gateway")
 
@@ -36,6 +37,10 @@ async def serve() -> None:
     port = server.add_insecure_port(addr)
     if port == 0:
         raise SystemExit(f"cannot bind the gateway to {addr}")
+    http_addr = settings.get("KPT_HTTP_ADDR")
+    http = HttpServer(api, tokens, http_addr) if http_addr else None
+    if http:
+        await http.start()  # before gRPC answers: a client that sees gRPC up finds HTTP up too
     await server.start()
     await status.set("", health.SERVING)
     await status.set("kpt.v1.Gateway", health.SERVING)
@@ -46,6 +51,8 @@ async def serve() -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await status.enter_graceful_shutdown()
+    if http:
+        await http.stop()
     await server.stop(5)
     await api.stop()
     await bus.close()

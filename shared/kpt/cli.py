@@ -61,6 +61,7 @@ def _fail(e: KptError) -> None:
 def up(targets: Optional[str] = typer.Option(None, help="comma list; default: every installed service"),
        port: int = typer.Option(0, help="NATS port (0: a free one)"),
        gateway: str = typer.Option("127.0.0.1:50051", help="gateway gRPC address"),
+       http: str = typer.Option("127.0.0.1:8080", help="gateway HTTP API and web page address ('': none)"),
        as_json: bool = JSON) -> None:
     """Start nats-server (JetStream), the gateway and the services on this machine."""
     home = _home()
@@ -75,11 +76,12 @@ def up(targets: Optional[str] = typer.Option(None, help="comma list; default: ev
     (home / "logs").mkdir(exist_ok=True)
     server = natsd.start(str(home / "nats"), port=port, log_path=str(home / "logs" / "nats.log"))
     wanted = targets.split(",") if targets else None
-    procs = local.plan(server.url, gateway, wanted, common={"KPT_TOKENS_FILE": str(home / "tokens")})
+    procs = local.plan(server.url, gateway, wanted, common={"KPT_TOKENS_FILE": str(home / "tokens"),
+                                                           "KPT_HTTP_ADDR": http})
     pids = {"nats": server.proc.pid}
     for p in procs:
         pids[p.name] = local.launch(p, str(home / "logs")).pid
-    state = {"nats": server.url, "gateway": gateway, "pids": pids}
+    state = {"nats": server.url, "gateway": gateway, "http": f"http://{http}" if http else "", "pids": pids}
     (home / "state.json").write_text(json.dumps(state, indent=2))
     names = [p.name.removeprefix("svc-") for p in procs if p.name.startswith("svc-")]
     infos = _wait_targets(gateway, token, set(names), timeout=180)
@@ -87,6 +89,8 @@ def up(targets: Optional[str] = typer.Option(None, help="comma list; default: ev
         _out({"state": state, "targets": [c.to_dict(i) for i in infos]}, True)
     else:
         err.print(f"mesh up: NATS {server.url}, gateway {gateway}, services {', '.join(names) or 'none'}; logs in {home / 'logs'}")
+        if http:
+            err.print(f"web page: http://{http}/ (token in {home / 'token'})")
         report.show(_targets_table(infos))
 
 

@@ -72,6 +72,11 @@ class Mesh:
     log_dir: str
     tokens: dict[str, str]
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    http_addr: str = ""  # the gateway's HTTP API and web page
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http_addr}"
 
     @classmethod
     def start(cls, tmp: str, tokens: dict[str, str], targets: tuple[str, ...] = ("cpu",), replicas: int = 1,
@@ -79,14 +84,16 @@ class Mesh:
         """nats-server, gateway and services as child processes, on free loopback ports."""
         server = natsd.start(os.path.join(tmp, "nats"))
         addr = f"127.0.0.1:{natsd.free_port()}"
+        http = env.pop("KPT_HTTP_ADDR", None) or f"127.0.0.1:{natsd.free_port()}"  # never the fixed default port
         common = {
+            "KPT_HTTP_ADDR": http,
             "KPT_TOKENS": ",".join(f"{t}:{n}" for t, n in tokens.items()),
             "KPT_HEARTBEAT_S": "0.5",
             "KPT_CACHE_DIR": os.path.join(tmp, "cache"),
             "KPT_LOG_LEVEL": "INFO",
             **env,
         }
-        mesh = cls(server, addr, common, os.path.join(tmp, "logs"), tokens)
+        mesh = cls(server, addr, common, os.path.join(tmp, "logs"), tokens, http_addr=http)
         for p in plan(server.url, addr, list(targets), common=common, replicas=replicas, pythons=pythons):
             mesh.procs[p.name] = launch(p, mesh.log_dir)
         mesh.wait_targets({t: replicas for t in targets})

@@ -32,7 +32,7 @@ SETTINGS = {
     for s in [
         Setting("KPT_NATS_URL", str, "nats://127.0.0.1:4222", "NATS server(s) to connect to"),
         Setting("KPT_GATEWAY_ADDR", str, "127.0.0.1:50051", "gateway gRPC address (clients dial it, the gateway binds it)"),
-        Setting("KPT_HTTP_ADDR", str, "127.0.0.1:8080", "gateway HTTP address"),
+        Setting("KPT_HTTP_ADDR", str, "127.0.0.1:8080", "gateway HTTP API and web page address (empty: no HTTP)"),
         Setting("KPT_TOKEN", str, "", "bearer token a client sends"),
         Setting("KPT_TOKENS_FILE", str, "", "gateway: file of 'token tenant' lines"),
         Setting("KPT_TOKENS", str, "", "gateway: 'token:tenant,token:tenant' (added to the file's)"),

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -18,8 +19,8 @@ def home(tmp_path_factory):
     home = tmp_path_factory.mktemp("kpt-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KPT_")}
     env.update(KPT_HOME=str(home))
-    gateway = f"127.0.0.1:{natsd.free_port()}"
-    up = subprocess.run([KPT, "up", "--targets", "cpu", "--gateway", gateway, "--json"], env=env,
+    gateway, http = (f"127.0.0.1:{natsd.free_port()}" for _ in range(2))
+    up = subprocess.run([KPT, "up", "--targets", "cpu", "--gateway", gateway, "--http", http, "--json"], env=env,
                         capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stderr
     yield env, json.loads(up.stdout)
@@ -37,6 +38,8 @@ def test_up_status_targets(home):
     env, state = home
     assert any(t["target"] == "TARGET_CPU" for t in state["targets"])
     assert oct(os.stat(os.path.join(env["KPT_HOME"], "token")).st_mode & 0o777) == "0o600"
+    with urllib.request.urlopen(state["state"]["http"] + "/", timeout=10) as page:  # the web page, same process
+        assert page.status == 200 and b"<html" in page.read().lower()
     status = json.loads(kpt(env, "status", "--json").stdout)
     assert all(status["processes"].values()) and set(status["processes"]) >= {"nats", "gateway", "svc-cpu"}
     targets = json.loads(kpt(env, "targets", "--json").stdout)["targets"]
