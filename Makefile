@@ -1,7 +1,8 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
 PY ?= python3
 VENV := .venv
-CPU_VENV := services/cpu/.venv
+# Service environments built by `make install` (the nvidia and amd ones are built in their images: CUDA/ROCm torch).
+SERVICE_VENVS := services/cpu/.venv services/tpu/.venv services/intel/.venv
 BUF := npx -y @bufbuild/buf@1.75.0
 PIP_QUIET ?= -q
 
@@ -15,13 +16,14 @@ $(VENV)/.done: requirements-dev.txt services/cpu/requirements.txt shared/pyproje
 	$(VENV)/bin/pip install $(PIP_QUIET) --no-deps -e services/nvidia -e services/amd
 	touch $@
 
-# Each service runs from its own environment (their torch pins conflict across services).
-$(CPU_VENV)/.done: services/cpu/requirements.txt shared/pyproject.toml services/cpu/pyproject.toml
-	$(PY) -m venv $(CPU_VENV)
-	$(CPU_VENV)/bin/pip install $(PIP_QUIET) -r services/cpu/requirements.txt -e shared -e services/cpu
+# Each service runs from its own environment (their torch pins conflict across services: cpu torch 2.13,
+# tpu torch 2.9 + torch_xla 2.9, intel torch 2.8 + IPEX 2.8).
+services/%/.venv/.done: services/%/requirements.txt shared/pyproject.toml services/%/pyproject.toml
+	$(PY) -m venv services/$*/.venv
+	services/$*/.venv/bin/pip install $(PIP_QUIET) -r services/$*/requirements.txt -e shared -e services/$*
 	touch $@
 
-install: $(VENV)/.done $(CPU_VENV)/.done
+install: $(VENV)/.done $(addsuffix /.done,$(SERVICE_VENVS))
 
 # Debian's Chromium for the browser test (tests/browser drives /usr/bin/chromium with playwright).
 system-deps:
@@ -62,4 +64,4 @@ bench-bus: install
 	$(VENV)/bin/python bench/bus_blobs.py
 
 clean:
-	rm -rf $(VENV) $(CPU_VENV) .kpt
+	rm -rf $(VENV) $(SERVICE_VENVS) .kpt

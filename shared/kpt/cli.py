@@ -228,12 +228,14 @@ def _inputs(specs: list[str]) -> c.InputSpec:
 
 
 def _run(kind: str, model: str, target: List[str], level: str, formats: List[str], inputs: List[str],
-         precision: Optional[str], wait: bool, out: Optional[str], no_cache: bool, as_json: bool) -> None:
+         precision: Optional[str], wait: bool, out: Optional[str], no_cache: bool, as_json: bool,
+         threads: int = 0) -> None:
     try:
         with _client() as cl:
             ref = _model(cl, model)
             spec = cl._spec(kind, ref, level, export_formats=formats or None, precision=precision,
-                            inputs=_inputs(inputs) if inputs else None)
+                            inputs=_inputs(inputs) if inputs else None,
+                            benchmark=c.BenchmarkSettings(threads=threads) if threads else None)
             tg = [x for t in (target or ["auto"]) for x in t.split(",")]
             jobs = cl.submit(spec, tg, bypass_cache=no_cache)
             if wait:
@@ -275,14 +277,16 @@ INPUT = typer.Option(None, "--input", "-i", help="name:dtype:DIMS, e.g. x:float3
 WAIT = typer.Option(True, "--wait/--no-wait", help="follow progress until the job ends")
 OUT = typer.Option(None, "--out", "-o", help="download the artifacts into this folder")
 NOCACHE = typer.Option(False, "--no-cache", help="run even if an identical result exists")
+THREADS = typer.Option(0, "--threads", help="CPU threads each job measures with (0: all the service has); "
+                                           "give targets sharing one host's cores an equal share")
 
 
 @app.command()
 def optimize(model: str, target: List[str] = TARGET, level: str = LEVEL, inputs: List[str] = INPUT,
              precision: Optional[str] = None, wait: bool = WAIT, out: Optional[str] = OUT,
-             no_cache: bool = NOCACHE, as_json: bool = JSON) -> None:
+             no_cache: bool = NOCACHE, threads: int = THREADS, as_json: bool = JSON) -> None:
     """Optimize MODEL (a .pt2/.onnx file or a zoo name) for a target; prints the report."""
-    _run("optimize", model, target, level, [], inputs, precision, wait, out, no_cache, as_json)
+    _run("optimize", model, target, level, [], inputs, precision, wait, out, no_cache, as_json, threads)
 
 
 @app.command()
@@ -295,9 +299,9 @@ def export(model: str, fmt: List[str] = typer.Option(..., "--format", "-f", help
 
 @app.command()
 def benchmark(model: str, target: List[str] = TARGET, level: str = LEVEL, inputs: List[str] = INPUT,
-              wait: bool = WAIT, no_cache: bool = NOCACHE, as_json: bool = JSON) -> None:
+              wait: bool = WAIT, no_cache: bool = NOCACHE, threads: int = THREADS, as_json: bool = JSON) -> None:
     """Measure eager, torch.compile, onnxruntime and ours side by side on a target."""
-    _run("benchmark", model, target, level, [], inputs, None, wait, None, no_cache, as_json)
+    _run("benchmark", model, target, level, [], inputs, None, wait, None, no_cache, as_json, threads)
 
 
 @app.command()

@@ -16,7 +16,7 @@ from tests.e2e import jobs_helpers as h
 from tests.e2e import mesh as meshlib
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-SERVICES = ["cpu", "nvidia", "amd"]
+SERVICES = ["cpu", "nvidia", "amd", "tpu"]
 # The GPU services' own environments hold CUDA/ROCm builds of torch that CI does not install; without a
 # GPU their behaviour (capability report, UNAVAILABLE) is tested from the development environment.
 DEV_ENV_OK = {"nvidia", "amd"}
@@ -99,7 +99,8 @@ def test_lifecycle_result_and_artifact(usable, tmp_path):
         (art,) = r.artifacts
         assert len(art.sha256) == 64 and art.size_bytes > 0 and META_KEYS <= set(art.metadata)
         (path,) = job.download(str(tmp_path))
-        metrics = h.check_in_fresh_process(path, c.format_name(art.format), "zoo:mlp", art.metadata["input_spec"])
+        metrics = h.check_in_fresh_process(path, c.format_name(art.format), "zoo:mlp", art.metadata["input_spec"],
+                                           target=name)
         assert h.within(metrics, art.metadata["precision"]), metrics
 
 

@@ -22,8 +22,10 @@ def export_zoo(name: str, path: str) -> str:
     return path
 
 
-def check_in_fresh_process(path: str, fmt: str, reference: str, input_spec: str) -> dict:
-    py = local.service_python("cpu")
+def check_in_fresh_process(path: str, fmt: str, reference: str, input_spec: str, target: str = "cpu") -> dict:
+    """Load the artifact in a new process of the target's own environment (tpu and intel artifacts need their
+    stacks) and compare it with the reference on fresh inputs; the cpu environment where the target has none."""
+    py = local.service_python(target) or local.service_python("cpu")
     out = subprocess.run([py, os.path.join(HERE, "check_artifact.py"), path, fmt, reference, input_spec],
                          check=True, capture_output=True, text=True, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -116,7 +116,7 @@ def _metadata(src: Source, target: str, device: str, lad: Ladder, rows: list[dic
 
 def optimize(src: Source, levels: Mapping[str, Sequence[PassConfig]], requested: str, target: str, device: str,
              allowed: frozenset[str], tol_override: accuracy.Tolerances | None, settings: bench.Settings,
-             workdir: str, emit: Emit, samples: int = 3) -> dict:
+             workdir: str, emit: Emit, samples: int = 3, timing: Callable | None = None) -> dict:
     """An optimize job: ladder, then baseline (O0, the exported program run eagerly) and the chosen
     level measured interleaved in one run. Returns the kpt.v1.Result dict."""
     environment = env.environment(device)
@@ -135,7 +135,8 @@ def optimize(src: Source, levels: Mapping[str, Sequence[PassConfig]], requested:
     measured = [chosen]
     if cand.level != "LEVEL_O0":
         measured.insert(0, var.Variant("kpt_O0", src.exported().module(), precision="fp32"))
-    rows = var.measure(measured, src.spec, settings, device, refs, tol_override)
+    rows = var.measure(measured, src.spec, settings, device, refs, tol_override,
+                       **({"timing": timing} if timing else {}))  # a device's own timing (XLA: sync + wait)
     speedup = 1.0
     if cand.level != "LEVEL_O0" and all("latency" in r for r in rows):
         speedup = rows[0]["latency"]["p50_ms"] / rows[1]["latency"]["p50_ms"]

@@ -50,7 +50,9 @@ def _user_placeholders(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
 def signature(ep: torch.export.ExportedProgram) -> list[inp.TensorSpec]:
     """What the program accepts: dtype and dims (static, or dynamic with the program's range).
     Integer inputs come without a value range (low=high=0); examples fill it in."""
-    if ep.call_spec.in_spec is not None and ep.call_spec.in_spec.child(1).num_leaves:
+    in_spec = ep.call_spec.in_spec
+    if in_spec is not None and (in_spec.child(1) if hasattr(in_spec, "child")  # torch < 2.10: children_specs
+                                else in_spec.children_specs[1]).num_leaves:
         raise Unsupported("the exported program takes keyword inputs; export it with positional inputs only "
                           "(torch.export.export(model, args) with kwargs empty)")
     out = []
