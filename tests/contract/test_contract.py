@@ -16,7 +16,7 @@ from tests.e2e import jobs_helpers as h
 from tests.e2e import mesh as meshlib
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-SERVICES = ["cpu", "nvidia", "amd", "tpu"]
+SERVICES = ["cpu", "nvidia", "amd", "tpu", "intel"]
 # The GPU services' own environments hold CUDA/ROCm builds of torch that CI does not install; without a
 # GPU their behaviour (capability report, UNAVAILABLE) is tested from the development environment.
 DEV_ENV_OK = {"nvidia", "amd"}

@@ -1,5 +1,4 @@
-"""The tpu (XLA's CPU device here) and intel services through the gateway: export and benchmark jobs on an
-uploaded model, artifacts checked in a fresh process of the target's own environment, and a fan-out group
+"""The tpu (XLA's CPU device here) and intel services through the gateway: export and benchmark jobs, artifacts checked in a fresh process of the target's own environment, and a fan-out group
 with the cpu service compared side by side. (Optimize jobs of every service: tests/contract.)"""
 
 import os
@@ -28,21 +27,18 @@ def mesh(request, tmp_path_factory):
     m.stop()
 
 
-@pytest.fixture(scope="module")
-def mlp(tmp_path_factory):
-    return h.export_zoo("mlp", str(tmp_path_factory.mktemp("models") / "mlp.pt2"))
-
-
-def test_export_formats_round_trip(mesh, mlp, tmp_path):
+def test_export_formats_round_trip(mesh, tmp_path):
+    """A zoo model, built in the target's own torch: an upload saved by a newer torch than the intel service's
+    2.8 is rewritten for it, which OpenVINO cannot convert (that case is refused UNSUPPORTED: tests/intel)."""
     formats = EXPORTS[mesh.target]
     with mesh.client() as cl:
-        job = cl.export(cl.upload(mlp), formats, target=mesh.target).wait(timeout=600, raise_on_failure=False)
+        job = cl.export("mlp", formats, target=mesh.target).wait(timeout=600, raise_on_failure=False)
         assert job.state == "succeeded", (job.error, mesh.logs(f"svc-{mesh.target}"))
         got = {c.format_name(a.format): a for a in job.result.artifacts}
         assert set(got) == set(formats)
         for path in job.download(str(tmp_path)):
             art = next(a for a in job.result.artifacts if a.name == os.path.basename(path))
-            metrics = h.check_in_fresh_process(path, c.format_name(art.format), mlp, art.metadata["input_spec"],
+            metrics = h.check_in_fresh_process(path, c.format_name(art.format), "zoo:mlp", art.metadata["input_spec"],
                                                target=mesh.target)
             assert h.within(metrics, "fp32"), (art.name, metrics)
 
