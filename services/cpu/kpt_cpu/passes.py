@@ -8,21 +8,11 @@ from typing import ClassVar
 import torch
 
 from kpt.optimize import env
+from kpt.optimize.env import bf16_decision
 from kpt.optimize.graph_passes import cast_module
 from kpt.optimize.passes import Outcome, PassConfig, Work, register
 
-# Flags of native bf16 dot products: AVX512-BF16 (Cooper Lake, Zen 4+), AMX-BF16 (Sapphire Rapids+).
-# Without them oneDNN/Inductor emulate bf16 through fp32 conversions, slower than plain fp32.
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def bf16_decision(flags: frozenset[str]) -> tuple[bool, str]:
-    """(use bf16?, why) for a CPU with these /proc/cpuinfo flags."""
-    found = [f for f in BF16_FLAGS if f in flags]
-    if found:
-        return True, f"CPU has native bf16 ({', '.join(found)})"
-    return False, ("CPU lacks avx512_bf16 and amx_bf16: bf16 would be emulated through fp32 and run slower "
-                   "than fp32, so the model stays fp32")
+__all__ = ["NativeBF16", "bf16_decision"]
 
 
 @dataclass(frozen=True)

@@ -39,24 +39,6 @@ def xpu_devices() -> list[str]:
     return [xpu.get_device_name(i) for i in range(xpu.device_count())]
 
 
-def _memory_bytes() -> int:
-    """Physical memory, or the cgroup limit where one is lower (what a container may really use)."""
-    total = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                total = int(line.split()[1]) * 1024
-                break
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        if limit.isdigit():
-            total = min(total, int(limit)) if total else int(limit)
-    except OSError:
-        pass
-    return total
-
-
 def capability(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
     info = env.cpu_info(cpuinfo_path)
     precisions = ["PRECISION_FP32"]
@@ -85,7 +67,7 @@ def capability(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
         "device_name": info.model,
         "device_kind": "cpu",
         "device_count": len(os.sched_getaffinity(0)),
-        "memory_bytes": str(_memory_bytes()),
+        "memory_bytes": str(env.memory_bytes()),
         "precisions": precisions,
         "formats": list(FORMATS),
         "toolchain": toolchain,

@@ -23,14 +23,12 @@ import torch.utils._pytree as pytree
 from kpt.optimize import accuracy, artifacts, bench, env
 from kpt.optimize import inputs as inp
 from kpt.optimize import variants as var
+from kpt.optimize.env import bf16_decision
 from kpt.optimize.passes import Artifact, Outcome, PassConfig, Work, register
 from kpt.optimize.quantize import lift_linears
 
 log = logging.getLogger(__name__)
 
-# Native bf16 dot products: AVX512-BF16 (Cooper Lake, Zen 4+), AMX-BF16 (Sapphire Rapids+). Without them
-# oneDNN emulates bf16 through fp32 conversions and runs slower than fp32.
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Interleaved run that decides between the IPEX and the OpenVINO artifact (the same shape as the
 # Inductor max-autotune choice in kpt.optimize.inductor).
 RACE_SETTINGS = bench.Settings(warmup_iters=3, min_iters=15, max_iters=300, time_budget_s=2.0, stable_rel=0.02)
@@ -38,15 +36,6 @@ RACE_SAMPLES = 2  # fresh input batches each backend is checked on before it may
 RACE_SEED = 101  # differs from the ladder's reference seeds (1..) and the compile example (0)
 # Races of this process: work.workdir -> VariantMetrics rows (jobs.py adds them to the result).
 RACES: dict[str, list[dict]] = {}
-
-
-def bf16_decision(flags: frozenset[str]) -> tuple[bool, str]:
-    """(use bf16?, why) for a CPU with these /proc/cpuinfo flags."""
-    found = [f for f in BF16_FLAGS if f in flags]
-    if found:
-        return True, f"CPU has native bf16 ({', '.join(found)})"
-    return False, ("CPU lacks avx512_bf16 and amx_bf16: IPEX would emulate bf16 through fp32 and run slower "
-                   "than fp32, so the model stays fp32")
 
 
 def ipex():

@@ -46,6 +46,38 @@ def cpu_info(path: str = "/proc/cpuinfo") -> CpuInfo:
         return CpuInfo(platform.processor() or "unknown cpu", frozenset())
 
 
+# Native bf16 dot products: AVX512-BF16 (Cooper Lake, Zen 4+), AMX-BF16 (Sapphire Rapids+). Without them
+# bf16 is emulated through fp32 conversions and runs slower than fp32.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def bf16_decision(flags: frozenset[str]) -> tuple[bool, str]:
+    """(use bf16?, why) for a CPU with these /proc/cpuinfo flags."""
+    found = [f for f in BF16_FLAGS if f in flags]
+    if found:
+        return True, f"CPU has native bf16 ({', '.join(found)})"
+    return False, ("CPU lacks avx512_bf16 and amx_bf16: bf16 would be emulated through fp32 and run slower "
+                   "than fp32, so the model stays fp32")
+
+
+def memory_bytes() -> int:
+    """Physical memory, or the cgroup limit where one is lower (what a container may really use)."""
+    total = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                total = int(line.split()[1]) * 1024
+                break
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit)) if total else int(limit)
+    except OSError:
+        pass
+    return total
+
+
 def cores() -> int:
     """Cores this process may run on (the affinity mask, not the host's count)."""
     return len(os.sched_getaffinity(0))
