@@ -43,7 +43,7 @@ lint: $(VENV)/.done
 test: install system-deps check-protos lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-demo: install
+demo: $(VENV)/.done services/cpu/.venv/.done  # the CPU path only: no need for the tpu/intel stacks
 	$(VENV)/bin/kpt down >/dev/null 2>&1 || true
 	$(VENV)/bin/kpt up --targets cpu
 	$(VENV)/bin/python examples/make_example.py examples/cnn.pt2
