@@ -133,7 +133,9 @@ def test_gpu_passes_on_cpu_say_why_they_do_nothing(tmp_path):
     row = apply(passes.ChannelsLast(), work, "LEVEL_O1")
     assert not row["applied"] and "no 2-D convolutions" in row["reason"]
     row = apply(passes.CustomKernels(), work, "LEVEL_O3")
-    assert not row["applied"] and "kernels/ does not exist yet" in row["reason"]
+    assert not row["applied"] and "custom kernels are tried on GPUs only" in row["reason"]
+    row = apply(passes.CustomKernels(folder="no-such-kernels"), work, "LEVEL_O3")
+    assert not row["applied"] and "no-such-kernels/ does not exist" in row["reason"]
     row = apply(quantize.Int8WeightOnly(), work, "LEVEL_O3")
     assert not row["applied"] and "GPUs only" in row["reason"]
 
