@@ -3,8 +3,6 @@ versions come from package metadata."""
 
 from __future__ import annotations
 
-import os
-
 from kpt.optimize import env
 from kpt_cpu.passes import bf16_decision
 
@@ -21,15 +19,4 @@ def capability(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
     toolchain = env.toolchain()
     flags = [f for f in env.RELEVANT_FLAGS if f in info.flags]
     toolchain["cpu_flags"] = ",".join(flags)
-    return {
-        "target": "TARGET_CPU",
-        "device_name": info.model,
-        "device_kind": "cpu",
-        "device_count": len(os.sched_getaffinity(0)),
-        "memory_bytes": str(env.memory_bytes()),
-        "precisions": precisions,
-        "formats": list(FORMATS),
-        "toolchain": toolchain,
-        "toolchain_fingerprint": env.fingerprint({**toolchain, "cpu_model": info.model}),
-        "available": True,
-    }
+    return env.cpu_target_info("TARGET_CPU", info, precisions, list(FORMATS), toolchain)

@@ -5,7 +5,6 @@ from package metadata (no IPEX or OpenVINO import)."""
 from __future__ import annotations
 
 import importlib.metadata
-import os
 
 import torch
 
@@ -62,16 +61,4 @@ def capability(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
     xpus = xpu_devices()
     # Jobs run on the CPU; XPU devices are reported so a scheduler and the user see them.
     toolchain["xpu_devices"] = ";".join(xpus) if xpus else "none (torch.xpu.is_available() is False)"
-    return {
-        "target": "TARGET_INTEL",
-        "device_name": info.model,
-        "device_kind": "cpu",
-        "device_count": len(os.sched_getaffinity(0)),
-        "memory_bytes": str(env.memory_bytes()),
-        "precisions": precisions,
-        "formats": list(FORMATS),
-        "toolchain": toolchain,
-        "toolchain_fingerprint": env.fingerprint({**toolchain, "cpu_model": info.model}),
-        "available": not reason,
-        "unavailable_reason": reason,
-    }
+    return env.cpu_target_info("TARGET_INTEL", info, precisions, list(FORMATS), toolchain, reason)

@@ -78,6 +78,24 @@ def memory_bytes() -> int:
     return total
 
 
+def cpu_target_info(target: str, info: CpuInfo, precisions: list[str], formats: list[str],
+                    toolchain: dict[str, str], reason: str = "") -> dict:
+    """kpt.v1.TargetInfo (a protobuf JSON dict) of a service that runs its jobs on this host's CPU."""
+    return {
+        "target": target,
+        "device_name": info.model,
+        "device_kind": "cpu",
+        "device_count": len(os.sched_getaffinity(0)),
+        "memory_bytes": str(memory_bytes()),
+        "precisions": precisions,
+        "formats": formats,
+        "toolchain": toolchain,
+        "toolchain_fingerprint": fingerprint({**toolchain, "cpu_model": info.model}),
+        "available": not reason,
+        "unavailable_reason": reason,
+    }
+
+
 def cores() -> int:
     """Cores this process may run on (the affinity mask, not the host's count)."""
     return len(os.sched_getaffinity(0))
