@@ -28,7 +28,7 @@ from kpt.optimize import accuracy, bench, env, inductor, pipeline, source
 from kpt.optimize import variants as var
 from kpt.optimize.inductor import InductorAOT
 from kpt.optimize.quantize import Int8DynamicLinear
-from kpt_cpu.benchmark import kpt_variants, reference_variants
+from kpt_cpu.benchmark import reference_variants
 from kpt_cpu.levels import LEVELS
 from kpt_cpu.passes import NativeBF16
 
@@ -62,7 +62,8 @@ def measure_model(name: str, settings: bench.Settings, workdir: str) -> list[dic
     emit = lambda phase, msg, p: log.info("%s [%s] %s", name, phase, msg)  # noqa: E731
     refs = accuracy.reference_outputs(src.module, src.spec, samples=3, seed=1)
     variants = reference_variants(src, workdir, emit)
-    variants += kpt_variants(src, LEVELS, list(LEVELS), workdir, frozenset({"fp32", "bf16", "int8"}), emit)
+    variants += pipeline.level_variants(src, LEVELS, list(LEVELS), workdir, "cpu", frozenset({"fp32", "bf16", "int8"}),
+                                        emit)
     log.info("%s: %d variants built in %.0fs; measuring interleaved", name, len(variants), time.perf_counter() - t0)
     rows = var.measure(variants, src.spec, settings, "cpu", refs, None)
     out = []

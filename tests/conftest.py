@@ -1,8 +1,10 @@
-"""Suite-wide fixtures: a real nats-server with JetStream per test session, and check_for()."""
+"""Suite-wide fixtures: a real nats-server with JetStream per test session, check_for(), and the session's
+compiler cache (KPT_CACHE_DIR)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -52,3 +54,16 @@ async def acheck_for(timeout: float, fn, interval: float = 0.05):
             last = e
         await asyncio.sleep(interval)
     raise TimeoutError(f"condition not met within {timeout}s; last: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def kpt_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One compiler cache for the session (cold at its start), like a service's KPT_CACHE_DIR."""
+    path = str(tmp_path_factory.mktemp("kpt-cache"))
+    old = os.environ.get("KPT_CACHE_DIR")
+    os.environ["KPT_CACHE_DIR"] = path
+    yield path
+    if old is None:
+        os.environ.pop("KPT_CACHE_DIR", None)
+    else:
+        os.environ["KPT_CACHE_DIR"] = old

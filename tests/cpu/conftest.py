@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.cpu.cpu_helpers import Runner
 
 
 @pytest.fixture(scope="session", autouse=True)
-def kpt_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One compiler cache for the session (cold at its start), like a service's KPT_CACHE_DIR."""
-    path = str(tmp_path_factory.mktemp("kpt-cache"))
-    old = os.environ.get("KPT_CACHE_DIR")
-    os.environ["KPT_CACHE_DIR"] = path
-    yield path
-    if old is None:
-        os.environ.pop("KPT_CACHE_DIR", None)
-    else:
-        os.environ["KPT_CACHE_DIR"] = old
+def _cpu_cache(kpt_cache_dir: str) -> str:
+    """Every CPU service test compiles into the session's cache (tests/conftest.py's kpt_cache_dir)."""
+    return kpt_cache_dir
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,6 @@ the rest still run)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -34,19 +32,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
-
-
-@pytest.fixture(scope="session")
-def kpt_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One compiler cache for the session (cold at its start), like a service's KPT_CACHE_DIR."""
-    path = str(tmp_path_factory.mktemp("kpt-cache"))
-    old = os.environ.get("KPT_CACHE_DIR")
-    os.environ["KPT_CACHE_DIR"] = path
-    yield path
-    if old is None:
-        os.environ.pop("KPT_CACHE_DIR", None)
-    else:
-        os.environ["KPT_CACHE_DIR"] = old
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from kpt.optimize import accuracy, env, jobspec, pipeline
 from kpt.optimize import variants as var
 from kpt.optimize.passes import PassConfig
 from kpt.optimize.source import Source
-from kpt_cpu.passes import bf16_decision
 
 DEVICE = "cpu"
 CHECK_SAMPLES = 3
@@ -26,7 +25,7 @@ def reference_variants(src: Source, workdir: str, emit: Emit, progress: tuple[fl
     """eager_fp32, eager_bf16, compile_default, compile_max_autotune, onnxruntime (failures reported in the row)."""
     lo, hi = progress
     out = [var.Variant("eager_fp32", src.module)]
-    use, why = bf16_decision(env.cpu_info().flags)
+    use, why = env.bf16_decision(env.cpu_info().flags)
     out.append(var.guarded("eager_bf16", lambda: var.eager(src, torch.bfloat16)) if use
                else var.failed("eager_bf16", why))
     emit("compile", "torch.compile (default mode)", lo)
@@ -35,16 +34,6 @@ def reference_variants(src: Source, workdir: str, emit: Emit, progress: tuple[fl
     out.append(var.guarded("compile_max_autotune", lambda: var.compiled(src, "max-autotune", "compile_max_autotune")))
     emit("export", "ONNX export for onnxruntime", lo + 2 * (hi - lo) / 3)
     out.append(var.guarded("onnxruntime", lambda: var.onnxruntime(src, workdir)))
-    return out
-
-
-def kpt_variants(src: Source, levels: Mapping[str, Sequence[PassConfig]], wanted: Sequence[str], workdir: str,
-                 allowed: frozenset[str], emit: Emit, progress: tuple[float, float] = (0.4, 0.7)) -> list:
-    out = []
-    span = (progress[1] - progress[0]) / max(len(wanted), 1)
-    for i, level in enumerate(wanted):
-        lo = progress[0] + span * i
-        out.append(pipeline.level_variant(src, level, levels[level], workdir, DEVICE, allowed, emit, (lo, lo + span)))
     return out
 
 
@@ -58,7 +47,7 @@ def benchmark(req: jobspec.JobRequest, src: Source, workdir: str, emit: Emit,
         refs = accuracy.reference_outputs(src.module, src.spec, CHECK_SAMPLES, seed=1, device=DEVICE)
         variants = reference_variants(src, workdir, emit)
         wanted = ["LEVEL_O0"] + ([req.level] if req.level != "LEVEL_O0" else [])
-        variants += kpt_variants(src, levels, wanted, workdir, req.allowed, emit)
+        variants += pipeline.level_variants(src, levels, wanted, workdir, DEVICE, req.allowed, emit)
     emit("benchmark", f"measuring {len(variants)} variants interleaved", 0.72)
     rows = var.measure(variants, src.spec, req.bench, DEVICE, refs, req.tolerances)
     emit("benchmark", "done", 0.98)

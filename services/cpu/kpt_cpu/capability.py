@@ -4,7 +4,6 @@ versions come from package metadata."""
 from __future__ import annotations
 
 from kpt.optimize import env
-from kpt_cpu.passes import bf16_decision
 
 FORMATS = ("ARTIFACT_FORMAT_AOTI_PACKAGE", "ARTIFACT_FORMAT_EXPORTED_PROGRAM", "ARTIFACT_FORMAT_ONNX",
            "ARTIFACT_FORMAT_TORCHSCRIPT")
@@ -12,10 +11,7 @@ FORMATS = ("ARTIFACT_FORMAT_AOTI_PACKAGE", "ARTIFACT_FORMAT_EXPORTED_PROGRAM", "
 
 def capability(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
     info = env.cpu_info(cpuinfo_path)
-    precisions = ["PRECISION_FP32"]
-    if bf16_decision(info.flags)[0]:
-        precisions.append("PRECISION_BF16")
-    precisions.append("PRECISION_INT8")
+    precisions = env.cpu_precisions(info.flags)
     toolchain = env.toolchain()
     flags = [f for f in env.RELEVANT_FLAGS if f in info.flags]
     toolchain["cpu_flags"] = ",".join(flags)

@@ -23,9 +23,7 @@ class NativeBF16(PassConfig):
 
 @register(NativeBF16)
 def _bf16(cfg: NativeBF16, work: Work) -> Outcome:
-    if "bf16" not in work.allowed:
-        return Outcome(False, "the job's precision excludes bf16")
-    use, why = bf16_decision(env.cpu_info(cfg.cpuinfo_path).flags)
+    use, why = env.bf16_for_job(work.allowed, cfg.cpuinfo_path)
     if not use:
         return Outcome(False, why)
     n = cast_module(work, torch.bfloat16, "bf16")

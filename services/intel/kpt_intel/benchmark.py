@@ -18,7 +18,7 @@ from kpt.optimize import accuracy, artifacts, env, jobspec, pipeline
 from kpt.optimize import variants as var
 from kpt.optimize.passes import PassConfig
 from kpt.optimize.source import Source
-from kpt_intel.passes import bf16_decision, write_openvino
+from kpt_intel.passes import write_openvino
 
 DEVICE = "cpu"
 CHECK_SAMPLES = 3
@@ -35,7 +35,7 @@ def openvino_variant(src: Source, workdir: str) -> var.Variant:
 
 def reference_variants(src: Source, workdir: str, emit: Emit) -> list[var.Variant]:
     out = [var.Variant("eager_fp32", src.module)]
-    use, why = bf16_decision(env.cpu_info().flags)
+    use, why = env.bf16_decision(env.cpu_info().flags)
     out.append(var.guarded("eager_bf16", lambda: var.eager(src, torch.bfloat16)) if use
                else var.failed("eager_bf16", why))
     emit("export", "ONNX export for onnxruntime", 0.15)
@@ -54,11 +54,7 @@ def benchmark(req: jobspec.JobRequest, src: Source, workdir: str, emit: Emit,
         refs = accuracy.reference_outputs(src.module, src.spec, CHECK_SAMPLES, seed=1, device=DEVICE)
         variants = reference_variants(src, workdir, emit)
         wanted = ["LEVEL_O0"] + ([req.level] if req.level != "LEVEL_O0" else [])
-        span = 0.35 / len(wanted)
-        for i, level in enumerate(wanted):
-            lo = 0.35 + span * i
-            variants.append(pipeline.level_variant(src, level, levels[level], workdir, DEVICE, req.allowed, emit,
-                                                   (lo, lo + span)))
+        variants += pipeline.level_variants(src, levels, wanted, workdir, DEVICE, req.allowed, emit, (0.35, 0.7))
     emit("benchmark", f"measuring {len(variants)} variants interleaved", 0.72)
     rows = var.measure(variants, src.spec, req.bench, DEVICE, refs, req.tolerances)
     emit("benchmark", "done", 0.98)

@@ -9,7 +9,6 @@ import importlib.metadata
 import torch
 
 from kpt.optimize import env
-from kpt_intel.passes import bf16_decision
 
 FORMATS = ("ARTIFACT_FORMAT_EXPORTED_PROGRAM", "ARTIFACT_FORMAT_TORCHSCRIPT", "ARTIFACT_FORMAT_ONNX",
            "ARTIFACT_FORMAT_OPENVINO_IR")
@@ -40,10 +39,7 @@ def xpu_devices() -> list[str]:
 
 def capability(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
     info = env.cpu_info(cpuinfo_path)
-    precisions = ["PRECISION_FP32"]
-    if bf16_decision(info.flags)[0]:
-        precisions.append("PRECISION_BF16")
-    precisions.append("PRECISION_INT8")
+    precisions = env.cpu_precisions(info.flags)
     toolchain = env.toolchain()
     for pkg in PACKAGES:
         try:

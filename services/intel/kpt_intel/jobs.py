@@ -50,11 +50,9 @@ def run(job: dict, model_path: str | None, workdir: str, emit: Emit) -> dict:
     if req.bench.threads:
         torch.set_num_threads(req.bench.threads)
     os.makedirs(workdir, exist_ok=True)
-    emit("load", f"loading {req.model_name or req.model_format}", 0.01)
     if model_path and req.model_format == "MODEL_FORMAT_EXPORTED_PROGRAM":
         model_path = upload.compatible_pt2(model_path, os.path.dirname(model_path))  # saved by torch >= 2.9
-    src = source.open_source(req.model_format, req.model_name, req.model_sha256, model_path, req.inputs, DEVICE)
-    emit("load", f"model ready; inputs {src.spec.describe()}", 0.05)
+    src = source.open_for_job(req, model_path, DEVICE, emit)
     if req.kind == "JOB_KIND_OPTIMIZE":
         if src.module is None:
             raise Unsupported("optimize jobs need a torch model: upload a torch.export ExportedProgram (.pt2). "

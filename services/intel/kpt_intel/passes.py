@@ -23,7 +23,6 @@ import torch.utils._pytree as pytree
 from kpt.optimize import accuracy, artifacts, bench, env
 from kpt.optimize import inputs as inp
 from kpt.optimize import variants as var
-from kpt.optimize.env import bf16_decision
 from kpt.optimize.passes import Artifact, Outcome, PassConfig, Work, register
 from kpt.optimize.quantize import lift_linears
 
@@ -53,9 +52,7 @@ class NativeBF16(PassConfig):
 
 @register(NativeBF16)
 def _bf16(cfg: NativeBF16, work: Work) -> Outcome:
-    if "bf16" not in work.allowed:
-        return Outcome(False, "the job's precision excludes bf16")
-    use, why = bf16_decision(env.cpu_info(cfg.cpuinfo_path).flags)
+    use, why = env.bf16_for_job(work.allowed, cfg.cpuinfo_path)
     if not use:
         return Outcome(False, why)
     work.precision = "bf16"

@@ -55,12 +55,10 @@ def run(job: dict, model_path: str | None, workdir: str, emit: Emit) -> dict:
     runtime.setup()
     n0, s0 = runtime.compilations(), runtime.compile_seconds()
     os.makedirs(workdir, exist_ok=True)
-    emit("load", f"loading {req.model_name or req.model_format}", 0.01)
-    src = source.open_source(req.model_format, req.model_name, req.model_sha256, model_path, req.inputs, HOST)
+    src = source.open_for_job(req, model_path, HOST, emit, ready_note=f"; device {runtime.device_kind()}")
     if src.module is None:
         raise Unsupported("the TPU service runs torch models: upload a torch.export ExportedProgram (.pt2); "
                           "ONNX models are served by the cpu service")
-    emit("load", f"model ready; inputs {src.spec.describe()}; device {runtime.device_kind()}", 0.05)
     environment = xla_environment()
     if req.kind == "JOB_KIND_OPTIMIZE":
         res = pipeline.optimize(src, LEVELS, req.level, TARGET, HOST, req.allowed, req.tolerances, req.bench,

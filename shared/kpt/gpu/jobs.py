@@ -26,7 +26,7 @@ from kpt.gpu.vendor import Precisions, Vendor
 from kpt.optimize import accuracy, export, jobspec, ort, pipeline
 from kpt.optimize import inputs as inp
 from kpt.optimize import variants as var
-from kpt.optimize.source import Source
+from kpt.optimize.source import Source, open_for_job
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,7 @@ def run(vendor: Vendor, job: dict, model_path: str | None, workdir: str, emit: E
     check_precision(req.precision, table, vendor, info)
     prepare(vendor, info)
     os.makedirs(workdir, exist_ok=True)
-    emit("load", f"loading {req.model_name or req.model_format} onto {info.name}", 0.01)
-    src = models.open_source(req.model_format, req.model_name, req.model_sha256, model_path, req.inputs, DEVICE)
-    emit("load", f"model ready; inputs {src.spec.describe()}", 0.05)
+    src = open_for_job(req, model_path, DEVICE, emit, opener=models.open_source, onto=f" onto {info.name}")
     if req.kind == "JOB_KIND_OPTIMIZE":
         if src.module is None:
             raise Unsupported("optimize jobs need a torch model: upload a torch.export ExportedProgram (.pt2). "
@@ -212,11 +210,7 @@ def benchmark(vendor: Vendor, info: GpuInfo, table: Precisions, req: jobspec.Job
         variants = gvar.references(src, table, emit, onnx=lambda: _onnx_variant(src, workdir, providers))
         wanted = ["LEVEL_O0"] + ([req.level] if req.level != "LEVEL_O0" else [])
         lv = device_levels(vendor, table)
-        span = 0.3 / len(wanted)
-        for i, level in enumerate(wanted):
-            lo = 0.4 + span * i
-            variants.append(pipeline.level_variant(src, level, lv[level], workdir, DEVICE, req.allowed, emit,
-                                                   (lo, lo + span)))
+        variants += pipeline.level_variants(src, lv, wanted, workdir, DEVICE, req.allowed, emit)
     emit("benchmark", f"measuring {len(variants)} variants interleaved", 0.72)
     rows = gvar.measure(variants, src.spec, req.bench, DEVICE, refs, req.tolerances)
     emit("benchmark", "done", 0.98)

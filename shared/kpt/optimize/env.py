@@ -60,6 +60,18 @@ def bf16_decision(flags: frozenset[str]) -> tuple[bool, str]:
                    "than fp32, so the model stays fp32")
 
 
+def bf16_for_job(allowed: frozenset[str], cpuinfo_path: str = "/proc/cpuinfo") -> tuple[bool, str]:
+    """(compute in bf16?, why) for a job allowing `allowed` precisions on this CPU."""
+    if "bf16" not in allowed:
+        return False, "the job's precision excludes bf16"
+    return bf16_decision(cpu_info(cpuinfo_path).flags)
+
+
+def cpu_precisions(flags: frozenset[str]) -> list[str]:
+    """The contract's precisions a service computing on this CPU offers: fp32, bf16 where native, int8."""
+    return ["PRECISION_FP32"] + (["PRECISION_BF16"] if bf16_decision(flags)[0] else []) + ["PRECISION_INT8"]
+
+
 def memory_bytes() -> int:
     """Physical memory, or the cgroup limit where one is lower (what a container may really use)."""
     total = 0

@@ -161,3 +161,15 @@ def level_variant(src: Source, level: str, configs: Sequence[PassConfig], workdi
     except (Unsupported, InvalidModel) as e:
         return var.failed("kpt_" + short(level), e.message)
     return var.Variant("kpt_" + short(level), loaded, work.compile_s, work.precision)
+
+
+def level_variants(src: Source, levels: Mapping[str, Sequence[PassConfig]], wanted: Sequence[str], workdir: str,
+                   device: str, allowed: frozenset[str], emit: Emit,
+                   progress: tuple[float, float] = (0.4, 0.7)) -> list:
+    """level_variant for each wanted level, sharing the progress range between them (benchmark jobs)."""
+    out = []
+    span = (progress[1] - progress[0]) / max(len(wanted), 1)
+    for i, level in enumerate(wanted):
+        lo = progress[0] + span * i
+        out.append(level_variant(src, level, levels[level], workdir, device, allowed, emit, (lo, lo + span)))
+    return out

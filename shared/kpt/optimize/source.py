@@ -206,3 +206,13 @@ def open_source(fmt: str, name: str, digest: str, model_path: str | None, spec: 
     if fmt == "MODEL_FORMAT_ONNX":
         return from_onnx(model_path, digest, name, spec)
     raise InvalidArgument(f"unknown model format {fmt!r}")
+
+
+def open_for_job(req, model_path: str | None, device: str, emit, opener=None, onto: str = "",
+                 ready_note: str = "") -> Source:
+    """The job's model (req: a kpt.optimize.jobspec.JobRequest), with the two "load" progress events every
+    service sends around it; opener replaces open_source (the GPU services add their own models)."""
+    emit("load", f"loading {req.model_name or req.model_format}{onto}", 0.01)
+    src = (opener or open_source)(req.model_format, req.model_name, req.model_sha256, model_path, req.inputs, device)
+    emit("load", f"model ready; inputs {src.spec.describe()}{ready_note}", 0.05)
+    return src
