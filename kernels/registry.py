@@ -66,7 +66,7 @@ def _key(op: str, parts: dict) -> str:
         from kpt.gpu import cache
     except ImportError:  # no kpt: an in-process key is enough
         return repr((op, sorted(parts.items())))
-    return cache.choice_key(f"kernels.{op}", parts)
+    return cache.choice_key(f"kernels.{op}", dict(parts, version=DECISION_VERSION))
 
 
 def _load(key: str) -> dict | None:
@@ -85,15 +85,20 @@ def _load(key: str) -> dict | None:
     return None
 
 
-def _save(key: str, value: dict) -> None:
-    _MEMORY[key] = value
+def _decided(key: str, run: Callable[[], dict]) -> dict:
+    """The stored decision, or run()'s, stored. With kpt, under kpt.gpu.cache's lock: processes deciding the
+    same shape class at once (parallel builds, a worker per GPU) measure once and agree."""
     folder = _cache_dir()
-    if folder:
-        try:
-            from kpt.gpu import cache
-        except ImportError:
-            return
-        cache.save_choice(folder, key, value)
+    try:
+        from kpt.gpu import cache
+    except ImportError:
+        cache = None
+    if folder and cache is not None:
+        value, _ = cache.decided(folder, key, run)
+    else:
+        value = run()
+    _MEMORY[key] = value
+    return value
 
 
 def tracing(*tensors: torch.Tensor) -> bool:
@@ -140,12 +145,16 @@ def choose(op: str, parts: dict, providers: Callable[[], dict[str, Callable[[], 
     found = _load(key)
     if found is not None:
         return found["provider"]
-    timings, errors = measure(providers(), reference)
-    pick = decide(timings, errors, floor)
-    _save(key, {"version": DECISION_VERSION, "provider": pick, "timings": timings, "errors": errors,
-                "parts": {k: str(v) for k, v in parts.items()}})
-    log.info("kernels registry: %s %s -> %s (timings %s, errors %s)", op, parts, pick, timings, errors)
-    return pick
+
+    def run() -> dict:
+        timings, errors = measure(providers(), reference)
+        pick = decide(timings, errors, floor)
+        log.info("kernels registry: %s %s -> %s (timings %s, errors %s)", op, parts, pick, timings, errors)
+        return {"version": DECISION_VERSION, "provider": pick, "timings": timings, "errors": errors,
+                "parts": {k: str(v) for k, v in parts.items()}}
+
+    value = _decided(key, run)
+    return value["provider"]
 
 
 def cached(op: str, parts: dict, device: torch.device) -> str | None:

@@ -4,11 +4,10 @@
 #   scripts/gpu_run.sh tests     GPU tests (pytest -m gpu tests/gpu, ~8 min)    -> $OUT/tests.log, tests-*.xml
 #   scripts/gpu_run.sh basics    the device, contract and runtime tests (~2 min), the first half of tests
 #   scripts/gpu_run.sh jobs      the optimize/export/benchmark job tests (~6 min), the second half
-#   scripts/gpu_run.sh bench-a   bert-base (b8 s384), gpt2 (b8 s512)            -> $OUT/h100-a.json, h100-a.log
-#   scripts/gpu_run.sh bench-b   llama-1b decode (b1, 2048 cache) and prefill   -> $OUT/h100-b.json, h100-b.log
-#   scripts/gpu_run.sh bench-c   vit-b16, resnet50 (32 images)                  -> $OUT/h100-c.json, h100-c.log
-#   scripts/gpu_run.sh model M   one model: its builds in parallel, then measured -> $OUT/h100-M.json, warm-M-*.log
-#   scripts/gpu_run.sh kernels   kernels/ GPU tests + provider benchmark        -> $OUT/kernels-h100.json/.md
+#   scripts/gpu_run.sh models A,B    models A and B (bench/h100.py MODELS): every compiled variant built at
+#                                    once, one process each, then all measured -> $OUT/h100-A,B.json, warm-*.log
+#   scripts/gpu_run.sh kernels   kernels/ GPU tests (+ the job cache-reuse test), then the provider benchmark
+#                                -> $OUT/kernels-h100.json/.md, tests-kernels.xml, tests-reuse.xml
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
 # Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
 #
@@ -26,7 +25,7 @@
 # what torch.onnx's exporter needs; skipped if the machine has them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PHASE="${1:?usage: scripts/gpu_run.sh tests|basics|jobs|kernels|model M|bench-a|bench-b|bench-c|env}"
+PHASE="${1:?usage: scripts/gpu_run.sh tests|basics|jobs|kernels|models A,B|env}"
 OUT="${OUT:-$PWD/out}"
 mkdir -p "$OUT"
 SITE=/tmp/site
@@ -52,27 +51,46 @@ mkdir -p "$KPT_CACHE_DIR"
 # Stop a little before the device command's 10-minute limit so logs and partial results are written.
 LIMIT="${LIMIT:-570}"
 
-bench() {
-    local tag="$1" models="$2"
-    timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS))" \
-        python3 bench/h100.py run --phase "bench-$tag" --models "$models" --budget-s "${BUDGET:-500}" \
-        --out "$OUT/h100-$tag.json" 2>&1 | tee "$OUT/h100-$tag.log"
-}
-
-# One model: every compiled variant built at once, one process each (16 cores; they share the GPU, so GEMM
-# autotuning timings are taken under load: only the choice of kernel can suffer, never the measurement), then
-# the measuring run, which finds each build in the caches. Cuts a model from ~14 minutes of serial builds on
-# the H100 to about the longest single build.
-model() {
-    local key="$1" v pids=()
-    for v in kpt_O1 kpt_O2 kpt_O3 compile_default compile_max_autotune; do
-        timeout --signal=INT --kill-after=15 "$((LIMIT - 150))" \
-            python3 bench/h100.py warm --model "$key" --variants "$v" > "$OUT/warm-$key-$v.log" 2>&1 &
-        pids+=($!)
+# Models, measured in one command: every compiled variant (kpt_O1..O3, torch.compile default and max-autotune)
+# of every listed model is built at once, one `bench/h100.py warm` process each (16 cores; they share the GPU,
+# so autotuning is timed under load: only the choice of kernel can suffer, never the measurement), into a
+# compile cache of this command's own; the measuring run then loads each build back from the caches and times
+# all variants of a model interleaved on the idle GPU. A build that has not finished when the measuring must
+# start is reported as not built. Serially one model's builds take ~14 minutes on the H100.
+models() {
+    local list="$1" key v threads pids=()
+    local marks="$OUT/warm" build_until="$((LIMIT - ${MEASURE_S:-200}))"
+    export KPT_CACHE_DIR="/tmp/kpt-cache-models"
+    rm -rf "$KPT_CACHE_DIR" "$marks"
+    mkdir -p "$KPT_CACHE_DIR" "$marks"
+    # SHARED=1: one process per variant building it for every listed model in turn (the two Llama shapes share
+    # their 4.4 GB of fp32 weights that way; ten processes holding their own would not fit the GPU's memory).
+    local groups="${list//,/ }"
+    [ "${SHARED:-0}" = 1 ] && groups="$list"
+    for key in $groups; do
+        for v in kpt_O1 kpt_O2 kpt_O3 compile_default compile_max_autotune; do
+            case "$v" in kpt_O2|kpt_O3|compile_max_autotune) threads=6 ;; *) threads=2 ;; esac
+            TORCHINDUCTOR_COMPILE_THREADS="$threads" timeout --signal=INT --kill-after=10 "$((build_until - SECONDS))" \
+                python3 bench/h100.py warm --model "$key" --variants "$v" --marks "$marks" \
+                > "$OUT/warm-${key//,/+}-$v.log" 2>&1 &
+            pids+=($!)
+        done
     done
-    for v in "${pids[@]}"; do wait "$v" || echo "a warm build of $key failed: see $OUT/warm-$key-*.log"; done
-    grep -h "warmed in" "$OUT"/warm-"$key"-*.log || true
-    BUDGET="$((LIMIT - SECONDS - 20))" bench "$key" "$key"
+    for v in "${pids[@]}"; do wait "$v" || true; done
+    # Nothing of the builds may run while the GPU is timed: compile workers outlive a killed parent briefly.
+    pkill -f "bench/h100.py warm" || true
+    pkill -f "compile_worker" || true
+    sleep 2
+    rm -rf /tmp/kpt-warm-*
+    grep -h -E "warmed in|Error" "$OUT"/warm-*.log | cut -c1-300 || true
+    echo "builds done at ${SECONDS}s; measuring"
+    timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS))" \
+        python3 bench/h100.py run --phase "models $list" --models "$list" --budget-s "$((LIMIT - SECONDS - 15))" \
+        --warmed "$marks" --out "$OUT/h100-$list.json" > "$OUT/h100-$list.log" 2>&1 || echo "measuring run: rc $?"
+    grep -E "built in|skipped|verdict|wrote|Error|error" "$OUT/h100-$list.log" | cut -c1-300 | tail -40
+    tail -2 "$OUT/h100-$list.log" | cut -c1-300
+    du -sh "$KPT_CACHE_DIR" 2>/dev/null; df -h /tmp | tail -1
+    rm -rf "$KPT_CACHE_DIR"
 }
 
 case "$PHASE" in
@@ -104,15 +122,20 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         [ "$PHASE" = jobs ] || run_tests basics 1 200 tests/gpu --ignore=tests/gpu/test_gpu_jobs.py || rc=$?
         [ "$PHASE" = basics ] || run_tests jobs 3 "$((LIMIT - SECONDS))" tests/gpu/test_gpu_jobs.py --tb=short || rc=$?
         exit "$rc" ;;
-    bench-a) bench a bert-base,gpt2 ;;
-    bench-b) bench b llama-1b-decode,llama-1b-prefill ;;
-    bench-c) bench c vit-b16,resnet50 ;;
     kernels)
-        # kernels/: the GPU correctness suite, then the provider table (docs/benchmarks/kernels-h100.*).
-        timeout --signal=INT --kill-after=15 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/kernels \
-            --junitxml="$OUT/tests-kernels.xml" 2>&1 | tee "$OUT/kernels-tests.log" || true
-        timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS))" python3 -m kernels.bench --out "$OUT" 2>&1 \
-            | tee "$OUT/kernels-bench.log" ;;
-    model) model "${2:?usage: scripts/gpu_run.sh model <bert-base|gpt2|resnet50|vit-b16|llama-1b-prefill|llama-1b-decode>}" ;;
+        # kernels/: the GPU correctness suite, beside the one job test not yet run on the card since its change
+        # (O2 twice, cache reuse); then, on the idle GPU, the provider table (docs/benchmarks/kernels-h100.*).
+        timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu/test_gpu_jobs.py \
+            -k cache_reuse --junitxml="$OUT/tests-reuse.xml" > "$OUT/reuse-tests.log" 2>&1 &
+        reuse=$!
+        timeout --signal=INT --kill-after=15 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/kernels \
+            --junitxml="$OUT/tests-kernels.xml" > "$OUT/kernels-tests.log" 2>&1 || true
+        wait "$reuse" || true
+        tail -3 "$OUT/kernels-tests.log" "$OUT/reuse-tests.log"
+        grep -E "^(FAILED|ERROR)" "$OUT/kernels-tests.log" "$OUT/reuse-tests.log" | cut -c1-300 || true
+        timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS))" python3 -m kernels.bench --out "$OUT" \
+            > "$OUT/kernels-bench.log" 2>&1 || echo "kernels.bench: rc $?"
+        tail -5 "$OUT/kernels-bench.log" | cut -c1-300 ;;
+    models) models "${2:?usage: scripts/gpu_run.sh models <comma-separated keys of bench/h100.py MODELS>}" ;;
     *) echo "unknown phase $PHASE" >&2; exit 2 ;;
 esac

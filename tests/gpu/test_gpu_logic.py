@@ -195,6 +195,38 @@ def test_cache_store_fetch_and_trim(tmp_path):
     assert not cache.fetch(str(tmp_path / "c"), "k1", str(tmp_path / "out" / "d.pt2"))
 
 
+def _decide_in_process(folder: str, key: str, log_path: str, value: int, out) -> None:  # noqa: ANN001
+    import time as _time
+
+    def measure() -> dict:
+        with open(log_path, "a") as f:
+            f.write(f"{value}\n")
+        _time.sleep(0.3)  # long enough that the other process asks while this one measures
+        return {"pick": value}
+
+    out.put(cache.decided(folder, key, measure))
+
+
+def test_decisions_taken_at_once_are_measured_once_and_agree(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    key = cache.choice_key("test", {"shape": [8, 384]})
+    procs = [ctx.Process(target=_decide_in_process, args=(str(tmp_path), key, str(tmp_path / "measured"), i, q))
+             for i in range(3)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert len((tmp_path / "measured").read_text().split()) == 1  # one process measured
+    assert len({r[0]["pick"] for r in results}) == 1  # all three took its decision
+    assert sorted(r[1] for r in results) == [False, True, True]
+    assert cache.decided(str(tmp_path), key, lambda: {"pick": -1}) == (results[0][0], True)
+    assert cache.decided(None, key, lambda: {"pick": -1}) == ({"pick": -1}, False)
+
+
 def test_runtime_record_is_an_extra_file_of_the_pt2_archive(tmp_path):
     """Appended to the zip under the archive's top folder; torch's PT2 reader still loads the archive and
     lists the record among its extra files."""

@@ -17,6 +17,8 @@ the toolchain. Same key, same package, byte for byte, so reuse cannot change a r
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -131,6 +133,35 @@ def save_choice(cache_dir: str, key: str, value: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(value, f)
     os.replace(tmp, os.path.join(folder, f"{key}.json"))
+
+
+@contextlib.contextmanager
+def _locked(cache_dir: str, key: str):
+    """An exclusive lock on one decision across processes (fcntl, released when the holder exits or dies)."""
+    folder = os.path.join(cache_dir, "choices")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{key}.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def decided(cache_dir: str | None, key: str, measure) -> tuple[dict, bool]:  # noqa: ANN001 - () -> dict
+    """The decision stored under key, measuring it (measure()) only when none is stored: returns (value,
+    reused). Jobs running at once on one node (a worker per GPU, parallel builds) take turns: the first
+    measures and stores, the others wait and read its result, so every build of the same model makes the
+    same choice and finds the same cached package. Without a cache dir it just measures."""
+    if not cache_dir:
+        return measure(), False
+    with _locked(cache_dir, key):
+        found = load_choice(cache_dir, key)
+        if found is not None:
+            return found, True
+        value = measure()
+        save_choice(cache_dir, key, value)
+        return value, False
 
 
 def fetch(cache_dir: str, key: str, path: str) -> bool:

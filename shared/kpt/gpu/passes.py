@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import importlib.util
 import logging
 from dataclasses import dataclass
@@ -212,11 +213,8 @@ def _sdpa(cfg: SdpaBackend, work: Work) -> Outcome:
     cache_dir = settings.get("KPT_CACHE_DIR")
     key = cache.choice_key("sdpa", {"calls": sorted(rec.calls), "candidates": cfg.candidates,
                                     "device": torch.cuda.get_device_name()})
-    results = cache.load_choice(cache_dir, key)
-    reused = results is not None
-    if results is None:
-        results = {b: _time_backend(b, calls, cfg.reps) for b in cfg.candidates}
-        cache.save_choice(cache_dir, key, results)
+    results, reused = cache.decided(cache_dir, key, lambda: {b: _time_backend(b, calls, cfg.reps)
+                                                              for b in cfg.candidates})
     usable = {b: t for b, t in results.items() if isinstance(t, float)}
     if not usable:
         return Outcome(False, f"no fused backend runs all {n_calls} attention call(s): "
@@ -261,12 +259,29 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
     if candidates is None:
         return Outcome(False, f"{cfg.folder}/ has no candidates(module, device) entry point")
     x = work.example()
-    kept = []
+    kept, measured = [], []
     for name, apply in candidates(work.module, work.device):
-        base = gpu_bench.time_once(lambda: work.module(*x))
         trial = apply(work.module)  # a new module: the current one stays as it is
-        t = gpu_bench.time_once(lambda m=trial: m(*x))
+        # Kept under KPT_CACHE_DIR like the attention order: the same model on the same device decides the same
+        # way (and so finds its compiled package) instead of re-timing within noise.
+        key = cache.choice_key("custom_kernels", {"candidate": name, "model": _structure(work.module),
+                                                  "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
+                                                  "device": torch.cuda.get_device_name(work.device)})
+        times, reused = cache.decided(settings.get("KPT_CACHE_DIR"), key, lambda m=work.module, t=trial: {
+            "base_ms": gpu_bench.time_once(lambda: m(*x)), "trial_ms": gpu_bench.time_once(lambda: t(*x))})
+        base, t = times["base_ms"], times["trial_ms"]
+        measured.append(f"{name} {base:.3f} -> {t:.3f} ms" + (" (measured by an earlier job)" if reused else ""))
         if base / t >= cfg.min_speedup:
             work.module = trial
-            kept.append(f"{name} ({base:.3f} -> {t:.3f} ms)")
-    return Outcome(bool(kept), ("kept " + ", ".join(kept)) if kept else "no kernel from kernels/ measured faster")
+            kept.append(name)
+    if kept:
+        return Outcome(True, f"kept {', '.join(kept)}: " + "; ".join(measured))
+    return Outcome(False, "no kernel from kernels/ measured faster" + (f": {'; '.join(measured)}" if measured else ""))
+
+
+def _structure(module: torch.nn.Module) -> str:
+    """Digest of what a module's speed depends on: its layers and its parameters' shapes and dtypes."""
+    h = hashlib.sha256(str(module).encode())
+    for n, p in module.named_parameters():
+        h.update(f"{n}:{tuple(p.shape)}:{p.dtype}".encode())
+    return h.hexdigest()[:24]
