@@ -136,15 +136,17 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("kernels.bench needs a CUDA device; none is visible\n")
         return 2
     device = torch.cuda.get_device_name()
-    rows = []
-    for op in args.ops.split(","):
-        rows += {"attention": bench_attention, "linear": bench_linear, "norms": bench_norms}[op](args.quick)
     stem = args.name or "kernels-" + ("h100" if "H100" in device else device.lower().replace(" ", "-"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps({"device": device, "torch": torch.__version__, "rows": rows},
-                                                  indent=1))
-    (out / f"{stem}.md").write_text(markdown(rows, device))
+    rows = []
+    for op in args.ops.split(","):
+        rows += {"attention": bench_attention, "linear": bench_linear, "norms": bench_norms}[op](args.quick)
+        # Rewritten after each op: a run cut short keeps what it measured.
+        (out / f"{stem}.json").write_text(json.dumps({"device": device, "torch": torch.__version__,
+                                                      "command": "python -m kernels.bench " + " ".join(argv or sys.argv[1:]),
+                                                      "rows": rows}, indent=1))
+        (out / f"{stem}.md").write_text(markdown(rows, device))
     return 0
 
 

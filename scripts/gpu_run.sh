@@ -28,6 +28,8 @@ cd "$(dirname "$0")/.."
 PHASE="${1:?usage: scripts/gpu_run.sh tests|basics|jobs|kernels|models A,B|env}"
 OUT="${OUT:-$PWD/out}"
 mkdir -p "$OUT"
+# At most 8 files come back from the device machine: everything the phase wrote leaves as one archive.
+trap 'cd "$OUT" && tar czf "../kpt-$PHASE-results.tgz" . 2>/dev/null && rm -rf ./* && mv "../kpt-$PHASE-results.tgz" results.tgz' EXIT
 SITE=/tmp/site
 mkdir -p "$SITE"
 
@@ -86,9 +88,9 @@ models() {
     echo "builds done at ${SECONDS}s; measuring"
     timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS))" \
         python3 bench/h100.py run --phase "models $list" --models "$list" --budget-s "$((LIMIT - SECONDS - 15))" \
-        --warmed "$marks" --out "$OUT/h100-$list.json" > "$OUT/h100-$list.log" 2>&1 || echo "measuring run: rc $?"
-    grep -E "built in|skipped|verdict|wrote|Error|error" "$OUT/h100-$list.log" | cut -c1-300 | tail -40
-    tail -2 "$OUT/h100-$list.log" | cut -c1-300
+        --warmed "$marks" --out "$OUT/h100-${list//,/_}.json" > "$OUT/h100-${list//,/_}.log" 2>&1 || echo "measuring run: rc $?"
+    grep -E "built in|skipped|verdict|wrote|Error|error" "$OUT/h100-${list//,/_}.log" | cut -c1-300 | tail -40
+    tail -2 "$OUT/h100-${list//,/_}.log" | cut -c1-300
     du -sh "$KPT_CACHE_DIR" 2>/dev/null; df -h /tmp | tail -1
     rm -rf "$KPT_CACHE_DIR"
 }
@@ -123,19 +125,23 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         [ "$PHASE" = basics ] || run_tests jobs 3 "$((LIMIT - SECONDS))" tests/gpu/test_gpu_jobs.py --tb=short || rc=$?
         exit "$rc" ;;
     kernels)
-        # kernels/: the GPU correctness suite, beside the one job test not yet run on the card since its change
-        # (O2 twice, cache reuse); then, on the idle GPU, the provider table (docs/benchmarks/kernels-h100.*).
-        timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu/test_gpu_jobs.py \
-            -k cache_reuse --junitxml="$OUT/tests-reuse.xml" > "$OUT/reuse-tests.log" 2>&1 &
-        reuse=$!
-        timeout --signal=INT --kill-after=15 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/kernels \
+        # kernels/: the GPU correctness suite (8 pytest-xdist workers: most of it is compiling Triton configs),
+        # then, on the idle GPU, the provider table (docs/benchmarks/kernels-h100.*), rewritten after each op.
+        date +%T
+        ( t0=$SECONDS; python3 -X importtime -c "import torch; from kpt.gpu import jobs, env, cache
+from kpt.optimize import bench, pipeline
+from kpt_nvidia.vendor import VENDOR" 2> "$OUT/importtime.txt"; echo "kpt imports: $((SECONDS - t0)) s" ) &
+        timeout --signal=INT --kill-after=15 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/kernels -n 8 \
             --junitxml="$OUT/tests-kernels.xml" > "$OUT/kernels-tests.log" 2>&1 || true
-        wait "$reuse" || true
-        tail -3 "$OUT/kernels-tests.log" "$OUT/reuse-tests.log"
-        grep -E "^(FAILED|ERROR)" "$OUT/kernels-tests.log" "$OUT/reuse-tests.log" | cut -c1-300 || true
+        wait
+        date +%T
+        tail -n 3 "$OUT/kernels-tests.log"
+        grep -E "^(FAILED|ERROR)" "$OUT/kernels-tests.log" | cut -c1-300 || true
         timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS))" python3 -m kernels.bench --out "$OUT" \
             > "$OUT/kernels-bench.log" 2>&1 || echo "kernels.bench: rc $?"
-        tail -5 "$OUT/kernels-bench.log" | cut -c1-300 ;;
+        date +%T
+        grep -c '"op"' "$OUT/kernels-bench.log" || true
+        tail -n 3 "$OUT/kernels-bench.log" | cut -c1-300 ;;
     models) models "${2:?usage: scripts/gpu_run.sh models <comma-separated keys of bench/h100.py MODELS>}" ;;
     *) echo "unknown phase $PHASE" >&2; exit 2 ;;
 esac
