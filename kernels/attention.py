@@ -70,10 +70,12 @@ def _attn_inner(
         else:
             k = tl.load(k_ptrs)
         s = tl.dot(q, k, input_precision=PRECISION)
+        # .to(fp32): Inductor may pass the float scalars as fp64 when it compiles this kernel (torch.compile,
+        # AOTInductor); the running max, sums and accumulator must stay fp32 either way.
         if SOFTCAP:
-            s = cap_scale * tanh(s * cap_inv)  # cap * log2(e) * tanh(score * scale / cap)
+            s = (cap_scale * tanh(s * cap_inv)).to(tl.float32)  # cap * log2(e) * tanh(score * scale / cap)
         else:
-            s = s * qk_scale                  # score * scale * log2(e)
+            s = (s * qk_scale).to(tl.float32)                  # score * scale * log2(e)
         d = cols[None, :] - q_pos[:, None]
         if HAS_ALIBI:
             s = s - slope * tl.abs(d).to(tl.float32)

@@ -6,8 +6,8 @@
 #   scripts/gpu_run.sh jobs      the optimize/export/benchmark job tests (~6 min), the second half
 #   scripts/gpu_run.sh models A,B    models A and B (bench/h100.py MODELS): every compiled variant built at
 #                                    once, one process each, then all measured -> $OUT/h100-A,B.json, warm-*.log
-#   scripts/gpu_run.sh kernels   kernels/ GPU tests (+ the job cache-reuse test), then the provider benchmark
-#                                -> $OUT/kernels-h100.json/.md, tests-kernels.xml, tests-reuse.xml
+#   scripts/gpu_run.sh kernels   kernels/ GPU tests, then the provider benchmark -> kernels-h100.json/.md
+#   scripts/gpu_run.sh kernel-tests   kernels/ GPU tests beside the job cache-reuse test (no benchmark)
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
 # Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
 #
@@ -142,6 +142,15 @@ from kpt_nvidia.vendor import VENDOR" 2> "$OUT/importtime.txt"; echo "kpt import
         date +%T
         grep -c '"op"' "$OUT/kernels-bench.log" || true
         tail -n 3 "$OUT/kernels-bench.log" | cut -c1-300 ;;
+    kernel-tests)
+        # The kernels/ GPU suite beside the O2 cache-reuse job test (both only check results, so they may share
+        # the card), without the benchmark.
+        timeout --signal=INT --kill-after=15 "$((LIMIT - 20))" python3 -m pytest -q -p no:cacheprovider -m gpu \
+            tests/gpu/test_gpu_jobs.py -k cache_reuse -s --junitxml="$OUT/tests-reuse.xml" > "$OUT/reuse-tests.log" 2>&1 &
+        timeout --signal=INT --kill-after=15 "$((LIMIT - 20))" python3 -m pytest -q -p no:cacheprovider -m gpu tests/kernels \
+            -n 6 --junitxml="$OUT/tests-kernels.xml" > "$OUT/kernels-tests.log" 2>&1 || true
+        wait || true
+        for f in kernels-tests.log reuse-tests.log; do grep -E "^(FAILED|ERROR)|passed|failed|O2 job:" "$OUT/$f" | cut -c1-300; done ;;
     models) models "${2:?usage: scripts/gpu_run.sh models <comma-separated keys of bench/h100.py MODELS>}" ;;
     *) echo "unknown phase $PHASE" >&2; exit 2 ;;
 esac
