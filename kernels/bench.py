@@ -1,6 +1,7 @@
 """Kernel benchmarks on a CUDA device: every op against its vendor providers (registry.py's provider axis).
 
     python -m kernels.bench [--quick] [--out docs/benchmarks]   -> kernels-<gpu>.json and kernels-<gpu>.md
+    python -m kernels.bench --render docs/benchmarks/kernels-h100.json   (markdown again, from the JSON)
 
 Rows: {op, shape, dtype, provider, causal, tflops, gbps, ms} (provider "kpt" is ours). Times are the
 median of triton.testing.do_bench; FLOPs count multiply-adds as 2 and, for causal attention, only the
@@ -109,10 +110,60 @@ def bench_norms(quick: bool) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], device: str) -> str:
+# The issue's performance goals on the H100 (bf16): attention forward at head dim 128 and 16k tokens in TFLOP/s,
+# norms as a fraction of the same run's copy bandwidth, fused linear + activation as a speedup over cuBLAS + a
+# separate activation.
+ATTENTION_GOAL = {False: 620.0, True: 540.0}
+NORM_GOAL = 0.85
+LINEAR_GOAL = 1.1
+
+
+def _pick(rows: list[dict], **match) -> dict | None:
+    return next((r for r in rows if all(r.get(k) == v for k, v in match.items()) and r.get("ms")), None)
+
+
+def goals(rows: list[dict], dtype: str = "bfloat16") -> list[str]:
+    """Markdown rows: each performance goal, what was measured, met or not."""
+    out = ["| goal | target | measured | met |", "|---|---|---|---|"]
+    for causal, target in ATTENTION_GOAL.items():
+        shape = "b1 h16 n16384 d128"
+        ours = _pick(rows, op="attention", shape=shape, dtype=dtype, causal=causal, provider="kpt")
+        others = ", ".join(f"{p} {r['tflops']}" for p in ("sdpa_cudnn", "sdpa_flash", "flex")
+                           if (r := _pick(rows, op="attention", shape=shape, dtype=dtype, causal=causal, provider=p)))
+        if ours:
+            out.append(f"| attention {'causal' if causal else 'non-causal'}, {shape} | >= {target:.0f} TFLOP/s | "
+                       f"{ours['tflops']} TFLOP/s (same run: {others}) | {'yes' if ours['tflops'] >= target else 'no'} |")
+    for op in ("rms_norm", "layer_norm"):
+        fracs = []
+        for r in rows:
+            if r["op"] == op and r["provider"] == "kpt" and r["dtype"] == dtype and r.get("gbps"):
+                copy = _pick(rows, op="copy", shape=r["shape"], dtype=dtype, provider="torch")
+                if copy and copy.get("gbps"):
+                    fracs.append((r["gbps"] / copy["gbps"], r["shape"]))
+        if fracs:
+            low = [f"{sh} {f:.0%}" for f, sh in fracs if f < NORM_GOAL]
+            out.append(f"| {op} | >= {NORM_GOAL:.0%} of copy bandwidth | "
+                       + ", ".join(f"{sh} {f:.0%}" for f, sh in fracs)
+                       + f" | {'yes' if not low else 'no (' + ', '.join(low) + ')'} |")
+    for op in ("linear_gelu", "linear_silu", "swiglu"):
+        for r in rows:
+            if r["op"] == op and r["provider"] == "kpt" and r["dtype"] == dtype and r.get("ms"):
+                ref = _pick(rows, op=op, shape=r["shape"], dtype=dtype, provider="cublas+act")
+                if ref:
+                    x = ref["ms"] / r["ms"]
+                    out.append(f"| {op} {r['shape']} | >= {LINEAR_GOAL}x cuBLAS + activation | {x:.2f}x "
+                               f"({r['ms']} vs {ref['ms']} ms) | {'yes' if x >= LINEAR_GOAL else 'no'} |")
+    return out
+
+
+def markdown(rows: list[dict], device: str, versions: str | None = None, command: str | None = None) -> str:
+    versions = versions or f"torch {torch.__version__}, triton {__import__('triton').__version__}"
     lines = [f"# Kernel benchmarks: {device}", "",
-             f"torch {torch.__version__}, triton {__import__('triton').__version__}; `python -m kernels.bench`. "
-             "Rows with TFLOP/s use it as the figure of merit; norms and copy use GB/s.", "",
+             f"{versions}; `{command or 'python -m kernels.bench'}`. Times: median of triton.testing.do_bench "
+             "(warmup 25 ms, rep 200 ms). Rows with TFLOP/s use it as the figure of merit; norms and copy use GB/s "
+             "(each tensor read or written once).", "",
+             "## Performance goals (bf16)", "", *goals(rows), "",
+             "## All rows", "",
              "| op | shape | dtype | causal | provider | ms | TFLOP/s | GB/s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         causal = "" if r["causal"] is None else ("yes" if r["causal"] else "no")
@@ -131,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default=None, help="file stem (default kernels-<gpu>)")
     ap.add_argument("--quick", action="store_true", help="one small shape per op")
     ap.add_argument("--ops", default="attention,linear,norms")
+    ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
     args = ap.parse_args(argv)
+    if args.render:
+        path = Path(args.render)
+        path.with_suffix(".md").write_text(render(json.loads(path.read_text())))
+        return 0
     if not torch.cuda.is_available():
         sys.stderr.write("kernels.bench needs a CUDA device; none is visible\n")
         return 2
@@ -143,11 +199,16 @@ def main(argv: list[str] | None = None) -> int:
     for op in args.ops.split(","):
         rows += {"attention": bench_attention, "linear": bench_linear, "norms": bench_norms}[op](args.quick)
         # Rewritten after each op: a run cut short keeps what it measured.
-        (out / f"{stem}.json").write_text(json.dumps({"device": device, "torch": torch.__version__,
-                                                      "command": "python -m kernels.bench " + " ".join(argv or sys.argv[1:]),
-                                                      "rows": rows}, indent=1))
-        (out / f"{stem}.md").write_text(markdown(rows, device))
+        doc = {"device": device, "torch": torch.__version__, "triton": __import__("triton").__version__,
+               "command": "python -m kernels.bench " + " ".join(argv or sys.argv[1:]), "rows": rows}
+        (out / f"{stem}.json").write_text(json.dumps(doc, indent=1))
+        (out / f"{stem}.md").write_text(render(doc))
     return 0
+
+
+def render(doc: dict) -> str:
+    return markdown(doc["rows"], doc["device"], f"torch {doc['torch']}, triton {doc.get('triton', '?')}",
+                    doc.get("command"))
 
 
 if __name__ == "__main__":

@@ -61,12 +61,23 @@ def _cache_dir() -> str | None:
     return settings.get("KPT_CACHE_DIR")
 
 
+_KEYS: dict[str, str] = {}
+
+
 def _key(op: str, parts: dict) -> str:
-    try:
-        from kpt.gpu import cache
-    except ImportError:  # no kpt: an in-process key is enough
-        return repr((op, sorted(parts.items())))
-    return cache.choice_key(f"kernels.{op}", dict(parts, version=DECISION_VERSION))
+    """The decision's key; computed once per process for each (op, parts): every call of a swapped module asks
+    for it in eager mode, so it must cost a dict lookup, not a digest of the toolchain."""
+    local = repr((op, sorted((k, str(v)) for k, v in parts.items())))
+    key = _KEYS.get(local)
+    if key is None:
+        try:
+            from kpt.gpu import cache
+        except ImportError:  # no kpt: an in-process key is enough
+            key = local
+        else:
+            key = cache.choice_key(f"kernels.{op}", dict(parts, version=DECISION_VERSION))
+        _KEYS[local] = key
+    return key
 
 
 def _load(key: str) -> dict | None:

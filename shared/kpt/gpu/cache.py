@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -111,10 +112,15 @@ def update(path: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1)
+def _toolchain() -> str:
+    return json.dumps(toolchain(None), sort_keys=True)  # package versions: read once per process
+
+
 def choice_key(kind: str, parts: object) -> str:
     """Key of a measured decision: what was measured, on which device, with which toolchain."""
     blob = json.dumps({"kind": kind, "parts": parts, "version": KEY_VERSION,
-                       "toolchain": toolchain(None)}, sort_keys=True, default=str)
+                       "toolchain": _toolchain()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
