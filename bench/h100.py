@@ -474,9 +474,12 @@ def merge(args: argparse.Namespace) -> int:
                                              "measured_roofline")} | {"fingerprint": d["environment"].get("fingerprint")}
                       for d in docs],
            "models": {}, "rows": []}
-    for d in docs:
-        out["models"].update(d["models"])
-        out["rows"] += d["rows"]
+    # A model measured again in a later phase (inputs in the order given) replaces its earlier rows: each model's
+    # variants always come from one run, measured side by side.
+    latest = {key: i for i, d in enumerate(docs) for key in d["models"]}
+    for i, d in enumerate(docs):
+        out["models"].update({k: v for k, v in d["models"].items() if latest[k] == i})
+        out["rows"] += [r for r in d["rows"] if latest.get(r["model"]) == i]
     os.makedirs(args.docs, exist_ok=True)
     with open(os.path.join(args.docs, "h100.json"), "w") as f:
         json.dump(out, f, indent=1, default=str)

@@ -53,46 +53,57 @@ mkdir -p "$KPT_CACHE_DIR"
 # Stop a little before the device command's 10-minute limit so logs and partial results are written.
 LIMIT="${LIMIT:-570}"
 
-# Models, measured in one command: every compiled variant (kpt_O1..O3, torch.compile default and max-autotune)
-# of every listed model is built at once, one `bench/h100.py warm` process each (16 cores; they share the GPU,
-# so autotuning is timed under load: only the choice of kernel can suffer, never the measurement), into a
-# compile cache of this command's own; the measuring run then loads each build back from the caches and times
-# all variants of a model interleaved on the idle GPU. A build that has not finished when the measuring must
-# start is reported as not built. Serially one model's builds take ~14 minutes on the H100.
+# Models: every compiled variant (kpt_O1..O3, torch.compile default and max-autotune) of every listed model is
+# built at once, one `bench/h100.py warm` process each (16 cores; they share the GPU, so autotuning is timed under
+# load: only the choice of kernel can suffer, never the measurement); the measuring run then loads each build back
+# from the caches and times all variants of a model interleaved on the idle GPU. A build that has not finished
+# when the measuring must start is reported as not built. The caches and the marks of finished builds stay on
+# the machine (/tmp/kpt-cache-models) while it is held, so the same phase run again builds only what is still
+# missing: a model whose slowest build did not fit one command is complete after the next. Serially one model's
+# builds take ~14 minutes on the H100.
 models() {
     local list="$1" key v threads pids=()
-    local marks="$OUT/warm" build_until="$((LIMIT - ${MEASURE_S:-200}))"
+    local build_until="$((LIMIT - ${MEASURE_S:-200}))"
     export KPT_CACHE_DIR="/tmp/kpt-cache-models"
-    rm -rf "$KPT_CACHE_DIR" "$marks"
-    mkdir -p "$KPT_CACHE_DIR" "$marks"
+    local marks="$KPT_CACHE_DIR/marks"
+    mkdir -p "$marks"
+    if [ "$(df --output=avail -k /tmp | tail -n 1)" -lt $((20 << 20)) ]; then
+        echo "less than 20 GB free: the earlier models' caches go"; rm -rf "$KPT_CACHE_DIR"; mkdir -p "$marks"
+    fi
     # SHARED=1: one process per variant building it for every listed model in turn (the two Llama shapes share
     # their 4.4 GB of fp32 weights that way; ten processes holding their own would not fit the GPU's memory).
     local groups="${list//,/ }"
     [ "${SHARED:-0}" = 1 ] && groups="$list"
     for key in $groups; do
         for v in kpt_O1 kpt_O2 kpt_O3 compile_default compile_max_autotune; do
+            local todo="" k
+            for k in ${key//,/ }; do
+                grep -q '"error": null' "$marks/$k.$v.json" 2>/dev/null || todo="${todo:+$todo,}$k"
+            done
+            [ -n "$todo" ] || continue
             case "$v" in kpt_O2|kpt_O3|compile_max_autotune) threads=6 ;; *) threads=2 ;; esac
             TORCHINDUCTOR_COMPILE_THREADS="$threads" timeout --signal=INT --kill-after=10 "$((build_until - SECONDS))" \
-                python3 bench/h100.py warm --model "$key" --variants "$v" --marks "$marks" \
-                > "$OUT/warm-${key//,/+}-$v.log" 2>&1 &
+                python3 bench/h100.py warm --model "$todo" --variants "$v" --marks "$marks" \
+                > "$OUT/warm-${todo//,/+}-$v.log" 2>&1 &
             pids+=($!)
         done
     done
-    for v in "${pids[@]}"; do wait "$v" || true; done
+    for v in ${pids[@]+"${pids[@]}"}; do wait "$v" || true; done
     # Nothing of the builds may run while the GPU is timed: compile workers outlive a killed parent briefly.
     pkill -f "bench/h100.py warm" || true
     pkill -f "compile_worker" || true
     sleep 2
     rm -rf /tmp/kpt-warm-*
-    grep -h -E "warmed in|Error" "$OUT"/warm-*.log | cut -c1-300 || true
+    grep -h -E "warmed in" "$OUT"/warm-*.log 2>/dev/null | cut -c1-300 || true
     echo "builds done at ${SECONDS}s; measuring"
+    local tag="${list//,/_}"
     timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS))" \
         python3 bench/h100.py run --phase "models $list" --models "$list" --budget-s "$((LIMIT - SECONDS - 15))" \
-        --warmed "$marks" --out "$OUT/h100-${list//,/_}.json" > "$OUT/h100-${list//,/_}.log" 2>&1 || echo "measuring run: rc $?"
-    grep -E "built in|skipped|verdict|wrote|Error|error" "$OUT/h100-${list//,/_}.log" | cut -c1-300 | tail -40
-    tail -2 "$OUT/h100-${list//,/_}.log" | cut -c1-300
-    du -sh "$KPT_CACHE_DIR" 2>/dev/null; df -h /tmp | tail -1
-    rm -rf "$KPT_CACHE_DIR"
+        --warmed "$marks" --out "$OUT/h100-$tag.json" > "$OUT/h100-$tag.log" 2>&1 || echo "measuring run: rc $?"
+    grep -E "built in|skipped|wrote|Error" "$OUT/h100-$tag.log" | cut -c1-300 | tail -n 30
+    tail -n 2 "$OUT/h100-$tag.log" | cut -c1-300
+    cp -r "$marks" "$OUT/marks"
+    du -sh "$KPT_CACHE_DIR" 2>/dev/null; df -h /tmp | tail -n 1
 }
 
 case "$PHASE" in
