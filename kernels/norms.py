@@ -10,16 +10,20 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import launch, register_op
+from ._common import configs, launch, register_op
 
 MAX_FUSED = 16384  # elements per row held in registers (64 KiB fp32 per program): Liger's limit for norms
 
 
-def _warps(block: int) -> int:
-    # Liger-Kernel's calculate_settings: 4 warps up to 2k elements, 8 to 8k, 16 beyond (H100 sweep there).
-    return 4 if block <= 2048 else 8 if block <= 8192 else 16
+# Warps per row, chosen on the device per row width (and dtype: the autotuner keys on argument dtypes too).
+# A fixed rule (Liger-Kernel's: 4 warps up to 2k elements, 8 up to 8k, 16 beyond) reached 88-97% of copy
+# bandwidth on the H100 at 4k-wide rows but about 50% at 8k-wide ones, where 4096 rows of 8 warps leave the SMs
+# short of loads in flight.
+_GPU = [triton.Config({}, num_warps=w) for w in (4, 8, 16, 32)]
+_INTERP = [triton.Config({}, num_warps=4)]
 
 
+@triton.autotune(configs(_GPU, _INTERP), key=["N", "BLOCK", "RMS", "HAS_W", "HAS_B"])
 @triton.jit
 def _norm_kernel(
     x_ptr,    # [R, N] input rows (row stride stride_x, unit stride along N)
@@ -114,7 +118,7 @@ def norm_op(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | N
                        N, x2.stride(0), out.stride(0), eps)
         launch(_norm_kernel)[(x2.shape[0],)](
             *launch_args, RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None, ONE_PASS=BLOCK >= N,
-            W_OFFSET=w_offset, BLOCK=BLOCK, num_warps=_warps(BLOCK))
+            W_OFFSET=w_offset, BLOCK=BLOCK)
     return out.reshape(x.shape)
 
 
