@@ -51,7 +51,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from kpt.errors import InvalidModel, Unsupported
-from kpt.optimize import artifacts
+from kpt.optimize import artifacts, inductor
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def shared(path: str) -> Shared:
     entry = _LOADED.get(key)
     if entry is None:
         try:
-            runner = torch._inductor.aoti_load_package(path, run_single_threaded=True)
+            runner = inductor.load_package(path, run_single_threaded=True)
         except (RuntimeError, OSError) as e:
             raise InvalidModel(f"cannot load AOTInductor package {path}: {e}") from e
         entry = _LOADED[key] = Shared(runner)
@@ -237,7 +237,8 @@ if quantized == "1":
         pass
 x = [t.to(device) for t in torch.load(data, weights_only=True)]
 step("loading the package")
-model = torch._inductor.aoti_load_package(path, run_single_threaded=True)
+from kpt.optimize.inductor import load_package
+model = load_package(path, run_single_threaded=True)
 step("running it")
 with torch.inference_mode():
     model(*x)

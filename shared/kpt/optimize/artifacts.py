@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from kpt.errors import InvalidArgument, InvalidModel, Unsupported
-from kpt.optimize import loading
+from kpt.optimize import inductor, loading
 
 
 class Loaded:
@@ -38,7 +38,7 @@ class Loaded:
 
 def _aoti(path: str) -> Callable:
     try:
-        return torch._inductor.aoti_load_package(path)
+        return inductor.load_package(path)
     except (RuntimeError, OSError) as e:
         raise InvalidModel(f"cannot load AOTInductor package {path}: {e}") from e
 
