@@ -70,8 +70,7 @@ def _attn_inner(
         else:
             k = tl.load(k_ptrs)
         s = tl.dot(q, k, input_precision=PRECISION)
-        # .to(fp32): Inductor may pass the float scalars as fp64 when it compiles this kernel (torch.compile,
-        # AOTInductor); the running max, sums and accumulator must stay fp32 either way.
+        # .to(fp32): the running max, sums and accumulator must stay fp32 whatever type the scalars came in as.
         if SOFTCAP:
             s = (cap_scale * tanh(s * cap_inv)).to(tl.float32)  # cap * log2(e) * tanh(score * scale / cap)
         else:
@@ -120,6 +119,11 @@ def _attn_fwd(
     REVERSE: tl.constexpr,  # causal: the longest query blocks start first (they finish last otherwise)
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
+    # Inductor may type the float scalars fp64 when it compiles this kernel (torch.compile, AOTInductor): scale in
+    # fp32 so the [BLOCK_M, BLOCK_N] score tiles stay fp32 (the cast below keeps them so whatever arrives).
+    qk_scale = tl.cast(qk_scale, tl.float32)
+    cap_scale = tl.cast(cap_scale, tl.float32)
+    cap_inv = tl.cast(cap_inv, tl.float32)
     pid_m = tl.program_id(0)
     if REVERSE:
         pid_m = tl.num_programs(0) - 1 - pid_m
