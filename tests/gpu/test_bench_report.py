@@ -57,3 +57,28 @@ def test_merge_writes_json_and_markdown(h100, tmp_path):
     assert {"model", "target", "variant", "p50_ms", "p99_ms", "max_abs_err", "compile_s"} <= set(out["rows"][0])
     md = (tmp_path / "docs" / "h100.md").read_text()
     assert "| kpt_O2 | bf16 | 2.000 | 2.200 |" in md and "**2.00x**" in md
+
+
+def test_merge_takes_each_model_from_its_latest_run(h100, tmp_path):
+    env = {"gpu.name": "GPU", "fingerprint": "f"}
+
+    def doc(name: str, models: dict[str, float]) -> str:
+        d = {"command": f"run {name}", "phase": name, "environment": env, "measured_roofline": {}, "wall_s": 1,
+             "models": {m: {"verdict": {}} for m in models},
+             "rows": [h100.row_of(m, measured("kpt_O2", p50), "bf16", 3.0, 10**12, {}, {}) for m, p50 in models.items()]}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(d))
+        return str(path)
+
+    first, second = doc("a", {"bert": 2.3, "gpt2": 4.6}), doc("b", {"bert": 2.0})
+    assert h100.merge(Namespace(inputs=[first, second], docs=str(tmp_path / "docs"))) == 0
+    out = json.loads((tmp_path / "docs" / "h100.json").read_text())
+    assert sorted((r["model"], r["p50_ms"]) for r in out["rows"]) == [("bert", 2.0), ("gpt2", 4.6)]
+    assert out["commands"] == ["run a", "run b"]
+
+
+def test_warm_marks_decide_what_the_measuring_run_builds(h100, tmp_path):
+    (tmp_path / "bert.kpt_O2.json").write_text(json.dumps({"build_s": 219.3, "compile_s": 148.0, "error": None}))
+    assert h100.read_mark(str(tmp_path), "bert", "kpt_O2")["build_s"] == 219.3
+    assert h100.read_mark(str(tmp_path), "bert", "kpt_O3") is None  # never finished: reported as not built
+    assert h100.read_mark(None, "bert", "kpt_O2") is None
