@@ -98,7 +98,8 @@ def test_default_services_are_nats_gateway_cpu():
 
 
 def test_gpu_services_get_no_address_space_limit():
-    # RLIMIT_AS breaks the CUDA/ROCm/XLA runtimes: their services default KPT_JOB_MEMORY_BYTES to 0
+    # RLIMIT_AS breaks the CUDA/ROCm/XLA runtimes: those services default KPT_JOB_MEMORY_BYTES to 0 (intel keeps
+    # the default limit); compose must not set one for any of them
     services = compose_yaml()["services"]
     for t in ("nvidia", "amd", "tpu", "intel"):
         _, env = effective(services[t])
