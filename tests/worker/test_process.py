@@ -69,3 +69,25 @@ async def test_timeout_kills_the_child(tmp_path):
 async def test_memory_limit(tmp_path):
     with pytest.raises(OutOfMemory):
         await run(await spawn("hog", memory=1 << 30), tmp_path)
+
+
+async def test_child_limits_are_set_without_code_between_fork_and_exec(tmp_path):
+    # The address-space limit is applied to the running child by the parent (no preexec_fn: the service
+    # parent runs gRPC threads, and Python code between fork and exec is unsafe there).
+    import resource
+
+    child = await spawn("ok", memory=3 << 30)
+    assert resource.prlimit(child.proc.pid, resource.RLIMIT_AS) == (3 << 30, 3 << 30)
+    await run(child, tmp_path)
+
+
+def test_a_child_whose_parent_is_gone_exits_at_once():
+    import subprocess
+
+    # --parent-pid names a process that is not our parent: the death signal could never fire, so the child
+    # must not go on to import its handler and wait for a job.
+    out = subprocess.run([sys.executable, "-m", "kpt.worker.child", "--handler", "handlers:ok",
+                          "--capability", "handlers:capability", "--proto-fd", "1", "--parent-pid", "1"],
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": HERE +
+                                                                           os.pathsep + os.environ.get("PYTHONPATH", "")})
+    assert out.returncode == 1 and "ready" not in out.stdout

@@ -12,15 +12,29 @@ The child holds no credentials: it never sees NATS or tokens; the parent moves a
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import json
 import logging
 import os
+import signal
 import sys
 
 from kpt.errors import Internal, KptError, OutOfMemory
 
 log = logging.getLogger("kpt.child")
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL when the service process dies (armed here, not between fork and exec: see kpt.worker.process).
+    A parent that died before this ran leaves us re-parented: exit at once."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _resolve(ref: str):
@@ -33,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--handler", required=True, help="module:function running one job")
     ap.add_argument("--capability", required=True, help="module:function returning TargetInfo as a dict")
     ap.add_argument("--proto-fd", type=int, required=True)
+    ap.add_argument("--parent-pid", type=int, default=0, help="the service process (0: no death signal)")
     args = ap.parse_args(argv)
+    if args.parent_pid:
+        die_with_parent(args.parent_pid)
     logging.basicConfig(level=os.environ.get("KPT_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s child %(name)s %(levelname)s %(message)s")
     out = os.fdopen(args.proto_fd, "w", buffering=1)

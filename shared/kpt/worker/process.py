@@ -1,23 +1,25 @@
 """One child process per job: started ahead of time (warm: torch already imported), limited in
-memory, killed with its parent (PR_SET_PDEATHSIG), with a wall-clock timeout."""
+memory, killed with its parent (PR_SET_PDEATHSIG, armed by the child itself), with a wall-clock timeout.
+
+No Python code runs between fork and exec (no preexec_fn): the service parent runs gRPC threads (the health
+server), and a child forked from under them died with SIGABRT before its handler was imported (tpu service,
+CI). The address-space limit is set on the started child from here (prlimit); the death signal is armed by
+kpt.worker.child as its first step, which then checks that this process is still its parent."""
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import logging
 import os
 import resource
 import signal
 import sys
-from typing import Callable
 
 from kpt.errors import Cancelled, KptError, OutOfMemory, Timeout, WorkerCrashed, from_dict
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
 LINE_LIMIT = 256 << 20  # a result line carries latency samples; generous bound
 # Only these variables reach a job: no NATS address, no tokens.
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "KPT_LOG_LEVEL", "KPT_CACHE_DIR",
@@ -30,16 +32,6 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
     env.update(extra)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def _limits(memory_bytes: int) -> Callable[[], None]:
-    def apply() -> None:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if memory_bytes > 0:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-
-    return apply
 
 
 class Child:
@@ -57,12 +49,16 @@ class Child:
         try:
             proc = await asyncio.create_subprocess_exec(
                 python, "-m", "kpt.worker.child", "--handler", handler, "--capability", capability,
-                "--proto-fd", str(w),
-                stdin=asyncio.subprocess.PIPE, pass_fds=(w,), env=child_env(env or {}),
-                preexec_fn=_limits(memory_bytes), start_new_session=True,
+                "--proto-fd", str(w), "--parent-pid", str(os.getpid()),
+                stdin=asyncio.subprocess.PIPE, pass_fds=(w,), env=child_env(env or {}), start_new_session=True,
             )
         finally:
             os.close(w)
+        if memory_bytes > 0:
+            try:  # the interpreter is still starting: far below any limit a job is given
+                resource.prlimit(proc.pid, resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+            except ProcessLookupError:
+                pass  # already gone: ready() reports how it ended
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=LINE_LIMIT)
         transport, _ = await loop.connect_read_pipe(
