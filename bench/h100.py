@@ -229,12 +229,13 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str, 
     refs = accuracy.reference_outputs(src.module, src.spec, 3, seed=1, device=DEVICE)
     measure_reserve = 10.0 + 2.5 * settings.time_budget_s * len(ORDER)
     builders = builders_for(src, table, autotune_budget_s, workdir)
+    built = {name: read_mark(marks, key, name) for name in ORDER} if marks else {}  # what `warm` recorded
     variants, build_s, o2_build = [], {}, None
     for name in ORDER:
         # Builds made beforehand come from the caches: they are held to the phase's end, not the model's share.
         left = (phase_end if marks and phase_end else deadline) - time.time() - measure_reserve
         cost = RELATIVE_COST.get(name, 0.0) * (o2_build or 0.0)
-        mark = read_mark(marks, key, name) if marks else None
+        mark = built.get(name)
         if marks and name not in ("eager_fp32", "eager_bf16") and (mark is None or mark.get("error")):
             # Built beforehand by `warm` processes: one that did not finish is not built here either (it would
             # compile from scratch inside the measuring run's time); one that failed there fails the same way.
@@ -261,7 +262,7 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str, 
     out_rows = [row_of(key, r, precision[r["variant"]], build_s.get(r["variant"], 0.0), flops, step_bytes, probe)
                 for r in rows]
     for r in out_rows:
-        mark = read_mark(marks, key, r["variant"]) if marks else None
+        mark = built.get(r["variant"])
         if mark and not r.get("error"):
             # The cold build is the warm process's; what this run spent is loading it back from the caches.
             r.update(cached_build_s=r["build_s"], build_s=mark["build_s"], compile_s=mark["compile_s"],
@@ -269,7 +270,7 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str, 
     result = {"rows": out_rows, "flops_per_call": flops, "verdict": verdict(out_rows, flops, probe, decode),
               "wall_s": round(time.perf_counter() - t_start, 1)}
     o2 = next((v for v in variants if v.name == "kpt_O2" and v.fn is not None), None)
-    o2_mark = read_mark(marks, key, "kpt_O2") if marks else None
+    o2_mark = built.get("kpt_O2")
     if o2 is not None and o2_mark:
         # Re-optimizing the same model on the same device: this run's kpt_O2 build was that second job.
         result["reuse"] = {"variant": "kpt_O2", "cold_build_s": o2_mark["build_s"], "warm_build_s": round(o2_build, 2),

@@ -156,10 +156,9 @@ def goals(rows: list[dict], dtype: str = "bfloat16") -> list[str]:
     return out
 
 
-def markdown(rows: list[dict], device: str, versions: str | None = None, command: str | None = None) -> str:
-    versions = versions or f"torch {torch.__version__}, triton {__import__('triton').__version__}"
+def markdown(rows: list[dict], device: str, versions: str, command: str) -> str:
     lines = [f"# Kernel benchmarks: {device}", "",
-             f"{versions}; `{command or 'python -m kernels.bench'}`. Times: median of triton.testing.do_bench "
+             f"{versions}; `{command}`. Times: median of triton.testing.do_bench "
              "(warmup 25 ms, rep 200 ms). Rows with TFLOP/s use it as the figure of merit; norms and copy use GB/s "
              "(each tensor read or written once).", "",
              "## Performance goals (bf16)", "", *goals(rows), "",
@@ -208,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(doc: dict) -> str:
     return markdown(doc["rows"], doc["device"], f"torch {doc['torch']}, triton {doc.get('triton', '?')}",
-                    doc.get("command"))
+                    doc.get("command", "python -m kernels.bench"))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ earlier eager run is used, and without one the vendor path is traced.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 
 import torch
@@ -53,12 +52,15 @@ def decide(timings: dict[str, float | str], errors: dict[str, float], floor: flo
     return OURS  # only ours ran: nothing to compare with (the caller's reference check still applies)
 
 
-def _cache_dir() -> str | None:
+def _kpt_cache():  # noqa: ANN202
+    """(kpt.gpu.cache, KPT_CACHE_DIR), or (None, None) without kpt (bench.py on a bare machine): decisions
+    then stay in this process."""
     try:
         from kpt import settings
+        from kpt.gpu import cache
     except ImportError:
-        return os.environ.get("KPT_CACHE_DIR")
-    return settings.get("KPT_CACHE_DIR")
+        return None, None
+    return cache, settings.get("KPT_CACHE_DIR")
 
 
 _KEYS: dict[str, str] = {}
@@ -70,44 +72,27 @@ def _key(op: str, parts: dict) -> str:
     local = repr((op, sorted((k, str(v)) for k, v in parts.items())))
     key = _KEYS.get(local)
     if key is None:
-        try:
-            from kpt.gpu import cache
-        except ImportError:  # no kpt: an in-process key is enough
-            key = local
-        else:
-            key = cache.choice_key(f"kernels.{op}", dict(parts, version=DECISION_VERSION))
+        cache, _ = _kpt_cache()
+        key = cache.choice_key(f"kernels.{op}", dict(parts, version=DECISION_VERSION)) if cache else local
         _KEYS[local] = key
     return key
 
 
 def _load(key: str) -> dict | None:
-    if key in _MEMORY:
-        return _MEMORY[key]
-    folder = _cache_dir()
-    if folder:
-        try:
-            from kpt.gpu import cache
-        except ImportError:
+    if key not in _MEMORY:
+        cache, folder = _kpt_cache()
+        found = cache.load_choice(folder, key) if cache and folder else None
+        if found is None:
             return None
-        found = cache.load_choice(folder, key)
-        if found and found.get("version") == DECISION_VERSION:
-            _MEMORY[key] = found
-            return found
-    return None
+        _MEMORY[key] = found
+    return _MEMORY[key]
 
 
 def _decided(key: str, run: Callable[[], dict]) -> dict:
     """The stored decision, or run()'s, stored. With kpt, under kpt.gpu.cache's lock: processes deciding the
     same shape class at once (parallel builds, a worker per GPU) measure once and agree."""
-    folder = _cache_dir()
-    try:
-        from kpt.gpu import cache
-    except ImportError:
-        cache = None
-    if folder and cache is not None:
-        value, _ = cache.decided(folder, key, run)
-    else:
-        value = run()
+    cache, folder = _kpt_cache()
+    value = cache.decided(folder, key, run)[0] if cache and folder else run()
     _MEMORY[key] = value
     return value
 

@@ -5,7 +5,7 @@
 #   scripts/gpu_run.sh basics    the device, contract and runtime tests (~2 min), the first half of tests
 #   scripts/gpu_run.sh jobs      the optimize/export/benchmark job tests (~6 min), the second half
 #   scripts/gpu_run.sh models A,B    models A and B (bench/h100.py MODELS): every compiled variant built at
-#                                    once, one process each, then all measured -> $OUT/h100-A,B.json, warm-*.log
+#                                    once, one process each, then all measured -> h100-A_B.json, warm-*.log
 #   scripts/gpu_run.sh kernels   kernels/ GPU tests, then the provider benchmark -> kernels-h100.json/.md
 #   scripts/gpu_run.sh kernel-tests   kernels/ GPU tests beside the job cache-reuse test (no benchmark)
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
@@ -106,6 +106,13 @@ models() {
     du -sh "$KPT_CACHE_DIR" 2>/dev/null; df -h /tmp | tail -n 1
 }
 
+# kernels/ GPU tests on N pytest-xdist workers (most of the suite is compiling Triton configs), for S seconds at
+# most -> $OUT/kernels-tests.log, tests-kernels.xml
+kernel_tests() {
+    timeout --signal=INT --kill-after=15 "$2" python3 -m pytest -q -p no:cacheprovider -m gpu tests/kernels -n "$1" \
+        --junitxml="$OUT/tests-kernels.xml" > "$OUT/kernels-tests.log" 2>&1 || true
+}
+
 case "$PHASE" in
     env)
         { nvidia-smi; python3 -c "import torch, sys; print(sys.version); print(torch.__version__, torch.version.cuda,
@@ -136,21 +143,13 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         [ "$PHASE" = basics ] || run_tests jobs 3 "$((LIMIT - SECONDS))" tests/gpu/test_gpu_jobs.py --tb=short || rc=$?
         exit "$rc" ;;
     kernels)
-        # kernels/: the GPU correctness suite (8 pytest-xdist workers: most of it is compiling Triton configs),
-        # then, on the idle GPU, the provider table (docs/benchmarks/kernels-h100.*), rewritten after each op.
-        date +%T
-        ( t0=$SECONDS; python3 -X importtime -c "import torch; from kpt.gpu import jobs, env, cache
-from kpt.optimize import bench, pipeline
-from kpt_nvidia.vendor import VENDOR" 2> "$OUT/importtime.txt"; echo "kpt imports: $((SECONDS - t0)) s" ) &
-        timeout --signal=INT --kill-after=15 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/kernels -n 8 \
-            --junitxml="$OUT/tests-kernels.xml" > "$OUT/kernels-tests.log" 2>&1 || true
-        wait
-        date +%T
+        # kernels/: the GPU correctness suite, then, on the idle GPU, the provider table
+        # (docs/benchmarks/kernels-h100.*), rewritten after each op.
+        kernel_tests 8 240
         tail -n 3 "$OUT/kernels-tests.log"
         grep -E "^(FAILED|ERROR)" "$OUT/kernels-tests.log" | cut -c1-300 || true
         timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS))" python3 -m kernels.bench --out "$OUT" \
             > "$OUT/kernels-bench.log" 2>&1 || echo "kernels.bench: rc $?"
-        date +%T
         grep -c '"op"' "$OUT/kernels-bench.log" || true
         tail -n 3 "$OUT/kernels-bench.log" | cut -c1-300 ;;
     kernel-tests)
@@ -158,8 +157,7 @@ from kpt_nvidia.vendor import VENDOR" 2> "$OUT/importtime.txt"; echo "kpt import
         # the card), without the benchmark.
         timeout --signal=INT --kill-after=15 "$((LIMIT - 20))" python3 -m pytest -q -p no:cacheprovider -m gpu \
             tests/gpu/test_gpu_jobs.py -k cache_reuse -s --junitxml="$OUT/tests-reuse.xml" > "$OUT/reuse-tests.log" 2>&1 &
-        timeout --signal=INT --kill-after=15 "$((LIMIT - 20))" python3 -m pytest -q -p no:cacheprovider -m gpu tests/kernels \
-            -n 6 --junitxml="$OUT/tests-kernels.xml" > "$OUT/kernels-tests.log" 2>&1 || true
+        kernel_tests 6 "$((LIMIT - 20))"
         wait || true
         for f in kernels-tests.log reuse-tests.log; do grep -E "^(FAILED|ERROR)|passed|failed|O2 job:" "$OUT/$f" | cut -c1-300; done ;;
     models) models "${2:?usage: scripts/gpu_run.sh models <comma-separated keys of bench/h100.py MODELS>}" ;;
