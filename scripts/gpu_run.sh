@@ -6,6 +6,8 @@
 #   scripts/gpu_run.sh jobs      the optimize/export/benchmark job tests (~6 min), the second half
 #   scripts/gpu_run.sh models A,B    models A and B (bench/h100.py MODELS): every compiled variant built at
 #                                    once, one process each, then all measured -> h100-A_B.json, warm-*.log
+#   scripts/gpu_run.sh builds G1 G2..  detached builds of model groups (a group: keys joined by commas, one process per
+#                                    variant), outliving the command, beside the kernels/ tests and O2 reuse test
 #   scripts/gpu_run.sh kernels   kernels/ GPU tests, then the provider benchmark -> kernels-h100.json/.md
 #   scripts/gpu_run.sh kernel-tests   kernels/ GPU tests beside the job cache-reuse test (no benchmark)
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
@@ -61,49 +63,101 @@ LIMIT="${LIMIT:-570}"
 # the machine (/tmp/kpt-cache-models) while it is held, so the same phase run again builds only what is still
 # missing: a model whose slowest build did not fit one command is complete after the next. Serially one model's
 # builds take ~14 minutes on the H100.
-models() {
-    local list="$1" key v threads pids=()
-    local build_until="$((LIMIT - ${MEASURE_S:-200}))"
-    export KPT_CACHE_DIR="/tmp/kpt-cache-models"
-    local marks="$KPT_CACHE_DIR/marks"
-    mkdir -p "$marks"
-    if [ "$(df --output=avail -k /tmp | tail -n 1)" -lt $((20 << 20)) ]; then
-        echo "less than 20 GB free: the earlier models' caches go"; rm -rf "$KPT_CACHE_DIR"; mkdir -p "$marks"
-    fi
-    # SHARED=1: one process per variant building it for every listed model in turn (the two Llama shapes share
-    # their 4.4 GB of fp32 weights that way; ten processes holding their own would not fit the GPU's memory).
-    local groups="${list//,/ }"
-    [ "${SHARED:-0}" = 1 ] && groups="$list"
-    for key in $groups; do
-        for v in kpt_O1 kpt_O2 kpt_O3 compile_default compile_max_autotune; do
-            local todo="" k
-            for k in ${key//,/ }; do
+#
+# Builds run detached (setsid, each in a session of its own), so they outlive the device command that started
+# them and go on while the machine is held: `builds` starts those of several models and spends its own command on
+# the kernels/ tests; a later `models` waits for its models' builds, pauses every other build (SIGSTOP to its
+# session) while it measures on the idle machine, and lets them go on afterwards.
+export KPT_CACHE_DIR_MODELS="/tmp/kpt-cache-models"
+BG=/tmp/kpt-bg  # pid and log of each detached build: warm-<group>-<variant>.{pid,log}
+VARIANTS="kpt_O1 kpt_O2 kpt_O3 compile_default compile_max_autotune"
+
+# start_builds "GROUPS" SECONDS: a detached `warm` per group and variant not yet built nor building. A group is
+# one model key or several joined by commas, built in turn by one process per variant (the two Llama shapes share
+# their 4.4 GB of fp32 weights that way; ten processes holding their own would not fit the GPU's memory).
+start_builds() {
+    local groups="$1" seconds="$2" group v threads k todo name
+    local marks="$KPT_CACHE_DIR_MODELS/marks"
+    mkdir -p "$marks" "$BG"
+    for group in $groups; do
+        for v in $VARIANTS; do
+            todo=""
+            for k in ${group//,/ }; do
                 grep -q '"error": null' "$marks/$k.$v.json" 2>/dev/null || todo="${todo:+$todo,}$k"
             done
+            name="warm-${group//,/+}-$v"
             [ -n "$todo" ] || continue
+            if [ -e "$BG/$name.pid" ] && kill -0 "$(cat "$BG/$name.pid")" 2>/dev/null; then continue; fi
             case "$v" in kpt_O2|kpt_O3|compile_max_autotune) threads=6 ;; *) threads=2 ;; esac
-            TORCHINDUCTOR_COMPILE_THREADS="$threads" timeout --signal=INT --kill-after=10 "$((build_until - SECONDS))" \
+            KPT_CACHE_DIR="$KPT_CACHE_DIR_MODELS" TORCHINDUCTOR_COMPILE_THREADS="$threads" setsid \
+                timeout --signal=INT --kill-after=10 "$seconds" \
                 python3 bench/h100.py warm --model "$todo" --variants "$v" --marks "$marks" \
-                > "$OUT/warm-${todo//,/+}-$v.log" 2>&1 &
-            pids+=($!)
+                >> "$BG/$name.log" 2>&1 < /dev/null &
+            echo $! > "$BG/$name.pid"
         done
     done
-    for v in ${pids[@]+"${pids[@]}"}; do wait "$v" || true; done
-    # Nothing of the builds may run while the GPU is timed: compile workers outlive a killed parent briefly.
-    pkill -f "bench/h100.py warm" || true
-    pkill -f "compile_worker" || true
+}
+
+# The sessions of detached builds still running: all of them, or those of the groups given.
+live_builds() {
+    local f pid
+    for f in "$BG"/warm-*.pid; do
+        [ -e "$f" ] || continue
+        if [ -n "${1:-}" ]; then
+            local hit=0 g
+            for g in $1; do case "$(basename "$f")" in "warm-${g//,/+}-"*) hit=1 ;; esac; done
+            [ "$hit" = 1 ] || continue
+        fi
+        pid="$(cat "$f")"
+        kill -0 "$pid" 2>/dev/null && echo "$pid"
+    done
+}
+
+# signal_builds SIGNAL [GROUPS]: to every process of each live build's session (compile workers included).
+signal_builds() {
+    local sid
+    for sid in $(live_builds "${2:-}"); do pkill "-$1" -s "$sid" || true; done
+}
+
+bg_logs() {
+    mkdir -p "$OUT/warm"
+    cp "$BG"/warm-*.log "$OUT/warm/" 2>/dev/null || true
+    grep -h -E "warmed in" "$BG"/warm-*.log 2>/dev/null | cut -c1-300 || true
+}
+
+check_disk() {
+    if [ "$(df --output=avail -k /tmp | tail -n 1)" -lt $((20 << 20)) ]; then
+        echo "less than 20 GB free: the earlier models' caches go"; rm -rf "$KPT_CACHE_DIR_MODELS"
+    fi
+}
+
+models() {
+    local list="$1"
+    local build_until="$((LIMIT - ${MEASURE_S:-200}))"
+    local marks="$KPT_CACHE_DIR_MODELS/marks"
+    check_disk
+    local groups="${list//,/ }"
+    [ "${SHARED:-0}" = 1 ] && groups="$list"
+    signal_builds CONT  # a build paused by an earlier command that ended early
+    start_builds "$groups" "$((build_until - SECONDS))"
+    while [ -n "$(live_builds "$groups")" ] && [ "$SECONDS" -lt "$build_until" ]; do sleep 5; done
+    # Nothing else may use the machine while the GPU is timed: this list's unfinished builds end, the other
+    # models' pause until the measuring is done.
+    signal_builds INT "$groups"; sleep 5; signal_builds KILL "$groups"
+    signal_builds STOP
     sleep 2
-    rm -rf /tmp/kpt-warm-*
-    grep -h -E "warmed in" "$OUT"/warm-*.log 2>/dev/null | cut -c1-300 || true
+    bg_logs
     echo "builds done at ${SECONDS}s; measuring"
     local tag="${list//,/_}"
-    timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS))" \
+    KPT_CACHE_DIR="$KPT_CACHE_DIR_MODELS" timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS))" \
         python3 bench/h100.py run --phase "models $list" --models "$list" --budget-s "$((LIMIT - SECONDS - 15))" \
         --warmed "$marks" --out "$OUT/h100-$tag.json" > "$OUT/h100-$tag.log" 2>&1 || echo "measuring run: rc $?"
+    signal_builds CONT
     grep -E "built in|skipped|wrote|Error" "$OUT/h100-$tag.log" | cut -c1-300 | tail -n 30
     tail -n 2 "$OUT/h100-$tag.log" | cut -c1-300
     cp -r "$marks" "$OUT/marks"
-    du -sh "$KPT_CACHE_DIR" 2>/dev/null; df -h /tmp | tail -n 1
+    echo "still building: $(live_builds | wc -l)"
+    du -sh "$KPT_CACHE_DIR_MODELS" 2>/dev/null; df -h /tmp | tail -n 1
 }
 
 # kernels/ GPU tests on N pytest-xdist workers (most of the suite is compiling Triton configs), for S seconds at
@@ -161,5 +215,21 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         wait || true
         for f in kernels-tests.log reuse-tests.log; do grep -E "^(FAILED|ERROR)|passed|failed|O2 job:" "$OUT/$f" | cut -c1-300; done ;;
     models) models "${2:?usage: scripts/gpu_run.sh models <comma-separated keys of bench/h100.py MODELS>}" ;;
+    builds)
+        # Detached builds of the groups given (BUILD_S seconds at most: they outlive this command), then the
+        # kernels/ suite and the O2 cache-reuse test beside them (both check results only, so the load is harmless).
+        shift
+        check_disk
+        start_builds "$*" "${BUILD_S:-1500}"
+        sleep 2
+        echo "building: $(live_builds | wc -l) processes"
+        timeout --signal=INT --kill-after=15 "$((LIMIT - 20))" python3 -m pytest -q -p no:cacheprovider -m gpu \
+            tests/gpu/test_gpu_jobs.py -k cache_reuse -s --junitxml="$OUT/tests-reuse.xml" > "$OUT/reuse-tests.log" 2>&1 &
+        reuse_pid=$!
+        kernel_tests 4 "$((LIMIT - 20))"
+        wait "$reuse_pid" || true  # not a bare `wait`: the detached builds are this shell's children too
+        for f in kernels-tests.log reuse-tests.log; do grep -E "^(FAILED|ERROR)|passed|failed|O2 job:" "$OUT/$f" | cut -c1-300; done
+        bg_logs
+        echo "still building: $(live_builds | wc -l)" ;;
     *) echo "unknown phase $PHASE" >&2; exit 2 ;;
 esac
