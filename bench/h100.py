@@ -321,6 +321,10 @@ def warm_variants(key: str, names: list[str], builders: dict, marks: str | None)
             os.makedirs(marks, exist_ok=True)
             mark = {"model": key, "variant": name, "build_s": round(took, 2),
                     "compile_s": round(v.compile_s, 2) if v.compile_s is not None else None, "error": failed}
+            earlier = read_mark(marks, key, name)
+            if earlier and not earlier.get("error"):
+                # Built again from the caches: the mark keeps the cold build (the table's figures) and adds this one.
+                mark = earlier | {"rebuild_s": mark["build_s"], "rebuild_compile_s": mark["compile_s"]}
             with open(os.path.join(marks, f"{key}.{name}.json"), "w") as f:
                 json.dump(mark, f)
         status = status or (1 if failed else 0)
@@ -391,30 +395,43 @@ def fmt(x: object, spec: str = ".3f") -> str:
     return x if isinstance(x, str) else format(x, spec)
 
 
+def device_line(env: dict) -> str:
+    return (f"{env.get('gpu.name')} ({env.get('gpu.arch')}), driver {env.get('gpu.driver')}, CUDA "
+            f"{env.get('toolchain.cuda_runtime')}, max SM clock {env.get('gpu.clocks_max_sm_mhz')} MHz, power limit "
+            f"{env.get('gpu.power_limit_w')} W; torch {env.get('toolchain.torch')}, triton {env.get('toolchain.triton')}, "
+            f"torchao {env.get('toolchain.torchao', '-')}; TF32 {env.get('tf32')}")
+
+
+def roofline_line(probe: dict) -> str:
+    return (f"bf16 GEMM {fmt(probe.get('bf16_tflops'), '.0f')} TFLOP/s, fp32 GEMM {fmt(probe.get('fp32_tflops'), '.1f')} "
+            f"TFLOP/s, copy {fmt(probe.get('copy_tbs'), '.2f')} TB/s")
+
+
 def write_markdown(path: str, doc: dict) -> None:
-    env = doc["environment"]
-    probe = doc.get("measured_roofline", {})
-    lines = ["# H100 benchmark", "",
-             f"Device: {env.get('gpu.name')} ({env.get('gpu.arch')}), driver {env.get('gpu.driver')}, "
-             f"CUDA {env.get('toolchain.cuda_runtime')}, max SM clock {env.get('gpu.clocks_max_sm_mhz')} MHz, "
-             f"power limit {env.get('gpu.power_limit_w')} W; torch {env.get('toolchain.torch')}, triton "
-             f"{env.get('toolchain.triton')}, torchao {env.get('toolchain.torchao', '-')}; TF32 {env.get('tf32')}. "
-             f"Commands: {'; '.join('`' + c + '`' for c in doc['commands'])}.", "",
-             "Protocol: all variants of a model measured interleaved in one process, each iteration timed with CUDA "
-             "events on an idle GPU, inputs rotating over 4 batches; p50/p99 over the iterations. Errors are against "
-             "eager fp32 (IEEE, TF32 off) on 3 fresh input samples. compile_s: the variant's compile time (kpt: "
-             "AOTInductor incl. export; torch.compile: first call); build_s: its whole build (kpt: every pass).",
-             "Where a row says `cached`, its build was made beforehand in a process of its own, at the same time as "
-             "the other variants' builds (scripts/gpu_run.sh models): compile_s and build_s are that cold build, "
-             "slower than alone on an idle machine; the measuring process loaded it back from the caches.",
-             "",
-             f"Roofline: nominal {NOMINAL['bf16_tflops']:.0f} TFLOP/s bf16 and {NOMINAL['copy_tbs']:.1f} TB/s; "
-             f"measured here: bf16 GEMM {fmt(probe.get('bf16_tflops'), '.0f')} TFLOP/s, fp32 GEMM "
-             f"{fmt(probe.get('fp32_tflops'), '.1f')} TFLOP/s, copy {fmt(probe.get('copy_tbs'), '.2f')} TB/s. TFLOP/s "
-             "counts matmul/conv/attention FLOPs only (torch.utils.flop_counter).", ""]
+    devices = doc.get("devices") or {"": {"environment": doc["environment"], "measured_roofline":
+                                          doc.get("measured_roofline", {})}}
+    lines = ["# NVIDIA GPU benchmark (nvidia service)", ""]
+    lines += [f"Device{'s' if len(devices) > 1 else ''}: " + "; ".join(
+        f"**{d['environment'].get('gpu.name')}**: {device_line(d['environment'])}" for d in devices.values()) + ".",
+              "Each model's variants come from one run on one device; its section names the device. "
+              f"Commands: {'; '.join('`' + c + '`' for c in doc['commands'])}.", "",
+              "Protocol: all variants of a model measured interleaved in one process, each iteration timed with CUDA "
+              "events on an idle GPU, inputs rotating over 4 batches; p50/p99 over the iterations. Errors are against "
+              "eager fp32 (IEEE, TF32 off) on 3 fresh input samples. compile_s: the variant's compile time (kpt: "
+              "AOTInductor incl. export; torch.compile: first call); build_s: its whole build (kpt: every pass).",
+              "Where a row says `cached`, its build was made beforehand in a process of its own, at the same time as "
+              "the other variants' builds (scripts/gpu_run.sh models): compile_s and build_s are that cold build, "
+              "slower than alone on an idle machine; the measuring process loaded it back from the caches.",
+              "",
+              f"Roofline: the goals' nominal {NOMINAL['bf16_tflops']:.0f} TFLOP/s bf16 and {NOMINAL['copy_tbs']:.1f} TB/s; "
+              "measured: " + "; ".join(f"{d['environment'].get('gpu.name')} {roofline_line(d['measured_roofline'])}"
+                                         for d in devices.values())
+              + ". TFLOP/s counts matmul/conv/attention FLOPs only (torch.utils.flop_counter).", ""]
     for key, res in doc["models"].items():
         rows = [r for r in doc["rows"] if r["model"] == key]
         lines += [f"## {key}", ""]
+        if res.get("device"):
+            lines += [f"Measured on {res['device']} (`{res.get('command', '')}`).", ""]
         if res.get("error"):
             lines += [f"Failed: {res['error']}", ""]
         decode = key.endswith("decode")
@@ -442,7 +459,7 @@ def write_markdown(path: str, doc: dict) -> None:
                       f"best hand-made: {v.get('best_hand_made')} ({fmt(v.get('best_hand_made_p50_ms'))} ms); speedup "
                       f"**{fmt(v.get('speedup'), '.2f')}x** (goal >= 1.15x: {'met' if v.get('goal_1_15x') else 'NOT met'})."]
             if v.get("hand_made_not_measured"):
-                lines.append(f"Not measured (budget or failure): {', '.join(v['hand_made_not_measured'])}"
+                lines.append(f"Not counted (not built, failed, or outside the accuracy guard): {', '.join(v['hand_made_not_measured'])}"
                              + (f"; an fp32 variant cannot run faster than {fmt(v.get('fp32_lower_bound_ms'))} ms here "
                                 f"(FLOPs / measured fp32 GEMM rate), so the goal "
                                 f"{'holds' if v.get('goal_holds_for_unmeasured_fp32') else 'is undecided'} for them."
@@ -451,6 +468,8 @@ def write_markdown(path: str, doc: dict) -> None:
                 lines.append(f"Decode bandwidth: best {fmt(100 * v['decode_best_bandwidth_fraction'] if v.get('decode_best_bandwidth_fraction') else None, '.1f')}% "
                              f"of 3.0 TB/s ({v.get('decode_best_bandwidth_variant')}); goal >= 70%: "
                              f"{'met' if v.get('goal_decode_70pct') else 'NOT met'}.")
+        for note in res.get("notes", []):
+            lines.append(f"Note: {note}")
         if res.get("reuse"):
             u = res["reuse"]
             lines.append(f"Re-optimizing (kpt_O2 built again, warm caches): build {u['cold_build_s']:.1f}s -> "
@@ -472,15 +491,27 @@ def merge(args: argparse.Namespace) -> int:
     out = {"environment": docs[0]["environment"], "measured_roofline": docs[0].get("measured_roofline", {}),
            "nominal_roofline": NOMINAL, "commands": [d["command"] for d in docs],
            "phases": [{k: d.get(k) for k in ("phase", "command", "wall_s", "budget_s", "settings", "setup",
-                                             "measured_roofline")} | {"fingerprint": d["environment"].get("fingerprint")}
+                                             "measured_roofline")} | {"fingerprint": d["environment"].get("fingerprint"),
+                                                                      "device": d["environment"].get("gpu.name")}
                       for d in docs],
-           "models": {}, "rows": []}
+           "devices": {}, "models": {}, "rows": []}
     # A model measured again in a later phase (inputs in the order given) replaces its earlier rows: each model's
-    # variants always come from one run, measured side by side.
+    # variants always come from one run, measured side by side, on one device (named in its rows and section).
     latest = {key: i for i, d in enumerate(docs) for key in d["models"]}
+    notes: dict[str, list[str]] = {}
+    if args.notes:
+        with open(args.notes) as f:
+            notes = json.load(f)
     for i, d in enumerate(docs):
-        out["models"].update({k: v for k, v in d["models"].items() if latest[k] == i})
-        out["rows"] += [r for r in d["rows"] if latest.get(r["model"]) == i]
+        name = d["environment"].get("gpu.name")
+        mine = [k for k in d["models"] if latest[k] == i]
+        if mine:
+            out["devices"].setdefault(name, {"environment": d["environment"],
+                                             "measured_roofline": d.get("measured_roofline", {})})
+        for k in mine:
+            out["models"][k] = d["models"][k] | {"device": name, "command": d["command"]} | (
+                {"notes": notes[k]} if k in notes else {})
+        out["rows"] += [r | {"device": name} for r in d["rows"] if latest.get(r["model"]) == i]
     os.makedirs(args.docs, exist_ok=True)
     with open(os.path.join(args.docs, "h100.json"), "w") as f:
         json.dump(out, f, indent=1, default=str)
@@ -510,6 +541,7 @@ def main() -> int:
     m = sub.add_parser("merge", help="combine phase JSONs into docs/benchmarks/h100.json and h100.md (no GPU needed)")
     m.add_argument("inputs", nargs="+")
     m.add_argument("--docs", default="docs/benchmarks")
+    m.add_argument("--notes", default=None, help="JSON {model: [line, ...]}: lines under each model's section")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "warm":

@@ -83,7 +83,7 @@ start_builds() {
         for v in $VARIANTS; do
             todo=""
             for k in ${group//,/ }; do
-                grep -q '"error": null' "$marks/$k.$v.json" 2>/dev/null || todo="${todo:+$todo,}$k"
+                grep -q -E '"error": (null|"")' "$marks/$k.$v.json" 2>/dev/null || todo="${todo:+$todo,}$k"
             done
             name="warm-${group//,/+}-$v"
             [ -n "$todo" ] || continue

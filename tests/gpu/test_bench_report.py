@@ -52,11 +52,13 @@ def test_merge_writes_json_and_markdown(h100, tmp_path):
            "rows": [h100.row_of("m", measured("kpt_O2", 2.0), "bf16", 3.0, 10**12, {}, {"bf16_tflops": 700.0})]}
     src = tmp_path / "h100-a.json"
     src.write_text(json.dumps(doc))
-    assert h100.merge(Namespace(inputs=[str(src)], docs=str(tmp_path / "docs"))) == 0
+    notes = tmp_path / "notes.json"
+    notes.write_text(json.dumps({"m": ["a note"]}))
+    assert h100.merge(Namespace(inputs=[str(src)], docs=str(tmp_path / "docs"), notes=str(notes))) == 0
     out = json.loads((tmp_path / "docs" / "h100.json").read_text())
     assert {"model", "target", "variant", "p50_ms", "p99_ms", "max_abs_err", "compile_s"} <= set(out["rows"][0])
     md = (tmp_path / "docs" / "h100.md").read_text()
-    assert "| kpt_O2 | bf16 | 2.000 | 2.200 |" in md and "**2.00x**" in md
+    assert "| kpt_O2 | bf16 | 2.000 | 2.200 |" in md and "**2.00x**" in md and "Note: a note" in md
 
 
 def test_merge_takes_each_model_from_its_latest_run(h100, tmp_path):
@@ -71,10 +73,15 @@ def test_merge_takes_each_model_from_its_latest_run(h100, tmp_path):
         return str(path)
 
     first, second = doc("a", {"bert": 2.3, "gpt2": 4.6}), doc("b", {"bert": 2.0})
-    assert h100.merge(Namespace(inputs=[first, second], docs=str(tmp_path / "docs"))) == 0
+    env = {"gpu.name": "H200", "fingerprint": "g"}  # a third run on another card: its model says so
+    third = doc("c", {"vit": 6.5})
+    assert h100.merge(Namespace(inputs=[first, second, third], docs=str(tmp_path / "docs"), notes=None)) == 0
     out = json.loads((tmp_path / "docs" / "h100.json").read_text())
-    assert sorted((r["model"], r["p50_ms"]) for r in out["rows"]) == [("bert", 2.0), ("gpt2", 4.6)]
-    assert out["commands"] == ["run a", "run b"]
+    assert sorted((r["model"], r["p50_ms"], r["device"]) for r in out["rows"]) == [
+        ("bert", 2.0, "GPU"), ("gpt2", 4.6, "GPU"), ("vit", 6.5, "H200")]
+    assert out["commands"] == ["run a", "run b", "run c"] and sorted(out["devices"]) == ["GPU", "H200"]
+    md = (tmp_path / "docs" / "h100.md").read_text()
+    assert "Measured on H200 (`run c`)" in md and "Measured on GPU (`run b`)" in md and "Devices: **GPU**" in md
 
 
 def test_warm_marks_decide_what_the_measuring_run_builds(h100, tmp_path):
@@ -82,3 +89,18 @@ def test_warm_marks_decide_what_the_measuring_run_builds(h100, tmp_path):
     assert h100.read_mark(str(tmp_path), "bert", "kpt_O2")["build_s"] == 219.3
     assert h100.read_mark(str(tmp_path), "bert", "kpt_O3") is None  # never finished: reported as not built
     assert h100.read_mark(None, "bert", "kpt_O2") is None
+
+
+def test_a_rebuild_from_the_caches_keeps_the_cold_builds_mark(h100, tmp_path):
+    """`warm` run again for a variant already built (its mark says so) must not replace the cold build's figures
+    with the seconds of a cache hit: the H200 run of 2026-12-03 lost ResNet-50's and ViT's that way."""
+
+    class Built:
+        compile_s, error = 0.4, None
+
+    marks = str(tmp_path)
+    assert h100.warm_variants("vit", ["kpt_O2"], {"kpt_O2": lambda: Built()}, marks) == 0
+    first = h100.read_mark(marks, "vit", "kpt_O2")
+    assert h100.warm_variants("vit", ["kpt_O2"], {"kpt_O2": lambda: Built()}, marks) == 0
+    again = h100.read_mark(marks, "vit", "kpt_O2")
+    assert again["build_s"] == first["build_s"] and "rebuild_s" in again and again["error"] is None

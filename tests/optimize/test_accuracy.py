@@ -91,3 +91,30 @@ def test_reference_that_rejects_spec_inputs_is_invalid_input():
 def test_json_numbers_are_protobuf_json():
     assert acc.json_number(math.inf) == "Infinity" and acc.json_number(-math.inf) == "-Infinity"
     assert acc.json_number(float("nan")) == "NaN" and acc.json_number(1.5) == 1.5
+
+
+def test_outputs_the_model_gives_in_bf16_are_judged_at_bf16s_tolerances():
+    """A decode step returns fp32 logits and bf16 cache entries: an fp32 candidate that rounds one cache entry to
+    the neighbouring bf16 value is right; one whose fp32 logits are off by 1e-3 is not."""
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(2), inp.Dim(64))),))
+
+    def model(x):
+        return x * 2.0, (x + 1.0).to(torch.bfloat16)
+
+    refs = acc.reference_outputs(model, spec, samples=2, seed=1)
+
+    def one_ulp_off(x):
+        logits, cache = model(x)
+        flipped = cache.view(torch.int16).clone()
+        flipped[0, 0] += 1  # the next bf16 value: a relative change of up to 2**-7 in one element
+        return logits, flipped.view(torch.bfloat16)
+
+    rep = acc.check(one_ulp_off, refs, acc.DEFAULTS["fp32"])
+    assert rep.passed and rep.low_outputs == ("bf16",) and "bf16 at that precision" in rep.summary()
+    # The whole output vector misses fp32's bounds: without the split this candidate failed.
+    assert rep.metrics.max_abs_err > acc.DEFAULTS["fp32"].atol
+    rep = acc.check(lambda x: (model(x)[0] * 1.001, model(x)[1]), refs, acc.DEFAULTS["fp32"])
+    assert not rep.passed  # the fp32 logits keep fp32's tolerances
+    # Quantized checks stay on the whole vector's SQNR.
+    rep = acc.check(one_ulp_off, refs, acc.DEFAULTS["int8"], quantized=True)
+    assert rep.passed and rep.low_outputs == ()
