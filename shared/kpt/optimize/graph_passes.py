@@ -174,7 +174,8 @@ class CastBoundary(torch.nn.Module):
 
 def cast_module(work: Work, dtype: torch.dtype, precision: str) -> int:
     """Cast the candidate's weights to dtype behind an fp32 boundary; returns the tensors cast."""
-    n = sum(1 for t in list(work.module.parameters()) + list(work.module.buffers()) if t.is_floating_point())
+    n = sum(1 for name, t in list(work.module.named_parameters()) + list(work.module.named_buffers())
+            if t.is_floating_point() and name.rpartition(".")[2] not in KEEP_PRECISION)
     work.module = CastBoundary(work.module, dtype)
     work.precision = precision
     return n
