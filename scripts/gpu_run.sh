@@ -68,8 +68,8 @@ LIMIT="${LIMIT:-570}"
 # them and go on while the machine is held: `builds` starts those of several models and spends its own command on
 # the kernels/ tests; a later `models` waits for its models' builds, pauses every other build (SIGSTOP to its
 # session) while it measures on the idle machine, and lets them go on afterwards.
-export KPT_CACHE_DIR_MODELS="/tmp/kpt-cache-models"
-BG=/tmp/kpt-bg  # pid and log of each detached build: warm-<group>-<variant>.{pid,log}
+export KPT_CACHE_DIR_MODELS="${KPT_CACHE_DIR_MODELS:-/tmp/kpt-cache-models}"
+BG="${KPT_BG:-/tmp/kpt-bg}"  # pid and log of each detached build: warm-<group>-<variant>.{pid,log}
 VARIANTS="kpt_O1 kpt_O2 kpt_O3 compile_default compile_max_autotune"
 
 # start_builds "GROUPS" SECONDS: a detached `warm` per group and variant not yet built nor building. A group is
@@ -143,7 +143,7 @@ models() {
     while [ -n "$(live_builds "$groups")" ] && [ "$SECONDS" -lt "$build_until" ]; do sleep 5; done
     # Nothing else may use the machine while the GPU is timed: this list's unfinished builds end, the other
     # models' pause until the measuring is done.
-    signal_builds INT "$groups"; sleep 5; signal_builds KILL "$groups"
+    if [ -n "$(live_builds "$groups")" ]; then signal_builds INT "$groups"; sleep 5; signal_builds KILL "$groups"; fi
     signal_builds STOP
     sleep 2
     bg_logs
@@ -153,7 +153,7 @@ models() {
         python3 bench/h100.py run --phase "models $list" --models "$list" --budget-s "$((LIMIT - SECONDS - 15))" \
         --warmed "$marks" --out "$OUT/h100-$tag.json" > "$OUT/h100-$tag.log" 2>&1 || echo "measuring run: rc $?"
     signal_builds CONT
-    grep -E "built in|skipped|wrote|Error" "$OUT/h100-$tag.log" | cut -c1-300 | tail -n 30
+    grep -E "built in|skipped|wrote|Error" "$OUT/h100-$tag.log" | cut -c1-300 | tail -n 30 || true
     tail -n 2 "$OUT/h100-$tag.log" | cut -c1-300
     cp -r "$marks" "$OUT/marks"
     echo "still building: $(live_builds | wc -l)"
@@ -213,7 +213,7 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
             tests/gpu/test_gpu_jobs.py -k cache_reuse -s --junitxml="$OUT/tests-reuse.xml" > "$OUT/reuse-tests.log" 2>&1 &
         kernel_tests 6 "$((LIMIT - 20))"
         wait || true
-        for f in kernels-tests.log reuse-tests.log; do grep -E "^(FAILED|ERROR)|passed|failed|O2 job:" "$OUT/$f" | cut -c1-300; done ;;
+        for f in kernels-tests.log reuse-tests.log; do grep -E "^(FAILED|ERROR)|passed|failed|O2 job:" "$OUT/$f" | cut -c1-300 || true; done ;;
     models) models "${2:?usage: scripts/gpu_run.sh models <comma-separated keys of bench/h100.py MODELS>}" ;;
     builds)
         # Detached builds of the groups given (BUILD_S seconds at most: they outlive this command), then the
@@ -228,7 +228,7 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         reuse_pid=$!
         kernel_tests 4 "$((LIMIT - 20))"
         wait "$reuse_pid" || true  # not a bare `wait`: the detached builds are this shell's children too
-        for f in kernels-tests.log reuse-tests.log; do grep -E "^(FAILED|ERROR)|passed|failed|O2 job:" "$OUT/$f" | cut -c1-300; done
+        for f in kernels-tests.log reuse-tests.log; do grep -E "^(FAILED|ERROR)|passed|failed|O2 job:" "$OUT/$f" | cut -c1-300 || true; done
         bg_logs
         echo "still building: $(live_builds | wc -l)" ;;
     *) echo "unknown phase $PHASE" >&2; exit 2 ;;

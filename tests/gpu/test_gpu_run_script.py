@@ -1,0 +1,105 @@
+"""scripts/gpu_run.sh's detached builds, on the CPU: the script runs for real (bash, setsid, timeout, pkill),
+with `python3` on its PATH replaced by a stub that stands for bench/h100.py and pytest. What is checked is the
+script's own logic: builds outlive the command that starts them, a finished build (mark with "error": "") is
+not started again, and `models` pauses every other model's build while it measures, then resumes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.gpu.helpers import REPO
+
+pytestmark = pytest.mark.skipif(not all(shutil.which(t) for t in ("bash", "setsid", "timeout", "pkill")),
+                                reason="needs bash, setsid, timeout and pkill")
+
+# `bench/h100.py warm --model M --variants V --marks D`: sleeps STUB_WARM_<M> seconds (model key with - as _),
+# then writes the mark as bench/h100.py does. `bench/h100.py run ... --out F`: records the state of every
+# other build's process (T = stopped) into F. `-m pytest`: records the call. `-c`: the wheel loop's probe.
+STUB = r"""#!/usr/bin/env bash
+case "$1" in
+  -c) exit 0 ;;
+  -m) echo "$*" >> "$STUB_LOG"; exit 0 ;;
+esac
+shift
+verb="$1"; shift
+declare -A a
+while [ $# -gt 0 ]; do a["$1"]="$2"; shift 2; done
+if [ "$verb" = warm ]; then
+  echo "warm ${a[--model]} ${a[--variants]}" >> "$STUB_LOG"
+  for m in ${a[--model]//,/ }; do
+    var="STUB_WARM_${m//-/_}"; sleep "${!var:-0}"
+    echo '{"model": "'$m'", "variant": "'${a[--variants]}'", "build_s": 1.0, "compile_s": 0.5, "error": ""}' \
+      > "${a[--marks]}/$m.${a[--variants]}.json"
+  done
+else
+  states=""
+  for f in "$KPT_BG"/warm-*.pid; do
+    states="$states $(basename "$f" .pid)=$(awk '{print $3}' /proc/$(cat "$f")/stat 2>/dev/null)"
+  done
+  echo "$states" > "${a[--out]}"
+fi
+"""
+
+
+@pytest.fixture
+def script_env(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "python3"
+    stub.write_text(STUB)
+    stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KPT_", "PYTHON"))}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", KPT_BG=str(tmp_path / "bg"), KPT_CACHE_DIR_MODELS=str(tmp_path / "cache"),
+               STUB_LOG=str(tmp_path / "calls.log"), LIMIT="60", MEASURE_S="30", BUILD_S="120")
+    yield env, tmp_path
+    for pid_file in (tmp_path / "bg").glob("*.pid"):  # the detached builds left running
+        subprocess.run(["pkill", "-KILL", "-s", pid_file.read_text().strip()], check=False)
+
+
+def run(env: dict, tmp_path, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    out = tmp_path / f"out-{args[0]}-{len(list(tmp_path.glob('out-*')))}"
+    out.mkdir()
+    return subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=90, env=env | {"OUT": str(out)} | extra, check=True)
+
+
+def process_state(pid: str) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ")[1].split()[0]
+
+
+def test_builds_outlive_the_command_and_models_pauses_the_others(script_env):
+    env, tmp = script_env
+    t0 = time.monotonic()
+    run(env, tmp, "builds", "resnet50", "llama-1b-prefill,llama-1b-decode", STUB_WARM_resnet50="2",
+        STUB_WARM_llama_1b_prefill="60")
+    assert time.monotonic() - t0 < 30  # it did not wait for the builds
+    pids = {p.stem: p.read_text().strip() for p in (tmp / "bg").glob("*.pid")}
+    assert len(pids) == 10  # 5 variants x 2 groups, the Llama shapes sharing one process per variant
+    llama = [pid for name, pid in pids.items() if name.startswith("warm-llama-1b-prefill+llama-1b-decode-")]
+    assert len(llama) == 5 and all(process_state(p) != "Z" for p in llama)  # still building after the command
+    assert "-m pytest" in (tmp / "calls.log").read_text()  # the kernels/ and reuse tests ran beside them
+
+    run(env, tmp, "models", "resnet50", STUB_WARM_resnet50="2", STUB_WARM_llama_1b_prefill="60")
+    measured = next(tmp.glob("out-models-*/results.tgz"))
+    subprocess.run(["tar", "xzf", str(measured), "-C", str(measured.parent)], check=True)
+    states = dict(s.split("=") for s in (measured.parent / "h100-resnet50.json").read_text().split())
+    assert all(states[f"warm-llama-1b-prefill+llama-1b-decode-{v}"] == "T"  # paused while measuring
+               for v in ("kpt_O1", "kpt_O2", "kpt_O3", "compile_default", "compile_max_autotune"))
+    assert all(process_state(p) in "SR" for p in llama)  # and going on afterwards
+    marks = sorted(p.name for p in (tmp / "cache" / "marks").glob("resnet50.*.json"))
+    assert len(marks) == 5 and json.loads((tmp / "cache" / "marks" / marks[0]).read_text())["error"] == ""
+
+    # ResNet-50's builds are marked finished ("error": ""): running the phase again starts none of them.
+    calls = (tmp / "calls.log").read_text().count("warm resnet50")
+    run(env, tmp, "models", "resnet50", STUB_WARM_resnet50="2", STUB_WARM_llama_1b_prefill="60")
+    assert (tmp / "calls.log").read_text().count("warm resnet50") == calls == 5
+    for p in llama:
+        os.kill(int(p), signal.SIGCONT)
