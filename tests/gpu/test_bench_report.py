@@ -104,3 +104,22 @@ def test_a_rebuild_from_the_caches_keeps_the_cold_builds_mark(h100, tmp_path):
     assert h100.warm_variants("vit", ["kpt_O2"], {"kpt_O2": lambda: Built()}, marks) == 0
     again = h100.read_mark(marks, "vit", "kpt_O2")
     assert again["build_s"] == first["build_s"] and "rebuild_s" in again and again["error"] is None
+
+
+def test_a_models_own_low_precision_bounds_judge_only_its_bf16_variants(h100):
+    """The Llama shapes' bf16 variants (hand-made and ours alike) are judged by rel_l2 <= 5e-2; an fp32 variant of
+    the same model keeps fp32's bounds, and a model without bounds of its own is left to the defaults."""
+    from kpt.optimize import accuracy
+    from kpt.optimize import inputs as inp
+    from kpt.optimize import variants as var
+
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(4), inp.Dim(64))),))
+    refs = accuracy.reference_outputs(lambda x: x * 3.0, spec, samples=2, seed=1)
+    off = {rel: (lambda x, rel=rel: x * 3.0 * (1 + rel)) for rel in (0.04, 0.06)}  # rel_l2 = rel exactly
+    variants = [var.Variant("eager_bf16", off[0.04], precision="bf16"), var.Variant("kpt_O2", off[0.06], precision="bf16"),
+                var.Variant("kpt_O1", off[0.04], precision="fp32")]
+    why = h100.judge_low_precision("llama-1b-decode", variants, refs)
+    assert "5e-2" in why and variants[0].accuracy.passed and not variants[1].accuracy.passed
+    assert variants[2].accuracy is None  # left to measure(), with fp32's bounds
+    plain = [var.Variant("eager_bf16", off[0.04], precision="bf16")]
+    assert h100.judge_low_precision("bert-base", plain, refs) == "" and plain[0].accuracy is None
