@@ -337,3 +337,20 @@ def test_cast_down_keeps_rotary_frequencies_in_fp32():
         whole = accuracy.compare(low(*x), ref)
     print(kept, whole)
     assert kept.rel_l2 <= accuracy.DEFAULTS["bf16"].max_rel_l2 < whole.rel_l2
+
+
+def test_attention_candidates_include_math_once():
+    """The math backend is measured like the fused ones; chosen first it is listed once, left out it still comes
+    last as the fallback, and the context built from either order runs attention."""
+    from torch.nn.attention import SDPBackend
+
+    assert passes.BACKENDS[-1] == "MATH" and passes.SdpaBackend().candidates == passes.BACKENDS
+    assert passes.attention_backends(("MATH", "FLASH_ATTENTION")) == [SDPBackend.MATH, SDPBackend.FLASH_ATTENTION]
+    assert passes.attention_backends(("CUDNN_ATTENTION",)) == [SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+    q = torch.randn(1, 2, 4, 8)
+    mask = torch.ones(4, 4, dtype=torch.bool).tril()
+    want = torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+    for order in (("MATH", "FLASH_ATTENTION"), ("FLASH_ATTENTION",)):
+        with passes.attention_context(order):  # on the CPU only math runs these
+            got = torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+        torch.testing.assert_close(got, want)
