@@ -167,6 +167,45 @@ kernel_tests() {
         --junitxml="$OUT/tests-kernels.xml" > "$OUT/kernels-tests.log" 2>&1 || true
 }
 
+# The GPU test suite (tests/gpu): "tests" runs both halves, "basics" the device, contract and runtime tests,
+# "jobs" the optimize/export/benchmark job tests.
+gpu_tests() {
+    local which="$1"
+    # Two pytest runs, both under pytest-xdist where the machine has it: a test that crashes its process
+    # (a segfault in a native library) is then reported as failed, with faulthandler's stack, and its
+    # worker replaced, so the remaining tests still run (timeouts kill the worker the same way, so a hang
+    # in native code cannot eat the phase). The device, contract and runtime tests run on one worker (the
+    # device tests time the GPU); the job tests, mostly compiles, on two. Without xdist: one process each.
+    : > "$OUT/tests.log"
+    XDIST=0
+    python3 -c "import xdist, execnet" 2>/dev/null && XDIST=1
+    [ "$XDIST" = 1 ] || echo "pytest-xdist missing: a test that crashes its process ends its run" | tee -a "$OUT/tests.log"
+    run_tests() {  # name workers seconds paths...
+        local name="$1" workers="$2" seconds="$3" iso=()
+        shift 3
+        [ "$XDIST" = 1 ] && iso=(-n "$workers" --max-worker-restart=8 -o timeout_method=thread)
+        timeout --signal=INT --kill-after=15 "$seconds" \
+            python3 -m pytest -q -m gpu "$@" ${iso[@]+"${iso[@]}"} -p no:cacheprovider -rs --durations=25 \
+            --junitxml="$OUT/tests-$name.xml" -o junit_family=xunit2 2>&1 | tee -a "$OUT/tests.log"
+    }
+    rc=0
+    [ "$which" = jobs ] || run_tests basics 1 200 tests/gpu --ignore=tests/gpu/test_gpu_jobs.py || rc=$?
+    [ "$which" = basics ] || run_tests jobs 3 "$((LIMIT - SECONDS))" tests/gpu/test_gpu_jobs.py --tb=short || rc=$?
+    return "$rc"
+}
+
+# The kernels/ GPU suite on N workers beside the O2 cache-reuse job test (both only check results, so they may
+# share the card with other work) -> $OUT/kernels-tests.log, reuse-tests.log and their junit XML.
+kernel_and_reuse_tests() {
+    timeout --signal=INT --kill-after=15 "$((LIMIT - 20))" python3 -m pytest -q -p no:cacheprovider -m gpu \
+        tests/gpu/test_gpu_jobs.py -k cache_reuse -s --junitxml="$OUT/tests-reuse.xml" > "$OUT/reuse-tests.log" 2>&1 &
+    local reuse_pid=$!
+    kernel_tests "$1" "$((LIMIT - 20))"
+    wait "$reuse_pid" || true  # not a bare `wait`: detached builds are this shell's children too
+    local f
+    for f in kernels-tests.log reuse-tests.log; do grep -E "^(FAILED|ERROR)|passed|failed|O2 job:" "$OUT/$f" | cut -c1-300 || true; done
+}
+
 case "$PHASE" in
     env)
         { nvidia-smi; python3 -c "import torch, sys; print(sys.version); print(torch.__version__, torch.version.cuda,
@@ -174,28 +213,7 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
           python3 -m pip list 2>/dev/null | grep -i -E "torch|triton|onnx|transformers|pytest|numpy"; } \
             > "$OUT/env.txt" 2>&1 || true
         cat "$OUT/env.txt" ;;
-    tests|basics|jobs)
-        # Two pytest runs, both under pytest-xdist where the machine has it: a test that crashes its process
-        # (a segfault in a native library) is then reported as failed, with faulthandler's stack, and its
-        # worker replaced, so the remaining tests still run (timeouts kill the worker the same way, so a hang
-        # in native code cannot eat the phase). The device, contract and runtime tests run on one worker (the
-        # device tests time the GPU); the job tests, mostly compiles, on two. Without xdist: one process each.
-        : > "$OUT/tests.log"
-        XDIST=0
-        python3 -c "import xdist, execnet" 2>/dev/null && XDIST=1
-        [ "$XDIST" = 1 ] || echo "pytest-xdist missing: a test that crashes its process ends its run" | tee -a "$OUT/tests.log"
-        run_tests() {  # name workers seconds paths...
-            local name="$1" workers="$2" seconds="$3" iso=()
-            shift 3
-            [ "$XDIST" = 1 ] && iso=(-n "$workers" --max-worker-restart=8 -o timeout_method=thread)
-            timeout --signal=INT --kill-after=15 "$seconds" \
-                python3 -m pytest -q -m gpu "$@" ${iso[@]+"${iso[@]}"} -p no:cacheprovider -rs --durations=25 \
-                --junitxml="$OUT/tests-$name.xml" -o junit_family=xunit2 2>&1 | tee -a "$OUT/tests.log"
-        }
-        rc=0
-        [ "$PHASE" = jobs ] || run_tests basics 1 200 tests/gpu --ignore=tests/gpu/test_gpu_jobs.py || rc=$?
-        [ "$PHASE" = basics ] || run_tests jobs 3 "$((LIMIT - SECONDS))" tests/gpu/test_gpu_jobs.py --tb=short || rc=$?
-        exit "$rc" ;;
+    tests|basics|jobs) gpu_tests "$PHASE" || exit $? ;;
     kernels)
         # kernels/: the GPU correctness suite, then, on the idle GPU, the provider table
         # (docs/benchmarks/kernels-h100.*), rewritten after each op.
@@ -206,29 +224,23 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
             > "$OUT/kernels-bench.log" 2>&1 || echo "kernels.bench: rc $?"
         grep -c '"op"' "$OUT/kernels-bench.log" || true
         tail -n 3 "$OUT/kernels-bench.log" | cut -c1-300 ;;
-    kernel-tests)
-        # The kernels/ GPU suite beside the O2 cache-reuse job test (both only check results, so they may share
-        # the card), without the benchmark.
-        timeout --signal=INT --kill-after=15 "$((LIMIT - 20))" python3 -m pytest -q -p no:cacheprovider -m gpu \
-            tests/gpu/test_gpu_jobs.py -k cache_reuse -s --junitxml="$OUT/tests-reuse.xml" > "$OUT/reuse-tests.log" 2>&1 &
-        kernel_tests 6 "$((LIMIT - 20))"
-        wait || true
-        for f in kernels-tests.log reuse-tests.log; do grep -E "^(FAILED|ERROR)|passed|failed|O2 job:" "$OUT/$f" | cut -c1-300 || true; done ;;
+    kernel-tests) kernel_and_reuse_tests 6 ;;  # without the benchmark
     models) models "${2:?usage: scripts/gpu_run.sh models <comma-separated keys of bench/h100.py MODELS>}" ;;
     builds)
-        # Detached builds of the groups given (BUILD_S seconds at most: they outlive this command), then the
-        # kernels/ suite and the O2 cache-reuse test beside them (both check results only, so the load is harmless).
+        # Detached builds of the groups given (BUILD_S seconds at most: they outlive this command), and beside
+        # them FG: the kernels/ suite with the O2 cache-reuse test (default; both check results only, so the load
+        # is harmless), the GPU test suite (FG=tests|basics|jobs, slower under the load), or nothing (FG=none).
         shift
         check_disk
         start_builds "$*" "${BUILD_S:-1500}"
         sleep 2
         echo "building: $(live_builds | wc -l) processes"
-        timeout --signal=INT --kill-after=15 "$((LIMIT - 20))" python3 -m pytest -q -p no:cacheprovider -m gpu \
-            tests/gpu/test_gpu_jobs.py -k cache_reuse -s --junitxml="$OUT/tests-reuse.xml" > "$OUT/reuse-tests.log" 2>&1 &
-        reuse_pid=$!
-        kernel_tests 4 "$((LIMIT - 20))"
-        wait "$reuse_pid" || true  # not a bare `wait`: the detached builds are this shell's children too
-        for f in kernels-tests.log reuse-tests.log; do grep -E "^(FAILED|ERROR)|passed|failed|O2 job:" "$OUT/$f" | cut -c1-300 || true; done
+        case "${FG:-kernel-tests}" in  # what the command itself runs beside the builds
+            tests|basics|jobs) gpu_tests "$FG" || echo "gpu tests: rc $?" ;;
+            kernel-tests) kernel_and_reuse_tests 4 ;;
+            none) ;;
+            *) echo "unknown FG=$FG" >&2 ;;
+        esac
         bg_logs
         echo "still building: $(live_builds | wc -l)" ;;
     *) echo "unknown phase $PHASE" >&2; exit 2 ;;
