@@ -7,7 +7,8 @@
 #   scripts/gpu_run.sh models A,B    models A and B (bench/h100.py MODELS): every compiled variant built at
 #                                    once, one process each, then all measured -> h100-A_B.json, warm-*.log
 #   scripts/gpu_run.sh builds G1 G2..  detached builds of model groups (a group: keys joined by commas, one process per
-#                                    variant), outliving the command, beside the kernels/ tests and O2 reuse test
+#                                    variant), outliving the command, beside FG (default kernel-tests; or tests,
+#                                    basics, jobs, none)
 #   scripts/gpu_run.sh kernels   kernels/ GPU tests, then the provider benchmark -> kernels-h100.json/.md
 #   scripts/gpu_run.sh kernel-tests   kernels/ GPU tests beside the job cache-reuse test (no benchmark)
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
