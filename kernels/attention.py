@@ -275,7 +275,8 @@ def visible(Nq: int, Nk: int, causal: bool, window: tuple[int, int], document_id
 def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False, scale: float | None = None,
               window: tuple[int, int] = (-1, -1), alibi_slopes: torch.Tensor | None = None, softcap: float = 0.0,
               document_id: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Plain PyTorch in `dtype` (fp32: the accuracy reference; q's dtype: PyTorch's own low-precision run)."""
+    """Plain PyTorch in `dtype` (fp32: the accuracy reference; q's dtype: PyTorch's own low-precision run;
+    fp64 on fp64 inputs: the reference of fp32 runs)."""
     B, Hq, Nq, D = q.shape
     Nk = k.shape[2]
     group = Hq // k.shape[1]
@@ -289,7 +290,8 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
         s = s - alibi_slopes.to(dtype)[None, :, None, None] * d.abs().to(dtype)
     ok = visible(Nq, Nk, causal, window, document_id, q.device)
     s = s.masked_fill(~ok, float("-inf"))
-    p = torch.softmax(s.float(), dim=-1).nan_to_num(0.0).to(dtype)  # a query that sees nothing gets 0
+    # softmax in fp32 at least (fp64 stays fp64); a query that sees nothing gets 0
+    p = torch.softmax(s.to(torch.promote_types(s.dtype, torch.float32)), dim=-1).nan_to_num(0.0).to(dtype)
     return (p @ vf).to(q.dtype)
 
 

@@ -28,6 +28,11 @@ def _qkv(B, Hq, Hkv, Nq, Nk, D, dtype, seed):
 def _run(q, k, v, dtype, **kw):
     out = attention.attention(q, k, v, **kw)
     assert out.shape == q.shape and out.dtype == dtype
+    if dtype == torch.float32:
+        # The same rule one precision up: at most 2x PyTorch's own fp32 error against fp64. A fixed 8 fp32 ulps
+        # of the output scale failed now and then at D=128, N=123 (8.3e-7 against 7.2e-7).
+        ref64 = attention.reference(*(t.double() for t in (q, k, v)), dtype=torch.float64, **kw)
+        return check_2x(out, ref64, attention.reference(q, k, v, **kw))
     ref32 = attention.reference(q, k, v, **kw)
     lp = None if dtype == torch.float32 else attention.reference(q, k, v, dtype=dtype, **kw)
     return check_2x(out, ref32, lp)
@@ -57,7 +62,7 @@ def test_attention(dims, feature, dtype):
         kw["alibi_slopes"] = attention.alibi_slopes(Hq).to(DEVICE)
     if kw.pop("docs", False):
         kw["document_id"] = _docs(B, N, N)
-    q, k, v = _qkv(B, Hq, Hkv, N, N, D, dtype, hash(feature) % 1000)
+    q, k, v = _qkv(B, Hq, Hkv, N, N, D, dtype, list(FEATURES).index(feature))  # not hash(): salted per process
     _run(q, k, v, dtype, **kw)
 
 
