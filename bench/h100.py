@@ -221,19 +221,15 @@ def judge_low_precision(key: str, variants: list, refs: list) -> str:
     reports); returns the reason to print, or "" where the model has no bounds of its own."""
     if key not in LOW_PRECISION_BOUNDS:
         return ""
-    from kpt.errors import KptError
     from kpt.optimize import accuracy
+    from kpt.optimize import variants as var
 
     bounds, why = LOW_PRECISION_BOUNDS[key]
     for v in variants:
         if v.fn is None or v.precision not in ("bf16", "fp16"):
             continue
-        tol = accuracy.loosest(accuracy.tolerances_for(v.precision), accuracy.Tolerances(**bounds))
-        try:
-            v.accuracy = accuracy.check(v.fn, refs, tol)
-        except KptError as e:
-            v.error = f"fails on the check inputs: {e.message}"
-            v.fn = None
+        if not var.judge(v, refs, accuracy.loosest(accuracy.tolerances_for(v.precision), accuracy.Tolerances(**bounds))):
+            v.fn = None  # measure() skips it instead of checking it again
     return why
 
 
@@ -441,8 +437,7 @@ def roofline_line(probe: dict) -> str:
 
 
 def write_markdown(path: str, doc: dict) -> None:
-    devices = doc.get("devices") or {"": {"environment": doc["environment"], "measured_roofline":
-                                          doc.get("measured_roofline", {})}}
+    devices = doc["devices"]
     lines = ["# NVIDIA GPU benchmark (nvidia service)", ""]
     lines += [f"Device{'s' if len(devices) > 1 else ''}: " + "; ".join(
         f"**{d['environment'].get('gpu.name')}**: {device_line(d['environment'])}" for d in devices.values()) + ".",

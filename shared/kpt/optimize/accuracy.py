@@ -115,7 +115,7 @@ LOW_OUTPUTS = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 def loosest(a: Tolerances, b: Tolerances) -> Tolerances:
     return Tolerances(max(a.atol, b.atol), max(a.max_rel_l2, b.max_rel_l2), min(a.min_cosine, b.min_cosine),
-                      min(a.min_sqnr_db, b.min_sqnr_db) if a.min_sqnr_db and b.min_sqnr_db else a.min_sqnr_db)
+                      min(a.min_sqnr_db, b.min_sqnr_db))
 
 
 def by_output_dtype(candidate: object, reference: object) -> dict[str, tuple[list, list]]:
@@ -191,7 +191,9 @@ def check(candidate: Callable, refs: list[tuple[tuple[torch.Tensor, ...], object
           quantized: bool = False) -> Report:
     """Worst-case metrics of `candidate` over the reference samples."""
     worst: Metrics | None = None
-    groups: dict[str, Metrics] = {}  # worst metrics per output precision group, where the reference has low ones
+    # Worst metrics per output precision group, kept only where the reference returns low-precision outputs.
+    split = bool(refs) and not quantized and any(t.dtype in LOW_OUTPUTS for t in flatten(refs[0][1]))
+    groups: dict[str, Metrics] = {}
     with torch.inference_mode():
         for x, y in refs:
             try:
@@ -201,11 +203,9 @@ def check(candidate: Callable, refs: list[tuple[tuple[torch.Tensor, ...], object
                                      f"{[tuple(t.shape) for t in x]}: {str(e).splitlines()[0] if str(e) else e!r}") from e
             m = compare(got, y)
             worst = m if worst is None else worst.worst(m)
-            split = by_output_dtype(got, y)
-            if not quantized and set(split) != {""}:
-                for prec, (cs, rs) in split.items():
-                    gm = compare(cs, rs)
-                    groups[prec] = groups[prec].worst(gm) if prec in groups else gm
+            for prec, (cs, rs) in (by_output_dtype(got, y).items() if split else ()):
+                gm = compare(cs, rs)
+                groups[prec] = groups[prec].worst(gm) if prec in groups else gm
     if worst is None:
         raise ValueError("check needs at least one reference sample")
     if groups:

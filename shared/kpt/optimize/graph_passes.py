@@ -147,9 +147,14 @@ def _sdpa(cfg: SdpaAttention, work: Work) -> Outcome:
 KEEP_PRECISION = ("inv_freq", "original_inv_freq")
 
 
+def keeps_precision(name: str) -> bool:
+    """Whether the parameter or buffer of this dotted name stays as it is when the model is cast down."""
+    return name.rpartition(".")[2] in KEEP_PRECISION
+
+
 def cast_down(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     """module.to(dtype), except the buffers named in KEEP_PRECISION, which stay as they were."""
-    keep = [(name, b) for name, b in module.named_buffers() if name.rpartition(".")[2] in KEEP_PRECISION]
+    keep = [(name, b) for name, b in module.named_buffers() if keeps_precision(name)]
     module = module.to(dtype)
     for name, b in keep:
         owner, _, attr = name.rpartition(".")
@@ -175,7 +180,7 @@ class CastBoundary(torch.nn.Module):
 def cast_module(work: Work, dtype: torch.dtype, precision: str) -> int:
     """Cast the candidate's weights to dtype behind an fp32 boundary; returns the tensors cast."""
     n = sum(1 for name, t in list(work.module.named_parameters()) + list(work.module.named_buffers())
-            if t.is_floating_point() and name.rpartition(".")[2] not in KEEP_PRECISION)
+            if t.is_floating_point() and not keeps_precision(name))
     work.module = CastBoundary(work.module, dtype)
     work.precision = precision
     return n

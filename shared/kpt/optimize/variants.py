@@ -97,6 +97,16 @@ def cpu_timing(fns: dict, spec: inp.InputSpec, settings: bench.Settings, device:
     return times, {n: bench.peak_memory(lambda f=f: f(*x), device) for n, f in fns.items()}
 
 
+def judge(v: Variant, refs: list, tol: accuracy.Tolerances) -> bool:
+    """Checks v against the reference samples: sets v.accuracy, or v.error where it cannot run on them."""
+    try:
+        v.accuracy = accuracy.check(v.fn, refs, tol, quantized=v.precision == "int8")
+    except KptError as e:
+        v.error = f"fails on the check inputs: {e.message}"
+        return False
+    return True
+
+
 def measure(variants: list[Variant], spec: inp.InputSpec, settings: bench.Settings, device: str,
             refs: list | None, tol_override: accuracy.Tolerances | None, timing=cpu_timing) -> list[dict]:
     """Check every runnable variant against eager fp32, time them interleaved, return VariantMetrics rows.
@@ -105,13 +115,8 @@ def measure(variants: list[Variant], spec: inp.InputSpec, settings: bench.Settin
     for v in variants:
         if v.fn is None:
             continue
-        if refs is not None and v.accuracy is None:
-            tol = accuracy.tolerances_for(v.precision, tol_override)
-            try:
-                v.accuracy = accuracy.check(v.fn, refs, tol, quantized=v.precision == "int8")
-            except KptError as e:
-                v.error = f"fails on the check inputs: {e.message}"
-                continue
+        if refs is not None and v.accuracy is None and not judge(v, refs, accuracy.tolerances_for(v.precision, tol_override)):
+            continue
         runnable.append(v)
     times, peaks = timing({v.name: v.fn for v in runnable}, spec, settings, device) if runnable else ({}, {})
     batch = inp.batch_size(spec)
