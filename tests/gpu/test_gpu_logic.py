@@ -335,7 +335,6 @@ def test_cast_down_keeps_rotary_frequencies_in_fp32():
         kept = accuracy.compare(low(*x), ref)
         low.inner._buffers["inv_freq"] = step.inv_freq.to(torch.bfloat16)  # what module.to(bf16) made of it
         whole = accuracy.compare(low(*x), ref)
-    print(kept, whole)
     assert kept.rel_l2 <= accuracy.DEFAULTS["bf16"].max_rel_l2 < whole.rel_l2
 
 
