@@ -126,9 +126,12 @@ bg_logs() {
     grep -h -E "warmed in" "$BG"/warm-*.log 2>/dev/null | cut -c1-300 || true
 }
 
+# The models' caches (with their marks) go when the disk that holds them has less than KPT_MIN_FREE_GB left.
 check_disk() {
-    if [ "$(df --output=avail -k /tmp | tail -n 1)" -lt $((20 << 20)) ]; then
-        echo "less than 20 GB free: the earlier models' caches go"; rm -rf "$KPT_CACHE_DIR_MODELS"
+    local min_gb="${KPT_MIN_FREE_GB:-20}" dir
+    dir="$(dirname "$KPT_CACHE_DIR_MODELS")"
+    if [ "$(df --output=avail -k "$dir" | tail -n 1)" -lt $((min_gb << 20)) ]; then
+        echo "less than $min_gb GB free under $dir: the earlier models' caches go"; rm -rf "$KPT_CACHE_DIR_MODELS"
     fi
 }
 

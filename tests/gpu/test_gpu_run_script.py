@@ -57,7 +57,8 @@ def script_env(tmp_path):
     stub.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KPT_", "PYTHON"))}
     env.update(PATH=f"{bin_dir}:{env['PATH']}", KPT_BG=str(tmp_path / "bg"), KPT_CACHE_DIR_MODELS=str(tmp_path / "cache"),
-               STUB_LOG=str(tmp_path / "calls.log"), LIMIT="60", MEASURE_S="30", BUILD_S="120")
+               STUB_LOG=str(tmp_path / "calls.log"), LIMIT="60", MEASURE_S="30", BUILD_S="120",
+               KPT_MIN_FREE_GB="0")  # the caches' disk check is tested on its own (the CI's disk may be small)
     yield env, tmp_path
     for pid_file in (tmp_path / "bg").glob("*.pid"):  # the detached builds left running
         subprocess.run(["pkill", "-KILL", "-s", pid_file.read_text().strip()], check=False)
@@ -103,3 +104,13 @@ def test_builds_outlive_the_command_and_models_pauses_the_others(script_env):
     assert (tmp / "calls.log").read_text().count("warm resnet50") == calls == 5
     for p in llama:
         os.kill(int(p), signal.SIGCONT)
+
+
+def test_models_drops_the_caches_when_their_disk_is_short(script_env):
+    env, tmp = script_env
+    run(env, tmp, "models", "resnet50")
+    run(env, tmp, "models", "resnet50")
+    assert (tmp / "calls.log").read_text().count("warm resnet50") == 5  # built once, then found marked
+    short = run(env, tmp, "models", "resnet50", KPT_MIN_FREE_GB=str(1 << 30))  # more than any disk has
+    assert "the earlier models' caches go" in short.stdout
+    assert (tmp / "calls.log").read_text().count("warm resnet50") == 10  # marks gone with the caches: built again
