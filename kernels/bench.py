@@ -2,6 +2,7 @@
 
     python -m kernels.bench [--quick] [--out docs/benchmarks]   -> kernels-<gpu>.json and kernels-<gpu>.md
     python -m kernels.bench --render docs/benchmarks/kernels-h100.json   (markdown again, from the JSON)
+    python -m kernels.bench --ops norm-warps --name norm-warps-h200     (each fixed warp count of the norms)
 
 Rows: {op, shape, dtype, provider, causal, tflops, gbps, ms} (provider "kpt" is ours). Times are the
 median of triton.testing.do_bench; FLOPs count multiply-adds as 2 and, for causal attention, only the
@@ -24,7 +25,7 @@ if __package__ in (None, ""):  # run as a file: make `kernels` importable from t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "kernels"
 
-from . import attention, registry  # noqa: E402
+from . import attention, norms, registry  # noqa: E402
 
 
 def _time(fn) -> float | str:  # noqa: ANN001
@@ -94,9 +95,12 @@ def bench_linear(quick: bool) -> list[dict]:
     return rows
 
 
+NORM_SHAPES = [(16384, 4096), (4096, 8192), (65536, 1024), (2048, 32768)]
+
+
 def bench_norms(quick: bool) -> list[dict]:
     rows = []
-    shapes = [(16384, 4096), (4096, 8192), (65536, 1024), (2048, 32768)] if not quick else [(4096, 4096)]
+    shapes = NORM_SHAPES if not quick else [(4096, 4096)]
     for dtype in (torch.bfloat16, torch.float16):
         for R, N in shapes:
             x = torch.randn(R, N, device="cuda", dtype=dtype)
@@ -105,6 +109,25 @@ def bench_norms(quick: bool) -> list[dict]:
             rows += _rows("rms_norm", f"{R}x{N}", dtype, None, registry.norm_providers(x, w, None, 1e-6, True), 0, nbytes)
             rows += _rows("layer_norm", f"{R}x{N}", dtype, None, registry.norm_providers(x, w, b, 1e-5, False), 0,
                           nbytes)
+            y = torch.empty_like(x)
+            rows += _rows("copy", f"{R}x{N}", dtype, None, {"torch": lambda y=y, x=x: y.copy_(x)}, 0, nbytes)
+    return rows
+
+
+def bench_norm_warps(quick: bool) -> list[dict]:
+    """Each fixed warp count per norm shape (providers kpt_w4..kpt_w32) beside the autotuned kernel (kpt) and a
+    copy, all in one run: shows which count the autotuner should pick and whether it does."""
+    rows = []
+    for dtype in (torch.bfloat16, torch.float16):
+        for R, N in NORM_SHAPES if not quick else [(4096, 4096)]:
+            x = torch.randn(R, N, device="cuda", dtype=dtype)
+            w, b = torch.randn(N, device="cuda", dtype=dtype), torch.randn(N, device="cuda", dtype=dtype)
+            nbytes = 2 * R * N * x.element_size()
+            for op, bias, eps, rms in (("rms_norm", None, 1e-6, True), ("layer_norm", b, 1e-5, False)):
+                providers = {"kpt": lambda b=bias, e=eps, r=rms: norms.norm_op(x, w, b, e, r, 0.0, 0)}
+                for nw in norms.WARPS:
+                    providers[f"kpt_w{nw}"] = lambda b=bias, e=eps, r=rms, nw=nw: norms.norm_fixed(x, w, b, e, r, nw)
+                rows += _rows(op, f"{R}x{N}", dtype, None, providers, 0, nbytes)
             y = torch.empty_like(x)
             rows += _rows("copy", f"{R}x{N}", dtype, None, {"torch": lambda y=y, x=x: y.copy_(x)}, 0, nbytes)
     return rows
@@ -156,12 +179,35 @@ def goals(rows: list[dict], dtype: str = "bfloat16") -> list[str]:
     return out
 
 
+def warp_table(rows: list[dict]) -> list[str]:
+    """Markdown rows from norm-warps runs: per norm, shape and dtype, each provider's fraction of the same run's
+    copy bandwidth, the autotuned kernel (kpt) beside each fixed warp count; empty without such rows."""
+    fixed = [f"kpt_w{w}" for w in norms.WARPS]
+    keys = dict.fromkeys((r["op"], r["shape"], r["dtype"]) for r in rows if r["provider"] in fixed)
+    if not keys:
+        return []
+    out = ["| op | shape | dtype | kpt (autotuned) | " + " | ".join(fixed) + " | best fixed |",
+           "|---|---|---|---|" + "---|" * len(fixed) + "---|"]
+    for op, shape, dtype in keys:
+        copy = _pick(rows, op="copy", shape=shape, dtype=dtype, provider="torch")
+        frac = {}
+        for p in ["kpt", *fixed]:
+            r = _pick(rows, op=op, shape=shape, dtype=dtype, provider=p)
+            frac[p] = r["gbps"] / copy["gbps"] if r and copy and copy.get("gbps") else None
+        cells = [f"{f:.0%}" if f is not None else "-" for f in frac.values()]
+        best = max((p for p in fixed if frac[p] is not None), key=lambda p: frac[p], default="-")
+        out.append(f"| {op} | {shape} | {dtype} | " + " | ".join(cells) + f" | {best} |")
+    return out
+
+
 def markdown(rows: list[dict], device: str, versions: str, command: str) -> str:
     lines = [f"# Kernel benchmarks: {device}", "",
              f"{versions}; `{command}`. Times: median of triton.testing.do_bench "
              "(warmup 25 ms, rep 200 ms). Rows with TFLOP/s use it as the figure of merit; norms and copy use GB/s "
              "(each tensor read or written once).", "",
              "## Performance goals (bf16)", "", *goals(rows), "",
+             *(["## Norms: each warp count (fraction of the same run's copy bandwidth)", "", *warps, ""]
+               if (warps := warp_table(rows)) else []),
              "## All rows", "",
              "| op | shape | dtype | causal | provider | ms | TFLOP/s | GB/s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -180,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=os.environ.get("OUT", "docs/benchmarks"))
     ap.add_argument("--name", default=None, help="file stem (default kernels-<gpu>)")
     ap.add_argument("--quick", action="store_true", help="one small shape per op")
-    ap.add_argument("--ops", default="attention,linear,norms")
+    ap.add_argument("--ops", default="attention,linear,norms",
+                    help="comma-separated: attention, linear, norms, norm-warps (each fixed warp count)")
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
     args = ap.parse_args(argv)
     if args.render:
@@ -196,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for op in args.ops.split(","):
-        rows += {"attention": bench_attention, "linear": bench_linear, "norms": bench_norms}[op](args.quick)
+        rows += {"attention": bench_attention, "linear": bench_linear, "norms": bench_norms,
+                 "norm-warps": bench_norm_warps}[op](args.quick)
         # Rewritten after each op: a run cut short keeps what it measured.
         doc = {"device": device, "torch": torch.__version__, "triton": __import__("triton").__version__,
                "command": "python -m kernels.bench " + " ".join(argv or sys.argv[1:]), "rows": rows}

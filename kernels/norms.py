@@ -19,7 +19,8 @@ MAX_FUSED = 16384  # elements per row held in registers (64 KiB fp32 per program
 # A fixed rule (Liger-Kernel's: 4 warps up to 2k elements, 8 up to 8k, 16 beyond) reached 88-97% of copy
 # bandwidth on the H100 at 4k-wide rows but about 50% at 8k-wide ones, where 4096 rows of 8 warps leave the SMs
 # short of loads in flight.
-_GPU = [triton.Config({}, num_warps=w) for w in (4, 8, 16, 32)]
+WARPS = (4, 8, 16, 32)
+_GPU = [triton.Config({}, num_warps=w) for w in WARPS]
 _INTERP = [triton.Config({}, num_warps=4)]
 
 
@@ -106,6 +107,12 @@ def norm_op(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | N
             w_offset: float, block: int) -> torch.Tensor:
     """Normalizes the last dimension of x. block: elements per step (0: the next power of two of N, up to
     MAX_FUSED; a smaller value forces the two-pass path, which tests use)."""
+    return _run(launch(_norm_kernel), x, weight, bias, eps, rms, w_offset, block, {})
+
+
+def _run(kernel, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,  # noqa: ANN001
+         rms: bool, w_offset: float, block: int, extra: dict) -> torch.Tensor:
+    """Launches kernel (the autotuned one, or the bare JITFunction with launch options in extra) over x's rows."""
     _check(x, weight, bias)
     N = x.shape[-1]
     x2 = x.reshape(-1, N)
@@ -114,12 +121,20 @@ def norm_op(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | N
     out = torch.empty((x2.shape[0], N), dtype=x.dtype, device=x.device)
     BLOCK = block or min(triton.next_power_of_2(N), MAX_FUSED)
     if x2.shape[0] and N:
-        launch_args = (x2, weight if weight is not None else x2, bias if bias is not None else x2, out,
-                       N, x2.stride(0), out.stride(0), eps)
-        launch(_norm_kernel)[(x2.shape[0],)](
-            *launch_args, RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None, ONE_PASS=BLOCK >= N,
-            W_OFFSET=w_offset, BLOCK=BLOCK)
+        kernel[(x2.shape[0],)](
+            x2, weight if weight is not None else x2, bias if bias is not None else x2, out,
+            N, x2.stride(0), out.stride(0), eps, RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None,
+            ONE_PASS=BLOCK >= N, W_OFFSET=w_offset, BLOCK=BLOCK, **extra)
     return out.reshape(x.shape)
+
+
+def norm_fixed(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, rms: bool,
+               num_warps: int) -> torch.Tensor:
+    """The same kernel with num_warps chosen by the caller instead of the autotuner (not an op: kernels.bench's
+    norm-warps rows time each choice beside the autotuned one)."""
+    if num_warps not in WARPS:
+        raise ValueError(f"num_warps must be one of {WARPS}, not {num_warps}")
+    return _run(_norm_kernel.fn, x, weight, bias, eps, rms, 0.0, 0, {"num_warps": num_warps})
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float = 1e-6, w_offset: float = 0.0,

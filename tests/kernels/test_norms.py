@@ -59,3 +59,14 @@ def test_gemma_style_offset():
 def test_rejects_wrong_weight():
     with pytest.raises(ValueError, match="normalized dimension"):
         norms.rms_norm(torch.randn(2, 8, device=DEVICE), torch.ones(9, device=DEVICE))
+
+
+@pytest.mark.parametrize("rms", [True, False])
+def test_fixed_warps_is_the_same_kernel(rms):
+    x, w, b = _inputs((5, 300), torch.float16, 3)
+    bias = None if rms else b
+    auto = norms.norm_op(x, w, bias, 1e-5, rms, 0.0, 0)
+    for nw in norms.WARPS:
+        torch.testing.assert_close(norms.norm_fixed(x, w, bias, 1e-5, rms, nw), auto, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="num_warps"):
+        norms.norm_fixed(x, w, bias, 1e-5, rms, 3)

@@ -154,3 +154,15 @@ def test_bench_goals_compare_against_the_same_runs_rows():
     assert "4096x4096 89% | yes" in text and "4096x4096 71% | no (4096x4096 71%)" in text
     assert "1.20x (1.0 vs 1.2 ms) | yes" in text
     assert "| attention causal" not in text  # no causal rows measured: no claim about them
+
+
+def test_bench_warp_table_names_the_best_fixed_count_against_copy():
+    bench = pytest.importorskip("kernels.bench")
+    base = {"op": "rms_norm", "shape": "65536x1024", "dtype": "bfloat16", "causal": None, "ms": 0.1, "tflops": 0.0}
+    rows = [base | {"provider": p, "gbps": g} for p, g in
+            (("kpt", 2000.0), ("kpt_w4", 3800.0), ("kpt_w8", 3900.0), ("kpt_w16", 2000.0), ("kpt_w32", 1000.0))]
+    rows.append(base | {"op": "copy", "provider": "torch", "gbps": 4000.0})
+    table = bench.warp_table(rows)
+    assert table[2] == "| rms_norm | 65536x1024 | bfloat16 | 50% | 95% | 98% | 50% | 25% | kpt_w8 |"
+    assert bench.warp_table([r for r in rows if not r["provider"].startswith("kpt_w")]) == []
+    assert "## Norms: each warp count" in bench.markdown(rows, "dev", "v", "cmd")
