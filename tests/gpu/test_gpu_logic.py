@@ -45,15 +45,39 @@ def test_decode_spec_describes_a_bf16_cache():
 
 def test_gemm_problems_and_matrix_vector_detection():
     step, spec, _ = tiny_llama_decode(context=16)
-    problems, gemv = gcompile.gemm_problems(export_module(step, spec))
-    assert problems == 4 and gemv == problems  # every linear of a decode step multiplies one row
+    problems, gemv, scaled = gcompile.gemm_problems(export_module(step, spec))
+    assert problems == 4 and gemv == problems and scaled == 0  # every linear of a decode step multiplies one row
     bert, bspec = tiny_bert(batch=2, seq=16)
-    problems, gemv = gcompile.gemm_problems(export_module(bert, bspec))
+    problems, gemv, _ = gcompile.gemm_problems(export_module(bert, bspec))
     assert problems >= 3 and gemv == 0
     # a dynamic batch makes the shapes SymInts, which cannot be hashed: the problems are told apart by name
     mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)).eval()
     mspec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(8, 1, 64, "batch"), inp.Dim(64))),))
-    assert gcompile.gemm_problems(export_module(mlp, mspec)) == (2, 0)
+    assert gcompile.gemm_problems(export_module(mlp, mspec)) == (2, 0, 0)
+
+
+class Fp8Linear(torch.nn.Module):
+    """x @ w.T in fp8 through aten._scaled_mm, what torchao's float8 dynamic quantization exports to."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.randn(n_out, n_in).to(torch.float8_e4m3fn))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ones = torch.ones(x.shape[0], 1), torch.ones(1, self.w.shape[0])
+        return torch._scaled_mm(x.to(torch.float8_e4m3fn), self.w.t(), *ones, out_dtype=torch.bfloat16)
+
+
+def test_fp8_problems_are_counted_apart_and_cost_more_to_tune():
+    model = torch.nn.Sequential(Fp8Linear(32, 64), Fp8Linear(64, 32)).eval()
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(16), inp.Dim(32))),))
+    problems = gcompile.gemm_problems(export_module(model, spec))
+    assert problems == (2, 0, 2)
+    assert problems.tuning_s() == 2 * gcompile.AUTOTUNE_S_PER_SCALED_PROBLEM
+    cfg = gcompile.GpuInductorAOT(max_autotune="budget", autotune_budget_s=120)
+    tune, _, why = gcompile._decide(cfg, problems)  # 2 plain GEMMs would be tuned (12 s); 2 fp8 ones are not
+    assert not tune and "2 GEMM/conv problems (2 fp8), estimated 240s > 120s" in why
+    assert gcompile._decide(cfg, gcompile.Problems(2))[0]
 
 
 def test_device_strings_carry_an_index():
@@ -73,7 +97,7 @@ def test_device_strings_carry_an_index():
 ])
 def test_autotune_budget_decision(mode, problems, gemv, tune, cd, words):
     cfg = gcompile.GpuInductorAOT(max_autotune=mode, autotune_budget_s=300)
-    got = gcompile._decide(cfg, problems, gemv)
+    got = gcompile._decide(cfg, gcompile.Problems(problems, gemv))
     assert got[:2] == (tune, cd) and words in got[2]
 
 

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 
@@ -39,6 +39,10 @@ _GEMMS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.de
 # on the host's cores and timing them. An estimate for the budget check only; every compile reports
 # the time it really took (PassReport.seconds, docs/benchmarks/h100.md), which is what to tune it by.
 AUTOTUNE_S_PER_PROBLEM = 6.0
+# fp8 GEMMs (aten._scaled_mm) are another matter: torch 2.11 tries 106 configs for each. On the H200, beside
+# four other builds, one such problem took 74-201 s to tune (median 144 s over six: the 1B Llama's prefill and
+# ViT-B/16 at O3, docs/benchmarks/h100-runs/*2026-12-03*), and cuBLAS's _scaled_mm won four of the six.
+AUTOTUNE_S_PER_SCALED_PROBLEM = 120.0
 QUANTIZED = ("int8", "fp8", "int4")  # precisions whose packages may call torchao's operators
 
 
@@ -56,9 +60,21 @@ def _rows(node: torch.fx.Node) -> int | None:
     return int(rows)
 
 
-def gemm_problems(ep: torch.export.ExportedProgram) -> tuple[int, int]:
-    """(distinct GEMM/conv problems, how many of them are matrix-vector products) in the program."""
-    seen, gemv = set(), 0
+class Problems(NamedTuple):
+    """Distinct GEMM/conv problems in a program: how many, how many are matrix-vector products, how many are
+    fp8 (aten._scaled_mm)."""
+
+    count: int
+    gemv: int = 0
+    scaled: int = 0
+
+    def tuning_s(self) -> float:
+        return (self.count - self.scaled) * AUTOTUNE_S_PER_PROBLEM + self.scaled * AUTOTUNE_S_PER_SCALED_PROBLEM
+
+
+def gemm_problems(ep: torch.export.ExportedProgram) -> Problems:
+    """The distinct GEMM/conv problems in the program."""
+    seen, gemv, scaled = set(), 0, 0
     for node in ep.graph.nodes:
         if node.op != "call_function" or node.target not in _GEMMS:
             continue
@@ -71,7 +87,8 @@ def gemm_problems(ep: torch.export.ExportedProgram) -> tuple[int, int]:
         seen.add(key)
         if _rows(node) == 1:
             gemv += 1
-    return len(seen), gemv
+        scaled += node.target == aten._scaled_mm.default
+    return Problems(len(seen), gemv, scaled)
 
 
 @dataclass(frozen=True)
@@ -95,18 +112,20 @@ class GpuInductorAOT(PassConfig):
             raise ValueError("autotune_budget_s must be > 0")
 
 
-def _decide(cfg: GpuInductorAOT, problems: int, gemv: int) -> tuple[bool, bool, str]:
+def _decide(cfg: GpuInductorAOT, problems: Problems) -> tuple[bool, bool, str]:
     tune, why = cfg.max_autotune == "on", ""
+    n, gemv = problems.count, problems.gemv
+    fp8 = f" ({problems.scaled} fp8)" if problems.scaled else ""
     if cfg.max_autotune == "budget":
-        estimate = problems * AUTOTUNE_S_PER_PROBLEM
+        estimate = problems.tuning_s()
         tune = 0 < estimate <= cfg.autotune_budget_s
-        why = (f"max-autotune on {problems} GEMM/conv problem(s) (estimated {estimate:.0f}s <= "
+        why = (f"max-autotune on {n} GEMM/conv problem(s){fp8} (estimated {estimate:.0f}s <= "
                f"{cfg.autotune_budget_s:.0f}s budget)" if tune else
-               "no GEMM/conv problems to tune" if problems == 0 else
-               f"max-autotune skipped: {problems} GEMM/conv problems, estimated {estimate:.0f}s > "
+               "no GEMM/conv problems to tune" if n == 0 else
+               f"max-autotune skipped: {n} GEMM/conv problems{fp8}, estimated {estimate:.0f}s > "
                f"{cfg.autotune_budget_s:.0f}s budget")
     elif tune:
-        why = f"max-autotune on {problems} GEMM/conv problem(s)"
+        why = f"max-autotune on {n} GEMM/conv problem(s){fp8}"
     cd = cfg.coordinate_descent == "on" or (cfg.coordinate_descent == "auto" and gemv > 0)
     if cd:
         why += ("; " if why else "") + (f"coordinate-descent tuning ({gemv} matrix-vector product(s))" if gemv
@@ -127,8 +146,7 @@ def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
     t0 = time.perf_counter()
     with attention_context(order):
         ep = work.export()
-    problems, gemv = gemm_problems(ep)
-    tune, cd, why = _decide(cfg, problems, gemv)
+    tune, cd, why = _decide(cfg, gemm_problems(ep))
     options = inductor_options(tune, cd, cfg.freezing)
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else work.device
     backend = f"aoti-triton:{name}"
