@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -67,6 +68,15 @@ def test_fold_pass_report_and_reexport(tmp_path):
     x = inp.generate(spec, seed=9, vary_dynamic=True)
     with torch.no_grad():
         torch.testing.assert_close(ep.module()(*x), model(*x), rtol=1e-5, atol=1e-5)
-    row = apply(graph_passes.FoldConvBatchNorm(), Work(zoo.build("mlp")[0], zoo.build("mlp")[1], "cpu", str(tmp_path)),
-                "LEVEL_O1")
+    mlp = Work(zoo.build("mlp")[0], zoo.build("mlp")[1], "cpu", str(tmp_path))
+    row = apply(graph_passes.FoldConvBatchNorm(), mlp, "LEVEL_O1")
+    assert not row["applied"] and "no batchnorm layers" in row["reason"]  # told without exporting
+    mlp.module = mlp.export().module()  # a graph is looked at: here it has no pairs either
+    row = apply(graph_passes.FoldConvBatchNorm(), mlp, "LEVEL_O1")
     assert not row["applied"] and "no eval-mode conv+batchnorm" in row["reason"]
+
+
+def test_fold_does_not_export_a_model_without_batchnorm(tmp_path, monkeypatch):
+    model, spec = zoo.build("mlp")
+    monkeypatch.setattr(Work, "export", lambda self: pytest.fail("exported a model with no batchnorm"))
+    assert not apply(graph_passes.FoldConvBatchNorm(), Work(model, spec, "cpu", str(tmp_path)), "LEVEL_O1")["applied"]

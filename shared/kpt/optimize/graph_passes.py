@@ -100,6 +100,10 @@ class FoldConvBatchNorm(PassConfig):
 
 @register(FoldConvBatchNorm)
 def _fold(cfg: FoldConvBatchNorm, work: Work) -> Outcome:
+    # An eager module without batchnorm layers has nothing to fold: no export (about 20 s for a 1B Llama).
+    # Graphs (uploads, earlier passes' output) hold batchnorm as aten calls, so they are always looked at.
+    if not any(isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, fx.GraphModule)) for m in work.module.modules()):
+        return Outcome(False, "no batchnorm layers in the model")
     gm = work.export().module()
     folded = fold_conv_bn(gm)
     if not folded:
