@@ -14,6 +14,7 @@ with its reason, not raised.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -124,9 +125,9 @@ def bench_norm_warps(quick: bool) -> list[dict]:
             w, b = torch.randn(N, device="cuda", dtype=dtype), torch.randn(N, device="cuda", dtype=dtype)
             nbytes = 2 * R * N * x.element_size()
             for op, bias, eps, rms in (("rms_norm", None, 1e-6, True), ("layer_norm", b, 1e-5, False)):
-                providers = {"kpt": lambda b=bias, e=eps, r=rms: norms.norm_op(x, w, b, e, r, 0.0, 0)}
+                providers = {"kpt": functools.partial(norms.norm_op, x, w, bias, eps, rms, 0.0, 0)}
                 for nw in norms.WARPS:
-                    providers[f"kpt_w{nw}"] = lambda b=bias, e=eps, r=rms, nw=nw: norms.norm_fixed(x, w, b, e, r, nw)
+                    providers[f"kpt_w{nw}"] = functools.partial(norms.norm_fixed, x, w, bias, eps, rms, nw)
                 rows += _rows(op, f"{R}x{N}", dtype, None, providers, 0, nbytes)
             y = torch.empty_like(x)
             rows += _rows("copy", f"{R}x{N}", dtype, None, {"torch": lambda y=y, x=x: y.copy_(x)}, 0, nbytes)

@@ -377,3 +377,31 @@ def test_attention_candidates_include_math_once():
         with passes.attention_context(order):  # on the CPU only math runs these
             got = torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask)
         torch.testing.assert_close(got, want)
+
+
+def test_compare_interleaves_with_a_rotating_order():
+    from kpt.gpu import bench as gpu_bench
+
+    calls = []
+    fns = {n: (lambda n=n: calls.append(n)) for n in "abc"}
+    ms = {"a": [3.0, 1.0, 2.0], "b": [5.0, 5.0, 4.0], "c": [9.0, 7.0, 8.0]}
+    got = gpu_bench.compare(fns, reps=3, warmup=1, timer=lambda fn: (fn(), ms[calls[-1]].pop(0))[1])
+    assert got == {"a": 2.0, "b": 5.0, "c": 8.0}
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")  # warmups, then three rotated rounds
+    with pytest.raises(ValueError):
+        gpu_bench.compare({}, reps=3)
+
+
+def test_attention_backends_timed_under_their_own_context():
+    """Each backend's calls are timed with only that backend enabled (the context is entered around the timed
+    call); one that cannot run a call is reported with the reason, and the totals weigh calls by their count."""
+    q = torch.randn(1, 2, 4, 8)
+    calls = [(torch.nn.functional.scaled_dot_product_attention, (q, q, q), {}, 3)]
+
+    def timer(fn):  # 1 ms when only math is enabled, as the MATH context leaves it; 100 ms otherwise
+        fn()
+        alone = torch.backends.cuda.math_sdp_enabled() and not torch.backends.cuda.flash_sdp_enabled()
+        return 1.0 if alone else 100.0
+
+    got = passes.time_backends(("CUDNN_ATTENTION", "MATH"), calls, reps=4, timer=timer)
+    assert got["MATH"] == 3.0 and got["CUDNN_ATTENTION"].startswith("not usable for [(1, 2, 4, 8)")

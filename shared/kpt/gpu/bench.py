@@ -14,11 +14,12 @@ its graphs between calls.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import statistics
 import time
-from typing import Callable, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import torch
 
@@ -64,18 +65,40 @@ def peak_memory(fn: Callable[..., object], x: tuple[torch.Tensor, ...]) -> int:
         return max(0, torch.cuda.max_memory_allocated() - before) + resident_bytes(fn)
 
 
-def time_once(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> float:
-    """Median ms of fn() over reps, each timed with events on an idle GPU (for pass decisions)."""
+def event_ms(fn: Callable[[], object]) -> float:
+    """ms of one call of fn, timed by a pair of events on an idle GPU."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    out = []
+    torch.cuda.synchronize()
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def compare(fns: dict[str, Callable[[], object]], reps: int = 20, warmup: int = 3,
+            contexts: dict[str, Callable[[], ContextManager]] | None = None,
+            timer: Callable[[Callable[[], object]], float] = event_ms) -> dict[str, float]:
+    """Median ms of each fn (for pass decisions): one call of each per round, the order rotating every round, so
+    clock changes and other work on the device weigh on every candidate alike rather than on whichever was timed
+    last. contexts: per name, a context entered around that name's calls, outside the timed span (an attention
+    backend choice)."""
+    if not fns or reps < 1:
+        raise ValueError("compare needs at least one function and reps >= 1")
+    names, ctx = list(fns), contexts or {}
+    times: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
-        for _ in range(warmup):
-            fn()
-        torch.cuda.synchronize()
-        for _ in range(reps):
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end))
-    return statistics.median(out)
+        for n in names:
+            with ctx.get(n, contextlib.nullcontext)():
+                for _ in range(warmup):
+                    fns[n]()
+        for r in range(reps):
+            for n in names[r % len(names):] + names[:r % len(names)]:
+                with ctx.get(n, contextlib.nullcontext)():
+                    times[n].append(timer(fns[n]))
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
+def time_once(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> float:
+    """Median ms of fn() over reps, each timed with events on an idle GPU."""
+    return compare({"fn": fn}, reps, warmup)["fn"]

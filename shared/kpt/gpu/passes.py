@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -190,19 +191,33 @@ class SdpaBackend(PassConfig):
             raise ValueError(f"unknown attention backends {bad}; choose from {BACKENDS}")
 
 
-def _time_backend(backend: str, calls: list[tuple[object, tuple, dict, int]], reps: int) -> float | str:
-    """Summed median ms of all calls (weighted by how often each occurs) under one backend, or why it cannot run."""
-    total = 0.0
-    with sdpa_kernel([getattr(SDPBackend, backend)]):
-        for func, args, kwargs, count in calls:
+def _unusable(backend: str, calls: list[tuple[object, tuple, dict, int]]) -> str | None:
+    """Why the backend cannot run one of the calls, or None when it runs them all."""
+    with sdpa_kernel([getattr(SDPBackend, backend)]), torch.inference_mode():
+        for func, args, kwargs, _ in calls:
             try:
-                with torch.inference_mode():
-                    func(*args, **kwargs)
+                func(*args, **kwargs)
             except RuntimeError as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 return f"not usable for {[tuple(a.shape) for a in args[:3]]} ({first[:160]})"
-            total += count * gpu_bench.time_once(lambda f=func, a=args, k=kwargs: f(*a, **k), reps=reps)
-    return total
+    return None
+
+
+def time_backends(backends: tuple[str, ...], calls: list[tuple[object, tuple, dict, int]], reps: int,
+                  timer: Callable[[Callable[[], object]], float] = gpu_bench.event_ms) -> dict:
+    """Per backend: the summed median ms of all calls (weighted by how often each occurs), each call's backends
+    timed interleaved (gpu_bench.compare), or why the backend cannot run them."""
+    results: dict[str, float | str] = {b: why for b in backends if (why := _unusable(b, calls))}
+    usable = [b for b in backends if b not in results]
+    totals = dict.fromkeys(usable, 0.0)
+    for func, args, kwargs, count in calls if usable else []:
+        call = functools.partial(func, *args, **kwargs)
+        ms = gpu_bench.compare(dict.fromkeys(usable, call), reps=reps,
+                               contexts={b: functools.partial(sdpa_kernel, [getattr(SDPBackend, b)]) for b in usable},
+                               timer=timer)
+        for b in usable:
+            totals[b] += count * ms[b]
+    return {b: results.get(b, totals.get(b)) for b in backends}
 
 
 @register(SdpaBackend)
@@ -222,8 +237,7 @@ def _sdpa(cfg: SdpaBackend, work: Work) -> Outcome:
     cache_dir = settings.get("KPT_CACHE_DIR")
     key = cache.choice_key("sdpa", {"calls": sorted(rec.calls), "candidates": cfg.candidates,
                                     "device": torch.cuda.get_device_name()})
-    results, reused = cache.decided(cache_dir, key, lambda: {b: _time_backend(b, calls, cfg.reps)
-                                                              for b in cfg.candidates})
+    results, reused = cache.decided(cache_dir, key, lambda: time_backends(cfg.candidates, calls, cfg.reps))
     usable = {b: t for b, t in results.items() if isinstance(t, float)}
     if not usable:
         return Outcome(False, f"no candidate backend runs all {n_calls} attention call(s): "
@@ -250,7 +264,7 @@ class CustomKernels(PassConfig):
 
     name: ClassVar[str] = "custom_kernels"
     folder: str = "kernels"
-    min_speedup: float = 1.02  # below this the difference is within run-to-run noise of time_once
+    min_speedup: float = 1.02  # below this the difference is within run-to-run noise of gpu_bench.compare
 
 
 @register(CustomKernels)
@@ -276,8 +290,8 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
         key = cache.choice_key("custom_kernels", {"candidate": name, "model": _structure(work.module),
                                                   "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
                                                   "device": torch.cuda.get_device_name(work.device)})
-        times, reused = cache.decided(settings.get("KPT_CACHE_DIR"), key, lambda m=work.module, t=trial: {
-            "base_ms": gpu_bench.time_once(lambda: m(*x)), "trial_ms": gpu_bench.time_once(lambda: t(*x))})
+        times, reused = cache.decided(settings.get("KPT_CACHE_DIR"), key, lambda m=work.module, t=trial:
+                                      gpu_bench.compare({"base_ms": lambda: m(*x), "trial_ms": lambda: t(*x)}))
         base, t = times["base_ms"], times["trial_ms"]
         measured.append(f"{name} {base:.3f} -> {t:.3f} ms" + (" (measured by an earlier job)" if reused else ""))
         if base / t >= cfg.min_speedup:
