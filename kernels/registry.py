@@ -16,6 +16,7 @@ earlier eager run is used, and without one the vendor path is traced.
 from __future__ import annotations
 
 import logging
+import statistics
 from collections.abc import Callable
 
 import torch
@@ -104,15 +105,20 @@ def tracing(*tensors: torch.Tensor) -> bool:
     return any(isinstance(t, FakeTensor) or type(t) is not torch.Tensor for t in tensors if t is not None)
 
 
+ROUNDS = 5  # timing rounds per decision: each provider timed once per round, the order rotating
+
+
 def measure(providers: dict[str, Callable[[], torch.Tensor]], reference: Callable[[], torch.Tensor],
             timer: Callable[[Callable[[], object]], float] | None = None) -> tuple[dict, dict]:
-    """Runs every provider once (a failure is recorded as its reason), then times those that ran. Returns
+    """Runs every provider once (a failure is recorded as its reason), then times those that ran: ROUNDS rounds,
+    one timer() of each provider per round with the order rotating, so clock changes and other work on the
+    device weigh on every provider alike; a provider's time is the median of its rounds. Returns
     (timings ms | reason, max abs error vs reference)."""
     if timer is None:
         import triton.testing
 
         def timer(fn):  # noqa: ANN001, ANN202
-            return float(triton.testing.do_bench(fn, warmup=25, rep=100))
+            return float(triton.testing.do_bench(fn, warmup=5, rep=20))
     ref = reference().float()
     timings: dict[str, float | str] = {}
     errors: dict[str, float] = {}
@@ -128,8 +134,12 @@ def measure(providers: dict[str, Callable[[], torch.Tensor]], reference: Callabl
             timings[name] = "produced NaN"
             continue
         errors[name] = err
-        timings[name] = timer(fn)
-    return timings, errors
+    ran = [n for n in providers if n in errors]
+    samples: dict[str, list[float]] = {n: [] for n in ran}
+    for r in range(ROUNDS if ran else 0):
+        for name in ran[r % len(ran):] + ran[:r % len(ran)]:
+            samples[name].append(timer(providers[name]))
+    return {n: statistics.median(samples[n]) if n in samples else timings[n] for n in providers}, errors
 
 
 def choose(op: str, parts: dict, providers: Callable[[], dict[str, Callable[[], torch.Tensor]]],

@@ -166,3 +166,25 @@ def test_bench_warp_table_names_the_best_fixed_count_against_copy():
     assert table[2] == "| rms_norm | 65536x1024 | bfloat16 | 50% | 95% | 98% | 50% | 25% | kpt_w8 |"
     assert bench.warp_table([r for r in rows if not r["provider"].startswith("kpt_w")]) == []
     assert "## Norms: each warp count" in bench.markdown(rows, "dev", "v", "cmd")
+
+
+def test_measure_times_providers_in_rotating_rounds():
+    from kernels import registry
+
+    order = []
+    x = torch.ones(4)
+
+    def provider(name, fail=False):
+        def fn():
+            if fail:
+                raise RuntimeError("No available kernel")
+            order.append(name)
+            return x
+        return fn
+
+    providers = {"a": provider("a"), "b": provider("b"), "bad": provider("bad", fail=True)}
+    ms = iter([5.0, 1.0, 1.5, 4.0, 6.0, 2.0, 1.0, 3.0, 3.5, 9.0])  # one value per timed call, in call order
+    timings, errors = registry.measure(providers, lambda: x, timer=lambda fn: (fn(), next(ms))[1])
+    assert order == ["a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b"]  # checks, then 5 rounds
+    assert list(timings) == ["a", "b", "bad"] and timings["bad"].startswith("not usable (No available kernel")
+    assert timings["a"] == 4.0 and timings["b"] == 1.5  # a: 5 4 6 3 3.5; b: 1 1.5 2 1 9 and errors == {"a": 0.0, "b": 0.0}
