@@ -1,5 +1,6 @@
 """Triton kernels for the GPU services at O3: fused linear + activation (linear_act), RMSNorm/LayerNorm
-(norms), attention forward (attention); registry.py decides per device and shape class which provider runs.
+(norms), attention forward (attention), decode attention against a static cache (decode); registry.py decides
+per device and shape class which provider runs (decode attention: the whole-model trial decides).
 
 This file stays importable without a GPU and without triton: the op modules are imported by candidates()
 only when they can run. Entry point of kpt.gpu.passes.CustomKernels:
@@ -61,6 +62,8 @@ def candidates(module: torch.nn.Module, device: str) -> list[tuple[str, Callable
         found.append(("kpt_norms", modules.swap_norms))
     if modules.find_linear_act(module) or modules.find_swiglu(module):
         found.append(("kpt_linear_act", modules.swap_linear_act))
+    if modules.find_decode_steps(module):
+        found.append(("kpt_decode_attention", modules.swap_decode_attention))
     found.append(("kpt_attention", modules.swap_attention))  # SDPA calls are only seen when the model runs
     log.info("kernels/: candidates %s", [n for n, _ in found])
     return found

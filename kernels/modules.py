@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from . import attention, linear_act, norms, registry
+from . import attention, decode, linear_act, norms, registry
 
 ACT_MODULES = {torch.nn.GELU: None, torch.nn.SiLU: "silu", torch.nn.ReLU: "relu"}
 
@@ -168,3 +168,16 @@ def swap_linear_act(module: torch.nn.Module) -> torch.nn.Module:
 
 def swap_attention(module: torch.nn.Module) -> torch.nn.Module:
     return RoutedAttention(copy.deepcopy(module))
+
+
+def find_decode_steps(module: torch.nn.Module) -> list[str]:
+    """Modules with an unset `decode_attention` hook (kpt.gpu.models.LlamaDecodeStep): their decode attention
+    can be kernels/decode.py's, which reads the cache once and never copies it."""
+    return [n for n, m in module.named_modules() if "decode_attention" in vars(m) and m.decode_attention is None]
+
+
+def swap_decode_attention(module: torch.nn.Module) -> torch.nn.Module:
+    out = copy.deepcopy(module)
+    for name in find_decode_steps(out):
+        out.get_submodule(name).decode_attention = decode.decode_attention  # a plain function: copies by reference
+    return out

@@ -11,7 +11,7 @@ from tests.kernels.conftest import CUDA, check_2x
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")]
 
 if CUDA:
-    from kernels import attention, linear_act, modules, norms, registry
+    from kernels import attention, decode, linear_act, modules, norms, registry
 
 LP = [torch.bfloat16, torch.float16]
 
@@ -116,3 +116,39 @@ def test_candidates_on_gpu_swap_and_match():
         for _, apply in mod.candidates(block, "cuda"):
             out = apply(block)(x)
             check_2x(out, ref, block(x))
+
+
+@pytest.mark.parametrize("dtype", LP)
+@pytest.mark.parametrize("dims", [(1, 32, 4, 2048, 64, 2047), (1, 32, 4, 2048, 64, 700), (4, 16, 16, 1000, 128, 3)],
+                         ids=lambda d: "b{}h{}/{}s{}d{}p{}".format(*d))
+def test_decode_attention_gpu(dims, dtype):
+    B, Hq, Hkv, S, D, pos = dims
+    g = torch.Generator(device="cuda").manual_seed(S + pos)
+    q = torch.randn(B, Hq, 1, D, device="cuda", dtype=dtype, generator=g)
+    k_cache, v_cache = (torch.randn(B, Hkv, S, D, device="cuda", dtype=dtype, generator=g) for _ in range(2))
+    k_new, v_new = (torch.randn(B, Hkv, 1, D, device="cuda", dtype=dtype, generator=g) for _ in range(2))
+    p = torch.tensor([pos], device="cuda")
+    args = (q, k_cache, v_cache, k_new, v_new, p)
+    check_2x(decode.decode_attention(*args), decode.reference(*args), decode.reference(*args, dtype=dtype))
+
+
+def test_decode_step_with_the_kernel_compiles_and_exports():
+    """The swapped 1B-Llama-style step (tiny here) under torch.compile and torch.export: the op is traced into
+    the graph (triton_op), results as eager, replayable in a CUDA graph at another position."""
+    from kpt.optimize import inputs as inp
+    from tests.gpu.helpers import tiny_llama_decode
+
+    step, spec, _ = tiny_llama_decode(context=512)
+    step = modules.swap_decode_attention(step.cuda().to(torch.bfloat16))
+    x = [t.cuda() for t in inp.generate(spec, seed=1)]
+    x[1].fill_(300)
+    with torch.inference_mode():
+        eager = step(*x)
+        compiled = torch.compile(step, fullgraph=True)(*x)
+        ep = torch.export.export(step, tuple(x))
+        assert any("decode_attention" in str(n.target) or "triton_kernel_wrapper" in str(n.target)
+                   for n in ep.graph.nodes)
+        exported = ep.module()(*x)
+    for got in (compiled, exported):
+        for a, b in zip(eager, got, strict=True):
+            torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)

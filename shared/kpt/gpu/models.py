@@ -29,7 +29,11 @@ class LlamaDecodeStep(nn.Module):
 
     Positions >= input_pos in the cache are masked; the new key and value are written at input_pos of a
     functional copy. Grouped-query attention runs without expanding the cache: the query heads of one
-    key/value head become that head's query rows (HF's repeat_kv maps query head h to kv head h // n_rep)."""
+    key/value head become that head's query rows (HF's repeat_kv maps query head h to kv head h // n_rep).
+
+    decode_attention (None: the copy and SDPA above) is the hook kernels/ swaps a decode-attention op into:
+    called as decode_attention(q[B,H,1,D], k_cache[i], v_cache[i], k_new, v_new, input_pos, None) with the
+    semantics of the copy and SDPA, it returns [B,H,1,D] without writing the cache (kernels/decode.py)."""
 
     def __init__(self, causal_lm: nn.Module) -> None:
         super().__init__()
@@ -43,6 +47,7 @@ class LlamaDecodeStep(nn.Module):
             raise InvalidArgument(f"rope_type {rope.get('rope_type')!r} is not supported by the decode step")
         inv = 1.0 / theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim)
         self.register_buffer("inv_freq", inv.to(self.lm_head.weight.device), persistent=False)
+        self.decode_attention: Callable | None = None
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
@@ -69,10 +74,13 @@ class LlamaDecodeStep(nn.Module):
             k_step, v_step = k.to(k_cache.dtype), v.to(v_cache.dtype)
             new_k.append(k_step)
             new_v.append(v_step)
-            keys = k_cache[i].index_copy(2, input_pos, k_step).to(q.dtype)
-            values = v_cache[i].index_copy(2, input_pos, v_step).to(q.dtype)
-            q_rows = q.reshape(b, self.kv_heads, n_rep, self.head_dim)
-            out = F.scaled_dot_product_attention(q_rows, keys, values, attn_mask=visible)
+            if self.decode_attention is not None and q.dtype == k_cache.dtype:
+                out = self.decode_attention(q, k_cache[i], v_cache[i], k_step, v_step, input_pos, None)
+            else:
+                keys = k_cache[i].index_copy(2, input_pos, k_step).to(q.dtype)
+                values = v_cache[i].index_copy(2, input_pos, v_step).to(q.dtype)
+                q_rows = q.reshape(b, self.kv_heads, n_rep, self.head_dim)
+                out = F.scaled_dot_product_attention(q_rows, keys, values, attn_mask=visible)
             out = out.reshape(b, self.heads, 1, self.head_dim).transpose(1, 2).reshape(b, 1, -1)
             h = h + attn.o_proj(out)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
