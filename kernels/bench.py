@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a file: make `kernels` importable from t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "kernels"
 
-from . import attention, norms, registry  # noqa: E402
+from . import attention, decode, norms, registry  # noqa: E402
 
 
 def _time(fn) -> float | str:  # noqa: ANN001
@@ -78,6 +78,38 @@ def bench_attention(quick: bool) -> list[dict]:
                 rows += _rows(f"attention.{name}", f"b{B} h{H}/{Hkv} n{N} d{D}", dtype, True,
                               registry.attention_providers(q, k, v, True, **kw),
                               2 * B * H * N * N * D, 4 * B * H * N * D * q.element_size())
+    return rows
+
+
+def bench_decode(quick: bool) -> list[dict]:
+    """One decode step's attention against a 2048-entry cache (the 1B Llama's heads) and a longer one: ours (reads
+    the cache once) against what a decode step writes out without it (the cache copied with the new entry, then
+    masked SDPA, under each backend that runs it). GB/s counts the cache read once."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    rows = []
+    cases = [(1, 32, 4, 2048, 64), (8, 32, 8, 8192, 128)] if not quick else [(1, 32, 4, 2048, 64)]
+    for dtype in (torch.bfloat16, torch.float16):
+        for B, Hq, Hkv, S, D in cases:
+            q = torch.randn(B, Hq, 1, D, device="cuda", dtype=dtype)
+            kc, vc = (torch.randn(B, Hkv, S, D, device="cuda", dtype=dtype) for _ in range(2))
+            kn, vn = (torch.randn(B, Hkv, 1, D, device="cuda", dtype=dtype) for _ in range(2))
+            pos = torch.tensor([S - 1], device="cuda")
+            mask = (torch.arange(S, device="cuda") <= pos)[None, None, None, :]
+
+            def written(backend, q=q, kc=kc, vc=vc, kn=kn, vn=vn, pos=pos, mask=mask, Hkv=Hkv, D=D):
+                with sdpa_kernel([backend]):
+                    keys, values = kc.index_copy(2, pos, kn), vc.index_copy(2, pos, vn)
+                    rows_q = q.reshape(q.shape[0], Hkv, -1, D)
+                    return torch.nn.functional.scaled_dot_product_attention(rows_q, keys, values, attn_mask=mask)
+
+            providers = {"kpt": functools.partial(decode.decode_attention, q, kc, vc, kn, vn, pos)}
+            for name, backend in (("copy+sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
+                                  ("copy+sdpa_efficient", SDPBackend.EFFICIENT_ATTENTION),
+                                  ("copy+sdpa_math", SDPBackend.MATH)):
+                providers[name] = functools.partial(written, backend)
+            rows += _rows("decode_attention", f"b{B} h{Hq}/{Hkv} s{S} d{D}", dtype, True, providers,
+                          4 * B * Hq * S * D, 2 * B * Hkv * S * D * q.element_size())
     return rows
 
 
@@ -227,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=os.environ.get("OUT", "docs/benchmarks"))
     ap.add_argument("--name", default=None, help="file stem (default kernels-<gpu>)")
     ap.add_argument("--quick", action="store_true", help="one small shape per op")
-    ap.add_argument("--ops", default="attention,linear,norms",
-                    help="comma-separated: attention, linear, norms, norm-warps (each fixed warp count)")
+    ap.add_argument("--ops", default="attention,decode,linear,norms",
+                    help="comma-separated: attention, decode, linear, norms, norm-warps (each fixed warp count)")
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
     args = ap.parse_args(argv)
     if args.render:
@@ -244,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for op in args.ops.split(","):
-        rows += {"attention": bench_attention, "linear": bench_linear, "norms": bench_norms,
+        rows += {"attention": bench_attention, "decode": bench_decode, "linear": bench_linear, "norms": bench_norms,
                  "norm-warps": bench_norm_warps}[op](args.quick)
         # Rewritten after each op: a run cut short keeps what it measured.
         doc = {"device": device, "torch": torch.__version__, "triton": __import__("triton").__version__,
