@@ -33,7 +33,7 @@ TARGET_PROGRAMS = 256  # chunks x (batch, kv head): about two programs per SM on
 @triton.jit
 def _split_kernel(
     q_ptr, k_ptr, v_ptr, pos_ptr,  # q [B, Hq, 1, D]; k/v cache [B, Hkv, S, D]; pos [1]
-    m_ptr, l_ptr, acc_ptr,         # workspace: [B*Hkv, SPLITS, BLOCK_G] maxima and sums, [.., BLOCK_G, D] outputs
+    m_ptr, l_ptr, acc_ptr,         # workspace: [B*Hkv, SPLITS, G] maxima and sums, [.., G, D] unnormalized outputs
     stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     Hkv, G, S, CHUNK, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
@@ -69,10 +69,11 @@ def _split_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
-    row = (bh * n_splits + split) * BLOCK_G + offs_g
-    tl.store(m_ptr + row, m_i)  # -inf, 0, 0 where the chunk saw no visible key
-    tl.store(l_ptr + row, l_i)
-    tl.store(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], acc)
+    row = (bh * n_splits + split) * G + offs_g  # the G real rows only (BLOCK_G pads them for tl.dot)
+    g_ok = offs_g < G
+    tl.store(m_ptr + row, m_i, mask=g_ok)  # -inf, 0, 0 where the chunk saw no visible key
+    tl.store(l_ptr + row, l_i, mask=g_ok)
+    tl.store(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_ok[:, None])
 
 
 @triton.jit
@@ -97,13 +98,14 @@ def _merge_kernel(
     l_sum = tl.full((BLOCK_G,), 1.0, tl.float32)
     acc = tl.zeros((BLOCK_G, HEAD_DIM), tl.float32) + vn[None, :]
     for split in range(0, SPLITS):
-        row = (bh * SPLITS + split) * BLOCK_G + offs_g
-        m_s = tl.load(m_ptr + row)
+        row = (bh * SPLITS + split) * G + offs_g
+        m_s = tl.load(m_ptr + row, mask=g_ok, other=float("-inf"))
         m_new = tl.maximum(m, m_s)
         old = tl.math.exp2(m - m_new)
         w = tl.math.exp2(m_s - m_new)  # 0 for a chunk that saw nothing (m_s = -inf)
-        l_sum = l_sum * old + tl.load(l_ptr + row) * w
-        acc = acc * old[:, None] + tl.load(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :]) * w[:, None]
+        l_sum = l_sum * old + tl.load(l_ptr + row, mask=g_ok, other=0.0) * w
+        acc = acc * old[:, None] + tl.load(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], mask=g_ok[:, None],
+                                           other=0.0) * w[:, None]
         m = m_new
     out = acc / l_sum[:, None]
     tl.store(out_ptr + b * stride_ob + (hk * G + offs_g)[:, None] * stride_oh + offs_d[None, :],
@@ -162,19 +164,19 @@ def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     block_g = max(16, triton.next_power_of_2(G))
     block_n = 16 if interpreting() else 64  # the interpreter: several blocks per chunk on small test caches
     n_splits, chunk = splits(B, Hkv, S, block_n) if S else (1, block_n)
-    m = torch.empty((B * Hkv, n_splits, block_g), dtype=torch.float32, device=q.device)
-    lse = torch.empty_like(m)
-    acc = torch.empty((B * Hkv, n_splits, block_g, D), dtype=torch.float32, device=q.device)
+    m = torch.empty((B * Hkv, n_splits, G), dtype=torch.float32, device=q.device)
+    sums = torch.empty_like(m)
+    acc = torch.empty((B * Hkv, n_splits, G, D), dtype=torch.float32, device=q.device)
     qk_scale = (scale if scale is not None else 1.0 / math.sqrt(D)) * LOG2E
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
     launch(_split_kernel)[(B * Hkv, n_splits)](
-        q, k_cache, v_cache, pos, m, lse, acc,
+        q, k_cache, v_cache, pos, m, sums, acc,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         Hkv, G, S, chunk, qk_scale,
         HEAD_DIM=D, BLOCK_G=block_g, BLOCK_N=block_n, PRECISION=precision, num_warps=4)
     launch(_merge_kernel)[(B * Hkv,)](
-        q, k_new, v_new, m, lse, acc, out,
+        q, k_new, v_new, m, sums, acc, out,
         q.stride(0), q.stride(1), k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
         out.stride(0), out.stride(1),
         Hkv, G, n_splits, qk_scale,
