@@ -50,7 +50,7 @@ def _split_kernel(
                 mask=offs_g[:, None] < G, other=0.0)
     k_base = k_ptr + b * stride_kb + hk * stride_kh
     v_base = v_ptr + b * stride_vb + hk * stride_vh
-    pos = tl.load(pos_ptr)
+    pos = tl.load(pos_ptr).to(tl.int32)
     lo = split * CHUNK
     hi = tl.minimum(tl.minimum(lo + CHUNK, S), pos)  # cache keys [lo, hi) are visible to this program
     m_i = tl.full((BLOCK_G,), float("-inf"), tl.float32)
