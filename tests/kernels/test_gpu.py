@@ -132,9 +132,9 @@ def test_decode_attention_gpu(dims, dtype):
     check_2x(decode.decode_attention(*args), decode.reference(*args), decode.reference(*args, dtype=dtype))
 
 
-def test_decode_step_with_the_kernel_compiles_and_exports():
-    """The swapped 1B-Llama-style step (tiny here) under torch.compile and torch.export: the op is traced into
-    the graph (triton_op), results as eager, replayable in a CUDA graph at another position."""
+def test_decode_step_with_the_kernel_compiles_and_exports(tmp_path):
+    """The swapped 1B-Llama-style step (tiny here) under torch.compile, torch.export and AOTInductor (the package
+    embeds the Triton kernels: loaded back, it runs them without kernels/ being asked): results as eager."""
     from kpt.optimize import inputs as inp
     from tests.gpu.helpers import tiny_llama_decode
 
@@ -149,6 +149,8 @@ def test_decode_step_with_the_kernel_compiles_and_exports():
         assert any("decode_attention" in str(n.target) or "triton_kernel_wrapper" in str(n.target)
                    for n in ep.graph.nodes)
         exported = ep.module()(*x)
-    for got in (compiled, exported):
+        path = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp_path / "step.pt2"))
+        packaged = torch._inductor.aoti_load_package(path)(*x)
+    for got in (compiled, exported, packaged):
         for a, b in zip(eager, got, strict=True):
             torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
