@@ -5,7 +5,8 @@
 #   scripts/gpu_run.sh basics    the device, contract and runtime tests (~2 min), the first half of tests
 #   scripts/gpu_run.sh jobs      the optimize/export/benchmark job tests (~6 min), the second half
 #   scripts/gpu_run.sh models A,B    models A and B (bench/h100.py MODELS): every compiled variant built at
-#                                    once, one process each, then all measured -> h100-A_B.json, warm-*.log
+#                                    once, one process each, then all measured -> h100-A_B.json, warm-*.log;
+#                                    FG=kernel-tests runs the kernels/ GPU suite while the builds are waited for
 #   scripts/gpu_run.sh builds G1 G2..  detached builds of model groups (a group: keys joined by commas, one process per
 #                                    variant), outliving the command, beside FG (default kernel-tests; or tests,
 #                                    basics, jobs, none)
@@ -146,7 +147,14 @@ models() {
     [ "${SHARED:-0}" = 1 ] && groups="$list"
     signal_builds CONT  # a build paused by an earlier command that ended early
     start_builds "$groups" "$((build_until - SECONDS))"
+    # FG=kernel-tests: the kernels/ GPU suite (results only) runs while the builds are waited for, and ends by then.
+    local fg_pid=""
+    if [ "${FG:-none}" = kernel-tests ]; then kernel_tests 4 "$((build_until - SECONDS))" & fg_pid=$!; fi
     while [ -n "$(live_builds "$groups")" ] && [ "$SECONDS" -lt "$build_until" ]; do sleep 5; done
+    if [ -n "$fg_pid" ]; then
+        wait "$fg_pid" || true
+        grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/kernels-tests.log" | cut -c1-300 || true
+    fi
     # Nothing else may use the machine while the GPU is timed: this list's unfinished builds end, the other
     # models' pause until the measuring is done.
     if [ -n "$(live_builds "$groups")" ]; then signal_builds INT "$groups"; sleep 5; signal_builds KILL "$groups"; fi

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.skipif(not all(shutil.which(t) for t in ("bash", "setsi
                                 reason="needs bash, setsid, timeout and pkill")
 
 # `bench/h100.py warm --model M --variants V --marks D`: sleeps STUB_WARM_<M> seconds (model key with - as _),
-# then writes the mark as bench/h100.py does. `bench/h100.py run ... --out F`: records the state of every
-# other build's process (T = stopped) into F. `-m pytest`: records the call. `-c`: the wheel loop's probe.
+# then writes the mark as bench/h100.py does. `bench/h100.py run ... --out F`: records the call and the state of
+# every other build's process (T = stopped) into F. `-m pytest`: records the call. `-c`: the wheel loop's probe.
 STUB = r"""#!/usr/bin/env bash
 case "$1" in
   -c) exit 0 ;;
@@ -39,6 +39,7 @@ if [ "$verb" = warm ]; then
       > "${a[--marks]}/$m.${a[--variants]}.json"
   done
 else
+  echo "run ${a[--models]}" >> "$STUB_LOG"
   states=""
   for f in "$KPT_BG"/warm-*.pid; do
     states="$states $(basename "$f" .pid)=$(awk '{print $3}' /proc/$(cat "$f")/stat 2>/dev/null)"
@@ -104,6 +105,16 @@ def test_builds_outlive_the_command_and_models_pauses_the_others(script_env):
     assert (tmp / "calls.log").read_text().count("warm resnet50") == calls == 5
     for p in llama:
         os.kill(int(p), signal.SIGCONT)
+
+
+def test_models_runs_the_kernel_tests_while_it_waits_for_builds(script_env):
+    env, tmp = script_env
+    run(env, tmp, "models", "resnet50", FG="kernel-tests", STUB_WARM_resnet50="3")
+    calls = (tmp / "calls.log").read_text().splitlines()
+    tests = [i for i, c in enumerate(calls) if c.startswith("-m pytest") and "tests/kernels" in c]
+    assert len(tests) == 1 and tests[0] < calls.index("run resnet50")  # once, before the measuring
+    run(env, tmp, "models", "resnet50")  # without FG: no tests
+    assert sum("tests/kernels" in c for c in (tmp / "calls.log").read_text().splitlines()) == 1
 
 
 def test_models_drops_the_caches_when_their_disk_is_short(script_env):
