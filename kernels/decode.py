@@ -38,6 +38,9 @@ def _split_kernel(
     Hkv, G, S, CHUNK, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
 ):
+    # Inductor passes a user kernel's float scalars as fp64: fp32 here, so the loop-carried maxima and sums keep
+    # one type (kernels/attention.py does the same).
+    qk_scale = tl.cast(qk_scale, tl.float32)
     bh = tl.program_id(0)
     split = tl.program_id(1)
     n_splits = tl.num_programs(1)
@@ -83,6 +86,7 @@ def _merge_kernel(
     Hkv, G, SPLITS, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr,
 ):
+    qk_scale = tl.cast(qk_scale, tl.float32)  # as in _split_kernel
     bh = tl.program_id(0)
     b = bh // Hkv
     hk = bh % Hkv
