@@ -41,7 +41,7 @@ def _split_kernel(
     # Inductor passes a user kernel's float scalars as fp64: fp32 here, so the loop-carried maxima and sums keep
     # one type (kernels/attention.py does the same).
     qk_scale = tl.cast(qk_scale, tl.float32)
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)  # 64-bit offsets: a cache of several GB per layer stays addressable
     split = tl.program_id(1)
     n_splits = tl.num_programs(1)
     b = bh // Hkv
@@ -87,7 +87,7 @@ def _merge_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr,
 ):
     qk_scale = tl.cast(qk_scale, tl.float32)  # as in _split_kernel
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)  # 64-bit offsets: a cache of several GB per layer stays addressable
     b = bh // Hkv
     hk = bh % Hkv
     offs_g = tl.arange(0, BLOCK_G)
