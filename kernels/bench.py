@@ -131,39 +131,40 @@ def bench_linear(quick: bool) -> list[dict]:
 NORM_SHAPES = [(16384, 4096), (4096, 8192), (65536, 1024), (2048, 32768)]
 
 
-def bench_norms(quick: bool) -> list[dict]:
-    rows = []
-    shapes = NORM_SHAPES if not quick else [(4096, 4096)]
-    for dtype in (torch.bfloat16, torch.float16):
-        for R, N in shapes:
-            x = torch.randn(R, N, device="cuda", dtype=dtype)
-            w, b = torch.randn(N, device="cuda", dtype=dtype), torch.randn(N, device="cuda", dtype=dtype)
-            nbytes = 2 * R * N * x.element_size()
-            rows += _rows("rms_norm", f"{R}x{N}", dtype, None, registry.norm_providers(x, w, None, 1e-6, True), 0, nbytes)
-            rows += _rows("layer_norm", f"{R}x{N}", dtype, None, registry.norm_providers(x, w, b, 1e-5, False), 0,
-                          nbytes)
-            y = torch.empty_like(x)
-            rows += _rows("copy", f"{R}x{N}", dtype, None, {"torch": lambda y=y, x=x: y.copy_(x)}, 0, nbytes)
-    return rows
+NORM_OPS = (("rms_norm", False, 1e-6, True), ("layer_norm", True, 1e-5, False))  # op, has bias, eps, rms
 
 
-def bench_norm_warps(quick: bool) -> list[dict]:
-    """Each fixed warp count per norm shape (providers kpt_w4..kpt_w32) beside the autotuned kernel (kpt) and a
-    copy, all in one run: shows which count the autotuner should pick and whether it does."""
+def _norm_rows(quick: bool, providers_for) -> list[dict]:  # noqa: ANN001 - (x, w, b, eps, rms) -> providers
+    """Per dtype and norm shape: each norm op's providers, then a copy of the same tensor (the bandwidth bar)."""
     rows = []
     for dtype in (torch.bfloat16, torch.float16):
         for R, N in NORM_SHAPES if not quick else [(4096, 4096)]:
             x = torch.randn(R, N, device="cuda", dtype=dtype)
             w, b = torch.randn(N, device="cuda", dtype=dtype), torch.randn(N, device="cuda", dtype=dtype)
             nbytes = 2 * R * N * x.element_size()
-            for op, bias, eps, rms in (("rms_norm", None, 1e-6, True), ("layer_norm", b, 1e-5, False)):
-                providers = {"kpt": functools.partial(norms.norm_op, x, w, bias, eps, rms, 0.0, 0)}
-                for nw in norms.WARPS:
-                    providers[f"kpt_w{nw}"] = functools.partial(norms.norm_fixed, x, w, bias, eps, rms, nw)
-                rows += _rows(op, f"{R}x{N}", dtype, None, providers, 0, nbytes)
+            for op, has_bias, eps, rms in NORM_OPS:
+                rows += _rows(op, f"{R}x{N}", dtype, None, providers_for(x, w, b if has_bias else None, eps, rms), 0,
+                              nbytes)
             y = torch.empty_like(x)
             rows += _rows("copy", f"{R}x{N}", dtype, None, {"torch": lambda y=y, x=x: y.copy_(x)}, 0, nbytes)
     return rows
+
+
+def bench_norms(quick: bool) -> list[dict]:
+    return _norm_rows(quick, registry.norm_providers)
+
+
+def _warp_providers(x, w, bias, eps, rms) -> dict:  # noqa: ANN001
+    providers = {"kpt": functools.partial(norms.norm_op, x, w, bias, eps, rms, 0.0, 0)}
+    for nw in norms.WARPS:
+        providers[f"kpt_w{nw}"] = functools.partial(norms.norm_fixed, x, w, bias, eps, rms, nw)
+    return providers
+
+
+def bench_norm_warps(quick: bool) -> list[dict]:
+    """Each fixed warp count per norm shape (providers kpt_w4..kpt_w32) beside the autotuned kernel (kpt) and a
+    copy, all in one run: shows which count the autotuner should pick and whether it does."""
+    return _norm_rows(quick, _warp_providers)
 
 
 # The issue's performance goals on the H100 (bf16): attention forward at head dim 128 and 16k tokens in TFLOP/s,
