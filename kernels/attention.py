@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import LOG2E, configs, launch, register_op, tanh
+from ._common import LOG2E, configs, interpreting, launch, register_op, tanh
 
 HEAD_DIMS = (16, 32, 64, 128)
 
@@ -58,22 +58,27 @@ def _attn_inner(
     lo, hi, Nk, wl, wr,         # key range [lo, hi), key count, window (left, right) in positions
     qk_scale, cap_scale, cap_inv,
     offs_d, offs_n,
+    k_desc, v_desc,             # TMA: tensor descriptors of this head's K and V ([Nk, D], rows past Nk read 0)
     MASKED: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DOC: tl.constexpr, SOFTCAP: tl.constexpr,
+    RAW: tl.constexpr,          # scores kept unscaled until exp2 (scale > 0, no soft-cap/ALiBi): one FMA per score
+    TMA: tl.constexpr, WS: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    for n0 in range(lo, hi, BLOCK_N):
+    for n0 in tl.range(lo, hi, BLOCK_N, warp_specialize=WS):
         cols = n0 + offs_n
-        k_ptrs = k_base + cols[None, :] * stride_kn + offs_d[:, None]
-        v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :]
-        if MASKED:
-            k = tl.load(k_ptrs, mask=(cols < Nk)[None, :], other=0.0)
+        if TMA:
+            k = k_desc.load([n0, 0]).T
         else:
-            k = tl.load(k_ptrs)
+            k_ptrs = k_base + cols[None, :] * stride_kn + offs_d[:, None]
+            if MASKED:
+                k = tl.load(k_ptrs, mask=(cols < Nk)[None, :], other=0.0)
+            else:
+                k = tl.load(k_ptrs)
         s = tl.dot(q, k, input_precision=PRECISION)
         # .to(fp32): the running max, sums and accumulator must stay fp32 whatever type the scalars came in as.
         if SOFTCAP:
             s = (cap_scale * tanh(s * cap_inv)).to(tl.float32)  # cap * log2(e) * tanh(score * scale / cap)
-        else:
+        elif not RAW:
             s = (s * qk_scale).to(tl.float32)                  # score * scale * log2(e)
         d = cols[None, :] - q_pos[:, None]
         if HAS_ALIBI:
@@ -87,18 +92,28 @@ def _attn_inner(
         elif HAS_DOC:
             kd = tl.load(doc_base + cols)
             s = tl.where(q_doc[:, None] == kd[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        if RAW:  # m in log2 units as always; the scale reaches the scores inside exp2's argument
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1))
         if MASKED or HAS_DOC:
             m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet: no NaN
         else:
             m_ref = m_new
-        p = tl.math.exp2(s - m_ref[:, None])
+        if RAW:
+            p = tl.math.exp2(s * qk_scale - m_ref[:, None])
+        else:
+            p = tl.math.exp2(s - m_ref[:, None])
         alpha = tl.math.exp2(m_i - m_ref)
         l_i = l_i * alpha + tl.sum(p, 1)
-        if MASKED:
-            v = tl.load(v_ptrs, mask=(cols < Nk)[:, None], other=0.0)
+        if TMA:
+            v = v_desc.load([n0, 0])
         else:
-            v = tl.load(v_ptrs)
+            v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :]
+            if MASKED:
+                v = tl.load(v_ptrs, mask=(cols < Nk)[:, None], other=0.0)
+            else:
+                v = tl.load(v_ptrs)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
         m_i = m_new
     return acc, l_i, m_i
@@ -117,6 +132,7 @@ def _attn_fwd(
     qk_scale, cap_scale, cap_inv, BUCKET,  # BUCKET: length class, only an autotune key
     HEAD_DIM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DOC: tl.constexpr, SOFTCAP: tl.constexpr,
     REVERSE: tl.constexpr,  # causal: the longest query blocks start first (they finish last otherwise)
+    RAW: tl.constexpr, TMA: tl.constexpr, WS: tl.constexpr,  # see _attn_inner; WS: Triton's warp specialization
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # Inductor may type the float scalars fp64 when it compiles this kernel (torch.compile, AOTInductor): scale in
@@ -163,24 +179,30 @@ def _attn_fwd(
     lo_full = tl.minimum(tl.maximum(lo_full, lo), hi)
     hi_full = tl.maximum(tl.minimum(hi_full, hi), lo_full)
 
+    if TMA:  # device-side descriptors (the launcher checked 16-byte alignment of base and row stride)
+        k_desc = tl.make_tensor_descriptor(k_base, [Nk, HEAD_DIM], [skn, 1], [BLOCK_N, HEAD_DIM])
+        v_desc = tl.make_tensor_descriptor(v_base, [Nk, HEAD_DIM], [svn, 1], [BLOCK_N, HEAD_DIM])
+    else:
+        k_desc = k_base
+        v_desc = v_base
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, skn, svn, doc_base, q_pos, q_doc, slope,
-                                lo, lo_full, Nk, wl, wr, qk_scale, cap_scale, cap_inv, offs_d, offs_n,
-                                True, HAS_ALIBI, HAS_DOC, SOFTCAP, PRECISION, BLOCK_N)
+                                lo, lo_full, Nk, wl, wr, qk_scale, cap_scale, cap_inv, offs_d, offs_n, k_desc, v_desc,
+                                True, HAS_ALIBI, HAS_DOC, SOFTCAP, RAW, TMA, WS, PRECISION, BLOCK_N)
     acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, skn, svn, doc_base, q_pos, q_doc, slope,
-                                lo_full, hi_full, Nk, wl, wr, qk_scale, cap_scale, cap_inv, offs_d, offs_n,
-                                False, HAS_ALIBI, HAS_DOC, SOFTCAP, PRECISION, BLOCK_N)
+                                lo_full, hi_full, Nk, wl, wr, qk_scale, cap_scale, cap_inv, offs_d, offs_n, k_desc, v_desc,
+                                False, HAS_ALIBI, HAS_DOC, SOFTCAP, RAW, TMA, WS, PRECISION, BLOCK_N)
     acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, skn, svn, doc_base, q_pos, q_doc, slope,
-                                hi_full, hi, Nk, wl, wr, qk_scale, cap_scale, cap_inv, offs_d, offs_n,
-                                True, HAS_ALIBI, HAS_DOC, SOFTCAP, PRECISION, BLOCK_N)
+                                hi_full, hi, Nk, wl, wr, qk_scale, cap_scale, cap_inv, offs_d, offs_n, k_desc, v_desc,
+                                True, HAS_ALIBI, HAS_DOC, SOFTCAP, RAW, TMA, WS, PRECISION, BLOCK_N)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # rows that saw no key: acc is 0, the output is 0
     out = acc / l_safe[:, None]
     tl.store(o_base + offs_m[:, None] * som + offs_d[None, :], out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
-_KEY = ["HEAD_DIM", "HAS_ALIBI", "HAS_DOC", "SOFTCAP", "REVERSE", "BUCKET"]
+_KEY = ["HEAD_DIM", "HAS_ALIBI", "HAS_DOC", "SOFTCAP", "REVERSE", "RAW", "TMA", "WS", "BUCKET"]
 _TUNED = {d: triton.autotune(configs(_GPU[d], _INTERP), key=_KEY)(_attn_fwd) for d in HEAD_DIMS}
 
 
@@ -218,6 +240,42 @@ def _fake(q, k, v, causal, scale, window_left, window_right, alibi_slopes, softc
 def attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float | None,
                  window_left: int, window_right: int, alibi_slopes: torch.Tensor | None, softcap: float,
                  document_id: torch.Tensor | None) -> torch.Tensor:
+    return _run(q, k, v, causal, scale, window_left, window_right, alibi_slopes, softcap, document_id, MODE)
+
+
+# How K and V reach the kernel: "ptr" (pointer loads, Triton's cp.async pipeline), "tma" (Hopper's tensor memory
+# accelerator through device-side descriptors), "tma_ws" (tma plus Triton's warp specialization of the key loop).
+# kernels.bench measures all three side by side; the op uses MODE where it applies (tma_usable), "ptr" elsewhere.
+MODES = ("ptr", "tma", "tma_ws")
+MODE = "ptr"
+
+
+def tma_usable(*tensors: torch.Tensor) -> bool:
+    """TMA needs sm90+, 16-bit elements, and 16-byte aligned bases and row strides (every head's base too)."""
+    if not all(t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) for t in tensors):
+        return False
+    if torch.cuda.get_device_capability(tensors[0].device)[0] < 9:
+        return False
+    return all(t.data_ptr() % 16 == 0 and all(st % 8 == 0 for st in t.stride()[:-1]) for t in tensors)
+
+
+_ALLOCATOR_SET = False
+
+
+def _descriptor_scratch(device: str) -> None:
+    """Device-side descriptors live in global scratch that Triton asks its allocator for (set once per process;
+    "cpu" under the interpreter)."""
+    global _ALLOCATOR_SET
+    if not _ALLOCATOR_SET:
+        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device=device))
+        _ALLOCATOR_SET = True
+
+
+def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float | None, window_left: int,
+         window_right: int, alibi_slopes: torch.Tensor | None, softcap: float, document_id: torch.Tensor | None,
+         mode: str) -> torch.Tensor:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     _check(q, k, v, window_left, window_right, alibi_slopes, softcap, document_id)
     B, Hq, Nq, D = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
@@ -233,6 +291,11 @@ def attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
     doc = document_id.to(torch.int32).contiguous() if document_id is not None else out
     if B * Hq * Nq == 0:
         return out
+    # Traced calls (torch.compile, export, AOTInductor) keep pointer loads: descriptors need Triton's scratch
+    # allocator at launch, which Inductor's generated launchers do not set up.
+    tma = mode != "ptr" and not torch.compiler.is_compiling() and (interpreting() or tma_usable(q, k, v))
+    if tma:
+        _descriptor_scratch(q.device.type)
     kernel = _TUNED[D]
     launch(kernel)[lambda meta: (triton.cdiv(Nq, meta["BLOCK_M"]), B * Hq)](
         q, k, v, out, slopes, doc,
@@ -243,7 +306,8 @@ def attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
         sm_scale * LOG2E, softcap * LOG2E, (sm_scale / softcap) if softcap > 0 else 0.0,
         triton.next_power_of_2(max(Nq, Nk)),
         HEAD_DIM=D, HAS_ALIBI=alibi_slopes is not None, HAS_DOC=document_id is not None, SOFTCAP=softcap > 0,
-        REVERSE=causal, PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
+        REVERSE=causal, RAW=softcap == 0 and alibi_slopes is None and sm_scale > 0, TMA=tma,
+        WS=tma and mode == "tma_ws", PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
     return out
 
 

@@ -3,6 +3,7 @@
     python -m kernels.bench [--quick] [--out docs/benchmarks]   -> kernels-<gpu>.json and kernels-<gpu>.md
     python -m kernels.bench --render docs/benchmarks/kernels-h100.json   (markdown again, from the JSON)
     python -m kernels.bench --ops norm-warps --name norm-warps-h200     (each fixed warp count of the norms)
+    python -m kernels.bench --ops attention-modes                      (attention's K/V load modes side by side)
 
 Rows: {op, shape, dtype, provider, causal, tflops, gbps, ms} (provider "kpt" is ours). Times are the
 median of triton.testing.do_bench; FLOPs count multiply-adds as 2 and, for causal attention, only the
@@ -78,6 +79,31 @@ def bench_attention(quick: bool) -> list[dict]:
                 rows += _rows(f"attention.{name}", f"b{B} h{H}/{Hkv} n{N} d{D}", dtype, True,
                               registry.attention_providers(q, k, v, True, **kw),
                               2 * B * H * N * N * D, 4 * B * H * N * D * q.element_size())
+    return rows
+
+
+def bench_attention_modes(quick: bool) -> list[dict]:
+    """The goal shapes (bf16) with K/V loaded each way (attention.MODES: kpt_ptr, kpt_tma, kpt_tma_ws) beside the
+    op as shipped (kpt) and cuDNN, all in one run: decides attention.MODE."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    rows = []
+    cases = [(1, 16, 16384, 128), (4, 16, 4096, 128), (1, 32, 16384, 64)] if not quick else [(1, 16, 4096, 128)]
+    for B, H, N, D in cases:
+        for causal in (False, True):
+            q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+
+            def cudnn(q=q, k=k, v=v, causal=causal):
+                with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+                    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+            providers = {"kpt": functools.partial(attention.attention, q, k, v, causal)}
+            for mode in attention.MODES:
+                providers[f"kpt_{mode}"] = functools.partial(attention._run, q, k, v, causal, None, -1, -1, None, 0.0,
+                                                             None, mode)
+            providers["sdpa_cudnn"] = cudnn
+            rows += _rows("attention", f"b{B} h{H} n{N} d{D}", torch.bfloat16, causal, providers,
+                          4 * B * H * N * N * D * (0.5 if causal else 1.0), 4 * B * H * N * D * 2)
     return rows
 
 
@@ -261,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default=None, help="file stem (default kernels-<gpu>)")
     ap.add_argument("--quick", action="store_true", help="one small shape per op")
     ap.add_argument("--ops", default="attention,decode,linear,norms",
-                    help="comma-separated: attention, decode, linear, norms, norm-warps (each fixed warp count)")
+                    help="comma-separated: attention, attention-modes (K/V loads: pointers, TMA, TMA + warp "
+                         "specialization), decode, linear, norms, norm-warps (each fixed warp count)")
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
     args = ap.parse_args(argv)
     if args.render:
@@ -277,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for op in args.ops.split(","):
-        rows += {"attention": bench_attention, "decode": bench_decode, "linear": bench_linear, "norms": bench_norms,
-                 "norm-warps": bench_norm_warps}[op](args.quick)
+        rows += {"attention": bench_attention, "attention-modes": bench_attention_modes, "decode": bench_decode,
+                 "linear": bench_linear, "norms": bench_norms, "norm-warps": bench_norm_warps}[op](args.quick)
         # Rewritten after each op: a run cut short keeps what it measured.
         doc = {"device": device, "torch": torch.__version__, "triton": __import__("triton").__version__,
                "command": "python -m kernels.bench " + " ".join(argv or sys.argv[1:]), "rows": rows}

@@ -104,3 +104,25 @@ def test_rejects_bad_arguments(bad, match):
     with pytest.raises(ValueError, match=match):
         attention.attention(q, k, v, window=bad.get("window", (-1, -1)), softcap=bad.get("softcap", 0.0),
                             document_id=doc)
+
+
+@pytest.mark.parametrize("mode", ["tma", "tma_ws"])
+@pytest.mark.parametrize("feature", ["plain", "causal", "window2", "all"])
+def test_descriptor_modes_match_the_reference(mode, feature):
+    """K/V through tensor descriptors (rows past Nk read as zeros): odd lengths, GQA, every mask path."""
+    kw = dict(FEATURES[feature])
+    if kw.pop("alibi", False):
+        kw["alibi_slopes"] = attention.alibi_slopes(4).to(DEVICE)
+    if kw.pop("docs", False):
+        kw["document_id"] = _docs(1, 97, 97)
+    q, k, v = _qkv(1, 4, 2, 97, 97, 64, torch.float16, 11)
+    window = kw.get("window", (-1, -1))
+    out = attention._run(q, k, v, kw.get("causal", False), None, window[0], window[1], kw.get("alibi_slopes"),
+                         kw.get("softcap", 0.0), kw.get("document_id"), mode)
+    check_2x(out, attention.reference(q, k, v, **kw), attention.reference(q, k, v, dtype=torch.float16, **kw))
+
+
+def test_unknown_mode_is_refused():
+    q, k, v = _qkv(1, 1, 1, 8, 8, 16, torch.float32, 1)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        attention._run(q, k, v, False, None, -1, -1, None, 0.0, None, "fast")

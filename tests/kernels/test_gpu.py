@@ -34,6 +34,21 @@ def test_attention_gpu(dims, kw, dtype):
     check_2x(out, attention.reference(q, k, v, **kw), attention.reference(q, k, v, dtype=dtype, **kw))
 
 
+@pytest.mark.parametrize("mode", ["tma", "tma_ws"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dims", [(2, 16, 16, 1025, 128), (3, 8, 1, 1000, 64)])
+def test_attention_descriptor_modes_gpu(dims, causal, mode):
+    """K/V through TMA descriptors (and warp-specialized): odd lengths (rows past Nk read as zeros), GQA."""
+    B, Hq, Hkv, N, D = dims
+    g = torch.Generator(device="cuda").manual_seed(N)
+    q = torch.randn(B, Hq, N, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(B, Hkv, N, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
+    assert attention.tma_usable(q, k, v) == (torch.cuda.get_device_capability()[0] >= 9)
+    out = attention._run(q, k, v, causal, None, -1, -1, None, 0.0, None, mode)
+    check_2x(out, attention.reference(q, k, v, causal=causal),
+             attention.reference(q, k, v, causal=causal, dtype=torch.bfloat16))
+
+
 @pytest.mark.parametrize("dtype", LP)
 @pytest.mark.parametrize("shape", [(4096, 4096, 11008), (1025, 123, 97), (1, 4096, 4096)])
 @pytest.mark.parametrize("act", ["gelu", "silu", "swiglu"])
