@@ -51,6 +51,27 @@ def launch(kernel):  # noqa: ANN001, ANN201 - a Triton kernel in, a launchable k
     return kernel if interpreting() else torch.library.wrap_triton(kernel)
 
 
+def tma_usable(*tensors: torch.Tensor) -> bool:
+    """TMA needs sm90+, 16-bit elements, and 16-byte aligned bases and row strides (every head's base too)."""
+    if not all(t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) for t in tensors):
+        return False
+    if torch.cuda.get_device_capability(tensors[0].device)[0] < 9:
+        return False
+    return all(t.data_ptr() % 16 == 0 and all(st % 8 == 0 for st in t.stride()[:-1]) for t in tensors)
+
+
+_ALLOCATOR_SET = False
+
+
+def descriptor_scratch(device: str) -> None:
+    """Device-side descriptors live in global scratch that Triton asks its allocator for (set once per process;
+    "cpu" under the interpreter)."""
+    global _ALLOCATOR_SET
+    if not _ALLOCATOR_SET:
+        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device=device))
+        _ALLOCATOR_SET = True
+
+
 def configs(gpu: list, interp: list) -> list:
     """The autotune list: the GPU sweep, or one small config under the interpreter (each config is a full
     run there, and the interpreter's time says nothing about the GPU)."""

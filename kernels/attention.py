@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import LOG2E, configs, interpreting, launch, register_op, tanh
+from ._common import LOG2E, configs, descriptor_scratch, interpreting, launch, register_op, tanh, tma_usable
 
 HEAD_DIMS = (16, 32, 64, 128)
 
@@ -250,27 +250,6 @@ MODES = ("ptr", "tma", "tma_ws")
 MODE = "ptr"
 
 
-def tma_usable(*tensors: torch.Tensor) -> bool:
-    """TMA needs sm90+, 16-bit elements, and 16-byte aligned bases and row strides (every head's base too)."""
-    if not all(t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) for t in tensors):
-        return False
-    if torch.cuda.get_device_capability(tensors[0].device)[0] < 9:
-        return False
-    return all(t.data_ptr() % 16 == 0 and all(st % 8 == 0 for st in t.stride()[:-1]) for t in tensors)
-
-
-_ALLOCATOR_SET = False
-
-
-def _descriptor_scratch(device: str) -> None:
-    """Device-side descriptors live in global scratch that Triton asks its allocator for (set once per process;
-    "cpu" under the interpreter)."""
-    global _ALLOCATOR_SET
-    if not _ALLOCATOR_SET:
-        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device=device))
-        _ALLOCATOR_SET = True
-
-
 def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float | None, window_left: int,
          window_right: int, alibi_slopes: torch.Tensor | None, softcap: float, document_id: torch.Tensor | None,
          mode: str) -> torch.Tensor:
@@ -295,7 +274,7 @@ def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale:
     # allocator at launch, which Inductor's generated launchers do not set up.
     tma = mode != "ptr" and not torch.compiler.is_compiling() and (interpreting() or tma_usable(q, k, v))
     if tma:
-        _descriptor_scratch(q.device.type)
+        descriptor_scratch(q.device.type)
     kernel = _TUNED[D]
     launch(kernel)[lambda meta: (triton.cdiv(Nq, meta["BLOCK_M"]), B * Hq)](
         q, k, v, out, slopes, doc,

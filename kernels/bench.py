@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a file: make `kernels` importable from t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "kernels"
 
-from . import attention, decode, norms, registry  # noqa: E402
+from . import attention, decode, linear_act, norms, registry  # noqa: E402
 
 
 def _time(fn) -> float | str:  # noqa: ANN001
@@ -151,6 +151,25 @@ def bench_linear(quick: bool) -> list[dict]:
                           2 * M * N * K, (M * K + N * K + M * N) * x.element_size())
         rows += _rows("swiglu", f"{M}x{K}->{N}", dtype, None, registry.linear_providers(x, w, None, "silu", w2),
                       4 * M * N * K, (M * K + 2 * N * K + M * N) * x.element_size())
+    return rows
+
+
+def bench_linear_modes(quick: bool) -> list[dict]:
+    """The goal shape (bf16) with x and the weights loaded each way (linear_act.MODES: kpt_ptr, kpt_tma, kpt_tma_ws)
+    beside the op as shipped (kpt) and cuBLAS + activation, in one run: decides linear_act.MODE."""
+    rows = []
+    M, K, N = (4096, 4096, 11008) if not quick else (2048, 2048, 5504)
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    w, w2 = (torch.randn(N, K, device="cuda", dtype=torch.bfloat16) / K ** 0.5 for _ in range(2))
+    b = torch.randn(N, device="cuda", dtype=torch.bfloat16)
+    for op, act, second, flops in (("linear_gelu", "gelu", None, 2 * M * N * K), ("swiglu", "silu", w2, 4 * M * N * K)):
+        bias = None if second is not None else b
+        providers = registry.linear_providers(x, w, bias, act, second)
+        providers = {"kpt": providers["kpt"], "cublas+act": providers["cublas+act"]}
+        for mode in linear_act.MODES:
+            providers[f"kpt_{mode}"] = functools.partial(linear_act._run, x, w, bias, second, None, act, mode)
+        rows += _rows(op, f"{M}x{K}->{N}", torch.bfloat16, None, providers, flops,
+                      (M * K + (2 if second is not None else 1) * N * K + M * N) * 2)
     return rows
 
 
@@ -288,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one small shape per op")
     ap.add_argument("--ops", default="attention,decode,linear,norms",
                     help="comma-separated: attention, attention-modes (K/V loads: pointers, TMA, TMA + warp "
-                         "specialization), decode, linear, norms, norm-warps (each fixed warp count)")
+                         "specialization), decode, linear, linear-modes (likewise), norms, norm-warps (each fixed warp count)")
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
     args = ap.parse_args(argv)
     if args.render:
@@ -305,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for op in args.ops.split(","):
         rows += {"attention": bench_attention, "attention-modes": bench_attention_modes, "decode": bench_decode,
-                 "linear": bench_linear, "norms": bench_norms, "norm-warps": bench_norm_warps}[op](args.quick)
+                 "linear": bench_linear, "linear-modes": bench_linear_modes, "norms": bench_norms,
+                 "norm-warps": bench_norm_warps}[op](args.quick)
         # Rewritten after each op: a run cut short keeps what it measured.
         doc = {"device": device, "torch": torch.__version__, "triton": __import__("triton").__version__,
                "command": "python -m kernels.bench " + " ".join(argv or sys.argv[1:]), "rows": rows}

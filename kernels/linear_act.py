@@ -12,7 +12,17 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import ACTS, activate, configs, launch, register_op, torch_activation
+from ._common import (
+    ACTS,
+    activate,
+    configs,
+    descriptor_scratch,
+    interpreting,
+    launch,
+    register_op,
+    tma_usable,
+    torch_activation,
+)
 
 BLOCK_K = 64  # one K tile for all configs, so EVEN_K is known at launch (no K masks on the fast path)
 
@@ -48,6 +58,8 @@ def _linear_act_kernel(
     stride_xm, stride_xk, stride_wn, stride_wk, stride_w2n, stride_w2k, stride_om, stride_on,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, EVEN_K: tl.constexpr,
     PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no tf32 rounding), ignored for fp16/bf16
+    TMA: tl.constexpr,        # x and the weights through tensor descriptors (sm90+; edges read as zeros)
+    WS: tl.constexpr,         # TMA plus Triton's warp specialization of the K loop
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     # Grouped ordering: GROUP_M row-blocks share each column block while it is in L2.
@@ -73,24 +85,34 @@ def _linear_act_kernel(
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        if EVEN_K:
-            a = tl.load(x_ptrs)
-            b = tl.load(w_ptrs)
-        else:
-            kmask = offs_k < K - k0
-            a = tl.load(x_ptrs, mask=kmask[None, :], other=0.0)
-            b = tl.load(w_ptrs, mask=kmask[:, None], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
-        if GATED:
+    if TMA:
+        x_desc = tl.make_tensor_descriptor(x_ptr, [M, K], [stride_xm, 1], [BLOCK_M, BLOCK_K])
+        w_desc = tl.make_tensor_descriptor(w_ptr, [N, K], [stride_wn, 1], [BLOCK_N, BLOCK_K])
+        w2_desc = tl.make_tensor_descriptor(w2_ptr, [N, K], [stride_w2n, 1], [BLOCK_N, BLOCK_K])
+        for k0 in tl.range(0, K, BLOCK_K, warp_specialize=WS):
+            a = x_desc.load([pid_m * BLOCK_M, k0])
+            acc = tl.dot(a, w_desc.load([pid_n * BLOCK_N, k0]).T, acc, input_precision=PRECISION)
+            if GATED:
+                acc2 = tl.dot(a, w2_desc.load([pid_n * BLOCK_N, k0]).T, acc2, input_precision=PRECISION)
+    else:
+        for k0 in range(0, K, BLOCK_K):
             if EVEN_K:
-                b2 = tl.load(w2_ptrs)
+                a = tl.load(x_ptrs)
+                b = tl.load(w_ptrs)
             else:
-                b2 = tl.load(w2_ptrs, mask=kmask[:, None], other=0.0)
-            acc2 = tl.dot(a, b2, acc2, input_precision=PRECISION)
-            w2_ptrs += BLOCK_K * stride_w2k
-        x_ptrs += BLOCK_K * stride_xk
-        w_ptrs += BLOCK_K * stride_wk
+                kmask = offs_k < K - k0
+                a = tl.load(x_ptrs, mask=kmask[None, :], other=0.0)
+                b = tl.load(w_ptrs, mask=kmask[:, None], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+            if GATED:
+                if EVEN_K:
+                    b2 = tl.load(w2_ptrs)
+                else:
+                    b2 = tl.load(w2_ptrs, mask=kmask[:, None], other=0.0)
+                acc2 = tl.dot(a, b2, acc2, input_precision=PRECISION)
+                w2_ptrs += BLOCK_K * stride_w2k
+            x_ptrs += BLOCK_K * stride_xk
+            w_ptrs += BLOCK_K * stride_wk
 
     if HAS_BIAS:
         acc += tl.load(b_ptr + rn).to(tl.float32)[None, :]
@@ -103,8 +125,9 @@ def _linear_act_kernel(
     tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
-_plain = triton.autotune(configs(_GPU, _INTERP), key=["M", "N", "K", "HAS_BIAS", "ACT", "EVEN_K"])(_linear_act_kernel)
-_gated = triton.autotune(configs(_GPU_GATED, _INTERP), key=["M", "N", "K", "HAS_BIAS", "ACT", "EVEN_K"])(
+_KEY = ["M", "N", "K", "HAS_BIAS", "ACT", "EVEN_K", "TMA", "WS"]
+_plain = triton.autotune(configs(_GPU, _INTERP), key=_KEY)(_linear_act_kernel)
+_gated = triton.autotune(configs(_GPU_GATED, _INTERP), key=_KEY)(
     _linear_act_kernel)
 
 
@@ -130,6 +153,19 @@ def _fake(x, weight, bias, weight2, bias2, act):  # noqa: ANN001, ANN202 - the o
 def linear_act_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
                   bias2: torch.Tensor | None, act: str) -> torch.Tensor:
     """act(x @ weight^T + bias), or act(x @ weight^T + bias) * (x @ weight2^T + bias2) when weight2 is given."""
+    return _run(x, weight, bias, weight2, bias2, act, MODE)
+
+
+# How x and the weights reach the kernel, as in attention.py: "ptr", "tma", "tma_ws"; kernels.bench
+# --ops linear-modes measures them side by side, and the op uses MODE where TMA applies.
+MODES = ("ptr", "tma", "tma_ws")
+MODE = "ptr"
+
+
+def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
+         bias2: torch.Tensor | None, act: str, mode: str) -> torch.Tensor:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     _check(x, weight, bias, weight2, bias2, act)
     x2 = x.reshape(-1, x.shape[-1])
     M, K = x2.shape
@@ -140,13 +176,18 @@ def linear_act_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     b = bias if bias is not None else weight
     b2 = bias2 if bias2 is not None else b
     kernel = _gated if gated else _plain
+    units = (x2, weight, w2) if all(t.stride(-1) == 1 for t in (x2, weight, w2)) else ()
+    tma = bool(units) and mode != "ptr" and not torch.compiler.is_compiling() and (interpreting() or tma_usable(*units))
+    if tma:
+        descriptor_scratch(x.device.type)
     if M > 0:
         launch(kernel)[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)](
             x2, weight, w2, b, b2, out, M, N, K,
             x2.stride(0), x2.stride(1), weight.stride(0), weight.stride(1), w2.stride(0), w2.stride(1),
             out.stride(0), out.stride(1),
             HAS_BIAS=bias is not None, ACT=ACTS[act], GATED=gated, EVEN_K=K % BLOCK_K == 0,
-            PRECISION="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_K=BLOCK_K)
+            PRECISION="ieee" if x.dtype == torch.float32 else "tf32", TMA=tma, WS=tma and mode == "tma_ws",
+            BLOCK_K=BLOCK_K)
     return out.reshape(*x.shape[:-1], N)
 
 

@@ -65,6 +65,20 @@ def test_linear_act_gpu(shape, act, dtype):
              linear_act.reference(x, w, b, a, w2, b if w2 is not None else None))
 
 
+@pytest.mark.parametrize("mode", ["tma", "tma_ws"])
+@pytest.mark.parametrize("shape", [(4096, 4096, 11008), (1025, 136, 97)])
+@pytest.mark.parametrize("act", ["gelu", "swiglu"])
+def test_linear_act_descriptor_modes_gpu(shape, act, mode):
+    M, K, N = shape
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    w, w2 = ((torch.randn(N, K, device="cuda") / K ** 0.5).to(torch.bfloat16) for _ in range(2))
+    w2 = w2 if act == "swiglu" else None
+    a = "silu" if act == "swiglu" else act
+    out = linear_act._run(x, w, None, w2, None, a, mode)
+    f = [t.float() if t is not None else None for t in (x, w, w2)]
+    check_2x(out, linear_act.reference(f[0], f[1], None, a, f[2]), linear_act.reference(x, w, None, a, w2))
+
+
 @pytest.mark.parametrize("dtype", LP)
 @pytest.mark.parametrize("shape", [(16384, 4096), (97, 1025), (8, 32768)])
 def test_norms_gpu(shape, dtype):
