@@ -32,11 +32,12 @@ from . import attention, decode, linear_act, norms, registry  # noqa: E402
 
 def _time(fn) -> float | str:  # noqa: ANN001
     import triton.testing
+    from triton.errors import TritonError  # compile failures, out of shared memory/registers
 
     try:
         fn()
         torch.cuda.synchronize()
-    except (RuntimeError, ValueError, NotImplementedError) as e:
+    except (RuntimeError, ValueError, NotImplementedError, TritonError) as e:
         return f"failed: {str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}"
     return float(triton.testing.do_bench(fn, warmup=25, rep=200))
 
