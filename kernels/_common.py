@@ -51,6 +51,12 @@ def launch(kernel):  # noqa: ANN001, ANN201 - a Triton kernel in, a launchable k
     return kernel if interpreting() else torch.library.wrap_triton(kernel)
 
 
+# How a kernel's operands reach it: "ptr" (pointer loads, Triton's cp.async pipeline), "tma" (Hopper's tensor
+# memory accelerator through device-side descriptors), "tma_ws" (tma plus Triton's warp specialization of the
+# main loop). kernels.bench measures them side by side (attention-modes, linear-modes).
+LOAD_MODES = ("ptr", "tma", "tma_ws")
+
+
 def tma_usable(*tensors: torch.Tensor) -> bool:
     """TMA needs sm90+, 16-bit elements, and 16-byte aligned bases and row strides (every head's base too)."""
     if not all(t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) for t in tensors):
@@ -63,13 +69,21 @@ def tma_usable(*tensors: torch.Tensor) -> bool:
 _ALLOCATOR_SET = False
 
 
-def descriptor_scratch(device: str) -> None:
-    """Device-side descriptors live in global scratch that Triton asks its allocator for (set once per process;
-    "cpu" under the interpreter)."""
+def descriptor_loads(mode: str, *tensors: torch.Tensor) -> bool:
+    """Whether a launch in `mode` (one of LOAD_MODES) takes the descriptor path for these operands; if it does,
+    Triton's allocator for the descriptors' global scratch is set (once per process; CPU under the interpreter).
+    Traced calls (torch.compile, export, AOTInductor) keep pointer loads: Inductor's generated launchers do not
+    set up that scratch."""
     global _ALLOCATOR_SET
-    if not _ALLOCATOR_SET:
+    if mode not in LOAD_MODES:
+        raise ValueError(f"mode must be one of {LOAD_MODES}, not {mode!r}")
+    unit_inner = all(t.stride(-1) == 1 for t in tensors)  # descriptors address rows of contiguous elements
+    tma = mode != "ptr" and unit_inner and not torch.compiler.is_compiling() and (interpreting() or tma_usable(*tensors))
+    if tma and not _ALLOCATOR_SET:
+        device = tensors[0].device.type
         triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device=device))
         _ALLOCATOR_SET = True
+    return tma
 
 
 def configs(gpu: list, interp: list) -> list:

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import LOG2E, configs, descriptor_scratch, interpreting, launch, register_op, tanh, tma_usable
+from ._common import LOAD_MODES, LOG2E, configs, descriptor_loads, launch, register_op, tanh
 
 HEAD_DIMS = (16, 32, 64, 128)
 
@@ -243,18 +243,14 @@ def attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
     return _run(q, k, v, causal, scale, window_left, window_right, alibi_slopes, softcap, document_id, MODE)
 
 
-# How K and V reach the kernel: "ptr" (pointer loads, Triton's cp.async pipeline), "tma" (Hopper's tensor memory
-# accelerator through device-side descriptors), "tma_ws" (tma plus Triton's warp specialization of the key loop).
-# kernels.bench measures all three side by side; the op uses MODE where it applies (tma_usable), "ptr" elsewhere.
-MODES = ("ptr", "tma", "tma_ws")
+# How K and V reach the kernel (one of MODES, _common.LOAD_MODES); the op uses MODE where TMA applies.
+MODES = LOAD_MODES
 MODE = "ptr"
 
 
 def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float | None, window_left: int,
          window_right: int, alibi_slopes: torch.Tensor | None, softcap: float, document_id: torch.Tensor | None,
          mode: str) -> torch.Tensor:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     _check(q, k, v, window_left, window_right, alibi_slopes, softcap, document_id)
     B, Hq, Nq, D = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
@@ -268,13 +264,9 @@ def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale:
         wr = min(wr, window_right)
     slopes = alibi_slopes.float().contiguous() if alibi_slopes is not None else out
     doc = document_id.to(torch.int32).contiguous() if document_id is not None else out
+    tma = descriptor_loads(mode, q, k, v)
     if B * Hq * Nq == 0:
         return out
-    # Traced calls (torch.compile, export, AOTInductor) keep pointer loads: descriptors need Triton's scratch
-    # allocator at launch, which Inductor's generated launchers do not set up.
-    tma = mode != "ptr" and not torch.compiler.is_compiling() and (interpreting() or tma_usable(q, k, v))
-    if tma:
-        descriptor_scratch(q.device.type)
     kernel = _TUNED[D]
     launch(kernel)[lambda meta: (triton.cdiv(Nq, meta["BLOCK_M"]), B * Hq)](
         q, k, v, out, slopes, doc,

@@ -86,23 +86,17 @@ def bench_attention(quick: bool) -> list[dict]:
 def bench_attention_modes(quick: bool) -> list[dict]:
     """The goal shapes (bf16) with K/V loaded each way (attention.MODES: kpt_ptr, kpt_tma, kpt_tma_ws) beside the
     op as shipped (kpt) and cuDNN, all in one run: decides attention.MODE."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     rows = []
     cases = [(1, 16, 16384, 128), (4, 16, 4096, 128)] if not quick else [(1, 16, 4096, 128)]
     for B, H, N, D in cases:
         for causal in (False, True):
             q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-
-            def cudnn(q=q, k=k, v=v, causal=causal):
-                with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
-                    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
-
-            providers = {"kpt": functools.partial(attention.attention, q, k, v, causal)}
+            vendor = registry.attention_providers(q, k, v, causal, flex=False)
+            providers = {"kpt": vendor["kpt"]}
             for mode in attention.MODES:
                 providers[f"kpt_{mode}"] = functools.partial(attention._run, q, k, v, causal, None, -1, -1, None, 0.0,
                                                              None, mode)
-            providers["sdpa_cudnn"] = cudnn
+            providers["sdpa_cudnn"] = vendor["sdpa_cudnn"]
             rows += _rows("attention", f"b{B} h{H} n{N} d{D}", torch.bfloat16, causal, providers,
                           4 * B * H * N * N * D * (0.5 if causal else 1.0), 4 * B * H * N * D * 2)
     return rows

@@ -12,17 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (
-    ACTS,
-    activate,
-    configs,
-    descriptor_scratch,
-    interpreting,
-    launch,
-    register_op,
-    tma_usable,
-    torch_activation,
-)
+from ._common import ACTS, LOAD_MODES, activate, configs, descriptor_loads, launch, register_op, torch_activation
 
 BLOCK_K = 64  # one K tile for all configs, so EVEN_K is known at launch (no K masks on the fast path)
 
@@ -127,8 +117,7 @@ def _linear_act_kernel(
 
 _KEY = ["M", "N", "K", "HAS_BIAS", "ACT", "EVEN_K", "TMA", "WS"]
 _plain = triton.autotune(configs(_GPU, _INTERP), key=_KEY)(_linear_act_kernel)
-_gated = triton.autotune(configs(_GPU_GATED, _INTERP), key=_KEY)(
-    _linear_act_kernel)
+_gated = triton.autotune(configs(_GPU_GATED, _INTERP), key=_KEY)(_linear_act_kernel)
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, bias, weight2, bias2, act: str) -> None:
@@ -156,16 +145,13 @@ def linear_act_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return _run(x, weight, bias, weight2, bias2, act, MODE)
 
 
-# How x and the weights reach the kernel, as in attention.py: "ptr", "tma", "tma_ws"; kernels.bench
-# --ops linear-modes measures them side by side, and the op uses MODE where TMA applies.
-MODES = ("ptr", "tma", "tma_ws")
+# How x and the weights reach the kernel (one of MODES, _common.LOAD_MODES); the op uses MODE where TMA applies.
+MODES = LOAD_MODES
 MODE = "ptr"
 
 
 def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
          bias2: torch.Tensor | None, act: str, mode: str) -> torch.Tensor:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     _check(x, weight, bias, weight2, bias2, act)
     x2 = x.reshape(-1, x.shape[-1])
     M, K = x2.shape
@@ -176,10 +162,7 @@ def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weigh
     b = bias if bias is not None else weight
     b2 = bias2 if bias2 is not None else b
     kernel = _gated if gated else _plain
-    units = (x2, weight, w2) if all(t.stride(-1) == 1 for t in (x2, weight, w2)) else ()
-    tma = bool(units) and mode != "ptr" and not torch.compiler.is_compiling() and (interpreting() or tma_usable(*units))
-    if tma:
-        descriptor_scratch(x.device.type)
+    tma = descriptor_loads(mode, x2, weight, w2)
     if M > 0:
         launch(kernel)[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)](
             x2, weight, w2, b, b2, out, M, N, K,

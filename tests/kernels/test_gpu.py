@@ -11,7 +11,7 @@ from tests.kernels.conftest import CUDA, check_2x
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")]
 
 if CUDA:
-    from kernels import attention, decode, linear_act, modules, norms, registry
+    from kernels import _common, attention, decode, linear_act, modules, norms, registry
 
 LP = [torch.bfloat16, torch.float16]
 
@@ -43,7 +43,7 @@ def test_attention_descriptor_modes_gpu(dims, causal, mode):
     g = torch.Generator(device="cuda").manual_seed(N)
     q = torch.randn(B, Hq, N, D, device="cuda", dtype=torch.bfloat16, generator=g)
     k, v = (torch.randn(B, Hkv, N, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
-    assert attention.tma_usable(q, k, v) == (torch.cuda.get_device_capability()[0] >= 9)
+    assert _common.tma_usable(q, k, v) == (torch.cuda.get_device_capability()[0] >= 9)
     out = attention._run(q, k, v, causal, None, -1, -1, None, 0.0, None, mode)
     check_2x(out, attention.reference(q, k, v, causal=causal),
              attention.reference(q, k, v, causal=causal, dtype=torch.bfloat16))
