@@ -1,7 +1,9 @@
-"""RMSNorm and LayerNorm forward: one program per row, statistics in fp32, one read and one write of x.
+"""RMSNorm and LayerNorm forward: statistics in fp32, one read and one write of x.
 
 A row that fits in registers (N <= MAX_FUSED) is loaded once; wider rows take two passes over the row
-(statistics, then normalize), which reads x twice but still writes once.
+(statistics, then normalize), which reads x twice but still writes once. Narrow rows go several to a program
+(ROWS, about ROW_ELEMS elements a program): on the H200, one program per 1024-wide row reached 1.9 TB/s where
+PyTorch's kernel reached 3.1 (docs/benchmarks/kernels-h200.md), each program too short to keep loads in flight.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ import triton.language as tl
 
 from ._common import configs, launch, register_op
 
-MAX_FUSED = 16384  # elements per row held in registers (64 KiB fp32 per program): Liger's limit for norms
+# Elements per row held in registers. 32k: on the H200 the two-pass path at 2048x32768 (16k blocks, x read twice)
+# reached 42% of copy bandwidth (RMSNorm); 32 warps hold a 32k row at 32 fp32 values per thread.
+MAX_FUSED = 32768
+ROW_ELEMS = 4096  # narrow rows: about this many elements per program (ROWS rows of BLOCK)
+MAX_ROWS = 16
+MAX_PER_THREAD = 64  # fp32 values of the row tile per thread: configs with more would spill registers
 
 
 # Warps per row, chosen on the device per row width (and dtype: the autotuner keys on argument dtypes too).
@@ -24,41 +31,51 @@ _GPU = [triton.Config({}, num_warps=w) for w in WARPS]
 _INTERP = [triton.Config({}, num_warps=4)]
 
 
-@triton.autotune(configs(_GPU, _INTERP), key=["N", "BLOCK", "RMS", "HAS_W", "HAS_B"])
+def _fitting(cfgs: list, named_args: dict, **kwargs) -> list:  # noqa: ANN003 - the autotuner's prune hook
+    """The warp counts whose threads hold the row tile without spilling (all, if none does)."""
+    tile = kwargs.get("BLOCK", named_args.get("BLOCK", 0)) * kwargs.get("ROWS", named_args.get("ROWS", 1))
+    fit = [c for c in cfgs if tile <= MAX_PER_THREAD * 32 * c.num_warps]
+    return fit or cfgs
+
+
+@triton.autotune(configs(_GPU, _INTERP), key=["N", "BLOCK", "ROWS", "RMS", "HAS_W", "HAS_B"],
+                 prune_configs_by={"early_config_prune": _fitting})
 @triton.jit
 def _norm_kernel(
     x_ptr,    # [R, N] input rows (row stride stride_x, unit stride along N)
     w_ptr,    # [N] scale; unused unless HAS_W
     b_ptr,    # [N] shift (LayerNorm); unused unless HAS_B
     out_ptr,  # [R, N] output rows (row stride stride_o)
-    N, stride_x, stride_o, eps,
+    R, N, stride_x, stride_o, eps,
     RMS: tl.constexpr,      # True: x * rsqrt(mean(x^2) + eps); False: (x - mean) * rsqrt(var + eps)
     HAS_W: tl.constexpr, HAS_B: tl.constexpr,
     ONE_PASS: tl.constexpr,  # BLOCK >= N: the row stays in registers
     W_OFFSET: tl.constexpr,  # added to the weight (Gemma's RMSNorm scales by 1 + w); 0.0 otherwise
     BLOCK: tl.constexpr,
+    ROWS: tl.constexpr,  # rows per program (one-pass path only; 1 on the two-pass path)
 ):
-    row = tl.program_id(0).to(tl.int64)
-    x_row = x_ptr + row * stride_x
-    o_row = out_ptr + row * stride_o
     cols = tl.arange(0, BLOCK)
     if ONE_PASS:
-        mask = cols < N
-        x = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+        rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+        mask = (rows[:, None] < R) & (cols[None, :] < N)
+        x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         if RMS:
-            rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / N + eps)
-            y = x * rstd
+            rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + eps)
+            y = x * rstd[:, None]
         else:
-            mean = tl.sum(x, axis=0) / N
-            xc = tl.where(mask, x - mean, 0.0)
-            rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / N + eps)
-            y = xc * rstd
+            mean = tl.sum(x, axis=1) / N
+            xc = tl.where(mask, x - mean[:, None], 0.0)
+            rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / N + eps)
+            y = xc * rstd[:, None]
         if HAS_W:
-            y = y * (tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32) + W_OFFSET)
+            y = y * (tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32) + W_OFFSET)[None, :]
         if HAS_B:
-            y = y + tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-        tl.store(o_row + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+            y = y + tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+        tl.store(out_ptr + rows[:, None] * stride_o + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
     else:
+        row = tl.program_id(0).to(tl.int64)
+        x_row = x_ptr + row * stride_x
+        o_row = out_ptr + row * stride_o
         # Pass 1: per-lane partial sums; LayerNorm uses the shifted-data variance (shift = the row's first
         # element) so a large mean does not cancel the variance catastrophically.
         shift = tl.load(x_row).to(tl.float32)
@@ -120,12 +137,22 @@ def _run(kernel, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
         x2 = x2.contiguous()
     out = torch.empty((x2.shape[0], N), dtype=x.dtype, device=x.device)
     BLOCK = block or min(triton.next_power_of_2(N), MAX_FUSED)
-    if x2.shape[0] and N:
-        kernel[(x2.shape[0],)](
+    R = x2.shape[0]
+    rows = rows_per_program(R, N, BLOCK)
+    if R and N:
+        kernel[(triton.cdiv(R, rows),)](
             x2, weight if weight is not None else x2, bias if bias is not None else x2, out,
-            N, x2.stride(0), out.stride(0), eps, RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None,
-            ONE_PASS=BLOCK >= N, W_OFFSET=w_offset, BLOCK=BLOCK, **extra)
+            R, N, x2.stride(0), out.stride(0), eps, RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None,
+            ONE_PASS=BLOCK >= N, W_OFFSET=w_offset, BLOCK=BLOCK, ROWS=rows, **extra)
     return out.reshape(x.shape)
+
+
+def rows_per_program(R: int, N: int, block: int) -> int:
+    """ROWS: 1 on the two-pass path and for rows of ROW_ELEMS or more; else about ROW_ELEMS elements a program,
+    no more rows than there are (a power of two: tl.arange's length)."""
+    if block < N or block >= ROW_ELEMS:
+        return 1
+    return max(1, min(ROW_ELEMS // block, MAX_ROWS, triton.next_power_of_2(R)))
 
 
 def norm_fixed(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, rms: bool,

@@ -75,7 +75,7 @@ LIMIT="${LIMIT:-570}"
 # session) while it measures on the idle machine, and lets them go on afterwards.
 export KPT_CACHE_DIR_MODELS="${KPT_CACHE_DIR_MODELS:-/tmp/kpt-cache-models}"
 BG="${KPT_BG:-/tmp/kpt-bg}"  # pid and log of each detached build: warm-<group>-<variant>.{pid,log}
-VARIANTS="kpt_O1 kpt_O2 kpt_O3 compile_default compile_max_autotune"
+VARIANTS="kpt_O1 kpt_O2 kpt_O3 compile_default compile_max_autotune compile_max_autotune_bf16"
 
 # start_builds "GROUPS" SECONDS: a detached `warm` per group and variant not yet built nor building. A group is
 # one model key or several joined by commas, built in turn by one process per variant (the two Llama shapes share
@@ -93,7 +93,7 @@ start_builds() {
             name="warm-${group//,/+}-$v"
             [ -n "$todo" ] || continue
             if [ -e "$BG/$name.pid" ] && kill -0 "$(cat "$BG/$name.pid")" 2>/dev/null; then continue; fi
-            case "$v" in kpt_O2|kpt_O3|compile_max_autotune) threads=6 ;; *) threads=2 ;; esac
+            case "$v" in kpt_O2|kpt_O3|compile_max_autotune*) threads=6 ;; *) threads=2 ;; esac
             KPT_CACHE_DIR="$KPT_CACHE_DIR_MODELS" TORCHINDUCTOR_COMPILE_THREADS="$threads" setsid \
                 timeout --signal=INT --kill-after=10 "$seconds" \
                 python3 bench/h100.py warm --model "$todo" --variants "$v" --marks "$marks" \

@@ -37,10 +37,16 @@ def test_rows_fractions_and_verdict(h100):
     assert rows[1]["weight_tbs"] == pytest.approx(1.05) and rows[1]["bandwidth_fraction"] == pytest.approx(0.35)
     v = h100.verdict(rows, flops, probe, decode=True)
     assert v["best_kpt"] == "kpt_O2" and v["best_hand_made"] == "eager_bf16"  # O3 failed its guard: not ours
-    assert v["speedup"] == 2.0 and v["goal_1_15x"]
-    assert v["hand_made_not_measured"] == ["eager_fp32", "compile_default", "compile_max_autotune"]
+    assert v["speedup"] == 2.0 and not v["goal_1_15x"]  # the bf16 torch.compile was not measured: not claimed
+    assert v["goal_undecided_without"] == ["compile_max_autotune_bf16"]
+    assert v["hand_made_not_measured"] == ["eager_fp32", "compile_default", "compile_max_autotune",
+                                           "compile_max_autotune_bf16"]
     assert v["fp32_lower_bound_ms"] == pytest.approx(15.6) and v["goal_holds_for_unmeasured_fp32"]
     assert v["decode_best_bandwidth_variant"] == "kpt_O2" and not v["goal_decode_70pct"]
+    rows.append(h100.row_of("m", measured("compile_max_autotune_bf16", 2.2), "bf16", 40.0, flops, bytes_, probe))
+    v = h100.verdict(rows, flops, probe, decode=True)
+    assert v["best_hand_made"] == "compile_max_autotune_bf16" and v["speedup"] == 1.1 and not v["goal_1_15x"]
+    assert "goal_undecided_without" not in v
 
 
 def test_merge_writes_json_and_markdown(h100, tmp_path):

@@ -16,6 +16,10 @@ import pytest
 
 from tests.gpu.helpers import REPO
 
+# The variants gpu_run.sh builds per model group (its VARIANTS line: every compiled variant of bench/h100.py).
+N = len(next(line for line in (REPO / "scripts" / "gpu_run.sh").read_text().splitlines()
+             if line.startswith("VARIANTS=")).split("=", 1)[1].strip('"').split())
+
 pytestmark = pytest.mark.skipif(not all(shutil.which(t) for t in ("bash", "setsid", "timeout", "pkill")),
                                 reason="needs bash, setsid, timeout and pkill")
 
@@ -84,9 +88,9 @@ def test_builds_outlive_the_command_and_models_pauses_the_others(script_env):
         STUB_WARM_llama_1b_prefill="60")
     assert time.monotonic() - t0 < 30  # it did not wait for the builds
     pids = {p.stem: p.read_text().strip() for p in (tmp / "bg").glob("*.pid")}
-    assert len(pids) == 10  # 5 variants x 2 groups, the Llama shapes sharing one process per variant
+    assert len(pids) == 2 * N  # N variants x 2 groups, the Llama shapes sharing one process per variant
     llama = [pid for name, pid in pids.items() if name.startswith("warm-llama-1b-prefill+llama-1b-decode-")]
-    assert len(llama) == 5 and all(process_state(p) != "Z" for p in llama)  # still building after the command
+    assert len(llama) == N and all(process_state(p) != "Z" for p in llama)  # still building after the command
     assert "-m pytest" in (tmp / "calls.log").read_text()  # the kernels/ and reuse tests ran beside them
 
     run(env, tmp, "models", "resnet50", STUB_WARM_resnet50="2", STUB_WARM_llama_1b_prefill="60")
@@ -97,12 +101,12 @@ def test_builds_outlive_the_command_and_models_pauses_the_others(script_env):
                for v in ("kpt_O1", "kpt_O2", "kpt_O3", "compile_default", "compile_max_autotune"))
     assert all(process_state(p) in "SR" for p in llama)  # and going on afterwards
     marks = sorted(p.name for p in (tmp / "cache" / "marks").glob("resnet50.*.json"))
-    assert len(marks) == 5 and json.loads((tmp / "cache" / "marks" / marks[0]).read_text())["error"] == ""
+    assert len(marks) == N and json.loads((tmp / "cache" / "marks" / marks[0]).read_text())["error"] == ""
 
     # ResNet-50's builds are marked finished ("error": ""): running the phase again starts none of them.
     calls = (tmp / "calls.log").read_text().count("warm resnet50")
     run(env, tmp, "models", "resnet50", STUB_WARM_resnet50="2", STUB_WARM_llama_1b_prefill="60")
-    assert (tmp / "calls.log").read_text().count("warm resnet50") == calls == 5
+    assert (tmp / "calls.log").read_text().count("warm resnet50") == calls == N
     for p in llama:
         os.kill(int(p), signal.SIGCONT)
 
@@ -121,7 +125,7 @@ def test_models_drops_the_caches_when_their_disk_is_short(script_env):
     env, tmp = script_env
     run(env, tmp, "models", "resnet50")
     run(env, tmp, "models", "resnet50")
-    assert (tmp / "calls.log").read_text().count("warm resnet50") == 5  # built once, then found marked
+    assert (tmp / "calls.log").read_text().count("warm resnet50") == N  # built once, then found marked
     short = run(env, tmp, "models", "resnet50", KPT_MIN_FREE_GB=str(1 << 30))  # more than any disk has
     assert "the earlier models' caches go" in short.stdout
-    assert (tmp / "calls.log").read_text().count("warm resnet50") == 10  # marks gone with the caches: built again
+    assert (tmp / "calls.log").read_text().count("warm resnet50") == 2 * N  # marks gone with the caches: built again
