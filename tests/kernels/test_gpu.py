@@ -3,6 +3,9 @@ under torch.compile and torch.export (triton_op), and the registry deciding on t
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -14,6 +17,11 @@ if CUDA:
     from kernels import _common, attention, decode, linear_act, modules, norms, registry
 
 LP = [torch.bfloat16, torch.float16]
+# Triton 3.6's Hopper warp specialization does not compile these loops (H200, 2026-12-03: attention's
+# "NVGPUWarpSpecialization" pass and the GEMM's MMA lowering fail with "PassManager::run failed"); the mode stays
+# for the Triton releases that do. A wrong result is still a failure: only that compile error is expected.
+TMA_WS = pytest.param("tma_ws", marks=pytest.mark.xfail(
+    raises=RuntimeError, strict=False, reason="Triton 3.6 fails to compile warp-specialized loops on Hopper"))
 
 
 @pytest.mark.parametrize("dtype", LP)
@@ -34,7 +42,7 @@ def test_attention_gpu(dims, kw, dtype):
     check_2x(out, attention.reference(q, k, v, **kw), attention.reference(q, k, v, dtype=dtype, **kw))
 
 
-@pytest.mark.parametrize("mode", ["tma", "tma_ws"])
+@pytest.mark.parametrize("mode", ["tma", TMA_WS])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("dims", [(2, 16, 16, 1025, 128), (3, 8, 1, 1000, 64)])
 def test_attention_descriptor_modes_gpu(dims, causal, mode):
@@ -65,7 +73,7 @@ def test_linear_act_gpu(shape, act, dtype):
              linear_act.reference(x, w, b, a, w2, b if w2 is not None else None))
 
 
-@pytest.mark.parametrize("mode", ["tma", "tma_ws"])
+@pytest.mark.parametrize("mode", ["tma", TMA_WS])
 @pytest.mark.parametrize("shape", [(4096, 4096, 11008), (1025, 136, 97)])
 @pytest.mark.parametrize("act", ["gelu", "swiglu"])
 def test_linear_act_descriptor_modes_gpu(shape, act, mode):
@@ -161,6 +169,15 @@ def test_decode_attention_gpu(dims, dtype):
     check_2x(decode.decode_attention(*args), decode.reference(*args), decode.reference(*args, dtype=dtype))
 
 
+_RUN_PACKAGE = """
+import sys, torch
+x = [t.cuda() for t in torch.load(sys.argv[2])]
+with torch.inference_mode():
+    y = torch._inductor.aoti_load_package(sys.argv[1])(*x)
+torch.save([t.cpu() for t in y], sys.argv[3])
+"""
+
+
 def test_decode_step_with_the_kernel_compiles_and_exports(tmp_path):
     """The swapped 1B-Llama-style step (tiny here) under torch.compile, torch.export and AOTInductor (the package
     embeds the Triton kernels: loaded back, it runs them without kernels/ being asked): results as eager."""
@@ -179,7 +196,12 @@ def test_decode_step_with_the_kernel_compiles_and_exports(tmp_path):
                    for n in ep.graph.nodes)
         exported = ep.module()(*x)
         path = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp_path / "step.pt2"))
-        packaged = torch._inductor.aoti_load_package(path)(*x)
+    # Loaded in a fresh process, as the service first loads every new package (kpt.gpu.runtime): on the H200
+    # (torch 2.11), loading it in this process, after torch.compile built the same Triton kernels, segfaulted.
+    torch.save([t.cpu() for t in x], tmp_path / "x.pt")
+    subprocess.run([sys.executable, "-c", _RUN_PACKAGE, path, str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+                   check=True, timeout=300)
+    packaged = [t.cuda() for t in torch.load(tmp_path / "y.pt")]
     for got in (compiled, exported, packaged):
         for a, b in zip(eager, got, strict=True):
             torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
