@@ -6,7 +6,9 @@
     python -m kernels.bench --ops attention-modes                      (attention's K/V load modes side by side)
 
 Rows: {op, shape, dtype, provider, causal, tflops, gbps, ms} (provider "kpt" is ours). Times are the
-median of triton.testing.do_bench; FLOPs count multiply-adds as 2 and, for causal attention, only the
+median of _common.gpu_ms: CUDA-graph replays (triton.testing.do_bench_cudagraph), the kernels' time without
+the host's dispatch, as a compiled model runs them; tables before 2026-12-03's second session were host-timed
+(triton.testing.do_bench). FLOPs count multiply-adds as 2 and, for causal attention, only the
 visible half of the score matrix (flash-attention's convention). GB/s counts each tensor read or written
 once. Needs only torch and triton (not kpt). Benchmarks are never tests: a provider that fails is recorded
 with its reason, not raised.
@@ -28,10 +30,10 @@ if __package__ in (None, ""):  # run as a file: make `kernels` importable from t
     __package__ = "kernels"
 
 from . import attention, decode, linear_act, norms, registry  # noqa: E402
+from ._common import gpu_ms  # noqa: E402
 
 
 def _time(fn) -> float | str:  # noqa: ANN001
-    import triton.testing
     from triton.errors import TritonError  # compile failures, out of shared memory/registers
 
     try:
@@ -39,7 +41,7 @@ def _time(fn) -> float | str:  # noqa: ANN001
         torch.cuda.synchronize()
     except (RuntimeError, ValueError, NotImplementedError, TritonError) as e:
         return f"failed: {str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}"
-    return float(triton.testing.do_bench(fn, warmup=25, rep=200))
+    return gpu_ms(fn, rep_ms=200)
 
 
 def _rows(op: str, shape: str, dtype: torch.dtype, causal: bool | None, providers: dict, flops: float,
@@ -276,8 +278,8 @@ def warp_table(rows: list[dict]) -> list[str]:
 
 def markdown(rows: list[dict], device: str, versions: str, command: str) -> str:
     lines = [f"# Kernel benchmarks: {device}", "",
-             f"{versions}; `{command}`. Times: median of triton.testing.do_bench "
-             "(warmup 25 ms, rep 200 ms). Rows with TFLOP/s use it as the figure of merit; norms and copy use GB/s "
+             f"{versions}; `{command}`. Times: median of CUDA-graph replays (_common.gpu_ms: "
+             "triton.testing.do_bench_cudagraph, rep 200 ms; host-launched where a provider cannot be captured). Rows with TFLOP/s use it as the figure of merit; norms and copy use GB/s "
              "(each tensor read or written once).", "",
              "## Performance goals (bf16)", "", *goals(rows), "",
              *(["## Norms: each warp count (fraction of the same run's copy bandwidth)", "", *warps, ""]

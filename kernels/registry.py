@@ -3,7 +3,7 @@ is both faster and correct.
 
 For one (op, shape class, dtype, device) the registry runs every provider on the same inputs
 (ours = "kpt"; attention: each SDPA backend and FlexAttention; linear: cuBLAS + a separate activation;
-norms: PyTorch's fused kernel), times them with triton.testing.do_bench, and measures each one's max error
+norms: PyTorch's fused kernel), times them as CUDA-graph replays (_common.gpu_ms), and measures each one's max error
 against an fp32 reference. Ours is chosen only when it is the fastest *and* its error is at most
 ERROR_RATIO x the error of the best vendor provider (flash-attention's rule). The decision is stored with
 kpt.gpu.cache.choice_key/save_choice under KPT_CACHE_DIR (choices/), so later jobs and processes decide
@@ -21,11 +21,13 @@ from collections.abc import Callable
 
 import torch
 
+from ._common import gpu_ms
+
 log = logging.getLogger(__name__)
 
 OURS = "kpt"
 ERROR_RATIO = 2.0  # ours may be at most this many times less accurate than the vendor's own run
-DECISION_VERSION = 1
+DECISION_VERSION = 2  # 2: timed as CUDA-graph replays (_common.gpu_ms); 1 was host-timed
 _MEMORY: dict[str, dict] = {}
 
 
@@ -115,10 +117,7 @@ def measure(providers: dict[str, Callable[[], torch.Tensor]], reference: Callabl
     device weigh on every provider alike; a provider's time is the median of its rounds. Returns
     (timings ms | reason, max abs error vs reference)."""
     if timer is None:
-        import triton.testing
-
-        def timer(fn):  # noqa: ANN001, ANN202
-            return float(triton.testing.do_bench(fn, warmup=5, rep=20))
+        timer = gpu_ms
     ref = reference().float()
     timings: dict[str, float | str] = {}
     errors: dict[str, float] = {}

@@ -17,11 +17,11 @@ if CUDA:
     from kernels import _common, attention, decode, linear_act, modules, norms, registry
 
 LP = [torch.bfloat16, torch.float16]
-# Triton 3.6's Hopper warp specialization does not compile these loops (H200, 2026-12-03: attention's
-# "NVGPUWarpSpecialization" pass and the GEMM's MMA lowering fail with "PassManager::run failed"); the mode stays
-# for the Triton releases that do. A wrong result is still a failure: only that compile error is expected.
+# Triton 3.6's Hopper warp specialization does not compile attention's loop (H200, 2026-12-03: the
+# "NVGPUWarpSpecialization" pass fails with "PassManager::run failed"); the mode stays for the Triton releases that
+# do. A wrong result is still a failure: only that compile error is expected.
 TMA_WS = pytest.param("tma_ws", marks=pytest.mark.xfail(
-    raises=RuntimeError, strict=False, reason="Triton 3.6 fails to compile warp-specialized loops on Hopper"))
+    raises=RuntimeError, strict=False, reason="Triton 3.6 fails to compile the warp-specialized attention loop on Hopper"))
 
 
 @pytest.mark.parametrize("dtype", LP)
@@ -73,7 +73,7 @@ def test_linear_act_gpu(shape, act, dtype):
              linear_act.reference(x, w, b, a, w2, b if w2 is not None else None))
 
 
-@pytest.mark.parametrize("mode", ["tma", TMA_WS])
+@pytest.mark.parametrize("mode", linear_act.MODES[1:] if CUDA else [])  # the descriptor modes
 @pytest.mark.parametrize("shape", [(4096, 4096, 11008), (1025, 136, 97)])
 @pytest.mark.parametrize("act", ["gelu", "swiglu"])
 def test_linear_act_descriptor_modes_gpu(shape, act, mode):
@@ -108,7 +108,7 @@ def test_compile_and_export_trace_the_triton_ops():
     eager = f(x, w, q)
     compiled = torch.compile(f, fullgraph=True)(x, w, q)
     for a, b in zip(eager, compiled, strict=True):  # Inductor may autotune another tile: not bitwise
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=1.6e-2, atol=2e-3)  # bf16: a few units in the last place
 
     class M(torch.nn.Module):
         def forward(self, x, w, q):
@@ -116,7 +116,7 @@ def test_compile_and_export_trace_the_triton_ops():
 
     ep = torch.export.export(M(), (x, w, q))
     for a, b in zip(eager, ep.module()(x, w, q), strict=True):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=1.6e-2, atol=2e-3)
 
 
 def test_registry_decides_on_the_device(tmp_path, monkeypatch):
