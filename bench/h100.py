@@ -194,6 +194,39 @@ def verdict(rows: list[dict], flops: int, probe: dict, decode: bool) -> dict:
     return out
 
 
+PROFILED = ("kpt_O1", "kpt_O2", "kpt_O3", "compile_max_autotune_bf16")  # ours and the strongest rival
+
+
+def profiles(variants: list, x: tuple) -> dict:
+    """Each PROFILED variant's device time per call by kernel (kpt.gpu.bench.profile_kernels), after the timing:
+    what a level's time is made of (a decode step's launches per token, say). A failure is recorded, not raised."""
+    from kpt.gpu import bench as gpu_bench
+
+    out = {}
+    for v in variants:
+        if v.name not in PROFILED or v.fn is None:
+            continue
+        try:
+            out[v.name] = gpu_bench.profile_kernels(v.fn, x)
+        except RuntimeError as e:
+            out[v.name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+    return out
+
+
+def profile_lines(profs: dict, top: int = 3) -> list[str]:
+    """Markdown lines: per profiled variant, its device time in how many launches and its top kernels."""
+    lines = []
+    for name, p in profs.items():
+        if "error" in p:
+            lines.append(f"Profile of {name}: {p['error']}")
+            continue
+        heads = "; ".join(f"`{k['kernel'][:60]}` {k['ms_per_call']:.3f} ms ({100 * k['share']:.0f}%, "
+                          f"{k['launches_per_call']:g} launches)" for k in p["top"][:top])
+        lines.append(f"Profile of {name}: {p['device_ms_per_call']:.3f} ms of device time in "
+                     f"{p['launches_per_call']:g} launches per call; top: {heads}.")
+    return lines
+
+
 def builders_for(src, table, autotune_budget_s: float, workdir: str) -> dict:
     """name -> a function building that variant. The same autotune budget in `warm` and `run` makes the same
     compile decisions, so `run` finds what `warm` built in the package and Inductor caches."""
@@ -306,7 +339,7 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str, 
             r.update(cached_build_s=r["build_s"], build_s=mark["build_s"], compile_s=mark["compile_s"],
                      built="in parallel with the model's other variants, one process each; loaded from the caches here")
     result = {"rows": out_rows, "flops_per_call": flops, "verdict": verdict(out_rows, flops, probe, decode),
-              "wall_s": round(time.perf_counter() - t_start, 1)}
+              "profiles": profiles(variants, x0), "wall_s": round(time.perf_counter() - t_start, 1)}
     if bounds_why:
         result["low_precision_bounds"] = bounds_why
     o2 = next((v for v in variants if v.name == "kpt_O2" and v.fn is not None), None)
@@ -510,6 +543,7 @@ def write_markdown(path: str, doc: dict) -> None:
                 lines.append(f"Decode bandwidth: best {fmt(100 * v['decode_best_bandwidth_fraction'] if v.get('decode_best_bandwidth_fraction') else None, '.1f')}% "
                              f"of 3.0 TB/s ({v.get('decode_best_bandwidth_variant')}); goal >= 70%: "
                              f"{'met' if v.get('goal_decode_70pct') else 'NOT met'}.")
+        lines += profile_lines(res.get("profiles", {}))
         if res.get("low_precision_bounds"):
             lines.append(f"Accuracy bounds of this model's bf16/fp16 variants: {res['low_precision_bounds']}.")
         for note in res.get("notes", []):

@@ -129,3 +129,25 @@ def test_a_models_own_low_precision_bounds_judge_only_its_bf16_variants(h100):
     assert variants[2].accuracy is None  # left to measure(), with fp32's bounds
     plain = [var.Variant("eager_bf16", off[0.04], precision="bf16")]
     assert h100.judge_low_precision("bert-base", plain, refs) == "" and plain[0].accuracy is None
+
+
+def test_kernel_table_ranks_kernels_by_device_time_per_call():
+    from kpt.gpu.bench import kernel_table
+
+    records = [("gemv", 30.0), ("norm", 5.0), ("gemv", 30.0), ("attn", 20.0), ("norm", 5.0)] * 2  # two calls
+    t = kernel_table(records, calls=2, top=2)
+    assert t["launches_per_call"] == 5.0 and t["device_ms_per_call"] == 0.09
+    assert [k["kernel"] for k in t["top"]] == ["gemv", "attn"]
+    assert t["top"][0] == {"kernel": "gemv", "launches_per_call": 2.0, "ms_per_call": 0.06, "share": 0.6667}
+    with pytest.raises(ValueError):
+        kernel_table(records, calls=0)
+
+
+def test_profile_lines_in_the_markdown(h100):
+    profs = {"kpt_O3": {"launches_per_call": 230.0, "device_ms_per_call": 1.25,
+                        "top": [{"kernel": "triton_gemv", "launches_per_call": 110.0, "ms_per_call": 0.7, "share": 0.56}]},
+             "kpt_O2": {"error": "RuntimeError: CUPTI"}}
+    lines = h100.profile_lines(profs)
+    assert lines[0].startswith("Profile of kpt_O3: 1.250 ms of device time in 230 launches per call")
+    assert "`triton_gemv` 0.700 ms (56%, 110 launches)" in lines[0]
+    assert lines[1] == "Profile of kpt_O2: RuntimeError: CUPTI"

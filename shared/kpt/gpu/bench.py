@@ -102,3 +102,37 @@ def compare(fns: dict[str, Callable[[], object]], reps: int = 20, warmup: int = 
 def time_once(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> float:
     """Median ms of fn() over reps, each timed with events on an idle GPU."""
     return compare({"fn": fn}, reps, warmup)["fn"]
+
+
+def kernel_table(kernels: Sequence[tuple[str, float]], calls: int, top: int = 12) -> dict:
+    """Where one call's device time goes, from (kernel name, microseconds) records of `calls` calls: launches
+    and device ms per call, and the `top` kernels by time, each with its launches, ms per call and share."""
+    if calls < 1:
+        raise ValueError("calls must be >= 1")
+    by_name: dict[str, list[float]] = {}
+    for name, us in kernels:
+        by_name.setdefault(name, []).append(us)
+    total = sum(us for _, us in kernels)
+    ranked = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))
+    return {"launches_per_call": round(len(kernels) / calls, 1), "device_ms_per_call": round(total / calls / 1e3, 4),
+            "top": [{"kernel": name[:160], "launches_per_call": round(len(us) / calls, 1),
+                     "ms_per_call": round(sum(us) / calls / 1e3, 4), "share": round(sum(us) / total, 4) if total else 0.0}
+                    for name, us in ranked[:top]]}
+
+
+def profile_kernels(fn: Callable[..., object], x: tuple[torch.Tensor, ...], calls: int = 5, top: int = 12) -> dict:
+    """kernel_table of fn(*x) from the profiler's device records (kernels replayed inside CUDA graphs included):
+    says which kernels a variant's time is made of, e.g. how many small launches a decode step pays per token."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        fn(*x)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(calls):
+                fn(*x)
+            torch.cuda.synchronize()
+    records = [(e.name, e.time_range.elapsed_us()) for e in prof.events()
+               if e.device_type == torch.autograd.DeviceType.CUDA]  # copies too (a graph's input copies are its cost)
+    return kernel_table(records, calls, top)
+
