@@ -90,6 +90,22 @@ def test_merge_takes_each_model_from_its_latest_run(h100, tmp_path):
     assert "Measured on H200 (`run c`)" in md and "Measured on GPU (`run b`)" in md and "Devices: **GPU**" in md
 
 
+def test_merge_judges_older_runs_by_todays_rivals(h100, tmp_path):
+    """A run from before compile_max_autotune_bf16 existed claimed its goal against the fp32 rivals: merged now,
+    its verdict is recomputed from its rows and the goal is not claimed."""
+    rows = [h100.row_of("m", measured(v, p50), prec, 0.0, 10**12, {}, {})
+            for v, p50, prec in (("kpt_O2", 2.0, "bf16"), ("eager_bf16", 4.0, "bf16"), ("compile_default", 5.0, "fp32"))]
+    old = {"verdict": {"best_kpt": "kpt_O2", "speedup": 2.0, "goal_1_15x": True}, "flops_per_call": 10**12}
+    src = tmp_path / "old.json"
+    src.write_text(json.dumps({"command": "run old", "phase": "p", "environment": {"gpu.name": "GPU"},
+                               "measured_roofline": {}, "wall_s": 1, "models": {"m": old}, "rows": rows}))
+    assert h100.merge(Namespace(inputs=[str(src)], docs=str(tmp_path / "docs"), notes=None)) == 0
+    v = json.loads((tmp_path / "docs" / "h100.json").read_text())["models"]["m"]["verdict"]
+    assert v["speedup"] == 2.0 and not v["goal_1_15x"] and v["goal_undecided_without"] == ["compile_max_autotune_bf16"]
+    md = (tmp_path / "docs" / "h100.md").read_text()
+    assert "**2.00x** (goal >= 1.15x: not claimed)" in md and "Not claimed: compile_max_autotune_bf16" in md
+
+
 def test_warm_marks_decide_what_the_measuring_run_builds(h100, tmp_path):
     (tmp_path / "bert.kpt_O2.json").write_text(json.dumps({"build_s": 219.3, "compile_s": 148.0, "error": None}))
     assert h100.read_mark(str(tmp_path), "bert", "kpt_O2")["build_s"] == 219.3
