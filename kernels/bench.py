@@ -152,7 +152,7 @@ def bench_linear(quick: bool) -> list[dict]:
 
 
 def bench_linear_modes(quick: bool) -> list[dict]:
-    """The goal shape (bf16) with x and the weights loaded each way (linear_act.MODES: kpt_ptr, kpt_tma, kpt_tma_ws)
+    """The goal shape (bf16) with x and the weights loaded each way (linear_act.MODES: kpt_ptr, kpt_tma, kpt_persist)
     beside the op as shipped (kpt) and cuBLAS + activation, in one run: decides linear_act.MODE."""
     rows = []
     M, K, N = (4096, 4096, 11008) if not quick else (2048, 2048, 5504)

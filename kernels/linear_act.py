@@ -119,6 +119,54 @@ _plain = triton.autotune(configs(_GPU, _INTERP), key=_KEY)(_linear_act_kernel)
 _gated = triton.autotune(configs(_GPU_GATED, _INTERP), key=_KEY)(_linear_act_kernel)
 
 
+@triton.jit
+def _persistent_kernel(
+    x_ptr, w_ptr, w2_ptr, b_ptr, b2_ptr, out_ptr,  # as _linear_act_kernel's; x and weights with unit inner stride
+    M, N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_on,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, PRECISION: tl.constexpr,
+    PROGRAMS: tl.constexpr,  # one program per SM, each looping over output tiles
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """Persistent form of the TMA path (Triton's persistent-matmul tutorial): PROGRAMS programs walk the output
+    tiles in grouped order; flatten=True lets the compiler pipeline the next tile's loads under this tile's
+    epilogue, which a one-tile-per-program launch pays in full for every tile."""
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * num_n
+    x_desc = tl.make_tensor_descriptor(x_ptr, [M, K], [stride_xm, 1], [BLOCK_M, BLOCK_K])
+    w_desc = tl.make_tensor_descriptor(w_ptr, [N, K], [stride_wn, 1], [BLOCK_N, BLOCK_K])
+    w2_desc = tl.make_tensor_descriptor(w2_ptr, [N, K], [stride_w2n, 1], [BLOCK_N, BLOCK_K])
+    for tile in tl.range(tl.program_id(0), num_m * num_n, PROGRAMS, flatten=True):
+        first_m = (tile // per_group) * GROUP_M
+        group_size = tl.minimum(num_m - first_m, GROUP_M)
+        pid_m = first_m + (tile % per_group) % group_size
+        pid_n = (tile % per_group) // group_size
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc2 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            a = x_desc.load([pid_m * BLOCK_M, k0])
+            acc = tl.dot(a, w_desc.load([pid_n * BLOCK_N, k0]).T, acc, input_precision=PRECISION)
+            if GATED:
+                acc2 = tl.dot(a, w2_desc.load([pid_n * BLOCK_N, k0]).T, acc2, input_precision=PRECISION)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < N
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            if GATED:
+                acc2 += tl.load(b2_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        y = activate(acc, ACT)
+        if GATED:
+            y = y * acc2
+        out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
+        tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & n_ok[None, :])
+
+
+_PKEY = ["M", "N", "K", "HAS_BIAS", "ACT"]
+_persistent = triton.autotune(configs(_GPU, _INTERP), key=_PKEY)(_persistent_kernel)
+_persistent_gated = triton.autotune(configs(_GPU_GATED, _INTERP), key=_PKEY)(_persistent_kernel)
+
+
 def _check(x: torch.Tensor, weight: torch.Tensor, bias, weight2, bias2, act: str) -> None:
     if act not in ACTS:
         raise ValueError(f"activation must be one of {sorted(ACTS)}, not {act!r}")
@@ -144,10 +192,11 @@ def linear_act_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return _run(x, weight, bias, weight2, bias2, act, MODE)
 
 
-# How x and the weights reach the kernel; the op uses MODE where TMA applies. Not _common.LOAD_MODES' "tma_ws":
-# with Triton 3.6 on the H200 (2026-12-03) the warp-specialized K loop gave wrong SwiGLU results at 1025x136->97
-# (max error 10.9) and failed to compile the plain GEMM, so it is not offered.
-MODES = tuple(m for m in LOAD_MODES if m != "tma_ws")
+# How x and the weights reach the kernel; the op uses MODE where TMA applies. "persist": the TMA loads in a
+# persistent kernel (one program per SM). Not _common.LOAD_MODES' "tma_ws": with Triton 3.6 on the H200
+# (2026-12-03) the warp-specialized K loop gave wrong SwiGLU results at 1025x136->97 (max error 10.9) and failed
+# to compile the plain GEMM, so it is not offered.
+MODES = tuple(m for m in LOAD_MODES if m != "tma_ws") + ("persist",)
 MODE = "ptr"
 
 
@@ -165,8 +214,15 @@ def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weigh
     kernel = _gated if gated else _plain
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    tma = descriptor_loads(mode, x2, weight, w2)
-    if M > 0:
+    tma = descriptor_loads("tma" if mode == "persist" else mode, x2, weight, w2)
+    if mode == "persist" and tma and M > 0:
+        programs = 4 if x.device.type == "cpu" else torch.cuda.get_device_properties(x.device).multi_processor_count
+        launch(_persistent_gated if gated else _persistent)[
+            lambda meta: (min(programs, triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])),)](
+            x2, weight, w2, b, b2, out, M, N, K, x2.stride(0), weight.stride(0), w2.stride(0),
+            out.stride(0), out.stride(1), HAS_BIAS=bias is not None, ACT=ACTS[act], GATED=gated,
+            PRECISION="ieee" if x.dtype == torch.float32 else "tf32", PROGRAMS=programs, BLOCK_K=BLOCK_K)
+    elif M > 0:
         launch(kernel)[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)](
             x2, weight, w2, b, b2, out, M, N, K,
             x2.stride(0), x2.stride(1), weight.stride(0), weight.stride(1), w2.stride(0), w2.stride(1),

@@ -67,7 +67,7 @@ def test_warp_specialized_mode_is_not_offered():
         linear_act._run(x, torch.randn(3, 8, device=DEVICE), None, None, None, "gelu", "tma_ws")
 
 
-@pytest.mark.parametrize("mode", ["tma"])
+@pytest.mark.parametrize("mode", ["tma", "persist"])
 @pytest.mark.parametrize("gated", [False, True])
 def test_descriptor_modes_match_the_reference(mode, gated):
     """x and the weights through tensor descriptors: odd M, N and a K tail (edges read as zeros)."""
