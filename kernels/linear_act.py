@@ -8,6 +8,8 @@ x tile loaded per K step.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -37,6 +39,36 @@ _INTERP = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "GROUP_M": 4}, num_warps
 
 
 @triton.jit
+def _tile_of(tile, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(row block, column block) of output tile number `tile` in grouped order: GROUP_M row-blocks share each
+    column block while it is in L2."""
+    num_m = tl.cdiv(M, BLOCK_M)
+    per_group = GROUP_M * tl.cdiv(N, BLOCK_N)
+    first_m = (tile // per_group) * GROUP_M
+    group_size = tl.minimum(num_m - first_m, GROUP_M)
+    return first_m + (tile % per_group) % group_size, (tile % per_group) // group_size
+
+
+@triton.jit
+def _epilogue(acc, acc2, b_ptr, b2_ptr, out_ptr, pid_m, pid_n, M, N, stride_om, stride_on,
+              HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Bias, activation (times the gated accumulator for SwiGLU) on the fp32 tile, then its one masked store."""
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < N
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        if GATED:
+            acc2 += tl.load(b2_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    y = activate(acc, ACT)
+    if GATED:
+        y = y * acc2
+    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
+    tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & n_ok[None, :])
+
+
+@triton.jit
 def _linear_act_kernel(
     x_ptr,    # [M, K] input rows (any strides)
     w_ptr,    # [N, K] weight, nn.Linear layout (the gate projection for SwiGLU)
@@ -51,15 +83,7 @@ def _linear_act_kernel(
     TMA: tl.constexpr,        # x and the weights through tensor descriptors (sm90+; edges read as zeros)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    # Grouped ordering: GROUP_M row-blocks share each column block while it is in L2.
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
-    group_size = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % group_size
-    pid_n = (pid % per_group) // group_size
+    pid_m, pid_n = _tile_of(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -103,15 +127,8 @@ def _linear_act_kernel(
             x_ptrs += BLOCK_K * stride_xk
             w_ptrs += BLOCK_K * stride_wk
 
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + rn).to(tl.float32)[None, :]
-        if GATED:
-            acc2 += tl.load(b2_ptr + rn).to(tl.float32)[None, :]
-    y = activate(acc, ACT)
-    if GATED:
-        y = y * acc2
-    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
-    tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+    _epilogue(acc, acc2, b_ptr, b2_ptr, out_ptr, pid_m, pid_n, M, N, stride_om, stride_on,
+              HAS_BIAS, ACT, GATED, BLOCK_M, BLOCK_N)
 
 
 _KEY = ["M", "N", "K", "HAS_BIAS", "ACT", "EVEN_K", "TMA"]
@@ -130,17 +147,11 @@ def _persistent_kernel(
     """Persistent form of the TMA path (Triton's persistent-matmul tutorial): PROGRAMS programs walk the output
     tiles in grouped order; flatten=True lets the compiler pipeline the next tile's loads under this tile's
     epilogue, which a one-tile-per-program launch pays in full for every tile."""
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * num_n
     x_desc = tl.make_tensor_descriptor(x_ptr, [M, K], [stride_xm, 1], [BLOCK_M, BLOCK_K])
     w_desc = tl.make_tensor_descriptor(w_ptr, [N, K], [stride_wn, 1], [BLOCK_N, BLOCK_K])
     w2_desc = tl.make_tensor_descriptor(w2_ptr, [N, K], [stride_w2n, 1], [BLOCK_N, BLOCK_K])
-    for tile in tl.range(tl.program_id(0), num_m * num_n, PROGRAMS, flatten=True):
-        first_m = (tile // per_group) * GROUP_M
-        group_size = tl.minimum(num_m - first_m, GROUP_M)
-        pid_m = first_m + (tile % per_group) % group_size
-        pid_n = (tile % per_group) // group_size
+    for tile in tl.range(tl.program_id(0), tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N), PROGRAMS, flatten=True):
+        pid_m, pid_n = _tile_of(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         acc2 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
@@ -148,18 +159,8 @@ def _persistent_kernel(
             acc = tl.dot(a, w_desc.load([pid_n * BLOCK_N, k0]).T, acc, input_precision=PRECISION)
             if GATED:
                 acc2 = tl.dot(a, w2_desc.load([pid_n * BLOCK_N, k0]).T, acc2, input_precision=PRECISION)
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < N
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            if GATED:
-                acc2 += tl.load(b2_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-        y = activate(acc, ACT)
-        if GATED:
-            y = y * acc2
-        out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
-        tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & n_ok[None, :])
+        _epilogue(acc, acc2, b_ptr, b2_ptr, out_ptr, pid_m, pid_n, M, N, stride_om, stride_on,
+                  HAS_BIAS, ACT, GATED, BLOCK_M, BLOCK_N)
 
 
 _PKEY = ["M", "N", "K", "HAS_BIAS", "ACT"]
@@ -200,6 +201,12 @@ MODES = tuple(m for m in LOAD_MODES if m != "tma_ws") + ("persist",)
 MODE = "ptr"
 
 
+@functools.cache
+def _programs(device: torch.device) -> int:
+    """Programs of a persistent launch: one per SM (4 under the interpreter)."""
+    return 4 if device.type == "cpu" else torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
          bias2: torch.Tensor | None, act: str, mode: str) -> torch.Tensor:
     _check(x, weight, bias, weight2, bias2, act)
@@ -216,7 +223,7 @@ def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weigh
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     tma = descriptor_loads("tma" if mode == "persist" else mode, x2, weight, w2)
     if mode == "persist" and tma and M > 0:
-        programs = 4 if x.device.type == "cpu" else torch.cuda.get_device_properties(x.device).multi_processor_count
+        programs = _programs(x.device)
         launch(_persistent_gated if gated else _persistent)[
             lambda meta: (min(programs, triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])),)](
             x2, weight, w2, b, b2, out, M, N, K, x2.stride(0), weight.stride(0), w2.stride(0),

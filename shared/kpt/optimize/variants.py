@@ -53,14 +53,13 @@ def eager(src: Source, dtype: torch.dtype = torch.float32) -> Variant:
 def compiled(src: Source, mode: str | None, name: str, dtype: torch.dtype = torch.float32) -> Variant:
     """torch.compile(model, mode); its compile time is the first call's, on the example input. With a low
     dtype, the model cast as eager() casts it (weights in dtype behind an fp32 interface) is compiled."""
-    module = src.module if dtype == torch.float32 else CastBoundary(copy.deepcopy(src.module), dtype)
-    fn = torch.compile(module, mode=mode)
+    base = eager(src, dtype)
+    fn = torch.compile(base.fn, mode=mode)
     x = inp.generate(src.spec, seed=0, device=_device(src))
     t0 = time.perf_counter()
     with torch.inference_mode():
         fn(*x)
-    return Variant(name, fn, compile_s=time.perf_counter() - t0,
-                   **({} if dtype == torch.float32 else {"precision": LOW_PRECISION[dtype]}))
+    return Variant(name, fn, compile_s=time.perf_counter() - t0, precision=base.precision)
 
 
 def onnxruntime(src: Source, workdir: str) -> Variant:
