@@ -4,6 +4,8 @@ interleaved in one process with device events and rotating inputs (kpt.gpu.bench
     python3 bench/h100.py run --models bert-base,gpt2 --budget-s 500 --out $OUT/h100-a.json
     python3 bench/h100.py merge OUT/h100-*.json --docs docs/benchmarks      # writes h100.json + h100.md
 
+The rows' arithmetic, the verdict and the report live in bench/h100_report.py (no torch needed).
+
 Models and shapes: bert-base (batch 8, seq 384), gpt2 (8 x 512), resnet50 (32 images), vit-b16 (32 images),
 llama-1b-prefill (one 2048-token prompt), llama-1b-decode (one token at batch 1 against a 2048-token
 KV cache). Variants: eager_fp32, eager_bf16, compile_default, compile_max_autotune (torch.compile of the
@@ -35,6 +37,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # h100_report beside this file (bench/ is no package)
+from h100_report import NOMINAL, merge, row_of, verdict  # noqa: E402
+
 log = logging.getLogger("bench.h100")
 DEVICE = "cuda:0"  # kpt.gpu.device.DEVICE (not imported here: this module loads without torch for `merge`)
 
@@ -46,9 +51,6 @@ MODELS = {  # name -> (model name for kpt.gpu.models.open_source, benchmark shap
     "llama-1b-prefill": ("llama-1b", {"input_ids": (1, 2048)}),
     "llama-1b-decode": ("llama-1b-decode", None),
 }
-HAND_MADE = ("eager_fp32", "eager_bf16", "compile_default", "compile_max_autotune", "compile_max_autotune_bf16")
-LOW_HAND_MADE = ("eager_bf16", "compile_max_autotune_bf16")  # the hand-made variants that are not fp32
-OURS = ("kpt_O1", "kpt_O2", "kpt_O3")
 # Build order: what the goals need first. The fp32 torch.compile variants come after ours: where one is cut by
 # the budget, the verdict bounds it by the model's FLOPs at the measured fp32 GEMM rate instead.
 ORDER = ("eager_fp32", "eager_bf16", "kpt_O2", "kpt_O3", "compile_max_autotune_bf16", "compile_default", "kpt_O1",
@@ -57,7 +59,6 @@ ORDER = ("eager_fp32", "eager_bf16", "kpt_O2", "kpt_O3", "compile_max_autotune_b
 # decide whether the next build still fits the model's share of the budget.
 RELATIVE_COST = {"compile_default": 0.5, "kpt_O3": 1.1, "kpt_O1": 0.7, "compile_max_autotune": 1.5,
                  "compile_max_autotune_bf16": 1.5}
-NOMINAL = {"bf16_tflops": 780.0, "copy_tbs": 3.0}  # the roofline the goals are stated against
 # Precisions the benchmark's O3 may use: fp8 where compute-bound; int4 is left out (int8 weight-only for
 # decode) because its accuracy on random-initialised weights is below the 20 dB guard.
 ALLOWED = frozenset({"fp32", "bf16", "fp16", "int8", "fp8"})
@@ -142,58 +143,6 @@ def open_model(key: str):
     return src
 
 
-def row_of(key: str, r: dict, precision: str, build_s: float, flops: int, step_bytes: dict, probe: dict) -> dict:
-    lat, acc = r.get("latency", {}), r.get("accuracy", {})
-    p50 = lat.get("p50_ms")
-    out = {"model": key, "target": "nvidia", "variant": r["variant"], "p50_ms": p50, "p99_ms": lat.get("p99_ms"),
-           "max_abs_err": acc.get("max_abs_err"), "compile_s": r.get("compile_s"), "build_s": round(build_s, 2),
-           "precision": precision, "rel_l2": acc.get("rel_l2"), "sqnr_db": acc.get("sqnr_db"),
-           "accuracy_passed": acc.get("passed"), "iterations": lat.get("iterations"),
-           "peak_memory_bytes": int(r["peak_memory_bytes"]) if r.get("peak_memory_bytes") else None,
-           "error": r.get("error")}
-    if p50:
-        tflops = flops / (p50 * 1e-3) / 1e12
-        out.update(tflops=round(tflops, 2), bf16_roofline_fraction=round(tflops / NOMINAL["bf16_tflops"], 4),
-                   measured_bf16_fraction=round(tflops / probe["bf16_tflops"], 4) if probe else None)
-        if step_bytes:
-            bw = step_bytes[precision] / (p50 * 1e-3) / 1e12
-            out.update(weight_bytes_per_step=int(step_bytes[precision]), weight_tbs=round(bw, 3),
-                       bandwidth_fraction=round(bw / NOMINAL["copy_tbs"], 4),
-                       measured_bandwidth_fraction=round(bw / probe["copy_tbs"], 4) if probe else None)
-    return out
-
-
-def verdict(rows: list[dict], flops: int, probe: dict, decode: bool) -> dict:
-    ok = [r for r in rows if r["p50_ms"] and r["accuracy_passed"]]
-    ours = [r for r in ok if r["variant"] in OURS]
-    hand = [r for r in ok if r["variant"] in HAND_MADE]
-    best = min(ours, key=lambda r: r["p50_ms"]) if ours else None
-    ref = min(hand, key=lambda r: r["p50_ms"]) if hand else None
-    missing = [v for v in HAND_MADE if v not in {r["variant"] for r in hand}]
-    out = {"best_kpt": best and best["variant"], "best_kpt_p50_ms": best and best["p50_ms"],
-           "best_hand_made": ref and ref["variant"], "best_hand_made_p50_ms": ref and ref["p50_ms"],
-           "speedup": round(ref["p50_ms"] / best["p50_ms"], 3) if best and ref else None,
-           "hand_made_not_measured": missing}
-    out["goal_1_15x"] = bool(out["speedup"] and out["speedup"] >= 1.15)
-    low_missing = [v for v in missing if v in LOW_HAND_MADE]
-    if low_missing:  # no bound stands in for a low-precision rival: the goal is not claimed without it
-        out["goal_undecided_without"] = low_missing
-        out["goal_1_15x"] = False
-    fp32_missing = [v for v in missing if v not in LOW_HAND_MADE]
-    if fp32_missing and best and probe.get("fp32_tflops"):
-        # An fp32 variant cannot beat the GPU's measured fp32 GEMM rate on the model's matmul/attention FLOPs.
-        bound = flops / (probe["fp32_tflops"] * 1e12) * 1e3
-        out["fp32_lower_bound_ms"] = round(bound, 3)
-        out["goal_holds_for_unmeasured_fp32"] = bound >= 1.15 * best["p50_ms"]
-    if decode:
-        bw = [r for r in ours if r.get("bandwidth_fraction") is not None]
-        top = max(bw, key=lambda r: r["bandwidth_fraction"]) if bw else None
-        out["decode_best_bandwidth_fraction"] = top and top["bandwidth_fraction"]
-        out["decode_best_bandwidth_variant"] = top and top["variant"]
-        out["goal_decode_70pct"] = bool(top and top["bandwidth_fraction"] >= 0.70)
-    return out
-
-
 PROFILED = ("kpt_O1", "kpt_O2", "kpt_O3", "compile_max_autotune_bf16")  # ours and the strongest rival
 
 
@@ -211,20 +160,6 @@ def profiles(variants: list, x: tuple) -> dict:
         except RuntimeError as e:
             out[v.name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
     return out
-
-
-def profile_lines(profs: dict, top: int = 3) -> list[str]:
-    """Markdown lines: per profiled variant, its device time in how many launches and its top kernels."""
-    lines = []
-    for name, p in profs.items():
-        if "error" in p:
-            lines.append(f"Profile of {name}: {p['error']}")
-            continue
-        heads = "; ".join(f"`{k['kernel'][:60]}` {k['ms_per_call']:.3f} ms ({100 * k['share']:.0f}%, "
-                          f"{k['launches_per_call']:g} launches)" for k in p["top"][:top])
-        lines.append(f"Profile of {name}: {p['device_ms_per_call']:.3f} ms of device time in "
-                     f"{p['launches_per_call']:g} launches per call; top: {heads}.")
-    return lines
 
 
 def builders_for(src, table, autotune_budget_s: float, workdir: str) -> dict:
@@ -459,148 +394,6 @@ def run(args: argparse.Namespace) -> int:
                 json.dump(doc, f, indent=1, default=str)
             os.replace(tmp_out, args.out)
             log.info("wrote %s (%d rows, %.0fs)", args.out, len(doc["rows"]), time.time() - t0)
-    return 0
-
-
-def fmt(x: object, spec: str = ".3f") -> str:
-    if x is None:
-        return "-"
-    return x if isinstance(x, str) else format(x, spec)
-
-
-def device_line(env: dict) -> str:
-    return (f"{env.get('gpu.name')} ({env.get('gpu.arch')}), driver {env.get('gpu.driver')}, CUDA "
-            f"{env.get('toolchain.cuda_runtime')}, max SM clock {env.get('gpu.clocks_max_sm_mhz')} MHz, power limit "
-            f"{env.get('gpu.power_limit_w')} W; torch {env.get('toolchain.torch')}, triton {env.get('toolchain.triton')}, "
-            f"torchao {env.get('toolchain.torchao', '-')}; TF32 {env.get('tf32')}")
-
-
-def roofline_line(probe: dict) -> str:
-    return (f"bf16 GEMM {fmt(probe.get('bf16_tflops'), '.0f')} TFLOP/s, fp32 GEMM {fmt(probe.get('fp32_tflops'), '.1f')} "
-            f"TFLOP/s, copy {fmt(probe.get('copy_tbs'), '.2f')} TB/s")
-
-
-def write_markdown(path: str, doc: dict) -> None:
-    devices = doc["devices"]
-    lines = ["# NVIDIA GPU benchmark (nvidia service)", ""]
-    lines += [f"Device{'s' if len(devices) > 1 else ''}: " + "; ".join(
-        f"**{d['environment'].get('gpu.name')}**: {device_line(d['environment'])}" for d in devices.values()) + ".",
-              "Each model's variants come from one run on one device; its section names the device. "
-              f"Commands: {'; '.join('`' + c + '`' for c in doc['commands'])}.", "",
-              "Protocol: all variants of a model measured interleaved in one process, each iteration timed with CUDA "
-              "events on an idle GPU, inputs rotating over 4 batches; p50/p99 over the iterations. Errors are against "
-              "eager fp32 (IEEE, TF32 off) on 3 fresh input samples. compile_s: the variant's compile time (kpt: "
-              "AOTInductor incl. export; torch.compile: first call); build_s: its whole build (kpt: every pass).",
-              "Where a row says `cached`, its build was made beforehand in a process of its own, at the same time as "
-              "the other variants' builds (scripts/gpu_run.sh models): compile_s and build_s are that cold build, "
-              "slower than alone on an idle machine; the measuring process loaded it back from the caches.",
-              "",
-              f"Roofline: the goals' nominal {NOMINAL['bf16_tflops']:.0f} TFLOP/s bf16 and {NOMINAL['copy_tbs']:.1f} TB/s; "
-              "measured: " + "; ".join(f"{d['environment'].get('gpu.name')} {roofline_line(d['measured_roofline'])}"
-                                         for d in devices.values())
-              + ". TFLOP/s counts matmul/conv/attention FLOPs only (torch.utils.flop_counter).", ""]
-    for key, res in doc["models"].items():
-        rows = [r for r in doc["rows"] if r["model"] == key]
-        lines += [f"## {key}", ""]
-        if res.get("device"):
-            lines += [f"Measured on {res['device']} (`{res.get('command', '')}`).", ""]
-        if res.get("error"):
-            lines += [f"Failed: {res['error']}", ""]
-        decode = key.endswith("decode")
-        head = "| variant | precision | p50 ms | p99 ms | max abs err | accuracy | compile s | build s | TFLOP/s | % of 780 |"
-        sep = "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"
-        if decode:
-            head += " weight GB/step | TB/s | % of 3.0 TB/s |"
-            sep += "---:|---:|---:|"
-        lines += [head, sep]
-        for r in rows:
-            acc = "-" if r["accuracy_passed"] is None else ("pass" if r["accuracy_passed"] else "FAIL")
-            if r.get("error"):
-                acc = "n/a: " + r["error"][:140].replace("|", "/")
-            line = (f"| {r['variant']}{' (cached)' if r.get('cached_build_s') is not None else ''} | {r['precision']} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
-                    f"{fmt(r['max_abs_err'], '.2e')} | {acc} | {fmt(r['compile_s'], '.1f')} | {fmt(r['build_s'], '.1f')} | "
-                    f"{fmt(r.get('tflops'), '.1f')} | {fmt(100 * r['bf16_roofline_fraction'] if r.get('bf16_roofline_fraction') else None, '.1f')} |")
-            if decode:
-                gb = r.get("weight_bytes_per_step")
-                line += (f" {fmt(gb / 1e9 if gb else None, '.2f')} | {fmt(r.get('weight_tbs'), '.2f')} | "
-                         f"{fmt(100 * r['bandwidth_fraction'] if r.get('bandwidth_fraction') else None, '.1f')} |")
-            lines.append(line)
-        v = res.get("verdict", {})
-        if v:
-            lines += ["", f"Best kpt level within the accuracy guard: {v.get('best_kpt')} ({fmt(v.get('best_kpt_p50_ms'))} ms); "
-                      f"best hand-made: {v.get('best_hand_made')} ({fmt(v.get('best_hand_made_p50_ms'))} ms); speedup "
-                      f"**{fmt(v.get('speedup'), '.2f')}x** (goal >= 1.15x: "
-                      f"{'met' if v.get('goal_1_15x') else 'not claimed' if v.get('goal_undecided_without') else 'NOT met'})."]
-            if v.get("goal_undecided_without"):
-                lines.append(f"Not claimed: {', '.join(v['goal_undecided_without'])} was not measured (no bound stands "
-                             "in for a low-precision rival).")
-            if v.get("hand_made_not_measured"):
-                lines.append(f"Not counted (not built, failed, or outside the accuracy guard): {', '.join(v['hand_made_not_measured'])}"
-                             + (f"; an fp32 variant cannot run faster than {fmt(v.get('fp32_lower_bound_ms'))} ms here "
-                                f"(FLOPs / measured fp32 GEMM rate), so the goal "
-                                f"{'holds' if v.get('goal_holds_for_unmeasured_fp32') else 'is undecided'} for them."
-                                if v.get("fp32_lower_bound_ms") else "."))
-            if decode:
-                lines.append(f"Decode bandwidth: best {fmt(100 * v['decode_best_bandwidth_fraction'] if v.get('decode_best_bandwidth_fraction') else None, '.1f')}% "
-                             f"of 3.0 TB/s ({v.get('decode_best_bandwidth_variant')}); goal >= 70%: "
-                             f"{'met' if v.get('goal_decode_70pct') else 'NOT met'}.")
-        lines += profile_lines(res.get("profiles", {}))
-        if res.get("low_precision_bounds"):
-            lines.append(f"Accuracy bounds of this model's bf16/fp16 variants: {res['low_precision_bounds']}.")
-        for note in res.get("notes", []):
-            lines.append(f"Note: {note}")
-        if res.get("reuse"):
-            u = res["reuse"]
-            lines.append(f"Re-optimizing (kpt_O2 built again, warm caches): build {u['cold_build_s']:.1f}s -> "
-                         f"{u['warm_build_s']:.1f}s ({u['cold_build_s'] / max(u['warm_build_s'], 1e-9):.1f}x), "
-                         f"compile {u['cold_compile_s']:.1f}s -> {u['warm_compile_s']:.1f}s.")
-        lines.append("")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-
-
-def merge(args: argparse.Namespace) -> int:
-    docs = []
-    for p in args.inputs:
-        with open(p) as f:
-            docs.append(json.load(f))
-    if not docs:
-        print("nothing to merge", file=sys.stderr)
-        return 2
-    out = {"environment": docs[0]["environment"], "measured_roofline": docs[0].get("measured_roofline", {}),
-           "nominal_roofline": NOMINAL, "commands": [d["command"] for d in docs],
-           "phases": [{k: d.get(k) for k in ("phase", "command", "wall_s", "budget_s", "settings", "setup",
-                                             "measured_roofline")} | {"fingerprint": d["environment"].get("fingerprint"),
-                                                                      "device": d["environment"].get("gpu.name")}
-                      for d in docs],
-           "devices": {}, "models": {}, "rows": []}
-    # A model measured again in a later phase (inputs in the order given) replaces its earlier rows: each model's
-    # variants always come from one run, measured side by side, on one device (named in its rows and section).
-    latest = {key: i for i, d in enumerate(docs) for key in d["models"]}
-    notes: dict[str, list[str]] = {}
-    if args.notes:
-        with open(args.notes) as f:
-            notes = json.load(f)
-    for i, d in enumerate(docs):
-        name = d["environment"].get("gpu.name")
-        mine = [k for k in d["models"] if latest[k] == i]
-        if mine:
-            out["devices"].setdefault(name, {"environment": d["environment"],
-                                             "measured_roofline": d.get("measured_roofline", {})})
-        for k in mine:
-            out["models"][k] = d["models"][k] | {"device": name, "command": d["command"]} | (
-                {"notes": notes[k]} if k in notes else {})
-            if d["models"][k].get("flops_per_call"):
-                # Judged again by today's rules (an older run lacks a rival added since: its goal is not claimed).
-                out["models"][k]["verdict"] = verdict([r for r in d["rows"] if r["model"] == k],
-                                                      d["models"][k]["flops_per_call"], d.get("measured_roofline") or {},
-                                                      k.endswith("decode"))
-        out["rows"] += [r | {"device": name} for r in d["rows"] if latest.get(r["model"]) == i]
-    os.makedirs(args.docs, exist_ok=True)
-    with open(os.path.join(args.docs, "h100.json"), "w") as f:
-        json.dump(out, f, indent=1, default=str)
-    write_markdown(os.path.join(args.docs, "h100.md"), out)
-    print(f"wrote {args.docs}/h100.json and h100.md ({len(out['rows'])} rows)")
     return 0
 
 

@@ -10,12 +10,21 @@ import pytest
 from tests.gpu.helpers import REPO
 
 
-@pytest.fixture(scope="module")
-def h100():
-    spec = importlib.util.spec_from_file_location("bench_h100", REPO / "bench" / "h100.py")
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def h100():
+    return _load("h100")
+
+
+@pytest.fixture(scope="module")
+def report():
+    return _load("h100_report")
 
 
 def measured(variant: str, p50: float, passed: bool = True, compile_s: float = 1.0) -> dict:
@@ -24,18 +33,18 @@ def measured(variant: str, p50: float, passed: bool = True, compile_s: float = 1
             "peak_memory_bytes": "1000"}
 
 
-def test_rows_fractions_and_verdict(h100):
+def test_rows_fractions_and_verdict(report):
     probe = {"bf16_tflops": 700.0, "fp32_tflops": 50.0, "copy_tbs": 2.9}
     flops = 780 * 10**9  # 1 ms at the nominal 780 TFLOP/s
     bytes_ = {"bf16": 2.1e9, "int8": 1.05e9, "fp32": 4.2e9}
-    rows = [h100.row_of("m", measured("eager_bf16", 4.0), "bf16", 0.0, flops, bytes_, probe),
-            h100.row_of("m", measured("kpt_O2", 2.0), "bf16", 30.0, flops, bytes_, probe),
-            h100.row_of("m", measured("kpt_O3", 1.0, passed=False), "int8", 30.0, flops, bytes_, probe),
-            h100.row_of("m", {"variant": "compile_default", "compile_s": 0.0, "error": "not built: budget"}, "fp32",
+    rows = [report.row_of("m", measured("eager_bf16", 4.0), "bf16", 0.0, flops, bytes_, probe),
+            report.row_of("m", measured("kpt_O2", 2.0), "bf16", 30.0, flops, bytes_, probe),
+            report.row_of("m", measured("kpt_O3", 1.0, passed=False), "int8", 30.0, flops, bytes_, probe),
+            report.row_of("m", {"variant": "compile_default", "compile_s": 0.0, "error": "not built: budget"}, "fp32",
                         0.0, flops, bytes_, probe)]
     assert rows[1]["tflops"] == 390.0 and rows[1]["bf16_roofline_fraction"] == 0.5
     assert rows[1]["weight_tbs"] == pytest.approx(1.05) and rows[1]["bandwidth_fraction"] == pytest.approx(0.35)
-    v = h100.verdict(rows, flops, probe, decode=True)
+    v = report.verdict(rows, flops, probe, decode=True)
     assert v["best_kpt"] == "kpt_O2" and v["best_hand_made"] == "eager_bf16"  # O3 failed its guard: not ours
     assert v["speedup"] == 2.0 and not v["goal_1_15x"]  # the bf16 torch.compile was not measured: not claimed
     assert v["goal_undecided_without"] == ["compile_max_autotune_bf16"]
@@ -43,37 +52,37 @@ def test_rows_fractions_and_verdict(h100):
                                            "compile_max_autotune_bf16"]
     assert v["fp32_lower_bound_ms"] == pytest.approx(15.6) and v["goal_holds_for_unmeasured_fp32"]
     assert v["decode_best_bandwidth_variant"] == "kpt_O2" and not v["goal_decode_70pct"]
-    rows.append(h100.row_of("m", measured("compile_max_autotune_bf16", 2.2), "bf16", 40.0, flops, bytes_, probe))
-    v = h100.verdict(rows, flops, probe, decode=True)
+    rows.append(report.row_of("m", measured("compile_max_autotune_bf16", 2.2), "bf16", 40.0, flops, bytes_, probe))
+    v = report.verdict(rows, flops, probe, decode=True)
     assert v["best_hand_made"] == "compile_max_autotune_bf16" and v["speedup"] == 1.1 and not v["goal_1_15x"]
     assert "goal_undecided_without" not in v
 
 
-def test_merge_writes_json_and_markdown(h100, tmp_path):
+def test_merge_writes_json_and_markdown(report, tmp_path):
     env = {"gpu.name": "GPU", "fingerprint": "f"}
     doc = {"command": "python3 bench/h100.py run --models m", "phase": "bench-a", "environment": env,
            "measured_roofline": {"bf16_tflops": 700.0, "fp32_tflops": 50.0, "copy_tbs": 2.9}, "wall_s": 1,
            "models": {"m": {"verdict": {"best_kpt": "kpt_O2", "best_kpt_p50_ms": 2.0, "speedup": 2.0,
                                         "goal_1_15x": True, "hand_made_not_measured": []}}},
-           "rows": [h100.row_of("m", measured("kpt_O2", 2.0), "bf16", 3.0, 10**12, {}, {"bf16_tflops": 700.0})]}
+           "rows": [report.row_of("m", measured("kpt_O2", 2.0), "bf16", 3.0, 10**12, {}, {"bf16_tflops": 700.0})]}
     src = tmp_path / "h100-a.json"
     src.write_text(json.dumps(doc))
     notes = tmp_path / "notes.json"
     notes.write_text(json.dumps({"m": ["a note"]}))
-    assert h100.merge(Namespace(inputs=[str(src)], docs=str(tmp_path / "docs"), notes=str(notes))) == 0
+    assert report.merge(Namespace(inputs=[str(src)], docs=str(tmp_path / "docs"), notes=str(notes))) == 0
     out = json.loads((tmp_path / "docs" / "h100.json").read_text())
     assert {"model", "target", "variant", "p50_ms", "p99_ms", "max_abs_err", "compile_s"} <= set(out["rows"][0])
     md = (tmp_path / "docs" / "h100.md").read_text()
     assert "| kpt_O2 | bf16 | 2.000 | 2.200 |" in md and "**2.00x**" in md and "Note: a note" in md
 
 
-def test_merge_takes_each_model_from_its_latest_run(h100, tmp_path):
+def test_merge_takes_each_model_from_its_latest_run(report, tmp_path):
     env = {"gpu.name": "GPU", "fingerprint": "f"}
 
     def doc(name: str, models: dict[str, float]) -> str:
         d = {"command": f"run {name}", "phase": name, "environment": env, "measured_roofline": {}, "wall_s": 1,
              "models": {m: {"verdict": {}} for m in models},
-             "rows": [h100.row_of(m, measured("kpt_O2", p50), "bf16", 3.0, 10**12, {}, {}) for m, p50 in models.items()]}
+             "rows": [report.row_of(m, measured("kpt_O2", p50), "bf16", 3.0, 10**12, {}, {}) for m, p50 in models.items()]}
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(d))
         return str(path)
@@ -81,7 +90,7 @@ def test_merge_takes_each_model_from_its_latest_run(h100, tmp_path):
     first, second = doc("a", {"bert": 2.3, "gpt2": 4.6}), doc("b", {"bert": 2.0})
     env = {"gpu.name": "H200", "fingerprint": "g"}  # a third run on another card: its model says so
     third = doc("c", {"vit": 6.5})
-    assert h100.merge(Namespace(inputs=[first, second, third], docs=str(tmp_path / "docs"), notes=None)) == 0
+    assert report.merge(Namespace(inputs=[first, second, third], docs=str(tmp_path / "docs"), notes=None)) == 0
     out = json.loads((tmp_path / "docs" / "h100.json").read_text())
     assert sorted((r["model"], r["p50_ms"], r["device"]) for r in out["rows"]) == [
         ("bert", 2.0, "GPU"), ("gpt2", 4.6, "GPU"), ("vit", 6.5, "H200")]
@@ -90,16 +99,16 @@ def test_merge_takes_each_model_from_its_latest_run(h100, tmp_path):
     assert "Measured on H200 (`run c`)" in md and "Measured on GPU (`run b`)" in md and "Devices: **GPU**" in md
 
 
-def test_merge_judges_older_runs_by_todays_rivals(h100, tmp_path):
+def test_merge_judges_older_runs_by_todays_rivals(report, tmp_path):
     """A run from before compile_max_autotune_bf16 existed claimed its goal against the fp32 rivals: merged now,
     its verdict is recomputed from its rows and the goal is not claimed."""
-    rows = [h100.row_of("m", measured(v, p50), prec, 0.0, 10**12, {}, {})
+    rows = [report.row_of("m", measured(v, p50), prec, 0.0, 10**12, {}, {})
             for v, p50, prec in (("kpt_O2", 2.0, "bf16"), ("eager_bf16", 4.0, "bf16"), ("compile_default", 5.0, "fp32"))]
     old = {"verdict": {"best_kpt": "kpt_O2", "speedup": 2.0, "goal_1_15x": True}, "flops_per_call": 10**12}
     src = tmp_path / "old.json"
     src.write_text(json.dumps({"command": "run old", "phase": "p", "environment": {"gpu.name": "GPU"},
                                "measured_roofline": {}, "wall_s": 1, "models": {"m": old}, "rows": rows}))
-    assert h100.merge(Namespace(inputs=[str(src)], docs=str(tmp_path / "docs"), notes=None)) == 0
+    assert report.merge(Namespace(inputs=[str(src)], docs=str(tmp_path / "docs"), notes=None)) == 0
     v = json.loads((tmp_path / "docs" / "h100.json").read_text())["models"]["m"]["verdict"]
     assert v["speedup"] == 2.0 and not v["goal_1_15x"] and v["goal_undecided_without"] == ["compile_max_autotune_bf16"]
     md = (tmp_path / "docs" / "h100.md").read_text()
@@ -159,11 +168,11 @@ def test_kernel_table_ranks_kernels_by_device_time_per_call():
         kernel_table(records, calls=0)
 
 
-def test_profile_lines_in_the_markdown(h100):
+def test_profile_lines_in_the_markdown(report):
     profs = {"kpt_O3": {"launches_per_call": 230.0, "device_ms_per_call": 1.25,
                         "top": [{"kernel": "triton_gemv", "launches_per_call": 110.0, "ms_per_call": 0.7, "share": 0.56}]},
              "kpt_O2": {"error": "RuntimeError: CUPTI"}}
-    lines = h100.profile_lines(profs)
+    lines = report.profile_lines(profs)
     assert lines[0].startswith("Profile of kpt_O3: 1.250 ms of device time in 230 launches per call")
     assert "`triton_gemv` 0.700 ms (56%, 110 launches)" in lines[0]
     assert lines[1] == "Profile of kpt_O2: RuntimeError: CUPTI"
