@@ -187,28 +187,6 @@ def test_attention_recorder_sees_eager_and_exported_calls():
         assert sum(c[3] for c in rec.calls.values()) == 2  # one per layer, same shapes
 
 
-def test_attention_backends_are_timed_on_the_exported_calls(tmp_path):
-    """transformers' GPT-2 asks eagerly for is_causal=True; the exported graph, which the compile pass lowers,
-    passes a boolean mask instead, which flash cannot take: the backends are timed on the exported calls."""
-    from transformers import GPT2Config, GPT2Model
-
-    from kpt.optimize.zoo import HFTensors
-
-    torch.manual_seed(0)
-    cfg = GPT2Config(n_embd=64, n_layer=2, n_head=2, vocab_size=100, n_positions=32, attn_implementation="sdpa",
-                     use_cache=False)
-    model = HFTensors(GPT2Model(cfg), ("input_ids",), ("last_hidden_state",)).eval()
-    spec = inp.InputSpec((inp.TensorSpec("input_ids", "int64", (inp.Dim(2), inp.Dim(16)), 0, 100),))
-    eager = passes._RecordAttention()
-    with eager, torch.inference_mode():
-        model(*inp.generate(spec, seed=0))
-    [(_, args, kwargs, count)] = passes.attention_calls(Work(model, spec, "cpu", str(tmp_path))).values()
-    [(_, eager_args, eager_kwargs, _)] = eager.calls.values()
-    assert eager_kwargs.get("is_causal") is True and len(eager_args) == 3  # what the eager recorder saw before
-    mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
-    assert count == 2 and mask is not None and mask.dtype == torch.bool and not kwargs.get("is_causal", False)
-
-
 def test_levels_follow_the_precision_table():
     no_bf16 = levels.levels(Precisions(bf16=False))
     assert no_bf16["LEVEL_O2"][1].dtype == "fp16"

@@ -7,6 +7,8 @@ Compared with kpt.optimize.inductor.InductorAOT (the CPU pass) it adds what GPUs
     the candidates, so a tuned matmul is never slower than the library's by the autotuner's measure);
   - coordinate-descent tuning when the graph has matrix-vector products (M=1, decode): Inductor then
     turns them into reduction kernels that reach memory bandwidth (its mm decomposition needs it);
+  - attention masks torch.export materializes where the eager model has none (all true, or causal) dropped or
+    made is_causal (kpt.gpu.masks), so the fused attention backends can take the calls;
   - the package cache of kpt.gpu.cache: an identical program compiled before is copied, not rebuilt;
   - on a GPU, a new package is loaded and run once in a fresh process before anything else loads it
     (kpt.gpu.runtime.check_in_fresh_process): one that crashes the loader fails this pass, and so its level,
@@ -25,6 +27,7 @@ import torch
 
 from kpt import settings
 from kpt.gpu import cache, runtime
+from kpt.gpu.masks import drop_static_masks
 from kpt.gpu.passes import attention_context, attention_order
 from kpt.optimize.inductor import link_options
 from kpt.optimize.passes import Artifact, Outcome, PassConfig, Work, register
@@ -146,7 +149,10 @@ def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
     t0 = time.perf_counter()
     with attention_context(order):
         ep = work.export()
+    masks = drop_static_masks(ep, work.example())
     tune, cd, why = _decide(cfg, gemm_problems(ep))
+    if masks:
+        why += ("; " if why else "") + f"attention masks: {masks}"
     options = inductor_options(tune, cd, cfg.freezing)
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else work.device
     backend = f"aoti-triton:{name}"

@@ -25,6 +25,7 @@ from torch.overrides import TorchFunctionMode
 from kpt import settings
 from kpt.gpu import bench as gpu_bench
 from kpt.gpu import cache, runtime
+from kpt.gpu.masks import drop_static_masks
 from kpt.optimize.graph_passes import cast_module
 from kpt.optimize.passes import Outcome, PassConfig, Work, register
 
@@ -227,7 +228,9 @@ def attention_calls(work: Work) -> dict[str, tuple[object, tuple, dict, int]]:
     materialized boolean mask, which the flash backend cannot take (GPT-2 on the H200: flash timed fastest on the
     eager calls, and the package then ran the efficient kernel, at 2.6x the time of cuDNN's)."""
     rec = _RecordAttention()
-    graph = work.export().module()
+    ep = work.export()
+    drop_static_masks(ep, work.example())  # as the compile pass does (kpt.gpu.masks)
+    graph = ep.module()
     with rec, torch.inference_mode():
         graph(*work.example())
     return rec.calls
