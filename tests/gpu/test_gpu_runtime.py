@@ -141,3 +141,38 @@ def test_kernel_trials_are_timed_as_graph_replays_where_both_capture():
     eager = time_trial(_Layers(sync=True).to(DEVICE).eval(), trial, x)
     assert eager["graphs"] == 0
     assert all(t[k] > 0 for t in (replayed, eager) for k in ("base_ms", "trial_ms"))
+
+
+def test_vit_package_runs_a_fused_attention_kernel(tmp_path, kpt_cache_dir):
+    """transformers' ViT, exported, passes an all-true mask with a stride-0 last dimension that no fused backend
+    takes: every compiled ViT-B/16 ran fp32 math attention on the H200 until kpt.gpu.masks dropped it."""
+    from transformers import ViTConfig, ViTModel
+
+    from kpt.optimize.zoo import HFTensors
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
+                    attn_implementation="sdpa")
+    model = HFTensors(ViTModel(cfg, add_pooling_layer=False), ("pixel_values",), ("last_hidden_state",))
+    spec = inp.InputSpec((inp.TensorSpec("pixel_values", "float32", (inp.Dim(8), inp.Dim(3), inp.Dim(224),
+                                                                     inp.Dim(224))),))
+    work = Work(model.to(DEVICE).eval(), spec, DEVICE, str(tmp_path))
+    apply(ReducedPrecision("bf16"), work, "LEVEL_O2")
+    row = apply(SdpaBackend(), work, "LEVEL_O2")
+    assert row["applied"] and "math first" not in row["reason"], row["reason"]
+    row = apply(GpuInductorAOT(), work, "LEVEL_O2")
+    assert "2 all-true mask(s) dropped" in row["reason"], row["reason"]
+    package = runtime.load_aoti(work.artifact.path)
+    x = inp.generate(spec, seed=1, device=DEVICE)
+    with torch.inference_mode():
+        out = package(*x)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            package(*x)
+            torch.cuda.synchronize()
+        ref = work.module(*x)
+    names = sorted({e.name.lower() for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA})
+    assert [n for n in names if any(w in n for w in ("flash", "fmha", "sdpa"))], names
+    assert not [n for n in names if "safe_softmax" in n or "f32f32" in n], names
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    ref = ref[0] if isinstance(ref, (tuple, list)) else ref
+    torch.testing.assert_close(out.float(), ref.float(), rtol=5e-2, atol=5e-2)
