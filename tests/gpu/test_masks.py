@@ -9,7 +9,7 @@ from kpt.gpu import passes
 from kpt.gpu.masks import SDPA, classify, drop_static_masks
 from kpt.optimize import inputs as inp
 from kpt.optimize.passes import Work
-from tests.gpu.helpers import tiny_bert
+from tests.gpu.helpers import tiny_bert, tiny_llama_decode
 
 
 def _sdpa_calls(ep: torch.export.ExportedProgram) -> list[tuple[tuple, dict]]:
@@ -84,6 +84,17 @@ def test_a_mask_from_an_input_stays():
     assert what == "2 mask(s) kept"
     assert all(len(a) == 4 for a, _ in _sdpa_calls(ep))
     torch.testing.assert_close(after, before)
+
+
+def test_the_decode_steps_position_mask_stays():
+    """The decode step's mask hides the cache beyond input_pos: built from an input's values, never evaluated."""
+    from kpt.optimize.passes import export_module
+
+    step, spec, _ = tiny_llama_decode(context=16)
+    x = tuple(inp.generate(spec, seed=0, for_export=True))
+    ep = export_module(step, spec)
+    assert drop_static_masks(ep, x) == "2 mask(s) kept"
+    assert all(len(a) == 4 for a, _ in _sdpa_calls(ep))
 
 
 def test_a_mask_of_another_pattern_stays():
