@@ -117,6 +117,19 @@ def classify(mask: torch.Tensor, q_len: int) -> str:
     return "other"
 
 
+def _kind(ep: torch.export.ExportedProgram, mask: torch.fx.Node, nodes: set[torch.fx.Node], placeholders: dict,
+          q_len: int) -> str:
+    """classify() of an input-independent mask, or "other" where that cannot be told."""
+    if not all(_static(n) for n in nodes):
+        return "other"  # evaluated at one size, it would prove nothing for the others
+    try:
+        value = _evaluate(ep, nodes, placeholders)[mask]
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
+        log.info("attention mask %s kept: evaluating it failed (%s: %s)", mask.name, type(e).__name__, e)
+        return "other"
+    return classify(value, q_len) if isinstance(value, torch.Tensor) else "other"
+
+
 def _call(node: torch.fx.Node) -> dict:
     call = dict(zip(SDPA_ARGS, node.args, strict=False))
     call.update(node.kwargs)
@@ -136,6 +149,7 @@ def drop_static_masks(ep: torch.export.ExportedProgram, example: tuple) -> str:
     dependent = _input_dependent(ep)
     done: Counter = Counter()
     freed: set[torch.fx.Node] = set()
+    kinds: dict[tuple[torch.fx.Node, int], str] = {}  # the layers of a model usually share one mask
     for node in masked:
         call = _call(node)
         mask = call["attn_mask"]
@@ -143,17 +157,13 @@ def drop_static_masks(ep: torch.export.ExportedProgram, example: tuple) -> str:
             done["kept"] += 1
             continue
         nodes = _ancestors(mask)
-        if not all(_static(n) for n in nodes):
-            done["kept"] += 1
-            continue
-        try:
-            value = _evaluate(ep, nodes, placeholders)[mask]
-        except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:  # cannot tell: keep it
-            log.info("attention mask %s kept: evaluating it failed (%s: %s)", mask.name, type(e).__name__, e)
-            done["kept"] += 1
-            continue
         q_len = call["query"].meta["val"].shape[-2]
-        kind = classify(value, q_len) if isinstance(value, torch.Tensor) else "other"
+        if not isinstance(q_len, int):
+            kind = "other"  # a dynamic sequence length
+        elif (mask, q_len) in kinds:
+            kind = kinds[mask, q_len]
+        else:
+            kind = kinds[mask, q_len] = _kind(ep, mask, nodes, placeholders, q_len)
         if kind == "other":
             done["kept"] += 1
             continue
