@@ -12,6 +12,9 @@ drop_static_masks rewrites such calls in the exported program, exactly: a mask t
 (only on shapes, constants and weights) is evaluated once; all true (or an all-zero float mask) is dropped, and
 the causal pattern becomes is_causal=True. Any other mask, or one that depends on an input (a padding mask),
 stays as it is.
+
+GPU passes use it (kpt.gpu.passes.attention_calls, kpt.gpu.compile). The CPU service does not: on this project's
+2-core CPU machine (torch 2.13) ViT-B/16 at batch 1, torch.compile'd, measured 221 ms with the mask and without.
 """
 
 from __future__ import annotations
