@@ -226,7 +226,8 @@ def attention_calls(work: Work) -> dict[str, tuple[object, tuple, dict, int]]:
     """The scaled_dot_product_attention calls of one forward of the model's exported graph, the one the compile
     pass lowers: an eager transformers model asks for is_causal=True, but traced by torch.export it passes a
     materialized boolean mask, which the flash backend cannot take (GPT-2 on the H200: flash timed fastest on the
-    eager calls, and the package then ran the efficient kernel, at 2.6x the time of cuDNN's)."""
+    eager calls, and the package then ran the efficient kernel, at 2.6x the time of cuDNN's). Masks that depend on no
+    input are rewritten first, as the compile pass rewrites them (kpt.gpu.masks: GPT-2's becomes is_causal again)."""
     rec = _RecordAttention()
     ep = work.export()
     drop_static_masks(ep, work.example())  # as the compile pass does (kpt.gpu.masks)
