@@ -27,7 +27,7 @@ import torch
 
 from kpt import settings
 from kpt.gpu import cache, runtime
-from kpt.gpu.masks import drop_static_masks
+from kpt.gpu.masks import export_for_compile
 from kpt.gpu.passes import attention_context, attention_order
 from kpt.optimize.inductor import link_options
 from kpt.optimize.passes import Artifact, Outcome, PassConfig, Work, register
@@ -148,8 +148,7 @@ def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
     os.makedirs(work.workdir, exist_ok=True)
     t0 = time.perf_counter()
     with attention_context(order):
-        ep = work.export()
-    masks = drop_static_masks(ep, work.example())
+        ep, masks = export_for_compile(work)
     tune, cd, why = _decide(cfg, gemm_problems(ep))
     if masks:
         why += ("; " if why else "") + f"attention masks: {masks}"

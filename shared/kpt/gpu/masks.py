@@ -25,6 +25,8 @@ from collections import Counter
 import torch
 from torch.export.graph_signature import InputKind
 
+from kpt.optimize.passes import Work
+
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
 SDPA = aten.scaled_dot_product_attention.default
@@ -185,3 +187,10 @@ def drop_static_masks(ep: torch.export.ExportedProgram, example: tuple) -> str:
              f"{done['causal']} causal mask(s) made is_causal" if done["causal"] else "",
              f"{done['kept']} mask(s) kept" if done["kept"] else ""]
     return ", ".join(p for p in parts if p)
+
+
+def export_for_compile(work: Work) -> tuple[torch.export.ExportedProgram, str]:
+    """The candidate's exported program with its static masks rewritten: what the compile pass lowers, and so what
+    the attention pass times. Returns drop_static_masks' account too."""
+    ep = work.export()
+    return ep, drop_static_masks(ep, work.example())

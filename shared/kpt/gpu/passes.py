@@ -25,7 +25,7 @@ from torch.overrides import TorchFunctionMode
 from kpt import settings
 from kpt.gpu import bench as gpu_bench
 from kpt.gpu import cache, runtime
-from kpt.gpu.masks import drop_static_masks
+from kpt.gpu.masks import export_for_compile
 from kpt.optimize.graph_passes import cast_module
 from kpt.optimize.passes import Outcome, PassConfig, Work, register
 
@@ -229,9 +229,7 @@ def attention_calls(work: Work) -> dict[str, tuple[object, tuple, dict, int]]:
     eager calls, and the package then ran the efficient kernel, at 2.6x the time of cuDNN's). Masks that depend on no
     input are rewritten first, as the compile pass rewrites them (kpt.gpu.masks: GPT-2's becomes is_causal again)."""
     rec = _RecordAttention()
-    ep = work.export()
-    drop_static_masks(ep, work.example())  # as the compile pass does (kpt.gpu.masks)
-    graph = ep.module()
+    graph = export_for_compile(work)[0].module()
     with rec, torch.inference_mode():
         graph(*work.example())
     return rec.calls
