@@ -6,7 +6,8 @@
 #   scripts/gpu_run.sh jobs      the optimize/export/benchmark job tests (~6 min), the second half
 #   scripts/gpu_run.sh models A,B    models A and B (bench/h100.py MODELS): every compiled variant built at
 #                                    once, one process each, then all measured -> h100-A_B.json, warm-*.log;
-#                                    FG=kernel-tests runs the kernels/ GPU suite while the builds are waited for
+#                                    FG=kernel-tests runs the kernels/ GPU suite while the builds are waited for,
+#                                    FG_TESTS="<pytest args>" those GPU tests
 #   scripts/gpu_run.sh builds G1 G2..  detached builds of model groups (a group: keys joined by commas, one process per
 #                                    variant), outliving the command, beside FG (default kernel-tests; or tests,
 #                                    basics, jobs, none)
@@ -153,9 +154,20 @@ models() {
     signal_builds CONT  # a build paused by an earlier command that ended early
     start_builds "$groups" "$((build_until - SECONDS))"
     # FG=kernel-tests: the kernels/ GPU suite (results only) runs while the builds are waited for, and ends by then.
-    local fg_pid=""
+    local fg_pid="" fg_tests_pid=""
     if [ "${FG:-none}" = kernel-tests ]; then kernel_tests 4 "$((build_until - SECONDS))" & fg_pid=$!; fi
+    # FG_TESTS="<pytest args>": those GPU tests (results only) run while the builds are waited for.
+    if [ -n "${FG_TESTS:-}" ]; then
+        # shellcheck disable=SC2086  # FG_TESTS is a list of pytest arguments
+        timeout --signal=INT --kill-after=15 "$((build_until - SECONDS))" python3 -m pytest -q -p no:cacheprovider \
+            -m gpu -rs $FG_TESTS --junitxml="$OUT/tests-fg.xml" > "$OUT/fg-tests.log" 2>&1 &
+        fg_tests_pid=$!
+    fi
     while [ -n "$(live_builds "$groups")" ] && [ "$SECONDS" -lt "$build_until" ]; do sleep 5; done
+    if [ -n "${fg_tests_pid:-}" ]; then
+        wait "$fg_tests_pid" || true
+        grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/fg-tests.log" | cut -c1-300 || true
+    fi
     if [ -n "$fg_pid" ]; then
         wait "$fg_pid" || true
         grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/kernels-tests.log" | cut -c1-300 || true
