@@ -176,3 +176,32 @@ def test_vit_package_runs_a_fused_attention_kernel(tmp_path, kpt_cache_dir):
     out = out[0] if isinstance(out, (tuple, list)) else out
     ref = ref[0] if isinstance(ref, (tuple, list)) else ref
     torch.testing.assert_close(out.float(), ref.float(), rtol=5e-2, atol=5e-2)
+
+
+def test_lm_head_writes_fp32_logits_itself(tmp_path, kpt_cache_dir):
+    """A bf16 candidate's fp32 interface cost GPT-2 a 0.305 ms cast kernel of its logits on the H200;
+    kpt.gpu.casts makes the LM-head GEMM write fp32 (aten.mm.dtype)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from kpt.gpu import casts
+    from kpt.optimize.zoo import HFTensors
+
+    if not casts.supported():
+        pytest.skip(f"torch {torch.__version__}'s Inductor does not lower mm's out_dtype: casts stay separate")
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_embd=256, n_layer=2, n_head=4, vocab_size=8000, n_positions=256, attn_implementation="sdpa",
+                     use_cache=False, bos_token_id=0, eos_token_id=0)
+    model = HFTensors(GPT2LMHeadModel(cfg), ("input_ids",), ("logits",))
+    spec = inp.InputSpec((inp.TensorSpec("input_ids", "int64", (inp.Dim(4), inp.Dim(256)), 0, 8000),))
+    work = Work(model.to(DEVICE).eval(), spec, DEVICE, str(tmp_path))
+    apply(ReducedPrecision("bf16"), work, "LEVEL_O2")
+    row = apply(GpuInductorAOT(), work, "LEVEL_O2")
+    assert "1 fp32 output cast(s) done by their GEMM" in row["reason"], row["reason"]
+    package = runtime.load_aoti(work.artifact.path)
+    x = inp.generate(spec, seed=1, device=DEVICE)
+    with torch.inference_mode():
+        out, ref = package(*x), work.module(*x)
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    ref = ref[0] if isinstance(ref, (tuple, list)) else ref
+    assert out.dtype == torch.float32 and out.shape == (4, 256, 8000)
+    torch.testing.assert_close(out, ref.float(), rtol=5e-2, atol=5e-2)

@@ -8,7 +8,8 @@ Compared with kpt.optimize.inductor.InductorAOT (the CPU pass) it adds what GPUs
   - coordinate-descent tuning when the graph has matrix-vector products (M=1, decode): Inductor then
     turns them into reduction kernels that reach memory bandwidth (its mm decomposition needs it);
   - attention masks torch.export materializes where the eager model has none (all true, or causal) dropped or
-    made is_causal (kpt.gpu.masks), so the fused attention backends can take the calls;
+    made is_causal (kpt.gpu.masks), so the fused attention backends can take the calls, and the fp32 cast of a
+    bf16/fp16 output done by the GEMM that produces it (kpt.gpu.casts; both through kpt.gpu.exported);
   - the package cache of kpt.gpu.cache: an identical program compiled before is copied, not rebuilt;
   - on a GPU, a new package is loaded and run once in a fresh process before anything else loads it
     (kpt.gpu.runtime.check_in_fresh_process): one that crashes the loader fails this pass, and so its level,
@@ -27,7 +28,7 @@ import torch
 
 from kpt import settings
 from kpt.gpu import cache, runtime
-from kpt.gpu.masks import export_for_compile
+from kpt.gpu.exported import export_for_compile
 from kpt.gpu.passes import attention_context, attention_order
 from kpt.optimize.inductor import link_options
 from kpt.optimize.passes import Artifact, Outcome, PassConfig, Work, register
@@ -35,7 +36,7 @@ from kpt.optimize.passes import Artifact, Outcome, PassConfig, Work, register
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
 
-_GEMMS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default, aten.linear.default,
+_GEMMS = {aten.mm.default, aten.mm.dtype, aten.addmm.default, aten.bmm.default, aten.baddbmm.default, aten.linear.default,
           aten.matmul.default, aten.convolution.default, aten.conv2d.default, aten._scaled_mm.default,
           aten._int_mm.default}
 # Estimated autotuning cost per distinct GEMM/convolution problem: precompiling ~10-20 Triton configs
@@ -148,10 +149,10 @@ def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
     os.makedirs(work.workdir, exist_ok=True)
     t0 = time.perf_counter()
     with attention_context(order):
-        ep, masks = export_for_compile(work)
+        ep, rewrites = export_for_compile(work)
     tune, cd, why = _decide(cfg, gemm_problems(ep))
-    if masks:
-        why += ("; " if why else "") + f"attention masks: {masks}"
+    if rewrites:
+        why += ("; " if why else "") + rewrites
     options = inductor_options(tune, cd, cfg.freezing)
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else work.device
     backend = f"aoti-triton:{name}"

@@ -13,7 +13,7 @@ drop_static_masks rewrites such calls in the exported program, exactly: a mask t
 the causal pattern becomes is_causal=True. Any other mask, or one that depends on an input (a padding mask),
 stays as it is.
 
-GPU passes use it (kpt.gpu.passes.attention_calls, kpt.gpu.compile). The CPU service does not: on this project's
+GPU passes use it through kpt.gpu.exported (the attention choice, the compile). The CPU service does not: on this project's
 2-core CPU machine (torch 2.13) ViT-B/16 at batch 1, torch.compile'd, measured 221 ms with the mask and without.
 """
 
@@ -24,8 +24,6 @@ from collections import Counter
 
 import torch
 from torch.export.graph_signature import InputKind
-
-from kpt.optimize.passes import Work
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -187,10 +185,3 @@ def drop_static_masks(ep: torch.export.ExportedProgram, example: tuple) -> str:
              f"{done['causal']} causal mask(s) made is_causal" if done["causal"] else "",
              f"{done['kept']} mask(s) kept" if done["kept"] else ""]
     return ", ".join(p for p in parts if p)
-
-
-def export_for_compile(work: Work) -> tuple[torch.export.ExportedProgram, str]:
-    """The candidate's exported program with its static masks rewritten: what the compile pass lowers, and so what
-    the attention pass times. Returns drop_static_masks' account too."""
-    ep = work.export()
-    return ep, drop_static_masks(ep, work.example())

@@ -25,7 +25,7 @@ from torch.overrides import TorchFunctionMode
 from kpt import settings
 from kpt.gpu import bench as gpu_bench
 from kpt.gpu import cache, runtime
-from kpt.gpu.masks import export_for_compile
+from kpt.gpu.exported import export_for_compile
 from kpt.optimize.graph_passes import cast_module
 from kpt.optimize.passes import Outcome, PassConfig, Work, register
 
@@ -227,7 +227,7 @@ def attention_calls(work: Work) -> dict[str, tuple[object, tuple, dict, int]]:
     pass lowers: an eager transformers model asks for is_causal=True, but traced by torch.export it passes a
     materialized boolean mask, which the flash backend cannot take (GPT-2 on the H200: flash timed fastest on the
     eager calls, and the package then ran the efficient kernel, at 2.6x the time of cuDNN's). Masks that depend on no
-    input are rewritten first, as the compile pass rewrites them (kpt.gpu.masks: GPT-2's becomes is_causal again)."""
+    input are rewritten first, as the compile pass rewrites them (kpt.gpu.exported: GPT-2's becomes is_causal again)."""
     rec = _RecordAttention()
     graph = export_for_compile(work)[0].module()
     with rec, torch.inference_mode():

@@ -1,0 +1,107 @@
+"""The fp32 cast of a reduced-precision model's output, done by the GEMM that produces it.
+
+A bf16 or fp16 candidate keeps an fp32 interface (kpt.optimize.graph_passes.CastBoundary), so a language model's
+LM head writes its logits in bf16 and a second kernel reads them back and writes them again as fp32. On the H200,
+GPT-2 at b8 s512 (8x512x50257 logits) spends 0.305 ms of its 2.76 ms of device time in that cast, in our build and
+in torch.compile's alike. cuBLAS can write the fp32 result itself: aten.mm.dtype takes bf16/fp16 operands,
+accumulates in fp32 as the bf16 GEMM does, and stores fp32, so the logits also skip their last bf16 rounding.
+
+fuse_output_casts rewrites, in the exported program, each fp32 cast whose input is a bias-free linear in bf16 or
+fp16 that nothing else uses (an LM head, a classifier without bias) into mm(out_dtype=float32) over the
+flattened input, for products of at least MIN_ROWS rows. Only where Inductor lowers mm's out_dtype (so that
+AOTInductor calls cuBLAS, or a Triton template, for it) and for a CUDA device: aten.mm.dtype has no CPU kernel.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+aten = torch.ops.aten
+CASTS = (aten.to.dtype, aten._to_copy.default)
+REDUCED = (torch.bfloat16, torch.float16)
+# Fewer rows than this (a decode step's matrix-vector product) keep Inductor's reduction kernel, which casts its
+# small output as it stores it, where the cast kernel is what costs: GPT-2's 4096 rows, a prefill's 2048.
+MIN_ROWS = 64
+
+
+def supported() -> bool:
+    """Whether this torch's Inductor lowers aten.mm.dtype (its mm lowering takes out_dtype)."""
+    try:
+        from torch._inductor.kernel import mm
+    except ImportError:
+        return False
+    return "out_dtype" in inspect.signature(mm.tuned_mm).parameters
+
+
+def _cast_to(node: torch.fx.Node) -> torch.dtype | None:
+    if node.op != "call_function" or node.target not in CASTS:
+        return None
+    if node.target == aten.to.dtype:
+        return node.args[1] if len(node.args) > 1 else node.kwargs.get("dtype")
+    return node.kwargs.get("dtype")
+
+
+def _head(cast: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | None:
+    """(input, weight) of the bias-free reduced-precision linear this fp32 cast alone reads, or None."""
+    src = cast.args[0]
+    if not isinstance(src, torch.fx.Node) or src.op != "call_function" or src.target != aten.linear.default:
+        return None
+    if len(src.args) > 2 and src.args[2] is not None or src.kwargs.get("bias") is not None:
+        return None
+    if [u for u in src.users if u.target != aten._assert_tensor_metadata.default] != [cast]:
+        return None
+    x, w = src.args[:2]
+    xv, wv = x.meta.get("val"), w.meta.get("val")
+    if not (isinstance(xv, torch.Tensor) and isinstance(wv, torch.Tensor)):
+        return None
+    if xv.dtype not in REDUCED or wv.dtype != xv.dtype or wv.dim() != 2 or xv.dim() < 2:
+        return None
+    if not all(isinstance(d, int) for d in wv.shape):
+        return None
+    rows = 1
+    for d in xv.shape[:-1]:
+        rows *= d if isinstance(d, int) else MIN_ROWS  # a dynamic dim: a prefill-sized product, as far as known
+    if rows < MIN_ROWS:
+        return None  # a decode step's product: Inductor's own matrix-vector kernel casts as it stores
+    return x, w
+
+
+def _call(graph: torch.fx.Graph, target, args: tuple, fake) -> torch.fx.Node:  # noqa: ANN001 - an op overload
+    node = graph.call_function(target, args)
+    vals = tuple(a.meta["val"] if isinstance(a, torch.fx.Node) else a for a in args)
+    with fake:
+        node.meta["val"] = target(*vals)
+    return node
+
+
+def fuse_output_casts(ep: torch.export.ExportedProgram) -> str:
+    """Rewrites, in place, each fp32 cast of a bias-free bf16/fp16 linear's output into one GEMM that writes fp32;
+    returns what it did ("" when nothing)."""
+    heads = [(n, _head(n)) for n in ep.graph.nodes if _cast_to(n) == torch.float32]
+    heads = [(cast, xw) for cast, xw in heads if xw is not None]
+    if not heads:
+        return ""
+    graph = ep.graph
+    for cast, (x, w) in heads:
+        linear = cast.args[0]
+        xv, wv = x.meta["val"], w.meta["val"]
+        fake = torch._guards.detect_fake_mode([xv, wv])
+        n_out, k = wv.shape
+        with graph.inserting_before(cast):
+            flat = _call(graph, aten.reshape.default, (x, [-1, k]), fake) if xv.dim() > 2 else x
+            mm = _call(graph, aten.mm.dtype, (flat, _call(graph, aten.t.default, (w,), fake), torch.float32), fake)
+            lead = [d if isinstance(d, int) else _call(graph, aten.sym_size.int, (x, i), fake)
+                    for i, d in enumerate(xv.shape[:-1])]
+        # The cast node itself becomes the reshape back, so the graph signature's output names stay valid.
+        cast.target, cast.args, cast.kwargs = aten.reshape.default, (mm, [*lead, n_out]), {}
+        for user in list(linear.users):
+            graph.erase_node(user)  # its dtype assertions
+        graph.erase_node(linear)
+    graph.lint()
+    ep.graph_module.recompile()
+    log.debug("%d fp32 output cast(s) fused into their GEMM", len(heads))
+    return f"{len(heads)} fp32 output cast(s) done by their GEMM"

@@ -1,0 +1,24 @@
+"""The exported program the GPU compile lowers, and so the one the attention choice times.
+
+torch.export of the candidate, then two exact rewrites: input-independent attention masks dropped or made
+is_causal (kpt.gpu.masks), and, on a CUDA device, the fp32 cast of a bf16/fp16 output done by the GEMM that
+produces it (kpt.gpu.casts).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kpt.gpu import casts
+from kpt.gpu.masks import drop_static_masks
+from kpt.optimize.passes import Work
+
+
+def export_for_compile(work: Work) -> tuple[torch.export.ExportedProgram, str]:
+    """The candidate's exported program, rewritten; returns what the rewrites did too ("" when nothing)."""
+    ep = work.export()
+    masks = drop_static_masks(ep, work.example())
+    done = [f"attention masks: {masks}" if masks else ""]
+    if work.device.startswith("cuda") and casts.supported():
+        done.append(casts.fuse_output_casts(ep))
+    return ep, "; ".join(d for d in done if d)
