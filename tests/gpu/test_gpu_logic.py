@@ -104,7 +104,9 @@ def test_autotune_budget_decision(mode, problems, gemv, tune, cd, words):
 def test_inductor_options_exist_in_this_torch():
     from torch._inductor import config
 
-    opts = gcompile.inductor_options(True, True, True)
+    opts = gcompile.inductor_options(True, True, True, tma=True)
+    assert opts["triton.enable_persistent_tma_matmul"] is True
+    assert "triton.enable_persistent_tma_matmul" not in gcompile.inductor_options(False, False, True, tma=True)
     for key in opts:
         obj = config
         for part in key.split("."):
