@@ -29,7 +29,10 @@ MIN_ROWS = 64
 
 
 def supported() -> bool:
-    """Whether this torch's Inductor lowers aten.mm.dtype (its mm lowering takes out_dtype)."""
+    """Whether this torch's Inductor lowers aten.mm.dtype (its mm lowering takes out_dtype), on a CUDA build: ROCm's
+    mm.dtype has not run on AMD hardware here, so a ROCm build keeps its casts."""
+    if torch.version.hip is not None:
+        return False
     try:
         from torch._inductor.kernel import mm
     except ImportError:
