@@ -8,8 +8,9 @@ accumulates in fp32 as the bf16 GEMM does, and stores fp32, so the logits also s
 
 fuse_output_casts rewrites, in the exported program, each fp32 cast whose input is a bias-free linear in bf16 or
 fp16 that nothing else uses (an LM head, a classifier without bias) into mm(out_dtype=float32) over the
-flattened input, for products of at least MIN_ROWS rows. Only where Inductor lowers mm's out_dtype (so that
-AOTInductor calls cuBLAS, or a Triton template, for it) and for a CUDA device: aten.mm.dtype has no CPU kernel.
+flattened input, for products of at least MIN_ROWS rows. Only where Inductor lowers mm's out_dtype (it then
+calls cuBLAS: torch 2.13's Inductor offers no Triton template for an out_dtype) and for a CUDA device:
+aten.mm.dtype has no CPU kernel.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ log = logging.getLogger(__name__)
 aten = torch.ops.aten
 CASTS = (aten.to.dtype, aten._to_copy.default)
 REDUCED = (torch.bfloat16, torch.float16)
-# Fewer rows than this (a decode step's matrix-vector product) keep Inductor's reduction kernel, which casts its
-# small output as it stores it, where the cast kernel is what costs: GPT-2's 4096 rows, a prefill's 2048.
+# A product of fewer rows (a decode step's matrix-vector product) keeps Inductor's reduction kernel, which casts
+# its small output as it stores it; the cast kernel costs at GPT-2's 4096 rows and a prefill's 2048.
 MIN_ROWS = 64
 
 
@@ -88,11 +89,13 @@ def fuse_output_casts(ep: torch.export.ExportedProgram) -> str:
     heads = [(cast, xw) for cast, xw in heads if xw is not None]
     if not heads:
         return ""
-    graph = ep.graph
+    graph, done = ep.graph, 0
     for cast, (x, w) in heads:
         linear = cast.args[0]
         xv, wv = x.meta["val"], w.meta["val"]
         fake = torch._guards.detect_fake_mode([xv, wv])
+        if fake is None:  # values without a fake mode: the new nodes' shapes could not be recorded
+            continue
         n_out, k = wv.shape
         with graph.inserting_before(cast):
             flat = _call(graph, aten.reshape.default, (x, [-1, k]), fake) if xv.dim() > 2 else x
@@ -104,7 +107,10 @@ def fuse_output_casts(ep: torch.export.ExportedProgram) -> str:
         for user in list(linear.users):
             graph.erase_node(user)  # its dtype assertions
         graph.erase_node(linear)
+        done += 1
+    if not done:
+        return ""
     graph.lint()
     ep.graph_module.recompile()
-    log.debug("%d fp32 output cast(s) fused into their GEMM", len(heads))
-    return f"{len(heads)} fp32 output cast(s) done by their GEMM"
+    log.debug("%d fp32 output cast(s) done by their GEMM", done)
+    return f"{done} fp32 output cast(s) done by their GEMM"
