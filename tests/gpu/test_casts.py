@@ -46,8 +46,14 @@ def _targets(ep: torch.export.ExportedProgram) -> list:
     return [n.target for n in ep.graph.nodes if n.op == "call_function"]
 
 
-def test_torch_here_lowers_mm_out_dtype():
-    assert casts.supported()  # torch 2.13's Inductor: tuned_mm(mat1, mat2, out_dtype=None, ...)
+def test_torch_here_lowers_mm_out_dtype(monkeypatch, tmp_path):
+    assert casts.supported()  # torch 2.13: tuned_mm(mat1, mat2, out_dtype=None, ...), aoti_torch_cuda_mm_dtype_out
+    shim = tmp_path / "c_shim_cuda.h"
+    shim.write_text("AOTI_TORCH_EXPORT AOTITorchError aoti_torch_cuda_mm_out(AtenTensorHandle out);\n")
+    monkeypatch.setattr(casts, "SHIM", str(shim))
+    assert not casts.supported()  # a torch whose packages cannot call mm.dtype keeps its casts
+    monkeypatch.setattr(casts, "SHIM", str(tmp_path / "missing.h"))
+    assert not casts.supported()
 
 
 def test_lm_head_cast_becomes_one_gemm_with_the_same_logits(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 
 import torch
 
@@ -27,18 +28,28 @@ REDUCED = (torch.bfloat16, torch.float16)
 # A product of fewer rows (a decode step's matrix-vector product) keeps Inductor's reduction kernel, which casts
 # its small output as it stores it; the cast kernel costs at GPT-2's 4096 rows and a prefill's 2048.
 MIN_ROWS = 64
+# The C functions an AOTInductor package may call for ATen ops on CUDA.
+SHIM = os.path.join(os.path.dirname(torch.__file__), "include", "torch", "csrc", "inductor", "aoti_torch", "generated",
+                    "c_shim_cuda.h")
 
 
 def supported() -> bool:
-    """Whether this torch's Inductor lowers aten.mm.dtype (its mm lowering takes out_dtype), on a CUDA build: ROCm's
-    mm.dtype has not run on AMD hardware here, so a ROCm build keeps its casts."""
+    """Whether this torch's Inductor lowers aten.mm.dtype (its mm lowering takes out_dtype) and AOTInductor's C shim
+    can call it, on a CUDA build: ROCm's mm.dtype has not run on AMD hardware here, so a ROCm build keeps its
+    casts."""
     if torch.version.hip is not None:
         return False
     try:
         from torch._inductor.kernel import mm
     except ImportError:
         return False
-    return "out_dtype" in inspect.signature(mm.tuned_mm).parameters
+    if "out_dtype" not in inspect.signature(mm.tuned_mm).parameters:
+        return False
+    try:
+        with open(SHIM, encoding="utf-8") as f:
+            return "aoti_torch_cuda_mm_dtype_out" in f.read()
+    except OSError:
+        return False
 
 
 def _cast_to(node: torch.fx.Node) -> torch.dtype | None:
