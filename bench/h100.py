@@ -28,6 +28,7 @@ model, so a phase cut short keeps what it measured. Needs CUDA: without it, it s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import logging
@@ -55,10 +56,14 @@ MODELS = {  # name -> (model name for kpt.gpu.models.open_source, benchmark shap
 # the budget, the verdict bounds it by the model's FLOPs at the measured fp32 GEMM rate instead.
 ORDER = ("eager_fp32", "eager_bf16", "kpt_O2", "kpt_O3", "compile_max_autotune_bf16", "compile_default", "kpt_O1",
          "compile_max_autotune")
+# Experiments: a level built with one compile option changed, measured beside the others when the run asks for
+# them (--experiments) and reported under the table, never counted as ours nor as a rival. name -> (level, the
+# GpuInductorAOT fields levels() takes). kpt_O2_tma: max-autotune also times Inductor's persistent TMA templates.
+EXPERIMENTS = {"kpt_O2_tma": ("LEVEL_O2", {"persistent_tma": True})}
 # Build cost of each variant relative to kpt_O2's (the first compile, measured): an estimate used only to
 # decide whether the next build still fits the model's share of the budget.
 RELATIVE_COST = {"compile_default": 0.5, "kpt_O3": 1.1, "kpt_O1": 0.7, "compile_max_autotune": 1.5,
-                 "compile_max_autotune_bf16": 1.5}
+                 "compile_max_autotune_bf16": 1.5, **{name: 1.0 for name in EXPERIMENTS}}
 # Precisions the benchmark's O3 may use: fp8 where compute-bound; int4 is left out (int8 weight-only for
 # decode) because its accuracy on random-initialised weights is below the 20 dB guard.
 ALLOWED = frozenset({"fp32", "bf16", "fp16", "int8", "fp8"})
@@ -153,7 +158,7 @@ def profiles(variants: list, x: tuple) -> dict:
 
     out = {}
     for v in variants:
-        if v.name not in PROFILED or v.fn is None:
+        if v.name not in PROFILED and v.name not in EXPERIMENTS or v.fn is None:
             continue
         try:
             out[v.name] = gpu_bench.profile_kernels(v.fn, x)
@@ -183,7 +188,24 @@ def builders_for(src, table, autotune_budget_s: float, workdir: str) -> dict:
     for level in ("LEVEL_O1", "LEVEL_O2", "LEVEL_O3"):
         builders["kpt_" + level[-2:]] = (lambda lvl=level: pipeline.level_variant(
             src, lvl, lv[lvl], workdir, DEVICE, ALLOWED, lambda *a: None, (0.0, 1.0)))
+    for name, (level, fields) in EXPERIMENTS.items():
+        passes = levels.levels(table, autotune_budget_s=autotune_budget_s, **fields)[level]
+        builders[name] = (lambda lvl=level, p=passes, n=name: dataclasses.replace(pipeline.level_variant(
+            src, lvl, p, os.path.join(workdir, n), DEVICE, ALLOWED, lambda *a: None, (0.0, 1.0)), name=n))
     return builders
+
+
+def experiment_summary(rows: list[dict], experiments: tuple) -> dict:
+    """Each experiment's p50 and its ratio to kpt_O2's, from the same interleaved measurement."""
+    by = {r["variant"]: r for r in rows}
+    o2 = by.get("kpt_O2", {}).get("p50_ms")
+    out = {}
+    for name in experiments:
+        r = by.get(name, {})
+        p50 = r.get("p50_ms") if r.get("accuracy_passed") else None
+        out[name] = {"p50_ms": p50, "kpt_O2_p50_ms": o2, "speedup_over_kpt_O2": round(o2 / p50, 3) if o2 and p50 else None,
+                     "error": r.get("error")}
+    return out
 
 
 def read_mark(marks: str | None, key: str, name: str) -> dict | None:
@@ -213,7 +235,7 @@ def judge_low_precision(key: str, variants: list, refs: list) -> str:
 
 
 def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str, autotune_budget_s: float,
-                marks: str | None = None, phase_end: float | None = None) -> dict:
+                marks: str | None = None, phase_end: float | None = None, experiments: tuple = ()) -> dict:
     from kpt.gpu import roofline
     from kpt.gpu import variants as gvar
     from kpt.gpu.jobs import probe as probe_gpu
@@ -232,11 +254,12 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str, 
     decode = key.endswith("decode")
     step_bytes = {p: roofline.step_bytes(src.module, p) for p in roofline.BYTES_PER_WEIGHT} if decode else {}
     refs = accuracy.reference_outputs(src.module, src.spec, 3, seed=1, device=DEVICE)
-    measure_reserve = 10.0 + 2.5 * settings.time_budget_s * len(ORDER)
+    order = ORDER + tuple(experiments)
+    measure_reserve = 10.0 + 2.5 * settings.time_budget_s * len(order)
     builders = builders_for(src, table, autotune_budget_s, workdir)
-    built = {name: read_mark(marks, key, name) for name in ORDER} if marks else {}  # what `warm` recorded
+    built = {name: read_mark(marks, key, name) for name in order} if marks else {}  # what `warm` recorded
     variants, build_s, o2_build = [], {}, None
-    for name in ORDER:
+    for name in order:
         # Builds made beforehand come from the caches: they are held to the phase's end, not the model's share.
         left = (phase_end if marks and phase_end else deadline) - time.time() - measure_reserve
         cost = RELATIVE_COST.get(name, 0.0) * (o2_build or 0.0)
@@ -277,6 +300,8 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str, 
               "profiles": profiles(variants, x0), "wall_s": round(time.perf_counter() - t_start, 1)}
     if bounds_why:
         result["low_precision_bounds"] = bounds_why
+    if experiments:
+        result["experiments"] = experiment_summary(out_rows, experiments)
     o2 = next((v for v in variants if v.name == "kpt_O2" and v.fn is not None), None)
     o2_mark = built.get("kpt_O2")
     if o2 is not None and o2_mark:
@@ -375,13 +400,14 @@ def run(args: argparse.Namespace) -> int:
            "settings": settings.__dict__, "nominal_roofline": NOMINAL, "measured_roofline": probe,
            "budget_s": args.budget_s, "models": {}, "rows": []}
     models = args.models.split(",")
+    experiments = tuple(e for e in args.experiments.split(",") if e)
     end = t0 + args.budget_s
     with tempfile.TemporaryDirectory() as tmp:
         for i, key in enumerate(models):
             share = (end - time.time()) / (len(models) - i)
             try:
                 res = bench_model(key, time.time() + share, settings, probe, os.path.join(tmp, key),
-                                  args.autotune_budget_s, args.warmed, end)
+                                  args.autotune_budget_s, args.warmed, end, experiments)
             except Exception as e:  # noqa: BLE001 - one model's failure is recorded; the others still run
                 log.exception("%s failed", key)
                 res = {"rows": [], "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
@@ -408,9 +434,11 @@ def main() -> int:
     r.add_argument("--phase", default="")
     r.add_argument("--out", required=True, help="JSON written after every model")
     r.add_argument("--warmed", default=None, help="marks folder of earlier `warm` runs: build only what they built")
+    r.add_argument("--experiments", default="", help=f"comma-separated, from {', '.join(EXPERIMENTS)}: measured "
+                   "beside the variants, reported apart")
     w = sub.add_parser("warm", help="build variants of one model to fill the compile caches (no measuring)")
     w.add_argument("--model", required=True, help=f"comma-separated, built in turn, from {', '.join(MODELS)}")
-    w.add_argument("--variants", required=True, help=f"comma-separated, from {', '.join(ORDER)}")
+    w.add_argument("--variants", required=True, help=f"comma-separated, from {', '.join(ORDER + tuple(EXPERIMENTS))}")
     w.add_argument("--marks", default=None, help="folder where each built variant's build time is recorded")
     for p in (r, w):
         p.add_argument("--autotune-budget-s", type=float, default=AUTOTUNE_BUDGET_S,
@@ -422,15 +450,17 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "warm":
-        bad = [v for v in args.variants.split(",") if v not in ORDER] + [
+        known = ORDER + tuple(EXPERIMENTS)
+        bad = [v for v in args.variants.split(",") if v not in known] + [
             k for k in args.model.split(",") if k not in MODELS]
         if bad:
-            ap.error(f"unknown models or variants {bad}; choose from {', '.join(MODELS)} and {', '.join(ORDER)}")
+            ap.error(f"unknown models or variants {bad}; choose from {', '.join(MODELS)} and {', '.join(known)}")
         return warm(args)
     if args.cmd == "run":
-        bad = [k for k in args.models.split(",") if k not in MODELS]
+        bad = [k for k in args.models.split(",") if k not in MODELS] + [
+            e for e in args.experiments.split(",") if e and e not in EXPERIMENTS]
         if bad:
-            ap.error(f"unknown models {bad}; choose from {', '.join(MODELS)}")
+            ap.error(f"unknown models or experiments {bad}; choose from {', '.join(MODELS)} and {', '.join(EXPERIMENTS)}")
         return run(args)
     return merge(args)
 

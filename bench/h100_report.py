@@ -164,6 +164,11 @@ def write_markdown(path: str, doc: dict) -> None:
                 lines.append(f"Decode bandwidth: best {fmt(100 * v['decode_best_bandwidth_fraction'] if v.get('decode_best_bandwidth_fraction') else None, '.1f')}% "
                              f"of 3.0 TB/s ({v.get('decode_best_bandwidth_variant')}); goal >= 70%: "
                              f"{'met' if v.get('goal_decode_70pct') else 'NOT met'}.")
+        for name, e in res.get("experiments", {}).items():
+            lines.append(f"Experiment {name} (not counted): {fmt(e.get('p50_ms'))} ms against kpt_O2's "
+                         f"{fmt(e.get('kpt_O2_p50_ms'))} ms, measured interleaved: "
+                         + (f"{fmt(e['speedup_over_kpt_O2'], '.2f')}x." if e.get("speedup_over_kpt_O2")
+                            else f"no ratio ({e.get('error') or 'not measured or outside the accuracy guard'})."))
         lines += profile_lines(res.get("profiles", {}))
         if res.get("low_precision_bounds"):
             lines.append(f"Accuracy bounds of this model's bf16/fp16 variants: {res['low_precision_bounds']}.")

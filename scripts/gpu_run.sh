@@ -7,7 +7,8 @@
 #   scripts/gpu_run.sh models A,B    models A and B (bench/h100.py MODELS): every compiled variant built at
 #                                    once, one process each, then all measured -> h100-A_B.json, warm-*.log;
 #                                    FG=kernel-tests runs the kernels/ GPU suite while the builds are waited for,
-#                                    FG_TESTS="<pytest args>" those GPU tests
+#                                    FG_TESTS="<pytest args>" those GPU tests; EXPERIMENTS=kpt_O2_tma also builds
+#                                    and measures that experiment (bench/h100.py EXPERIMENTS), reported apart
 #   scripts/gpu_run.sh builds G1 G2..  detached builds of model groups (a group: keys joined by commas, one process per
 #                                    variant), outliving the command, beside FG (default kernel-tests; or tests,
 #                                    basics, jobs, none)
@@ -76,7 +77,9 @@ LIMIT="${LIMIT:-570}"
 # session) while it measures on the idle machine, and lets them go on afterwards.
 export KPT_CACHE_DIR_MODELS="${KPT_CACHE_DIR_MODELS:-/tmp/kpt-cache-models}"
 BG="${KPT_BG:-/tmp/kpt-bg}"  # pid and log of each detached build: warm-<group>-<variant>.{pid,log}
-VARIANTS="kpt_O1 kpt_O2 kpt_O3 compile_default compile_max_autotune compile_max_autotune_bf16"
+# EXPERIMENTS="kpt_O2_tma": bench/h100.py EXPERIMENTS built and measured beside the variants, reported apart.
+EXPERIMENTS="${EXPERIMENTS:-}"
+VARIANTS="kpt_O1 kpt_O2 kpt_O3 compile_default compile_max_autotune compile_max_autotune_bf16 ${EXPERIMENTS//,/ }"
 
 # start_builds "GROUPS" SECONDS: a detached `warm` per group and variant not yet built nor building. A group is
 # one model key or several joined by commas, built in turn by one process per variant (the two Llama shapes share
@@ -94,7 +97,7 @@ start_builds() {
             name="warm-${group//,/+}-$v"
             [ -n "$todo" ] || continue
             if [ -e "$BG/$name.pid" ] && kill -0 "$(cat "$BG/$name.pid")" 2>/dev/null; then continue; fi
-            case "$v" in kpt_O2|kpt_O3|compile_max_autotune*) threads=6 ;; *) threads=2 ;; esac
+            case "$v" in kpt_O2*|kpt_O3|compile_max_autotune*) threads=6 ;; *) threads=2 ;; esac
             KPT_CACHE_DIR="$KPT_CACHE_DIR_MODELS" TORCHINDUCTOR_COMPILE_THREADS="$threads" setsid \
                 timeout --signal=INT --kill-after=10 "$seconds" \
                 python3 bench/h100.py warm --model "$todo" --variants "$v" --marks "$marks" \
@@ -182,7 +185,8 @@ models() {
     local tag="${list//,/_}"
     KPT_CACHE_DIR="$KPT_CACHE_DIR_MODELS" timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS))" \
         python3 bench/h100.py run --phase "models $list" --models "$list" --budget-s "$((LIMIT - SECONDS - 15))" \
-        --warmed "$marks" --out "$OUT/h100-$tag.json" > "$OUT/h100-$tag.log" 2>&1 || echo "measuring run: rc $?"
+        --warmed "$marks" --experiments "$EXPERIMENTS" --out "$OUT/h100-$tag.json" > "$OUT/h100-$tag.log" 2>&1 \
+        || echo "measuring run: rc $?"
     signal_builds CONT
     grep -E "built in|skipped|wrote|Error" "$OUT/h100-$tag.log" | cut -c1-300 | tail -n 30 || true
     tail -n 2 "$OUT/h100-$tag.log" | cut -c1-300

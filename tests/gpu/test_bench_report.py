@@ -176,3 +176,22 @@ def test_profile_lines_in_the_markdown(report):
     assert lines[0].startswith("Profile of kpt_O3: 1.250 ms of device time in 230 launches per call")
     assert "`triton_gemv` 0.700 ms (56%, 110 launches)" in lines[0]
     assert lines[1] == "Profile of kpt_O2: RuntimeError: CUPTI"
+
+
+def test_an_experiment_is_reported_apart_and_never_counted(h100, report, tmp_path):
+    rows = [report.row_of("m", measured(v, p50), "bf16", 0.0, 10**12, {}, {})
+            for v, p50 in (("kpt_O2", 2.0), ("kpt_O2_tma", 1.6), ("compile_max_autotune_bf16", 2.2))]
+    v = report.verdict(rows, 10**12, {}, decode=False)
+    assert v["best_kpt"] == "kpt_O2" and v["speedup"] == 1.1  # the faster experiment is not ours yet
+    summary = h100.experiment_summary(rows, ("kpt_O2_tma",))
+    assert summary == {"kpt_O2_tma": {"p50_ms": 1.6, "kpt_O2_p50_ms": 2.0, "speedup_over_kpt_O2": 1.25, "error": None}}
+    failed = h100.experiment_summary([rows[0], report.row_of("m", measured("kpt_O2_tma", 1.0, passed=False), "bf16",
+                                                             0.0, 10**12, {}, {})], ("kpt_O2_tma",))
+    assert failed["kpt_O2_tma"]["speedup_over_kpt_O2"] is None  # outside the guard: no ratio
+    doc = {"command": "run x", "phase": "p", "environment": {"gpu.name": "GPU"}, "measured_roofline": {}, "wall_s": 1,
+           "models": {"m": {"verdict": v, "experiments": summary}}, "rows": rows}
+    src = tmp_path / "x.json"
+    src.write_text(json.dumps(doc))
+    assert report.merge(Namespace(inputs=[str(src)], docs=str(tmp_path / "docs"), notes=None)) == 0
+    md = (tmp_path / "docs" / "h100.md").read_text()
+    assert "Experiment kpt_O2_tma (not counted): 1.600 ms against kpt_O2's 2.000 ms, measured interleaved: 1.25x." in md

@@ -407,3 +407,17 @@ def test_attention_backends_timed_under_their_own_context():
 
     got = passes.time_backends(("CUDNN_ATTENTION", "MATH"), calls, reps=4, timer=timer)
     assert got["MATH"] == 3.0 and got["CUDNN_ATTENTION"].startswith("not usable for [(1, 2, 4, 8)")
+
+
+def test_persistent_tma_rides_on_the_tuned_compile_and_needs_an_sm90_gpu(monkeypatch):
+    table = Precisions(bf16=True, fp8="float8_e4m3fn", int4=True)
+    for lvl, want in (("LEVEL_O1", None), ("LEVEL_O2", True), ("LEVEL_O3", True)):
+        aot = [p for p in levels.levels(table, persistent_tma=True)[lvl] if isinstance(p, gcompile.GpuInductorAOT)]
+        assert [p.persistent_tma for p in aot] == [want]
+    monkeypatch.setenv("KPT_GPU_PERSISTENT_TMA", "1")
+    monkeypatch.setattr(gcompile.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gcompile.torch.cuda, "get_device_capability", lambda *a: (8, 0))
+    assert not gcompile._tma(gcompile.GpuInductorAOT())  # an A100: no TMA
+    monkeypatch.setattr(gcompile.torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    assert gcompile._tma(gcompile.GpuInductorAOT())  # the setting
+    assert not gcompile._tma(gcompile.GpuInductorAOT(persistent_tma=False))  # the pass's own choice first

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,9 +17,10 @@ import pytest
 
 from tests.gpu.helpers import REPO
 
-# The variants gpu_run.sh builds per model group (its VARIANTS line: every compiled variant of bench/h100.py).
-N = len(next(line for line in (REPO / "scripts" / "gpu_run.sh").read_text().splitlines()
-             if line.startswith("VARIANTS=")).split("=", 1)[1].strip('"').split())
+# The variants gpu_run.sh builds per model group (its VARIANTS line: every compiled variant of bench/h100.py,
+# then the EXPERIMENTS asked for, none by default).
+N = len(re.findall(r"\b\w+\b", next(line for line in (REPO / "scripts" / "gpu_run.sh").read_text().splitlines()
+                                      if line.startswith("VARIANTS=")).split("=", 1)[1].split("$")[0]))
 
 pytestmark = pytest.mark.skipif(not all(shutil.which(t) for t in ("bash", "setsid", "timeout", "pkill")),
                                 reason="needs bash, setsid, timeout and pkill")
@@ -43,7 +45,7 @@ if [ "$verb" = warm ]; then
       > "${a[--marks]}/$m.${a[--variants]}.json"
   done
 else
-  echo "run ${a[--models]}" >> "$STUB_LOG"
+  echo "run ${a[--models]}${a[--experiments]:+ experiments ${a[--experiments]}}" >> "$STUB_LOG"
   states=""
   for f in "$KPT_BG"/warm-*.pid; do
     states="$states $(basename "$f" .pid)=$(awk '{print $3}' /proc/$(cat "$f")/stat 2>/dev/null)"
@@ -129,3 +131,13 @@ def test_models_drops_the_caches_when_their_disk_is_short(script_env):
     short = run(env, tmp, "models", "resnet50", KPT_MIN_FREE_GB=str(1 << 30))  # more than any disk has
     assert "the earlier models' caches go" in short.stdout
     assert (tmp / "calls.log").read_text().count("warm resnet50") == 2 * N  # marks gone with the caches: built again
+
+
+def test_experiments_are_built_and_measured_beside_the_variants(script_env):
+    env, tmp = script_env
+    run(env, tmp, "models", "resnet50", EXPERIMENTS="kpt_O2_tma")
+    calls = (tmp / "calls.log").read_text().splitlines()
+    assert "warm resnet50 kpt_O2_tma" in calls and sum(c.startswith("warm resnet50") for c in calls) == N + 1
+    assert calls[-1] == "run resnet50 experiments kpt_O2_tma"
+    run(env, tmp, "models", "resnet50")  # without: the experiment's mark stays, nothing is built, none measured
+    assert (tmp / "calls.log").read_text().splitlines()[-1] == "run resnet50"

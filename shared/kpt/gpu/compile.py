@@ -106,6 +106,7 @@ class GpuInductorAOT(PassConfig):
     cache: bool = True
     check_load: bool = True  # GPU only: load and run the new package once in a fresh process first
     file: str = "model.aoti.pt2"
+    persistent_tma: bool | None = None  # also tune persistent TMA templates (sm90+); None: KPT_GPU_PERSISTENT_TMA
 
     def __post_init__(self) -> None:
         if self.max_autotune not in ("off", "on", "budget"):
@@ -148,9 +149,10 @@ def inductor_options(tune: bool, coordinate_descent: bool, freezing: bool, tma: 
     return opts
 
 
-def _tma() -> bool:
-    """KPT_GPU_PERSISTENT_TMA on an sm90+ CUDA device."""
-    return (bool(settings.get("KPT_GPU_PERSISTENT_TMA")) and torch.cuda.is_available() and torch.version.hip is None
+def _tma(cfg: GpuInductorAOT) -> bool:
+    """The pass's persistent_tma (else KPT_GPU_PERSISTENT_TMA), on an sm90+ CUDA device."""
+    wanted = settings.get("KPT_GPU_PERSISTENT_TMA") if cfg.persistent_tma is None else cfg.persistent_tma
+    return (bool(wanted) and torch.cuda.is_available() and torch.version.hip is None
             and torch.cuda.get_device_capability() >= (9, 0))
 
 
@@ -165,7 +167,7 @@ def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
     tune, cd, why = _decide(cfg, gemm_problems(ep))
     if rewrites:
         why += ("; " if why else "") + rewrites
-    options = inductor_options(tune, cd, cfg.freezing, _tma())
+    options = inductor_options(tune, cd, cfg.freezing, _tma(cfg))
     if options.get("triton.enable_persistent_tma_matmul"):
         why += "; persistent TMA templates"
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else work.device
