@@ -60,6 +60,7 @@ ORDER = ("eager_fp32", "eager_bf16", "kpt_O2", "kpt_O3", "compile_max_autotune_b
 # them (--experiments) and reported under the table, never counted as ours nor as a rival. name -> (level, the
 # GpuInductorAOT fields levels() takes). kpt_O2_tma: max-autotune also times Inductor's persistent TMA templates.
 EXPERIMENTS = {"kpt_O2_tma": ("LEVEL_O2", {"persistent_tma": True})}
+BUILDABLE = ORDER + tuple(EXPERIMENTS)  # what `warm --variants` takes
 # Build cost of each variant relative to kpt_O2's (the first compile, measured): an estimate used only to
 # decide whether the next build still fits the model's share of the budget.
 RELATIVE_COST = {"compile_default": 0.5, "kpt_O3": 1.1, "kpt_O1": 0.7, "compile_max_autotune": 1.5,
@@ -158,7 +159,7 @@ def profiles(variants: list, x: tuple) -> dict:
 
     out = {}
     for v in variants:
-        if v.name not in PROFILED and v.name not in EXPERIMENTS or v.fn is None:
+        if v.fn is None or v.name not in (*PROFILED, *EXPERIMENTS):
             continue
         try:
             out[v.name] = gpu_bench.profile_kernels(v.fn, x)
@@ -438,7 +439,7 @@ def main() -> int:
                    "beside the variants, reported apart")
     w = sub.add_parser("warm", help="build variants of one model to fill the compile caches (no measuring)")
     w.add_argument("--model", required=True, help=f"comma-separated, built in turn, from {', '.join(MODELS)}")
-    w.add_argument("--variants", required=True, help=f"comma-separated, from {', '.join(ORDER + tuple(EXPERIMENTS))}")
+    w.add_argument("--variants", required=True, help=f"comma-separated, from {', '.join(BUILDABLE)}")
     w.add_argument("--marks", default=None, help="folder where each built variant's build time is recorded")
     for p in (r, w):
         p.add_argument("--autotune-budget-s", type=float, default=AUTOTUNE_BUDGET_S,
@@ -450,11 +451,10 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "warm":
-        known = ORDER + tuple(EXPERIMENTS)
-        bad = [v for v in args.variants.split(",") if v not in known] + [
+        bad = [v for v in args.variants.split(",") if v not in BUILDABLE] + [
             k for k in args.model.split(",") if k not in MODELS]
         if bad:
-            ap.error(f"unknown models or variants {bad}; choose from {', '.join(MODELS)} and {', '.join(known)}")
+            ap.error(f"unknown models or variants {bad}; choose from {', '.join(MODELS)} and {', '.join(BUILDABLE)}")
         return warm(args)
     if args.cmd == "run":
         bad = [k for k in args.models.split(",") if k not in MODELS] + [

@@ -167,7 +167,7 @@ models() {
         fg_tests_pid=$!
     fi
     while [ -n "$(live_builds "$groups")" ] && [ "$SECONDS" -lt "$build_until" ]; do sleep 5; done
-    if [ -n "${fg_tests_pid:-}" ]; then
+    if [ -n "$fg_tests_pid" ]; then
         wait "$fg_tests_pid" || true
         grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/fg-tests.log" | cut -c1-300 || true
     fi

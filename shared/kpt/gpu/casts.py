@@ -15,6 +15,7 @@ aten.mm.dtype has no CPU kernel.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -43,10 +44,15 @@ def supported() -> bool:
         from torch._inductor.kernel import mm
     except ImportError:
         return False
-    if "out_dtype" not in inspect.signature(mm.tuned_mm).parameters:
-        return False
+    return "out_dtype" in inspect.signature(mm.tuned_mm).parameters and _declares_mm_dtype(SHIM)
+
+
+@functools.cache
+def _declares_mm_dtype(shim: str) -> bool:
+    """Whether the C shim header declares mm.dtype's function (read once per process and path: every GPU compile
+    asks)."""
     try:
-        with open(SHIM, encoding="utf-8") as f:
+        with open(shim, encoding="utf-8") as f:
             return "aoti_torch_cuda_mm_dtype_out" in f.read()
     except OSError:
         return False
