@@ -58,8 +58,10 @@ ORDER = ("eager_fp32", "eager_bf16", "kpt_O2", "kpt_O3", "compile_max_autotune_b
          "compile_max_autotune")
 # Experiments: a level built with one compile option changed, measured beside the others when the run asks for
 # them (--experiments) and reported under the table, never counted as ours nor as a rival. name -> (level, the
-# GpuInductorAOT fields levels() takes). kpt_O2_tma: max-autotune also times Inductor's persistent TMA templates.
-EXPERIMENTS = {"kpt_O2_tma": ("LEVEL_O2", {"persistent_tma": True})}
+# GpuInductorAOT fields levels() takes). kpt_O2_tma: max-autotune also times Inductor's persistent TMA templates;
+# kpt_O2_unfused_bias: a bf16 linear's bias may join its elementwise users, leaving a plain GEMM to tune.
+EXPERIMENTS = {"kpt_O2_tma": ("LEVEL_O2", {"persistent_tma": True}),
+               "kpt_O2_unfused_bias": ("LEVEL_O2", {"unfused_bias": True})}
 BUILDABLE = ORDER + tuple(EXPERIMENTS)  # what `warm --variants` takes
 # Build cost of each variant relative to kpt_O2's (the first compile, measured): an estimate used only to
 # decide whether the next build still fits the model's share of the budget.

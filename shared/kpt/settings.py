@@ -50,6 +50,7 @@ SETTINGS = {
         Setting("KPT_TARGET_TTL_S", float, "10", "seconds a target stays listed after its last heartbeat"),
         Setting("KPT_CACHE_DIR", str, os.path.expanduser("~/.cache/kpt"), "service: compiler caches kept between jobs"),
         Setting("KPT_GPU_PERSISTENT_TMA", _bool, "false", "nvidia service: max-autotune also times Inductor's persistent TMA matmul templates (sm90+); off until measured to win"),
+        Setting("KPT_GPU_UNFUSED_BIAS", _bool, "false", "nvidia/amd services: Inductor may split a bf16/fp16 linear's bias into its elementwise users, so max-autotune can pick a plain cuBLAS GEMM; off until measured to win"),
         Setting("KPT_HOME", str, ".kpt", "kpt up: folder for JetStream data, logs and pids"),
         Setting("KPT_LOG_LEVEL", str, "INFO", "logging level of every process"),
     ]

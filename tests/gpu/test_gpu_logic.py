@@ -104,8 +104,10 @@ def test_autotune_budget_decision(mode, problems, gemv, tune, cd, words):
 def test_inductor_options_exist_in_this_torch():
     from torch._inductor import config
 
-    opts = gcompile.inductor_options(True, True, True, tma=True)
+    opts = gcompile.inductor_options(True, True, True, tma=True, unfused_bias=True)
     assert opts["triton.enable_persistent_tma_matmul"] is True
+    assert opts["keep_addmm_fused_for_half_dtypes"] is False  # torch 2.13 has the switch (added in 2.10)
+    assert "keep_addmm_fused_for_half_dtypes" not in gcompile.inductor_options(True, True, True)
     assert "triton.enable_persistent_tma_matmul" not in gcompile.inductor_options(False, False, True, tma=True)
     for key in opts:
         obj = config
@@ -421,3 +423,14 @@ def test_persistent_tma_rides_on_the_tuned_compile_and_needs_an_sm90_gpu(monkeyp
     monkeypatch.setattr(gcompile.torch.cuda, "get_device_capability", lambda *a: (9, 0))
     assert gcompile._tma(gcompile.GpuInductorAOT())  # the setting
     assert not gcompile._tma(gcompile.GpuInductorAOT(persistent_tma=False))  # the pass's own choice first
+
+
+def test_unfused_bias_rides_on_the_tuned_compile_and_the_pass_choice_beats_the_setting(monkeypatch):
+    table = Precisions(bf16=True, fp8="float8_e4m3fn", int4=True)
+    for lvl, want in (("LEVEL_O1", None), ("LEVEL_O2", True), ("LEVEL_O3", True)):
+        aot = [p for p in levels.levels(table, unfused_bias=True)[lvl] if isinstance(p, gcompile.GpuInductorAOT)]
+        assert [p.unfused_bias for p in aot] == [want]
+    assert not gcompile._wanted(None, "KPT_GPU_UNFUSED_BIAS")  # off by default
+    monkeypatch.setenv("KPT_GPU_UNFUSED_BIAS", "1")
+    assert gcompile._wanted(None, "KPT_GPU_UNFUSED_BIAS")
+    assert not gcompile._wanted(False, "KPT_GPU_UNFUSED_BIAS")

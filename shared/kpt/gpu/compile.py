@@ -107,6 +107,7 @@ class GpuInductorAOT(PassConfig):
     check_load: bool = True  # GPU only: load and run the new package once in a fresh process first
     file: str = "model.aoti.pt2"
     persistent_tma: bool | None = None  # also tune persistent TMA templates (sm90+); None: KPT_GPU_PERSISTENT_TMA
+    unfused_bias: bool | None = None  # a half-precision linear's bias may join its consumer; None: KPT_GPU_UNFUSED_BIAS
 
     def __post_init__(self) -> None:
         if self.max_autotune not in ("off", "on", "budget"):
@@ -138,22 +139,32 @@ def _decide(cfg: GpuInductorAOT, problems: Problems) -> tuple[bool, bool, str]:
     return tune, cd, why
 
 
-def inductor_options(tune: bool, coordinate_descent: bool, freezing: bool, tma: bool = False) -> dict:
+def inductor_options(tune: bool, coordinate_descent: bool, freezing: bool, tma: bool = False,
+                     unfused_bias: bool = False) -> dict:
     """tma: max-autotune also times Inductor's persistent TMA matmul templates (Hopper and newer). A package is
     C++ (AOTInductor), so max-autotune lacks the 1-D-bias cuBLASLt choice torch.compile's Python wrapper times
-    (bias_addmm: GPT-2's QKV GEMM 0.027 ms against the best classic Triton template's 0.034 ms on the H200)."""
+    (bias_addmm: GPT-2's QKV GEMM 0.027 ms against the best classic Triton template's 0.034 ms on the H200).
+    unfused_bias: Inductor may split a bf16/fp16 addmm whose users are all elementwise into a matmul and a bias
+    add that joins them (torch keeps those fused by default, keep_addmm_fused_for_half_dtypes, for one rounding
+    fewer), so max-autotune can pick cuBLAS's plain GEMM there; the accuracy check judges the extra rounding."""
     opts = {"freezing": freezing, "max_autotune_gemm": tune, "max_autotune_pointwise": False,
             "coordinate_descent_tuning": coordinate_descent, "triton.cudagraphs": False, **link_options()}
     if tune and tma:
         opts["triton.enable_persistent_tma_matmul"] = True
+    if unfused_bias and hasattr(torch._inductor.config, "keep_addmm_fused_for_half_dtypes"):  # torch < 2.10: unfused
+        opts["keep_addmm_fused_for_half_dtypes"] = False
     return opts
+
+
+def _wanted(choice: bool | None, setting: str) -> bool:
+    """A pass's own choice, else the named setting's."""
+    return bool(settings.get(setting) if choice is None else choice)
 
 
 def _tma(cfg: GpuInductorAOT) -> bool:
     """The pass's persistent_tma (else KPT_GPU_PERSISTENT_TMA), on an sm90+ CUDA device."""
-    wanted = settings.get("KPT_GPU_PERSISTENT_TMA") if cfg.persistent_tma is None else cfg.persistent_tma
-    return (bool(wanted) and torch.cuda.is_available() and torch.version.hip is None
-            and torch.cuda.get_device_capability() >= (9, 0))
+    return (_wanted(cfg.persistent_tma, "KPT_GPU_PERSISTENT_TMA") and torch.cuda.is_available()
+            and torch.version.hip is None and torch.cuda.get_device_capability() >= (9, 0))
 
 
 @register(GpuInductorAOT)
@@ -167,9 +178,11 @@ def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
     tune, cd, why = _decide(cfg, gemm_problems(ep))
     if rewrites:
         why += ("; " if why else "") + rewrites
-    options = inductor_options(tune, cd, cfg.freezing, _tma(cfg))
+    options = inductor_options(tune, cd, cfg.freezing, _tma(cfg), _wanted(cfg.unfused_bias, "KPT_GPU_UNFUSED_BIAS"))
     if options.get("triton.enable_persistent_tma_matmul"):
         why += "; persistent TMA templates"
+    if options.get("keep_addmm_fused_for_half_dtypes") is False:
+        why += "; half-precision biases may join their elementwise users"
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else work.device
     backend = f"aoti-triton:{name}"
     cache_dir = settings.get("KPT_CACHE_DIR")

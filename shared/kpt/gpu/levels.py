@@ -26,12 +26,12 @@ AUTOTUNE_BUDGET_S = 300.0
 
 
 def levels(table: Precisions, autotune_budget_s: float | None = None,
-           int4_ntile: int = 8, persistent_tma: bool | None = None) -> dict[str, tuple[PassConfig, ...]]:
+           int4_ntile: int = 8, **tuned: bool | None) -> dict[str, tuple[PassConfig, ...]]:
     """The levels for a device with this precision table; autotune_budget_s defaults to AUTOTUNE_BUDGET_S as
     the module holds it when called (the GPU tests lower it for in-process jobs, see tests/gpu/conftest.py).
-    persistent_tma: GpuInductorAOT's, for O2 and O3 (None: the KPT_GPU_PERSISTENT_TMA setting)."""
+    tuned: O2's and O3's GpuInductorAOT options (persistent_tma, unfused_bias; None: their settings)."""
     budget = AUTOTUNE_BUDGET_S if autotune_budget_s is None else autotune_budget_s
-    compile_tuned = GpuInductorAOT(max_autotune="budget", autotune_budget_s=budget, persistent_tma=persistent_tma)
+    compile_tuned = GpuInductorAOT(max_autotune="budget", autotune_budget_s=budget, **tuned)
     return {
         "LEVEL_O0": (SaveExportedProgram(),),
         "LEVEL_O1": (FoldConvBatchNorm(), ChannelsLast(), SdpaBackend(),
