@@ -56,20 +56,23 @@ MODELS = {  # name -> (model name for kpt.gpu.models.open_source, benchmark shap
 # the budget, the verdict bounds it by the model's FLOPs at the measured fp32 GEMM rate instead.
 ORDER = ("eager_fp32", "eager_bf16", "kpt_O2", "kpt_O3", "compile_max_autotune_bf16", "compile_default", "kpt_O1",
          "compile_max_autotune")
-# Experiments: a level built with one compile option changed, measured beside the others when the run asks for
-# them (--experiments) and reported under the table, never counted as ours nor as a rival. name -> (level, the
-# GpuInductorAOT fields levels() takes). kpt_O2_tma: max-autotune also times Inductor's persistent TMA templates;
-# kpt_O2_unfused_bias: a bf16 linear's bias may join its elementwise users, leaving a plain GEMM to tune.
-EXPERIMENTS = {"kpt_O2_tma": ("LEVEL_O2", {"persistent_tma": True}),
-               "kpt_O2_unfused_bias": ("LEVEL_O2", {"unfused_bias": True})}
+# Precisions the benchmark's O3 may use: fp8 where compute-bound; int4 is left out (int8 weight-only for
+# decode) because its accuracy on random-initialised weights is below the 20 dB guard.
+ALLOWED = frozenset({"fp32", "bf16", "fp16", "int8", "fp8"})
+# Experiments: a level built with one option changed, measured beside the others when the run asks for them
+# (--experiments) and reported under the table, never counted as ours nor as a rival. name -> (level, the
+# GpuInductorAOT fields levels() takes, the precisions the job allows). kpt_O2_tma: max-autotune also times
+# Inductor's persistent TMA templates; kpt_O2_unfused_bias: a bf16 linear's bias may join its elementwise users,
+# leaving a plain GEMM to tune; kpt_O3_bf16: O3 for a job that allows no quantization (its kernels from kernels/
+# on bf16 weights: the decode step's weight bytes per token against time, the bandwidth goal's measure).
+EXPERIMENTS = {"kpt_O2_tma": ("LEVEL_O2", {"persistent_tma": True}, ALLOWED),
+               "kpt_O2_unfused_bias": ("LEVEL_O2", {"unfused_bias": True}, ALLOWED),
+               "kpt_O3_bf16": ("LEVEL_O3", {}, frozenset({"fp32", "bf16", "fp16"}))}
 BUILDABLE = ORDER + tuple(EXPERIMENTS)  # what `warm --variants` takes
 # Build cost of each variant relative to kpt_O2's (the first compile, measured): an estimate used only to
 # decide whether the next build still fits the model's share of the budget.
 RELATIVE_COST = {"compile_default": 0.5, "kpt_O3": 1.1, "kpt_O1": 0.7, "compile_max_autotune": 1.5,
                  "compile_max_autotune_bf16": 1.5, **{name: 1.0 for name in EXPERIMENTS}}
-# Precisions the benchmark's O3 may use: fp8 where compute-bound; int4 is left out (int8 weight-only for
-# decode) because its accuracy on random-initialised weights is below the 20 dB guard.
-ALLOWED = frozenset({"fp32", "bf16", "fp16", "int8", "fp8"})
 # Accuracy bounds of a model's low-precision variants where bf16's defaults (rel_l2 <= 3e-2, calibrated on BERT,
 # MiniLM and a CNN) do not fit the model: the looser of these and the defaults judges every bf16/fp16 variant of
 # it, hand-made and ours alike; fp32 variants keep fp32's bounds. The reason is printed under the model's table.
@@ -191,10 +194,10 @@ def builders_for(src, table, autotune_budget_s: float, workdir: str) -> dict:
     for level in ("LEVEL_O1", "LEVEL_O2", "LEVEL_O3"):
         builders["kpt_" + level[-2:]] = (lambda lvl=level: pipeline.level_variant(
             src, lvl, lv[lvl], workdir, DEVICE, ALLOWED, lambda *a: None, (0.0, 1.0)))
-    for name, (level, fields) in EXPERIMENTS.items():
+    for name, (level, fields, allowed) in EXPERIMENTS.items():
         passes = levels.levels(table, autotune_budget_s=autotune_budget_s, **fields)[level]
-        builders[name] = (lambda lvl=level, p=passes, n=name: dataclasses.replace(pipeline.level_variant(
-            src, lvl, p, os.path.join(workdir, n), DEVICE, ALLOWED, lambda *a: None, (0.0, 1.0)), name=n))
+        builders[name] = (lambda lvl=level, p=passes, n=name, ok=allowed: dataclasses.replace(pipeline.level_variant(
+            src, lvl, p, os.path.join(workdir, n), DEVICE, ok, lambda *a: None, (0.0, 1.0)), name=n))
     return builders
 
 

@@ -195,3 +195,19 @@ def test_an_experiment_is_reported_apart_and_never_counted(h100, report, tmp_pat
     assert report.merge(Namespace(inputs=[str(src)], docs=str(tmp_path / "docs"), notes=None)) == 0
     md = (tmp_path / "docs" / "h100.md").read_text()
     assert "Experiment kpt_O2_tma (not counted): 1.600 ms against kpt_O2's 2.000 ms, measured interleaved: 1.25x." in md
+
+
+def test_every_experiment_names_a_level_its_compile_options_and_the_precisions_its_job_allows(h100):
+    import dataclasses
+
+    from kpt.gpu import compile as gcompile
+    from kpt.gpu import levels
+    from kpt.gpu.vendor import Precisions
+
+    fields = {f.name for f in dataclasses.fields(gcompile.GpuInductorAOT)}
+    for name, (level, options, allowed) in h100.EXPERIMENTS.items():
+        assert set(options) <= fields, name
+        passes = levels.levels(Precisions(bf16=True, fp8="float8_e4m3fn", int4=True), **options)[level]
+        assert any(isinstance(p, gcompile.GpuInductorAOT) for p in passes), name
+        assert allowed <= h100.ALLOWED, name  # an experiment narrows the job's precisions, never widens them
+    assert h100.EXPERIMENTS["kpt_O3_bf16"][2].isdisjoint({"int8", "int4", "fp8"})  # O3 without quantization
