@@ -8,9 +8,10 @@ PIP_QUIET ?= -q
 # tpu and intel run PyPI's CUDA builds of torch 2.9.0 and 2.8.0: about 4.3 GB of NVIDIA libraries each, nearly
 # all the same releases. uv installs those two environments from one cache, hard-linked, so the shared libraries
 # are on disk once (both environments: about 10 GB, against 15 GB plus pip's download cache). The cache lives in
-# .venv so that it is on the same filesystem as the environments and goes with `make clean`.
+# .venv so that it is on the same filesystem as the environments and goes with `make clean`. uv reads the system's
+# certificate store, as pip does (a proxy's own CA, where the registry is reached through one).
 UV := $(VENV)/bin/uv
-UV_ENV := UV_CACHE_DIR=$(CURDIR)/$(VENV)/uv-cache UV_LINK_MODE=hardlink UV_PYTHON_DOWNLOADS=never
+UV_ENV := UV_CACHE_DIR=$(CURDIR)/$(VENV)/uv-cache UV_LINK_MODE=hardlink UV_PYTHON_DOWNLOADS=never UV_SYSTEM_CERTS=1
 UV_VENVS := services/tpu/.venv services/intel/.venv
 
 .PHONY: install system-deps demo test test-fast lint check-protos protos bench-cpu bench-bus down clean screenshot
