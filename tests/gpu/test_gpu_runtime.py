@@ -230,6 +230,8 @@ def wrapper_source(path: str) -> str:
 def test_unfused_bias_leaves_plain_gemms_with_elementwise_users(tmp_path, kpt_cache_dir, unfused):
     """unfused_bias (the kpt_O2_unfused_bias experiment): the package calls mm, not addmm, for bf16 linears whose
     users are all elementwise; torch's default keeps addmm. Same results either way within bf16's tolerance."""
+    if not hasattr(torch._inductor.config, "keep_addmm_fused_for_half_dtypes"):
+        pytest.skip(f"torch {torch.__version__} has no keep_addmm_fused_for_half_dtypes: it always unfuses")
     torch.manual_seed(0)
     spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(512), inp.Dim(256))),))
     work = Work(Block().to(DEVICE).eval(), spec, DEVICE, str(tmp_path))
