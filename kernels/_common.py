@@ -10,6 +10,7 @@ Op registration has two paths (one decorator, `register_op`):
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 
@@ -100,6 +101,12 @@ def gpu_ms(fn: Callable[[], object], rep_ms: int = 20) -> float:
     except RuntimeError:  # a host sync or an allocation the graph cannot hold
         torch.cuda.synchronize()
         return float(triton.testing.do_bench(fn, warmup=5, rep=rep_ms, return_mode="median"))
+
+
+@functools.cache
+def sm_programs(device: torch.device) -> int:
+    """Programs of a persistent launch: one per SM (4 under the interpreter)."""
+    return 4 if device.type == "cpu" else torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def configs(gpu: list, interp: list) -> list:

@@ -3,6 +3,7 @@
     python -m kernels.bench [--quick] [--out docs/benchmarks]   -> kernels-<gpu>.json and kernels-<gpu>.md
     python -m kernels.bench --render docs/benchmarks/kernels-h100.json   (markdown again, from the JSON)
     python -m kernels.bench --ops norm-warps --name norm-warps-h200     (each fixed warp count of the norms)
+    python -m kernels.bench --ops norm-persistent                       (the persistent pipelined norm kernel)
     python -m kernels.bench --ops attention-modes                      (attention's K/V load modes side by side)
 
 Rows: {op, shape, dtype, provider, causal, tflops, gbps, ms} (provider "kpt" is ours). Times are the
@@ -209,6 +210,17 @@ def bench_norm_warps(quick: bool) -> list[dict]:
     return _norm_rows(quick, _warp_providers)
 
 
+def _persistent_providers(x, w, bias, eps, rms) -> dict:  # noqa: ANN001
+    return {"kpt": functools.partial(norms.norm_op, x, w, bias, eps, rms, 0.0, 0),
+            "kpt_persistent": functools.partial(norms.norm_persistent, x, w, bias, eps, rms)}
+
+
+def bench_norm_persistent(quick: bool) -> list[dict]:
+    """The persistent pipelined kernel (kpt_persistent: one program per SM, the next row copied in while this one
+    is reduced) beside the op's kernel (kpt) and a copy, per norm shape: whether wide rows should take it."""
+    return _norm_rows(quick, _persistent_providers)
+
+
 # The issue's performance goals on the H100 (bf16): attention forward at head dim 128 and 16k tokens in TFLOP/s,
 # norms as a fraction of the same run's copy bandwidth, fused linear + activation as a speedup over cuBLAS + a
 # separate activation.
@@ -255,23 +267,25 @@ def goals(rows: list[dict], dtype: str = "bfloat16") -> list[str]:
     return out
 
 
-def warp_table(rows: list[dict]) -> list[str]:
-    """Markdown rows from norm-warps runs: per norm, shape and dtype, each provider's fraction of the same run's
-    copy bandwidth, the autotuned kernel (kpt) beside each fixed warp count; empty without such rows."""
-    fixed = [f"kpt_w{w}" for w in norms.WARPS]
-    keys = dict.fromkeys((r["op"], r["shape"], r["dtype"]) for r in rows if r["provider"] in fixed)
-    if not keys:
+def variant_table(rows: list[dict]) -> list[str]:
+    """Markdown rows from norm-warps and norm-persistent runs: per norm, shape and dtype, the op's kernel (kpt) and
+    each variant of it (kpt_w4.., kpt_persistent) as a fraction of the same run's copy bandwidth; empty without
+    variant rows."""
+    ops = {op for op, *_ in NORM_OPS}
+    variants = list(dict.fromkeys(r["provider"] for r in rows if r["op"] in ops and r["provider"].startswith("kpt_")))
+    if not variants:
         return []
-    out = ["| op | shape | dtype | kpt (autotuned) | " + " | ".join(fixed) + " | best fixed |",
-           "|---|---|---|---|" + "---|" * len(fixed) + "---|"]
+    keys = dict.fromkeys((r["op"], r["shape"], r["dtype"]) for r in rows if r["provider"] in variants)
+    out = ["| op | shape | dtype | kpt (autotuned) | " + " | ".join(variants) + " | best variant |",
+           "|---|---|---|---|" + "---|" * len(variants) + "---|"]
     for op, shape, dtype in keys:
         copy = _pick(rows, op="copy", shape=shape, dtype=dtype, provider="torch")
         frac = {}
-        for p in ["kpt", *fixed]:
+        for p in ["kpt", *variants]:
             r = _pick(rows, op=op, shape=shape, dtype=dtype, provider=p)
             frac[p] = r["gbps"] / copy["gbps"] if r and copy and copy.get("gbps") else None
         cells = [f"{f:.0%}" if f is not None else "-" for f in frac.values()]
-        best = max((p for p in fixed if frac[p] is not None), key=lambda p: frac[p], default="-")
+        best = max((p for p in variants if frac[p] is not None), key=lambda p: frac[p], default="-")
         out.append(f"| {op} | {shape} | {dtype} | " + " | ".join(cells) + f" | {best} |")
     return out
 
@@ -282,8 +296,8 @@ def markdown(rows: list[dict], device: str, versions: str, command: str) -> str:
              "triton.testing.do_bench_cudagraph, rep 200 ms; host-launched where a provider cannot be captured). Rows with TFLOP/s use it as the figure of merit; norms and copy use GB/s "
              "(each tensor read or written once).", "",
              "## Performance goals (bf16)", "", *goals(rows), "",
-             *(["## Norms: each warp count (fraction of the same run's copy bandwidth)", "", *warps, ""]
-               if (warps := warp_table(rows)) else []),
+             *(["## Norms: each kernel variant (fraction of the same run's copy bandwidth)", "", *variants, ""]
+               if (variants := variant_table(rows)) else []),
              "## All rows", "",
              "| op | shape | dtype | causal | provider | ms | TFLOP/s | GB/s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -304,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one small shape per op")
     ap.add_argument("--ops", default="attention,decode,linear,norms",
                     help="comma-separated: attention, attention-modes (K/V loads: pointers, TMA, TMA + warp "
-                         "specialization), decode, linear, linear-modes (likewise), norms, norm-warps (each fixed warp count)")
+                         "specialization), decode, linear, linear-modes (likewise), norms, norm-warps (each fixed warp count), "
+                         "norm-persistent (the persistent pipelined norm kernel)")
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
     args = ap.parse_args(argv)
     if args.render:
@@ -322,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     for op in args.ops.split(","):
         rows += {"attention": bench_attention, "attention-modes": bench_attention_modes, "decode": bench_decode,
                  "linear": bench_linear, "linear-modes": bench_linear_modes, "norms": bench_norms,
-                 "norm-warps": bench_norm_warps}[op](args.quick)
+                 "norm-warps": bench_norm_warps, "norm-persistent": bench_norm_persistent}[op](args.quick)
         # Rewritten after each op: a run cut short keeps what it measured.
         doc = {"device": device, "torch": torch.__version__, "triton": __import__("triton").__version__,
                "command": "python -m kernels.bench " + " ".join(argv or sys.argv[1:]), "rows": rows}

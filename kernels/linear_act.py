@@ -8,13 +8,21 @@ x tile loaded per K step.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
-from ._common import ACTS, LOAD_MODES, activate, configs, descriptor_loads, launch, register_op, torch_activation
+from ._common import (
+    ACTS,
+    LOAD_MODES,
+    activate,
+    configs,
+    descriptor_loads,
+    launch,
+    register_op,
+    sm_programs,
+    torch_activation,
+)
 
 BLOCK_K = 64  # one K tile for all configs, so EVEN_K is known at launch (no K masks on the fast path)
 
@@ -201,12 +209,6 @@ MODES = tuple(m for m in LOAD_MODES if m != "tma_ws") + ("persist",)
 MODE = "ptr"
 
 
-@functools.cache
-def _programs(device: torch.device) -> int:
-    """Programs of a persistent launch: one per SM (4 under the interpreter)."""
-    return 4 if device.type == "cpu" else torch.cuda.get_device_properties(device).multi_processor_count
-
-
 def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
          bias2: torch.Tensor | None, act: str, mode: str) -> torch.Tensor:
     _check(x, weight, bias, weight2, bias2, act)
@@ -223,7 +225,7 @@ def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weigh
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     tma = descriptor_loads("tma" if mode == "persist" else mode, x2, weight, w2)
     if mode == "persist" and tma and M > 0:
-        programs = _programs(x.device)
+        programs = sm_programs(x.device)
         launch(_persistent_gated if gated else _persistent)[
             lambda meta: (min(programs, triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])),)](
             x2, weight, w2, b, b2, out, M, N, K, x2.stride(0), weight.stride(0), w2.stride(0),

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import configs, launch, register_op
+from ._common import configs, launch, register_op, sm_programs
 
 # Elements per row held in registers. 32k: on the H200 the two-pass path at 2048x32768 (16k blocks, x read twice)
 # reached 42% of copy bandwidth (RMSNorm); 32 warps hold a 32k row at 32 fp32 values per thread.
@@ -43,6 +43,43 @@ def _add_pair(a1, a2, b1, b2):
     return a1 + b1, a2 + b2
 
 
+@triton.jit
+def _rows_in_registers(x_ptr, w_ptr, b_ptr, out_ptr, rows, cols, R, N, stride_x, stride_o, eps,
+                       RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, W_OFFSET: tl.constexpr):
+    """Normalizes whole rows (rows[:, None] x cols[None, :], cols covering N) held in registers: one read, one write.
+    The scale and shift are loaded after the statistics (held across the reduction, they made the persistent
+    kernel spill: 216 bytes a thread at 32768 wide, sm_90 cubin)."""
+    mask = (rows[:, None] < R) & (cols[None, :] < N)
+    x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if RMS:
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + eps)
+        y = x * rstd[:, None]
+    else:
+        if x_ptr.dtype.element_ty == tl.float32:  # fp32 output: the exact form, mean then variance
+            mean = tl.sum(x, axis=1) / N
+            xc = tl.where(mask, x - mean[:, None], 0.0)
+            var = tl.sum(xc * xc, axis=1) / N
+        else:
+            # 16-bit output: sum and sum of squares in one reduction (one round of cross-warp exchanges, not
+            # two in a row: at 2048x32768 on the H200 the mean-then-variance form reached 72% of copy
+            # bandwidth where RMSNorm's single reduction reached 86%), of data shifted by the row's first
+            # element so a large mean does not cancel the variance. Its last-bit error in fp32 is below the
+            # 16-bit rounding of the output.
+            shift = tl.load(x_ptr + rows * stride_x, mask=rows < R, other=0.0).to(tl.float32)
+            xs = tl.where(mask, x - shift[:, None], 0.0)
+            s1, s2 = tl.reduce((xs, xs * xs), 1, _add_pair)
+            m1 = s1 / N
+            var = tl.maximum(s2 / N - m1 * m1, 0.0)
+            xc = xs - m1[:, None]
+        rstd = 1.0 / tl.sqrt(var + eps)
+        y = xc * rstd[:, None]
+    if HAS_W:
+        y = y * (tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32) + W_OFFSET)[None, :]
+    if HAS_B:
+        y = y + tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(out_ptr + rows[:, None] * stride_o + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
 @triton.autotune(configs(_GPU, _INTERP), key=["N", "BLOCK", "ROWS", "RMS", "HAS_W", "HAS_B"],
                  prune_configs_by={"early_config_prune": _fitting})
 @triton.jit
@@ -62,35 +99,8 @@ def _norm_kernel(
     cols = tl.arange(0, BLOCK)
     if ONE_PASS:
         rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
-        mask = (rows[:, None] < R) & (cols[None, :] < N)
-        x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        if RMS:
-            rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + eps)
-            y = x * rstd[:, None]
-        else:
-            if x_ptr.dtype.element_ty == tl.float32:  # fp32 output: the exact form, mean then variance
-                mean = tl.sum(x, axis=1) / N
-                xc = tl.where(mask, x - mean[:, None], 0.0)
-                var = tl.sum(xc * xc, axis=1) / N
-            else:
-                # 16-bit output: sum and sum of squares in one reduction (one round of cross-warp exchanges, not
-                # two in a row: at 2048x32768 on the H200 the mean-then-variance form reached 72% of copy
-                # bandwidth where RMSNorm's single reduction reached 86%), of data shifted by the row's first
-                # element so a large mean does not cancel the variance. Its last-bit error in fp32 is below the
-                # 16-bit rounding of the output.
-                shift = tl.load(x_ptr + rows * stride_x, mask=rows < R, other=0.0).to(tl.float32)
-                xs = tl.where(mask, x - shift[:, None], 0.0)
-                s1, s2 = tl.reduce((xs, xs * xs), 1, _add_pair)
-                m1 = s1 / N
-                var = tl.maximum(s2 / N - m1 * m1, 0.0)
-                xc = xs - m1[:, None]
-            rstd = 1.0 / tl.sqrt(var + eps)
-            y = xc * rstd[:, None]
-        if HAS_W:
-            y = y * (tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32) + W_OFFSET)[None, :]
-        if HAS_B:
-            y = y + tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
-        tl.store(out_ptr + rows[:, None] * stride_o + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+        _rows_in_registers(x_ptr, w_ptr, b_ptr, out_ptr, rows, cols, R, N, stride_x, stride_o, eps, RMS, HAS_W, HAS_B,
+                           W_OFFSET)
     else:
         row = tl.program_id(0).to(tl.int64)
         x_row = x_ptr + row * stride_x
@@ -124,6 +134,52 @@ def _norm_kernel(
             if HAS_B:
                 y = y + tl.load(b_ptr + c0 + cols, mask=mask, other=0.0).to(tl.float32)
             tl.store(o_row + c0 + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# The persistent form for wide rows: one program per SM walks rows, and its row loop has an explicit stage count, so
+# Triton's pipeliner copies the next row into shared memory (cp.async) while this one is reduced and written (a
+# loop without dot products is pipelined only when tl.range names num_stages). One program a row leaves an SM with
+# no loads in flight while it reduces: 2048x32768 LayerNorm reached 72-78% of copy bandwidth on the H200. Compiled
+# here for sm_90 (triton 3.7.1, no GPU needed to compile): x's loads become cp.async into shared memory, and so do
+# the scale's and shift's (staged too: LayerNorm at 32768 wide takes 192 KB at 2 stages, 3 do not fit); no spills.
+_PERSISTENT_GPU = [triton.Config({"STAGES": st}, num_warps=w) for w in (8, 16, 32) for st in (2, 3)]
+_PERSISTENT_INTERP = [triton.Config({"STAGES": 2}, num_warps=4)]
+
+
+@triton.autotune(configs(_PERSISTENT_GPU, _PERSISTENT_INTERP), key=["N", "BLOCK", "RMS", "HAS_W", "HAS_B"],
+                 prune_configs_by={"early_config_prune": _fitting})
+@triton.jit
+def _norm_persistent_kernel(x_ptr, w_ptr, b_ptr, out_ptr, R, N, stride_x, stride_o, eps,
+                            RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, W_OFFSET: tl.constexpr,
+                            BLOCK: tl.constexpr, STAGES: tl.constexpr):
+    """_norm_kernel's one-pass path (BLOCK >= N), rows pid, pid + programs, ...; STAGES rows in flight."""
+    cols = tl.arange(0, BLOCK)
+    for row in tl.range(tl.program_id(0), R, tl.num_programs(0), num_stages=STAGES):
+        rows = (tl.arange(0, 1) + row).to(tl.int64)
+        _rows_in_registers(x_ptr, w_ptr, b_ptr, out_ptr, rows, cols, R, N, stride_x, stride_o, eps, RMS, HAS_W, HAS_B,
+                           W_OFFSET)
+
+
+def norm_persistent(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+                    rms: bool, w_offset: float = 0.0) -> torch.Tensor:
+    """The persistent pipelined kernel over x's rows (rows of at most MAX_FUSED elements). Not the op's path yet:
+    kernels.bench's norm-persistent rows time it beside the op's kernel first."""
+    _check(x, weight, bias)
+    N = x.shape[-1]
+    if N > MAX_FUSED:
+        raise ValueError(f"rows of {N} elements do not fit in registers (at most {MAX_FUSED})")
+    x2 = x.reshape(-1, N)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    R = x2.shape[0]
+    out = torch.empty((R, N), dtype=x.dtype, device=x.device)
+    if R and N:
+        programs = min(R, sm_programs(x.device))
+        _norm_persistent_kernel[(programs,)](
+            x2, weight if weight is not None else x2, bias if bias is not None else x2, out, R, N, x2.stride(0),
+            out.stride(0), eps, RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None, W_OFFSET=w_offset,
+            BLOCK=triton.next_power_of_2(N))
+    return out.reshape(x.shape)
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:

@@ -98,6 +98,18 @@ def test_norms_gpu(shape, dtype):
              norms.layer_norm_reference(x, w, b))
 
 
+@pytest.mark.parametrize("dtype", LP)
+@pytest.mark.parametrize("shape", [(2048, 32768), (97, 1025), (1000, 8192)])  # fewer and more rows than SMs
+def test_norm_persistent_gpu(shape, dtype):
+    """The persistent kernel compiled (its row loop pipelined: the interpreter runs it as a plain loop)."""
+    x = torch.randn(shape, device="cuda", dtype=dtype) * 3 + 1
+    w, b = torch.randn(shape[-1], device="cuda", dtype=dtype), torch.randn(shape[-1], device="cuda", dtype=dtype)
+    check_2x(norms.norm_persistent(x, w, None, 1e-6, True), norms.rms_norm_reference(x.float(), w.float()),
+             torch.nn.functional.rms_norm(x, (shape[-1],), w, 1e-6))
+    check_2x(norms.norm_persistent(x, w, b, 1e-5, False), norms.layer_norm_reference(x.float(), w.float(), b.float()),
+             norms.layer_norm_reference(x, w, b))
+
+
 def test_compile_and_export_trace_the_triton_ops():
     def f(x, w, q):
         return norms.rms_norm(linear_act.linear_act(x, w, None, "gelu"), None), attention.attention(q, q, q, causal=True)

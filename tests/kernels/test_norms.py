@@ -70,3 +70,28 @@ def test_fixed_warps_is_the_same_kernel(rms):
         torch.testing.assert_close(norms.norm_fixed(x, w, bias, 1e-5, rms, nw), auto, rtol=0, atol=0)
     with pytest.raises(ValueError, match="num_warps"):
         norms.norm_fixed(x, w, bias, 1e-5, rms, 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(7, 97), (2, 5, 123), (9, 1025), (1, 4096)])  # rows not a multiple of programs
+@pytest.mark.parametrize("rms, affine", [(True, True), (False, True), (False, False)])
+def test_persistent_kernel_matches_the_reference(shape, dtype, rms, affine):
+    """norm_persistent: programs walk rows in a pipelined loop (4 programs under the interpreter, so 7 and 9 rows
+    leave some programs a row fewer than others)."""
+    x, w, b = _inputs(shape, dtype, shape[-1] + 2, shift=0.0 if rms else 20.0)
+    w, b = (w, None if rms else b) if affine else (None, None)
+    out = norms.norm_persistent(x, w, b, 1e-5, rms)
+    f = [t.float() if t is not None else None for t in (x, w, b)]
+    if rms:
+        ref32, lp = norms.rms_norm_reference(f[0], f[1], 1e-5), norms.rms_norm_reference(x, w, 1e-5)
+    else:
+        ref32, lp = norms.layer_norm_reference(*f, 1e-5), norms.layer_norm_reference(x, w, b, 1e-5)
+    check_2x(out, ref32, None if dtype == torch.float32 else lp)
+    assert out.shape == x.shape and out.dtype == x.dtype
+
+
+def test_persistent_kernel_refuses_rows_wider_than_registers():
+    with pytest.raises(ValueError, match="do not fit in registers"):
+        norms.norm_persistent(torch.randn(2, norms.MAX_FUSED + 1, device=DEVICE), None, None, 1e-5, True)
+    with pytest.raises(ValueError, match="normalized dimension"):
+        norms.norm_persistent(torch.randn(2, 8, device=DEVICE), torch.ones(9, device=DEVICE), None, 1e-5, True)

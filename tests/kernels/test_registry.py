@@ -156,16 +156,19 @@ def test_bench_goals_compare_against_the_same_runs_rows():
     assert "| attention causal" not in text  # no causal rows measured: no claim about them
 
 
-def test_bench_warp_table_names_the_best_fixed_count_against_copy():
+def test_bench_variant_table_names_the_best_norm_variant_against_copy():
     bench = pytest.importorskip("kernels.bench")
     base = {"op": "rms_norm", "shape": "65536x1024", "dtype": "bfloat16", "causal": None, "ms": 0.1, "tflops": 0.0}
     rows = [base | {"provider": p, "gbps": g} for p, g in
             (("kpt", 2000.0), ("kpt_w4", 3800.0), ("kpt_w8", 3900.0), ("kpt_w16", 2000.0), ("kpt_w32", 1000.0))]
     rows.append(base | {"op": "copy", "provider": "torch", "gbps": 4000.0})
-    table = bench.warp_table(rows)
+    table = bench.variant_table(rows)
     assert table[2] == "| rms_norm | 65536x1024 | bfloat16 | 50% | 95% | 98% | 50% | 25% | kpt_w8 |"
-    assert bench.warp_table([r for r in rows if not r["provider"].startswith("kpt_w")]) == []
-    assert "## Norms: each warp count" in bench.markdown(rows, "dev", "v", "cmd")
+    assert bench.variant_table([r for r in rows if not r["provider"].startswith("kpt_w")]) == []
+    assert "## Norms: each kernel variant" in bench.markdown(rows, "dev", "v", "cmd")
+    persistent = [r for r in rows if r["provider"] in ("kpt", "torch")] + [base | {"provider": "kpt_persistent",
+                                                                                   "gbps": 3600.0}]
+    assert bench.variant_table(persistent)[2] == "| rms_norm | 65536x1024 | bfloat16 | 50% | 90% | kpt_persistent |"
 
 
 def test_measure_times_providers_in_rotating_rounds():

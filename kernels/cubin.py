@@ -1,0 +1,91 @@
+"""What a kernel compiles to on a GPU this machine may not have: Triton compiles for any target without a device
+(ptxas and cuobjdump ship in its wheel), so shared memory, registers, stack (spills) and whether a loop's loads
+were pipelined (cp.async into shared memory) can be checked in CI and before a GPU run.
+
+    python -m kernels.cubin [--warps 16,32] [--stages 2,3]   # the persistent norm kernel at 32768 wide, sm_90: JSON lines
+
+Run it without TRITON_INTERPRET (under the interpreter triton.jit gives no compilable function).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+HOPPER = GPUTarget("cuda", 90, 32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    shared_bytes: int  # static and dynamic shared memory of one program
+    registers: int  # per thread
+    stack_bytes: int  # per thread: spilled registers and local arrays (0 for a kernel that does not spill)
+    async_copies: int  # cp.async copies into shared memory in the Triton GPU IR (pipelined loads)
+
+
+def cuobjdump() -> str | None:
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    return path if os.access(path, os.X_OK) else None
+
+
+def resources(fn: triton.JITFunction, signature: dict, constexprs: dict, num_warps: int,
+              divisible: tuple[str, ...] = (), target: GPUTarget = HOPPER) -> Resources:
+    """Compiles fn (a JITFunction, not the autotuner around it) for target. signature: argument name -> Triton type
+    ("*bf16", "i32", "fp32", or "constexpr" for those in constexprs); divisible: the arguments a launch would
+    specialize as multiples of 16 (pointers and sizes that are), which decides vector widths as a launch does."""
+    tool = cuobjdump()
+    if tool is None:
+        raise FileNotFoundError("cuobjdump is not in this triton wheel (backends/nvidia/bin)")
+    names = list(signature)
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in divisible}
+    compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs), target=target,
+                              options={"num_warps": num_warps})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(compiled.asm["cubin"])
+        usage = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True, check=True).stdout
+    fields = dict(item.split(":", 1) for line in usage.splitlines() if "REG:" in line
+                  for item in line.split("Resource usage:")[-1].split() if ":" in item)
+    return Resources(compiled.metadata.shared, int(fields["REG"]), int(fields["STACK"]),
+                     compiled.asm["ttgir"].count("async_copy_global_to_local"))
+
+
+def norm_signature(dtype: str = "bf16") -> dict:
+    """kernels.norms._norm_persistent_kernel's arguments."""
+    return {"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "out_ptr": f"*{dtype}", "R": "i32",
+            "N": "i32", "stride_x": "i32", "stride_o": "i32", "eps": "fp32", "RMS": "constexpr", "HAS_W": "constexpr",
+            "HAS_B": "constexpr", "W_OFFSET": "constexpr", "BLOCK": "constexpr", "STAGES": "constexpr"}
+
+
+NORM_DIVISIBLE = ("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "stride_x", "stride_o")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--warps", default="16,32")
+    ap.add_argument("--stages", default="2,3")
+    args = ap.parse_args(argv)
+    from kernels import norms
+
+    for rms in (True, False):
+        for warps in map(int, args.warps.split(",")):
+            for stages in map(int, args.stages.split(",")):
+                consts = {"RMS": rms, "HAS_W": True, "HAS_B": not rms, "W_OFFSET": 0.0, "BLOCK": 32768, "STAGES": stages}
+                r = resources(norms._norm_persistent_kernel.fn, norm_signature(), consts, warps, NORM_DIVISIBLE)
+                row = {"op": "rms_norm" if rms else "layer_norm", "n": 32768, "warps": warps, "stages": stages}
+                sys.stdout.write(json.dumps(row | dataclasses.asdict(r)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""The persistent norm kernel compiled for sm_90 on this machine (no GPU needed to compile): its row loop is
+pipelined (cp.async into shared memory), it fits an H100's shared memory at 2 stages, and it does not spill."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+H100_SHARED_BYTES = 232448  # 227 KB: the most shared memory one program may take on sm_90
+
+
+def test_persistent_norm_is_pipelined_fits_and_does_not_spill():
+    pytest.importorskip("triton")
+    from kernels import cubin
+
+    if cubin.cuobjdump() is None:
+        pytest.skip("this triton wheel ships no cuobjdump")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the interpreter has nothing to compile
+    out = subprocess.run([sys.executable, "-m", "kernels.cubin", "--warps", "32", "--stages", "2"], env=env, text=True,
+                         capture_output=True, timeout=300, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {r["op"]: r for r in map(json.loads, out.stdout.splitlines())}
+    assert set(rows) == {"rms_norm", "layer_norm"}
+    for op, r in rows.items():
+        loads = 2 if op == "rms_norm" else 3  # x and the scale, plus the shift for LayerNorm
+        assert r["async_copies"] >= loads, r  # each staged load appears in the prologue and the loop
+        assert r["stack_bytes"] == 0, r
+        assert 32768 * 2 * loads <= r["shared_bytes"] <= H100_SHARED_BYTES, r
