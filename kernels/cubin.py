@@ -20,6 +20,7 @@ import tempfile
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from triton.runtime.autotuner import Autotuner
 
 HOPPER = GPUTarget("cuda", 90, 32)
 
@@ -38,17 +39,19 @@ def cuobjdump() -> str | None:
 
 
 def resources(fn: triton.JITFunction, signature: dict, constexprs: dict, num_warps: int,
-              divisible: tuple[str, ...] = (), target: GPUTarget = HOPPER) -> Resources:
-    """Compiles fn (a JITFunction, not the autotuner around it) for target. signature: argument name -> Triton type
+              divisible: tuple[str, ...] = (), target: GPUTarget = HOPPER, num_stages: int = 3) -> Resources:
+    """Compiles fn (a JITFunction, or the autotuner around one) for target with num_warps and num_stages. signature: argument name -> Triton type
     ("*bf16", "i32", "fp32", or "constexpr" for those in constexprs); divisible: the arguments a launch would
     specialize as multiples of 16 (pointers and sizes that are), which decides vector widths as a launch does."""
     tool = cuobjdump()
     if tool is None:
         raise FileNotFoundError("cuobjdump is not in this triton wheel (backends/nvidia/bin)")
+    if isinstance(fn, Autotuner):
+        fn = fn.fn
     names = list(signature)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in divisible}
     compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs), target=target,
-                              options={"num_warps": num_warps})
+                              options={"num_warps": num_warps, "num_stages": num_stages})
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
         with open(path, "wb") as f:
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         for warps in map(int, args.warps.split(",")):
             for stages in map(int, args.stages.split(",")):
                 consts = {"RMS": rms, "HAS_W": True, "HAS_B": not rms, "W_OFFSET": 0.0, "BLOCK": 32768, "STAGES": stages}
-                r = resources(norms._norm_persistent_kernel.fn, norm_signature(), consts, warps, NORM_DIVISIBLE)
+                r = resources(norms._norm_persistent_kernel, norm_signature(), consts, warps, NORM_DIVISIBLE)
                 row = {"op": "rms_norm" if rms else "layer_norm", "n": 32768, "warps": warps, "stages": stages}
                 sys.stdout.write(json.dumps(row | dataclasses.asdict(r)) + "\n")
     return 0
