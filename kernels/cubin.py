@@ -40,9 +40,10 @@ def cuobjdump() -> str | None:
 
 def resources(fn: triton.JITFunction, signature: dict, constexprs: dict, num_warps: int,
               divisible: tuple[str, ...] = (), target: GPUTarget = HOPPER, num_stages: int = 3) -> Resources:
-    """Compiles fn (a JITFunction, or the autotuner around one) for target with num_warps and num_stages. signature: argument name -> Triton type
-    ("*bf16", "i32", "fp32", or "constexpr" for those in constexprs); divisible: the arguments a launch would
-    specialize as multiples of 16 (pointers and sizes that are), which decides vector widths as a launch does."""
+    """Compiles fn (a JITFunction, or the autotuner around one) for target with num_warps and num_stages.
+    signature: argument name -> Triton type ("*bf16", "i32", "fp32", or "constexpr" for those in constexprs);
+    divisible: the arguments a launch would specialize as multiples of 16 (pointers and sizes that are), which
+    decides vector widths as a launch does."""
     tool = cuobjdump()
     if tool is None:
         raise FileNotFoundError("cuobjdump is not in this triton wheel (backends/nvidia/bin)")

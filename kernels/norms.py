@@ -152,7 +152,8 @@ _PERSISTENT_INTERP = [triton.Config({"STAGES": 2}, num_warps=4)]
 def _norm_persistent_kernel(x_ptr, w_ptr, b_ptr, out_ptr, R, N, stride_x, stride_o, eps,
                             RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, W_OFFSET: tl.constexpr,
                             BLOCK: tl.constexpr, STAGES: tl.constexpr):
-    """_norm_kernel's one-pass path (BLOCK >= N), rows pid, pid + programs, ...; STAGES rows in flight."""
+    """_norm_kernel's one-pass path (BLOCK >= N) over rows pid, pid + programs, ...; STAGES: the pipeliner's stage
+    count (2: the next row's loads in flight while this row is reduced and written)."""
     cols = tl.arange(0, BLOCK)
     for row in tl.range(tl.program_id(0), R, tl.num_programs(0), num_stages=STAGES):
         rows = (tl.arange(0, 1) + row).to(tl.int64)
