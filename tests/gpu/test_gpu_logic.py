@@ -434,3 +434,44 @@ def test_unfused_bias_rides_on_the_tuned_compile_and_the_pass_choice_beats_the_s
     monkeypatch.setenv("KPT_GPU_UNFUSED_BIAS", "1")
     assert gcompile._wanted(None, "KPT_GPU_UNFUSED_BIAS")
     assert not gcompile._wanted(False, "KPT_GPU_UNFUSED_BIAS")
+
+
+@pytest.mark.parametrize("rewritten", [True, False])
+def test_a_failed_build_with_gemm_written_casts_is_built_again_without_them(tmp_path, kpt_cache_dir, monkeypatch,
+                                                                             rewritten):
+    """kpt.gpu.casts is judged supported from this torch's sources, not from a run: a build with the rewrite that
+    fails is retried once without it, and says so. Here (AOTInductor for the CPU) the rewrite's report and the
+    failure are stood in for; a build without the rewrite that fails is not retried."""
+    from kpt.gpu import casts
+    from kpt.gpu.compile import GpuInductorAOT
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 8)).eval()
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(4), inp.Dim(32))),))
+    work = Work(model, spec, "cpu", str(tmp_path))
+    real_export, real_aoti, asked = gcompile.export_for_compile, torch._inductor.aoti_compile_and_package, []
+
+    def export(w, output_casts=True):
+        ep, done = real_export(w, output_casts)
+        asked.append(output_casts)
+        return ep, (f"1 {casts.DONE}" if output_casts and rewritten else done)
+
+    def aoti(ep, **kw):
+        if asked[-1]:
+            raise RuntimeError("no C shim for aten.mm.dtype\nsecond line")
+        return real_aoti(ep, **kw)
+
+    monkeypatch.setattr(gcompile, "export_for_compile", export)
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", aoti)
+    if not rewritten:
+        with pytest.raises(Unsupported, match="no C shim for aten.mm.dtype"):
+            apply(GpuInductorAOT(max_autotune="off", cache=False), work, "LEVEL_O1")
+        assert asked == [True]
+        return
+    row = apply(GpuInductorAOT(max_autotune="off", cache=False), work, "LEVEL_O1")
+    assert asked == [True, False]
+    assert row["reason"].endswith("output casts left to their own kernel: the build with them done by the GEMM failed "
+                                  "(RuntimeError: no C shim for aten.mm.dtype)"), row["reason"]
+    x = inp.generate(spec, seed=1)
+    with torch.inference_mode():
+        torch.testing.assert_close(runtime.load_aoti(work.artifact.path)(*x), model(*x))

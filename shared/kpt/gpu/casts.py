@@ -29,6 +29,7 @@ REDUCED = (torch.bfloat16, torch.float16)
 # A product of fewer rows (a decode step's matrix-vector product) keeps Inductor's reduction kernel, which casts
 # its small output as it stores it; the cast kernel costs at GPT-2's 4096 rows and a prefill's 2048.
 MIN_ROWS = 64
+DONE = "fp32 output cast(s) done by their GEMM"  # what fuse_output_casts reports, after the count
 # The C functions an AOTInductor package may call for ATen ops on CUDA.
 SHIM = os.path.join(os.path.dirname(torch.__file__), "include", "torch", "csrc", "inductor", "aoti_torch", "generated",
                     "c_shim_cuda.h")
@@ -130,4 +131,4 @@ def fuse_output_casts(ep: torch.export.ExportedProgram) -> str:
     graph.lint()
     ep.graph_module.recompile()
     log.debug("%d fp32 output cast(s) done by their GEMM", done)
-    return f"{done} fp32 output cast(s) done by their GEMM"
+    return f"{done} {DONE}"

@@ -27,7 +27,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from kpt import settings
-from kpt.gpu import cache, runtime
+from kpt.gpu import cache, casts, runtime
 from kpt.gpu.exported import export_for_compile
 from kpt.gpu.passes import attention_context, attention_order
 from kpt.optimize.inductor import link_options
@@ -169,12 +169,36 @@ def _tma(cfg: GpuInductorAOT) -> bool:
 
 @register(GpuInductorAOT)
 def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
+    """Export (kpt.gpu.exported), decide the options, build and check the package, or copy it from the cache. A build
+    whose fp32 output casts were rewritten into their GEMM (kpt.gpu.casts, judged supported from this torch's
+    Inductor and C shim, not from a run) that fails to compile or to load is built once more without that rewrite;
+    the reason says so. Any other failure, or a second one, is the pass's."""
     order = attention_order(work.module)
     path = os.path.join(work.workdir, cfg.file)
     os.makedirs(work.workdir, exist_ok=True)
     t0 = time.perf_counter()
     with attention_context(order):
         ep, rewrites = export_for_compile(work)
+    try:
+        return _build(cfg, work, ep, rewrites, order, path, t0)
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever broke the build with the rewrite, the retry without it decides
+        if casts.DONE not in rewrites:
+            raise
+        first = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+        log.warning("the build with its fp32 output casts done by their GEMM failed (%s); building without them", first)
+        work.say("building again without the GEMM-written output casts (that build failed)")
+    with attention_context(order):
+        ep, rewrites = export_for_compile(work, output_casts=False)
+    out = _build(cfg, work, ep, rewrites, order, path, t0)
+    return Outcome(out.applied, f"{out.detail}; output casts left to their own kernel: the build with them done by "
+                                f"the GEMM failed ({first})")
+
+
+def _build(cfg: GpuInductorAOT, work: Work, ep: torch.export.ExportedProgram, rewrites: str, order: tuple,
+           path: str, t0: float) -> Outcome:
+    """_compile's package from ep: from the cache, or compiled, checked in a fresh process and stored."""
     tune, cd, why = _decide(cfg, gemm_problems(ep))
     if rewrites:
         why += ("; " if why else "") + rewrites
