@@ -165,13 +165,10 @@ def norm_persistent(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Te
                     rms: bool, w_offset: float = 0.0) -> torch.Tensor:
     """The persistent pipelined kernel over x's rows (rows of at most MAX_FUSED elements). Not the op's path yet:
     kernels.bench's norm-persistent rows time it beside the op's kernel first."""
-    _check(x, weight, bias)
+    x2 = _rows(x, weight, bias)
     N = x.shape[-1]
     if N > MAX_FUSED:
         raise ValueError(f"rows of {N} elements do not fit in registers (at most {MAX_FUSED})")
-    x2 = x.reshape(-1, N)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
     R = x2.shape[0]
     out = torch.empty((R, N), dtype=x.dtype, device=x.device)
     if R and N:
@@ -181,6 +178,13 @@ def norm_persistent(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Te
             out.stride(0), eps, RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None, W_OFFSET=w_offset,
             BLOCK=triton.next_power_of_2(N))
     return out.reshape(x.shape)
+
+
+def _rows(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    """x checked against the weight and bias, as [rows, N] with unit stride along N (a copy only where needed)."""
+    _check(x, weight, bias)
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:
@@ -206,11 +210,8 @@ def norm_op(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | N
 def _run(kernel, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,  # noqa: ANN001
          rms: bool, w_offset: float, block: int, extra: dict) -> torch.Tensor:
     """Launches kernel (the autotuned one, or the bare JITFunction with launch options in extra) over x's rows."""
-    _check(x, weight, bias)
+    x2 = _rows(x, weight, bias)
     N = x.shape[-1]
-    x2 = x.reshape(-1, N)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
     out = torch.empty((x2.shape[0], N), dtype=x.dtype, device=x.device)
     BLOCK = block or min(triton.next_power_of_2(N), MAX_FUSED)
     R = x2.shape[0]

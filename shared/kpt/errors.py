@@ -8,6 +8,12 @@ vocabulary whether a call was refused at once or a job failed later.
 from __future__ import annotations
 
 
+def cause(e: BaseException, limit: int = 300) -> str:
+    """An exception in one line for a report: its type and its message's first line (at most limit characters)."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:limit] if text else ''}"
+
+
 class KptError(Exception):
     code = "INTERNAL"
     grpc_status = "INTERNAL"  # grpc.StatusCode member name; grpc is not imported here

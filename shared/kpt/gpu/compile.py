@@ -27,6 +27,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from kpt import settings
+from kpt.errors import cause
 from kpt.gpu import cache, casts, runtime
 from kpt.gpu.exported import export_for_compile
 from kpt.gpu.passes import attention_context, attention_order
@@ -186,7 +187,7 @@ def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
     except Exception as e:  # noqa: BLE001 - whatever broke the build with the rewrite, the retry without it decides
         if casts.DONE not in rewrites:
             raise
-        first = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+        first = cause(e, 200)
         log.warning("the build with its fp32 output casts done by their GEMM failed (%s); building without them", first)
         work.say("building again without the GEMM-written output casts (that build failed)")
     with attention_context(order):

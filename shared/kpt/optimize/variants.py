@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from kpt.errors import KptError
+from kpt.errors import KptError, cause
 from kpt.optimize import accuracy, bench, ort
 from kpt.optimize import inputs as inp
 from kpt.optimize.graph_passes import CastBoundary
@@ -89,7 +89,7 @@ def guarded(name: str, build: Callable[[], Variant]) -> Variant:
         return failed(name, e.message)
     except Exception as e:  # noqa: BLE001 - torch.compile/onnx failures vary by model; reported, not hidden
         log.warning("variant %s could not be built", name, exc_info=True)
-        return failed(name, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}")
+        return failed(name, cause(e))
 
 
 def cpu_timing(fns: dict, spec: inp.InputSpec, settings: bench.Settings, device: str) -> tuple[dict, dict]:
