@@ -8,7 +8,7 @@ accumulates in fp32 as the bf16 GEMM does, and stores fp32, so the logits also s
 
 fuse_output_casts rewrites, in the exported program, each fp32 cast whose input is a bias-free linear in bf16 or
 fp16 that nothing else uses (an LM head, a classifier without bias) into mm(out_dtype=float32) over the
-flattened input, for products of at least MIN_ROWS rows. Only where Inductor lowers mm's out_dtype (it then
+flattened input, for products of at least MIN_ROWS rows whose dimensions are multiples of ALIGN. Only where Inductor lowers mm's out_dtype (it then
 calls cuBLAS: torch 2.13's Inductor offers no Triton template for an out_dtype) and for a CUDA device:
 aten.mm.dtype has no CPU kernel.
 """
@@ -29,6 +29,11 @@ REDUCED = (torch.bfloat16, torch.float16)
 # A product of fewer rows (a decode step's matrix-vector product) keeps Inductor's reduction kernel, which casts
 # its small output as it stores it; the cast kernel costs at GPT-2's 4096 rows and a prefill's 2048.
 MIN_ROWS = 64
+# cuBLAS's fast GEMMs need 16-byte aligned rows. Inductor pads a plain mm's operands to reach them (pad_mm), not an
+# mm.dtype: on the H200, GPT-2's 50257-wide LM head writing fp32 ran cutlass_75_tensorop_s1688gemm_bf16_128x128_tn
+# _align1 in 3.35 ms, where the padded bf16 GEMM and its cast kernel take under 0.8 ms (2026-12-04). A product
+# with a width or depth that is not a multiple of 8 elements keeps its cast.
+ALIGN = 8
 DONE = "fp32 output cast(s) done by their GEMM"  # what fuse_output_casts reports, after the count
 # The C functions an AOTInductor package may call for ATen ops on CUDA.
 SHIM = os.path.join(os.path.dirname(torch.__file__), "include", "torch", "csrc", "inductor", "aoti_torch", "generated",
@@ -82,8 +87,8 @@ def _head(cast: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | None:
         return None
     if xv.dtype not in REDUCED or wv.dtype != xv.dtype or wv.dim() != 2 or xv.dim() < 2:
         return None
-    if not all(isinstance(d, int) for d in wv.shape):
-        return None
+    if not all(isinstance(d, int) for d in wv.shape) or any(d % ALIGN for d in wv.shape):
+        return None  # an unaligned width or depth: cuBLAS's slow kernels, as measured above
     rows = 1
     for d in xv.shape[:-1]:
         rows *= d if isinstance(d, int) else MIN_ROWS  # a dynamic dim: a prefill-sized product, as far as known
