@@ -137,10 +137,12 @@ def test_kernel_trials_are_timed_as_graph_replays_where_both_capture():
     x = (torch.randn(4, 64, device=DEVICE),)
     base, trial = _Layers().to(DEVICE).eval(), _Layers().to(DEVICE).eval()
     replayed = time_trial(base, trial, x)
-    assert replayed["graphs"] == 1
-    eager = time_trial(_Layers(sync=True).to(DEVICE).eval(), trial, x)
+    assert replayed["graphs"] == 1 and replayed["compiled"] == 1
+    eager = time_trial(_Layers(sync=True).to(DEVICE).eval(), trial, x)  # compiles (around its graph break)
     assert eager["graphs"] == 0
-    assert all(t[k] > 0 for t in (replayed, eager) for k in ("base_ms", "trial_ms"))
+    uncompiled = time_trial(base, trial, x, compiled=False)
+    assert uncompiled["graphs"] == 1 and uncompiled["compiled"] == 0
+    assert all(t[k] > 0 for t in (replayed, eager, uncompiled) for k in ("base_ms", "trial_ms"))
 
 
 def test_vit_package_runs_a_fused_attention_kernel(tmp_path, kpt_cache_dir):

@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from kpt import settings
+from kpt.errors import cause
 from kpt.gpu import bench as gpu_bench
 from kpt.gpu import cache, runtime
 from kpt.gpu.exported import export_for_compile
@@ -300,13 +301,13 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
         trial = apply(work.module)  # a new module: the current one stays as it is
         # Kept under KPT_CACHE_DIR like the attention order: the same model on the same device decides the same
         # way (and so finds its compiled package) instead of re-timing within noise.
-        key = cache.choice_key("custom_kernels", {"candidate": name, "model": _structure(work.module), "timed": "graphs",
+        key = cache.choice_key("custom_kernels", {"candidate": name, "model": _structure(work.module), "timed": "compiled graphs",
                                                   "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
                                                   "device": torch.cuda.get_device_name(work.device)})
         times, reused = cache.decided(settings.get("KPT_CACHE_DIR"), key,
                                       lambda m=work.module, t=trial: time_trial(m, t, x))
         base, t = times["base_ms"], times["trial_ms"]
-        how = "" if times.get("graphs") else " eager"
+        how = ("" if times.get("compiled") else " uncompiled") + ("" if times.get("graphs") else " eager")
         measured.append(f"{name} {base:.3f} -> {t:.3f} ms{how}" + (" (measured by an earlier job)" if reused else ""))
         if base / t >= cfg.min_speedup:
             work.module = trial
@@ -316,29 +317,46 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
     return Outcome(False, "no kernel from kernels/ measured faster" + (f": {'; '.join(measured)}" if measured else ""))
 
 
-def time_trial(base: torch.nn.Module, trial: torch.nn.Module, x: tuple[torch.Tensor, ...]) -> dict[str, float]:
-    """Median ms of base and trial on x, each replayed as a CUDA graph where both can be captured ("graphs": 1).
+def time_trial(base: torch.nn.Module, trial: torch.nn.Module, x: tuple[torch.Tensor, ...],
+               compiled: bool = True) -> dict[str, float]:
+    """Median ms of base and trial on x, each compiled by Inductor (torch.compile's default mode: "compiled": 1)
+    and replayed as a CUDA graph where both can be captured ("graphs": 1).
 
-    The compile pass's package replays graphs (kpt.gpu.graphs), so that is the time the swap changes. Timed
-    eagerly, a launch-bound model (a decode step: hundreds of small kernels) measures the host's dispatch
-    instead: the 1B Llama's decode-attention kernel lost an eager trial (35.8 -> 40.3 ms a step) while its
-    kernels take less device time than the copy and SDPA they replace. A model that cannot be captured is
-    timed eagerly ("graphs": 0)."""
-    eager = {"base_ms": lambda: base(*x), "trial_ms": lambda: trial(*x)}
+    The package is Inductor's code replayed as graphs (kpt.gpu.graphs), so that is the time the swap changes.
+    Uncompiled, a norm counts as the six kernels eager PyTorch runs, where Inductor fuses it into its neighbours:
+    the 1B Llama's decode step kept kpt_norms (3.222 -> 2.783 ms, eager replayed) and its package then spent
+    0.108 ms in 45 norm launches that Inductor's build had fused into the next matrix-vector product (H200,
+    2026-12-04). Timed eagerly, a launch-bound model measures the host's dispatch instead of its kernels (the
+    decode attention lost an eager trial, 35.8 -> 40.3 ms, while taking less device time than what it replaces).
+    A model Inductor cannot compile is timed uncompiled ("compiled": 0), one that cannot be captured eagerly
+    ("graphs": 0)."""
+    runners: dict[str, Callable] = {"base_ms": base, "trial_ms": trial}
+    done = 0
+    if compiled:
+        from torch._dynamo.exc import TorchDynamoException
+
+        try:
+            candidates = {n: torch.compile(m, dynamic=False) for n, m in runners.items()}
+            with torch.inference_mode():
+                for c in candidates.values():
+                    c(*x)  # compiles
+            runners, done = candidates, 1
+        except (RuntimeError, TorchDynamoException) as e:
+            log.info("kernel trial timed uncompiled: Inductor could not compile it (%s)", cause(e, 200))
+    eager = {n: (lambda r=r: r(*x)) for n, r in runners.items()}
     try:
-        graphed = {n: runtime.GraphedRunner(m) for n, m in (("base_ms", base), ("trial_ms", trial))}
+        graphed = {n: runtime.GraphedRunner(r) for n, r in runners.items()}
         with torch.inference_mode():
             for g in graphed.values():
                 g(*x)  # captures
     except RuntimeError as e:  # a host sync, a CPU op or an allocation the graph cannot hold
-        log.info("kernel trial timed eagerly: the model cannot be captured as a CUDA graph (%s)",
-                 str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__)
+        log.info("kernel trial timed eagerly: the model cannot be captured as a CUDA graph (%s)", cause(e, 200))
         torch.cuda.synchronize()
-        return {**gpu_bench.compare(eager), "graphs": 0}
+        return {**gpu_bench.compare(eager), "graphs": 0, "compiled": done}
     times = gpu_bench.compare({n: (lambda g=g: g(*x)) for n, g in graphed.items()})
     del graphed  # the graphs' private pools go with them
     torch.cuda.empty_cache()
-    return {**times, "graphs": 1}
+    return {**times, "graphs": 1, "compiled": done}
 
 
 def _structure(module: torch.nn.Module) -> str:
