@@ -139,6 +139,48 @@ def test_quantization_choice_says_why_not():
     assert "neither fp8 nor int8" in quantize.choose(999, frozenset({"fp32", "bf16"}), "x", True, 64)
 
 
+class _Mlp(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = torch.nn.Linear(256, 512), torch.nn.Linear(512, 256)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.relu(self.up(x)))
+
+
+@pytest.mark.parametrize("base_ms, trial_ms, kept", [(2.0, 1.0, True), (1.0, 1.3, False), (1.0, 0.99, False)])
+def test_quantization_is_kept_only_where_it_measures_faster(monkeypatch, tmp_path, base_ms, trial_ms, kept):
+    """The decision around torchao's int8 weight-only swap; the times are given (time_trial needs a GPU):
+    slower, or faster by less than 2%, and the model is the unquantized one again, its precision too."""
+    monkeypatch.setattr(quantize, "_needs", lambda work, precision: None)  # the schemes' GPU check
+    monkeypatch.setattr(quantize, "_unmeasured", lambda work: "")
+    timed = []
+    monkeypatch.setattr(quantize, "_timed", lambda picked, base, work: timed.append((base, work.module)) or (
+        {"base_ms": base_ms, "trial_ms": trial_ms, "graphs": 1, "compiled": 1}, False))
+    model = _Mlp().eval()
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(1), inp.Dim(256))),))
+    work = Work(model, spec, "cpu", str(tmp_path), allowed=frozenset({"fp32", "int8"}))
+    row = apply(quantize.QuantizeForDevice(), work, "LEVEL_O3")
+    (base, trial), = timed
+    assert base is not trial and type(base.up.weight) is torch.nn.Parameter  # a copy taken before quantizing
+    assert type(trial.up.weight) is not torch.nn.Parameter  # torchao's int8 tensor subclass
+    assert row["applied"] is kept, row["reason"]
+    assert work.precision == ("int8" if kept else "fp32")
+    assert (work.module is trial) is kept and (work.module is base) is not kept
+    assert f"float32 {base_ms:.3f} -> int8_weight_only {trial_ms:.3f} ms" in row["reason"]
+    if not kept:
+        assert "measured no faster than float32, left unquantized" in row["reason"]
+
+
+def test_quantization_says_when_it_was_not_measured(monkeypatch, tmp_path):
+    monkeypatch.setattr(quantize, "_needs", lambda work, precision: None)
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(1), inp.Dim(256))),))
+    work = Work(_Mlp().eval(), spec, "cpu", str(tmp_path), allowed=frozenset({"fp32", "int8"}))
+    row = apply(quantize.QuantizeForDevice(), work, "LEVEL_O3")
+    assert row["applied"] and row["reason"].endswith("not measured: no GPU"), row["reason"]
+    assert work.precision == "int8"
+
+
 def test_tokens_per_linear_and_hf_conv1d_become_linears():
     from transformers import GPT2Config, GPT2Model
 

@@ -301,7 +301,7 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
         trial = apply(work.module)  # a new module: the current one stays as it is
         # Kept under KPT_CACHE_DIR like the attention order: the same model on the same device decides the same
         # way (and so finds its compiled package) instead of re-timing within noise.
-        key = cache.choice_key("custom_kernels", {"candidate": name, "model": _structure(work.module), "timed": "compiled graphs",
+        key = cache.choice_key("custom_kernels", {"candidate": name, "model": structure(work.module), "timed": "compiled graphs",
                                                   "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
                                                   "device": torch.cuda.get_device_name(work.device)})
         times, reused = cache.decided(settings.get("KPT_CACHE_DIR"), key,
@@ -359,7 +359,7 @@ def time_trial(base: torch.nn.Module, trial: torch.nn.Module, x: tuple[torch.Ten
     return {**times, "graphs": 1, "compiled": done}
 
 
-def _structure(module: torch.nn.Module) -> str:
+def structure(module: torch.nn.Module) -> str:
     """Digest of what a module's speed depends on: its layers and its parameters' shapes and dtypes."""
     h = hashlib.sha256(str(module).encode())
     for n, p in module.named_parameters():

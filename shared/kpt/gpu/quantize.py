@@ -10,7 +10,8 @@
                    compute-bound matmuls (sm89+, MI300+).
   Int8Dynamic      int8 weights and per-token int8 activations (torch._int_mm): the compute-bound
                    scheme where fp8 is absent or not allowed.
-  QuantizeForDevice  picks one of them from how many tokens each linear layer sees per call.
+  QuantizeForDevice  picks one of them from how many tokens each linear layer sees per call, and keeps it only
+                   where the quantized model measures faster.
 
 torchao's own inductor-config side effects are switched off (set_inductor_config=False): they would
 change every later compile in the process; the compile pass sets what it needs per package.
@@ -18,6 +19,7 @@ change every later compile in the process; the compile pass sets what it needs p
 
 from __future__ import annotations
 
+import copy
 import logging
 import statistics
 from dataclasses import dataclass
@@ -228,7 +230,9 @@ def choose(tokens: int, allowed: frozenset[str], fp8: str, int4: bool, memory_bo
 @dataclass(frozen=True)
 class QuantizeForDevice(PassConfig):
     """O3's quantization: weight-only (int4 if the job asks for it, else int8) where the linear layers are
-    memory-bound, fp8 (else int8) dynamic quantization where they are compute-bound."""
+    memory-bound, fp8 (else int8) dynamic quantization where they are compute-bound; kept only where the
+    quantized model measures faster than the one it replaces (both compiled by Inductor and replayed as CUDA
+    graphs, kpt.gpu.passes.time_trial)."""
 
     name: ClassVar[str] = "quantize"
     fp8: str = ""  # the device's float8 dtype name ("" = none)
@@ -237,6 +241,11 @@ class QuantizeForDevice(PassConfig):
     # Rows per call up to which a linear layer is memory-bound: below ~64 rows a bf16 GEMM on H100/MI300
     # does fewer than 2*64 flops per weight byte read, under the ~300 flop/byte ridge of either GPU.
     memory_bound_tokens: int = 64
+    # Measure the quantized model against the unquantized one. Fewer bytes need not mean less time: on the H200
+    # the 1B Llama's decode step took 1.671 ms with int8 weights and 1.387 ms with bf16 ones (same O3 kernels
+    # otherwise), and GPT-2's fp8 O3 2.939 ms against O2's 2.836 ms (2026-12-04).
+    measure: bool = True
+    min_speedup: float = 1.02  # as CustomKernels': below it, run-to-run noise
 
 
 @register(QuantizeForDevice)
@@ -248,6 +257,44 @@ def _choose(cfg: QuantizeForDevice, work: Work) -> Outcome:
     if isinstance(picked, Int4WeightOnly):
         picked = Int4WeightOnly(ntile=cfg.int4_ntile)
     fn: Callable[[PassConfig, Work], Outcome] = REGISTRY[type(picked)]
-    out = fn(picked, work)
     bound = "memory" if tokens <= cfg.memory_bound_tokens else "compute"
-    return Outcome(out.applied, f"{picked.name} ({tokens} rows per linear call: {bound}-bound): {out.detail}")
+    head = f"{picked.name} ({tokens} rows per linear call: {bound}-bound)"
+    why_not = _unmeasured(work) if cfg.measure else "not measured (measure=False)"
+    base, precision, dtype = (None if why_not else copy.deepcopy(work.module)), work.precision, _float_dtype(work)
+    out = fn(picked, work)
+    if not out.applied:
+        return Outcome(False, f"{head}: {out.detail}")
+    if base is None:
+        return Outcome(True, f"{head}: {out.detail}; {why_not}")
+    times, reused = _timed(picked, base, work)
+    verdict = (f"{dtype} {times['base_ms']:.3f} -> {picked.name} {times['trial_ms']:.3f} ms"
+               + (" (measured by an earlier job)" if reused else ""))
+    if times["base_ms"] / times["trial_ms"] >= cfg.min_speedup:
+        return Outcome(True, f"{head}: {out.detail}; {verdict}")
+    work.module, work.precision = base, precision
+    return Outcome(False, f"{head}: measured no faster than {dtype}, left unquantized: {verdict}")
+
+
+def _unmeasured(work: Work) -> str:
+    """Why the quantized model cannot be timed against a copy of the unquantized one ("" = it can)."""
+    if not work.device.startswith("cuda") or not torch.cuda.is_available():
+        return "not measured: no GPU"
+    weights = sum(t.numel() * t.element_size() for t in [*work.module.parameters(), *work.module.buffers()])
+    free, _ = torch.cuda.mem_get_info(torch.device(work.device))
+    if 2 * weights > free:  # the copy, and the quantized model beside it
+        return f"not measured: a copy of the {weights / 2**30:.1f} GiB model does not fit beside it"
+    return ""
+
+
+def _timed(picked: PassConfig, base: torch.nn.Module, work: Work) -> tuple[dict, bool]:
+    """base and the quantized work.module timed side by side, the decision kept under KPT_CACHE_DIR (the same
+    model on the same device decides the same way and so finds its compiled package)."""
+    from kpt import settings
+    from kpt.gpu import cache
+    from kpt.gpu.passes import structure, time_trial
+
+    x = work.example()
+    key = cache.choice_key("quantize", {"scheme": repr(picked), "model": structure(base), "timed": "compiled graphs",
+                                        "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
+                                        "device": torch.cuda.get_device_name(torch.device(work.device))})
+    return cache.decided(settings.get("KPT_CACHE_DIR"), key, lambda: time_trial(base, work.module, x))
