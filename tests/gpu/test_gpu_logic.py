@@ -517,3 +517,23 @@ def test_a_failed_build_with_gemm_written_casts_is_built_again_without_them(tmp_
     x = inp.generate(spec, seed=1)
     with torch.inference_mode():
         torch.testing.assert_close(runtime.load_aoti(work.artifact.path)(*x), model(*x))
+
+
+def test_kernel_trials_compile_both_sides_first(monkeypatch):
+    """time_trial's compile step on the CPU (its graph replay needs a GPU: tests/gpu/test_gpu_runtime.py)."""
+    seen = []
+
+    def timed(runners, x):  # noqa: ANN001, ANN202 - stands in for the graph replay
+        with torch.inference_mode():
+            seen.append({n: (type(r).__name__, r(*x)) for n, r in runners.items()})
+        return {"base_ms": 1.0, "trial_ms": 1.0, "graphs": 1}
+
+    monkeypatch.setattr(passes, "_timed_runners", timed)
+    base, trial = _Mlp().eval(), _Mlp().eval()
+    x = (torch.randn(2, 256),)
+    assert passes.time_trial(base, trial, x)["compiled"] == 1
+    assert passes.time_trial(base, trial, x, compiled=False)["compiled"] == 0
+    compiled, plain = seen
+    assert {t for t, _ in compiled.values()} == {"OptimizedModule"} and {t for t, _ in plain.values()} == {"_Mlp"}
+    for name in ("base_ms", "trial_ms"):
+        torch.testing.assert_close(compiled[name][1], plain[name][1])

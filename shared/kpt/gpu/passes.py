@@ -335,6 +335,9 @@ def time_trial(base: torch.nn.Module, trial: torch.nn.Module, x: tuple[torch.Ten
     if compiled:
         from torch._dynamo.exc import TorchDynamoException
 
+        # Each trial's module is a new instance of the same classes: without a reset, the earlier trials' entries
+        # count against Dynamo's recompile limit (8 per code object), past which it runs the model eagerly.
+        torch._dynamo.reset()
         try:
             candidates = {n: torch.compile(m, dynamic=False) for n, m in runners.items()}
             with torch.inference_mode():
@@ -343,7 +346,19 @@ def time_trial(base: torch.nn.Module, trial: torch.nn.Module, x: tuple[torch.Ten
             runners, done = candidates, 1
         except (RuntimeError, TorchDynamoException) as e:
             log.info("kernel trial timed uncompiled: Inductor could not compile it (%s)", cause(e, 200))
-    eager = {n: (lambda r=r: r(*x)) for n, r in runners.items()}
+    try:
+        return _timed_runners(runners, x) | {"compiled": done}
+    finally:
+        if compiled:
+            torch._dynamo.reset()  # the compiled code of both, and what it holds
+
+
+def _timed_runners(runners: dict[str, Callable], x: tuple[torch.Tensor, ...]) -> dict[str, float]:
+    def eagerly(r: Callable) -> object:
+        with torch.inference_mode():  # as compiled and captured: a compiled model's guards include grad mode
+            return r(*x)
+
+    eager = {n: functools.partial(eagerly, r) for n, r in runners.items()}
     try:
         graphed = {n: runtime.GraphedRunner(r) for n, r in runners.items()}
         with torch.inference_mode():
@@ -352,11 +367,11 @@ def time_trial(base: torch.nn.Module, trial: torch.nn.Module, x: tuple[torch.Ten
     except RuntimeError as e:  # a host sync, a CPU op or an allocation the graph cannot hold
         log.info("kernel trial timed eagerly: the model cannot be captured as a CUDA graph (%s)", cause(e, 200))
         torch.cuda.synchronize()
-        return {**gpu_bench.compare(eager), "graphs": 0, "compiled": done}
+        return {**gpu_bench.compare(eager), "graphs": 0}
     times = gpu_bench.compare({n: (lambda g=g: g(*x)) for n, g in graphed.items()})
     del graphed  # the graphs' private pools go with them
     torch.cuda.empty_cache()
-    return {**times, "graphs": 1, "compiled": done}
+    return {**times, "graphs": 1}
 
 
 def structure(module: torch.nn.Module) -> str:
