@@ -299,13 +299,7 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
     kept, measured = [], []
     for name, apply in candidates(work.module, work.device):
         trial = apply(work.module)  # a new module: the current one stays as it is
-        # Kept under KPT_CACHE_DIR like the attention order: the same model on the same device decides the same
-        # way (and so finds its compiled package) instead of re-timing within noise.
-        key = cache.choice_key("custom_kernels", {"candidate": name, "model": structure(work.module), "timed": "compiled graphs",
-                                                  "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
-                                                  "device": torch.cuda.get_device_name(work.device)})
-        times, reused = cache.decided(settings.get("KPT_CACHE_DIR"), key,
-                                      lambda m=work.module, t=trial: time_trial(m, t, x))
+        times, reused = decided_trial("custom_kernels", name, work.module, trial, x, work.device)
         base, t = times["base_ms"], times["trial_ms"]
         how = ("" if times.get("compiled") else " uncompiled") + ("" if times.get("graphs") else " eager")
         measured.append(f"{name} {base:.3f} -> {t:.3f} ms{how}" + (" (measured by an earlier job)" if reused else ""))
@@ -315,6 +309,17 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
     if kept:
         return Outcome(True, f"kept {', '.join(kept)}: " + "; ".join(measured))
     return Outcome(False, "no kernel from kernels/ measured faster" + (f": {'; '.join(measured)}" if measured else ""))
+
+
+def decided_trial(kind: str, candidate: str, base: torch.nn.Module, trial: torch.nn.Module,
+                  x: tuple[torch.Tensor, ...], device: str) -> tuple[dict, bool]:
+    """time_trial(base, trial, x), kept under KPT_CACHE_DIR like the attention order: the same model on the same
+    device decides the same way (and so finds its compiled package) instead of re-timing within noise. Returns
+    (times, reused)."""
+    key = cache.choice_key(kind, {"candidate": candidate, "model": structure(base), "timed": "compiled graphs",
+                                  "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
+                                  "device": torch.cuda.get_device_name(torch.device(device))})
+    return cache.decided(settings.get("KPT_CACHE_DIR"), key, lambda: time_trial(base, trial, x))
 
 
 def time_trial(base: torch.nn.Module, trial: torch.nn.Module, x: tuple[torch.Tensor, ...],

@@ -260,7 +260,8 @@ def _choose(cfg: QuantizeForDevice, work: Work) -> Outcome:
     bound = "memory" if tokens <= cfg.memory_bound_tokens else "compute"
     head = f"{picked.name} ({tokens} rows per linear call: {bound}-bound)"
     why_not = _unmeasured(work) if cfg.measure else "not measured (measure=False)"
-    base, precision, dtype = (None if why_not else copy.deepcopy(work.module)), work.precision, _float_dtype(work)
+    precision, dtype = work.precision, _float_dtype(work)
+    base = None if why_not else copy.deepcopy(work.module)  # what stays if the quantized model is no faster
     out = fn(picked, work)
     if not out.applied:
         return Outcome(False, f"{head}: {out.detail}")
@@ -287,14 +288,7 @@ def _unmeasured(work: Work) -> str:
 
 
 def _timed(picked: PassConfig, base: torch.nn.Module, work: Work) -> tuple[dict, bool]:
-    """base and the quantized work.module timed side by side, the decision kept under KPT_CACHE_DIR (the same
-    model on the same device decides the same way and so finds its compiled package)."""
-    from kpt import settings
-    from kpt.gpu import cache
-    from kpt.gpu.passes import structure, time_trial
+    """base and the quantized work.module timed side by side, the decision stored (kpt.gpu.passes.decided_trial)."""
+    from kpt.gpu.passes import decided_trial
 
-    x = work.example()
-    key = cache.choice_key("quantize", {"scheme": repr(picked), "model": structure(base), "timed": "compiled graphs",
-                                        "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
-                                        "device": torch.cuda.get_device_name(torch.device(work.device))})
-    return cache.decided(settings.get("KPT_CACHE_DIR"), key, lambda: time_trial(base, work.module, x))
+    return decided_trial("quantize", repr(picked), base, work.module, work.example(), work.device)
