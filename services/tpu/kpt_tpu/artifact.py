@@ -141,7 +141,7 @@ def load(path: str) -> XlaProgram:
 def _for_xla(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """The exported graph, made device-neutral for the XLA device:
     - torch.export records dtype casts with _assert_tensor_metadata(device=cpu) checks: removed (they
-      assert the host device and have no other effect);
+      check the host device and have no other effect);
     - aten.view was recorded against host strides; XLA tensors have their own layout, so a view that was
       legal on the host may not be there: it becomes aten.reshape (a view where possible, else a copy;
       the same values, and an inference graph writes through no views)."""
