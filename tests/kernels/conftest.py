@@ -20,17 +20,23 @@ pytest.importorskip("triton", reason="triton is not installed (kernels/INTEGRATI
 DEVICE = "cuda" if CUDA else "cpu"
 # dtypes whose GEMMs the interpreter computes correctly
 GEMM_DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if CUDA else [])
+# fp32 against fp64: both errors are a few ulps of accumulation-order noise, and PyTorch's own error depends
+# on the machine's BLAS, so 2x failed on a CI machine (1.31e-6 against 1.19e-6, D=64 with every feature);
+# a real kernel bug is orders of magnitude larger
+FP32_FACTOR = 4.0
 
 
-def check_2x(out: torch.Tensor, ref32: torch.Tensor, ref_lp: torch.Tensor | None) -> tuple[float, float]:
+def check_2x(out: torch.Tensor, ref32: torch.Tensor, ref_lp: torch.Tensor | None,
+             factor: float = 2.0) -> tuple[float, float]:
     """flash-attention's rule: our error vs the fp32 reference is at most 2x PyTorch's own low-precision
-    run's error (for fp32 inputs, ref_lp is None and the bound is a few fp32 ulps of the output scale)."""
+    run's error (for fp32 inputs, ref_lp is None and the bound is a few fp32 ulps of the output scale).
+    One precision up (fp32 output against fp64, PyTorch's fp32 run as ref_lp) callers pass FP32_FACTOR."""
     err = (out.float() - ref32.float()).abs().max().item()
     scale = ref32.float().abs().max().item() or 1.0
     if ref_lp is None:
         bound = 8 * torch.finfo(torch.float32).eps * scale
     else:
         base = (ref_lp.float() - ref32.float()).abs().max().item()
-        bound = 2 * max(base, torch.finfo(ref_lp.dtype).eps * scale / 2)
+        bound = factor * max(base, torch.finfo(ref_lp.dtype).eps * scale / 2)
     assert err <= bound, f"max error {err:.3g} > bound {bound:.3g}"
     return err, bound

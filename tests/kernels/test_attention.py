@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kernels import attention  # noqa: E402
-from tests.kernels.conftest import CUDA, DEVICE, GEMM_DTYPES, check_2x
+from tests.kernels.conftest import CUDA, DEVICE, FP32_FACTOR, GEMM_DTYPES, check_2x
 
 
 def _docs(B, N, seed):
@@ -29,10 +29,10 @@ def _run(q, k, v, dtype, **kw):
     out = attention.attention(q, k, v, **kw)
     assert out.shape == q.shape and out.dtype == dtype
     if dtype == torch.float32:
-        # The same rule one precision up: at most 2x PyTorch's own fp32 error against fp64. A fixed 8 fp32 ulps
-        # of the output scale failed now and then at D=128, N=123 (8.3e-7 against 7.2e-7).
+        # The same rule one precision up: at most FP32_FACTOR x PyTorch's own fp32 error against fp64. A fixed
+        # 8 fp32 ulps of the output scale failed now and then at D=128, N=123 (8.3e-7 against 7.2e-7).
         ref64 = attention.reference(*(t.double() for t in (q, k, v)), dtype=torch.float64, **kw)
-        return check_2x(out, ref64, attention.reference(q, k, v, **kw))
+        return check_2x(out, ref64, attention.reference(q, k, v, **kw), FP32_FACTOR)
     ref32 = attention.reference(q, k, v, **kw)
     lp = None if dtype == torch.float32 else attention.reference(q, k, v, dtype=dtype, **kw)
     return check_2x(out, ref32, lp)
