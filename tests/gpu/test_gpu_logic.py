@@ -56,6 +56,15 @@ def test_gemm_problems_and_matrix_vector_detection():
     assert gcompile.gemm_problems(export_module(mlp, mspec)) == (2, 0, 0)
 
 
+def test_trials_compile_with_the_builds_options():
+    """A decode step's trial gets coordinate-descent tuning (its GEMMs multiply one row), BERT's does not."""
+    step, spec, _ = tiny_llama_decode(context=16)
+    opts = gcompile.trial_options(step, inp.generate(spec, seed=0))
+    assert opts == {"freezing": True, "coordinate_descent_tuning": True}
+    bert, bspec = tiny_bert(batch=2, seq=16)
+    assert gcompile.trial_options(bert, inp.generate(bspec, seed=0))["coordinate_descent_tuning"] is False
+
+
 class Fp8Linear(torch.nn.Module):
     """x @ w.T in fp8 through aten._scaled_mm, what torchao's float8 dynamic quantization exports to."""
 
@@ -104,8 +113,9 @@ def test_autotune_budget_decision(mode, problems, gemv, tune, cd, words):
 def test_inductor_options_exist_in_this_torch():
     from torch._inductor import config
 
-    opts = gcompile.inductor_options(True, True, True, tma=True, unfused_bias=True)
-    assert opts["triton.enable_persistent_tma_matmul"] is True
+    opts = gcompile.inductor_options(True, True, True, tma=True, unfused_bias=True, realize_opcount=8)
+    assert opts["triton.enable_persistent_tma_matmul"] is True and opts["realize_opcount_threshold"] == 8
+    assert "realize_opcount_threshold" not in gcompile.inductor_options(True, True, True)
     assert opts["keep_addmm_fused_for_half_dtypes"] is False  # torch 2.13 has the switch (added in 2.10)
     assert "keep_addmm_fused_for_half_dtypes" not in gcompile.inductor_options(True, True, True)
     assert "triton.enable_persistent_tma_matmul" not in gcompile.inductor_options(False, False, True, tma=True)
@@ -476,6 +486,15 @@ def test_unfused_bias_rides_on_the_tuned_compile_and_the_pass_choice_beats_the_s
     monkeypatch.setenv("KPT_GPU_UNFUSED_BIAS", "1")
     assert gcompile._wanted(None, "KPT_GPU_UNFUSED_BIAS")
     assert not gcompile._wanted(False, "KPT_GPU_UNFUSED_BIAS")
+
+
+def test_realize_opcount_rides_on_the_tuned_compile():
+    table = Precisions(bf16=True, fp8="float8_e4m3fn", int4=True)
+    for lvl, want in (("LEVEL_O1", None), ("LEVEL_O2", 8), ("LEVEL_O3", 8)):
+        aot = [p for p in levels.levels(table, realize_opcount=8)[lvl] if isinstance(p, gcompile.GpuInductorAOT)]
+        assert [p.realize_opcount for p in aot] == [want]
+    with pytest.raises(ValueError, match="realize_opcount"):
+        gcompile.GpuInductorAOT(realize_opcount=0)
 
 
 @pytest.mark.parametrize("rewritten", [True, False])

@@ -252,3 +252,26 @@ def test_unfused_bias_leaves_plain_gemms_with_elementwise_users(tmp_path, kpt_ca
         out, ref = package(*x), work.module(*x)
     out = out[0] if isinstance(out, (tuple, list)) else out
     torch.testing.assert_close(out.float(), ref.float(), rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("threshold", [None, 8])
+def test_realize_opcount_writes_silu_mul_once_before_the_down_projection(threshold):
+    """compile.inductor_options(realize_opcount=8): under coordinate descent Inductor's mm decomposition makes a
+    decode step's down projection a reduction whose loads recompute SiLU(gate)*up for every output block (by
+    default: no (1, K) buffer); with the option that product is written once and read by the reduction."""
+    from torch._inductor.utils import run_and_get_code
+
+    g, u = (torch.randn(1, 512, device=DEVICE, dtype=torch.bfloat16) for _ in range(2))
+    w = torch.randn(256, 512, device=DEVICE, dtype=torch.bfloat16)
+
+    def down(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.silu(g) * u, w)
+
+    torch._dynamo.reset()
+    with torch._inductor.config.patch(coordinate_descent_tuning=True, realize_opcount_threshold=threshold,
+                                      force_disable_caches=True):
+        out, (code,) = run_and_get_code(torch.compile(down), g, u)
+    torch._dynamo.reset()
+    torch.testing.assert_close(out.float(), down(g, u).float(), rtol=3e-2, atol=3e-1)
+    assert "extern_kernels.mm" not in code  # decomposed into a reduction, as in a decode build
+    assert ("empty_strided_cuda((1, 512)" in code) is (threshold is not None), code

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from kpt import settings
 from kpt.errors import cause
@@ -51,18 +52,44 @@ AUTOTUNE_S_PER_SCALED_PROBLEM = 120.0
 QUANTIZED = ("int8", "fp8", "int4")  # precisions whose packages may call torchao's operators
 
 
-def _rows(node: torch.fx.Node) -> int | None:
-    """Rows of the left operand of a matmul-like node (None for convolutions and unknown shapes)."""
-    idx = 1 if node.target in (aten.addmm.default, aten.baddbmm.default) else 0
-    if node.target in (aten.convolution.default, aten.conv2d.default) or len(node.args) <= idx:
-        return None
-    shape = getattr(getattr(node.args[idx], "meta", {}).get("val"), "shape", None)
-    if not shape:
+def _left_rows(target: object, shapes: list) -> int | None:
+    """Rows of the left operand of a matmul-like op given its operands' shapes (None for convolutions and
+    unknown shapes); a symbolic dim counts as "not 1"."""
+    idx = 1 if target in (aten.addmm.default, aten.baddbmm.default) else 0
+    if target in (aten.convolution.default, aten.conv2d.default) or len(shapes) <= idx or not shapes[idx]:
         return None
     rows = 1
-    for d in shape[:-1]:
-        rows *= d if isinstance(d, int) else 2  # a symbolic dim counts as "not 1"
+    for d in shapes[idx][:-1]:
+        rows *= d if isinstance(d, int) else 2
     return int(rows)
+
+
+def _rows(node: torch.fx.Node) -> int | None:
+    """Rows of the left operand of a matmul-like node."""
+    return _left_rows(node.target, [getattr(getattr(a, "meta", {}).get("val"), "shape", None) for a in node.args])
+
+
+class _GemvSeen(TorchDispatchMode):
+    """Notes whether a run calls a matrix-vector product (a GEMM whose left operand has one row)."""
+
+    seen = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in _GEMMS and _left_rows(func, [getattr(a, "shape", None) for a in args]) == 1:
+            self.seen = True
+        return func(*args, **(kwargs or {}))
+
+
+def trial_options(module: torch.nn.Module, x: tuple[torch.Tensor, ...]) -> dict:
+    """torch.compile options for timing module as the build would compile it: freezing, and coordinate-descent
+    tuning where one eager run of it calls a matrix-vector product (auto, as _decide; no max-autotune: a trial
+    times a choice, not the GEMM tuning). Without them a decode step's int8 trial measured 23.5 ms against
+    bf16's 2.6 ms, where the built int8 packages took 1.34-1.67 ms (H200, 2026-12-04): Inductor's
+    matrix-vector path needs the tuning."""
+    mode = _GemvSeen()
+    with torch.inference_mode(), mode:
+        module(*x)
+    return {"freezing": True, "coordinate_descent_tuning": mode.seen}
 
 
 class Problems(NamedTuple):
@@ -109,6 +136,7 @@ class GpuInductorAOT(PassConfig):
     file: str = "model.aoti.pt2"
     persistent_tma: bool | None = None  # also tune persistent TMA templates (sm90+); None: KPT_GPU_PERSISTENT_TMA
     unfused_bias: bool | None = None  # a half-precision linear's bias may join its consumer; None: KPT_GPU_UNFUSED_BIAS
+    realize_opcount: int | None = None  # Inductor's realize_opcount_threshold (None: its default, 30)
 
     def __post_init__(self) -> None:
         if self.max_autotune not in ("off", "on", "budget"):
@@ -117,6 +145,8 @@ class GpuInductorAOT(PassConfig):
             raise ValueError(f"coordinate_descent must be off, on or auto, not {self.coordinate_descent!r}")
         if self.autotune_budget_s <= 0:
             raise ValueError("autotune_budget_s must be > 0")
+        if self.realize_opcount is not None and self.realize_opcount < 1:
+            raise ValueError("realize_opcount must be >= 1")
 
 
 def _decide(cfg: GpuInductorAOT, problems: Problems) -> tuple[bool, bool, str]:
@@ -141,19 +171,27 @@ def _decide(cfg: GpuInductorAOT, problems: Problems) -> tuple[bool, bool, str]:
 
 
 def inductor_options(tune: bool, coordinate_descent: bool, freezing: bool, tma: bool = False,
-                     unfused_bias: bool = False) -> dict:
+                     unfused_bias: bool = False, realize_opcount: int | None = None) -> dict:
     """tma: max-autotune also times Inductor's persistent TMA matmul templates (Hopper and newer). A package is
     C++ (AOTInductor), so max-autotune lacks the 1-D-bias cuBLASLt choice torch.compile's Python wrapper times
     (bias_addmm: GPT-2's QKV GEMM 0.027 ms against the best classic Triton template's 0.034 ms on the H200).
     unfused_bias: Inductor may split a bf16/fp16 addmm whose users are all elementwise into a matmul and a bias
     add that joins them (torch keeps those fused by default, keep_addmm_fused_for_half_dtypes, for one rounding
-    fewer), so max-autotune can pick cuBLAS's plain GEMM there; the accuracy check judges the extra rounding."""
+    fewer), so max-autotune can pick cuBLAS's plain GEMM there; the accuracy check judges the extra rounding.
+    realize_opcount: a pointwise result of more ops than this that reads two or more buffers is written once
+    instead of being recomputed inside its consumer's loads (Inductor inlines a single-user pointwise whatever
+    its cost). Under coordinate descent a decode step's down projection is a reduction over the intermediate
+    size whose loads compute SiLU(gate)*up again for every output block: 13 us per layer for 23 MB (1.8 TB/s)
+    against the gate/up projection's 46 MB in 13.2 us (H200, 2026-12-04). SiLU*mul counts 10 ops and an
+    RMSNorm's output 12-14; the product each feeds a matrix-vector reduction with, 3."""
     opts = {"freezing": freezing, "max_autotune_gemm": tune, "max_autotune_pointwise": False,
             "coordinate_descent_tuning": coordinate_descent, "triton.cudagraphs": False, **link_options()}
     if tune and tma:
         opts["triton.enable_persistent_tma_matmul"] = True
     if unfused_bias and hasattr(torch._inductor.config, "keep_addmm_fused_for_half_dtypes"):  # torch < 2.10: unfused
         opts["keep_addmm_fused_for_half_dtypes"] = False
+    if realize_opcount is not None:
+        opts["realize_opcount_threshold"] = realize_opcount
     return opts
 
 
@@ -203,11 +241,14 @@ def _build(cfg: GpuInductorAOT, work: Work, ep: torch.export.ExportedProgram, re
     tune, cd, why = _decide(cfg, gemm_problems(ep))
     if rewrites:
         why += ("; " if why else "") + rewrites
-    options = inductor_options(tune, cd, cfg.freezing, _tma(cfg), _wanted(cfg.unfused_bias, "KPT_GPU_UNFUSED_BIAS"))
+    options = inductor_options(tune, cd, cfg.freezing, _tma(cfg), _wanted(cfg.unfused_bias, "KPT_GPU_UNFUSED_BIAS"),
+                               cfg.realize_opcount)
     if options.get("triton.enable_persistent_tma_matmul"):
         why += "; persistent TMA templates"
     if options.get("keep_addmm_fused_for_half_dtypes") is False:
         why += "; half-precision biases may join their elementwise users"
+    if cfg.realize_opcount is not None:
+        why += f"; pointwise results of more than {cfg.realize_opcount} ops written once"
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else work.device
     backend = f"aoti-triton:{name}"
     cache_dir = settings.get("KPT_CACHE_DIR")

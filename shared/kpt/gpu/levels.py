@@ -26,10 +26,11 @@ AUTOTUNE_BUDGET_S = 300.0
 
 
 def levels(table: Precisions, autotune_budget_s: float | None = None,
-           int4_ntile: int = 8, **tuned: bool | None) -> dict[str, tuple[PassConfig, ...]]:
+           int4_ntile: int = 8, **tuned: bool | int | None) -> dict[str, tuple[PassConfig, ...]]:
     """The levels for a device with this precision table; autotune_budget_s defaults to AUTOTUNE_BUDGET_S as
     the module holds it when called (the GPU tests lower it for in-process jobs, see tests/gpu/conftest.py).
-    tuned: O2's and O3's GpuInductorAOT options (persistent_tma, unfused_bias; None: their settings)."""
+    tuned: O2's and O3's GpuInductorAOT options (persistent_tma, unfused_bias, realize_opcount; None: their
+    settings or defaults)."""
     budget = AUTOTUNE_BUDGET_S if autotune_budget_s is None else autotune_budget_s
     compile_tuned = GpuInductorAOT(max_autotune="budget", autotune_budget_s=budget, **tuned)
     return {

@@ -316,7 +316,7 @@ def decided_trial(kind: str, candidate: str, base: torch.nn.Module, trial: torch
     """time_trial(base, trial, x), kept under KPT_CACHE_DIR like the attention order: the same model on the same
     device decides the same way (and so finds its compiled package) instead of re-timing within noise. Returns
     (times, reused)."""
-    key = cache.choice_key(kind, {"candidate": candidate, "model": structure(base), "timed": "compiled graphs",
+    key = cache.choice_key(kind, {"candidate": candidate, "model": structure(base), "timed": "compiled graphs, build options",
                                   "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
                                   "device": torch.cuda.get_device_name(torch.device(device))})
     return cache.decided(settings.get("KPT_CACHE_DIR"), key, lambda: time_trial(base, trial, x))
@@ -324,8 +324,9 @@ def decided_trial(kind: str, candidate: str, base: torch.nn.Module, trial: torch
 
 def time_trial(base: torch.nn.Module, trial: torch.nn.Module, x: tuple[torch.Tensor, ...],
                compiled: bool = True) -> dict[str, float]:
-    """Median ms of base and trial on x, each compiled by Inductor (torch.compile's default mode: "compiled": 1)
-    and replayed as a CUDA graph where both can be captured ("graphs": 1).
+    """Median ms of base and trial on x, each compiled by Inductor with the build's options (freezing; coordinate
+    descent where there are matrix-vector products: kpt.gpu.compile.trial_options; "compiled": 1) and replayed
+    as a CUDA graph where both can be captured ("graphs": 1).
 
     The package is Inductor's code replayed as graphs (kpt.gpu.graphs), so that is the time the swap changes.
     Uncompiled, a norm counts as the six kernels eager PyTorch runs, where Inductor fuses it into its neighbours:
@@ -340,11 +341,14 @@ def time_trial(base: torch.nn.Module, trial: torch.nn.Module, x: tuple[torch.Ten
     if compiled:
         from torch._dynamo.exc import TorchDynamoException
 
+        from kpt.gpu.compile import trial_options
+
         # Each trial's module is a new instance of the same classes: without a reset, the earlier trials' entries
         # count against Dynamo's recompile limit (8 per code object), past which it runs the model eagerly.
         torch._dynamo.reset()
         try:
-            candidates = {n: torch.compile(m, dynamic=False) for n, m in runners.items()}
+            opts = trial_options(base, x)
+            candidates = {n: torch.compile(m, dynamic=False, options=opts) for n, m in runners.items()}
             with torch.inference_mode():
                 for c in candidates.values():
                     c(*x)  # compiles
