@@ -169,6 +169,16 @@ def cached(op: str, parts: dict, device: torch.device) -> str | None:
     return found["provider"] if found else None
 
 
+@torch.compiler.assume_constant_result
+def traced_pick(op: str, parts: dict, device: str) -> str:
+    """cached()'s provider, else "vendor", for a model being traced: Dynamo calls it once and bakes the answer
+    into the graph. Traced, the lookup runs json, hashlib, file reads and package-metadata lookups under Dynamo:
+    a fullgraph compile of it fails on the CPU (InternalTorchDynamoError), and an int8-quantized Llama decode
+    step's kernel trials failed to compile with Dynamo inside it (H200, 2026-12-04), so they were timed eagerly.
+    Non-strict export (FakeTensors) calls it as plain Python."""
+    return cached(op, parts, torch.device(device)) or "vendor"
+
+
 def clear_memory() -> None:
     _MEMORY.clear()
 
@@ -281,7 +291,7 @@ def pick_attention(q, k, v, causal, scale) -> str:  # noqa: ANN001
                                   head_dim=q.shape[3], n_batch=q.shape[0]),
              "dtype": str(q.dtype), "causal": causal}
     if tracing(q, k, v):
-        return cached("attention", parts, q.device) or "vendor"
+        return traced_pick("attention", parts, str(q.device))
     return choose("attention", parts, lambda: attention_providers(q, k, v, causal, scale),
                   lambda: attention.reference(q, k, v, causal, scale), _eps(q.dtype), q.device)
 
@@ -292,7 +302,7 @@ def pick_linear(x, weight, bias, act, weight2=None, bias2=None) -> str:  # noqa:
     parts = {"class": shape_class(n_rows=x.numel() // x.shape[-1], k=weight.shape[1], n=weight.shape[0]),
              "dtype": str(x.dtype), "act": act, "gated": weight2 is not None, "bias": bias is not None}
     if tracing(x):
-        return cached("linear_act", parts, x.device) or "vendor"
+        return traced_pick("linear_act", parts, str(x.device))
     f32 = [t.float() if t is not None else None for t in (x, weight, bias, weight2, bias2)]
     return choose("linear_act", parts, lambda: linear_providers(x, weight, bias, act, weight2, bias2),
                   lambda: linear_act.reference(f32[0], f32[1], f32[2], act, f32[3], f32[4]), _eps(x.dtype), x.device)
@@ -304,7 +314,7 @@ def pick_norm(x, weight, bias, eps, rms) -> str:  # noqa: ANN001
     parts = {"class": shape_class(n_rows=x.numel() // x.shape[-1], n=x.shape[-1]), "dtype": str(x.dtype),
              "rms": rms, "bias": bias is not None}
     if tracing(x):
-        return cached("norm", parts, x.device) or "vendor"
+        return traced_pick("norm", parts, str(x.device))
 
     def reference():  # noqa: ANN202
         w = weight.float() if weight is not None else None

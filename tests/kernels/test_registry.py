@@ -51,6 +51,27 @@ def test_choose_measures_once_then_uses_the_stored_decision(tmp_path, monkeypatc
     assert registry.cached("test_op", dict(parts, dtype="float16"), torch.device("cpu")) is None
 
 
+def test_a_compiled_model_takes_the_stored_decision_without_tracing_the_lookup(tmp_path, monkeypatch):
+    """Under torch.compile the swapped modules' lookup is a constant of the graph (fullgraph: no break)."""
+    monkeypatch.setenv("KPT_CACHE_DIR", str(tmp_path))
+    registry.clear_memory()
+    x, w = torch.randn(1, 64, dtype=torch.bfloat16), torch.ones(64, dtype=torch.bfloat16)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return x + 1 if registry.pick_norm(x, w, None, 1e-6, True) == registry.OURS else x - 1
+
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(f, fullgraph=True)(x), x - 1)  # nothing stored: the vendor's path
+    parts = {"class": registry.shape_class(n_rows=1, n=64), "dtype": str(x.dtype), "rms": True, "bias": False}
+    monkeypatch.setattr(registry, "measure", lambda p, r: ({n: float(n != registry.OURS) + 1 for n in p},
+                                                           {n: 0.0 for n in p}))
+    assert registry.choose("norm", parts, lambda: {registry.OURS: None, "torch": None}, None, 0.0,
+                           x.device) == registry.OURS
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(f, fullgraph=True)(x), x + 1)
+    torch._dynamo.reset()
+
+
 def test_shape_class_buckets_token_counts_only():
     assert registry.shape_class(n_q=1025, head_dim=128) == {"n_q": 2048, "head_dim": 128}
     assert registry.shape_class(n_rows=1) == {"n_rows": 1}
