@@ -145,6 +145,23 @@ def test_kernel_trials_are_timed_as_graph_replays_where_both_capture():
     assert all(t[k] > 0 for t in (replayed, eager, uncompiled) for k in ("base_ms", "trial_ms"))
 
 
+def test_kernel_trials_of_an_int8_decode_step_compile(tmp_path, kpt_cache_dir):
+    """An int8 (torchao) decode step's kernel trials are compiled and replayed. While the kernels/ registry's
+    lookup ran under Dynamo, the 1B Llama's int8 step failed to compile in every trial (InternalTorchDynamoError,
+    H200, 2026-12-04) and was timed eagerly."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    from kpt.gpu.passes import CustomKernels
+    from tests.gpu.helpers import tiny_llama_decode
+
+    step, spec, _ = tiny_llama_decode(context=64)
+    work = Work(step.to(DEVICE).eval(), spec, DEVICE, str(tmp_path))
+    apply(ReducedPrecision("bf16"), work, "LEVEL_O3")
+    quantize_(work.module, Int8WeightOnlyConfig())
+    row = apply(CustomKernels(), work, "LEVEL_O3")
+    assert "kpt_decode_attention" in row["reason"] and "uncompiled" not in row["reason"], row["reason"]
+
+
 def test_vit_package_runs_a_fused_attention_kernel(tmp_path, kpt_cache_dir):
     """transformers' ViT, exported, passes an all-true mask with a stride-0 last dimension that no fused backend
     takes: every compiled ViT-B/16 ran fp32 math attention on the H200 until kpt.gpu.masks dropped it."""
