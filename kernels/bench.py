@@ -5,6 +5,7 @@
     python -m kernels.bench --ops norm-warps --name norm-warps-h200     (each fixed warp count of the norms)
     python -m kernels.bench --ops norm-persistent                       (the persistent pipelined norm kernel)
     python -m kernels.bench --ops attention-modes                      (attention's K/V load modes side by side)
+    python -m kernels.bench --ops gemv        (decode-shaped linear_act: ours, cuBLAS, Inductor's reduction)
 
 Rows: {op, shape, dtype, provider, causal, tflops, gbps, ms} (provider "kpt" is ours). Times are the
 median of _common.gpu_ms: CUDA-graph replays (triton.testing.do_bench_cudagraph), the kernels' time without
@@ -149,6 +150,26 @@ def bench_linear(quick: bool) -> list[dict]:
                           2 * M * N * K, (M * K + N * K + M * N) * x.element_size())
         rows += _rows("swiglu", f"{M}x{K}->{N}", dtype, None, registry.linear_providers(x, w, None, "silu", w2),
                       4 * M * N * K, (M * K + 2 * N * K + M * N) * x.element_size())
+    return rows
+
+
+def bench_gemv(quick: bool) -> list[dict]:
+    """One row (a decode step at batch 1) at the 1B Llama's shapes: linear_act's matrix-vector kernel against
+    cuBLAS + activation and against Inductor with coordinate-descent tuning (how a decode build compiles them,
+    kpt.gpu.compile), all graph-replayed. GB/s here is the weight read: the bound these calls have."""
+    rows = []
+    dtype = torch.bfloat16
+    for K, N, gated in ((2048, 5632, True), (5632, 2048, False), (2048, 2048, False))[:2 if quick else 3]:
+        x = torch.randn(1, K, device="cuda", dtype=dtype)
+        w, w2 = (torch.randn(N, K, device="cuda", dtype=dtype) / K ** 0.5 for _ in range(2))
+        act, second = ("silu", w2) if gated else ("none", None)
+        providers = registry.linear_providers(x, w, None, act, second)
+        with torch._inductor.config.patch(coordinate_descent_tuning=True):
+            compiled = torch.compile(functools.partial(linear_act.reference, act=act, weight2=second), dynamic=False)
+            providers["inductor_cd"] = lambda c=compiled, x=x, w=w: c(x, w)
+            providers["inductor_cd"]()  # compiles under the patch
+        rows += _rows("gemv_swiglu" if gated else "gemv", f"1x{K}->{N}", dtype, None, providers,
+                      2 * N * K * (2 if gated else 1), N * K * (2 if gated else 1) * x.element_size())
     return rows
 
 
@@ -323,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one small shape per op")
     ap.add_argument("--ops", default="attention,decode,linear,norms",
                     help="comma-separated: attention, attention-modes (K/V loads: pointers, TMA, TMA + warp "
-                         "specialization), decode, linear, linear-modes (likewise), norms, norm-warps (each fixed warp count), "
+                         "specialization), decode, linear, linear-modes (likewise), gemv (one row at the 1B Llama's decode "
+                         "shapes, Inductor included), norms, norm-warps (each fixed warp count), "
                          "norm-persistent (the persistent pipelined norm kernel)")
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
     args = ap.parse_args(argv)
@@ -341,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for op in args.ops.split(","):
         rows += {"attention": bench_attention, "attention-modes": bench_attention_modes, "decode": bench_decode,
-                 "linear": bench_linear, "linear-modes": bench_linear_modes, "norms": bench_norms,
+                 "linear": bench_linear, "linear-modes": bench_linear_modes, "norms": bench_norms, "gemv": bench_gemv,
                  "norm-warps": bench_norm_warps, "norm-persistent": bench_norm_persistent}[op](args.quick)
         # Rewritten after each op: a run cut short keeps what it measured.
         doc = {"device": device, "torch": torch.__version__, "triton": __import__("triton").__version__,

@@ -12,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import gemv
 from ._common import (
     ACTS,
     LOAD_MODES,
@@ -223,6 +224,9 @@ def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weigh
     kernel = _gated if gated else _plain
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if 0 < M <= gemv.MAX_ROWS:  # a decode step's row: matrix-vector products, whatever the mode
+        gemv.run(launch, x2, weight, w2, b, b2, out, bias is not None, ACTS[act], gated)
+        return out.reshape(*x.shape[:-1], N)
     tma = descriptor_loads("tma" if mode == "persist" else mode, x2, weight, w2)
     if mode == "persist" and tma and M > 0:
         programs = sm_programs(x.device)

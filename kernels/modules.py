@@ -128,10 +128,15 @@ def find_linear_act(module: torch.nn.Module) -> list[tuple[str, int]]:
     return found
 
 
+def _is_silu(m: object) -> bool:
+    """nn.SiLU, or transformers' SiLUActivation (what ACT2FN["silu"] gives Llama's MLP in transformers 5)."""
+    return isinstance(m, torch.nn.SiLU) or (isinstance(m, torch.nn.Module) and type(m).__name__ == "SiLUActivation")
+
+
 def find_swiglu(module: torch.nn.Module) -> list[str]:
     return [n for n, m in module.named_modules()
             if all(isinstance(getattr(m, a, None), torch.nn.Linear) for a in ("gate_proj", "up_proj", "down_proj"))
-            and isinstance(getattr(m, "act_fn", None), torch.nn.SiLU)]
+            and _is_silu(getattr(m, "act_fn", None))]
 
 
 def _replace(root: torch.nn.Module, name: str, new: torch.nn.Module) -> torch.nn.Module:

@@ -43,6 +43,32 @@ def test_swiglu(shape, dtype, bias):
     check_2x(out, ref32, None if dtype == torch.float32 else linear_act.reference(x, wg, bg, "silu", wu, bu))
 
 
+@pytest.mark.parametrize("dtype", GEMM_DTYPES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("K, N", [(97, 130), (128, 8)])  # K tail and N edge; whole K chunks, N < BLOCK_N
+def test_one_row_runs_the_matrix_vector_kernel(monkeypatch, K, N, bias, dtype):
+    """A decode step's row (kernels/gemv.py): the gated form and a plain linear, against the reference."""
+    from kernels import gemv
+
+    ran = []
+    monkeypatch.setattr(gemv, "run", lambda *a, _run=gemv.run: ran.append(1) or _run(*a))
+    g = torch.Generator().manual_seed(K + N)
+    x = torch.randn(1, 1, K, generator=g).to(DEVICE, dtype)
+    wg, wu = ((torch.randn(N, K, generator=g) / K ** 0.5).to(DEVICE, dtype) for _ in range(2))
+    bg, bu = (torch.randn(N, generator=g).to(DEVICE, dtype) if bias else None for _ in range(2))
+    f = [t.float() if t is not None else None for t in (x, wg, bg, wu, bu)]
+    out = linear_act.swiglu(x, wg, wu, bg, bu)
+    assert out.shape == (1, 1, N) and out.dtype == dtype
+    check_2x(out, linear_act.reference(f[0], f[1], f[2], "silu", f[3], f[4]),
+             None if dtype == torch.float32 else linear_act.reference(x, wg, bg, "silu", wu, bu))
+    out = linear_act.linear_act(x[0], wg, bg, "gelu")
+    check_2x(out, linear_act.reference(f[0][0], f[1], f[2], "gelu"),
+             None if dtype == torch.float32 else linear_act.reference(x[0], wg, bg, "gelu"))
+    assert len(ran) == 2
+    two = linear_act.linear_act(torch.cat([x[0], x[0]]), wg, bg, "gelu")  # two rows: the GEMM kernel
+    assert len(ran) == 2 and torch.equal(two[0], two[1])
+
+
 def test_non_contiguous_input():
     x = torch.randn(40, 96, device=DEVICE)[::2, :80]  # row stride 192, 80 columns
     w = torch.randn(33, 80, device=DEVICE) / 9

@@ -119,6 +119,20 @@ def test_swaps_find_the_modules_and_keep_fp32_results():
     torch.testing.assert_close(swapped(x), m(x), rtol=1e-5, atol=1e-5)  # fp32 takes the vendor path: same math
 
 
+def test_swiglu_is_found_in_a_transformers_llama():
+    """transformers 5 gives Llama's MLP a SiLUActivation, not nn.SiLU: the SwiGLU swap must still find it (it
+    found none in the 1B Llama's decode step, H200, 2026-12-04: candidates were norms and attention only)."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    mlp = LlamaMLP(LlamaConfig(hidden_size=64, intermediate_size=96)).eval()
+    assert modules.find_swiglu(torch.nn.ModuleDict({"mlp": mlp})) == ["mlp"]
+    swapped = modules.swap_linear_act(mlp)
+    assert isinstance(swapped, modules.FusedSwiGLU)
+    x = torch.randn(1, 1, 64)
+    torch.testing.assert_close(swapped(x), mlp(x))  # fp32 takes the vendor path: the same math
+
+
 def test_ops_export_with_fake_implementations():
     class M(torch.nn.Module):
         def forward(self, x, w, q):

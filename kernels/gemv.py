@@ -1,0 +1,83 @@
+"""kpt::linear_act at one row (a decode step at batch 1): act(x W^T + b), or the gated SwiGLU form
+act(x Wg^T + bg) * (x Wu^T + bu), as matrix-vector products on the CUDA cores.
+
+At one row the GEMM kernel's smallest tile (64 rows by 128 columns) is almost all padding, and it launches
+N / BLOCK_N programs: 16 for a 2048-wide output, an eighth of an H100's SMs, for a call bound by reading the
+weight once. Here a program owns BLOCK_N output columns and walks K in BLOCK_K chunks, multiplying in fp32;
+with BLOCK_N of 2-16 a 2048-wide output has hundreds of programs. The gated form reads both weights in the same
+loop and writes silu(gate) * up once, so nothing downstream recomputes it (Inductor's own matrix-vector
+reduction inlines SiLU*mul into the down projection's loads). Linear layers keep their [N, K] layout: each
+program's loads are BLOCK_N contiguous rows.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import activate, configs
+
+MAX_ROWS = 1  # linear_act takes this path up to this many rows (decode at batch 1; the GEMM above)
+
+# (BLOCK_N, BLOCK_K, num_warps): a few columns per program for many programs, long contiguous K chunks for wide
+# loads. Not yet measured on a GPU: the autotuner times them per (N, K) at the first call.
+_GPU = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=1)
+        for n, k, w in ((1, 2048, 4), (2, 1024, 4), (2, 2048, 8), (4, 512, 4), (4, 1024, 4), (4, 2048, 8),
+                        (8, 512, 4), (8, 1024, 8), (16, 256, 4), (16, 512, 8))]
+_INTERP = [triton.Config({"BLOCK_N": 4, "BLOCK_K": 64}, num_warps=1, num_stages=1)]  # K > 64 runs the K tail
+
+
+@triton.jit
+def _gemv_kernel(
+    x_ptr,    # [M, K] rows with unit inner stride
+    w_ptr,    # [N, K] weight (the gate projection for SwiGLU), unit inner stride
+    w2_ptr,   # [N, K] SwiGLU up projection; unused (any pointer) unless GATED
+    b_ptr,    # [N] bias of w; unused unless HAS_BIAS
+    b2_ptr,   # [N] bias of w2; unused unless HAS_BIAS and GATED
+    out_ptr,  # [M, N] output, unit inner stride
+    N, K, stride_xm, stride_wn, stride_w2n, stride_om,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row = tl.program_id(1)
+    n_ok = offs_n < N
+    rn = offs_n % N  # columns past the edge re-read a valid row; the store drops them
+    offs_k = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + offs_k
+        k_ok = k < K
+        xk = tl.load(x_ptr + row * stride_xm + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + k[None, :], mask=k_ok[None, :], other=0.0)
+        acc += w.to(tl.float32) * xk
+        if GATED:
+            w2 = tl.load(w2_ptr + rn[:, None] * stride_w2n + k[None, :], mask=k_ok[None, :], other=0.0)
+            acc2 += w2.to(tl.float32) * xk
+    y = tl.sum(acc, axis=1)
+    if HAS_BIAS:
+        y += tl.load(b_ptr + rn).to(tl.float32)
+    y = activate(y, ACT)
+    if GATED:
+        y2 = tl.sum(acc2, axis=1)
+        if HAS_BIAS:
+            y2 += tl.load(b2_ptr + rn).to(tl.float32)
+        y = y * y2
+    tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_ok)
+
+
+_gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT", "GATED"])(_gemv_kernel)
+
+
+def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: torch.Tensor, b2: torch.Tensor,  # noqa: ANN001
+        out: torch.Tensor, has_bias: bool, act: int, gated: bool) -> None:
+    """Launches the kernel through `launch` (_common.launch) for linear_act._run's operands: x2 [M, K] with
+    M <= MAX_ROWS, out [M, N]; w2/b/b2 any tensor where unused, as there."""
+    x2, weight, w2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (x2, weight, w2))
+    M, K = x2.shape
+    N = weight.shape[0]
+    launch(_gemv)[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), M)](
+        x2, weight, w2, b, b2, out, N, K, x2.stride(0), weight.stride(0), w2.stride(0), out.stride(0),
+        HAS_BIAS=has_bias, ACT=act, GATED=gated)
