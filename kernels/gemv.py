@@ -23,7 +23,7 @@ MAX_ROWS = 1  # linear_act takes this path up to this many rows (decode at batch
 # (BLOCK_N, BLOCK_K, num_warps): a few columns per program for many programs, long contiguous K chunks for wide
 # loads. Not yet measured on a GPU: the autotuner times them per (N, K) at the first call.
 _GPU = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=1)
-        for n, k, w in ((1, 2048, 4), (2, 1024, 4), (2, 2048, 8), (4, 512, 4), (4, 1024, 4), (4, 2048, 8),
+        for n, k, w in ((2, 512, 4), (2, 1024, 4), (2, 2048, 8), (4, 512, 4), (4, 1024, 4), (4, 2048, 8),
                         (8, 512, 4), (8, 1024, 8), (16, 256, 4), (16, 512, 8))]
 _INTERP = [triton.Config({"BLOCK_N": 4, "BLOCK_K": 64}, num_warps=1, num_stages=1)]  # K > 64 runs the K tail
 
