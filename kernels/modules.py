@@ -37,20 +37,23 @@ class FusedLinearAct(torch.nn.Module):
 
 class FusedSwiGLU(torch.nn.Module):
     """A gated MLP (gate_proj, up_proj, down_proj, SiLU act_fn: Llama/Mistral/Qwen): the first two GEMMs and
-    silu(gate) * up in one kernel; down_proj unchanged."""
+    silu(gate) * up in one kernel; down_proj through linear_act too where the registry picks ours for its shape
+    class (at one row, a decode step, that is gemv.py's kernel against cuBLAS's)."""
 
     def __init__(self, mlp: torch.nn.Module) -> None:
         super().__init__()
         self.mlp = mlp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g, u = self.mlp.gate_proj, self.mlp.up_proj
-        if x.dtype in (torch.float16, torch.bfloat16) and x.dtype == g.weight.dtype and \
-                registry.pick_linear(x, g.weight, g.bias, "silu", u.weight, u.bias) == registry.OURS:
+        g, u, d = self.mlp.gate_proj, self.mlp.up_proj, self.mlp.down_proj
+        half = x.dtype in (torch.float16, torch.bfloat16) and x.dtype == g.weight.dtype
+        if half and registry.pick_linear(x, g.weight, g.bias, "silu", u.weight, u.bias) == registry.OURS:
             h = linear_act.linear_act_op(x, g.weight, g.bias, u.weight, u.bias, "silu")
         else:
             h = F.silu(g(x)) * u(x)
-        return self.mlp.down_proj(h)
+        if half and h.dtype == d.weight.dtype and registry.pick_linear(h, d.weight, d.bias, "none") == registry.OURS:
+            return linear_act.linear_act_op(h, d.weight, d.bias, None, None, "none")
+        return d(h)
 
 
 class FusedNorm(torch.nn.Module):

@@ -167,6 +167,26 @@ def test_candidates_on_gpu_swap_and_match():
             check_2x(out, ref, block(x))
 
 
+def test_llama_mlp_swap_at_one_row_matches(tmp_path, monkeypatch):
+    """transformers' Llama MLP at the 1B Llama's width and one row (a decode step), swapped: gate/up and down go
+    through linear_act (gemv.py's kernel) where the registry picks ours; within 2x of bf16 PyTorch's error."""
+    import copy
+
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    monkeypatch.setenv("KPT_CACHE_DIR", str(tmp_path))
+    registry.clear_memory()
+    torch.manual_seed(0)
+    mlp = LlamaMLP(LlamaConfig(hidden_size=2048, intermediate_size=5632)).cuda().eval()
+    x = torch.randn(1, 1, 2048, device="cuda")
+    low = copy.deepcopy(mlp).to(torch.bfloat16)
+    swapped = modules.swap_linear_act(low)
+    assert isinstance(swapped, modules.FusedSwiGLU)
+    with torch.inference_mode():
+        check_2x(swapped(x.bfloat16()), mlp(x), low(x.bfloat16()))
+
+
 @pytest.mark.parametrize("dtype", LP)
 @pytest.mark.parametrize("dims", [(1, 32, 4, 2048, 64, 2047), (1, 32, 4, 2048, 64, 700), (4, 16, 16, 1000, 128, 3)],
                          ids=lambda d: "b{}h{}/{}s{}d{}p{}".format(*d))
