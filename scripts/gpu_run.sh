@@ -268,7 +268,7 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
                 --name "kernels-quick-$op" --out "$OUT" > "$OUT/kernels-quick-$op.log" 2>&1 || echo "kernels.bench $op: rc $?"
         done
         grep -h -A 20 "each kernel variant" "$OUT"/kernels-quick-*.md || true
-        grep -h '"decode_attention"\|"attention"\|"linear_gelu"\|"swiglu"' "$OUT"/kernels-quick-*.log | cut -c1-200 || true ;;
+        grep -h '"decode_attention"\|"attention"\|"linear_gelu"\|"swiglu"\|"gemv' "$OUT"/kernels-quick-*.log | cut -c1-200 || true ;;
     models) models "${2:?usage: scripts/gpu_run.sh models <comma-separated keys of bench/h100.py MODELS>}" ;;
     builds)
         # Detached builds of the groups given (BUILD_S seconds at most: they outlive this command), and beside
