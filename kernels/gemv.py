@@ -20,11 +20,13 @@ from ._common import activate, configs
 
 MAX_ROWS = 1  # linear_act takes this path up to this many rows (decode at batch 1; the GEMM above)
 
-# (BLOCK_N, BLOCK_K, num_warps): a few columns per program for many programs, long contiguous K chunks for wide
-# loads. Not yet measured on a GPU: the autotuner times them per (N, K) at the first call.
-_GPU = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=1)
-        for n, k, w in ((2, 512, 4), (2, 1024, 4), (2, 2048, 8), (4, 512, 4), (4, 1024, 4), (4, 2048, 8),
-                        (8, 512, 4), (8, 1024, 8), (16, 256, 4), (16, 512, 8))]
+# (BLOCK_N, BLOCK_K, num_warps, num_stages): a few columns per program for many programs, long contiguous K
+# chunks for wide loads; two with Triton's software pipelining of the loop's loads. Not yet measured on a GPU:
+# the autotuner times them per (N, K) at the first call.
+_GPU = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=st)
+        for n, k, w, st in ((2, 512, 4, 1), (2, 1024, 4, 1), (2, 2048, 8, 1), (4, 512, 4, 1), (4, 1024, 4, 1),
+                            (4, 2048, 8, 1), (8, 512, 4, 1), (8, 1024, 8, 1), (16, 256, 4, 1), (16, 512, 8, 1),
+                            (4, 1024, 4, 3), (8, 512, 4, 3))]
 _INTERP = [triton.Config({"BLOCK_N": 4, "BLOCK_K": 64}, num_warps=1, num_stages=1)]  # K > 64 runs the K tail
 
 
