@@ -3,6 +3,7 @@
 were pipelined (cp.async into shared memory) can be checked in CI and before a GPU run.
 
     python -m kernels.cubin [--warps 16,32] [--stages 2,3]   # the persistent norm kernel at 32768 wide, sm_90: JSON lines
+    python -m kernels.cubin --gemv                           # each autotuned config of kernels.gemv (SwiGLU, bf16)
 
 Run it without TRITON_INTERPRET (under the interpreter triton.jit gives no compilable function).
 """
@@ -74,11 +75,34 @@ def norm_signature(dtype: str = "bf16") -> dict:
 NORM_DIVISIBLE = ("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "stride_x", "stride_o")
 
 
+GEMV_SIGNATURE = {**{p: "*bf16" for p in ("x_ptr", "w_ptr", "w2_ptr", "b_ptr", "b2_ptr", "out_ptr")},
+                  **{a: "i32" for a in ("N", "K", "stride_xm", "stride_wn", "stride_w2n", "stride_om")},
+                  **{c: "constexpr" for c in ("HAS_BIAS", "ACT", "GATED", "BLOCK_N", "BLOCK_K", "STAGES")}}
+GEMV_DIVISIBLE = ("x_ptr", "w_ptr", "w2_ptr", "out_ptr", "N", "K", "stride_wn", "stride_w2n")
+
+
+def gemv_rows() -> list[dict]:
+    """kernels.gemv's autotuned configs, gated (SwiGLU) in bf16, compiled for sm_90."""
+    from kernels import gemv
+
+    rows = []
+    for c in gemv._GPU:
+        consts = {"HAS_BIAS": False, "ACT": 3, "GATED": True, **c.kwargs}
+        r = resources(gemv._gemv_kernel, GEMV_SIGNATURE, consts, c.num_warps, GEMV_DIVISIBLE)
+        rows.append({"op": "gemv_swiglu", **c.kwargs, "warps": c.num_warps} | dataclasses.asdict(r))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--warps", default="16,32")
     ap.add_argument("--stages", default="2,3")
+    ap.add_argument("--gemv", action="store_true", help="kernels.gemv's configs instead of the norm kernel")
     args = ap.parse_args(argv)
+    if args.gemv:
+        for row in gemv_rows():
+            sys.stdout.write(json.dumps(row) + "\n")
+        return 0
     from kernels import norms
 
     for rms in (True, False):

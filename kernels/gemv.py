@@ -20,14 +20,15 @@ from ._common import activate, configs
 
 MAX_ROWS = 1  # linear_act takes this path up to this many rows (decode at batch 1; the GEMM above)
 
-# (BLOCK_N, BLOCK_K, num_warps, num_stages): a few columns per program for many programs, long contiguous K
-# chunks for wide loads; two with Triton's software pipelining of the loop's loads. Not yet measured on a GPU:
-# the autotuner times them per (N, K) at the first call.
-_GPU = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=st)
+# (BLOCK_N, BLOCK_K, num_warps, STAGES): a few columns per program for many programs, long contiguous K chunks
+# for wide loads; STAGES > 1 pipelines the loop's loads through shared memory (cp.async: kernels.cubin shows
+# the copies for sm_90; plain num_stages does not pipeline loads that feed no tl.dot). Not yet measured on a
+# GPU: the autotuner times them per (N, K) at the first call.
+_GPU = [triton.Config({"BLOCK_N": n, "BLOCK_K": k, "STAGES": st}, num_warps=w)
         for n, k, w, st in ((2, 512, 4, 1), (2, 1024, 4, 1), (2, 2048, 8, 1), (4, 512, 4, 1), (4, 1024, 4, 1),
                             (4, 2048, 8, 1), (8, 512, 4, 1), (8, 1024, 8, 1), (16, 256, 4, 1), (16, 512, 8, 1),
-                            (4, 1024, 4, 3), (8, 512, 4, 3))]
-_INTERP = [triton.Config({"BLOCK_N": 4, "BLOCK_K": 64}, num_warps=1, num_stages=1)]  # K > 64 runs the K tail
+                            (4, 512, 4, 3), (4, 1024, 4, 3), (8, 512, 4, 3), (2, 2048, 8, 3))]
+_INTERP = [triton.Config({"BLOCK_N": 4, "BLOCK_K": 64, "STAGES": 1}, num_warps=1)]  # K > 64 runs the K tail
 
 
 @triton.jit
@@ -40,7 +41,7 @@ def _gemv_kernel(
     out_ptr,  # [M, N] output, unit inner stride
     N, K, stride_xm, stride_wn, stride_w2n, stride_om,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
 ):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row = tl.program_id(1)
@@ -49,7 +50,7 @@ def _gemv_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in tl.range(0, K, BLOCK_K, num_stages=STAGES):
         k = k0 + offs_k
         k_ok = k < K
         xk = tl.load(x_ptr + row * stride_xm + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]

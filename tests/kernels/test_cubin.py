@@ -30,3 +30,21 @@ def test_persistent_norm_is_pipelined_fits_and_does_not_spill():
         assert r["async_copies"] >= loads, r  # each staged load appears in the prologue and the loop
         assert r["stack_bytes"] == 0, r
         assert 32768 * 2 * loads <= r["shared_bytes"] <= H100_SHARED_BYTES, r
+
+
+def test_gemv_configs_compile_for_sm90_without_spills_and_staged_ones_pipeline():
+    """Every autotuned config of kernels/gemv.py, gated (SwiGLU: two weights) in bf16, compiled for sm_90."""
+    pytest.importorskip("triton")
+    from kernels import cubin
+
+    if cubin.cuobjdump() is None:
+        pytest.skip("this triton wheel ships no cuobjdump")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the interpreter has nothing to compile
+    out = subprocess.run([sys.executable, "-m", "kernels.cubin", "--gemv"], env=env, text=True,
+                         capture_output=True, timeout=600, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) >= 10
+    for r in rows:
+        assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
+        assert (r["async_copies"] >= 4) is (r["STAGES"] > 1), r  # x and both weights, prologue and loop
