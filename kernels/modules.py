@@ -14,6 +14,12 @@ from . import attention, decode, linear_act, norms, registry
 ACT_MODULES = {torch.nn.GELU: None, torch.nn.SiLU: "silu", torch.nn.ReLU: "relu"}
 
 
+def _plain(*tensors: torch.Tensor | None) -> bool:
+    """Plain tensors: not torchao's quantized subclasses (O3 quantizes before it tries kernels), whose data the
+    kernels cannot read."""
+    return all(t is None or type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors)
+
+
 def _act_of(m: torch.nn.Module) -> str | None:
     if isinstance(m, torch.nn.GELU):
         return "gelu_tanh" if m.approximate == "tanh" else "gelu"
@@ -29,7 +35,7 @@ class FusedLinearAct(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.linear.weight, self.linear.bias
-        if x.dtype in (torch.float16, torch.bfloat16) and x.dtype == w.dtype and \
+        if x.dtype in (torch.float16, torch.bfloat16) and x.dtype == w.dtype and _plain(w, b) and \
                 registry.pick_linear(x, w, b, self.act) == registry.OURS:
             return linear_act.linear_act_op(x, w, b, None, None, self.act)
         return linear_act.reference(x, w, b, self.act)
@@ -47,11 +53,11 @@ class FusedSwiGLU(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g, u, d = self.mlp.gate_proj, self.mlp.up_proj, self.mlp.down_proj
         half = x.dtype in (torch.float16, torch.bfloat16) and x.dtype == g.weight.dtype
-        if half and registry.pick_linear(x, g.weight, g.bias, "silu", u.weight, u.bias) == registry.OURS:
+        if half and _plain(g.weight, g.bias, u.weight, u.bias) and registry.pick_linear(x, g.weight, g.bias, "silu", u.weight, u.bias) == registry.OURS:
             h = linear_act.linear_act_op(x, g.weight, g.bias, u.weight, u.bias, "silu")
         else:
             h = F.silu(g(x)) * u(x)
-        if half and h.dtype == d.weight.dtype and registry.pick_linear(h, d.weight, d.bias, "none") == registry.OURS:
+        if half and h.dtype == d.weight.dtype and _plain(d.weight, d.bias) and registry.pick_linear(h, d.weight, d.bias, "none") == registry.OURS:
             return linear_act.linear_act_op(h, d.weight, d.bias, None, None, "none")
         return d(h)
 
@@ -126,7 +132,7 @@ def find_linear_act(module: torch.nn.Module) -> list[tuple[str, int]]:
         if isinstance(m, torch.nn.Sequential):
             kids = list(m)
             for i in range(len(kids) - 1):
-                if isinstance(kids[i], torch.nn.Linear) and _act_of(kids[i + 1]):
+                if isinstance(kids[i], torch.nn.Linear) and _act_of(kids[i + 1]) and _plain(kids[i].weight):
                     found.append((name, i))
     return found
 
@@ -139,7 +145,7 @@ def _is_silu(m: object) -> bool:
 def find_swiglu(module: torch.nn.Module) -> list[str]:
     return [n for n, m in module.named_modules()
             if all(isinstance(getattr(m, a, None), torch.nn.Linear) for a in ("gate_proj", "up_proj", "down_proj"))
-            and _is_silu(getattr(m, "act_fn", None))]
+            and _is_silu(getattr(m, "act_fn", None)) and _plain(m.gate_proj.weight, m.up_proj.weight)]
 
 
 def _replace(root: torch.nn.Module, name: str, new: torch.nn.Module) -> torch.nn.Module:

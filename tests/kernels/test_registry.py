@@ -133,6 +133,25 @@ def test_swiglu_is_found_in_a_transformers_llama():
     torch.testing.assert_close(swapped(x), mlp(x))  # fp32 takes the vendor path: the same math
 
 
+def test_quantized_linears_are_left_to_their_own_path():
+    """O3 quantizes before it tries kernels: torchao's int8 weights are tensor subclasses the kernels cannot read,
+    so no swap is offered for them, and a swapped MLP whose weights are quantized runs the vendor path."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    mlp = LlamaMLP(LlamaConfig(hidden_size=64, intermediate_size=96)).eval().to(torch.bfloat16)
+    swapped = modules.FusedSwiGLU(mlp)
+    quantize_(mlp, Int8WeightOnlyConfig())
+    assert modules.find_swiglu(torch.nn.ModuleDict({"mlp": mlp})) == []
+    seq = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU()).to(torch.bfloat16)
+    quantize_(seq, Int8WeightOnlyConfig())
+    assert modules.find_linear_act(seq) == []
+    x = torch.randn(1, 1, 64, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        torch.testing.assert_close(swapped(x), mlp(x))  # the registry is never asked: nothing to measure on a CPU
+
+
 def test_ops_export_with_fake_implementations():
     class M(torch.nn.Module):
         def forward(self, x, w, q):
