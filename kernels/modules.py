@@ -53,11 +53,13 @@ class FusedSwiGLU(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g, u, d = self.mlp.gate_proj, self.mlp.up_proj, self.mlp.down_proj
         half = x.dtype in (torch.float16, torch.bfloat16) and x.dtype == g.weight.dtype
-        if half and _plain(g.weight, g.bias, u.weight, u.bias) and registry.pick_linear(x, g.weight, g.bias, "silu", u.weight, u.bias) == registry.OURS:
+        if half and _plain(g.weight, g.bias, u.weight, u.bias) and \
+                registry.pick_linear(x, g.weight, g.bias, "silu", u.weight, u.bias) == registry.OURS:
             h = linear_act.linear_act_op(x, g.weight, g.bias, u.weight, u.bias, "silu")
         else:
             h = F.silu(g(x)) * u(x)
-        if half and h.dtype == d.weight.dtype and _plain(d.weight, d.bias) and registry.pick_linear(h, d.weight, d.bias, "none") == registry.OURS:
+        if half and h.dtype == d.weight.dtype and _plain(d.weight, d.bias) and \
+                registry.pick_linear(h, d.weight, d.bias, "none") == registry.OURS:
             return linear_act.linear_act_op(h, d.weight, d.bias, None, None, "none")
         return d(h)
 
