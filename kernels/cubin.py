@@ -84,10 +84,11 @@ GEMV_DIVISIBLE = ("x_ptr", "w_ptr", "w2_ptr", "out_ptr", "N", "K", "stride_wn", 
 def gemv_rows() -> list[dict]:
     """kernels.gemv's autotuned configs, gated (SwiGLU) in bf16, compiled for sm_90."""
     from kernels import gemv
+    from kernels._common import ACTS
 
     rows = []
     for c in gemv._GPU:
-        consts = {"HAS_BIAS": False, "ACT": 3, "GATED": True, **c.kwargs}
+        consts = {"HAS_BIAS": False, "ACT": ACTS["silu"], "GATED": True, **c.kwargs}
         r = resources(gemv._gemv_kernel, GEMV_SIGNATURE, consts, c.num_warps, GEMV_DIVISIBLE)
         rows.append({"op": "gemv_swiglu", **c.kwargs, "warps": c.num_warps} | dataclasses.asdict(r))
     return rows

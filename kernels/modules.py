@@ -23,6 +23,8 @@ def _plain(*tensors: torch.Tensor | None) -> bool:
 def _act_of(m: torch.nn.Module) -> str | None:
     if isinstance(m, torch.nn.GELU):
         return "gelu_tanh" if m.approximate == "tanh" else "gelu"
+    if type(m).__name__ == "SiLUActivation":  # what transformers 5's ACT2FN["silu"] gives Llama's MLP
+        return "silu"
     return ACT_MODULES.get(type(m))
 
 
@@ -139,15 +141,10 @@ def find_linear_act(module: torch.nn.Module) -> list[tuple[str, int]]:
     return found
 
 
-def _is_silu(m: object) -> bool:
-    """nn.SiLU, or transformers' SiLUActivation (what ACT2FN["silu"] gives Llama's MLP in transformers 5)."""
-    return isinstance(m, torch.nn.SiLU) or (isinstance(m, torch.nn.Module) and type(m).__name__ == "SiLUActivation")
-
-
 def find_swiglu(module: torch.nn.Module) -> list[str]:
     return [n for n, m in module.named_modules()
             if all(isinstance(getattr(m, a, None), torch.nn.Linear) for a in ("gate_proj", "up_proj", "down_proj"))
-            and _is_silu(getattr(m, "act_fn", None)) and _plain(m.gate_proj.weight, m.up_proj.weight)]
+            and _act_of(getattr(m, "act_fn", None)) == "silu" and _plain(m.gate_proj.weight, m.up_proj.weight)]
 
 
 def _replace(root: torch.nn.Module, name: str, new: torch.nn.Module) -> torch.nn.Module:

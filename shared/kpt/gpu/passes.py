@@ -316,7 +316,8 @@ def decided_trial(kind: str, candidate: str, base: torch.nn.Module, trial: torch
     """time_trial(base, trial, x), kept under KPT_CACHE_DIR like the attention order: the same model on the same
     device decides the same way (and so finds its compiled package) instead of re-timing within noise. Returns
     (times, reused)."""
-    key = cache.choice_key(kind, {"candidate": candidate, "model": structure(base), "timed": "compiled graphs, build options",
+    key = cache.choice_key(kind, {"candidate": candidate, "model": structure(base),
+                                  "timed": "compiled graphs, build options",
                                   "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
                                   "device": torch.cuda.get_device_name(torch.device(device))})
     return cache.decided(settings.get("KPT_CACHE_DIR"), key, lambda: time_trial(base, trial, x))
