@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -153,23 +155,39 @@ def bench_linear(quick: bool) -> list[dict]:
     return rows
 
 
+def _rotating(calls: list) -> Callable[[], object]:
+    """One call per copy of the operands, taken in turn (a graph capture records as many as it replays)."""
+    turn = itertools.count()
+    return lambda: calls[next(turn) % len(calls)]()
+
+
 def bench_gemv(quick: bool) -> list[dict]:
-    """One row (a decode step at batch 1) at the 1B Llama's shapes: linear_act's matrix-vector kernel against
-    cuBLAS + activation and against Inductor with coordinate-descent tuning (how a decode build compiles them,
-    kpt.gpu.compile), all graph-replayed. GB/s here is the weight read: the bound these calls have."""
+    """One row (a decode step at batch 1) at the 1B Llama's shapes (MLP, output and key/value projections, LM
+    head): linear_act's matrix-vector kernel against cuBLAS + activation and against Inductor with
+    coordinate-descent tuning (how a decode build compiles them, kpt.gpu.compile), all graph-replayed. Each call
+    reads the next of enough weight copies to outgrow the L2 cache four times over, as a decode step's 2 GB of
+    weights do (replaying one 23 MB weight would time L2, not memory). GB/s here is the weight read: the bound
+    these calls have."""
     rows = []
     dtype = torch.bfloat16
-    for K, N, gated in ((2048, 5632, True), (5632, 2048, False), (2048, 2048, False))[:2 if quick else 3]:
+    l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
+    shapes = ((2048, 5632, True), (5632, 2048, False), (2048, 2048, False), (2048, 256, False), (2048, 32000, False))
+    for K, N, gated in shapes[:2 if quick else len(shapes)]:
+        nbytes = N * K * (2 if gated else 1) * torch.finfo(dtype).bits // 8
+        copies = -(-4 * l2 // nbytes)
         x = torch.randn(1, K, device="cuda", dtype=dtype)
-        w, w2 = (torch.randn(N, K, device="cuda", dtype=dtype) / K ** 0.5 for _ in range(2))
-        act, second = ("silu", w2) if gated else ("none", None)
-        providers = registry.linear_providers(x, w, None, act, second)
+        act = "silu" if gated else "none"
+        pairs = [tuple(torch.randn(N, K, device="cuda", dtype=dtype) / K ** 0.5 if i == 0 or gated else None
+                       for i in range(2)) for _ in range(copies)]
+        providers = {name: _rotating([registry.linear_providers(x, w, None, act, w2)[name] for w, w2 in pairs])
+                     for name in registry.linear_providers(x, pairs[0][0], None, act)}
         with torch._inductor.config.patch(coordinate_descent_tuning=True):
-            compiled = torch.compile(functools.partial(linear_act.reference, act=act, weight2=second), dynamic=False)
-            providers["inductor_cd"] = lambda c=compiled, x=x, w=w: c(x, w)
+            compiled = torch.compile(functools.partial(linear_act.reference, act=act), dynamic=False)
+            providers["inductor_cd"] = _rotating([functools.partial(compiled, x, w, None, weight2=w2) for w, w2 in pairs])
             providers["inductor_cd"]()  # compiles under the patch
         rows += _rows("gemv_swiglu" if gated else "gemv", f"1x{K}->{N}", dtype, None, providers,
-                      2 * N * K * (2 if gated else 1), N * K * (2 if gated else 1) * x.element_size())
+                      2 * N * K * (2 if gated else 1), nbytes)
+        del pairs, providers
     return rows
 
 
