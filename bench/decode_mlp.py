@@ -1,0 +1,112 @@
+"""The 1B Llama's decode step (bf16, batch 1, 2048-entry cache, kernels/' decode attention) compiled as a build's
+trial compiles it (kpt.gpu.compile.trial_options: freezing, coordinate-descent tuning), three ways:
+
+  inductor      the MLP left to Inductor (its matrix-vector reductions, norms and residual adds fused in)
+  down_gemv     the down projection through kernels/gemv.py (linear_act at one row), gate/up left to Inductor
+  swiglu_gemv   gate/up (silu(gate) * up written once) and the down projection both through gemv.py
+
+each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call and the
+kernels of one layer in launch order. Says whether the matrix-vector kernel helps inside a compiled step, where
+it cannot fuse with its neighbours, before a build spends a trial on it.
+
+    PYTHONPATH=.:shared python3 bench/decode_mlp.py > decode_mlp.json        (needs a CUDA device)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("bench.decode_mlp")
+
+
+class _MLP(torch.nn.Module):
+    """A Llama MLP with the down projection (and, gated, gate/up) forced through kernels/' linear_act."""
+
+    def __init__(self, mlp: torch.nn.Module, gated: bool) -> None:
+        super().__init__()
+        self.mlp, self.gated = mlp, gated
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from kernels import linear_act
+
+        g, u, d = self.mlp.gate_proj, self.mlp.up_proj, self.mlp.down_proj
+        if self.gated:
+            h = linear_act.linear_act_op(x, g.weight, None, u.weight, None, "silu")
+        else:
+            h = F.silu(g(x)) * u(x)
+        return linear_act.linear_act_op(h, d.weight, None, None, None, "none")
+
+
+def _graphed(fn: Callable, x: tuple[torch.Tensor, ...]) -> Callable[[], object]:
+    with torch.inference_mode():
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                fn(*x)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn(*x)
+    return graph.replay
+
+
+def _one_layer(replay: Callable[[], object], layers: int) -> list[list]:
+    """[kernel name, us] of one call's first layer-worth of launches, in launch order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        replay()
+        torch.cuda.synchronize()
+    ks = sorted((e.time_range.start, e.name, e.time_range.elapsed_us()) for e in prof.events()
+                if e.device_type == torch.autograd.DeviceType.CUDA)
+    per_layer = max(1, len(ks) // layers)
+    return [[name[:120], round(us, 2)] for _, name, us in ks[per_layer:2 * per_layer]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default="inductor,down_gemv,swiglu_gemv")
+    ap.add_argument("--reps", type=int, default=200)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not torch.cuda.is_available():
+        log.error("decode_mlp needs a CUDA device; none is visible")
+        return 2
+    from kernels import modules
+    from kpt.gpu import bench, models
+    from kpt.gpu.compile import trial_options
+    from kpt.optimize import inputs as inp
+
+    step, spec = models.MODELS["llama-1b-decode"]("cuda:0")
+    step = modules.swap_decode_attention(step.to(torch.bfloat16))
+    x = tuple(inp.generate(spec, seed=0, device="cuda:0"))
+    layers = len(step.model.layers)
+    opts = trial_options(step, x)
+    replays, out = {}, {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "options": opts,
+                        "command": "python3 bench/decode_mlp.py " + " ".join(argv or sys.argv[1:])}
+    for name in args.variants.split(","):
+        for layer in step.model.layers:
+            inner = getattr(layer.mlp, "mlp", layer.mlp)
+            layer.mlp = inner if name == "inductor" else _MLP(inner, gated=name == "swiglu_gemv")
+        torch._dynamo.reset()
+        compiled = torch.compile(step, dynamic=False, options=opts)
+        replays[name] = _graphed(compiled, x)
+        out.setdefault("kernels", {})[name] = bench.profile_kernels(lambda r=replays[name]: r(), (), top=8)
+        out.setdefault("one_layer", {})[name] = _one_layer(replays[name], layers)
+        log.info("%s compiled and captured", name)
+    out["p50_ms"] = bench.compare(replays, reps=args.reps, warmup=10)
+    sys.stdout.write(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
