@@ -31,6 +31,16 @@ _GPU = [triton.Config({"BLOCK_N": n, "BLOCK_K": k, "STAGES": st}, num_warps=w)
 _INTERP = [triton.Config({"BLOCK_N": 4, "BLOCK_K": 64, "STAGES": 1}, num_warps=1)]  # K > 64 runs the K tail
 
 
+def _fitting(cfgs: list, named_args: dict, **kwargs) -> list:  # noqa: ANN003 - the autotuner's prune hook
+    """The configs whose K chunk (then also column block) does not overshoot the problem, the smallest chunk
+    always fitting: past K a chunk is masked-off loads, and each config is a compile (27-64 s for the fourteen
+    at one small shape on the H200, 2026-12-04). The decode shapes (K 2048 and 5632) keep all."""
+    k_fit = [c for c in cfgs if c.kwargs["BLOCK_K"] <= max(triton.next_power_of_2(named_args["K"]),
+                                                            min(c.kwargs["BLOCK_K"] for c in cfgs))]
+    both = [c for c in k_fit if c.kwargs["BLOCK_N"] <= triton.next_power_of_2(named_args["N"])]
+    return both or k_fit
+
+
 @triton.jit
 def _gemv_kernel(
     x_ptr,    # [M, K] rows with unit inner stride
@@ -71,7 +81,8 @@ def _gemv_kernel(
     tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_ok)
 
 
-_gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT", "GATED"])(_gemv_kernel)
+_gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT", "GATED"],
+                        prune_configs_by={"early_config_prune": _fitting})(_gemv_kernel)
 
 
 def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: torch.Tensor, b2: torch.Tensor,  # noqa: ANN001

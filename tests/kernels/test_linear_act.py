@@ -69,6 +69,19 @@ def test_one_row_runs_the_matrix_vector_kernel(monkeypatch, K, N, bias, dtype):
     assert len(ran) == 2 and torch.equal(two[0], two[1])
 
 
+def test_gemv_tunes_only_configs_that_fit_the_problem():
+    """Past K a chunk is masked-off loads, and each config is a compile: small problems skip the large chunks."""
+    from kernels import gemv
+
+    assert gemv._fitting(gemv._GPU, {"N": 2048, "K": 5632}) == gemv._GPU  # the decode shapes keep every config
+    chunk = min(c.kwargs["BLOCK_K"] for c in gemv._GPU)
+    smallest = [c for c in gemv._GPU if c.kwargs["BLOCK_K"] == chunk]
+    assert gemv._fitting(gemv._GPU, {"N": 130, "K": 97}) == smallest
+    assert gemv._fitting(gemv._GPU, {"N": 8, "K": 128}) == smallest  # none is as narrow as 8 columns: K decides
+    assert [c.kwargs["BLOCK_K"] for c in gemv._fitting(gemv._GPU, {"N": 4096, "K": 1000})] == \
+        [c.kwargs["BLOCK_K"] for c in gemv._GPU if c.kwargs["BLOCK_K"] <= 1024]
+
+
 def test_non_contiguous_input():
     x = torch.randn(40, 96, device=DEVICE)[::2, :80]  # row stride 192, 80 columns
     w = torch.randn(33, 80, device=DEVICE) / 9
