@@ -5,7 +5,9 @@ per device and shape class which provider runs (decode attention: the whole-mode
 This file stays importable without a GPU and without triton: the op modules are imported by candidates()
 only when they can run. Entry point of kpt.gpu.passes.CustomKernels:
 
-    candidates(module, device) -> [(name, apply)]   apply(module) returns a new module with our ops swapped in
+    candidates(module, device, example=None) -> [(name, apply)]
+        apply(module) returns a new module with our ops swapped in; example, the model's inputs, lets the
+        candidates that only a run can find (attention: the SDPA calls it could route) be left out when absent
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ def unavailable(device: str) -> str | None:
     return None
 
 
-def candidates(module: torch.nn.Module, device: str) -> list[tuple[str, Callable[[torch.nn.Module], torch.nn.Module]]]:
+def candidates(module: torch.nn.Module, device: str, example: tuple[torch.Tensor, ...] | None = None,
+               ) -> list[tuple[str, Callable[[torch.nn.Module], torch.nn.Module]]]:
     """One candidate per kind of swap the model has room for. Each swapped module asks the registry, per
-    shape class, whether ours is faster and correct there, and runs the vendor path otherwise."""
+    shape class, whether ours is faster and correct there, and runs the vendor path otherwise. Without
+    example, the attention swap is always offered (its SDPA calls are only seen when the model runs)."""
     why = unavailable(device)
     if why:
         log.info("kernels/: no candidates: %s", why)
@@ -64,6 +68,7 @@ def candidates(module: torch.nn.Module, device: str) -> list[tuple[str, Callable
         found.append(("kpt_linear_act", modules.swap_linear_act))
     if modules.find_decode_steps(module):
         found.append(("kpt_decode_attention", modules.swap_decode_attention))
-    found.append(("kpt_attention", modules.swap_attention))  # SDPA calls are only seen when the model runs
+    if example is None or modules.routable_attention_calls(module, example):
+        found.append(("kpt_attention", modules.swap_attention))
     log.info("kernels/: candidates %s", [n for n, _ in found])
     return found

@@ -95,16 +95,44 @@ class _RouteSDPA(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _route(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):  # noqa: ANN001, ANN202
+def _routable(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False) -> bool:  # noqa: ANN001
+    """An SDPA call kpt::attention can take: no mask, no dropout, 4-D fp16/bf16, a head dim it has, Nq == Nk
+    when causal, and grouped heads only where the caller allows them."""
     if attn_mask is not None or dropout_p != 0.0 or q.dim() != 4 or q.dtype not in (torch.float16, torch.bfloat16):
-        return None
+        return False
     if q.shape[-1] not in attention.HEAD_DIMS or (is_causal and q.shape[2] != k.shape[2]):
-        return None
-    if q.shape[1] != k.shape[1] and not enable_gqa:
+        return False
+    return q.shape[1] == k.shape[1] or enable_gqa
+
+
+def _route(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):  # noqa: ANN001, ANN202
+    if not _routable(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa):
         return None
     if registry.pick_attention(q, k, v, is_causal, scale) != registry.OURS:
         return None
     return attention.attention_op(q, k, v, is_causal, scale, -1, -1, None, 0.0, None)
+
+
+class _CountRoutable(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's protocol
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention and _routable(*args, **kwargs):
+            self.calls += 1
+        return func(*args, **kwargs)
+
+
+def routable_attention_calls(module: torch.nn.Module, x: tuple[torch.Tensor, ...]) -> int:
+    """SDPA calls of one run of module(*x) that the attention swap could route (the registry not asked): with
+    none, its trial would compile the model twice to time the same code (the 1B Llama's decode step passes a
+    cache mask to every call: about 130 s of its O3 build, H200, 2026-12-04)."""
+    mode = _CountRoutable()
+    with torch.inference_mode(), mode:
+        module(*x)
+    return mode.calls
 
 
 class RoutedAttention(torch.nn.Module):

@@ -160,6 +160,7 @@ def test_kernel_trials_of_an_int8_decode_step_compile(tmp_path, kpt_cache_dir):
     quantize_(work.module, Int8WeightOnlyConfig())
     row = apply(CustomKernels(), work, "LEVEL_O3")
     assert "kpt_decode_attention" in row["reason"] and "uncompiled" not in row["reason"], row["reason"]
+    assert "kpt_attention" not in row["reason"]  # every SDPA call of the step has a cache mask: nothing to route
 
 
 def test_vit_package_runs_a_fused_attention_kernel(tmp_path, kpt_cache_dir):

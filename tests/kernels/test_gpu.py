@@ -156,9 +156,9 @@ def test_candidates_on_gpu_swap_and_match():
     spec.loader.exec_module(mod)
     block = torch.nn.Sequential(torch.nn.LayerNorm(512), torch.nn.Linear(512, 1024), torch.nn.SiLU(),
                                 torch.nn.Linear(1024, 512)).cuda().to(torch.bfloat16).eval()
-    names = [n for n, _ in mod.candidates(block, "cuda")]
-    assert names[:2] == ["kpt_norms", "kpt_linear_act"]
     x = torch.randn(4096, 512, device="cuda", dtype=torch.bfloat16)
+    assert [n for n, _ in mod.candidates(block, "cuda")] == ["kpt_norms", "kpt_linear_act", "kpt_attention"]
+    assert [n for n, _ in mod.candidates(block, "cuda", (x,))] == ["kpt_norms", "kpt_linear_act"]  # calls no SDPA
     ref = block.float()(x.float())
     block = block.to(torch.bfloat16)
     with torch.inference_mode():

@@ -119,6 +119,21 @@ def test_swaps_find_the_modules_and_keep_fp32_results():
     torch.testing.assert_close(swapped(x), m(x), rtol=1e-5, atol=1e-5)  # fp32 takes the vendor path: same math
 
 
+def test_attention_swap_counts_only_the_calls_it_could_route():
+    """Without an SDPA call the attention kernel could take, its trial is left out (the 1B Llama's decode step
+    passes a cache mask to every call)."""
+
+    class Masked(torch.nn.Module):
+        def forward(self, q):
+            mask = torch.ones(q.shape[2], q.shape[2], dtype=torch.bool)
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+
+    x = torch.randn(2, 5, 64)
+    assert modules.routable_attention_calls(_Block().eval(), (x,)) == 0  # fp32
+    assert modules.routable_attention_calls(_Block().eval().to(torch.bfloat16), (x.bfloat16(),)) == 1
+    assert modules.routable_attention_calls(Masked(), (torch.randn(1, 2, 5, 32, dtype=torch.bfloat16),)) == 0
+
+
 def test_swiglu_is_found_in_a_transformers_llama():
     """transformers 5 gives Llama's MLP a SiLUActivation, not nn.SiLU: the SwiGLU swap must still find it (it
     found none in the 1B Llama's decode step, H200, 2026-12-04: candidates were norms and attention only)."""

@@ -272,7 +272,7 @@ def _sdpa(cfg: SdpaBackend, work: Work) -> Outcome:
 class CustomKernels(PassConfig):
     """Kernels from the repository's kernels/ package, kept where they measure faster on this device.
 
-    The package, when it exists, exposes candidates(module, device) -> [(name, apply)] where apply(module)
+    The package, when it exists, exposes candidates(module, device, example) -> [(name, apply)] where apply(module)
     returns the module with the kernel's custom op swapped in (ops registered with torch.library, so
     export and AOTInductor trace them)."""
 
@@ -294,10 +294,10 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
     spec.loader.exec_module(mod)
     candidates = getattr(mod, "candidates", None)
     if candidates is None:
-        return Outcome(False, f"{cfg.folder}/ has no candidates(module, device) entry point")
+        return Outcome(False, f"{cfg.folder}/ has no candidates(module, device, example) entry point")
     x = work.example()
     kept, measured = [], []
-    for name, apply in candidates(work.module, work.device):
+    for name, apply in candidates(work.module, work.device, x):
         trial = apply(work.module)  # a new module: the current one stays as it is
         times, reused = decided_trial("custom_kernels", name, work.module, trial, x, work.device)
         base, t = times["base_ms"], times["trial_ms"]
