@@ -128,7 +128,7 @@ class _CountRoutable(TorchFunctionMode):
 def routable_attention_calls(module: torch.nn.Module, x: tuple[torch.Tensor, ...]) -> int:
     """SDPA calls of one run of module(*x) that the attention swap could route (the registry not asked): with
     none, its trial would compile the model twice to time the same code (the 1B Llama's decode step passes a
-    cache mask to every call: about 130 s of its O3 build, H200, 2026-12-04)."""
+    cache mask to every call: one of the four trials that took 637 s of its O3 build, H200, 2026-12-04)."""
     mode = _CountRoutable()
     with torch.inference_mode(), mode:
         module(*x)
