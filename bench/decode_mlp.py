@@ -7,9 +7,12 @@ trial compiles it (kpt.gpu.compile.trial_options: freezing, coordinate-descent t
 
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call and the
 kernels of one layer in launch order. Says whether the matrix-vector kernel helps inside a compiled step, where
-it cannot fuse with its neighbours, before a build spends a trial on it.
+it cannot fuse with its neighbours, before a build spends a trial on it. A variant named twice is compiled
+twice (inductor,inductor: how far coordinate-descent tuning alone moves the step, with Inductor's caches off so
+the second compile tunes again); --inductor adds options.
 
     PYTHONPATH=.:shared python3 bench/decode_mlp.py > decode_mlp.json        (needs a CUDA device)
+    TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 ... --variants inductor,inductor --inductor coordinate_descent_search_radius=2
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default="inductor,down_gemv,swiglu_gemv")
     ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--inductor", nargs="*", default=[], metavar="OPTION=INT",
+                    help="Inductor options added to the trial's (integers, e.g. coordinate_descent_search_radius=2)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if not torch.cuda.is_available():
@@ -90,13 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     step = modules.swap_decode_attention(step.to(torch.bfloat16))
     x = tuple(inp.generate(spec, seed=0, device="cuda:0"))
     layers = len(step.model.layers)
-    opts = trial_options(step, x)
+    opts = trial_options(step, x) | {k: int(v) for k, v in (o.split("=", 1) for o in args.inductor)}
     replays, out = {}, {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "options": opts,
                         "command": "python3 bench/decode_mlp.py " + " ".join(argv or sys.argv[1:])}
-    for name in args.variants.split(","):
+    asked = args.variants.split(",")
+    for i, kind in enumerate(asked):
+        name = kind if asked.count(kind) == 1 else f"{kind}#{asked[:i].count(kind) + 1}"
         for layer in step.model.layers:
             inner = getattr(layer.mlp, "mlp", layer.mlp)
-            layer.mlp = inner if name == "inductor" else _MLP(inner, gated=name == "swiglu_gemv")
+            layer.mlp = inner if kind == "inductor" else _MLP(inner, gated=kind == "swiglu_gemv")
         torch._dynamo.reset()
         compiled = torch.compile(step, dynamic=False, options=opts)
         replays[name] = _graphed(compiled, x)
