@@ -1,9 +1,11 @@
 """The 1B Llama's decode step (bf16, batch 1, 2048-entry cache, kernels/' decode attention) compiled as a build's
-trial compiles it (kpt.gpu.compile.trial_options: freezing, coordinate-descent tuning), three ways:
+trial compiles it (kpt.gpu.compile.trial_options: freezing, coordinate-descent tuning), these ways:
 
   inductor      the MLP left to Inductor (its matrix-vector reductions, norms and residual adds fused in)
   down_gemv     the down projection through kernels/gemv.py (linear_act at one row), gate/up left to Inductor
   swiglu_gemv   gate/up (silu(gate) * up written once) and the down projection both through gemv.py
+  fused_layers  every layer through kernels/decode_layer.py (six launches a layer: norms folded into the
+                matrix-vector products, q/k/v in one, residuals added in their epilogues)
 
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call and the
 kernels of one layer in launch order. Says whether the matrix-vector kernel helps inside a compiled step, where
@@ -77,7 +79,7 @@ def _one_layer(replay: Callable[[], object], layers: int) -> list[list]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", default="inductor,down_gemv,swiglu_gemv")
+    ap.add_argument("--variants", default="inductor,down_gemv,fused_layers")
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--inductor", nargs="*", default=[], metavar="OPTION=INT",
                     help="Inductor options added to the trial's (integers, e.g. coordinate_descent_search_radius=2)")
@@ -103,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         name = kind if asked.count(kind) == 1 else f"{kind}#{asked[:i].count(kind) + 1}"
         for layer in step.model.layers:
             inner = getattr(layer.mlp, "mlp", layer.mlp)
-            layer.mlp = inner if kind == "inductor" else _MLP(inner, gated=kind == "swiglu_gemv")
+            layer.mlp = _MLP(inner, gated=kind == "swiglu_gemv") if kind.endswith("_gemv") else inner
+        model = modules.swap_decode_layers(step) if kind == "fused_layers" else step
         torch._dynamo.reset()
-        compiled = torch.compile(step, dynamic=False, options=opts)
+        compiled = torch.compile(model, dynamic=False, options=opts)
         replays[name] = _graphed(compiled, x)
         out.setdefault("kernels", {})[name] = bench.profile_kernels(lambda r=replays[name]: r(), (), top=8)
         out.setdefault("one_layer", {})[name] = _one_layer(replays[name], layers)

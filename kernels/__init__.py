@@ -68,6 +68,8 @@ def candidates(module: torch.nn.Module, device: str, example: tuple[torch.Tensor
         found.append(("kpt_linear_act", modules.swap_linear_act))
     if modules.find_decode_steps(module):
         found.append(("kpt_decode_attention", modules.swap_decode_attention))
+    if modules.find_decode_layer_steps(module):
+        found.append(("kpt_decode_layers", modules.swap_decode_layers))
     if example is None or modules.routable_attention_calls(module, example):
         found.append(("kpt_attention", modules.swap_attention))
     log.info("kernels/: candidates %s", [n for n, _ in found])

@@ -75,20 +75,21 @@ def norm_signature(dtype: str = "bf16") -> dict:
 NORM_DIVISIBLE = ("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "stride_x", "stride_o")
 
 
-GEMV_SIGNATURE = {**{p: "*bf16" for p in ("x_ptr", "w_ptr", "w2_ptr", "b_ptr", "b2_ptr", "out_ptr")},
-                  **{a: "i32" for a in ("N", "K", "stride_xm", "stride_wn", "stride_w2n", "stride_om")},
-                  **{c: "constexpr" for c in ("HAS_BIAS", "ACT", "GATED", "BLOCK_N", "BLOCK_K", "STAGES")}}
+GEMV_SIGNATURE = {**{p: "*bf16" for p in ("x_ptr", "w_ptr", "w2_ptr", "b_ptr", "b2_ptr", "g_ptr", "r_ptr", "out_ptr")},
+                  **{a: "i32" for a in ("N", "K", "stride_xm", "stride_wn", "stride_w2n", "stride_om")}, "eps": "fp32",
+                  **{c: "constexpr" for c in ("HAS_BIAS", "ACT", "GATED", "NORM", "RES", "BLOCK_N", "BLOCK_K",
+                                              "STAGES")}}
 GEMV_DIVISIBLE = ("x_ptr", "w_ptr", "w2_ptr", "out_ptr", "N", "K", "stride_wn", "stride_w2n")
 
 
 def gemv_rows() -> list[dict]:
-    """kernels.gemv's autotuned configs, gated (SwiGLU) in bf16, compiled for sm_90."""
+    """kernels.gemv's autotuned configs, gated (SwiGLU) with the RMSNorm folded in, in bf16, compiled for sm_90."""
     from kernels import gemv
     from kernels._common import ACTS
 
     rows = []
     for c in gemv._GPU:
-        consts = {"HAS_BIAS": False, "ACT": ACTS["silu"], "GATED": True, **c.kwargs}
+        consts = {"HAS_BIAS": False, "ACT": ACTS["silu"], "GATED": True, "NORM": True, "RES": False, **c.kwargs}
         r = resources(gemv._gemv_kernel, GEMV_SIGNATURE, consts, c.num_warps, GEMV_DIVISIBLE)
         rows.append({"op": "gemv_swiglu", **c.kwargs, "warps": c.num_warps} | dataclasses.asdict(r))
     return rows

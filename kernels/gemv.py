@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import activate, configs
+from ._common import ACTS, activate, configs, launch, register_op, torch_activation
 
 MAX_ROWS = 1  # linear_act takes this path up to this many rows (decode at batch 1; the GEMM above)
 
@@ -49,9 +49,11 @@ def _gemv_kernel(
     w2_ptr,   # [N, K] SwiGLU up projection; unused (any pointer) unless GATED
     b_ptr,    # [N] bias of w; unused unless HAS_BIAS
     b2_ptr,   # [N] bias of w2; unused unless HAS_BIAS and GATED
+    g_ptr,    # [K] RMSNorm weight applied to x first; unused unless NORM
+    r_ptr,    # [M, N] residual added to the result, row stride stride_om; unused unless RES
     out_ptr,  # [M, N] output, unit inner stride
-    N, K, stride_xm, stride_wn, stride_w2n, stride_om,
-    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr,
+    N, K, stride_xm, stride_wn, stride_w2n, stride_om, eps,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
 ):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -61,38 +63,99 @@ def _gemv_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    squares = tl.zeros((BLOCK_K,), dtype=tl.float32)
     for k0 in tl.range(0, K, BLOCK_K, num_stages=STAGES):
         k = k0 + offs_k
         k_ok = k < K
-        xk = tl.load(x_ptr + row * stride_xm + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        xk = tl.load(x_ptr + row * stride_xm + k, mask=k_ok, other=0.0).to(tl.float32)
+        if NORM:  # RMSNorm folded in: W (g * x) here, times the row's rstd (a scalar) after the loop
+            squares += xk * xk
+            xk = xk * tl.load(g_ptr + k, mask=k_ok, other=0.0).to(tl.float32)
         w = tl.load(w_ptr + rn[:, None] * stride_wn + k[None, :], mask=k_ok[None, :], other=0.0)
-        acc += w.to(tl.float32) * xk
+        acc += w.to(tl.float32) * xk[None, :]
         if GATED:
             w2 = tl.load(w2_ptr + rn[:, None] * stride_w2n + k[None, :], mask=k_ok[None, :], other=0.0)
-            acc2 += w2.to(tl.float32) * xk
-    y = tl.sum(acc, axis=1)
+            acc2 += w2.to(tl.float32) * xk[None, :]
+    rstd = 1.0
+    if NORM:
+        rstd = 1.0 / tl.sqrt(tl.sum(squares, axis=0) / K + eps)
+    y = tl.sum(acc, axis=1) * rstd
     if HAS_BIAS:
         y += tl.load(b_ptr + rn).to(tl.float32)
     y = activate(y, ACT)
     if GATED:
-        y2 = tl.sum(acc2, axis=1)
+        y2 = tl.sum(acc2, axis=1) * rstd
         if HAS_BIAS:
             y2 += tl.load(b2_ptr + rn).to(tl.float32)
         y = y * y2
+    if RES:
+        y += tl.load(r_ptr + row * stride_om + rn).to(tl.float32)
     tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_ok)
 
 
-_gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT", "GATED"],
+_gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT", "GATED", "NORM", "RES"],
                         prune_configs_by={"early_config_prune": _fitting})(_gemv_kernel)
 
 
 def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: torch.Tensor, b2: torch.Tensor,  # noqa: ANN001
-        out: torch.Tensor, has_bias: bool, act: int, gated: bool) -> None:
+        out: torch.Tensor, has_bias: bool, act: int, gated: bool, norm_weight: torch.Tensor | None = None,
+        residual: torch.Tensor | None = None, eps: float = 0.0) -> None:
     """Launches the kernel through `launch` (_common.launch) for linear_act._run's operands: x2 [M, K] with
-    M <= MAX_ROWS, out [M, N]; w2/b/b2 any tensor where unused, as there."""
+    M <= MAX_ROWS, out [M, N]; w2/b/b2 any tensor where unused, as there. norm_weight: x is RMS-normalized
+    (eps) and scaled by it first; residual [M, N] (out's layout): added to the result."""
     x2, weight, w2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (x2, weight, w2))
     M, K = x2.shape
     N = weight.shape[0]
     launch(_gemv)[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), M)](
-        x2, weight, w2, b, b2, out, N, K, x2.stride(0), weight.stride(0), w2.stride(0), out.stride(0),
-        HAS_BIAS=has_bias, ACT=act, GATED=gated)
+        x2, weight, w2, b, b2, norm_weight if norm_weight is not None else x2,
+        residual if residual is not None else out, out, N, K, x2.stride(0), weight.stride(0), w2.stride(0),
+        out.stride(0), eps, HAS_BIAS=has_bias, ACT=act, GATED=gated, NORM=norm_weight is not None,
+        RES=residual is not None)
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
+           residual: torch.Tensor | None, act: str) -> None:
+    K, N = x.shape[-1], weight.shape[0]
+    if act not in ACTS:
+        raise ValueError(f"unknown activation {act!r}; one of {sorted(ACTS)}")
+    if weight.dim() != 2 or weight.shape[1] != K or (weight2 is not None and weight2.shape != weight.shape):
+        raise ValueError(f"weights {tuple(weight.shape)} / {None if weight2 is None else tuple(weight2.shape)} "
+                         f"do not take {K}-wide rows")
+    if norm_weight is not None and tuple(norm_weight.shape) != (K,):
+        raise ValueError(f"norm weight has shape {tuple(norm_weight.shape)}; x has {K}-wide rows")
+    if residual is not None and tuple(residual.shape) != (*x.shape[:-1], N):
+        raise ValueError(f"residual has shape {tuple(residual.shape)}; the result is {(*x.shape[:-1], N)}")
+
+
+def _fake(x, weight, weight2, norm_weight, residual, eps, act):  # noqa: ANN001, ANN202 - the op's meta function
+    _check(x, weight, weight2, norm_weight, residual, act)
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+@register_op("kpt::gemv", _fake)
+def gemv_op(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
+            residual: torch.Tensor | None, eps: float, act: str) -> torch.Tensor:
+    """reference()'s result for rows of a decode step: act(rmsnorm(x) W^T) [* rmsnorm(x) W2^T] [+ residual], the
+    norm only where norm_weight is given, in one kernel (each program folds the norm into its dot products and
+    scales by the row's rstd at the end; a residual is added to the result before its one store)."""
+    _check(x, weight, weight2, norm_weight, residual, act)
+    x2 = x.reshape(-1, x.shape[-1])
+    out = x.new_empty((x2.shape[0], weight.shape[0]))
+    if out.numel():
+        gated = weight2 is not None
+        run(launch, x2, weight, weight2 if gated else weight, weight, weight, out, False, ACTS[act], gated,
+            norm_weight, residual.reshape(out.shape).contiguous() if residual is not None else None, eps)
+    return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def reference(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
+              residual: torch.Tensor | None, eps: float, act: str) -> torch.Tensor:
+    """Plain PyTorch: RMSNorm as transformers' Llama computes it (fp32 statistics, normalized x cast back before
+    the scale), the linear(s), activation, residual."""
+    if norm_weight is not None:
+        xf = x.float()
+        x = norm_weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    y = torch_activation(torch.nn.functional.linear(x, weight), act)
+    if weight2 is not None:
+        y = y * torch.nn.functional.linear(x, weight2)
+    return y + residual if residual is not None else y

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from . import attention, decode, linear_act, norms, registry
+from . import attention, decode, decode_layer, linear_act, norms, registry
 
 ACT_MODULES = {torch.nn.GELU: None, torch.nn.SiLU: "silu", torch.nn.ReLU: "relu"}
 
@@ -221,4 +221,22 @@ def swap_decode_attention(module: torch.nn.Module) -> torch.nn.Module:
     out = copy.deepcopy(module)
     for name in find_decode_steps(out):
         out.get_submodule(name).decode_attention = decode.decode_attention  # a plain function: copies by reference
+    return out
+
+
+def find_decode_layer_steps(module: torch.nn.Module) -> list[str]:
+    """Decode steps with an unset `decode_layer` hook whose every layer decode_layer.py computes exactly."""
+    return [n for n, m in module.named_modules() if "decode_layer" in vars(m) and m.decode_layer is None
+            and all(decode_layer.eligible(layer) for layer in m.model.layers)]
+
+
+def swap_decode_layers(module: torch.nn.Module) -> torch.nn.Module:
+    """Each decode step's layers through decode_layer.py (with kernels/decode.py's attention, which it calls)."""
+    out = copy.deepcopy(module)
+    for name in find_decode_layer_steps(out):
+        step = out.get_submodule(name)
+        for layer in step.model.layers:
+            decode_layer.prepare(layer)
+        step.decode_attention = step.decode_attention or decode.decode_attention
+        step.decode_layer = decode_layer.llama_layer
     return out

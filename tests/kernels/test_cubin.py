@@ -33,7 +33,8 @@ def test_persistent_norm_is_pipelined_fits_and_does_not_spill():
 
 
 def test_gemv_configs_compile_for_sm90_without_spills_and_staged_ones_pipeline():
-    """Every autotuned config of kernels/gemv.py, gated (SwiGLU: two weights) in bf16, compiled for sm_90."""
+    """Every autotuned config of kernels/gemv.py, gated (SwiGLU: two weights) with the RMSNorm folded in (its
+    weight a third staged load), in bf16, compiled for sm_90."""
     pytest.importorskip("triton")
     from kernels import cubin
 

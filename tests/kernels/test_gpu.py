@@ -210,14 +210,16 @@ torch.save([t.cpu() for t in y], sys.argv[3])
 """
 
 
-def test_decode_step_with_the_kernel_compiles_and_exports(tmp_path):
-    """The swapped 1B-Llama-style step (tiny here) under torch.compile, torch.export and AOTInductor (the package
-    embeds the Triton kernels: loaded back, it runs them without kernels/ being asked): results as eager."""
+@pytest.mark.parametrize("swap", ["swap_decode_attention", "swap_decode_layers"])
+def test_decode_step_with_the_kernel_compiles_and_exports(tmp_path, swap):
+    """The swapped 1B-Llama-style step (tiny here: decode attention alone, or whole layers through
+    decode_layer.py) under torch.compile, torch.export and AOTInductor (the package embeds the Triton kernels:
+    loaded back, it runs them without kernels/ being asked): results as eager."""
     from kpt.optimize import inputs as inp
     from tests.gpu.helpers import tiny_llama_decode
 
     step, spec, _ = tiny_llama_decode(context=512)
-    step = modules.swap_decode_attention(step.cuda().to(torch.bfloat16))
+    step = getattr(modules, swap)(step.cuda().to(torch.bfloat16))
     x = [t.cuda() for t in inp.generate(spec, seed=1)]
     x[1].fill_(300)
     with torch.inference_mode():

@@ -33,7 +33,11 @@ class LlamaDecodeStep(nn.Module):
 
     decode_attention (None: the copy and SDPA above) is the hook kernels/ swaps a decode-attention op into:
     called as decode_attention(q[B,H,1,D], k_cache[i], v_cache[i], k_new, v_new, input_pos, None) with the
-    semantics of the copy and SDPA, it returns [B,H,1,D] without writing the cache (kernels/decode.py)."""
+    semantics of the copy and SDPA, it returns [B,H,1,D] without writing the cache (kernels/decode.py).
+    decode_layer (None: the layer's modules as below), used where decode_attention is set too and the cache
+    has the model's dtype, is the hook for a whole layer: called as decode_layer(step, layer, h, cos, sin,
+    k_cache[i], v_cache[i], input_pos), it returns (h, k_new, v_new) as the loop body does
+    (kernels/decode_layer.py)."""
 
     def __init__(self, causal_lm: nn.Module) -> None:
         super().__init__()
@@ -48,6 +52,7 @@ class LlamaDecodeStep(nn.Module):
         inv = 1.0 / theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim)
         self.register_buffer("inv_freq", inv.to(self.lm_head.weight.device), persistent=False)
         self.decode_attention: Callable | None = None
+        self.decode_layer: Callable | None = None
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
@@ -65,6 +70,11 @@ class LlamaDecodeStep(nn.Module):
         n_rep = self.heads // self.kv_heads
         new_k, new_v = [], []
         for i, layer in enumerate(self.model.layers):
+            if self.decode_layer is not None and self.decode_attention is not None and h.dtype == k_cache.dtype:
+                h, k_step, v_step = self.decode_layer(self, layer, h, cos, sin, k_cache[i], v_cache[i], input_pos)
+                new_k.append(k_step)
+                new_v.append(v_step)
+                continue
             attn = layer.self_attn
             x = layer.input_layernorm(h)
             q = attn.q_proj(x).view(b, 1, self.heads, self.head_dim).transpose(1, 2)

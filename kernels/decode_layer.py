@@ -1,0 +1,73 @@
+"""One decoder layer of a Llama-style decode step (kpt.gpu.models.LlamaDecodeStep's decode_layer hook) in six
+launches of kernels/ code: the three projections as one matrix-vector product over their concatenated weights
+with the input RMSNorm folded in; rotary embedding (PyTorch: Inductor fuses it into one pointwise kernel);
+decode attention (decode.py: split and merge); the output projection with the residual added; gate/up with
+the post-attention RMSNorm folded in and silu(gate) * up written once; the down projection with the residual
+added (all gemv.py).
+
+Compiled, the layers run Inductor's matrix-vector reductions otherwise: eleven launches a layer in the 1B
+Llama's step, five of them 1-2.6 us calls bound by latency (the key and value projections, two rotary
+kernels, a norm's statistics), and a down projection that recomputes SiLU*mul in its loads (18 us a layer
+against gemv.py's 10.3, H200, 2026-12-04: bench/decode_mlp.py). The whole-model trial decides whether it
+runs, as for decode attention.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import gemv
+
+QKV = "kpt_qkv"  # the buffer swap() adds to each layer's attention: q, k and v weights concatenated
+
+
+def _norm(m: torch.nn.Module) -> torch.nn.Module:
+    return getattr(m, "inner", m)  # modules.FusedNorm wraps the model's norm where kpt_norms was kept
+
+
+def _mlp(m: torch.nn.Module) -> torch.nn.Module:
+    return getattr(m, "mlp", m)  # modules.FusedSwiGLU wraps the model's MLP where kpt_linear_act was kept
+
+
+def _plain_linear(m: object) -> bool:
+    return isinstance(m, torch.nn.Linear) and m.bias is None and type(m.weight) in (torch.Tensor, torch.nn.Parameter)
+
+
+def eligible(layer: torch.nn.Module) -> bool:
+    """A Llama-style layer this path computes exactly: bias-free projections with plain (unquantized) weights,
+    a SiLU gated MLP, and RMSNorms of the `weight * x * rsqrt(mean(x^2) + eps)` form."""
+    attn, mlp = getattr(layer, "self_attn", None), _mlp(getattr(layer, "mlp", None))
+    norms = [_norm(getattr(layer, n, None)) for n in ("input_layernorm", "post_attention_layernorm")]
+    return (all(_plain_linear(getattr(attn, p, None)) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+            and all(_plain_linear(getattr(mlp, p, None)) for p in ("gate_proj", "up_proj", "down_proj"))
+            and type(getattr(mlp, "act_fn", None)).__name__ in ("SiLU", "SiLUActivation")
+            and all(type(n).__name__.endswith("RMSNorm") and "Gemma" not in type(n).__name__
+                    and hasattr(n, "variance_epsilon") for n in norms))
+
+
+def prepare(layer: torch.nn.Module) -> None:
+    """Adds the concatenated q/k/v weight the layer's first launch reads (a copy: the projections stay, for the
+    path that does not take this hook)."""
+    attn = layer.self_attn
+    attn.register_buffer(QKV, torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach(),
+                         persistent=False)
+
+
+def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                k_cache: torch.Tensor, v_cache: torch.Tensor, input_pos: torch.Tensor,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The decode_layer hook: (h, k_new, v_new) for h [B, 1, hidden], as LlamaDecodeStep's loop body computes."""
+    attn, mlp = layer.self_attn, _mlp(layer.mlp)
+    n_in, n_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
+    b, d, heads, kv_heads = h.shape[0], step.head_dim, step.heads, step.kv_heads
+    qkv = gemv.gemv_op(h, getattr(attn, QKV), None, n_in.weight, None, n_in.variance_epsilon, "none")
+    q, k, v = qkv.split([heads * d, kv_heads * d, kv_heads * d], dim=-1)
+    q = step._rope(q.view(b, 1, heads, d).transpose(1, 2), cos, sin)
+    k = step._rope(k.view(b, 1, kv_heads, d).transpose(1, 2), cos, sin)
+    k_step, v_step = k.to(k_cache.dtype), v.view(b, 1, kv_heads, d).transpose(1, 2).to(v_cache.dtype)
+    out = step.decode_attention(q, k_cache, v_cache, k_step, v_step, input_pos, None)
+    out = out.reshape(b, heads, 1, d).transpose(1, 2).reshape(b, 1, -1)
+    h = gemv.gemv_op(out, attn.o_proj.weight, None, None, h, 0.0, "none")
+    act = gemv.gemv_op(h, mlp.gate_proj.weight, mlp.up_proj.weight, n_post.weight, None, n_post.variance_epsilon,
+                       "silu")
+    return gemv.gemv_op(act, mlp.down_proj.weight, None, None, h, 0.0, "none"), k_step, v_step

@@ -1,0 +1,78 @@
+"""kernels/gemv.py's op with the RMSNorm folded in and the residual added, and kernels/decode_layer.py through
+kpt.gpu.models.LlamaDecodeStep's decode_layer hook (under the Triton interpreter on CPU; on a GPU where CUDA is)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels import gemv
+from tests.kernels.conftest import DEVICE, GEMM_DTYPES, check_2x
+
+
+@pytest.mark.parametrize("dtype", GEMM_DTYPES)
+@pytest.mark.parametrize("gated, norm, residual", [(False, True, False), (False, False, True), (True, True, False),
+                                                   (True, True, True)])
+def test_gemv_op_folds_the_norm_and_adds_the_residual(gated, norm, residual, dtype):
+    K, N, eps = 97, 130, 1e-5  # a K tail, an N edge
+    g = torch.Generator().manual_seed(K + N + 2 * gated + norm)
+    x = (3 * torch.randn(1, 1, K, generator=g)).to(DEVICE, dtype)  # a scale the norm has to undo
+    w, w2 = ((torch.randn(N, K, generator=g) / K ** 0.5).to(DEVICE, dtype) for _ in range(2))
+    gw = (1 + 0.1 * torch.randn(K, generator=g)).to(DEVICE, dtype)
+    r = torch.randn(1, 1, N, generator=g).to(DEVICE, dtype)
+    args = (w, w2 if gated else None, gw if norm else None, r if residual else None, eps, "silu" if gated else "none")
+    out = gemv.gemv_op(x, *args)
+    assert out.shape == (1, 1, N) and out.dtype == dtype
+    ref32 = gemv.reference(x.float(), *[t.float() if isinstance(t, torch.Tensor) else t for t in args])
+    check_2x(out, ref32, None if dtype == torch.float32 else gemv.reference(x, *args))
+
+
+def test_gemv_op_rejects_mismatched_operands():
+    x, w = torch.randn(1, 8), torch.randn(4, 8)
+    with pytest.raises(ValueError, match="norm weight"):
+        gemv.gemv_op(x, w, None, torch.ones(7), None, 1e-6, "none")
+    with pytest.raises(ValueError, match="residual"):
+        gemv.gemv_op(x, w, None, None, torch.zeros(1, 5), 0.0, "none")
+    with pytest.raises(ValueError, match="activation"):
+        gemv.gemv_op(x, w, None, None, None, 0.0, "tanh")
+
+
+def _step(context: int = 48):
+    from tests.gpu.helpers import tiny_llama_decode
+
+    step, spec, _ = tiny_llama_decode(context=context)
+    return step.half().to(DEVICE), spec
+
+
+def test_decode_step_runs_its_layers_through_the_hook(monkeypatch):
+    """kernels.modules swaps the layer path into the step: four gemv launches a layer, the same logits and new
+    cache entries as the step's own modules (fp16: the interpreter computes bf16 dot products wrongly), and
+    export traces the ops."""
+    from kernels import modules
+    from kpt.optimize import inputs as inp
+
+    step, spec = _step()
+    ids, _, k_cache, v_cache = inp.generate(spec, seed=5)
+    args = (ids.to(DEVICE), torch.tensor([29], device=DEVICE), k_cache.half().to(DEVICE), v_cache.half().to(DEVICE))
+    assert modules.find_decode_layer_steps(step) == [""]
+    calls, real = [], gemv.gemv_op
+    monkeypatch.setattr(gemv, "gemv_op", lambda *a: calls.append(a[3] is not None) or real(*a))
+    swapped = modules.swap_decode_layers(step)
+    assert step.decode_layer is None and modules.find_decode_layer_steps(swapped) == []  # a new module
+    with torch.inference_mode():
+        want, got = step(*args), swapped(*args)
+    assert calls == [True, False, True, False] * 2  # per layer: qkv and gate/up fold a norm, o and down do not
+    for g, w in zip(got, want, strict=True):  # logits, then every layer's new entries: fp16 rounding apart
+        assert (g.float() - w.float()).abs().max().item() <= 1e-2 * w.float().abs().max().item()
+    monkeypatch.setattr(gemv, "gemv_op", real)
+    ep = torch.export.export(swapped, args)
+    assert sum(n.target == torch.ops.kpt.gemv.default for n in ep.graph.nodes) == 8
+
+
+def test_layers_it_cannot_compute_exactly_are_not_offered():
+    from kernels import decode_layer, modules
+
+    step, _ = _step()
+    step.model.layers[1].self_attn.k_proj.bias = torch.nn.Parameter(torch.zeros(64, dtype=torch.half, device=DEVICE))
+    assert decode_layer.eligible(step.model.layers[0]) and not decode_layer.eligible(step.model.layers[1])
+    assert modules.find_decode_layer_steps(step) == []
