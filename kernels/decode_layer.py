@@ -1,9 +1,11 @@
 """One decoder layer of a Llama-style decode step (kpt.gpu.models.LlamaDecodeStep's decode_layer hook) in six
-launches of kernels/ code: the three projections as one matrix-vector product over their concatenated weights
-with the input RMSNorm folded in; rotary embedding (PyTorch: Inductor fuses it into one pointwise kernel);
-decode attention (decode.py: split and merge); the output projection with the residual added; gate/up with
-the post-attention RMSNorm folded in and silu(gate) * up written once; the down projection with the residual
-added (all gemv.py).
+launches of kernels/ code besides the rotary embedding (PyTorch's: Inductor fuses it into a pointwise kernel):
+the three projections as one matrix-vector product over their concatenated weights with the input RMSNorm
+folded in; decode attention (decode.py: split and merge); the output projection with the residual added;
+gate/up with the post-attention RMSNorm folded in and silu(gate) * up written once; the down projection with
+the residual added (all gemv.py). The logits (decode_head hook): the final RMSNorm folded into the LM head's
+matrix-vector product: Inductor's reduction for it took 49-80 us in the step's builds, gemv.py reads the same
+32000x2048 weight in 32 us (H200, 2026-12-04).
 
 Compiled, the layers run Inductor's matrix-vector reductions otherwise: eleven launches a layer in the 1B
 Llama's step, five of them 1-2.6 us calls bound by latency (the key and value projections, two rotary
@@ -33,16 +35,25 @@ def _plain_linear(m: object) -> bool:
     return isinstance(m, torch.nn.Linear) and m.bias is None and type(m.weight) in (torch.Tensor, torch.nn.Parameter)
 
 
+def _rmsnorm(n: torch.nn.Module) -> bool:
+    name = type(_norm(n)).__name__
+    return name.endswith("RMSNorm") and "Gemma" not in name and hasattr(_norm(n), "variance_epsilon")
+
+
+def head_eligible(step: torch.nn.Module) -> bool:
+    """The final norm and LM head this path computes exactly (a bias-free LM head with a plain weight)."""
+    return _plain_linear(step.lm_head) and _rmsnorm(step.model.norm)
+
+
 def eligible(layer: torch.nn.Module) -> bool:
     """A Llama-style layer this path computes exactly: bias-free projections with plain (unquantized) weights,
     a SiLU gated MLP, and RMSNorms of the `weight * x * rsqrt(mean(x^2) + eps)` form."""
     attn, mlp = getattr(layer, "self_attn", None), _mlp(getattr(layer, "mlp", None))
-    norms = [_norm(getattr(layer, n, None)) for n in ("input_layernorm", "post_attention_layernorm")]
+    norms = [getattr(layer, n, None) for n in ("input_layernorm", "post_attention_layernorm")]
     return (all(_plain_linear(getattr(attn, p, None)) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
             and all(_plain_linear(getattr(mlp, p, None)) for p in ("gate_proj", "up_proj", "down_proj"))
             and type(getattr(mlp, "act_fn", None)).__name__ in ("SiLU", "SiLUActivation")
-            and all(type(n).__name__.endswith("RMSNorm") and "Gemma" not in type(n).__name__
-                    and hasattr(n, "variance_epsilon") for n in norms))
+            and all(_rmsnorm(n) for n in norms))
 
 
 def prepare(layer: torch.nn.Module) -> None:
@@ -71,3 +82,9 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
     act = gemv.gemv_op(h, mlp.gate_proj.weight, mlp.up_proj.weight, n_post.weight, None, n_post.variance_epsilon,
                        "silu")
     return gemv.gemv_op(act, mlp.down_proj.weight, None, None, h, 0.0, "none"), k_step, v_step
+
+
+def llama_head(step: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The decode_head hook: lm_head(norm(h)) in one launch."""
+    norm = _norm(step.model.norm)
+    return gemv.gemv_op(h, step.lm_head.weight, None, norm.weight, None, norm.variance_epsilon, "none")

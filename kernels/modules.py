@@ -239,4 +239,6 @@ def swap_decode_layers(module: torch.nn.Module) -> torch.nn.Module:
             decode_layer.prepare(layer)
         step.decode_attention = step.decode_attention or decode.decode_attention
         step.decode_layer = decode_layer.llama_layer
+        if decode_layer.head_eligible(step):
+            step.decode_head = decode_layer.llama_head
     return out

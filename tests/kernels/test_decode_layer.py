@@ -45,9 +45,9 @@ def _step(context: int = 48):
 
 
 def test_decode_step_runs_its_layers_through_the_hook(monkeypatch):
-    """kernels.modules swaps the layer path into the step: four gemv launches a layer, the same logits and new
-    cache entries as the step's own modules (fp16: the interpreter computes bf16 dot products wrongly), and
-    export traces the ops."""
+    """kernels.modules swaps the layer path into the step: four gemv launches a layer and one for the logits, the
+    same logits and new cache entries as the step's own modules (fp16: the interpreter computes bf16 dot
+    products wrongly), and export traces the ops."""
     from kernels import modules
     from kpt.optimize import inputs as inp
 
@@ -61,12 +61,13 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch):
     assert step.decode_layer is None and modules.find_decode_layer_steps(swapped) == []  # a new module
     with torch.inference_mode():
         want, got = step(*args), swapped(*args)
-    assert calls == [True, False, True, False] * 2  # per layer: qkv and gate/up fold a norm, o and down do not
+    assert calls == [True, False, True, False] * 2 + [True]  # per layer: qkv and gate/up fold a norm, o and down
+    # do not; the LM head folds the final norm
     for g, w in zip(got, want, strict=True):  # logits, then every layer's new entries: fp16 rounding apart
         assert (g.float() - w.float()).abs().max().item() <= 1e-2 * w.float().abs().max().item()
     monkeypatch.setattr(gemv, "gemv_op", real)
     ep = torch.export.export(swapped, args)
-    assert sum(n.target == torch.ops.kpt.gemv.default for n in ep.graph.nodes) == 8
+    assert sum(n.target == torch.ops.kpt.gemv.default for n in ep.graph.nodes) == 9
 
 
 def test_layers_it_cannot_compute_exactly_are_not_offered():
@@ -76,3 +77,8 @@ def test_layers_it_cannot_compute_exactly_are_not_offered():
     step.model.layers[1].self_attn.k_proj.bias = torch.nn.Parameter(torch.zeros(64, dtype=torch.half, device=DEVICE))
     assert decode_layer.eligible(step.model.layers[0]) and not decode_layer.eligible(step.model.layers[1])
     assert modules.find_decode_layer_steps(step) == []
+    step, _ = _step()
+    step.lm_head.bias = torch.nn.Parameter(torch.zeros(step.lm_head.out_features, dtype=torch.half, device=DEVICE))
+    assert not decode_layer.head_eligible(step)  # the layers still go through the hook, the head does not
+    swapped = modules.swap_decode_layers(step)
+    assert swapped.decode_layer is decode_layer.llama_layer and swapped.decode_head is None

@@ -36,8 +36,8 @@ class LlamaDecodeStep(nn.Module):
     semantics of the copy and SDPA, it returns [B,H,1,D] without writing the cache (kernels/decode.py).
     decode_layer (None: the layer's modules as below), used where decode_attention is set too and the cache
     has the model's dtype, is the hook for a whole layer: called as decode_layer(step, layer, h, cos, sin,
-    k_cache[i], v_cache[i], input_pos), it returns (h, k_new, v_new) as the loop body does
-    (kernels/decode_layer.py)."""
+    k_cache[i], v_cache[i], input_pos), it returns (h, k_new, v_new) as the loop body does; decode_head, with
+    it, computes the logits from the last layer's output as decode_head(step, h) (kernels/decode_layer.py)."""
 
     def __init__(self, causal_lm: nn.Module) -> None:
         super().__init__()
@@ -53,6 +53,7 @@ class LlamaDecodeStep(nn.Module):
         self.register_buffer("inv_freq", inv.to(self.lm_head.weight.device), persistent=False)
         self.decode_attention: Callable | None = None
         self.decode_layer: Callable | None = None
+        self.decode_head: Callable | None = None
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
@@ -69,8 +70,9 @@ class LlamaDecodeStep(nn.Module):
         visible = (torch.arange(k_cache.shape[3], device=input_ids.device) <= input_pos)[None, None, None, :]
         n_rep = self.heads // self.kv_heads
         new_k, new_v = [], []
+        hooked = self.decode_layer is not None and self.decode_attention is not None and h.dtype == k_cache.dtype
         for i, layer in enumerate(self.model.layers):
-            if self.decode_layer is not None and self.decode_attention is not None and h.dtype == k_cache.dtype:
+            if hooked:
                 h, k_step, v_step = self.decode_layer(self, layer, h, cos, sin, k_cache[i], v_cache[i], input_pos)
                 new_k.append(k_step)
                 new_v.append(v_step)
@@ -94,7 +96,7 @@ class LlamaDecodeStep(nn.Module):
             out = out.reshape(b, self.heads, 1, self.head_dim).transpose(1, 2).reshape(b, 1, -1)
             h = h + attn.o_proj(out)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
-        logits = self.lm_head(self.model.norm(h))
+        logits = self.decode_head(self, h) if hooked and self.decode_head else self.lm_head(self.model.norm(h))
         return logits, torch.stack(new_k), torch.stack(new_v)
 
 
