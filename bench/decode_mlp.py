@@ -20,6 +20,7 @@ the second compile tunes again); --inductor adds options.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
@@ -100,15 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     opts = trial_options(step, x) | {k: int(v) for k, v in (o.split("=", 1) for o in args.inductor)}
     replays, out = {}, {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "options": opts,
                         "command": "python3 bench/decode_mlp.py " + " ".join(argv or sys.argv[1:])}
-    asked = args.variants.split(",")
+    asked, kept = args.variants.split(","), []
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(asked))
     for i, kind in enumerate(asked):
         name = kind if asked.count(kind) == 1 else f"{kind}#{asked[:i].count(kind) + 1}"
         for layer in step.model.layers:
             inner = getattr(layer.mlp, "mlp", layer.mlp)
             layer.mlp = _MLP(inner, gated=kind == "swiglu_gemv") if kind.endswith("_gemv") else inner
-        model = modules.swap_decode_layers(step) if kind == "fused_layers" else step
-        torch._dynamo.reset()
+        # A module of its own per variant, and no Dynamo reset: every variant's compiled code (and the frozen
+        # weights its captured graph reads) stays alive until the comparison.
+        model = modules.swap_decode_layers(step) if kind == "fused_layers" else copy.deepcopy(step)
         compiled = torch.compile(model, dynamic=False, options=opts)
+        kept.append((model, compiled))
         replays[name] = _graphed(compiled, x)
         out.setdefault("kernels", {})[name] = bench.profile_kernels(lambda r=replays[name]: r(), (), top=8)
         out.setdefault("one_layer", {})[name] = _one_layer(replays[name], layers)
