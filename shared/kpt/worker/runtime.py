@@ -100,6 +100,9 @@ class Worker:
                 for msg in msgs:
                     await self.handle(msg)
         finally:
+            # The pull subscription too: NATS' drain otherwise waits out its 30 s timeout on it, and a stopped
+            # service (SIGTERM from docker, Kubernetes or `kpt down`) hung past its grace period to a SIGKILL.
+            await sub.unsubscribe()
             await cancel_sub.unsubscribe()
             if self._warm:
                 child = await self._warm
