@@ -7,8 +7,8 @@ trial compiles it (kpt.gpu.compile.trial_options: freezing, coordinate-descent t
   fused_layers  every layer through kernels/decode_layer.py (six launches a layer: norms folded into the
                 matrix-vector products, q/k/v in one, residuals added in their epilogues)
 
-each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call and the
-kernels of one layer in launch order. Says whether the matrix-vector kernel helps inside a compiled step, where
+each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
+kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where
 it cannot fuse with its neighbours, before a build spends a trial on it. A variant named twice is compiled
 twice (inductor,inductor: how far coordinate-descent tuning alone moves the step, with Inductor's caches off so
 the second compile tunes again); --inductor adds options.
@@ -50,7 +50,8 @@ class _MLP(torch.nn.Module):
         return linear_act.linear_act_op(h, d.weight, None, None, None, "none")
 
 
-def _graphed(fn: Callable, x: tuple[torch.Tensor, ...]) -> Callable[[], object]:
+def _graphed(fn: Callable, x: tuple[torch.Tensor, ...]) -> tuple[Callable[[], object], torch.Tensor]:
+    """(replay, the logits each replay writes)."""
     with torch.inference_mode():
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
@@ -60,8 +61,8 @@ def _graphed(fn: Callable, x: tuple[torch.Tensor, ...]) -> Callable[[], object]:
         torch.cuda.current_stream().wait_stream(s)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            fn(*x)
-    return graph.replay
+            logits = fn(*x)[0]
+    return graph.replay, logits
 
 
 def _one_layer(replay: Callable[[], object], layers: int) -> list[list]:
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = trial_options(step, x) | {k: int(v) for k, v in (o.split("=", 1) for o in args.inductor)}
     replays, out = {}, {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "options": opts,
                         "command": "python3 bench/decode_mlp.py " + " ".join(argv or sys.argv[1:])}
+    with torch.inference_mode():
+        want = step(*x)[0].float()  # eager, the hook's decode attention: what every variant's logits are held to
     asked, kept = args.variants.split(","), []
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(asked))
     for i, kind in enumerate(asked):
@@ -113,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         model = modules.swap_decode_layers(step) if kind == "fused_layers" else copy.deepcopy(step)
         compiled = torch.compile(model, dynamic=False, options=opts)
         kept.append((model, compiled))
-        replays[name] = _graphed(compiled, x)
+        replays[name], logits = _graphed(compiled, x)
+        replays[name]()
+        torch.cuda.synchronize()
+        out.setdefault("max_abs_err", {})[name] = (logits.float() - want).abs().max().item()
         out.setdefault("kernels", {})[name] = bench.profile_kernels(lambda r=replays[name]: r(), (), top=8)
         out.setdefault("one_layer", {})[name] = _one_layer(replays[name], layers)
         log.info("%s compiled and captured", name)
