@@ -119,6 +119,20 @@ def configs(gpu: list, interp: list) -> list:
 ACTS = {"none": 0, "gelu": 1, "gelu_tanh": 2, "silu": 3, "relu": 4}
 
 
+def check_linear(x: torch.Tensor, weight: torch.Tensor, bias, weight2, bias2, act: str) -> None:  # noqa: ANN001
+    """linear_act's operands (gemv.py's too): a known activation, [out, in] weights taking x's rows, x's dtype."""
+    if act not in ACTS:
+        raise ValueError(f"activation must be one of {sorted(ACTS)}, not {act!r}")
+    if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x [..., {x.shape[-1]}] does not match weight {tuple(weight.shape)} ([out, in])")
+    if weight2 is not None and weight2.shape != weight.shape:
+        raise ValueError(f"weight2 {tuple(weight2.shape)} must have weight's shape {tuple(weight.shape)}")
+    if weight2 is not None and (bias is None) != (bias2 is None):
+        raise ValueError("SwiGLU takes both biases or neither")
+    if x.dtype != weight.dtype:
+        raise ValueError(f"x is {x.dtype} but weight is {weight.dtype}")
+
+
 @triton.jit
 def tanh(x):
     # tanh from exp so it is the same on every backend (the interpreter lacks libdevice); exact for |x| large:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from . import gemv
+from .matching import act_of, is_rmsnorm, plain
 
 QKV = "kpt_qkv"  # the buffer swap() adds to each layer's attention: q, k and v weights concatenated
 
@@ -32,12 +33,11 @@ def _mlp(m: torch.nn.Module) -> torch.nn.Module:
 
 
 def _plain_linear(m: object) -> bool:
-    return isinstance(m, torch.nn.Linear) and m.bias is None and type(m.weight) in (torch.Tensor, torch.nn.Parameter)
+    return isinstance(m, torch.nn.Linear) and m.bias is None and plain(m.weight)
 
 
 def _rmsnorm(n: torch.nn.Module) -> bool:
-    name = type(_norm(n)).__name__
-    return name.endswith("RMSNorm") and "Gemma" not in name and hasattr(_norm(n), "variance_epsilon")
+    return is_rmsnorm(_norm(n)) and hasattr(_norm(n), "variance_epsilon")  # the form llama_layer reads
 
 
 def head_eligible(step: torch.nn.Module) -> bool:
@@ -52,7 +52,7 @@ def eligible(layer: torch.nn.Module) -> bool:
     norms = [getattr(layer, n, None) for n in ("input_layernorm", "post_attention_layernorm")]
     return (all(_plain_linear(getattr(attn, p, None)) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
             and all(_plain_linear(getattr(mlp, p, None)) for p in ("gate_proj", "up_proj", "down_proj"))
-            and type(getattr(mlp, "act_fn", None)).__name__ in ("SiLU", "SiLUActivation")
+            and act_of(getattr(mlp, "act_fn", None)) == "silu"
             and all(_rmsnorm(n) for n in norms))
 
 

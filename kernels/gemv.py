@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import ACTS, activate, configs, launch, register_op, torch_activation
+from ._common import ACTS, activate, check_linear, configs, launch, register_op, torch_activation
 
 MAX_ROWS = 1  # linear_act takes this path up to this many rows (decode at batch 1; the GEMM above)
 
@@ -115,12 +115,8 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
 
 def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
            residual: torch.Tensor | None, act: str) -> None:
+    check_linear(x, weight, None, weight2, None, act)
     K, N = x.shape[-1], weight.shape[0]
-    if act not in ACTS:
-        raise ValueError(f"unknown activation {act!r}; one of {sorted(ACTS)}")
-    if weight.dim() != 2 or weight.shape[1] != K or (weight2 is not None and weight2.shape != weight.shape):
-        raise ValueError(f"weights {tuple(weight.shape)} / {None if weight2 is None else tuple(weight2.shape)} "
-                         f"do not take {K}-wide rows")
     if norm_weight is not None and tuple(norm_weight.shape) != (K,):
         raise ValueError(f"norm weight has shape {tuple(norm_weight.shape)}; x has {K}-wide rows")
     if residual is not None and tuple(residual.shape) != (*x.shape[:-1], N):

@@ -17,6 +17,7 @@ from ._common import (
     ACTS,
     LOAD_MODES,
     activate,
+    check_linear,
     configs,
     descriptor_loads,
     launch,
@@ -177,21 +178,8 @@ _persistent = triton.autotune(configs(_GPU, _INTERP), key=_PKEY)(_persistent_ker
 _persistent_gated = triton.autotune(configs(_GPU_GATED, _INTERP), key=_PKEY)(_persistent_kernel)
 
 
-def _check(x: torch.Tensor, weight: torch.Tensor, bias, weight2, bias2, act: str) -> None:
-    if act not in ACTS:
-        raise ValueError(f"activation must be one of {sorted(ACTS)}, not {act!r}")
-    if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"x [..., {x.shape[-1]}] does not match weight {tuple(weight.shape)} ([out, in])")
-    if weight2 is not None and weight2.shape != weight.shape:
-        raise ValueError(f"weight2 {tuple(weight2.shape)} must have weight's shape {tuple(weight.shape)}")
-    if weight2 is not None and (bias is None) != (bias2 is None):
-        raise ValueError("SwiGLU takes both biases or neither")
-    if x.dtype != weight.dtype:
-        raise ValueError(f"x is {x.dtype} but weight is {weight.dtype}")
-
-
 def _fake(x, weight, bias, weight2, bias2, act):  # noqa: ANN001, ANN202 - the op's meta function
-    _check(x, weight, bias, weight2, bias2, act)
+    check_linear(x, weight, bias, weight2, bias2, act)
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
@@ -212,7 +200,7 @@ MODE = "ptr"
 
 def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
          bias2: torch.Tensor | None, act: str, mode: str) -> torch.Tensor:
-    _check(x, weight, bias, weight2, bias2, act)
+    check_linear(x, weight, bias, weight2, bias2, act)
     x2 = x.reshape(-1, x.shape[-1])
     M, K = x2.shape
     N = weight.shape[0]

@@ -10,22 +10,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from . import attention, decode, decode_layer, linear_act, norms, registry
-
-ACT_MODULES = {torch.nn.GELU: None, torch.nn.SiLU: "silu", torch.nn.ReLU: "relu"}
-
-
-def _plain(*tensors: torch.Tensor | None) -> bool:
-    """Plain tensors: not torchao's quantized subclasses (O3 quantizes before it tries kernels), whose data the
-    kernels cannot read."""
-    return all(t is None or type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors)
-
-
-def _act_of(m: torch.nn.Module) -> str | None:
-    if isinstance(m, torch.nn.GELU):
-        return "gelu_tanh" if m.approximate == "tanh" else "gelu"
-    if type(m).__name__ == "SiLUActivation":  # what transformers 5's ACT2FN["silu"] gives Llama's MLP
-        return "silu"
-    return ACT_MODULES.get(type(m))
+from .matching import act_of, is_rmsnorm, plain
 
 
 class FusedLinearAct(torch.nn.Module):
@@ -37,7 +22,7 @@ class FusedLinearAct(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.linear.weight, self.linear.bias
-        if x.dtype in (torch.float16, torch.bfloat16) and x.dtype == w.dtype and _plain(w, b) and \
+        if x.dtype in (torch.float16, torch.bfloat16) and x.dtype == w.dtype and plain(w, b) and \
                 registry.pick_linear(x, w, b, self.act) == registry.OURS:
             return linear_act.linear_act_op(x, w, b, None, None, self.act)
         return linear_act.reference(x, w, b, self.act)
@@ -55,12 +40,12 @@ class FusedSwiGLU(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g, u, d = self.mlp.gate_proj, self.mlp.up_proj, self.mlp.down_proj
         half = x.dtype in (torch.float16, torch.bfloat16) and x.dtype == g.weight.dtype
-        if half and _plain(g.weight, g.bias, u.weight, u.bias) and \
+        if half and plain(g.weight, g.bias, u.weight, u.bias) and \
                 registry.pick_linear(x, g.weight, g.bias, "silu", u.weight, u.bias) == registry.OURS:
             h = linear_act.linear_act_op(x, g.weight, g.bias, u.weight, u.bias, "silu")
         else:
             h = F.silu(g(x)) * u(x)
-        if half and h.dtype == d.weight.dtype and _plain(d.weight, d.bias) and \
+        if half and h.dtype == d.weight.dtype and plain(d.weight, d.bias) and \
                 registry.pick_linear(h, d.weight, d.bias, "none") == registry.OURS:
             return linear_act.linear_act_op(h, d.weight, d.bias, None, None, "none")
         return d(h)
@@ -145,16 +130,9 @@ class RoutedAttention(torch.nn.Module):
             return self.inner(*args, **kwargs)
 
 
-def _is_rmsnorm(m: torch.nn.Module) -> bool:
-    name = type(m).__name__
-    # Llama/Mistral/Qwen2-style RMSNorms share one forward; Gemma's scales by (1 + weight): not this one.
-    return isinstance(m, torch.nn.RMSNorm) or (name.endswith("RMSNorm") and "Gemma" not in name and isinstance(
-        getattr(m, "weight", None), torch.Tensor) and hasattr(m, "variance_epsilon"))
-
-
 def find_norms(module: torch.nn.Module) -> list[str]:
     return [n for n, m in module.named_modules()
-            if (isinstance(m, torch.nn.LayerNorm) and len(m.normalized_shape) == 1) or _is_rmsnorm(m)]
+            if (isinstance(m, torch.nn.LayerNorm) and len(m.normalized_shape) == 1) or is_rmsnorm(m)]
 
 
 def find_linear_act(module: torch.nn.Module) -> list[tuple[str, int]]:
@@ -164,7 +142,7 @@ def find_linear_act(module: torch.nn.Module) -> list[tuple[str, int]]:
         if isinstance(m, torch.nn.Sequential):
             kids = list(m)
             for i in range(len(kids) - 1):
-                if isinstance(kids[i], torch.nn.Linear) and _act_of(kids[i + 1]) and _plain(kids[i].weight):
+                if isinstance(kids[i], torch.nn.Linear) and act_of(kids[i + 1]) and plain(kids[i].weight):
                     found.append((name, i))
     return found
 
@@ -172,7 +150,7 @@ def find_linear_act(module: torch.nn.Module) -> list[tuple[str, int]]:
 def find_swiglu(module: torch.nn.Module) -> list[str]:
     return [n for n, m in module.named_modules()
             if all(isinstance(getattr(m, a, None), torch.nn.Linear) for a in ("gate_proj", "up_proj", "down_proj"))
-            and _act_of(getattr(m, "act_fn", None)) == "silu" and _plain(m.gate_proj.weight, m.up_proj.weight)]
+            and act_of(getattr(m, "act_fn", None)) == "silu" and plain(m.gate_proj.weight, m.up_proj.weight)]
 
 
 def _replace(root: torch.nn.Module, name: str, new: torch.nn.Module) -> torch.nn.Module:
@@ -199,7 +177,7 @@ def swap_linear_act(module: torch.nn.Module) -> torch.nn.Module:
     out = copy.deepcopy(module)
     for name, i in find_linear_act(out):
         seq = out.get_submodule(name)
-        act = _act_of(seq[i + 1])
+        act = act_of(seq[i + 1])
         seq[i] = FusedLinearAct(seq[i], act)
         seq[i + 1] = torch.nn.Identity()
     for name in find_swiglu(out):
