@@ -62,14 +62,17 @@ def candidates(module: torch.nn.Module, device: str, example: tuple[torch.Tensor
     modules = importlib.import_module(f"{__name__}.modules")  # imports triton, registers the kpt:: ops
 
     found = []
+    # Whole decode layers first: kept, they set the step's decode attention and bypass its norms and MLPs, so the
+    # swaps below find nothing there and a trial that would time the same code twice is not run
+    # (kpt.gpu.passes asks again after each kept candidate).
+    if modules.find_decode_layer_steps(module):
+        found.append(("kpt_decode_layers", modules.swap_decode_layers))
+    if modules.find_decode_steps(module):
+        found.append(("kpt_decode_attention", modules.swap_decode_attention))
     if modules.find_norms(module):
         found.append(("kpt_norms", modules.swap_norms))
     if modules.find_linear_act(module) or modules.find_swiglu(module):
         found.append(("kpt_linear_act", modules.swap_linear_act))
-    if modules.find_decode_steps(module):
-        found.append(("kpt_decode_attention", modules.swap_decode_attention))
-    if modules.find_decode_layer_steps(module):
-        found.append(("kpt_decode_layers", modules.swap_decode_layers))
     if example is None or modules.routable_attention_calls(module, example):
         found.append(("kpt_attention", modules.swap_attention))
     log.info("kernels/: candidates %s", [n for n, _ in found])

@@ -75,23 +75,28 @@ def norm_signature(dtype: str = "bf16") -> dict:
 NORM_DIVISIBLE = ("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "stride_x", "stride_o")
 
 
-GEMV_SIGNATURE = {**{p: "*bf16" for p in ("x_ptr", "w_ptr", "w2_ptr", "b_ptr", "b2_ptr", "g_ptr", "r_ptr", "out_ptr")},
+GEMV_SIGNATURE = {**{p: "*bf16" for p in ("x_ptr", "w_ptr", "w2_ptr", "b_ptr", "b2_ptr", "g_ptr", "r_ptr", "c_ptr",
+                                           "s_ptr", "out_ptr")},
                   **{a: "i32" for a in ("N", "K", "stride_xm", "stride_wn", "stride_w2n", "stride_om")}, "eps": "fp32",
-                  **{c: "constexpr" for c in ("HAS_BIAS", "ACT", "GATED", "NORM", "RES", "BLOCK_N", "BLOCK_K",
-                                              "STAGES")}}
+                  "ROPE_N": "i32",
+                  **{c: "constexpr" for c in ("HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM", "BLOCK_N",
+                                              "BLOCK_K", "STAGES")}}
 GEMV_DIVISIBLE = ("x_ptr", "w_ptr", "w2_ptr", "out_ptr", "N", "K", "stride_wn", "stride_w2n")
 
 
 def gemv_rows() -> list[dict]:
-    """kernels.gemv's autotuned configs, gated (SwiGLU) with the RMSNorm folded in, in bf16, compiled for sm_90."""
+    """kernels.gemv's autotuned configs in bf16 compiled for sm_90: gated (SwiGLU) with the RMSNorm folded in, and
+    the q/k/v projection's form (the norm folded in, the rotary embedding on 64-wide heads)."""
     from kernels import gemv
     from kernels._common import ACTS
 
     rows = []
     for c in gemv._GPU:
-        consts = {"HAS_BIAS": False, "ACT": ACTS["silu"], "GATED": True, "NORM": True, "RES": False, **c.kwargs}
-        r = resources(gemv._gemv_kernel, GEMV_SIGNATURE, consts, c.num_warps, GEMV_DIVISIBLE)
-        rows.append({"op": "gemv_swiglu", **c.kwargs, "warps": c.num_warps} | dataclasses.asdict(r))
+        for op, gated, rope in (("gemv_swiglu", True, False), ("gemv_rope", False, True)):
+            consts = {"HAS_BIAS": False, "ACT": ACTS["silu" if gated else "none"], "GATED": gated, "NORM": True,
+                      "RES": False, "ROPE": rope, "HEAD_DIM": 64 if rope else 2, **c.kwargs}
+            r = resources(gemv._gemv_kernel, GEMV_SIGNATURE, consts, c.num_warps, GEMV_DIVISIBLE)
+            rows.append({"op": op, **c.kwargs, "warps": c.num_warps} | dataclasses.asdict(r))
     return rows
 
 

@@ -71,11 +71,10 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
     attn, mlp = layer.self_attn, _mlp(layer.mlp)
     n_in, n_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
     b, d, heads, kv_heads = h.shape[0], step.head_dim, step.heads, step.kv_heads
-    qkv = gemv.gemv_op(h, getattr(attn, QKV), None, n_in.weight, None, n_in.variance_epsilon, "none")
-    q, k, v = qkv.split([heads * d, kv_heads * d, kv_heads * d], dim=-1)
-    q = step._rope(q.view(b, 1, heads, d).transpose(1, 2), cos, sin)
-    k = step._rope(k.view(b, 1, kv_heads, d).transpose(1, 2), cos, sin)
-    k_step, v_step = k.to(k_cache.dtype), v.view(b, 1, kv_heads, d).transpose(1, 2).to(v_cache.dtype)
+    qkv = gemv.gemv_op(h, getattr(attn, QKV), None, n_in.weight, None, n_in.variance_epsilon, "none", cos, sin,
+                       (heads + kv_heads) * d)  # q and k come out with the rotary embedding applied
+    q, k, v = (t.view(b, 1, -1, d).transpose(1, 2) for t in qkv.split([heads * d, kv_heads * d, kv_heads * d], -1))
+    k_step, v_step = k.to(k_cache.dtype), v.to(v_cache.dtype)
     out = step.decode_attention(q, k_cache, v_cache, k_step, v_step, input_pos, None)
     out = out.reshape(b, heads, 1, d).transpose(1, 2).reshape(b, 1, -1)
     h = gemv.gemv_op(out, attn.o_proj.weight, None, None, h, 0.0, "none")

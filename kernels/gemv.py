@@ -39,6 +39,8 @@ def _fitting(cfgs: list, named_args: dict, **kwargs) -> list:  # noqa: ANN003 - 
     k_fit = [c for c in cfgs if c.kwargs["BLOCK_K"] <= max(triton.next_power_of_2(named_args["K"]),
                                                             min(c.kwargs["BLOCK_K"] for c in cfgs))]
     both = [c for c in k_fit if c.kwargs["BLOCK_N"] <= triton.next_power_of_2(named_args["N"])]
+    if kwargs.get("ROPE"):  # a block holds whole rotation pairs of one head
+        return [c for c in k_fit if kwargs["HEAD_DIM"] % c.kwargs["BLOCK_N"] == 0]
     return both or k_fit
 
 
@@ -51,15 +53,24 @@ def _gemv_kernel(
     b2_ptr,   # [N] bias of w2; unused unless HAS_BIAS and GATED
     g_ptr,    # [K] RMSNorm weight applied to x first; unused unless NORM
     r_ptr,    # [M, N] residual added to the result, row stride stride_om; unused unless RES
+    c_ptr,    # [HEAD_DIM] rotary cos, then sin (s_ptr), of the row's position; unused unless ROPE
+    s_ptr,
     out_ptr,  # [M, N] output, unit inner stride
-    N, K, stride_xm, stride_wn, stride_w2n, stride_om, eps,
+    N, K, stride_xm, stride_wn, stride_w2n, stride_om, eps, ROPE_N,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
+    ROPE: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
 ):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row = tl.program_id(1)
-    n_ok = offs_n < N
     rn = offs_n % N  # columns past the edge re-read a valid row; the store drops them
+    rotating = False
+    if ROPE:  # the first ROPE_N columns, HEAD_DIM-wide heads (BLOCK_N divides HEAD_DIM: a block is one head's or
+        # none's): the program takes its columns in rotation pairs, dims (j, j + HEAD_DIM / 2) side by side
+        rotating = tl.program_id(0) * BLOCK_N < ROPE_N
+        dim = offs_n % HEAD_DIM
+        pairs = offs_n - dim + dim // 2 + (dim % 2) * (HEAD_DIM // 2)
+        rn = tl.where(rotating, pairs, rn)
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
@@ -90,68 +101,111 @@ def _gemv_kernel(
         y = y * y2
     if RES:
         y += tl.load(r_ptr + row * stride_om + rn).to(tl.float32)
-    tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_ok)
+    if ROPE:  # x * cos + rotate_half(x) * sin on the pairs; other blocks store their columns as they are
+        a, b = tl.split(tl.reshape(y, (BLOCK_N // 2, 2)))
+        col_a, col_b = tl.split(tl.reshape(rn, (BLOCK_N // 2, 2)))
+        n_a, n_b = tl.split(tl.reshape(offs_n, (BLOCK_N // 2, 2)))
+        cos_a, sin_a = tl.load(c_ptr + col_a % HEAD_DIM).to(tl.float32), tl.load(s_ptr + col_a % HEAD_DIM).to(tl.float32)
+        cos_b, sin_b = tl.load(c_ptr + col_b % HEAD_DIM).to(tl.float32), tl.load(s_ptr + col_b % HEAD_DIM).to(tl.float32)
+        a, b = tl.where(rotating, a * cos_a - b * sin_a, a), tl.where(rotating, b * cos_b + a * sin_b, b)
+        tl.store(out_ptr + row * stride_om + col_a, a.to(out_ptr.dtype.element_ty), mask=n_a < N)
+        tl.store(out_ptr + row * stride_om + col_b, b.to(out_ptr.dtype.element_ty), mask=n_b < N)
+    else:
+        tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=offs_n < N)
 
 
-_gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT", "GATED", "NORM", "RES"],
+_gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM"],
                         prune_configs_by={"early_config_prune": _fitting})(_gemv_kernel)
 
 
 def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: torch.Tensor, b2: torch.Tensor,  # noqa: ANN001
         out: torch.Tensor, has_bias: bool, act: int, gated: bool, norm_weight: torch.Tensor | None = None,
-        residual: torch.Tensor | None = None, eps: float = 0.0) -> None:
+        residual: torch.Tensor | None = None, eps: float = 0.0, cos: torch.Tensor | None = None,
+        sin: torch.Tensor | None = None, rope_cols: int = 0) -> None:
     """Launches the kernel through `launch` (_common.launch) for linear_act._run's operands: x2 [M, K] with
     M <= MAX_ROWS, out [M, N]; w2/b/b2 any tensor where unused, as there. norm_weight: x is RMS-normalized
-    (eps) and scaled by it first; residual [M, N] (out's layout): added to the result."""
+    (eps) and scaled by it first; residual [M, N] (out's layout): added to the result; cos/sin [head_dim]: the
+    rotary embedding applied to the first rope_cols columns (gemv_op)."""
     x2, weight, w2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (x2, weight, w2))
     M, K = x2.shape
     N = weight.shape[0]
+    rope = cos is not None and rope_cols > 0
     launch(_gemv)[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), M)](
         x2, weight, w2, b, b2, norm_weight if norm_weight is not None else x2,
-        residual if residual is not None else out, out, N, K, x2.stride(0), weight.stride(0), w2.stride(0),
-        out.stride(0), eps, HAS_BIAS=has_bias, ACT=act, GATED=gated, NORM=norm_weight is not None,
-        RES=residual is not None)
+        residual if residual is not None else out, cos if rope else out, sin if rope else out, out, N, K,
+        x2.stride(0), weight.stride(0), w2.stride(0), out.stride(0), eps, rope_cols if rope else 0,
+        HAS_BIAS=has_bias, ACT=act, GATED=gated, NORM=norm_weight is not None, RES=residual is not None,
+        ROPE=rope, HEAD_DIM=cos.numel() if rope else 2)
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
-           residual: torch.Tensor | None, act: str) -> None:
+           residual: torch.Tensor | None, act: str, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None,
+           rope_cols: int = 0) -> None:
     check_linear(x, weight, None, weight2, None, act)
     K, N = x.shape[-1], weight.shape[0]
     if norm_weight is not None and tuple(norm_weight.shape) != (K,):
         raise ValueError(f"norm weight has shape {tuple(norm_weight.shape)}; x has {K}-wide rows")
     if residual is not None and tuple(residual.shape) != (*x.shape[:-1], N):
         raise ValueError(f"residual has shape {tuple(residual.shape)}; the result is {(*x.shape[:-1], N)}")
+    if (cos is None) != (sin is None) or (cos is None) != (rope_cols == 0):
+        raise ValueError("the rotary embedding needs cos, sin and rope_cols together")
+    if cos is not None:
+        d = cos.shape[-1]
+        if cos.numel() != d or tuple(sin.shape) != tuple(cos.shape) or d % 2:
+            raise ValueError(f"cos/sin must be one even-length row each (one position for every row of x); got "
+                             f"{tuple(cos.shape)} and {tuple(sin.shape)}")
+        if rope_cols < 0 or rope_cols % d or rope_cols > N:
+            raise ValueError(f"rope_cols {rope_cols} must be whole {d}-wide heads within the {N} columns")
+        if weight2 is not None or residual is not None or act != "none":
+            raise ValueError("the rotary embedding is applied to a plain projection only (no gate, residual or "
+                             "activation)")
 
 
-def _fake(x, weight, weight2, norm_weight, residual, eps, act):  # noqa: ANN001, ANN202 - the op's meta function
-    _check(x, weight, weight2, norm_weight, residual, act)
+def _fake(x, weight, weight2, norm_weight, residual, eps, act, cos=None, sin=None, rope_cols=0):  # noqa: ANN001, ANN202 - the op's meta function
+    _check(x, weight, weight2, norm_weight, residual, act, cos, sin, rope_cols)
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
 @register_op("kpt::gemv", _fake)
 def gemv_op(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
-            residual: torch.Tensor | None, eps: float, act: str) -> torch.Tensor:
+            residual: torch.Tensor | None, eps: float, act: str, cos: torch.Tensor | None = None,
+            sin: torch.Tensor | None = None, rope_cols: int = 0) -> torch.Tensor:
     """reference()'s result for rows of a decode step: act(rmsnorm(x) W^T) [* rmsnorm(x) W2^T] [+ residual], the
     norm only where norm_weight is given, in one kernel (each program folds the norm into its dot products and
-    scales by the row's rstd at the end; a residual is added to the result before its one store)."""
-    _check(x, weight, weight2, norm_weight, residual, act)
+    scales by the row's rstd at the end; a residual is added to the result before its one store). With cos and
+    sin (one position's, [..., head_dim]) the first rope_cols columns, head_dim-wide heads, get the rotary
+    embedding as transformers' Llama applies it to q and k (each program computes rotation pairs side by side)."""
+    _check(x, weight, weight2, norm_weight, residual, act, cos, sin, rope_cols)
     x2 = x.reshape(-1, x.shape[-1])
     out = x.new_empty((x2.shape[0], weight.shape[0]))
     if out.numel():
         gated = weight2 is not None
+        rope = (cos.reshape(-1), sin.reshape(-1)) if cos is not None else (None, None)
         run(launch, x2, weight, weight2 if gated else weight, weight, weight, out, False, ACTS[act], gated,
-            norm_weight, residual.reshape(out.shape).contiguous() if residual is not None else None, eps)
+            norm_weight, residual.reshape(out.shape).contiguous() if residual is not None else None, eps, *rope,
+            rope_cols)
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
+def rope(y: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin over the last dimension (transformers' Llama; kpt.gpu.models' step)."""
+    half = y.shape[-1] // 2
+    return y * cos + torch.cat((-y[..., half:], y[..., :half]), dim=-1) * sin
+
+
 def reference(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
-              residual: torch.Tensor | None, eps: float, act: str) -> torch.Tensor:
+              residual: torch.Tensor | None, eps: float, act: str, cos: torch.Tensor | None = None,
+              sin: torch.Tensor | None = None, rope_cols: int = 0) -> torch.Tensor:
     """Plain PyTorch: RMSNorm as transformers' Llama computes it (fp32 statistics, normalized x cast back before
-    the scale), the linear(s), activation, residual."""
+    the scale), the linear(s), activation, residual; the rotary embedding per head of the first rope_cols."""
     if norm_weight is not None:
         xf = x.float()
         x = norm_weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
     y = torch_activation(torch.nn.functional.linear(x, weight), act)
     if weight2 is not None:
         y = y * torch.nn.functional.linear(x, weight2)
+    if cos is not None:
+        d = cos.shape[-1]
+        heads = y[..., :rope_cols].unflatten(-1, (rope_cols // d, d))
+        y = torch.cat((rope(heads, cos.reshape(d), sin.reshape(d)).flatten(-2), y[..., rope_cols:]), dim=-1)
     return y + residual if residual is not None else y

@@ -130,15 +130,33 @@ class RoutedAttention(torch.nn.Module):
             return self.inner(*args, **kwargs)
 
 
+def _bypassed(module: torch.nn.Module) -> set[int]:
+    """ids of the modules a decode step's hooks compute without calling them: every submodule of its layers
+    where decode_layer is set, its final norm and LM head where decode_head is (decode_layer.py reads their
+    weights). A swap there would change nothing the step runs, and its trial would time the same code twice."""
+    skip = set()
+    for m in module.modules():
+        if vars(m).get("decode_layer") is not None:
+            skip.update(id(x) for x in m.model.layers.modules())
+        if vars(m).get("decode_head") is not None:
+            skip.update(id(x) for part in (m.model.norm, m.lm_head) for x in part.modules())
+    return skip
+
+
+def _named(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    skip = _bypassed(module)
+    return [(n, m) for n, m in module.named_modules() if id(m) not in skip]
+
+
 def find_norms(module: torch.nn.Module) -> list[str]:
-    return [n for n, m in module.named_modules()
+    return [n for n, m in _named(module)
             if (isinstance(m, torch.nn.LayerNorm) and len(m.normalized_shape) == 1) or is_rmsnorm(m)]
 
 
 def find_linear_act(module: torch.nn.Module) -> list[tuple[str, int]]:
     """(Sequential's name, index of the Linear) for every Linear directly followed by a known activation."""
     found = []
-    for name, m in module.named_modules():
+    for name, m in _named(module):
         if isinstance(m, torch.nn.Sequential):
             kids = list(m)
             for i in range(len(kids) - 1):
@@ -148,7 +166,7 @@ def find_linear_act(module: torch.nn.Module) -> list[tuple[str, int]]:
 
 
 def find_swiglu(module: torch.nn.Module) -> list[str]:
-    return [n for n, m in module.named_modules()
+    return [n for n, m in _named(module)
             if all(isinstance(getattr(m, a, None), torch.nn.Linear) for a in ("gate_proj", "up_proj", "down_proj"))
             and act_of(getattr(m, "act_fn", None)) == "silu" and plain(m.gate_proj.weight, m.up_proj.weight)]
 

@@ -220,6 +220,46 @@ def test_gpu_passes_on_cpu_say_why_they_do_nothing(tmp_path):
     assert not row["applied"] and "GPUs only" in row["reason"]
 
 
+_FAKE_KERNELS = """
+import copy
+
+def candidates(module, device, example):
+    whole = getattr(module, "whole", False)  # like kernels/' decode layers: kept, the parts have nothing left
+    found = [] if whole else [("whole", lambda m: _with(m, "whole"))]
+    if not whole and not getattr(module, "part", False):
+        found.append(("part", lambda m: _with(m, "part")))
+    return found + [("other", lambda m: _with(m, "other"))]
+
+def _with(m, name):
+    m = copy.deepcopy(m)
+    setattr(m, name, True)
+    return m
+"""
+
+
+@pytest.mark.parametrize("whole_ms, tried", [(1.0, ["whole", "other"]), (3.0, ["whole", "part", "other"])])
+def test_kernel_candidates_are_asked_again_after_each_trial(tmp_path, monkeypatch, whole_ms, tried):
+    """A kept candidate can leave nothing for a later one: the pass asks kernels/ again after each trial and
+    tries only what is still offered, each candidate once (times are given here: the GPU tests time them)."""
+    folder = tmp_path / "fake_kernels"
+    folder.mkdir()
+    (folder / "__init__.py").write_text(_FAKE_KERNELS)
+    timed = []
+
+    def trial(kind, name, base, candidate, x, device):  # noqa: ANN001, ANN202
+        timed.append(name)
+        return {"base_ms": 2.0, "trial_ms": whole_ms if name == "whole" else 2.5, "compiled": 1, "graphs": 1}, False
+
+    monkeypatch.setattr(passes, "on_gpu", lambda work: True)
+    monkeypatch.setattr(passes, "decided_trial", trial)
+    work = Work(torch.nn.Linear(4, 4), inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(1), inp.Dim(4))),)),
+                "cpu", str(tmp_path))
+    row = apply(passes.CustomKernels(folder=str(folder)), work, "LEVEL_O3")
+    assert timed == tried
+    assert row["applied"] is (whole_ms < 2.0) and getattr(work.module, "whole", False) is (whole_ms < 2.0)
+    assert not hasattr(work.module, "other"), row["reason"]
+
+
 def test_bf16_on_an_uploaded_graph_only_where_it_runs(tmp_path):
     """An exported graph keeps the dtype conversions it was traced with: bf16 is kept where the graph runs in
     it (BERT) and refused with the reason where it hard-codes fp32 (the decode step's cache casts)."""

@@ -27,6 +27,27 @@ def test_gemv_op_folds_the_norm_and_adds_the_residual(gated, norm, residual, dty
     check_2x(out, ref32, None if dtype == torch.float32 else gemv.reference(x, *args))
 
 
+@pytest.mark.parametrize("dtype", GEMM_DTYPES)
+@pytest.mark.parametrize("norm", [False, True])
+def test_gemv_op_applies_the_rotary_embedding_to_the_first_heads(norm, dtype):
+    """q and k heads roped, v's columns (and a ragged edge past them) as they are: as the step's own rope."""
+    K, D, eps = 97, 16, 1e-5
+    N = 5 * D + 7  # three q heads and two k heads roped; 7 columns that are not
+    g = torch.Generator().manual_seed(D + norm)
+    x = (3 * torch.randn(1, 1, K, generator=g)).to(DEVICE, dtype)
+    w = (torch.randn(N, K, generator=g) / K ** 0.5).to(DEVICE, dtype)
+    gw = (1 + 0.1 * torch.randn(K, generator=g)).to(DEVICE, dtype) if norm else None
+    angle = 37 * 10000.0 ** (-torch.arange(0, D, 2) / D)
+    cos, sin = (f(torch.cat((angle, angle)))[None].to(DEVICE, dtype) for f in (torch.cos, torch.sin))
+    args = (w, None, gw, None, eps, "none", cos, sin, 5 * D)
+    out = gemv.gemv_op(x, *args)
+    ref32 = gemv.reference(x.float(), *[t.float() if isinstance(t, torch.Tensor) else t for t in args])
+    plain = gemv.reference(x.float(), *[t.float() if isinstance(t, torch.Tensor) else t for t in args[:6]])
+    assert (ref32[..., :5 * D] - plain[..., :5 * D]).abs().max() > 0.1  # the embedding changes the heads
+    torch.testing.assert_close(ref32[..., 5 * D:], plain[..., 5 * D:])
+    check_2x(out, ref32, None if dtype == torch.float32 else gemv.reference(x, *args))
+
+
 def test_gemv_op_rejects_mismatched_operands():
     x, w = torch.randn(1, 8), torch.randn(4, 8)
     with pytest.raises(ValueError, match="norm weight"):
@@ -35,6 +56,15 @@ def test_gemv_op_rejects_mismatched_operands():
         gemv.gemv_op(x, w, None, None, torch.zeros(1, 5), 0.0, "none")
     with pytest.raises(ValueError, match="activation"):
         gemv.gemv_op(x, w, None, None, None, 0.0, "tanh")
+    cos = torch.ones(1, 4)
+    with pytest.raises(ValueError, match="together"):
+        gemv.gemv_op(x, w, None, None, None, 0.0, "none", cos, None, 4)
+    with pytest.raises(ValueError, match="whole 4-wide heads"):
+        gemv.gemv_op(x, w, None, None, None, 0.0, "none", cos, cos, 2)
+    with pytest.raises(ValueError, match="one even-length row"):
+        gemv.gemv_op(x, w, None, None, None, 0.0, "none", torch.ones(2, 2), torch.ones(2, 2), 2)
+    with pytest.raises(ValueError, match="plain projection"):
+        gemv.gemv_op(x, w, None, None, torch.zeros(1, 4), 0.0, "none", cos, cos, 4)
 
 
 def _step(context: int = 48):
@@ -59,6 +89,9 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch):
     monkeypatch.setattr(gemv, "gemv_op", lambda *a: calls.append(a[3] is not None) or real(*a))
     swapped = modules.swap_decode_layers(step)
     assert step.decode_layer is None and modules.find_decode_layer_steps(swapped) == []  # a new module
+    # the hooks bypass every norm and MLP and set the attention: nothing left for the other swaps to try
+    assert modules.find_norms(step) and modules.find_swiglu(step) and modules.find_decode_steps(step)
+    assert not (modules.find_norms(swapped) or modules.find_swiglu(swapped) or modules.find_decode_steps(swapped))
     with torch.inference_mode():
         want, got = step(*args), swapped(*args)
     assert calls == [True, False, True, False] * 2 + [True]  # per layer: qkv and gate/up fold a norm, o and down

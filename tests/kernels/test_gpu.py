@@ -216,6 +216,7 @@ def test_decode_step_with_the_kernel_compiles_and_exports(tmp_path, swap):
     decode_layer.py) under torch.compile, torch.export and AOTInductor (the package embeds the Triton kernels:
     loaded back, it runs them without kernels/ being asked): results as eager."""
     from kpt.optimize import inputs as inp
+    from kpt.optimize.inductor import link_options
     from tests.gpu.helpers import tiny_llama_decode
 
     step, spec, _ = tiny_llama_decode(context=512)
@@ -229,9 +230,11 @@ def test_decode_step_with_the_kernel_compiles_and_exports(tmp_path, swap):
         assert any("decode_attention" in str(n.target) or "triton_kernel_wrapper" in str(n.target)
                    for n in ep.graph.nodes)
         exported = ep.module()(*x)
-        path = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp_path / "step.pt2"))
-    # Loaded in a fresh process, as the service first loads every new package (kpt.gpu.runtime): on the H200
-    # (torch 2.11), loading it in this process, after torch.compile built the same Triton kernels, segfaulted.
+        # Linked as the service links every package (kpt.optimize.inductor.link_options): without it the package
+        # carries a static libstdc++ and segfaults when loaded (seen on the H200, torch 2.11).
+        path = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp_path / "step.pt2"),
+                                                        inductor_configs=link_options())
+    # Loaded in a fresh process, as the service first loads every new package (kpt.gpu.runtime).
     torch.save([t.cpu() for t in x], tmp_path / "x.pt")
     subprocess.run([sys.executable, "-c", _RUN_PACKAGE, path, str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
                    check=True, timeout=300)

@@ -296,8 +296,15 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
     if candidates is None:
         return Outcome(False, f"{cfg.folder}/ has no candidates(module, device, example) entry point")
     x = work.example()
-    kept, measured = [], []
-    for name, apply in candidates(work.module, work.device, x):
+    kept, measured, tried = [], [], set()
+    while True:
+        # Asked again after each trial: a kept swap can leave nothing for a later one to change (kernels/' whole
+        # decode layers bypass the norms and MLPs its other swaps would replace).
+        todo = [(n, a) for n, a in candidates(work.module, work.device, x) if n not in tried]
+        if not todo:
+            break
+        name, apply = todo[0]
+        tried.add(name)
         trial = apply(work.module)  # a new module: the current one stays as it is
         times, reused = decided_trial("custom_kernels", name, work.module, trial, x, work.device)
         base, t = times["base_ms"], times["trial_ms"]
