@@ -26,8 +26,9 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def register_op(name: str, fake: Callable) -> Callable:
-    """Decorator: registers fn as the custom op `name` ("kpt::..."), with `fake` as its meta function."""
+def register_op(name: str, fake: Callable, mutates: tuple[str, ...] = ()) -> Callable:
+    """Decorator: registers fn as the custom op `name` ("kpt::..."), with `fake` as its meta function; mutates:
+    the arguments it writes into."""
 
     ns, short = name.split("::")
     try:  # this package imported twice under two names (tests' `kernels`, the pass's file-path load)
@@ -39,10 +40,10 @@ def register_op(name: str, fake: Callable) -> Callable:
         if existing is not None:
             return existing
         if interpreting():
-            op = torch.library.custom_op(name, mutates_args=())(fn)
+            op = torch.library.custom_op(name, mutates_args=mutates)(fn)
             op.register_fake(fake)
             return op
-        return torch.library.triton_op(name, mutates_args=())(fn)
+        return torch.library.triton_op(name, mutates_args=mutates)(fn)
 
     return wrap
 

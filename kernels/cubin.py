@@ -75,10 +75,10 @@ def norm_signature(dtype: str = "bf16") -> dict:
 NORM_DIVISIBLE = ("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "stride_x", "stride_o")
 
 
-GEMV_SIGNATURE = {**{p: "*bf16" for p in ("x_ptr", "w_ptr", "w2_ptr", "b_ptr", "b2_ptr", "g_ptr", "r_ptr", "c_ptr",
-                                           "s_ptr", "out_ptr")},
-                  **{a: "i32" for a in ("N", "K", "stride_xm", "stride_wn", "stride_w2n", "stride_om")}, "eps": "fp32",
-                  "ROPE_N": "i32",
+GEMV_SIGNATURE = {**{p: "*bf16" for p in ("x_ptr", "w_ptr", "w2_ptr", "b_ptr", "b2_ptr", "g_ptr", "r_ptr")},
+                  "pos_ptr": "*i64", "f_ptr": "*fp32", **{p: "*bf16" for p in ("k_ptr", "v_ptr", "out_ptr")},
+                  **{a: "i32" for a in ("N", "K", "stride_xm", "stride_wn", "stride_w2n", "stride_om", "stride_km",
+                                        "stride_vm")}, "eps": "fp32", "K_N": "i32",
                   **{c: "constexpr" for c in ("HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM", "BLOCK_N",
                                               "BLOCK_K", "STAGES")}}
 GEMV_DIVISIBLE = ("x_ptr", "w_ptr", "w2_ptr", "out_ptr", "N", "K", "stride_wn", "stride_w2n")
@@ -86,7 +86,7 @@ GEMV_DIVISIBLE = ("x_ptr", "w_ptr", "w2_ptr", "out_ptr", "N", "K", "stride_wn", 
 
 def gemv_rows() -> list[dict]:
     """kernels.gemv's autotuned configs in bf16 compiled for sm_90: gated (SwiGLU) with the RMSNorm folded in, and
-    the q/k/v projection's form (the norm folded in, the rotary embedding on 64-wide heads)."""
+    the q/k/v projection's form (gemv_qkv: the norm folded in, the rotary embedding on 64-wide heads)."""
     from kernels import gemv
     from kernels._common import ACTS
 

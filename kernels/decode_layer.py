@@ -1,17 +1,19 @@
 """One decoder layer of a Llama-style decode step (kpt.gpu.models.LlamaDecodeStep's decode_layer hook) in six
-launches of kernels/ code besides the rotary embedding (PyTorch's: Inductor fuses it into a pointwise kernel):
-the three projections as one matrix-vector product over their concatenated weights with the input RMSNorm
-folded in; decode attention (decode.py: split and merge); the output projection with the residual added;
-gate/up with the post-attention RMSNorm folded in and silu(gate) * up written once; the down projection with
-the residual added (all gemv.py). The logits (decode_head hook): the final RMSNorm folded into the LM head's
-matrix-vector product: Inductor's reduction for it took 49-80 us in the step's builds, gemv.py reads the same
-32000x2048 weight in 32 us (H200, 2026-12-04).
+launches, all kernels/ code: the three projections as one matrix-vector product over their concatenated weights
+with the input RMSNorm folded in, the rotary embedding applied to q and k in its epilogue and the new key and
+value written straight into the step's stacked outputs (gemv.gemv_qkv); decode attention (decode.py: split and
+merge); the output projection with the residual added; gate/up with the post-attention RMSNorm folded in and
+silu(gate) * up written once; the down projection with the residual added (gemv.gemv_op). The logits
+(decode_head hook): the final RMSNorm folded into the LM head's matrix-vector product: Inductor's reduction for
+it took 49-80 us in the step's builds, gemv.py reads the same 32000x2048 weight in 32 us (H200, 2026-12-04).
 
 Compiled, the layers run Inductor's matrix-vector reductions otherwise: eleven launches a layer in the 1B
 Llama's step, five of them 1-2.6 us calls bound by latency (the key and value projections, two rotary
 kernels, a norm's statistics), and a down projection that recomputes SiLU*mul in its loads (18 us a layer
-against gemv.py's 10.3, H200, 2026-12-04: bench/decode_mlp.py). The whole-model trial decides whether it
-runs, as for decode attention.
+against gemv.py's 10.3, H200, 2026-12-04: bench/decode_mlp.py). With cos and sin still Inductor's (eight
+pointwise launches a step) and k and v copied into the stacked outputs after (two launches a layer) the layer
+path ran the step in 1.095 ms against 1.216 for the best build without it (H200, 2026-12-04). The whole-model
+trial decides whether it runs, as for decode attention.
 """
 
 from __future__ import annotations
@@ -64,23 +66,23 @@ def prepare(layer: torch.nn.Module) -> None:
                          persistent=False)
 
 
-def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                k_cache: torch.Tensor, v_cache: torch.Tensor, input_pos: torch.Tensor,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The decode_layer hook: (h, k_new, v_new) for h [B, 1, hidden], as LlamaDecodeStep's loop body computes."""
+def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, input_pos: torch.Tensor,
+                k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
+                ) -> torch.Tensor:
+    """The decode_layer hook: h [B, 1, hidden] after the layer, as LlamaDecodeStep's loop body computes it; the
+    layer's new key and value written into k_new and v_new [B, Hkv, 1, D]."""
     attn, mlp = layer.self_attn, _mlp(layer.mlp)
     n_in, n_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
-    b, d, heads, kv_heads = h.shape[0], step.head_dim, step.heads, step.kv_heads
-    qkv = gemv.gemv_op(h, getattr(attn, QKV), None, n_in.weight, None, n_in.variance_epsilon, "none", cos, sin,
-                       (heads + kv_heads) * d)  # q and k come out with the rotary embedding applied
-    q, k, v = (t.view(b, 1, -1, d).transpose(1, 2) for t in qkv.split([heads * d, kv_heads * d, kv_heads * d], -1))
-    k_step, v_step = k.to(k_cache.dtype), v.to(v_cache.dtype)
-    out = step.decode_attention(q, k_cache, v_cache, k_step, v_step, input_pos, None)
+    b, d, heads = h.shape[0], step.head_dim, step.heads
+    q = gemv.gemv_qkv(h, getattr(attn, QKV), n_in.weight, n_in.variance_epsilon, input_pos, step.inv_freq, k_new,
+                      v_new)  # the rotary embedding applied to q and the key
+    out = step.decode_attention(q.view(b, 1, heads, d).transpose(1, 2), k_cache, v_cache, k_new, v_new, input_pos,
+                                None)
     out = out.reshape(b, heads, 1, d).transpose(1, 2).reshape(b, 1, -1)
     h = gemv.gemv_op(out, attn.o_proj.weight, None, None, h, 0.0, "none")
     act = gemv.gemv_op(h, mlp.gate_proj.weight, mlp.up_proj.weight, n_post.weight, None, n_post.variance_epsilon,
                        "silu")
-    return gemv.gemv_op(act, mlp.down_proj.weight, None, None, h, 0.0, "none"), k_step, v_step
+    return gemv.gemv_op(act, mlp.down_proj.weight, None, None, h, 0.0, "none")
 
 
 def llama_head(step: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:

@@ -53,10 +53,12 @@ def _gemv_kernel(
     b2_ptr,   # [N] bias of w2; unused unless HAS_BIAS and GATED
     g_ptr,    # [K] RMSNorm weight applied to x first; unused unless NORM
     r_ptr,    # [M, N] residual added to the result, row stride stride_om; unused unless RES
-    c_ptr,    # [HEAD_DIM] rotary cos, then sin (s_ptr), of the row's position; unused unless ROPE
-    s_ptr,
-    out_ptr,  # [M, N] output, unit inner stride
-    N, K, stride_xm, stride_wn, stride_w2n, stride_om, eps, ROPE_N,
+    pos_ptr,  # [1] the rows' position, then the rotary inverse frequencies [HEAD_DIM / 2] (f_ptr); unused unless ROPE
+    f_ptr,
+    k_ptr,    # the K_N key columns then the K_N value columns (v_ptr) go here, [M, K_N] each; unused unless ROPE
+    v_ptr,
+    out_ptr,  # [M, N] output, unit inner stride (with ROPE: [M, N - 2 K_N], the query columns)
+    N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
@@ -64,10 +66,11 @@ def _gemv_kernel(
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row = tl.program_id(1)
     rn = offs_n % N  # columns past the edge re-read a valid row; the store drops them
+    Q_N = N - 2 * K_N
     rotating = False
-    if ROPE:  # the first ROPE_N columns, HEAD_DIM-wide heads (BLOCK_N divides HEAD_DIM: a block is one head's or
-        # none's): the program takes its columns in rotation pairs, dims (j, j + HEAD_DIM / 2) side by side
-        rotating = tl.program_id(0) * BLOCK_N < ROPE_N
+    if ROPE:  # q/k/v: the q and k columns are HEAD_DIM-wide heads (BLOCK_N divides HEAD_DIM: a block is one
+        # head's), each program takes its columns in rotation pairs, dims (j, j + HEAD_DIM / 2) side by side
+        rotating = tl.program_id(0) * BLOCK_N < Q_N + K_N
         dim = offs_n % HEAD_DIM
         pairs = offs_n - dim + dim // 2 + (dim % 2) * (HEAD_DIM // 2)
         rn = tl.where(rotating, pairs, rn)
@@ -101,17 +104,36 @@ def _gemv_kernel(
         y = y * y2
     if RES:
         y += tl.load(r_ptr + row * stride_om + rn).to(tl.float32)
-    if ROPE:  # x * cos + rotate_half(x) * sin on the pairs; other blocks store their columns as they are
-        a, b = tl.split(tl.reshape(y, (BLOCK_N // 2, 2)))
-        col_a, col_b = tl.split(tl.reshape(rn, (BLOCK_N // 2, 2)))
-        n_a, n_b = tl.split(tl.reshape(offs_n, (BLOCK_N // 2, 2)))
-        cos_a, sin_a = tl.load(c_ptr + col_a % HEAD_DIM).to(tl.float32), tl.load(s_ptr + col_a % HEAD_DIM).to(tl.float32)
-        cos_b, sin_b = tl.load(c_ptr + col_b % HEAD_DIM).to(tl.float32), tl.load(s_ptr + col_b % HEAD_DIM).to(tl.float32)
-        a, b = tl.where(rotating, a * cos_a - b * sin_a, a), tl.where(rotating, b * cos_b + a * sin_b, b)
-        tl.store(out_ptr + row * stride_om + col_a, a.to(out_ptr.dtype.element_ty), mask=n_a < N)
-        tl.store(out_ptr + row * stride_om + col_b, b.to(out_ptr.dtype.element_ty), mask=n_b < N)
+    if ROPE:
+        _store_qkv(y, rn, offs_n, row, rotating, pos_ptr, f_ptr, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
+                   stride_km, stride_vm, HEAD_DIM, BLOCK_N)
     else:
         tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=offs_n < N)
+
+
+@triton.jit
+def _store_qkv(y, rn, offs_n, row, rotating, pos_ptr, f_ptr, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
+               stride_km, stride_vm, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """x * cos + rotate_half(x) * sin on the q and k pairs (cos and sin of position * inverse frequency, rounded
+    to the output's dtype as the step rounds them); then q, k and v each to its own output."""
+    a, b = tl.split(tl.reshape(y, (BLOCK_N // 2, 2)))
+    col_a, col_b = tl.split(tl.reshape(rn, (BLOCK_N // 2, 2)))
+    n_a, n_b = tl.split(tl.reshape(offs_n, (BLOCK_N // 2, 2)))
+    angle = tl.load(pos_ptr).to(tl.float32) * tl.load(f_ptr + (col_a % HEAD_DIM) % (HEAD_DIM // 2)).to(tl.float32)
+    cos = tl.cos(angle).to(out_ptr.dtype.element_ty).to(tl.float32)
+    sin = tl.sin(angle).to(out_ptr.dtype.element_ty).to(tl.float32)
+    a, b = tl.where(rotating, a * cos - b * sin, a), tl.where(rotating, b * cos + a * sin, b)
+    _store_cols(a, col_a, n_a, row, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om, stride_km, stride_vm)
+    _store_cols(b, col_b, n_b, row, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om, stride_km, stride_vm)
+
+
+@triton.jit
+def _store_cols(val, col, n, row, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om, stride_km, stride_vm):
+    val = val.to(out_ptr.dtype.element_ty)
+    ok = n < N
+    tl.store(out_ptr + row * stride_om + col, val, mask=ok & (col < Q_N))
+    tl.store(k_ptr + row * stride_km + (col - Q_N), val, mask=ok & (col >= Q_N) & (col < Q_N + K_N))
+    tl.store(v_ptr + row * stride_vm + (col - Q_N - K_N), val, mask=ok & (col >= Q_N + K_N))
 
 
 _gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM"],
@@ -120,71 +142,109 @@ _gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT"
 
 def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: torch.Tensor, b2: torch.Tensor,  # noqa: ANN001
         out: torch.Tensor, has_bias: bool, act: int, gated: bool, norm_weight: torch.Tensor | None = None,
-        residual: torch.Tensor | None = None, eps: float = 0.0, cos: torch.Tensor | None = None,
-        sin: torch.Tensor | None = None, rope_cols: int = 0) -> None:
+        residual: torch.Tensor | None = None, eps: float = 0.0, rope: tuple | None = None) -> None:
     """Launches the kernel through `launch` (_common.launch) for linear_act._run's operands: x2 [M, K] with
     M <= MAX_ROWS, out [M, N]; w2/b/b2 any tensor where unused, as there. norm_weight: x is RMS-normalized
-    (eps) and scaled by it first; residual [M, N] (out's layout): added to the result; cos/sin [head_dim]: the
-    rotary embedding applied to the first rope_cols columns (gemv_op)."""
+    (eps) and scaled by it first; residual [M, N] (out's layout): added to the result. rope: (pos, inv_freq,
+    k_out, v_out) for gemv_qkv, out then [M, N - 2 K_N] for the query columns, k_out/v_out [M, K_N] rows."""
     x2, weight, w2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (x2, weight, w2))
     M, K = x2.shape
     N = weight.shape[0]
-    rope = cos is not None and rope_cols > 0
+    pos, freq, k_out, v_out = rope if rope is not None else (out, out, out, out)
+    k_n = k_out.shape[-1] if rope is not None else 0
     launch(_gemv)[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), M)](
         x2, weight, w2, b, b2, norm_weight if norm_weight is not None else x2,
-        residual if residual is not None else out, cos if rope else out, sin if rope else out, out, N, K,
-        x2.stride(0), weight.stride(0), w2.stride(0), out.stride(0), eps, rope_cols if rope else 0,
+        residual if residual is not None else out, pos, freq, k_out, v_out, out, N, K, x2.stride(0),
+        weight.stride(0), w2.stride(0), out.stride(0), k_out.stride(0), v_out.stride(0), eps, k_n,
         HAS_BIAS=has_bias, ACT=act, GATED=gated, NORM=norm_weight is not None, RES=residual is not None,
-        ROPE=rope, HEAD_DIM=cos.numel() if rope else 2)
+        ROPE=rope is not None, HEAD_DIM=2 * freq.numel() if rope is not None else 2)
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
-           residual: torch.Tensor | None, act: str, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None,
-           rope_cols: int = 0) -> None:
+           residual: torch.Tensor | None, act: str) -> None:
     check_linear(x, weight, None, weight2, None, act)
     K, N = x.shape[-1], weight.shape[0]
     if norm_weight is not None and tuple(norm_weight.shape) != (K,):
         raise ValueError(f"norm weight has shape {tuple(norm_weight.shape)}; x has {K}-wide rows")
     if residual is not None and tuple(residual.shape) != (*x.shape[:-1], N):
         raise ValueError(f"residual has shape {tuple(residual.shape)}; the result is {(*x.shape[:-1], N)}")
-    if (cos is None) != (sin is None) or (cos is None) != (rope_cols == 0):
-        raise ValueError("the rotary embedding needs cos, sin and rope_cols together")
-    if cos is not None:
-        d = cos.shape[-1]
-        if cos.numel() != d or tuple(sin.shape) != tuple(cos.shape) or d % 2:
-            raise ValueError(f"cos/sin must be one even-length row each (one position for every row of x); got "
-                             f"{tuple(cos.shape)} and {tuple(sin.shape)}")
-        if rope_cols < 0 or rope_cols % d or rope_cols > N:
-            raise ValueError(f"rope_cols {rope_cols} must be whole {d}-wide heads within the {N} columns")
-        if weight2 is not None or residual is not None or act != "none":
-            raise ValueError("the rotary embedding is applied to a plain projection only (no gate, residual or "
-                             "activation)")
 
 
-def _fake(x, weight, weight2, norm_weight, residual, eps, act, cos=None, sin=None, rope_cols=0):  # noqa: ANN001, ANN202 - the op's meta function
-    _check(x, weight, weight2, norm_weight, residual, act, cos, sin, rope_cols)
+def _fake(x, weight, weight2, norm_weight, residual, eps, act):  # noqa: ANN001, ANN202 - the op's meta function
+    _check(x, weight, weight2, norm_weight, residual, act)
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
 @register_op("kpt::gemv", _fake)
 def gemv_op(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
-            residual: torch.Tensor | None, eps: float, act: str, cos: torch.Tensor | None = None,
-            sin: torch.Tensor | None = None, rope_cols: int = 0) -> torch.Tensor:
+            residual: torch.Tensor | None, eps: float, act: str) -> torch.Tensor:
     """reference()'s result for rows of a decode step: act(rmsnorm(x) W^T) [* rmsnorm(x) W2^T] [+ residual], the
     norm only where norm_weight is given, in one kernel (each program folds the norm into its dot products and
-    scales by the row's rstd at the end; a residual is added to the result before its one store). With cos and
-    sin (one position's, [..., head_dim]) the first rope_cols columns, head_dim-wide heads, get the rotary
-    embedding as transformers' Llama applies it to q and k (each program computes rotation pairs side by side)."""
-    _check(x, weight, weight2, norm_weight, residual, act, cos, sin, rope_cols)
+    scales by the row's rstd at the end; a residual is added to the result before its one store)."""
+    _check(x, weight, weight2, norm_weight, residual, act)
     x2 = x.reshape(-1, x.shape[-1])
     out = x.new_empty((x2.shape[0], weight.shape[0]))
     if out.numel():
         gated = weight2 is not None
-        rope = (cos.reshape(-1), sin.reshape(-1)) if cos is not None else (None, None)
         run(launch, x2, weight, weight2 if gated else weight, weight, weight, out, False, ACTS[act], gated,
-            norm_weight, residual.reshape(out.shape).contiguous() if residual is not None else None, eps, *rope,
-            rope_cols)
+            norm_weight, residual.reshape(out.shape).contiguous() if residual is not None else None, eps)
     return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def reference(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
+              residual: torch.Tensor | None, eps: float, act: str) -> torch.Tensor:
+    """Plain PyTorch: RMSNorm as transformers' Llama computes it (fp32 statistics, normalized x cast back before
+    the scale), the linear(s), activation, residual."""
+    if norm_weight is not None:
+        xf = x.float()
+        x = norm_weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    y = torch_activation(torch.nn.functional.linear(x, weight), act)
+    if weight2 is not None:
+        y = y * torch.nn.functional.linear(x, weight2)
+    return y + residual if residual is not None else y
+
+
+def _check_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None, pos: torch.Tensor,
+               inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor) -> None:
+    _check(x, weight, None, norm_weight, None, "none")
+    rows, d = x.reshape(-1, x.shape[-1]).shape[0], 2 * inv_freq.numel()
+    if pos.numel() != 1 or pos.is_floating_point():
+        raise ValueError(f"pos must be one integer position; got {tuple(pos.shape)} {pos.dtype}")
+    if inv_freq.dim() != 1 or not inv_freq.numel():
+        raise ValueError(f"inv_freq must be [head_dim / 2]; got {tuple(inv_freq.shape)}")
+    for name, t in (("k_out", k_out), ("v_out", v_out)):
+        if t.dtype != x.dtype or t.shape[0] != rows or t.numel() % rows or t.numel() // rows % d:
+            raise ValueError(f"{name} must hold whole {d}-wide heads for each of the {rows} rows in {x.dtype}; got "
+                             f"{tuple(t.shape)} {t.dtype}")
+        if t.reshape(rows, -1).stride(-1) != 1:
+            raise ValueError(f"{name} must have contiguous rows")  # reshape copies otherwise: the write would be lost
+    kv = k_out.numel() // rows
+    if v_out.numel() != k_out.numel() or (weight.shape[0] - 2 * kv) % d or weight.shape[0] <= 2 * kv:
+        raise ValueError(f"weight's {weight.shape[0]} rows must be whole {d}-wide q heads then {kv} key and {kv} "
+                         "value rows")
+
+
+def _fake_qkv(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out):  # noqa: ANN001, ANN202 - the meta function
+    _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out)
+    return x.new_empty((*x.shape[:-1], weight.shape[0] - 2 * (k_out.numel() // x.reshape(-1, x.shape[-1]).shape[0])))
+
+
+@register_op("kpt::gemv_qkv", _fake_qkv, mutates=("k_out", "v_out"))
+def gemv_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None, eps: float, pos: torch.Tensor,
+             inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor) -> torch.Tensor:
+    """A decode layer's q/k/v projection in one kernel (reference_qkv()'s result): rmsnorm(x) (where norm_weight
+    is given) times the concatenated [q; k; v] weight, the rotary embedding at position pos applied to the q and k
+    heads (each program takes a head's rotation pairs side by side and computes their cos and sin), the key and
+    value columns written into k_out and v_out (a decode step's stacked new cache entries: no copy after), the
+    query columns returned."""
+    _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out)
+    x2 = x.reshape(-1, x.shape[-1])
+    k2, v2 = k_out.view(x2.shape[0], -1), v_out.view(x2.shape[0], -1)
+    out = x.new_empty((x2.shape[0], weight.shape[0] - 2 * k2.shape[1]))
+    if x2.shape[0]:
+        run(launch, x2, weight, weight, weight, weight, out, False, ACTS["none"], False, norm_weight, None, eps,
+            (pos, inv_freq, k2, v2))
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 def rope(y: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -193,19 +253,15 @@ def rope(y: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return y * cos + torch.cat((-y[..., half:], y[..., :half]), dim=-1) * sin
 
 
-def reference(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
-              residual: torch.Tensor | None, eps: float, act: str, cos: torch.Tensor | None = None,
-              sin: torch.Tensor | None = None, rope_cols: int = 0) -> torch.Tensor:
-    """Plain PyTorch: RMSNorm as transformers' Llama computes it (fp32 statistics, normalized x cast back before
-    the scale), the linear(s), activation, residual; the rotary embedding per head of the first rope_cols."""
-    if norm_weight is not None:
-        xf = x.float()
-        x = norm_weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-    y = torch_activation(torch.nn.functional.linear(x, weight), act)
-    if weight2 is not None:
-        y = y * torch.nn.functional.linear(x, weight2)
-    if cos is not None:
-        d = cos.shape[-1]
-        heads = y[..., :rope_cols].unflatten(-1, (rope_cols // d, d))
-        y = torch.cat((rope(heads, cos.reshape(d), sin.reshape(d)).flatten(-2), y[..., rope_cols:]), dim=-1)
-    return y + residual if residual is not None else y
+def reference_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None, eps: float,
+                  pos: torch.Tensor, inv_freq: torch.Tensor, kv_cols: int) -> tuple[torch.Tensor, ...]:
+    """(q, k, v) as the step computes them: the projection, then cos/sin of pos * inv_freq in fp32 rounded to x's
+    dtype, applied per head to q and k."""
+    d = 2 * inv_freq.numel()
+    y = reference(x, weight, None, norm_weight, None, eps, "none")
+    freqs = pos.to(torch.float32).reshape(1) * inv_freq
+    emb = torch.cat((freqs, freqs))
+    cos, sin = emb.cos().to(y.dtype), emb.sin().to(y.dtype)
+    q, k, v = y.split([y.shape[-1] - 2 * kv_cols, kv_cols, kv_cols], dim=-1)
+    q, k = (rope(t.unflatten(-1, (-1, d)), cos, sin).flatten(-2) for t in (q, k))
+    return q, k, v

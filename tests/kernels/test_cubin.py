@@ -47,6 +47,8 @@ def test_gemv_configs_compile_for_sm90_without_spills_and_staged_ones_pipeline()
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) >= 20 and {r["op"] for r in rows} == {"gemv_swiglu", "gemv_rope"}
     for r in rows:
-        assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
+        # gemv_qkv's cos and sin (libdevice's, as torch's) keep a 32-byte frame for their large-argument reduction
+        assert r["stack_bytes"] <= (32 if r["op"] == "gemv_rope" else 0), r
+        assert r["shared_bytes"] <= H100_SHARED_BYTES, r
         copies = 4 if r["op"] == "gemv_swiglu" else 3  # x, the weight(s) and the norm's, prologue and loop
         assert (r["async_copies"] >= copies) is (r["STAGES"] > 1), r

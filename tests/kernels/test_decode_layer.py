@@ -28,24 +28,29 @@ def test_gemv_op_folds_the_norm_and_adds_the_residual(gated, norm, residual, dty
 
 
 @pytest.mark.parametrize("dtype", GEMM_DTYPES)
-@pytest.mark.parametrize("norm", [False, True])
-def test_gemv_op_applies_the_rotary_embedding_to_the_first_heads(norm, dtype):
-    """q and k heads roped, v's columns (and a ragged edge past them) as they are: as the step's own rope."""
-    K, D, eps = 97, 16, 1e-5
-    N = 5 * D + 7  # three q heads and two k heads roped; 7 columns that are not
-    g = torch.Generator().manual_seed(D + norm)
-    x = (3 * torch.randn(1, 1, K, generator=g)).to(DEVICE, dtype)
-    w = (torch.randn(N, K, generator=g) / K ** 0.5).to(DEVICE, dtype)
+@pytest.mark.parametrize("norm, rows", [(False, 1), (True, 1), (True, 2)])
+def test_gemv_qkv_ropes_q_and_k_and_writes_k_and_v_out(norm, rows, dtype):
+    """Three q heads and two key/value heads of 16: q returned, k and v written into the given outputs (slices of
+    a stacked buffer, as the step passes them), q and k with the rotary embedding at the position given."""
+    K, D, eps, kv = 97, 16, 1e-5, 2
+    g = torch.Generator().manual_seed(D + norm + rows)
+    x = (3 * torch.randn(rows, 1, K, generator=g)).to(DEVICE, dtype)
+    w = (torch.randn((3 + 2 * kv) * D, K, generator=g) / K ** 0.5).to(DEVICE, dtype)
     gw = (1 + 0.1 * torch.randn(K, generator=g)).to(DEVICE, dtype) if norm else None
-    angle = 37 * 10000.0 ** (-torch.arange(0, D, 2) / D)
-    cos, sin = (f(torch.cat((angle, angle)))[None].to(DEVICE, dtype) for f in (torch.cos, torch.sin))
-    args = (w, None, gw, None, eps, "none", cos, sin, 5 * D)
-    out = gemv.gemv_op(x, *args)
-    ref32 = gemv.reference(x.float(), *[t.float() if isinstance(t, torch.Tensor) else t for t in args])
-    plain = gemv.reference(x.float(), *[t.float() if isinstance(t, torch.Tensor) else t for t in args[:6]])
-    assert (ref32[..., :5 * D] - plain[..., :5 * D]).abs().max() > 0.1  # the embedding changes the heads
-    torch.testing.assert_close(ref32[..., 5 * D:], plain[..., 5 * D:])
-    check_2x(out, ref32, None if dtype == torch.float32 else gemv.reference(x, *args))
+    pos, inv_freq = torch.tensor([37], device=DEVICE), (10000.0 ** (-torch.arange(0, D, 2) / D)).to(DEVICE)
+    stacked = torch.full((2, 3, rows, kv, 1, D), float("nan"), device=DEVICE, dtype=dtype)  # layers, k/v/spare
+    q = gemv.gemv_qkv(x, w, gw, eps, pos, inv_freq, stacked[1, 0], stacked[1, 1])
+    assert q.shape == (rows, 1, 3 * D) and q.dtype == dtype
+    assert stacked[0].isnan().all() and stacked[1, 2].isnan().all()  # nothing written past the outputs given
+    args = (w, gw, eps, pos, inv_freq, kv * D)
+    ref32 = gemv.reference_qkv(x.float(), *[t.float() if isinstance(t, torch.Tensor) and t.is_floating_point()
+                                            else t for t in args])
+    low = gemv.reference_qkv(x, *args) if dtype != torch.float32 else (None,) * 3
+    plain = gemv.reference(x.float(), w.float(), None, None if gw is None else gw.float(), None, eps, "none")
+    assert (ref32[0] - plain[..., :3 * D]).abs().max() > 0.1  # the embedding changes the heads
+    torch.testing.assert_close(ref32[2], plain[..., 5 * D:])  # and leaves v alone
+    for got, want, lo in zip((q, stacked[1, 0], stacked[1, 1]), ref32, low, strict=True):
+        check_2x(got.reshape(want.shape), want, lo)
 
 
 def test_gemv_op_rejects_mismatched_operands():
@@ -56,15 +61,17 @@ def test_gemv_op_rejects_mismatched_operands():
         gemv.gemv_op(x, w, None, None, torch.zeros(1, 5), 0.0, "none")
     with pytest.raises(ValueError, match="activation"):
         gemv.gemv_op(x, w, None, None, None, 0.0, "tanh")
-    cos = torch.ones(1, 4)
-    with pytest.raises(ValueError, match="together"):
-        gemv.gemv_op(x, w, None, None, None, 0.0, "none", cos, None, 4)
-    with pytest.raises(ValueError, match="whole 4-wide heads"):
-        gemv.gemv_op(x, w, None, None, None, 0.0, "none", cos, cos, 2)
-    with pytest.raises(ValueError, match="one even-length row"):
-        gemv.gemv_op(x, w, None, None, None, 0.0, "none", torch.ones(2, 2), torch.ones(2, 2), 2)
-    with pytest.raises(ValueError, match="plain projection"):
-        gemv.gemv_op(x, w, None, None, torch.zeros(1, 4), 0.0, "none", cos, cos, 4)
+    kv, pos, f = torch.empty(1, 1, 1, 2), torch.tensor([3]), torch.ones(1)
+    w6 = torch.randn(6, 8)
+    assert gemv.gemv_qkv(x, w6, None, 0.0, pos, f, kv, kv.clone()).shape == (1, 2)
+    with pytest.raises(ValueError, match="one integer position"):
+        gemv.gemv_qkv(x, w6, None, 0.0, torch.tensor([3.0]), f, kv, kv.clone())
+    with pytest.raises(ValueError, match="whole 2-wide q heads"):
+        gemv.gemv_qkv(x, w6[:5], None, 0.0, pos, f, kv, kv.clone())
+    with pytest.raises(ValueError, match="k_out must hold whole 2-wide heads"):
+        gemv.gemv_qkv(x, w6, None, 0.0, pos, f, torch.empty(1, 3), kv)
+    with pytest.raises(ValueError, match="contiguous rows"):
+        gemv.gemv_qkv(x, w6, None, 0.0, pos, f, torch.empty(1, 1, 4)[..., ::2], kv)
 
 
 def _step(context: int = 48):
@@ -85,8 +92,9 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch):
     ids, _, k_cache, v_cache = inp.generate(spec, seed=5)
     args = (ids.to(DEVICE), torch.tensor([29], device=DEVICE), k_cache.half().to(DEVICE), v_cache.half().to(DEVICE))
     assert modules.find_decode_layer_steps(step) == [""]
-    calls, real = [], gemv.gemv_op
+    calls, real, real_qkv = [], gemv.gemv_op, gemv.gemv_qkv
     monkeypatch.setattr(gemv, "gemv_op", lambda *a: calls.append(a[3] is not None) or real(*a))
+    monkeypatch.setattr(gemv, "gemv_qkv", lambda *a: calls.append("qkv") or real_qkv(*a))
     swapped = modules.swap_decode_layers(step)
     assert step.decode_layer is None and modules.find_decode_layer_steps(swapped) == []  # a new module
     # the hooks bypass every norm and MLP and set the attention: nothing left for the other swaps to try
@@ -94,13 +102,18 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch):
     assert not (modules.find_norms(swapped) or modules.find_swiglu(swapped) or modules.find_decode_steps(swapped))
     with torch.inference_mode():
         want, got = step(*args), swapped(*args)
-    assert calls == [True, False, True, False] * 2 + [True]  # per layer: qkv and gate/up fold a norm, o and down
-    # do not; the LM head folds the final norm
+    assert calls == ["qkv", False, True, False] * 2 + [True]  # per layer: q/k/v, then o and down without a norm,
+    # gate/up with one; the LM head folds the final norm
     for g, w in zip(got, want, strict=True):  # logits, then every layer's new entries: fp16 rounding apart
         assert (g.float() - w.float()).abs().max().item() <= 1e-2 * w.float().abs().max().item()
     monkeypatch.setattr(gemv, "gemv_op", real)
+    monkeypatch.setattr(gemv, "gemv_qkv", real_qkv)
     ep = torch.export.export(swapped, args)
-    assert sum(n.target == torch.ops.kpt.gemv.default for n in ep.graph.nodes) == 9
+    assert sum(n.target == torch.ops.kpt.gemv.default for n in ep.graph.nodes) == 7
+    assert sum(n.target == torch.ops.kpt.gemv_qkv.default for n in ep.graph.nodes) == 2
+    got = ep.module()(*args)
+    for g, w in zip(got, want, strict=True):
+        assert (g.float() - w.float()).abs().max().item() <= 1e-2 * w.float().abs().max().item()
 
 
 def test_layers_it_cannot_compute_exactly_are_not_offered():

@@ -35,9 +35,11 @@ class LlamaDecodeStep(nn.Module):
     called as decode_attention(q[B,H,1,D], k_cache[i], v_cache[i], k_new, v_new, input_pos, None) with the
     semantics of the copy and SDPA, it returns [B,H,1,D] without writing the cache (kernels/decode.py).
     decode_layer (None: the layer's modules as below), used where decode_attention is set too and the cache
-    has the model's dtype, is the hook for a whole layer: called as decode_layer(step, layer, h, cos, sin,
-    k_cache[i], v_cache[i], input_pos), it returns (h, k_new, v_new) as the loop body does; decode_head, with
-    it, computes the logits from the last layer's output as decode_head(step, h) (kernels/decode_layer.py)."""
+    has the model's dtype, is the hook for a whole layer: called as decode_layer(step, layer, h, input_pos,
+    k_cache[i], v_cache[i], k_new[i], v_new[i]), it returns h as the loop body computes it and writes the layer's
+    new key and value into k_new[i] and v_new[i] (slices of the step's outputs, so nothing copies them there);
+    decode_head, with it, computes the logits from the last layer's output as decode_head(step, h)
+    (kernels/decode_layer.py)."""
 
     def __init__(self, causal_lm: nn.Module) -> None:
         super().__init__()
@@ -64,19 +66,15 @@ class LlamaDecodeStep(nn.Module):
                 v_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = input_ids.shape[0]
         h = self.model.embed_tokens(input_ids)  # [B, 1, hidden]
+        if self.decode_layer is not None and self.decode_attention is not None and h.dtype == k_cache.dtype:
+            return self._hooked(h, input_pos, k_cache, v_cache)
         freqs = input_pos.to(torch.float32)[:, None] * self.inv_freq[None, :]  # [1, D/2]
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos().to(h.dtype), emb.sin().to(h.dtype)
         visible = (torch.arange(k_cache.shape[3], device=input_ids.device) <= input_pos)[None, None, None, :]
         n_rep = self.heads // self.kv_heads
         new_k, new_v = [], []
-        hooked = self.decode_layer is not None and self.decode_attention is not None and h.dtype == k_cache.dtype
         for i, layer in enumerate(self.model.layers):
-            if hooked:
-                h, k_step, v_step = self.decode_layer(self, layer, h, cos, sin, k_cache[i], v_cache[i], input_pos)
-                new_k.append(k_step)
-                new_v.append(v_step)
-                continue
             attn = layer.self_attn
             x = layer.input_layernorm(h)
             q = attn.q_proj(x).view(b, 1, self.heads, self.head_dim).transpose(1, 2)
@@ -96,8 +94,16 @@ class LlamaDecodeStep(nn.Module):
             out = out.reshape(b, self.heads, 1, self.head_dim).transpose(1, 2).reshape(b, 1, -1)
             h = h + attn.o_proj(out)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
-        logits = self.decode_head(self, h) if hooked and self.decode_head else self.lm_head(self.model.norm(h))
-        return logits, torch.stack(new_k), torch.stack(new_v)
+        return self.lm_head(self.model.norm(h)), torch.stack(new_k), torch.stack(new_v)
+
+    def _hooked(self, h: torch.Tensor, input_pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        shape = (len(self.model.layers), h.shape[0], self.kv_heads, 1, self.head_dim)
+        new_k, new_v = k_cache.new_empty(shape), v_cache.new_empty(shape)
+        for i, layer in enumerate(self.model.layers):
+            h = self.decode_layer(self, layer, h, input_pos, k_cache[i], v_cache[i], new_k[i], new_v[i])
+        logits = self.decode_head(self, h) if self.decode_head else self.lm_head(self.model.norm(h))
+        return logits, new_k, new_v
 
 
 def decode_spec(cfg: object, batch: int = 1, context: int = DECODE_CONTEXT) -> inp.InputSpec:
