@@ -2,6 +2,7 @@
 budget, the quantization choice, the package cache key and the runtime record. Small and fast; what
 needs the device is in test_gpu_*.py."""
 
+import copy
 import zipfile
 
 import pytest
@@ -165,7 +166,7 @@ def test_quantization_is_kept_only_where_it_measures_faster(monkeypatch, tmp_pat
     monkeypatch.setattr(quantize, "_needs", lambda work, precision: None)  # the schemes' GPU check
     monkeypatch.setattr(quantize, "_unmeasured", lambda work: "")
     timed = []
-    monkeypatch.setattr(quantize, "_timed", lambda picked, base, work: timed.append((base, work.module)) or (
+    monkeypatch.setattr(quantize, "_timed", lambda picked, base, work, rival: timed.append((base, work.module)) or (
         {"base_ms": base_ms, "trial_ms": trial_ms, "graphs": 1, "compiled": 1}, False))
     model = _Mlp().eval()
     spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(1), inp.Dim(256))),))
@@ -258,6 +259,46 @@ def test_kernel_candidates_are_asked_again_after_each_trial(tmp_path, monkeypatc
     assert timed == tried
     assert row["applied"] is (whole_ms < 2.0) and getattr(work.module, "whole", False) is (whole_ms < 2.0)
     assert not hasattr(work.module, "other"), row["reason"]
+
+
+def _with_layers(module: torch.nn.Module) -> torch.nn.Module:
+    out = copy.deepcopy(module)
+    out.layers = True
+    return out
+
+
+@pytest.mark.parametrize("tokens, layers_ms, kept", [(1, 1.0, False), (1, 3.0, True), (128, 1.0, True)])
+def test_weight_only_quantization_is_timed_against_the_kernels_it_forgoes(tmp_path, monkeypatch, tokens, layers_ms,
+                                                                          kept):
+    """Where the linears are memory-bound, quantizing costs the kernels/ swaps that read plain weights (whole
+    decode layers): the unquantized model is timed with them (times given here: the GPU tests time them)."""
+    def candidates(module, device, x):  # noqa: ANN001, ANN202 - kernels/' entry point, faked
+        if getattr(module, "int8", False):
+            return [("norms", lambda m: m)]
+        return [("layers", _with_layers), ("norms", lambda m: m)]
+
+    def int8(cfg, work):  # noqa: ANN001, ANN202 - the quantization itself, faked
+        work.module.int8 = True
+        return passes.Outcome(True, "int8 weights")
+
+    timed = []
+
+    def trial(kind, what, base, candidate, x, device):  # noqa: ANN001, ANN202
+        timed.append((what, getattr(base, "layers", False)))
+        return {"base_ms": layers_ms if getattr(base, "layers", False) else 2.5, "trial_ms": 2.0}, False
+
+    monkeypatch.setattr(passes, "kernel_candidates", lambda folder="kernels": candidates)
+    monkeypatch.setattr(passes, "decided_trial", trial)
+    monkeypatch.setattr(quantize, "_unmeasured", lambda work: "")
+    monkeypatch.setitem(quantize.REGISTRY, quantize.Int8WeightOnly, int8)
+    monkeypatch.setitem(quantize.REGISTRY, quantize.Int8Dynamic, int8)
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(tokens), inp.Dim(256))),))
+    work = Work(torch.nn.Sequential(torch.nn.Linear(256, 256)), spec, "cpu", str(tmp_path))
+    row = apply(quantize.QuantizeForDevice(), work, "LEVEL_O3")
+    assert row["applied"] is kept and getattr(work.module, "int8", False) is kept, row["reason"]
+    assert not hasattr(work.module, "layers")  # the swap itself is the custom_kernels pass's to try
+    assert timed == [("Int8WeightOnly() against layers", True)] if tokens == 1 else [("Int8Dynamic()", False)]
+    assert ("float32 with layers" in row["reason"]) is (tokens == 1), row["reason"]
 
 
 def test_bf16_on_an_uploaded_graph_only_where_it_runs(tmp_path):

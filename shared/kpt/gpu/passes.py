@@ -281,20 +281,29 @@ class CustomKernels(PassConfig):
     min_speedup: float = 1.02  # below this the difference is within run-to-run noise of gpu_bench.compare
 
 
-@register(CustomKernels)
-def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
-    init = REPO / cfg.folder / "__init__.py"
+def kernel_candidates(folder: str = "kernels") -> Callable | str:
+    """The repository's kernels/ entry point, candidates(module, device, example) -> [(name, apply)] (loaded by
+    file path: the package is not installed), or why there is none."""
+    init = REPO / folder / "__init__.py"
     if not init.is_file():
-        return Outcome(False, f"{cfg.folder}/ does not exist yet in this build: no custom kernels to try")
-    if not on_gpu(work):
-        return Outcome(False, "custom kernels are tried on GPUs only")
+        return f"{folder}/ does not exist yet in this build: no custom kernels to try"
     spec = importlib.util.spec_from_file_location("kpt_repo_kernels", init,
                                                   submodule_search_locations=[str(init.parent)])
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     candidates = getattr(mod, "candidates", None)
-    if candidates is None:
-        return Outcome(False, f"{cfg.folder}/ has no candidates(module, device, example) entry point")
+    return candidates if candidates is not None else f"{folder}/ has no candidates(module, device, example) entry point"
+
+
+@register(CustomKernels)
+def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
+    if not (REPO / cfg.folder / "__init__.py").is_file():
+        return Outcome(False, f"{cfg.folder}/ does not exist yet in this build: no custom kernels to try")
+    if not on_gpu(work):
+        return Outcome(False, "custom kernels are tried on GPUs only")
+    candidates = kernel_candidates(cfg.folder)
+    if isinstance(candidates, str):
+        return Outcome(False, candidates)
     x = work.example()
     kept, measured, tried = [], [], set()
     while True:
