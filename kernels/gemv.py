@@ -216,12 +216,22 @@ def _check_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor 
         if t.dtype != x.dtype or t.shape[0] != rows or t.numel() % rows or t.numel() // rows % d:
             raise ValueError(f"{name} must hold whole {d}-wide heads for each of the {rows} rows in {x.dtype}; got "
                              f"{tuple(t.shape)} {t.dtype}")
-        if t.reshape(rows, -1).stride(-1) != 1:
-            raise ValueError(f"{name} must have contiguous rows")  # reshape copies otherwise: the write would be lost
+        _rows(t, rows, name)
     kv = k_out.numel() // rows
     if v_out.numel() != k_out.numel() or (weight.shape[0] - 2 * kv) % d or weight.shape[0] <= 2 * kv:
         raise ValueError(f"weight's {weight.shape[0]} rows must be whole {d}-wide q heads then {kv} key and {kv} "
                          "value rows")
+
+
+def _rows(t: torch.Tensor, rows: int, name: str) -> torch.Tensor:
+    """t as [rows, -1] without a copy (the kernel writes into it), each row unit-stride."""
+    try:
+        flat = t.view(rows, -1)
+    except RuntimeError:
+        flat = None
+    if flat is None or flat.stride(-1) != 1:
+        raise ValueError(f"{name} must have contiguous rows: the kernel writes into it")
+    return flat
 
 
 def _fake_qkv(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out):  # noqa: ANN001, ANN202 - the meta function
@@ -239,7 +249,7 @@ def gemv_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | 
     query columns returned."""
     _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out)
     x2 = x.reshape(-1, x.shape[-1])
-    k2, v2 = k_out.view(x2.shape[0], -1), v_out.view(x2.shape[0], -1)
+    k2, v2 = _rows(k_out, x2.shape[0], "k_out"), _rows(v_out, x2.shape[0], "v_out")
     out = x.new_empty((x2.shape[0], weight.shape[0] - 2 * k2.shape[1]))
     if x2.shape[0]:
         run(launch, x2, weight, weight, weight, weight, out, False, ACTS["none"], False, norm_weight, None, eps,

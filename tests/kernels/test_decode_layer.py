@@ -72,6 +72,8 @@ def test_gemv_op_rejects_mismatched_operands():
         gemv.gemv_qkv(x, w6, None, 0.0, pos, f, torch.empty(1, 3), kv)
     with pytest.raises(ValueError, match="contiguous rows"):
         gemv.gemv_qkv(x, w6, None, 0.0, pos, f, torch.empty(1, 1, 4)[..., ::2], kv)
+    with pytest.raises(ValueError, match="contiguous rows"):  # no view of it is one row: reshape would copy
+        gemv.gemv_qkv(x, w6, None, 0.0, pos, f, torch.empty(1, 2, 2).transpose(1, 2), kv)
 
 
 def _step(context: int = 48):
