@@ -163,6 +163,24 @@ def test_kernel_trials_of_an_int8_decode_step_compile(tmp_path, kpt_cache_dir):
     assert "kpt_attention" not in row["reason"]  # every SDPA call of the step has a cache mask: nothing to route
 
 
+def test_kernel_trials_of_a_bf16_decode_step_try_whole_layers_first(tmp_path, kpt_cache_dir):
+    """The bf16 decode step's first kernel trial is kernels/' whole decode layers, compiled; kept, it leaves the
+    other swaps nothing to change, and they are not tried (the 1B Llama's O3 build took 293 s with it first
+    where four trials had taken 637 s, H200, 2026-12-04)."""
+    from kpt.gpu.passes import CustomKernels
+    from tests.gpu.helpers import tiny_llama_decode
+
+    step, spec, _ = tiny_llama_decode(context=64)
+    work = Work(step.to(DEVICE).eval(), spec, DEVICE, str(tmp_path))
+    apply(ReducedPrecision("bf16"), work, "LEVEL_O3")
+    row = apply(CustomKernels(), work, "LEVEL_O3")
+    measured = row["reason"].split(": ", 1)[-1]
+    assert measured.startswith("kpt_decode_layers ") and "uncompiled" not in measured, row["reason"]
+    if "kept kpt_decode_layers" in row["reason"]:
+        assert measured.count(" ms") == 1, row["reason"]  # no other trial after it
+        assert any(vars(m).get("decode_layer") is not None for m in work.module.modules())
+
+
 def test_vit_package_runs_a_fused_attention_kernel(tmp_path, kpt_cache_dir):
     """transformers' ViT, exported, passes an all-true mask with a stride-0 last dimension that no fused backend
     takes: every compiled ViT-B/16 ran fp32 math attention on the H200 until kpt.gpu.masks dropped it."""
