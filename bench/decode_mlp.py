@@ -7,6 +7,10 @@ trial compiles it (kpt.gpu.compile.trial_options: freezing, coordinate-descent t
   fused_layers  every layer through kernels/decode_layer.py (six launches a layer: norms folded into the
                 matrix-vector products, q/k/v in one, residuals added in their epilogues)
 
+A variant written NAME@P compiles with decode attention splitting its cache for about P programs
+(kernels.decode.TARGET_PROGRAMS, 256 otherwise): fused_layers@128,fused_layers@256 weighs the split kernel's
+parallelism against the merge kernel's work.
+
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
 kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where
 it cannot fuse with its neighbours, before a build spends a trial on it. A variant named twice is compiled
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         log.error("decode_mlp needs a CUDA device; none is visible")
         return 2
-    from kernels import modules
+    from kernels import decode, modules
     from kpt.gpu import bench, models
     from kpt.gpu.compile import trial_options
     from kpt.optimize import inputs as inp
@@ -106,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         want = step(*x)[0].float()  # eager, the hook's decode attention: what every variant's logits are held to
     asked, kept = args.variants.split(","), []
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(asked))
-    for i, kind in enumerate(asked):
-        name = kind if asked.count(kind) == 1 else f"{kind}#{asked[:i].count(kind) + 1}"
+    default_programs = decode.TARGET_PROGRAMS
+    for i, asked_as in enumerate(asked):
+        name = asked_as if asked.count(asked_as) == 1 else f"{asked_as}#{asked[:i].count(asked_as) + 1}"
+        kind, _, programs = asked_as.partition("@")
         for layer in step.model.layers:
             inner = getattr(layer.mlp, "mlp", layer.mlp)
             layer.mlp = _MLP(inner, gated=kind == "swiglu_gemv") if kind.endswith("_gemv") else inner
@@ -116,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         model = modules.swap_decode_layers(step) if kind == "fused_layers" else copy.deepcopy(step)
         compiled = torch.compile(model, dynamic=False, options=opts)
         kept.append((model, compiled))
-        replays[name], logits = _graphed(compiled, x)
+        decode.TARGET_PROGRAMS = int(programs) if programs else default_programs  # read when the op is traced
+        try:
+            replays[name], logits = _graphed(compiled, x)
+        finally:
+            decode.TARGET_PROGRAMS = default_programs
         replays[name]()
         torch.cuda.synchronize()
         out.setdefault("max_abs_err", {})[name] = (logits.float() - want).abs().max().item()
