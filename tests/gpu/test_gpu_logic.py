@@ -267,11 +267,13 @@ def _with_layers(module: torch.nn.Module) -> torch.nn.Module:
     return out
 
 
-@pytest.mark.parametrize("tokens, layers_ms, kept", [(1, 1.0, False), (1, 3.0, True), (128, 1.0, True)])
+@pytest.mark.parametrize("tokens, layers_ms, fits, kept", [(1, 1.0, True, False), (1, 3.0, True, True),
+                                                           (128, 1.0, True, True), (1, 1.0, False, True)])
 def test_weight_only_quantization_is_timed_against_the_kernels_it_forgoes(tmp_path, monkeypatch, tokens, layers_ms,
-                                                                          kept):
+                                                                          fits, kept):
     """Where the linears are memory-bound, quantizing costs the kernels/ swaps that read plain weights (whole
-    decode layers): the unquantized model is timed with them (times given here: the GPU tests time them)."""
+    decode layers): the unquantized model is timed with them where a third copy of it fits (times given here:
+    the GPU tests time them)."""
     def candidates(module, device, x):  # noqa: ANN001, ANN202 - kernels/' entry point, faked
         if getattr(module, "int8", False):
             return [("norms", lambda m: m)]
@@ -290,6 +292,7 @@ def test_weight_only_quantization_is_timed_against_the_kernels_it_forgoes(tmp_pa
     monkeypatch.setattr(passes, "kernel_candidates", lambda folder="kernels": candidates)
     monkeypatch.setattr(passes, "decided_trial", trial)
     monkeypatch.setattr(quantize, "_unmeasured", lambda work: "")
+    monkeypatch.setattr(quantize, "_free", lambda device: 2**40 if fits else 2**10)
     monkeypatch.setitem(quantize.REGISTRY, quantize.Int8WeightOnly, int8)
     monkeypatch.setitem(quantize.REGISTRY, quantize.Int8Dynamic, int8)
     spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(tokens), inp.Dim(256))),))
@@ -297,8 +300,10 @@ def test_weight_only_quantization_is_timed_against_the_kernels_it_forgoes(tmp_pa
     row = apply(quantize.QuantizeForDevice(), work, "LEVEL_O3")
     assert row["applied"] is kept and getattr(work.module, "int8", False) is kept, row["reason"]
     assert not hasattr(work.module, "layers")  # the swap itself is the custom_kernels pass's to try
-    assert timed == [("Int8WeightOnly() against layers", True)] if tokens == 1 else [("Int8Dynamic()", False)]
-    assert ("float32 with layers" in row["reason"]) is (tokens == 1), row["reason"]
+    rival = tokens == 1 and fits
+    assert timed == ([("Int8WeightOnly() against layers", True)] if rival else
+                     [("Int8WeightOnly()" if tokens == 1 else "Int8Dynamic()", False)])
+    assert ("float32 with layers" in row["reason"]) is rival, row["reason"]
 
 
 def test_bf16_on_an_uploaded_graph_only_where_it_runs(tmp_path):

@@ -281,11 +281,18 @@ def _unmeasured(work: Work) -> str:
     """Why the quantized model cannot be timed against a copy of the unquantized one ("" = it can)."""
     if not work.device.startswith("cuda") or not torch.cuda.is_available():
         return "not measured: no GPU"
-    weights = sum(t.numel() * t.element_size() for t in [*work.module.parameters(), *work.module.buffers()])
-    free, _ = torch.cuda.mem_get_info(torch.device(work.device))
-    if 2 * weights > free:  # the copy, and the quantized model beside it
+    weights = _bytes(work.module)
+    if 2 * weights > _free(work.device):  # the copy, and the quantized model beside it
         return f"not measured: a copy of the {weights / 2**30:.1f} GiB model does not fit beside it"
     return ""
+
+
+def _bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def _free(device: str) -> int:
+    return torch.cuda.mem_get_info(torch.device(device))[0]
 
 
 def _forgone_kernel(base: torch.nn.Module, work: Work) -> tuple[str | None, torch.nn.Module]:
@@ -302,6 +309,9 @@ def _forgone_kernel(base: torch.nn.Module, work: Work) -> tuple[str | None, torc
     taken = {name for name, _ in candidates(work.module, work.device, x)}
     for name, apply in candidates(base, work.device, x):
         if name not in taken:
+            if _bytes(base) > _free(work.device):  # the swap copies base, beside it and the quantized model
+                log.info("quantize: timed without kernels/' %s: a third copy of the model does not fit", name)
+                return None, base
             return name, apply(base)
     return None, base
 
