@@ -9,7 +9,8 @@ trial compiles it (kpt.gpu.compile.trial_options: freezing, coordinate-descent t
 
 A variant written NAME@P compiles with decode attention splitting its cache for about P programs
 (kernels.decode.TARGET_PROGRAMS, 256 otherwise): fused_layers@128,fused_layers@256 weighs the split kernel's
-parallelism against the merge kernel's work.
+parallelism against the merge kernel's work. fused_layers+pf has each launch ask the next launch's weight into
+L2 (kernels.decode_layer.PREFETCH_PLAN); fused_layers+pf@128 both.
 
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
 kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         log.error("decode_mlp needs a CUDA device; none is visible")
         return 2
-    from kernels import decode, modules
+    from kernels import decode, decode_layer, modules
     from kpt.gpu import bench, models
     from kpt.gpu.compile import trial_options
     from kpt.optimize import inputs as inp
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, asked_as in enumerate(asked):
         name = asked_as if asked.count(asked_as) == 1 else f"{asked_as}#{asked[:i].count(asked_as) + 1}"
         kind, _, programs = asked_as.partition("@")
+        kind, _, extra = kind.partition("+")
         for layer in step.model.layers:
             inner = getattr(layer.mlp, "mlp", layer.mlp)
             layer.mlp = _MLP(inner, gated=kind == "swiglu_gemv") if kind.endswith("_gemv") else inner
@@ -122,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         model = modules.swap_decode_layers(step) if kind == "fused_layers" else copy.deepcopy(step)
         compiled = torch.compile(model, dynamic=False, options=opts)
         kept.append((model, compiled))
-        decode.TARGET_PROGRAMS = int(programs) if programs else default_programs  # read when the op is traced
+        # Both read when the ops are traced, at the first call.
+        decode.TARGET_PROGRAMS = int(programs) if programs else default_programs
+        decode_layer.prefetch = dict(decode_layer.PREFETCH_PLAN) if extra == "pf" else {}
         try:
             replays[name], logits = _graphed(compiled, x)
         finally:
-            decode.TARGET_PROGRAMS = default_programs
+            decode.TARGET_PROGRAMS, decode_layer.prefetch = default_programs, {}
         replays[name]()
         torch.cuda.synchronize()
         out.setdefault("max_abs_err", {})[name] = (logits.float() - want).abs().max().item()

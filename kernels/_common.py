@@ -169,3 +169,37 @@ def torch_activation(x: torch.Tensor, act: str) -> torch.Tensor:
     if act == "relu":
         return torch.relu(x)
     raise ValueError(f"activation must be one of {sorted(ACTS)}, not {act!r}")
+
+
+# L2 prefetch: a decode step's latency-bound launches (decode attention, the small projections, the gaps between
+# launches) leave the GPU's memory bandwidth idle; a kernel may ask L2 to fetch the weight a later launch reads
+# (a hint: no result depends on it). The interpreter has no inline PTX: there the hint is skipped.
+PREFETCH_LINE = 128  # bytes: an L2 line
+
+
+def prefetch_args(t: torch.Tensor | None, fraction: float) -> tuple[torch.Tensor | None, int]:
+    """(tensor, bytes) for a kernel's prefetch operands: the first `fraction` of contiguous t (whole: a slice of a
+    weight could be folded into a copy of its own when the model is frozen); (None, 0) where there is nothing to
+    fetch, or under the interpreter."""
+    nbytes = int(t.numel() * t.element_size() * min(max(fraction, 0.0), 1.0)) if t is not None else 0
+    if not nbytes or interpreting():
+        return None, 0
+    if not t.is_contiguous():
+        raise ValueError("a prefetched tensor must be contiguous")
+    return t, nbytes
+
+
+@triton.jit
+def prefetch_l2(base_ptr, nbytes, pid, n_programs, BLOCK: tl.constexpr = 128):
+    """This program's share of nbytes from base_ptr, one prefetch.global.L2 per 128-byte line."""
+    lines = tl.cdiv(nbytes, 128)
+    per = tl.cdiv(lines, n_programs)
+    start = pid * per
+    end = tl.minimum(start + per, lines)
+    base = base_ptr.to(tl.pointer_type(tl.int8), bitcast=True)
+    for first in range(start, end, BLOCK):
+        line = first + tl.arange(0, BLOCK)
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.u32 $0, 0; }",
+            "=r,l,r", [base + line.to(tl.int64) * 128, (line < end).to(tl.int32)], dtype=tl.int32, is_pure=False,
+            pack=1)

@@ -32,6 +32,7 @@ class Resources:
     registers: int  # per thread
     stack_bytes: int  # per thread: spilled registers and local arrays (0 for a kernel that does not spill)
     async_copies: int  # cp.async copies into shared memory in the Triton GPU IR (pipelined loads)
+    l2_prefetches: int = 0  # prefetch.global.L2 instructions in the PTX (_common.prefetch_l2)
 
 
 def cuobjdump() -> str | None:
@@ -62,7 +63,8 @@ def resources(fn: triton.JITFunction, signature: dict, constexprs: dict, num_war
     fields = dict(item.split(":", 1) for line in usage.splitlines() if "REG:" in line
                   for item in line.split("Resource usage:")[-1].split() if ":" in item)
     return Resources(compiled.metadata.shared, int(fields["REG"]), int(fields["STACK"]),
-                     compiled.asm["ttgir"].count("async_copy_global_to_local"))
+                     compiled.asm["ttgir"].count("async_copy_global_to_local"),
+                     compiled.asm["ptx"].count("prefetch.global.L2"))
 
 
 def norm_signature(dtype: str = "bf16") -> dict:
@@ -76,17 +78,18 @@ NORM_DIVISIBLE = ("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "stride_x", "stride
 
 
 GEMV_SIGNATURE = {**{p: "*bf16" for p in ("x_ptr", "w_ptr", "w2_ptr", "b_ptr", "b2_ptr", "g_ptr", "r_ptr")},
-                  "pos_ptr": "*i64", "f_ptr": "*fp32", **{p: "*bf16" for p in ("k_ptr", "v_ptr", "out_ptr")},
+                  "pos_ptr": "*i64", "f_ptr": "*fp32", **{p: "*bf16" for p in ("k_ptr", "v_ptr", "out_ptr", "pf_ptr")},
                   **{a: "i32" for a in ("N", "K", "stride_xm", "stride_wn", "stride_w2n", "stride_om", "stride_km",
-                                        "stride_vm")}, "eps": "fp32", "K_N": "i32",
-                  **{c: "constexpr" for c in ("HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM", "BLOCK_N",
-                                              "BLOCK_K", "STAGES")}}
+                                        "stride_vm")}, "eps": "fp32", "K_N": "i32", "pf_bytes": "i32",
+                  **{c: "constexpr" for c in ("HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM", "PREFETCH",
+                                              "BLOCK_N", "BLOCK_K", "STAGES")}}
 GEMV_DIVISIBLE = ("x_ptr", "w_ptr", "w2_ptr", "out_ptr", "N", "K", "stride_wn", "stride_w2n")
 
 
 def gemv_rows() -> list[dict]:
     """kernels.gemv's autotuned configs in bf16 compiled for sm_90: gated (SwiGLU) with the RMSNorm folded in, and
-    the q/k/v projection's form (gemv_qkv: the norm folded in, the rotary embedding on 64-wide heads)."""
+    the q/k/v projection's form (gemv_qkv: the norm folded in, the rotary embedding on 64-wide heads, a later
+    weight prefetched into L2)."""
     from kernels import gemv
     from kernels._common import ACTS
 
@@ -94,7 +97,7 @@ def gemv_rows() -> list[dict]:
     for c in gemv._GPU:
         for op, gated, rope in (("gemv_swiglu", True, False), ("gemv_rope", False, True)):
             consts = {"HAS_BIAS": False, "ACT": ACTS["silu" if gated else "none"], "GATED": gated, "NORM": True,
-                      "RES": False, "ROPE": rope, "HEAD_DIM": 64 if rope else 2, **c.kwargs}
+                      "RES": False, "ROPE": rope, "HEAD_DIM": 64 if rope else 2, "PREFETCH": rope, **c.kwargs}
             r = resources(gemv._gemv_kernel, GEMV_SIGNATURE, consts, c.num_warps, GEMV_DIVISIBLE)
             rows.append({"op": op, **c.kwargs, "warps": c.num_warps} | dataclasses.asdict(r))
     return rows

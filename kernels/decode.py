@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import LOG2E, interpreting, launch, register_op
+from ._common import LOG2E, interpreting, launch, prefetch_args, prefetch_l2, register_op
 
 HEAD_DIMS = (16, 32, 64, 128)
 TARGET_PROGRAMS = 256  # chunks x (batch, kv head): about two programs per SM on an H100/H200 (132 SMs)
@@ -35,9 +35,11 @@ TARGET_PROGRAMS = 256  # chunks x (batch, kv head): about two programs per SM on
 def _split_kernel(
     q_ptr, k_ptr, v_ptr, pos_ptr,  # q [B, Hq, 1, D]; k/v cache [B, Hkv, S, D]; pos [1]
     m_ptr, l_ptr, acc_ptr,         # workspace: [B*Hkv, SPLITS, G] maxima and sums, [.., G, D] unnormalized outputs
+    pf_ptr,                        # pf_bytes a later launch reads, asked into L2 (_common.prefetch_l2), if PREFETCH
     stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
-    Hkv, G, S, CHUNK, qk_scale,
+    Hkv, G, S, CHUNK, qk_scale, pf_bytes,
     HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     # Inductor passes a user kernel's float scalars as fp64: fp32 here, so the loop-carried maxima and sums keep
     # one type (kernels/attention.py does the same).
@@ -45,6 +47,8 @@ def _split_kernel(
     bh = tl.program_id(0).to(tl.int64)  # 64-bit offsets: a cache of several GB per layer stays addressable
     split = tl.program_id(1)
     n_splits = tl.num_programs(1)
+    if PREFETCH:
+        prefetch_l2(pf_ptr, pf_bytes, tl.program_id(0) * n_splits + split, tl.num_programs(0) * n_splits)
     b = bh // Hkv
     hk = bh % Hkv
     offs_g = tl.arange(0, BLOCK_G)
@@ -138,7 +142,7 @@ def _check(q, k_cache, v_cache, k_new, v_new, pos):  # noqa: ANN001
         raise ValueError("pos must hold one integer position")
 
 
-def _fake(q, k_cache, v_cache, k_new, v_new, pos, scale):  # noqa: ANN001, ANN202 - the op's meta function
+def _fake(q, k_cache, v_cache, k_new, v_new, pos, scale, prefetch=None, prefetch_fraction=1.0):  # noqa: ANN001, ANN202
     _check(q, k_cache, v_cache, k_new, v_new, pos)
     return torch.empty_like(q, memory_format=torch.contiguous_format)
 
@@ -153,7 +157,8 @@ def splits(batch: int, kv_heads: int, length: int, block_n: int) -> tuple[int, i
 
 @register_op("kpt::decode_attention", _fake)
 def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor,
-                        v_new: torch.Tensor, pos: torch.Tensor, scale: float | None) -> torch.Tensor:
+                        v_new: torch.Tensor, pos: torch.Tensor, scale: float | None,
+                        prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0) -> torch.Tensor:
     _check(q, k_cache, v_cache, k_new, v_new, pos)
     B, Hq, _, D = q.shape
     Hkv, S = k_cache.shape[1], k_cache.shape[2]
@@ -171,12 +176,13 @@ def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     acc = torch.empty((B * Hkv, n_splits, G, D), dtype=torch.float32, device=q.device)
     qk_scale = (scale if scale is not None else 1.0 / math.sqrt(D)) * LOG2E
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    pf, pf_bytes = prefetch_args(prefetch, prefetch_fraction)
     launch(_split_kernel)[(B * Hkv, n_splits)](
-        q, k_cache, v_cache, pos, m, sums, acc,
+        q, k_cache, v_cache, pos, m, sums, acc, m if pf is None else pf,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-        Hkv, G, S, chunk, qk_scale,
-        HEAD_DIM=D, BLOCK_G=block_g, BLOCK_N=block_n, PRECISION=precision, num_warps=4)
+        Hkv, G, S, chunk, qk_scale, pf_bytes,
+        HEAD_DIM=D, BLOCK_G=block_g, BLOCK_N=block_n, PRECISION=precision, PREFETCH=pf is not None, num_warps=4)
     launch(_merge_kernel)[(B * Hq,)](
         q, k_new, v_new, m, sums, acc, out,
         q.stride(0), q.stride(1), k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
@@ -187,8 +193,11 @@ def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
 
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor,
-                     v_new: torch.Tensor, pos: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-    return decode_attention_op(q, k_cache, v_cache, k_new, v_new, pos, scale)
+                     v_new: torch.Tensor, pos: torch.Tensor, scale: float | None = None,
+                     prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0) -> torch.Tensor:
+    """The op; prefetch: a contiguous tensor a later launch reads, its first prefetch_fraction asked into L2 while
+    the cache is read (a hint: no result depends on it)."""
+    return decode_attention_op(q, k_cache, v_cache, k_new, v_new, pos, scale, prefetch, prefetch_fraction)
 
 
 def reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor,

@@ -20,10 +20,18 @@ from __future__ import annotations
 
 import torch
 
-from . import gemv
+from . import decode, gemv
 from .matching import act_of, is_rmsnorm, plain
 
 QKV = "kpt_qkv"  # the buffer swap() adds to each layer's attention: q, k and v weights concatenated
+
+# L2 prefetch (an experiment, off unless set: bench/decode_mlp.py's `+pf` variants): launch -> the fraction of the
+# weight the next weight-reading launch needs that it asks into L2 as it starts (_common.prefetch_l2): the q/k/v
+# projection fetches the output projection's weight, decode attention (latency-bound: the memory system is
+# mostly idle) the gate projection's, the output projection the up projection's, gate/up the down projection's,
+# the down projection the next layer's q/k/v (the LM head's after the last). Read when the step is traced.
+prefetch: dict[str, float] = {}
+PREFETCH_PLAN = {"qkv": 1.0, "attention": 1.0, "o_proj": 0.5, "gate_up": 0.25, "down": 1.0}
 
 
 def _norm(m: torch.nn.Module) -> torch.nn.Module:
@@ -58,9 +66,10 @@ def eligible(layer: torch.nn.Module) -> bool:
             and all(_rmsnorm(n) for n in norms))
 
 
-def prepare(layer: torch.nn.Module) -> None:
+def prepare(layer: torch.nn.Module, index: int) -> None:
     """Adds the concatenated q/k/v weight the layer's first launch reads (a copy: the projections stay, for the
-    path that does not take this hook)."""
+    path that does not take this hook), and the layer's index in the step (the down projection's prefetch)."""
+    layer.kpt_index = index
     attn = layer.self_attn
     attn.register_buffer(QKV, torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach(),
                          persistent=False)
@@ -74,15 +83,24 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
     attn, mlp = layer.self_attn, _mlp(layer.mlp)
     n_in, n_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
     b, d, heads = h.shape[0], step.head_dim, step.heads
+    layers = step.model.layers
+    after = getattr(layers[layer.kpt_index + 1].self_attn, QKV) if layer.kpt_index + 1 < len(layers) else \
+        step.lm_head.weight
     q = gemv.gemv_qkv(h, getattr(attn, QKV), n_in.weight, n_in.variance_epsilon, input_pos, step.inv_freq, k_new,
-                      v_new)  # the rotary embedding applied to q and the key
-    out = step.decode_attention(q.view(b, 1, heads, d).transpose(1, 2), k_cache, v_cache, k_new, v_new, input_pos,
-                                None)
+                      v_new, *_ahead("qkv", attn.o_proj.weight))  # the rotary embedding applied to q and the key
+    out = decode.decode_attention(q.view(b, 1, heads, d).transpose(1, 2), k_cache, v_cache, k_new, v_new, input_pos,
+                                  None, *_ahead("attention", mlp.gate_proj.weight))
     out = out.reshape(b, heads, 1, d).transpose(1, 2).reshape(b, 1, -1)
-    h = gemv.gemv_op(out, attn.o_proj.weight, None, None, h, 0.0, "none")
+    h = gemv.gemv_op(out, attn.o_proj.weight, None, None, h, 0.0, "none", *_ahead("o_proj", mlp.up_proj.weight))
     act = gemv.gemv_op(h, mlp.gate_proj.weight, mlp.up_proj.weight, n_post.weight, None, n_post.variance_epsilon,
-                       "silu")
-    return gemv.gemv_op(act, mlp.down_proj.weight, None, None, h, 0.0, "none")
+                       "silu", *_ahead("gate_up", mlp.down_proj.weight))
+    return gemv.gemv_op(act, mlp.down_proj.weight, None, None, h, 0.0, "none", *_ahead("down", after))
+
+
+def _ahead(launch: str, weight: torch.Tensor) -> tuple[torch.Tensor | None, float]:
+    """(weight, fraction) for the op's prefetch operands where `launch` asks it into L2, else (None, 0)."""
+    fraction = prefetch.get(launch, 0.0)
+    return (weight, fraction) if fraction > 0 else (None, 0.0)
 
 
 def llama_head(step: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,17 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import ACTS, activate, check_linear, configs, launch, register_op, torch_activation
+from ._common import (
+    ACTS,
+    activate,
+    check_linear,
+    configs,
+    launch,
+    prefetch_args,
+    prefetch_l2,
+    register_op,
+    torch_activation,
+)
 
 MAX_ROWS = 1  # linear_act takes this path up to this many rows (decode at batch 1; the GEMM above)
 
@@ -58,11 +68,15 @@ def _gemv_kernel(
     k_ptr,    # the K_N key columns then the K_N value columns (v_ptr) go here, [M, K_N] each; unused unless ROPE
     v_ptr,
     out_ptr,  # [M, N] output, unit inner stride (with ROPE: [M, N - 2 K_N], the query columns)
-    N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N,
+    pf_ptr,   # pf_bytes of a later launch's weight asked into L2 first (_common.prefetch_l2); unless PREFETCH unused
+    N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, pf_bytes,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
-    ROPE: tl.constexpr, HEAD_DIM: tl.constexpr,
+    ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, PREFETCH: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
 ):
+    if PREFETCH:
+        prefetch_l2(pf_ptr, pf_bytes, tl.program_id(1) * tl.num_programs(0) + tl.program_id(0),
+                    tl.num_programs(0) * tl.num_programs(1))
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row = tl.program_id(1)
     rn = offs_n % N  # columns past the edge re-read a valid row; the store drops them
@@ -136,28 +150,32 @@ def _store_cols(val, col, n, row, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
     tl.store(v_ptr + row * stride_vm + (col - Q_N - K_N), val, mask=ok & (col >= Q_N + K_N))
 
 
-_gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM"],
+_gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM",
+                                                        "PREFETCH"],
                         prune_configs_by={"early_config_prune": _fitting})(_gemv_kernel)
 
 
 def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: torch.Tensor, b2: torch.Tensor,  # noqa: ANN001
         out: torch.Tensor, has_bias: bool, act: int, gated: bool, norm_weight: torch.Tensor | None = None,
-        residual: torch.Tensor | None = None, eps: float = 0.0, rope: tuple | None = None) -> None:
+        residual: torch.Tensor | None = None, eps: float = 0.0, rope: tuple | None = None,
+        prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0) -> None:
     """Launches the kernel through `launch` (_common.launch) for linear_act._run's operands: x2 [M, K] with
     M <= MAX_ROWS, out [M, N]; w2/b/b2 any tensor where unused, as there. norm_weight: x is RMS-normalized
     (eps) and scaled by it first; residual [M, N] (out's layout): added to the result. rope: (pos, inv_freq,
-    k_out, v_out) for gemv_qkv, out then [M, N - 2 K_N] for the query columns, k_out/v_out [M, K_N] rows."""
+    k_out, v_out) for gemv_qkv, out then [M, N - 2 K_N] for the query columns, k_out/v_out [M, K_N] rows.
+    prefetch: a tensor a later launch reads, its first prefetch_fraction asked into L2 (a hint)."""
     x2, weight, w2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (x2, weight, w2))
     M, K = x2.shape
     N = weight.shape[0]
     pos, freq, k_out, v_out = rope if rope is not None else (out, out, out, out)
     k_n = k_out.shape[-1] if rope is not None else 0
+    pf, pf_bytes = prefetch_args(prefetch, prefetch_fraction)
     launch(_gemv)[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), M)](
         x2, weight, w2, b, b2, norm_weight if norm_weight is not None else x2,
-        residual if residual is not None else out, pos, freq, k_out, v_out, out, N, K, x2.stride(0),
-        weight.stride(0), w2.stride(0), out.stride(0), k_out.stride(0), v_out.stride(0), eps, k_n,
-        HAS_BIAS=has_bias, ACT=act, GATED=gated, NORM=norm_weight is not None, RES=residual is not None,
-        ROPE=rope is not None, HEAD_DIM=2 * freq.numel() if rope is not None else 2)
+        residual if residual is not None else out, pos, freq, k_out, v_out, out, out if pf is None else pf, N, K,
+        x2.stride(0), weight.stride(0), w2.stride(0), out.stride(0), k_out.stride(0), v_out.stride(0), eps, k_n,
+        pf_bytes, HAS_BIAS=has_bias, ACT=act, GATED=gated, NORM=norm_weight is not None, RES=residual is not None,
+        ROPE=rope is not None, HEAD_DIM=2 * freq.numel() if rope is not None else 2, PREFETCH=pf is not None)
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
@@ -170,24 +188,28 @@ def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, 
         raise ValueError(f"residual has shape {tuple(residual.shape)}; the result is {(*x.shape[:-1], N)}")
 
 
-def _fake(x, weight, weight2, norm_weight, residual, eps, act):  # noqa: ANN001, ANN202 - the op's meta function
+def _fake(x, weight, weight2, norm_weight, residual, eps, act, prefetch=None, prefetch_fraction=1.0):  # noqa: ANN001, ANN202
     _check(x, weight, weight2, norm_weight, residual, act)
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
 @register_op("kpt::gemv", _fake)
 def gemv_op(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
-            residual: torch.Tensor | None, eps: float, act: str) -> torch.Tensor:
+            residual: torch.Tensor | None, eps: float, act: str, prefetch: torch.Tensor | None = None,
+            prefetch_fraction: float = 1.0) -> torch.Tensor:
     """reference()'s result for rows of a decode step: act(rmsnorm(x) W^T) [* rmsnorm(x) W2^T] [+ residual], the
     norm only where norm_weight is given, in one kernel (each program folds the norm into its dot products and
-    scales by the row's rstd at the end; a residual is added to the result before its one store)."""
+    scales by the row's rstd at the end; a residual is added to the result before its one store). prefetch: a
+    contiguous tensor a later launch reads, its first prefetch_fraction asked into L2 as this one starts (no
+    result depends on it)."""
     _check(x, weight, weight2, norm_weight, residual, act)
     x2 = x.reshape(-1, x.shape[-1])
     out = x.new_empty((x2.shape[0], weight.shape[0]))
     if out.numel():
         gated = weight2 is not None
         run(launch, x2, weight, weight2 if gated else weight, weight, weight, out, False, ACTS[act], gated,
-            norm_weight, residual.reshape(out.shape).contiguous() if residual is not None else None, eps)
+            norm_weight, residual.reshape(out.shape).contiguous() if residual is not None else None, eps,
+            prefetch=prefetch, prefetch_fraction=prefetch_fraction)
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
@@ -234,26 +256,27 @@ def _rows(t: torch.Tensor, rows: int, name: str) -> torch.Tensor:
     return flat
 
 
-def _fake_qkv(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out):  # noqa: ANN001, ANN202 - the meta function
+def _fake_qkv(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out, prefetch=None, prefetch_fraction=1.0):  # noqa: ANN001, ANN202
     _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out)
     return x.new_empty((*x.shape[:-1], weight.shape[0] - 2 * (k_out.numel() // x.reshape(-1, x.shape[-1]).shape[0])))
 
 
 @register_op("kpt::gemv_qkv", _fake_qkv, mutates=("k_out", "v_out"))
 def gemv_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None, eps: float, pos: torch.Tensor,
-             inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor) -> torch.Tensor:
+             inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor,
+             prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0) -> torch.Tensor:
     """A decode layer's q/k/v projection in one kernel (reference_qkv()'s result): rmsnorm(x) (where norm_weight
     is given) times the concatenated [q; k; v] weight, the rotary embedding at position pos applied to the q and k
     heads (each program takes a head's rotation pairs side by side and computes their cos and sin), the key and
     value columns written into k_out and v_out (a decode step's stacked new cache entries: no copy after), the
-    query columns returned."""
+    query columns returned; prefetch as gemv_op's."""
     _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out)
     x2 = x.reshape(-1, x.shape[-1])
     k2, v2 = _rows(k_out, x2.shape[0], "k_out"), _rows(v_out, x2.shape[0], "v_out")
     out = x.new_empty((x2.shape[0], weight.shape[0] - 2 * k2.shape[1]))
     if x2.shape[0]:
         run(launch, x2, weight, weight, weight, weight, out, False, ACTS["none"], False, norm_weight, None, eps,
-            (pos, inv_freq, k2, v2))
+            (pos, inv_freq, k2, v2), prefetch, prefetch_fraction)
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 

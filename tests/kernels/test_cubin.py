@@ -52,3 +52,4 @@ def test_gemv_configs_compile_for_sm90_without_spills_and_staged_ones_pipeline()
         assert r["shared_bytes"] <= H100_SHARED_BYTES, r
         copies = 4 if r["op"] == "gemv_swiglu" else 3  # x, the weight(s) and the norm's, prologue and loop
         assert (r["async_copies"] >= copies) is (r["STAGES"] > 1), r
+        assert (r["l2_prefetches"] > 0) is (r["op"] == "gemv_rope"), r  # the q/k/v form asks for the next weight

@@ -76,6 +76,18 @@ def test_gemv_op_rejects_mismatched_operands():
         gemv.gemv_qkv(x, w6, None, 0.0, pos, f, torch.empty(1, 2, 2).transpose(1, 2), kv)
 
 
+def test_prefetch_operands_are_the_first_bytes_of_a_contiguous_tensor(monkeypatch):
+    from kernels import _common
+
+    w = torch.empty(10, 8, dtype=torch.float16)
+    assert _common.prefetch_args(None, 1.0) == (None, 0)
+    monkeypatch.setattr(_common, "interpreting", lambda: False)
+    assert _common.prefetch_args(w, 0.5) == (w, 80) and _common.prefetch_args(w, 2.0) == (w, 160)
+    assert _common.prefetch_args(w, 0.0) == (None, 0)
+    with pytest.raises(ValueError, match="contiguous"):
+        _common.prefetch_args(w.t(), 1.0)
+
+
 def _step(context: int = 48):
     from tests.gpu.helpers import tiny_llama_decode
 
@@ -110,6 +122,13 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch):
         assert (g.float() - w.float()).abs().max().item() <= 1e-2 * w.float().abs().max().item()
     monkeypatch.setattr(gemv, "gemv_op", real)
     monkeypatch.setattr(gemv, "gemv_qkv", real_qkv)
+    from kernels import decode_layer
+
+    monkeypatch.setattr(decode_layer, "prefetch", dict(decode_layer.PREFETCH_PLAN))  # hints only: the same results
+    with torch.inference_mode():
+        fetched = swapped(*args)
+    for g, f in zip(got, fetched, strict=True):
+        torch.testing.assert_close(f, g, rtol=0, atol=0)
     ep = torch.export.export(swapped, args)
     assert sum(n.target == torch.ops.kpt.gemv.default for n in ep.graph.nodes) == 7
     assert sum(n.target == torch.ops.kpt.gemv_qkv.default for n in ep.graph.nodes) == 2
