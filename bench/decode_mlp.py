@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         log.error("decode_mlp needs a CUDA device; none is visible")
         return 2
-    from kernels import decode, decode_layer, modules
+    from kernels import decode, modules
     from kpt.gpu import bench, models
     from kpt.gpu.compile import trial_options
     from kpt.optimize import inputs as inp
@@ -122,15 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         # A module of its own per variant, and no Dynamo reset: every variant's compiled code (and the frozen
         # weights its captured graph reads) stays alive until the comparison.
         model = modules.swap_decode_layers(step) if kind == "fused_layers" else copy.deepcopy(step)
+        model = modules.swap_decode_prefetch(model) if extra == "pf" else model
         compiled = torch.compile(model, dynamic=False, options=opts)
         kept.append((model, compiled))
-        # Both read when the ops are traced, at the first call.
-        decode.TARGET_PROGRAMS = int(programs) if programs else default_programs
-        decode_layer.prefetch = dict(decode_layer.PREFETCH_PLAN) if extra == "pf" else {}
+        decode.TARGET_PROGRAMS = int(programs) if programs else default_programs  # read when the op is traced
         try:
             replays[name], logits = _graphed(compiled, x)
         finally:
-            decode.TARGET_PROGRAMS, decode_layer.prefetch = default_programs, {}
+            decode.TARGET_PROGRAMS = default_programs
         replays[name]()
         torch.cuda.synchronize()
         out.setdefault("max_abs_err", {})[name] = (logits.float() - want).abs().max().item()

@@ -25,12 +25,12 @@ from .matching import act_of, is_rmsnorm, plain
 
 QKV = "kpt_qkv"  # the buffer swap() adds to each layer's attention: q, k and v weights concatenated
 
-# L2 prefetch (an experiment, off unless set: bench/decode_mlp.py's `+pf` variants): launch -> the fraction of the
-# weight the next weight-reading launch needs that it asks into L2 as it starts (_common.prefetch_l2): the q/k/v
-# projection fetches the output projection's weight, decode attention (latency-bound: the memory system is
-# mostly idle) the gate projection's, the output projection the up projection's, gate/up the down projection's,
-# the down projection the next layer's q/k/v (the LM head's after the last). Read when the step is traced.
-prefetch: dict[str, float] = {}
+PREFETCH = "kpt_prefetch"  # the step's L2 prefetch plan (modules.swap_decode_prefetch), absent: none
+# launch -> the fraction of the weight the next weight-reading launch needs that it asks into L2 as it starts
+# (_common.prefetch_l2): the q/k/v projection fetches the output projection's weight, decode attention
+# (latency-bound: the memory system is mostly idle) the gate projection's, the output projection the up
+# projection's, gate/up the down projection's, the down projection the next layer's q/k/v (the LM head's after
+# the last). Not yet measured on a GPU (compiled for sm_90 offline): kernels/ offers it as a trial of its own.
 PREFETCH_PLAN = {"qkv": 1.0, "attention": 1.0, "o_proj": 0.5, "gate_up": 0.25, "down": 1.0}
 
 
@@ -86,20 +86,21 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
     layers = step.model.layers
     after = getattr(layers[layer.kpt_index + 1].self_attn, QKV) if layer.kpt_index + 1 < len(layers) else \
         step.lm_head.weight
+    plan = getattr(step, PREFETCH, None) or {}
     q = gemv.gemv_qkv(h, getattr(attn, QKV), n_in.weight, n_in.variance_epsilon, input_pos, step.inv_freq, k_new,
-                      v_new, *_ahead("qkv", attn.o_proj.weight))  # the rotary embedding applied to q and the key
+                      v_new, *_ahead(plan, "qkv", attn.o_proj.weight))  # the rotary embedding applied to q and the key
     out = decode.decode_attention(q.view(b, 1, heads, d).transpose(1, 2), k_cache, v_cache, k_new, v_new, input_pos,
-                                  None, *_ahead("attention", mlp.gate_proj.weight))
+                                  None, *_ahead(plan, "attention", mlp.gate_proj.weight))
     out = out.reshape(b, heads, 1, d).transpose(1, 2).reshape(b, 1, -1)
-    h = gemv.gemv_op(out, attn.o_proj.weight, None, None, h, 0.0, "none", *_ahead("o_proj", mlp.up_proj.weight))
+    h = gemv.gemv_op(out, attn.o_proj.weight, None, None, h, 0.0, "none", *_ahead(plan, "o_proj", mlp.up_proj.weight))
     act = gemv.gemv_op(h, mlp.gate_proj.weight, mlp.up_proj.weight, n_post.weight, None, n_post.variance_epsilon,
-                       "silu", *_ahead("gate_up", mlp.down_proj.weight))
-    return gemv.gemv_op(act, mlp.down_proj.weight, None, None, h, 0.0, "none", *_ahead("down", after))
+                       "silu", *_ahead(plan, "gate_up", mlp.down_proj.weight))
+    return gemv.gemv_op(act, mlp.down_proj.weight, None, None, h, 0.0, "none", *_ahead(plan, "down", after))
 
 
-def _ahead(launch: str, weight: torch.Tensor) -> tuple[torch.Tensor | None, float]:
-    """(weight, fraction) for the op's prefetch operands where `launch` asks it into L2, else (None, 0)."""
-    fraction = prefetch.get(launch, 0.0)
+def _ahead(plan: dict[str, float], launch: str, weight: torch.Tensor) -> tuple[torch.Tensor | None, float]:
+    """(weight, fraction) for the op's prefetch operands where the plan has `launch` ask it into L2, else (None, 0)."""
+    fraction = plan.get(launch, 0.0)
     return (weight, fraction) if fraction > 0 else (None, 0.0)
 
 

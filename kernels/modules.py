@@ -238,3 +238,17 @@ def swap_decode_layers(module: torch.nn.Module) -> torch.nn.Module:
         if decode_layer.head_eligible(step):
             step.decode_head = decode_layer.llama_head
     return out
+
+
+def find_decode_prefetch_steps(module: torch.nn.Module) -> list[str]:
+    """Decode steps running their layers through decode_layer.py without an L2 prefetch plan."""
+    return [n for n, m in module.named_modules() if vars(m).get("decode_layer") is decode_layer.llama_layer
+            and not vars(m).get(decode_layer.PREFETCH)]
+
+
+def swap_decode_prefetch(module: torch.nn.Module) -> torch.nn.Module:
+    """Each such step with decode_layer.PREFETCH_PLAN: its launches ask the next launch's weight into L2."""
+    out = copy.deepcopy(module)
+    for name in find_decode_prefetch_steps(out):
+        setattr(out.get_submodule(name), decode_layer.PREFETCH, dict(decode_layer.PREFETCH_PLAN))
+    return out

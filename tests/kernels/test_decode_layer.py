@@ -122,9 +122,9 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch):
         assert (g.float() - w.float()).abs().max().item() <= 1e-2 * w.float().abs().max().item()
     monkeypatch.setattr(gemv, "gemv_op", real)
     monkeypatch.setattr(gemv, "gemv_qkv", real_qkv)
-    from kernels import decode_layer
-
-    monkeypatch.setattr(decode_layer, "prefetch", dict(decode_layer.PREFETCH_PLAN))  # hints only: the same results
+    assert modules.find_decode_prefetch_steps(step) == [] and modules.find_decode_prefetch_steps(swapped) == [""]
+    swapped = modules.swap_decode_prefetch(swapped)  # hints only: the same results
+    assert modules.find_decode_prefetch_steps(swapped) == []
     with torch.inference_mode():
         fetched = swapped(*args)
     for g, f in zip(got, fetched, strict=True):
