@@ -238,7 +238,8 @@ def _with(m, name):
 """
 
 
-@pytest.mark.parametrize("whole_ms, tried", [(1.0, ["whole", "other"]), (3.0, ["whole", "part", "other"])])
+@pytest.mark.parametrize("whole_ms, tried", [(1.0, ["whole", "other"]), (3.0, ["whole", "part", "other"]),
+                                             (None, ["whole", "part", "other"])])
 def test_kernel_candidates_are_asked_again_after_each_trial(tmp_path, monkeypatch, whole_ms, tried):
     """A kept candidate can leave nothing for a later one: the pass asks kernels/ again after each trial and
     tries only what is still offered, each candidate once (times are given here: the GPU tests time them)."""
@@ -249,6 +250,8 @@ def test_kernel_candidates_are_asked_again_after_each_trial(tmp_path, monkeypatc
 
     def trial(kind, name, base, candidate, x, device):  # noqa: ANN001, ANN202
         timed.append(name)
+        if whole_ms is None and name == "whole":
+            raise RuntimeError("the candidate's kernel failed to compile")  # rejected, the others still tried
         return {"base_ms": 2.0, "trial_ms": whole_ms if name == "whole" else 2.5, "compiled": 1, "graphs": 1}, False
 
     monkeypatch.setattr(passes, "on_gpu", lambda work: True)
@@ -256,9 +259,12 @@ def test_kernel_candidates_are_asked_again_after_each_trial(tmp_path, monkeypatc
     work = Work(torch.nn.Linear(4, 4), inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(1), inp.Dim(4))),)),
                 "cpu", str(tmp_path))
     row = apply(passes.CustomKernels(folder=str(folder)), work, "LEVEL_O3")
+    kept = whole_ms is not None and whole_ms < 2.0
     assert timed == tried
-    assert row["applied"] is (whole_ms < 2.0) and getattr(work.module, "whole", False) is (whole_ms < 2.0)
+    assert row["applied"] is kept and getattr(work.module, "whole", False) is kept
     assert not hasattr(work.module, "other"), row["reason"]
+    assert ("whole failed: RuntimeError: the candidate's kernel failed to compile" in row["reason"]) is \
+        (whole_ms is None), row["reason"]
 
 
 def _with_layers(module: torch.nn.Module) -> torch.nn.Module:

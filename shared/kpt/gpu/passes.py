@@ -314,8 +314,13 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
             break
         name, apply = todo[0]
         tried.add(name)
-        trial = apply(work.module)  # a new module: the current one stays as it is
-        times, reused = decided_trial("custom_kernels", name, work.module, trial, x, work.device)
+        try:
+            trial = apply(work.module)  # a new module: the current one stays as it is
+            times, reused = decided_trial("custom_kernels", name, work.module, trial, x, work.device)
+        except Exception as e:  # noqa: BLE001 - any failure of a candidate rejects it, not the build
+            log.warning("kernel candidate %s failed its trial", name, exc_info=True)
+            measured.append(f"{name} failed: {cause(e, 200)}")
+            continue
         base, t = times["base_ms"], times["trial_ms"]
         how = ("" if times.get("compiled") else " uncompiled") + ("" if times.get("graphs") else " eager")
         measured.append(f"{name} {base:.3f} -> {t:.3f} ms{how}" + (" (measured by an earlier job)" if reused else ""))
