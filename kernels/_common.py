@@ -174,7 +174,6 @@ def torch_activation(x: torch.Tensor, act: str) -> torch.Tensor:
 # L2 prefetch: a decode step's latency-bound launches (decode attention, the small projections, the gaps between
 # launches) leave the GPU's memory bandwidth idle; a kernel may ask L2 to fetch the weight a later launch reads
 # (a hint: no result depends on it). The interpreter has no inline PTX: there the hint is skipped.
-PREFETCH_LINE = 128  # bytes: an L2 line
 
 
 def prefetch_args(t: torch.Tensor | None, fraction: float) -> tuple[torch.Tensor | None, int]:
