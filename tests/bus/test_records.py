@@ -37,6 +37,18 @@ async def test_tenants_are_separate(bus):
     assert "sep" not in {j.id for j in await records.list_jobs(bus, "bob")}
 
 
+async def test_a_listing_holds_every_job_stored_before_it(bus):
+    """Each job is listed as soon as it is stored, past one fetch batch (256), and a deleted one is not: kv.watch()
+    could mark its replay done before delivering it (nats-io/nats.py#842) and listed nothing (CI, 2026-12-04)."""
+    for i in range(300):
+        await records.create_job(bus, job("many", f"m{i}"))
+        if i % 60 == 0:  # listed right after it was stored
+            assert f"m{i}" in {j.id for j in await records.list_jobs(bus, "many")}
+    await bus.jobs.delete("many.m7")
+    listed = [j.id for j in await records.list_jobs(bus, "many")]
+    assert sorted(listed) == sorted(f"m{i}" for i in range(300) if i != 7)
+
+
 async def test_terminal_is_final_under_races(bus):
     await records.create_job(bus, job(job_id="race"))
     done = records.finish(c.JobState.JOB_STATE_SUCCEEDED, result=c.Result(speedup=2.0))

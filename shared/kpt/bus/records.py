@@ -12,8 +12,9 @@ import re
 from typing import Callable
 
 import nats
+from nats.js import api
 
-from kpt.bus.core import CANCEL_SUBJECT, EVENTS_SUBJECT, JOBS_SUBJECT, Bus
+from kpt.bus.core import CANCEL_SUBJECT, EVENTS_SUBJECT, JOBS_KV, JOBS_SUBJECT, TARGETS_KV, Bus
 from kpt.contract import TERMINAL, Event, Job, JobSpec, JobState, TargetInfo, canonical_spec_bytes, now, target_name
 from kpt.errors import InvalidArgument, NotFound
 
@@ -67,24 +68,38 @@ async def update_job(bus: Bus, tenant: str, job_id: str, change: Callable[[Job],
     raise RuntimeError(f"job {job_id}: too many concurrent updates")
 
 
-async def _scan(kv, pattern: str, parse):
-    """Every current value under a key pattern, read with one KV watch."""
-    watcher = await kv.watch(pattern, ignore_deletes=True)
+async def _scan(bus: Bus, bucket: str, pattern: str, parse: Callable[[bytes], object]) -> list:
+    """Every current value under a key pattern of a KV bucket, read with an ephemeral pull consumer of each key's
+    last message, which counts what it holds before anything is fetched. Not kv.watch(): nats-py's watcher can
+    mark its initial replay done before the replay has been delivered (nats-io/nats.py#842), and a job listed
+    right after it was stored came back missing (tests/e2e/test_gateway.py in CI, 2026-12-04)."""
+    sub = await bus.js.pull_subscribe(
+        f"$KV.{bucket}.{pattern}", stream=f"KV_{bucket}",
+        config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT, ack_policy=api.AckPolicy.NONE,
+                                  inactive_threshold=60.0))
     out = []
     try:
-        async for entry in watcher:
-            if entry is None:
+        left = (await sub.consumer_info()).num_pending
+        while left > 0:
+            try:
+                msgs = await sub.fetch(min(left, 256), timeout=5)
+            except nats.errors.TimeoutError:  # removed (expired, deleted) between the count and the fetch
                 break
-            out.append(parse(entry.value))
-            if entry.delta == 0:
-                break
+            left -= len(msgs)
+            out.extend(parse(m.data) for m in msgs if not _removed(m))
     finally:
-        await watcher.stop()
+        await sub.unsubscribe()
     return out
 
 
+def _removed(msg: object) -> bool:
+    """A KV delete or purge marker (KV-Operation), or a marker the server placed (Nats-Marker-Reason)."""
+    headers = msg.headers or {}
+    return headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers
+
+
 async def list_jobs(bus: Bus, tenant: str) -> list[Job]:
-    return await _scan(bus.jobs, f"{tenant}.*", Job.FromString)
+    return await _scan(bus, JOBS_KV, f"{tenant}.*", Job.FromString)
 
 
 async def publish_event(bus: Bus, job: Job, phase: str, message: str = "", progress: float = 0.0,
@@ -129,7 +144,7 @@ def finish(state: int, **fields) -> Callable[[Job], bool]:
 
 
 async def live_targets(bus: Bus) -> list[TargetInfo]:
-    return await _scan(bus.targets, ">", TargetInfo.FromString)
+    return await _scan(bus, TARGETS_KV, ">", TargetInfo.FromString)
 
 
 async def heartbeat(bus: Bus, info: TargetInfo) -> None:
