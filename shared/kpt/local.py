@@ -94,9 +94,13 @@ class Mesh:
             **env,
         }
         mesh = cls(server, addr, common, os.path.join(tmp, "logs"), tokens, http_addr=http)
-        for p in plan(server.url, addr, list(targets), common=common, replicas=replicas, pythons=pythons):
-            mesh.procs[p.name] = launch(p, mesh.log_dir)
-        mesh.wait_targets({t: replicas for t in targets})
+        try:
+            for p in plan(server.url, addr, list(targets), common=common, replicas=replicas, pythons=pythons):
+                mesh.procs[p.name] = launch(p, mesh.log_dir)
+            mesh.wait_targets({t: replicas for t in targets})
+        except BaseException:  # a service not installed, or one that never came up: nothing left running
+            mesh.stop()
+            raise
         return mesh
 
     def add_replica(self, name: str, target: str = "cpu") -> None:
