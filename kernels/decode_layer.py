@@ -66,10 +66,9 @@ def eligible(layer: torch.nn.Module) -> bool:
             and all(_rmsnorm(n) for n in norms))
 
 
-def prepare(layer: torch.nn.Module, index: int) -> None:
+def prepare(layer: torch.nn.Module) -> None:
     """Adds the concatenated q/k/v weight the layer's first launch reads (a copy: the projections stay, for the
-    path that does not take this hook), and the layer's index in the step (the down projection's prefetch)."""
-    layer.kpt_index = index
+    path that does not take this hook)."""
     attn = layer.self_attn
     attn.register_buffer(QKV, torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach(),
                          persistent=False)
@@ -83,9 +82,6 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
     attn, mlp = layer.self_attn, _mlp(layer.mlp)
     n_in, n_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
     b, d, heads = h.shape[0], step.head_dim, step.heads
-    layers = step.model.layers
-    after = getattr(layers[layer.kpt_index + 1].self_attn, QKV) if layer.kpt_index + 1 < len(layers) else \
-        step.lm_head.weight
     plan = getattr(step, PREFETCH, None) or {}
     q = gemv.gemv_qkv(h, getattr(attn, QKV), n_in.weight, n_in.variance_epsilon, input_pos, step.inv_freq, k_new,
                       v_new, *_ahead(plan, "qkv", attn.o_proj.weight))  # the rotary embedding applied to q and the key
@@ -95,7 +91,14 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
     h = gemv.gemv_op(out, attn.o_proj.weight, None, None, h, 0.0, "none", *_ahead(plan, "o_proj", mlp.up_proj.weight))
     act = gemv.gemv_op(h, mlp.gate_proj.weight, mlp.up_proj.weight, n_post.weight, None, n_post.variance_epsilon,
                        "silu", *_ahead(plan, "gate_up", mlp.down_proj.weight))
-    return gemv.gemv_op(act, mlp.down_proj.weight, None, None, h, 0.0, "none", *_ahead(plan, "down", after))
+    return gemv.gemv_op(act, mlp.down_proj.weight, None, None, h, 0.0, "none", *_ahead(plan, "down", _after(step, layer)))
+
+
+def _after(step: torch.nn.Module, layer: torch.nn.Module) -> torch.Tensor:
+    """The weight the launch after this layer's last reads: the next layer's q/k/v, or the LM head's."""
+    layers = list(step.model.layers)
+    i = next(i for i, m in enumerate(layers) if m is layer)
+    return getattr(layers[i + 1].self_attn, QKV) if i + 1 < len(layers) else step.lm_head.weight
 
 
 def _ahead(plan: dict[str, float], launch: str, weight: torch.Tensor) -> tuple[torch.Tensor | None, float]:

@@ -227,7 +227,8 @@ def reference(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | Non
 
 
 def _check_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None, pos: torch.Tensor,
-               inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor) -> None:
+               inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor) -> int:
+    """The query columns, once the operands are checked."""
     _check(x, weight, None, norm_weight, None, "none")
     rows, d = x.reshape(-1, x.shape[-1]).shape[0], 2 * inv_freq.numel()
     if pos.numel() != 1 or pos.is_floating_point():
@@ -243,6 +244,7 @@ def _check_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor 
     if v_out.numel() != k_out.numel() or (weight.shape[0] - 2 * kv) % d or weight.shape[0] <= 2 * kv:
         raise ValueError(f"weight's {weight.shape[0]} rows must be whole {d}-wide q heads then {kv} key and {kv} "
                          "value rows")
+    return weight.shape[0] - 2 * kv
 
 
 def _rows(t: torch.Tensor, rows: int, name: str) -> torch.Tensor:
@@ -257,8 +259,7 @@ def _rows(t: torch.Tensor, rows: int, name: str) -> torch.Tensor:
 
 
 def _fake_qkv(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out, prefetch=None, prefetch_fraction=1.0):  # noqa: ANN001, ANN202
-    _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out)
-    return x.new_empty((*x.shape[:-1], weight.shape[0] - 2 * (k_out.numel() // x.reshape(-1, x.shape[-1]).shape[0])))
+    return x.new_empty((*x.shape[:-1], _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out)))
 
 
 @register_op("kpt::gemv_qkv", _fake_qkv, mutates=("k_out", "v_out"))
@@ -270,10 +271,10 @@ def gemv_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | 
     heads (each program takes a head's rotation pairs side by side and computes their cos and sin), the key and
     value columns written into k_out and v_out (a decode step's stacked new cache entries: no copy after), the
     query columns returned; prefetch as gemv_op's."""
-    _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out)
+    q_cols = _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out)
     x2 = x.reshape(-1, x.shape[-1])
     k2, v2 = _rows(k_out, x2.shape[0], "k_out"), _rows(v_out, x2.shape[0], "v_out")
-    out = x.new_empty((x2.shape[0], weight.shape[0] - 2 * k2.shape[1]))
+    out = x.new_empty((x2.shape[0], q_cols))
     if x2.shape[0]:
         run(launch, x2, weight, weight, weight, weight, out, False, ACTS["none"], False, norm_weight, None, eps,
             (pos, inv_freq, k2, v2), prefetch, prefetch_fraction)

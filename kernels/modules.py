@@ -231,8 +231,8 @@ def swap_decode_layers(module: torch.nn.Module) -> torch.nn.Module:
     out = copy.deepcopy(module)
     for name in find_decode_layer_steps(out):
         step = out.get_submodule(name)
-        for i, layer in enumerate(step.model.layers):
-            decode_layer.prepare(layer, i)
+        for layer in step.model.layers:
+            decode_layer.prepare(layer)
         step.decode_attention = step.decode_attention or decode.decode_attention
         step.decode_layer = decode_layer.llama_layer
         if decode_layer.head_eligible(step):
