@@ -4,13 +4,15 @@ trial compiles it (kpt.gpu.compile.trial_options: freezing, coordinate-descent t
   inductor      the MLP left to Inductor (its matrix-vector reductions, norms and residual adds fused in)
   down_gemv     the down projection through kernels/gemv.py (linear_act at one row), gate/up left to Inductor
   swiglu_gemv   gate/up (silu(gate) * up written once) and the down projection both through gemv.py
-  fused_layers  every layer through kernels/decode_layer.py (six launches a layer: norms folded into the
-                matrix-vector products, q/k/v in one, residuals added in their epilogues)
+  fused_layers  every layer through kernels/decode_layer.py (five launches a layer: norms folded into the
+                matrix-vector products, q/k/v in one, residuals added in their epilogues, decode attention
+                merging in its split kernel)
 
 A variant written NAME@P compiles with decode attention splitting its cache for about P programs
 (kernels.decode.TARGET_PROGRAMS, 256 otherwise): fused_layers@128,fused_layers@256 weighs the split kernel's
 parallelism against the merge kernel's work. fused_layers+pf has each launch ask the next launch's weight into
-L2 (kernels.decode_layer.PREFETCH_PLAN); fused_layers+pf@128 both.
+L2 (kernels.decode_layer.PREFETCH_PLAN); fused_layers+2 runs decode attention in two launches (split, then the
+merge kernel: kernels.decode_layer.ATTENTION_LAUNCHES); fused_layers+pf+2@128 all three.
 
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
 kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         log.error("decode_mlp needs a CUDA device; none is visible")
         return 2
-    from kernels import decode, modules
+    from kernels import decode, decode_layer, modules
     from kpt.gpu import bench, models
     from kpt.gpu.compile import trial_options
     from kpt.optimize import inputs as inp
@@ -111,25 +113,27 @@ def main(argv: list[str] | None = None) -> int:
         want = step(*x)[0].float()  # eager, the hook's decode attention: what every variant's logits are held to
     asked, kept = args.variants.split(","), []
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(asked))
-    default_programs = decode.TARGET_PROGRAMS
+    default_programs, default_launches = decode.TARGET_PROGRAMS, decode_layer.ATTENTION_LAUNCHES
     for i, asked_as in enumerate(asked):
         name = asked_as if asked.count(asked_as) == 1 else f"{asked_as}#{asked[:i].count(asked_as) + 1}"
         kind, _, programs = asked_as.partition("@")
-        kind, _, extra = kind.partition("+")
+        kind, *extras = kind.split("+")
         for layer in step.model.layers:
             inner = getattr(layer.mlp, "mlp", layer.mlp)
             layer.mlp = _MLP(inner, gated=kind == "swiglu_gemv") if kind.endswith("_gemv") else inner
         # A module of its own per variant, and no Dynamo reset: every variant's compiled code (and the frozen
         # weights its captured graph reads) stays alive until the comparison.
         model = modules.swap_decode_layers(step) if kind == "fused_layers" else copy.deepcopy(step)
-        model = modules.swap_decode_prefetch(model) if extra == "pf" else model
+        model = modules.swap_decode_prefetch(model) if "pf" in extras else model
         compiled = torch.compile(model, dynamic=False, options=opts)
         kept.append((model, compiled))
         decode.TARGET_PROGRAMS = int(programs) if programs else default_programs  # read when the op is traced
+        decode_layer.ATTENTION_LAUNCHES = 2 if "2" in extras else default_launches  # read when a layer is traced
         try:
             replays[name], logits = _graphed(compiled, x)
         finally:
             decode.TARGET_PROGRAMS = default_programs
+            decode_layer.ATTENTION_LAUNCHES = default_launches
         replays[name]()
         torch.cuda.synchronize()
         out.setdefault("max_abs_err", {})[name] = (logits.float() - want).abs().max().item()

@@ -4,6 +4,7 @@ were pipelined (cp.async into shared memory) can be checked in CI and before a G
 
     python -m kernels.cubin [--warps 16,32] [--stages 2,3]   # the persistent norm kernel at 32768 wide, sm_90: JSON lines
     python -m kernels.cubin --gemv                           # each autotuned config of kernels.gemv (SwiGLU, bf16)
+    python -m kernels.cubin --decode                         # kernels.decode's split kernel, two launches and one
 
 Run it without TRITON_INTERPRET (under the interpreter triton.jit gives no compilable function).
 """
@@ -33,6 +34,8 @@ class Resources:
     stack_bytes: int  # per thread: spilled registers and local arrays (0 for a kernel that does not spill)
     async_copies: int  # cp.async copies into shared memory in the Triton GPU IR (pipelined loads)
     l2_prefetches: int = 0  # prefetch.global.L2 instructions in the PTX (_common.prefetch_l2)
+    acq_rel_atomics: int = 0  # atom.global.gpu.acq_rel instructions in the PTX (decode's chunk counters)
+    l1_bypassing_loads: int = 0  # ld.global.cg instructions in the PTX (loads of what other SMs wrote)
 
 
 def cuobjdump() -> str | None:
@@ -64,7 +67,8 @@ def resources(fn: triton.JITFunction, signature: dict, constexprs: dict, num_war
                   for item in line.split("Resource usage:")[-1].split() if ":" in item)
     return Resources(compiled.metadata.shared, int(fields["REG"]), int(fields["STACK"]),
                      compiled.asm["ttgir"].count("async_copy_global_to_local"),
-                     compiled.asm["ptx"].count("prefetch.global.L2"))
+                     compiled.asm["ptx"].count("prefetch.global.L2"), compiled.asm["ptx"].count("atom.global.gpu.acq_rel"),
+                     compiled.asm["ptx"].count("ld.global.cg"))
 
 
 def norm_signature(dtype: str = "bf16") -> dict:
@@ -78,11 +82,11 @@ NORM_DIVISIBLE = ("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "stride_x", "stride
 
 
 GEMV_SIGNATURE = {**{p: "*bf16" for p in ("x_ptr", "w_ptr", "w2_ptr", "b_ptr", "b2_ptr", "g_ptr", "r_ptr")},
-                  "pos_ptr": "*i64", "f_ptr": "*fp32", **{p: "*bf16" for p in ("k_ptr", "v_ptr", "out_ptr", "pf_ptr")},
+                  "pos_ptr": "*i64", "f_ptr": "*fp32", **{p: "*bf16" for p in ("k_ptr", "v_ptr", "out_ptr", "pf_ptr")}, "z_ptr": "*i32",
                   **{a: "i32" for a in ("N", "K", "stride_xm", "stride_wn", "stride_w2n", "stride_om", "stride_km",
-                                        "stride_vm")}, "eps": "fp32", "K_N": "i32", "pf_bytes": "i32",
+                                        "stride_vm")}, "eps": "fp32", "K_N": "i32", "pf_bytes": "i32", "n_zero": "i32",
                   **{c: "constexpr" for c in ("HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM", "PREFETCH",
-                                              "BLOCK_N", "BLOCK_K", "STAGES")}}
+                                              "ZERO", "BLOCK_N", "BLOCK_K", "STAGES")}}
 GEMV_DIVISIBLE = ("x_ptr", "w_ptr", "w2_ptr", "out_ptr", "N", "K", "stride_wn", "stride_w2n")
 
 
@@ -97,9 +101,35 @@ def gemv_rows() -> list[dict]:
     for c in gemv._GPU:
         for op, gated, rope in (("gemv_swiglu", True, False), ("gemv_rope", False, True)):
             consts = {"HAS_BIAS": False, "ACT": ACTS["silu" if gated else "none"], "GATED": gated, "NORM": True,
-                      "RES": False, "ROPE": rope, "HEAD_DIM": 64 if rope else 2, "PREFETCH": rope, **c.kwargs}
+                      "RES": False, "ROPE": rope, "HEAD_DIM": 64 if rope else 2, "PREFETCH": rope, "ZERO": rope,
+                      **c.kwargs}
             r = resources(gemv._gemv_kernel, GEMV_SIGNATURE, consts, c.num_warps, GEMV_DIVISIBLE)
             rows.append({"op": op, **c.kwargs, "warps": c.num_warps} | dataclasses.asdict(r))
+    return rows
+
+
+DECODE_SIGNATURE = {**{p: "*bf16" for p in ("q_ptr", "k_ptr", "v_ptr")}, "pos_ptr": "*i64",
+                    **{p: "*fp32" for p in ("m_ptr", "l_ptr", "acc_ptr")},
+                    **{p: "*bf16" for p in ("pf_ptr", "kn_ptr", "vn_ptr", "out_ptr")}, "cnt_ptr": "*i32",
+                    **{a: "i32" for a in ("stride_qb", "stride_qh", "stride_kb", "stride_kh", "stride_kn", "stride_vb",
+                                          "stride_vh", "stride_vn", "stride_knb", "stride_knh", "stride_vnb",
+                                          "stride_vnh", "stride_ob", "stride_oh", "Hkv", "G", "S", "CHUNK")},
+                    "qk_scale": "fp32", "pf_bytes": "i32",
+                    **{c: "constexpr" for c in ("HEAD_DIM", "BLOCK_G", "BLOCK_N", "PRECISION", "PREFETCH", "MERGE",
+                                                "BLOCK_GM", "BLOCK_S", "BLOCK_SC")}}
+
+
+def decode_rows() -> list[dict]:
+    """kernels.decode's split kernel in bf16 for sm_90 at the 1B Llama's decode shape (8 query heads a key/value
+    head, head dim 64, 32 chunks of 64 keys), without and with the merge in the same launch."""
+    from kernels import decode
+
+    rows = []
+    for merge in (False, True):
+        consts = {"HEAD_DIM": 64, "BLOCK_G": 16, "BLOCK_N": 64, "PRECISION": "tf32", "PREFETCH": False, "MERGE": merge,
+                  "BLOCK_GM": 8, "BLOCK_S": 32, "BLOCK_SC": decode.MERGE_VALUES * 32 * 4 // (8 * 64)}
+        r = resources(decode._split_kernel, DECODE_SIGNATURE, consts, 4)
+        rows.append({"op": "decode_one_launch" if merge else "decode_split", "warps": 4} | dataclasses.asdict(r))
     return rows
 
 
@@ -108,9 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warps", default="16,32")
     ap.add_argument("--stages", default="2,3")
     ap.add_argument("--gemv", action="store_true", help="kernels.gemv's configs instead of the norm kernel")
+    ap.add_argument("--decode", action="store_true", help="kernels.decode's split kernel instead of the norm kernel")
     args = ap.parse_args(argv)
-    if args.gemv:
-        for row in gemv_rows():
+    if args.gemv or args.decode:
+        for row in gemv_rows() if args.gemv else decode_rows():
             sys.stdout.write(json.dumps(row) + "\n")
         return 0
     from kernels import norms

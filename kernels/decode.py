@@ -13,7 +13,10 @@ fused SDPA kernel pays its fixed cost 22 times a step (the 1B Llama's decode ste
 cuDNN attention on the H200). Here the cache is split along S: each program takes one key/value head, all its
 query heads (padded to 16 rows for tl.dot), and one chunk of keys, and writes its partial softmax (row maximum,
 row sum, unnormalized output) to a workspace; a second kernel, one program per query head, merges the chunks
-with the new token's own term.
+with the new token's own term. Given zeroed counters, one launch does both: each program counts its chunk done
+(an atomic per key/value head) and the last to finish merges the head's chunks (a decode layer's q/k/v
+projection zeroes the counters, kernels/decode_layer.py; the merge kernel's launch was 22 of the 1B Llama's
+195 a step on the H200, 2026-12-04).
 The split count depends on S only, never on pos, so the launch is the same at every step (CUDA graphs).
 """
 
@@ -36,10 +39,14 @@ def _split_kernel(
     q_ptr, k_ptr, v_ptr, pos_ptr,  # q [B, Hq, 1, D]; k/v cache [B, Hkv, S, D]; pos [1]
     m_ptr, l_ptr, acc_ptr,         # workspace: [B*Hkv, SPLITS, G] maxima and sums, [.., G, D] unnormalized outputs
     pf_ptr,                        # pf_bytes a later launch reads, asked into L2 (_common.prefetch_l2), if PREFETCH
+    kn_ptr, vn_ptr, out_ptr,       # MERGE only: the new key/value [B, Hkv, 1, D], the output [B, Hq, 1, D],
+    cnt_ptr,                       # and [B*Hkv] int32 counters of finished chunks, zero at the start (and the end)
     stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+    stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh,
     Hkv, G, S, CHUNK, qk_scale, pf_bytes,
     HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-    PREFETCH: tl.constexpr,
+    PREFETCH: tl.constexpr, MERGE: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_S: tl.constexpr,
+    BLOCK_SC: tl.constexpr,
 ):
     # Inductor passes a user kernel's float scalars as fp64: fp32 here, so the loop-carried maxima and sums keep
     # one type (kernels/attention.py does the same).
@@ -82,6 +89,56 @@ def _split_kernel(
     tl.store(m_ptr + row, m_i, mask=g_ok)  # -inf, 0, 0 where the chunk saw no visible key
     tl.store(l_ptr + row, l_i, mask=g_ok)
     tl.store(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_ok[:, None])
+    if MERGE:  # one launch: the key/value head's last program to finish merges its chunks (_merge_group)
+        # Every thread's stores above come before thread 0's release (CUTLASS's semaphore: barrier, then the
+        # atomic); the counter's acquire, then the barrier Triton puts after a scalar atomic to share its result,
+        # come before any thread's loads of the other programs' chunks.
+        tl.debug_barrier()
+        done = tl.atomic_add(cnt_ptr + bh, 1, sem="acq_rel", scope="gpu")
+        if done == n_splits - 1:
+            _merge_group(q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, b, hk, bh, stride_qb, stride_qh,
+                         stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, G, n_splits, qk_scale,
+                         HEAD_DIM, BLOCK_GM, BLOCK_S, BLOCK_SC)
+            tl.atomic_xchg(cnt_ptr + bh, 0, sem="relaxed", scope="gpu")  # left as found: zero
+
+
+@triton.jit
+def _merge_group(
+    q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, b, hk, bh,
+    stride_qb, stride_qh, stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh,
+    G, SPLITS, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_SC: tl.constexpr,
+):
+    """_merge_kernel's result for the G query heads of one key/value head, in the program that found all their
+    chunks written: the maxima of every chunk at once, then the outputs BLOCK_SC chunks at a time (a [BLOCK_SC,
+    G, D] tile held in registers). Loads bypass L1 (.cg): the chunks were written by other SMs."""
+    offs_g = tl.arange(0, BLOCK_GM)
+    offs_d = tl.arange(0, HEAD_DIM)
+    g_ok = offs_g < G
+    q = tl.load(q_ptr + b * stride_qb + (hk * G + offs_g)[:, None] * stride_qh + offs_d[None, :],
+                mask=g_ok[:, None], other=0.0).to(tl.float32)
+    kn = tl.load(kn_ptr + b * stride_knb + hk * stride_knh + offs_d).to(tl.float32)
+    vn = tl.load(vn_ptr + b * stride_vnb + hk * stride_vnh + offs_d).to(tl.float32)
+    own = tl.sum(q * kn[None, :], 1) * qk_scale  # [GM] the new token's own scores: finite
+    offs_s = tl.arange(0, BLOCK_S)
+    every = (bh * SPLITS + offs_s)[:, None] * G + offs_g[None, :]
+    m = tl.maximum(own, tl.max(tl.load(m_ptr + every, mask=(offs_s < SPLITS)[:, None] & g_ok[None, :],
+                                       other=float("-inf"), cache_modifier=".cg"), 0))
+    w_own = tl.math.exp2(own - m)
+    l_sum = w_own
+    out = vn[None, :] * w_own[:, None]  # [GM, D]
+    for s0 in range(0, SPLITS, BLOCK_SC):
+        offs_c = s0 + tl.arange(0, BLOCK_SC)
+        ok = (offs_c < SPLITS)[:, None] & g_ok[None, :]
+        rows = (bh * SPLITS + offs_c)[:, None] * G + offs_g[None, :]  # [SC, GM]
+        w = tl.math.exp2(tl.load(m_ptr + rows, mask=ok, other=float("-inf"), cache_modifier=".cg") - m[None, :])
+        l_sum += tl.sum(tl.load(l_ptr + rows, mask=ok, other=0.0, cache_modifier=".cg") * w, 0)
+        acc = tl.load(acc_ptr + rows[:, :, None] * HEAD_DIM + offs_d[None, None, :], mask=ok[:, :, None], other=0.0,
+                      cache_modifier=".cg")
+        out += tl.sum(acc * w[:, :, None], 0)
+    out = out / l_sum[:, None]
+    tl.store(out_ptr + b * stride_ob + (hk * G + offs_g)[:, None] * stride_oh + offs_d[None, :],
+             out.to(out_ptr.dtype.element_ty), mask=g_ok[:, None])
 
 
 @triton.jit
@@ -118,7 +175,7 @@ def _merge_kernel(
     tl.store(out_ptr + b * stride_ob + (hk * G + g) * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty))
 
 
-def _check(q, k_cache, v_cache, k_new, v_new, pos):  # noqa: ANN001
+def _check(q, k_cache, v_cache, k_new, v_new, pos, counters=None):  # noqa: ANN001
     if any(t.dim() != 4 for t in (q, k_cache, v_cache, k_new, v_new)):
         raise ValueError("q, k_cache, v_cache, k_new, v_new must be [batch, heads, tokens, head_dim]")
     B, Hq, one, D = q.shape
@@ -140,10 +197,14 @@ def _check(q, k_cache, v_cache, k_new, v_new, pos):  # noqa: ANN001
         raise ValueError("q, the caches and the new key/value must share one of fp16/bf16/fp32")
     if pos.numel() != 1 or pos.dtype not in (torch.int32, torch.int64):
         raise ValueError("pos must hold one integer position")
+    if counters is not None and (counters.dtype != torch.int32 or counters.dim() != 1
+                                 or counters.numel() < B * Hkv or counters.stride(0) != 1
+                                 or counters.device != q.device):
+        raise ValueError(f"counters must be a contiguous int32 vector of at least {B * Hkv} (batch x kv heads)")
 
 
-def _fake(q, k_cache, v_cache, k_new, v_new, pos, scale, prefetch=None, prefetch_fraction=1.0):  # noqa: ANN001, ANN202
-    _check(q, k_cache, v_cache, k_new, v_new, pos)
+def _fake(q, k_cache, v_cache, k_new, v_new, pos, scale, prefetch=None, prefetch_fraction=1.0, counters=None):  # noqa: ANN001, ANN202
+    _check(q, k_cache, v_cache, k_new, v_new, pos, counters)
     return torch.empty_like(q, memory_format=torch.contiguous_format)
 
 
@@ -155,11 +216,15 @@ def splits(batch: int, kv_heads: int, length: int, block_n: int) -> tuple[int, i
     return triton.cdiv(length, chunk), chunk
 
 
-@register_op("kpt::decode_attention", _fake)
+MERGE_VALUES = 64  # fp32 values a thread holds of the merge's [chunks, G, D] tile (4 warps: 8192 a round)
+
+
+@register_op("kpt::decode_attention", _fake, mutates=("counters",))
 def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor,
                         v_new: torch.Tensor, pos: torch.Tensor, scale: float | None,
-                        prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0) -> torch.Tensor:
-    _check(q, k_cache, v_cache, k_new, v_new, pos)
+                        prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0,
+                        counters: torch.Tensor | None = None) -> torch.Tensor:
+    _check(q, k_cache, v_cache, k_new, v_new, pos, counters)
     B, Hq, _, D = q.shape
     Hkv, S = k_cache.shape[1], k_cache.shape[2]
     G = Hq // Hkv
@@ -177,27 +242,37 @@ def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     qk_scale = (scale if scale is not None else 1.0 / math.sqrt(D)) * LOG2E
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
     pf, pf_bytes = prefetch_args(prefetch, prefetch_fraction)
+    block_s, block_gm = triton.next_power_of_2(n_splits), triton.next_power_of_2(G)
+    # Under the interpreter a round of 2 chunks, so the merge's loop runs several rounds in tests.
+    block_sc = 2 if interpreting() else max(1, min(block_s, MERGE_VALUES * 32 * 4 // (block_gm * D)))
     launch(_split_kernel)[(B * Hkv, n_splits)](
-        q, k_cache, v_cache, pos, m, sums, acc, m if pf is None else pf,
+        q, k_cache, v_cache, pos, m, sums, acc, m if pf is None else pf, k_new, v_new, out,
+        counters if counters is not None else m,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
         Hkv, G, S, chunk, qk_scale, pf_bytes,
-        HEAD_DIM=D, BLOCK_G=block_g, BLOCK_N=block_n, PRECISION=precision, PREFETCH=pf is not None, num_warps=4)
-    launch(_merge_kernel)[(B * Hq,)](
-        q, k_new, v_new, m, sums, acc, out,
-        q.stride(0), q.stride(1), k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
-        out.stride(0), out.stride(1),
-        Hkv, G, n_splits, qk_scale,
-        HEAD_DIM=D, BLOCK_S=triton.next_power_of_2(n_splits), num_warps=1 if n_splits * D <= 2048 else 4)
+        HEAD_DIM=D, BLOCK_G=block_g, BLOCK_N=block_n, PRECISION=precision, PREFETCH=pf is not None,
+        MERGE=counters is not None, BLOCK_GM=block_gm, BLOCK_S=block_s, BLOCK_SC=block_sc, num_warps=4)
+    if counters is None:
+        launch(_merge_kernel)[(B * Hq,)](
+            q, k_new, v_new, m, sums, acc, out,
+            q.stride(0), q.stride(1), k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
+            out.stride(0), out.stride(1),
+            Hkv, G, n_splits, qk_scale,
+            HEAD_DIM=D, BLOCK_S=block_s, num_warps=1 if n_splits * D <= 2048 else 4)
     return out
 
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor,
                      v_new: torch.Tensor, pos: torch.Tensor, scale: float | None = None,
-                     prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0) -> torch.Tensor:
+                     prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0,
+                     counters: torch.Tensor | None = None) -> torch.Tensor:
     """The op; prefetch: a contiguous tensor a later launch reads, its first prefetch_fraction asked into L2 while
-    the cache is read (a hint: no result depends on it)."""
-    return decode_attention_op(q, k_cache, v_cache, k_new, v_new, pos, scale, prefetch, prefetch_fraction)
+    the cache is read (a hint: no result depends on it). counters: int32 [>= batch * kv heads], zero, for one
+    launch instead of two (each key/value head's last chunk to finish merges; the op leaves them zero): a decode
+    layer's q/k/v projection zeroes them (gemv.gemv_qkv), so no launch of its own does."""
+    return decode_attention_op(q, k_cache, v_cache, k_new, v_new, pos, scale, prefetch, prefetch_fraction, counters)
 
 
 def reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor,

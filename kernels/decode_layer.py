@@ -1,8 +1,8 @@
-"""One decoder layer of a Llama-style decode step (kpt.gpu.models.LlamaDecodeStep's decode_layer hook) in six
+"""One decoder layer of a Llama-style decode step (kpt.gpu.models.LlamaDecodeStep's decode_layer hook) in five
 launches, all kernels/ code: the three projections as one matrix-vector product over their concatenated weights
 with the input RMSNorm folded in, the rotary embedding applied to q and k in its epilogue and the new key and
-value written straight into the step's stacked outputs (gemv.gemv_qkv); decode attention (decode.py: split and
-merge); the output projection with the residual added; gate/up with the post-attention RMSNorm folded in and
+value written straight into the step's stacked outputs (gemv.gemv_qkv); decode attention (decode.py: the split
+kernel, each key/value head's last chunk merging); the output projection with the residual added; gate/up with the post-attention RMSNorm folded in and
 silu(gate) * up written once; the down projection with the residual added (gemv.gemv_op). The logits
 (decode_head hook): the final RMSNorm folded into the LM head's matrix-vector product: Inductor's reduction for
 it took 49-80 us in the step's builds, gemv.py reads the same 32000x2048 weight in 32 us (H200, 2026-12-04).
@@ -32,6 +32,11 @@ PREFETCH = "kpt_prefetch"  # the step's L2 prefetch plan (modules.swap_decode_pr
 # projection's, gate/up the down projection's, the down projection the next layer's q/k/v (the LM head's after
 # the last). Not yet measured on a GPU (compiled for sm_90 offline): kernels/ offers it as a trial of its own.
 PREFETCH_PLAN = {"qkv": 1.0, "attention": 1.0, "o_proj": 0.5, "gate_up": 0.25, "down": 1.0}
+
+# Decode attention's launches a layer: 1 (each key/value head's last chunk merges, kernels/decode.py) or 2 (split,
+# then merge). Compiled for sm_90 offline and CPU-tested; the step time of each is bench/decode_mlp.py's
+# fused_layers against fused_layers+2.
+ATTENTION_LAUNCHES = 1
 
 
 def _norm(m: torch.nn.Module) -> torch.nn.Module:
@@ -83,10 +88,13 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
     n_in, n_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
     b, d, heads = h.shape[0], step.head_dim, step.heads
     plan = getattr(step, PREFETCH, None) or {}
+    # decode attention in one launch: its chunk counters, zeroed by the q/k/v launch (none where ATTENTION_LAUNCHES
+    # is 2: its merge kernel's launch instead)
+    counters = torch.empty(b * step.kv_heads, dtype=torch.int32, device=h.device) if ATTENTION_LAUNCHES == 1 else None
     q = gemv.gemv_qkv(h, getattr(attn, QKV), n_in.weight, n_in.variance_epsilon, input_pos, step.inv_freq, k_new,
-                      v_new, *_ahead(plan, "qkv", attn.o_proj.weight))  # the rotary embedding applied to q and the key
+                      v_new, *_ahead(plan, "qkv", attn.o_proj.weight), counters)  # q and the key roped
     out = decode.decode_attention(q.view(b, 1, heads, d).transpose(1, 2), k_cache, v_cache, k_new, v_new, input_pos,
-                                  None, *_ahead(plan, "attention", mlp.gate_proj.weight))
+                                  None, *_ahead(plan, "attention", mlp.gate_proj.weight), counters)
     out = out.reshape(b, heads, 1, d).transpose(1, 2).reshape(b, 1, -1)
     h = gemv.gemv_op(out, attn.o_proj.weight, None, None, h, 0.0, "none", *_ahead(plan, "o_proj", mlp.up_proj.weight))
     act = gemv.gemv_op(h, mlp.gate_proj.weight, mlp.up_proj.weight, n_post.weight, None, n_post.variance_epsilon,

@@ -69,11 +69,16 @@ def _gemv_kernel(
     v_ptr,
     out_ptr,  # [M, N] output, unit inner stride (with ROPE: [M, N - 2 K_N], the query columns)
     pf_ptr,   # pf_bytes of a later launch's weight asked into L2 first (_common.prefetch_l2); unless PREFETCH unused
-    N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, pf_bytes,
+    z_ptr,    # [n_zero] int32 set to 0 by the first program (decode attention's counters); unused unless ZERO
+    N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, pf_bytes, n_zero,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
-    ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, PREFETCH: tl.constexpr,
+    ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, PREFETCH: tl.constexpr, ZERO: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
 ):
+    if ZERO:
+        if tl.program_id(0) + tl.program_id(1) == 0:
+            for z in range(0, n_zero, 128):
+                tl.store(z_ptr + z + tl.arange(0, 128), tl.zeros((128,), tl.int32), mask=z + tl.arange(0, 128) < n_zero)
     if PREFETCH:
         prefetch_l2(pf_ptr, pf_bytes, tl.program_id(1) * tl.num_programs(0) + tl.program_id(0),
                     tl.num_programs(0) * tl.num_programs(1))
@@ -151,19 +156,20 @@ def _store_cols(val, col, n, row, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
 
 
 _gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM",
-                                                        "PREFETCH"],
+                                                        "PREFETCH", "ZERO"],
                         prune_configs_by={"early_config_prune": _fitting})(_gemv_kernel)
 
 
 def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: torch.Tensor, b2: torch.Tensor,  # noqa: ANN001
         out: torch.Tensor, has_bias: bool, act: int, gated: bool, norm_weight: torch.Tensor | None = None,
         residual: torch.Tensor | None = None, eps: float = 0.0, rope: tuple | None = None,
-        prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0) -> None:
+        prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0, zero: torch.Tensor | None = None) -> None:
     """Launches the kernel through `launch` (_common.launch) for linear_act._run's operands: x2 [M, K] with
     M <= MAX_ROWS, out [M, N]; w2/b/b2 any tensor where unused, as there. norm_weight: x is RMS-normalized
     (eps) and scaled by it first; residual [M, N] (out's layout): added to the result. rope: (pos, inv_freq,
     k_out, v_out) for gemv_qkv, out then [M, N - 2 K_N] for the query columns, k_out/v_out [M, K_N] rows.
-    prefetch: a tensor a later launch reads, its first prefetch_fraction asked into L2 (a hint)."""
+    prefetch: a tensor a later launch reads, its first prefetch_fraction asked into L2 (a hint). zero: an int32
+    vector the first program sets to 0."""
     x2, weight, w2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (x2, weight, w2))
     M, K = x2.shape
     N = weight.shape[0]
@@ -172,10 +178,12 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
     pf, pf_bytes = prefetch_args(prefetch, prefetch_fraction)
     launch(_gemv)[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), M)](
         x2, weight, w2, b, b2, norm_weight if norm_weight is not None else x2,
-        residual if residual is not None else out, pos, freq, k_out, v_out, out, out if pf is None else pf, N, K,
+        residual if residual is not None else out, pos, freq, k_out, v_out, out, out if pf is None else pf,
+        zero if zero is not None else out, N, K,
         x2.stride(0), weight.stride(0), w2.stride(0), out.stride(0), k_out.stride(0), v_out.stride(0), eps, k_n,
-        pf_bytes, HAS_BIAS=has_bias, ACT=act, GATED=gated, NORM=norm_weight is not None, RES=residual is not None,
-        ROPE=rope is not None, HEAD_DIM=2 * freq.numel() if rope is not None else 2, PREFETCH=pf is not None)
+        pf_bytes, zero.numel() if zero is not None else 0, HAS_BIAS=has_bias, ACT=act, GATED=gated,
+        NORM=norm_weight is not None, RES=residual is not None, ROPE=rope is not None,
+        HEAD_DIM=2 * freq.numel() if rope is not None else 2, PREFETCH=pf is not None, ZERO=zero is not None)
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
@@ -227,9 +235,12 @@ def reference(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | Non
 
 
 def _check_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None, pos: torch.Tensor,
-               inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor) -> int:
+               inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor, zero: torch.Tensor | None = None) -> int:
     """The query columns, once the operands are checked."""
     _check(x, weight, None, norm_weight, None, "none")
+    if zero is not None and (zero.dtype != torch.int32 or zero.dim() != 1 or zero.stride(0) != 1
+                             or zero.device != x.device):
+        raise ValueError("zero must be a contiguous int32 vector on x's device")
     rows, d = x.reshape(-1, x.shape[-1]).shape[0], 2 * inv_freq.numel()
     if pos.numel() != 1 or pos.is_floating_point():
         raise ValueError(f"pos must be one integer position; got {tuple(pos.shape)} {pos.dtype}")
@@ -258,26 +269,29 @@ def _rows(t: torch.Tensor, rows: int, name: str) -> torch.Tensor:
     return flat
 
 
-def _fake_qkv(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out, prefetch=None, prefetch_fraction=1.0):  # noqa: ANN001, ANN202
-    return x.new_empty((*x.shape[:-1], _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out)))
+def _fake_qkv(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out, prefetch=None, prefetch_fraction=1.0,  # noqa: ANN001, ANN202
+              zero=None):
+    return x.new_empty((*x.shape[:-1], _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out, zero)))
 
 
-@register_op("kpt::gemv_qkv", _fake_qkv, mutates=("k_out", "v_out"))
+@register_op("kpt::gemv_qkv", _fake_qkv, mutates=("k_out", "v_out", "zero"))
 def gemv_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None, eps: float, pos: torch.Tensor,
              inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor,
-             prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0) -> torch.Tensor:
+             prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0,
+             zero: torch.Tensor | None = None) -> torch.Tensor:
     """A decode layer's q/k/v projection in one kernel (reference_qkv()'s result): rmsnorm(x) (where norm_weight
     is given) times the concatenated [q; k; v] weight, the rotary embedding at position pos applied to the q and k
     heads (each program takes a head's rotation pairs side by side and computes their cos and sin), the key and
     value columns written into k_out and v_out (a decode step's stacked new cache entries: no copy after), the
-    query columns returned; prefetch as gemv_op's."""
-    q_cols = _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out)
+    query columns returned; prefetch as gemv_op's. zero: an int32 vector set to 0 on the way (the counters the
+    layer's decode attention then runs in one launch with, kernels/decode.py)."""
+    q_cols = _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out, zero)
     x2 = x.reshape(-1, x.shape[-1])
     k2, v2 = _rows(k_out, x2.shape[0], "k_out"), _rows(v_out, x2.shape[0], "v_out")
     out = x.new_empty((x2.shape[0], q_cols))
     if x2.shape[0]:
         run(launch, x2, weight, weight, weight, weight, out, False, ACTS["none"], False, norm_weight, None, eps,
-            (pos, inv_freq, k2, v2), prefetch, prefetch_fraction)
+            (pos, inv_freq, k2, v2), prefetch, prefetch_fraction, zero)
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 

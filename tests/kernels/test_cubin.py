@@ -53,3 +53,22 @@ def test_gemv_configs_compile_for_sm90_without_spills_and_staged_ones_pipeline()
         copies = 4 if r["op"] == "gemv_swiglu" else 3  # x, the weight(s) and the norm's, prologue and loop
         assert (r["async_copies"] >= copies) is (r["STAGES"] > 1), r
         assert (r["l2_prefetches"] > 0) is (r["op"] == "gemv_rope"), r  # the q/k/v form asks for the next weight
+
+
+def test_one_launch_decode_attention_orders_its_counter_for_sm90():
+    """kernels/decode.py's split kernel with the merge in the same launch, compiled for sm_90: one acq_rel atomic
+    on the chunk counter (the two-launch form has none), the other programs' chunks loaded past L1, no spill."""
+    pytest.importorskip("triton")
+    from kernels import cubin
+
+    if cubin.cuobjdump() is None:
+        pytest.skip("this triton wheel ships no cuobjdump")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-m", "kernels.cubin", "--decode"], env=env, text=True,
+                         capture_output=True, timeout=300, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {r["op"]: r for r in map(json.loads, out.stdout.splitlines())}
+    split, one = rows["decode_split"], rows["decode_one_launch"]
+    assert split["acq_rel_atomics"] == 0 and split["l1_bypassing_loads"] == 0, split
+    assert one["acq_rel_atomics"] == 1 and one["l1_bypassing_loads"] >= 3, one  # maxima, sums, outputs
+    assert one["stack_bytes"] == 0 and one["shared_bytes"] <= H100_SHARED_BYTES, one

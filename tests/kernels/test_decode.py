@@ -95,3 +95,25 @@ def test_decode_step_runs_the_kernel_through_its_hook(monkeypatch):
     assert sum(n.target == torch.ops.kpt.decode_attention.default for n in ep.graph.nodes) == 2
     with torch.inference_mode():
         torch.testing.assert_close(ep.module()(*args), got, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", GEMM_DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}h{}/{}s{}d{}p{}".format(*c))
+def test_one_launch_with_counters_matches_two(case, dtype):
+    """With zeroed counters the head's last chunk merges in the same launch: the two-launch result (up to the
+    order of the sums), and the counters are left zero for the next call."""
+    args = _inputs(*case, dtype, seed=sum(case) + 1)
+    counters = torch.zeros(case[0] * case[2] + 3, dtype=torch.int32, device=DEVICE)
+    one = decode.decode_attention(*args, counters=counters)
+    assert int(counters.abs().sum()) == 0
+    two = decode.decode_attention(*args)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(one, two, rtol=tol, atol=tol)
+    torch.testing.assert_close(decode.decode_attention(*args, counters=counters), one, rtol=0, atol=0)
+
+
+def test_bad_counters_are_refused():
+    args = _inputs(2, 4, 2, 16, 32, 3, torch.float32, seed=1)
+    for bad in (torch.zeros(3, dtype=torch.int32), torch.zeros(4, dtype=torch.int64), torch.zeros(8, dtype=torch.int32)[::2]):
+        with pytest.raises(ValueError, match="counters must be"):
+            decode.decode_attention(*args, counters=bad.to(DEVICE))

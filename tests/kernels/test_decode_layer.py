@@ -39,8 +39,10 @@ def test_gemv_qkv_ropes_q_and_k_and_writes_k_and_v_out(norm, rows, dtype):
     gw = (1 + 0.1 * torch.randn(K, generator=g)).to(DEVICE, dtype) if norm else None
     pos, inv_freq = torch.tensor([37], device=DEVICE), (10000.0 ** (-torch.arange(0, D, 2) / D)).to(DEVICE)
     stacked = torch.full((2, 3, rows, kv, 1, D), float("nan"), device=DEVICE, dtype=dtype)  # layers, k/v/spare
-    q = gemv.gemv_qkv(x, w, gw, eps, pos, inv_freq, stacked[1, 0], stacked[1, 1])
+    counters = torch.arange(-1, 130, dtype=torch.int32, device=DEVICE)  # 131: the first program zeroes two rounds
+    q = gemv.gemv_qkv(x, w, gw, eps, pos, inv_freq, stacked[1, 0], stacked[1, 1], zero=counters if norm else None)
     assert q.shape == (rows, 1, 3 * D) and q.dtype == dtype
+    assert (counters == 0).all().item() is norm  # zeroed where asked, untouched otherwise
     assert stacked[0].isnan().all() and stacked[1, 2].isnan().all()  # nothing written past the outputs given
     args = (w, gw, eps, pos, inv_freq, kv * D)
     ref32 = gemv.reference_qkv(x.float(), *[t.float() if isinstance(t, torch.Tensor) and t.is_floating_point()
@@ -95,20 +97,24 @@ def _step(context: int = 48):
     return step.half().to(DEVICE), spec
 
 
-def test_decode_step_runs_its_layers_through_the_hook(monkeypatch):
+@pytest.mark.parametrize("launches", [1, 2])
+def test_decode_step_runs_its_layers_through_the_hook(monkeypatch, launches):
     """kernels.modules swaps the layer path into the step: four gemv launches a layer and one for the logits, the
     same logits and new cache entries as the step's own modules (fp16: the interpreter computes bf16 dot
-    products wrongly), and export traces the ops."""
-    from kernels import modules
+    products wrongly), and export traces the ops. Decode attention in one launch (the counters gemv_qkv zeroes)
+    or two."""
+    from kernels import decode, decode_layer, modules
     from kpt.optimize import inputs as inp
 
     step, spec = _step()
     ids, _, k_cache, v_cache = inp.generate(spec, seed=5)
     args = (ids.to(DEVICE), torch.tensor([29], device=DEVICE), k_cache.half().to(DEVICE), v_cache.half().to(DEVICE))
     assert modules.find_decode_layer_steps(step) == [""]
-    calls, real, real_qkv = [], gemv.gemv_op, gemv.gemv_qkv
+    calls, real, real_qkv, real_attention = [], gemv.gemv_op, gemv.gemv_qkv, decode.decode_attention
+    monkeypatch.setattr(decode_layer, "ATTENTION_LAUNCHES", launches)
     monkeypatch.setattr(gemv, "gemv_op", lambda *a: calls.append(a[3] is not None) or real(*a))
     monkeypatch.setattr(gemv, "gemv_qkv", lambda *a: calls.append("qkv") or real_qkv(*a))
+    monkeypatch.setattr(decode, "decode_attention", lambda *a: calls.append(a[-1] is not None) or real_attention(*a))
     swapped = modules.swap_decode_layers(step)
     assert step.decode_layer is None and modules.find_decode_layer_steps(swapped) == []  # a new module
     # the hooks bypass every norm and MLP and set the attention: nothing left for the other swaps to try
@@ -116,12 +122,14 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch):
     assert not (modules.find_norms(swapped) or modules.find_swiglu(swapped) or modules.find_decode_steps(swapped))
     with torch.inference_mode():
         want, got = step(*args), swapped(*args)
-    assert calls == ["qkv", False, True, False] * 2 + [True]  # per layer: q/k/v, then o and down without a norm,
-    # gate/up with one; the LM head folds the final norm
+    one = launches == 1  # per layer: q/k/v, attention (given counters in one launch), then o and down without a
+    assert calls == ["qkv", one, False, True, False] * 2 + [True]  # norm, gate/up with one; the LM head folds the
+    # final norm
     for g, w in zip(got, want, strict=True):  # logits, then every layer's new entries: fp16 rounding apart
         assert (g.float() - w.float()).abs().max().item() <= 1e-2 * w.float().abs().max().item()
     monkeypatch.setattr(gemv, "gemv_op", real)
     monkeypatch.setattr(gemv, "gemv_qkv", real_qkv)
+    monkeypatch.setattr(decode, "decode_attention", real_attention)
     assert modules.find_decode_prefetch_steps(step) == [] and modules.find_decode_prefetch_steps(swapped) == [""]
     swapped = modules.swap_decode_prefetch(swapped)  # hints only: the same results
     assert modules.find_decode_prefetch_steps(swapped) == []

@@ -201,6 +201,28 @@ def test_decode_attention_gpu(dims, dtype):
     check_2x(decode.decode_attention(*args), decode.reference(*args), decode.reference(*args, dtype=dtype))
 
 
+@pytest.mark.parametrize("dims", [(1, 32, 4, 2048, 64, 2047), (2, 32, 8, 4096, 128, 1500), (1, 8, 8, 100, 64, 5)],
+                         ids=lambda d: "b{}h{}/{}s{}d{}p{}".format(*d))
+def test_decode_attention_in_one_launch_gpu(dims):
+    """The merge in the split kernel's launch (each key/value head's last chunk to finish merges, counted with an
+    acq_rel atomic): 200 launches back to back on fresh inputs each agree with the two-launch result (a chunk
+    merged before it was written would not), and the counters are zero after."""
+    B, Hq, Hkv, S, D, pos = dims
+    g = torch.Generator(device="cuda").manual_seed(S)
+    k_cache, v_cache = (torch.randn(B, Hkv, S, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
+    counters = torch.zeros(B * Hkv, dtype=torch.int32, device="cuda")
+    p = torch.tensor([pos], device="cuda")
+    runs = []
+    for _ in range(200):
+        q = torch.randn(B, Hq, 1, D, device="cuda", dtype=torch.bfloat16, generator=g)
+        k_new, v_new = (torch.randn(B, Hkv, 1, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
+        args = (q, k_cache, v_cache, k_new, v_new, p)
+        runs.append((decode.decode_attention(*args, counters=counters), args))
+    for one, args in runs:
+        torch.testing.assert_close(one, decode.decode_attention(*args), rtol=2e-2, atol=2e-2)
+    assert int(counters.abs().sum()) == 0
+
+
 _RUN_PACKAGE = """
 import sys, torch
 x = [t.cuda() for t in torch.load(sys.argv[2])]
