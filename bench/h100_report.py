@@ -60,11 +60,16 @@ def verdict(rows: list[dict], flops: int, probe: dict, decode: bool) -> dict:
         out["fp32_lower_bound_ms"] = round(bound, 3)
         out["goal_holds_for_unmeasured_fp32"] = bound >= 1.15 * best["p50_ms"]
     if decode:
-        bw = [r for r in ours if r.get("bandwidth_fraction") is not None]
-        top = max(bw, key=lambda r: r["bandwidth_fraction"]) if bw else None
-        out["decode_best_bandwidth_fraction"] = top and top["bandwidth_fraction"]
+        # The goal is a share of the card's memory bandwidth: its measured copy rate where the run probed it (an
+        # H200 copies at about 4.2 TB/s, where the goal's 3.0 TB/s is an H100's), else the nominal 3.0 TB/s.
+        key = "measured_bandwidth_fraction" if probe.get("copy_tbs") else "bandwidth_fraction"
+        bw = [r for r in ours if r.get(key) is not None]
+        top = max(bw, key=lambda r: r[key]) if bw else None
+        out["decode_bandwidth_basis_tbs"] = probe.get("copy_tbs") or NOMINAL["copy_tbs"]
+        out["decode_best_bandwidth_fraction"] = top and top[key]
+        out["decode_best_nominal_fraction"] = top and top.get("bandwidth_fraction")
         out["decode_best_bandwidth_variant"] = top and top["variant"]
-        out["goal_decode_70pct"] = bool(top and top["bandwidth_fraction"] >= 0.70)
+        out["goal_decode_70pct"] = bool(top and top[key] >= 0.70)
     return out
 
 
@@ -130,8 +135,8 @@ def write_markdown(path: str, doc: dict) -> None:
         head = "| variant | precision | p50 ms | p99 ms | max abs err | accuracy | compile s | build s | TFLOP/s | % of 780 |"
         sep = "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"
         if decode:
-            head += " weight GB/step | TB/s | % of 3.0 TB/s |"
-            sep += "---:|---:|---:|"
+            head += " weight GB/step | TB/s | % of 3.0 TB/s | % of measured copy |"
+            sep += "---:|---:|---:|---:|"
         lines += [head, sep]
         for r in rows:
             acc = "-" if r["accuracy_passed"] is None else ("pass" if r["accuracy_passed"] else "FAIL")
@@ -143,7 +148,8 @@ def write_markdown(path: str, doc: dict) -> None:
             if decode:
                 gb = r.get("weight_bytes_per_step")
                 line += (f" {fmt(gb / 1e9 if gb else None, '.2f')} | {fmt(r.get('weight_tbs'), '.2f')} | "
-                         f"{fmt(100 * r['bandwidth_fraction'] if r.get('bandwidth_fraction') else None, '.1f')} |")
+                         f"{fmt(100 * r['bandwidth_fraction'] if r.get('bandwidth_fraction') else None, '.1f')} | "
+                         f"{fmt(100 * r['measured_bandwidth_fraction'] if r.get('measured_bandwidth_fraction') else None, '.1f')} |")
             lines.append(line)
         v = res.get("verdict", {})
         if v:
@@ -161,9 +167,13 @@ def write_markdown(path: str, doc: dict) -> None:
                                 f"{'holds' if v.get('goal_holds_for_unmeasured_fp32') else 'is undecided'} for them."
                                 if v.get("fp32_lower_bound_ms") else "."))
             if decode:
-                lines.append(f"Decode bandwidth: best {fmt(100 * v['decode_best_bandwidth_fraction'] if v.get('decode_best_bandwidth_fraction') else None, '.1f')}% "
-                             f"of 3.0 TB/s ({v.get('decode_best_bandwidth_variant')}); goal >= 70%: "
-                             f"{'met' if v.get('goal_decode_70pct') else 'NOT met'}.")
+                basis = v.get("decode_bandwidth_basis_tbs") or NOMINAL["copy_tbs"]
+                best = v.get("decode_best_bandwidth_fraction")
+                nominal = v.get("decode_best_nominal_fraction", best if basis == NOMINAL["copy_tbs"] else None)
+                lines.append(f"Decode bandwidth: best {fmt(100 * best if best else None, '.1f')}% of the card's "
+                             f"{fmt(basis, '.2f')} TB/s ({v.get('decode_best_bandwidth_variant')}; "
+                             f"{fmt(100 * nominal if nominal else None, '.1f')}% of the goal's nominal 3.0 TB/s); goal >= 70% "
+                             f"of the card's: {'met' if v.get('goal_decode_70pct') else 'NOT met'}.")
         for name, e in res.get("experiments", {}).items():
             lines.append(f"Experiment {name} (not counted): {fmt(e.get('p50_ms'))} ms against kpt_O2's "
                          f"{fmt(e.get('kpt_O2_p50_ms'))} ms, measured interleaved: "

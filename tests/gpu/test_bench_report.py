@@ -52,6 +52,12 @@ def test_rows_fractions_and_verdict(report):
                                            "compile_max_autotune_bf16"]
     assert v["fp32_lower_bound_ms"] == pytest.approx(15.6) and v["goal_holds_for_unmeasured_fp32"]
     assert v["decode_best_bandwidth_variant"] == "kpt_O2" and not v["goal_decode_70pct"]
+    assert v["decode_bandwidth_basis_tbs"] == 2.9 and v["decode_best_bandwidth_fraction"] == pytest.approx(1.05 / 2.9, abs=1e-4)
+    fast = report.row_of("m", measured("kpt_O1", 0.95), "bf16", 30.0, flops, bytes_, {**probe, "copy_tbs": 4.2})
+    assert fast["bandwidth_fraction"] >= 0.70  # 2.21 TB/s: 74% of the nominal 3.0 TB/s, 53% of this card's 4.2
+    v = report.verdict([fast], flops, {**probe, "copy_tbs": 4.2}, decode=True)
+    assert not v["goal_decode_70pct"] and v["decode_best_nominal_fraction"] == fast["bandwidth_fraction"]
+    assert report.verdict([fast], flops, {}, decode=True)["goal_decode_70pct"]  # no probe: the nominal 3.0 TB/s
     rows.append(report.row_of("m", measured("compile_max_autotune_bf16", 2.2), "bf16", 40.0, flops, bytes_, probe))
     v = report.verdict(rows, flops, probe, decode=True)
     assert v["best_hand_made"] == "compile_max_autotune_bf16" and v["speedup"] == 1.1 and not v["goal_1_15x"]
