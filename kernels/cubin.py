@@ -5,6 +5,7 @@ were pipelined (cp.async into shared memory) can be checked in CI and before a G
     python -m kernels.cubin [--warps 16,32] [--stages 2,3]   # the persistent norm kernel at 32768 wide, sm_90: JSON lines
     python -m kernels.cubin --gemv                           # each autotuned config of kernels.gemv (SwiGLU, bf16)
     python -m kernels.cubin --decode                         # kernels.decode's split kernel, two launches and one
+    python -m kernels.cubin --attention                      # kernels.attention's hd128 configs, TMA with and without WS
 
 Run it without TRITON_INTERPRET (under the interpreter triton.jit gives no compilable function).
 """
@@ -34,6 +35,7 @@ class Resources:
     stack_bytes: int  # per thread: spilled registers and local arrays (0 for a kernel that does not spill)
     async_copies: int  # cp.async copies into shared memory in the Triton GPU IR (pipelined loads)
     l2_prefetches: int = 0  # prefetch.global.L2 instructions in the PTX (_common.prefetch_l2)
+    warp_specialized: int = 0  # ttg.warp_specialize ops in the Triton GPU IR (partitions Triton made)
     acq_rel_atomics: int = 0  # atom.global.gpu.acq_rel instructions in the PTX (decode's chunk counters)
     l1_bypassing_loads: int = 0  # ld.global.cg instructions in the PTX (loads of what other SMs wrote)
 
@@ -67,7 +69,8 @@ def resources(fn: triton.JITFunction, signature: dict, constexprs: dict, num_war
                   for item in line.split("Resource usage:")[-1].split() if ":" in item)
     return Resources(compiled.metadata.shared, int(fields["REG"]), int(fields["STACK"]),
                      compiled.asm["ttgir"].count("async_copy_global_to_local"),
-                     compiled.asm["ptx"].count("prefetch.global.L2"), compiled.asm["ptx"].count("atom.global.gpu.acq_rel"),
+                     compiled.asm["ptx"].count("prefetch.global.L2"), compiled.asm["ttgir"].count("ttg.warp_specialize("),
+                     compiled.asm["ptx"].count("atom.global.gpu.acq_rel"),
                      compiled.asm["ptx"].count("ld.global.cg"))
 
 
@@ -133,15 +136,48 @@ def decode_rows() -> list[dict]:
     return rows
 
 
+ATTENTION_SIGNATURE = {**{p: "*bf16" for p in ("q_ptr", "k_ptr", "v_ptr", "o_ptr")}, "slope_ptr": "*fp32", "doc_ptr": "*i32",
+                       **{a: "i32" for a in ("sqb", "sqh", "sqm", "skb", "skh", "skn", "svb", "svh", "svn", "sob", "soh",
+                                             "som", "sdb", "H", "GROUP", "Nq", "Nk", "off", "wl", "wr")},
+                       "qk_scale": "fp32", "cap_scale": "fp32", "cap_inv": "fp32", "BUCKET": "i32",
+                       **{c: "constexpr" for c in ("HEAD_DIM", "HAS_ALIBI", "HAS_DOC", "SOFTCAP", "REVERSE", "RAW", "TMA",
+                                                   "WS", "PRECISION", "BLOCK_M", "BLOCK_N")}}
+ATTENTION_DIVISIBLE = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "sqb", "sqh", "sqm", "skb", "skh", "skn", "svb", "svh", "svn",
+                       "sob", "soh", "som", "Nq", "Nk")
+
+
+def attention_rows() -> list[dict]:
+    """kernels.attention's head-dim-128 configs (bf16, causal, TMA loads) compiled for sm_90, with and without
+    Triton's warp specialization of the key loop; a config that fails to compile is a row with its error."""
+    from kernels import attention
+
+    rows = []
+    for ws in (False, True):
+        for c in attention._GPU[128]:
+            consts = {"HEAD_DIM": 128, "HAS_ALIBI": False, "HAS_DOC": False, "SOFTCAP": False, "REVERSE": True,
+                      "RAW": True, "TMA": True, "WS": ws, "PRECISION": "tf32", **c.kwargs}
+            row = {"op": "attention_tma_ws" if ws else "attention_tma", **c.kwargs, "warps": c.num_warps,
+                   "stages": c.num_stages,
+                   "kept": c in attention._specializable(attention._GPU[128], {}, WS=ws)}
+            try:
+                r = resources(attention._attn_fwd, ATTENTION_SIGNATURE, consts, c.num_warps, ATTENTION_DIVISIBLE,
+                              num_stages=c.num_stages)
+                rows.append(row | dataclasses.asdict(r))
+            except Exception as e:  # noqa: BLE001 - a compiler failure is this row's result
+                rows.append(row | {"error": str(e).strip().splitlines()[-1][:200]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--warps", default="16,32")
     ap.add_argument("--stages", default="2,3")
     ap.add_argument("--gemv", action="store_true", help="kernels.gemv's configs instead of the norm kernel")
     ap.add_argument("--decode", action="store_true", help="kernels.decode's split kernel instead of the norm kernel")
+    ap.add_argument("--attention", action="store_true", help="kernels.attention's hd128 configs instead")
     args = ap.parse_args(argv)
-    if args.gemv or args.decode:
-        for row in gemv_rows() if args.gemv else decode_rows():
+    if args.gemv or args.decode or args.attention:
+        for row in gemv_rows() if args.gemv else decode_rows() if args.decode else attention_rows():
             sys.stdout.write(json.dumps(row) + "\n")
         return 0
     from kernels import norms

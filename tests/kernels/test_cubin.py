@@ -72,3 +72,23 @@ def test_one_launch_decode_attention_orders_its_counter_for_sm90():
     assert split["acq_rel_atomics"] == 0 and split["l1_bypassing_loads"] == 0, split
     assert one["acq_rel_atomics"] == 1 and one["l1_bypassing_loads"] >= 3, one  # maxima, sums, outputs
     assert one["stack_bytes"] == 0 and one["shared_bytes"] <= H100_SHARED_BYTES, one
+
+
+def test_attention_warp_specialization_keeps_only_configs_that_compile_for_sm90():
+    """kernels/attention.py's head-dim-128 configs with TMA loads compiled for sm_90: all compile without warp
+    specialization; with it, every config the autotuner keeps compiles (the 4-warp ones fail in Triton's
+    warp-specialization pass and are pruned)."""
+    pytest.importorskip("triton")
+    from kernels import cubin
+
+    if cubin.cuobjdump() is None:
+        pytest.skip("this triton wheel ships no cuobjdump")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-m", "kernels.cubin", "--attention"], env=env, text=True,
+                         capture_output=True, timeout=600, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    plain = [r for r in rows if r["op"] == "attention_tma"]
+    kept = [r for r in rows if r["op"] == "attention_tma_ws" and r["kept"]]
+    assert plain and all("error" not in r and r["shared_bytes"] <= H100_SHARED_BYTES for r in plain), plain
+    assert kept and all("error" not in r for r in kept), kept
