@@ -174,6 +174,11 @@ def torch_activation(x: torch.Tensor, act: str) -> torch.Tensor:
 # L2 prefetch: a decode step's latency-bound launches (decode attention, the small projections, the gaps between
 # launches) leave the GPU's memory bandwidth idle; a kernel may ask L2 to fetch the weight a later launch reads
 # (a hint: no result depends on it). The interpreter has no inline PTX: there the hint is skipped.
+# A kernel that prefetches also loads its own stream of once-read data (weights, the key/value cache) with this
+# L2 policy, so that stream does not evict the lines asked in for the next launch (createpolicy L2::evict_first
+# on sm_90; kernels.cubin shows it: pipelined loads, which Triton turns into cp.async, carry no hint). The
+# interpreter ignores it.
+STREAM_POLICY: tl.constexpr = tl.constexpr("evict_first")
 
 
 def prefetch_args(t: torch.Tensor | None, fraction: float) -> tuple[torch.Tensor | None, int]:

@@ -38,6 +38,7 @@ class Resources:
     warp_specialized: int = 0  # ttg.warp_specialize ops in the Triton GPU IR (partitions Triton made)
     acq_rel_atomics: int = 0  # atom.global.gpu.acq_rel instructions in the PTX (decode's chunk counters)
     l1_bypassing_loads: int = 0  # ld.global.cg instructions in the PTX (loads of what other SMs wrote)
+    evict_first_policies: int = 0  # createpolicy ... L2::evict_first in the PTX (_common.STREAM_POLICY loads)
 
 
 def cuobjdump() -> str | None:
@@ -71,7 +72,7 @@ def resources(fn: triton.JITFunction, signature: dict, constexprs: dict, num_war
                      compiled.asm["ttgir"].count("async_copy_global_to_local"),
                      compiled.asm["ptx"].count("prefetch.global.L2"), compiled.asm["ttgir"].count("ttg.warp_specialize("),
                      compiled.asm["ptx"].count("atom.global.gpu.acq_rel"),
-                     compiled.asm["ptx"].count("ld.global.cg"))
+                     compiled.asm["ptx"].count("ld.global.cg"), compiled.asm["ptx"].count("L2::evict_first"))
 
 
 def norm_signature(dtype: str = "bf16") -> dict:

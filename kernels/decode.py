@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import LOG2E, interpreting, launch, prefetch_args, prefetch_l2, register_op
+from ._common import LOG2E, STREAM_POLICY, interpreting, launch, prefetch_args, prefetch_l2, register_op
 
 HEAD_DIMS = (16, 32, 64, 128)
 TARGET_PROGRAMS = 256  # chunks x (batch, kv head): about two programs per SM on an H100/H200 (132 SMs)
@@ -54,6 +54,7 @@ def _split_kernel(
     bh = tl.program_id(0).to(tl.int64)  # 64-bit offsets: a cache of several GB per layer stays addressable
     split = tl.program_id(1)
     n_splits = tl.num_programs(1)
+    stream: tl.constexpr = STREAM_POLICY if PREFETCH else ""  # as in gemv.py: the cache streams past the prefetch
     if PREFETCH:
         prefetch_l2(pf_ptr, pf_bytes, tl.program_id(0) * n_splits + split, tl.num_programs(0) * n_splits)
     b = bh // Hkv
@@ -74,13 +75,15 @@ def _split_kernel(
     for start in range(lo, hi, BLOCK_N):
         n = start + offs_n
         n_ok = n < hi
-        k = tl.load(k_base + n[:, None] * stride_kn + offs_d[None, :], mask=n_ok[:, None], other=0.0)
+        k = tl.load(k_base + n[:, None] * stride_kn + offs_d[None, :], mask=n_ok[:, None], other=0.0,
+                    eviction_policy=stream)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * qk_scale  # log2 units
         s = tl.where(n_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: the block holds at least one visible key
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
-        v = tl.load(v_base + n[:, None] * stride_vn + offs_d[None, :], mask=n_ok[:, None], other=0.0)
+        v = tl.load(v_base + n[:, None] * stride_vn + offs_d[None, :], mask=n_ok[:, None], other=0.0,
+                    eviction_policy=stream)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new

@@ -30,7 +30,9 @@ PREFETCH = "kpt_prefetch"  # the step's L2 prefetch plan (modules.swap_decode_pr
 # (_common.prefetch_l2): the q/k/v projection fetches the output projection's weight, decode attention
 # (latency-bound: the memory system is mostly idle) the gate projection's, the output projection the up
 # projection's, gate/up the down projection's, the down projection the next layer's q/k/v (the LM head's after
-# the last). Not yet measured on a GPU (compiled for sm_90 offline): kernels/ offers it as a trial of its own.
+# the last). A launch that prefetches loads its own weight (or cache) as L2's first to evict (_common.STREAM_POLICY),
+# so the stream does not push out what it asked in. Not yet measured on a GPU (compiled for sm_90 offline):
+# kernels/ offers it as a trial of its own.
 PREFETCH_PLAN = {"qkv": 1.0, "attention": 1.0, "o_proj": 0.5, "gate_up": 0.25, "down": 1.0}
 
 # Decode attention's launches a layer: 1 (each key/value head's last chunk merges, kernels/decode.py) or 2 (split,

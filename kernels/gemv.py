@@ -18,6 +18,7 @@ import triton.language as tl
 
 from ._common import (
     ACTS,
+    STREAM_POLICY,
     activate,
     check_linear,
     configs,
@@ -79,7 +80,8 @@ def _gemv_kernel(
         if tl.program_id(0) + tl.program_id(1) == 0:
             for z in range(0, n_zero, 128):
                 tl.store(z_ptr + z + tl.arange(0, 128), tl.zeros((128,), tl.int32), mask=z + tl.arange(0, 128) < n_zero)
-    if PREFETCH:
+    stream: tl.constexpr = STREAM_POLICY if PREFETCH else ""
+    if PREFETCH:  # and the weight streams through L2 marked first to evict, sparing what was asked in for later
         prefetch_l2(pf_ptr, pf_bytes, tl.program_id(1) * tl.num_programs(0) + tl.program_id(0),
                     tl.num_programs(0) * tl.num_programs(1))
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -104,10 +106,11 @@ def _gemv_kernel(
         if NORM:  # RMSNorm folded in: W (g * x) here, times the row's rstd (a scalar) after the loop
             squares += xk * xk
             xk = xk * tl.load(g_ptr + k, mask=k_ok, other=0.0).to(tl.float32)
-        w = tl.load(w_ptr + rn[:, None] * stride_wn + k[None, :], mask=k_ok[None, :], other=0.0)
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + k[None, :], mask=k_ok[None, :], other=0.0, eviction_policy=stream)
         acc += w.to(tl.float32) * xk[None, :]
         if GATED:
-            w2 = tl.load(w2_ptr + rn[:, None] * stride_w2n + k[None, :], mask=k_ok[None, :], other=0.0)
+            w2 = tl.load(w2_ptr + rn[:, None] * stride_w2n + k[None, :], mask=k_ok[None, :], other=0.0,
+                         eviction_policy=stream)
             acc2 += w2.to(tl.float32) * xk[None, :]
     rstd = 1.0
     if NORM:

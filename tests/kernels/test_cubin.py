@@ -53,6 +53,8 @@ def test_gemv_configs_compile_for_sm90_without_spills_and_staged_ones_pipeline()
         copies = 4 if r["op"] == "gemv_swiglu" else 3  # x, the weight(s) and the norm's, prologue and loop
         assert (r["async_copies"] >= copies) is (r["STAGES"] > 1), r
         assert (r["l2_prefetches"] > 0) is (r["op"] == "gemv_rope"), r  # the q/k/v form asks for the next weight
+        # and streams its own weight past it; Triton's cp.async copies (STAGES > 1) carry no cache hint
+        assert (r["evict_first_policies"] > 0) is (r["op"] == "gemv_rope" and r["STAGES"] == 1), r
 
 
 def test_one_launch_decode_attention_orders_its_counter_for_sm90():
