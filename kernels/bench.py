@@ -4,6 +4,7 @@
     python -m kernels.bench --render docs/benchmarks/kernels-h100.json   (markdown again, from the JSON)
     python -m kernels.bench --ops norm-warps --name norm-warps-h200     (each fixed warp count of the norms)
     python -m kernels.bench --ops norm-persistent                       (the persistent pipelined norm kernel)
+    python -m kernels.bench --ops norm-cache            (the norm op with x past L1, against x through L1 as before)
     python -m kernels.bench --ops attention-modes                      (attention's K/V load modes side by side)
     python -m kernels.bench --ops gemv        (decode-shaped linear_act: ours, cuBLAS, Inductor's reduction)
 
@@ -259,6 +260,16 @@ def _persistent_providers(x, w, bias, eps, rms) -> dict:  # noqa: ANN001
         "kpt_persistent": functools.partial(norms.norm_persistent, x, w, bias, eps, rms)}
 
 
+def _cache_providers(x, w, bias, eps, rms) -> dict:  # noqa: ANN001
+    return _op_provider(x, w, bias, eps, rms) | {"kpt_x_l1": functools.partial(norms.norm_x_l1, x, w, bias, eps, rms)}
+
+
+def bench_norm_cache(quick: bool) -> list[dict]:
+    """The norm op (x loaded past L1: norms.X_CACHE) beside the same kernel with x through L1 (kpt_x_l1) and a copy,
+    per norm shape: whether keeping L1 for the scale and shift is what LayerNorm at 32k needs."""
+    return _norm_rows(quick, _cache_providers)
+
+
 def bench_norm_persistent(quick: bool) -> list[dict]:
     """The persistent pipelined kernel (kpt_persistent: one program per SM, the next row copied in while this one
     is reduced) beside the op's kernel (kpt) and a copy, per norm shape: whether wide rows should take it."""
@@ -312,8 +323,8 @@ def goals(rows: list[dict], dtype: str = "bfloat16") -> list[str]:
 
 
 def variant_table(rows: list[dict]) -> list[str]:
-    """Markdown rows from norm-warps and norm-persistent runs: per norm, shape and dtype, the op's kernel (kpt) and
-    each variant of it (kpt_w4.., kpt_persistent) as a fraction of the same run's copy bandwidth, and the fastest of
+    """Markdown rows from norm-warps, norm-persistent and norm-cache runs: per norm, shape and dtype, the op's kernel
+    (kpt) and each variant of it (kpt_w4.., kpt_persistent, kpt_x_l1) as a fraction of the same run's copy bandwidth, and the fastest of
     them all (the autotuned op's kernel included); empty without variant rows."""
     ops = {op for op, *_ in NORM_OPS}
     variants = list(dict.fromkeys(r["provider"] for r in rows if r["op"] in ops and r["provider"].startswith("kpt_")))
@@ -364,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated: attention, attention-modes (K/V loads: pointers, TMA, TMA + warp "
                          "specialization), decode, linear, linear-modes (likewise), gemv (one row at the 1B Llama's decode "
                          "shapes, Inductor included), norms, norm-warps (each fixed warp count), "
-                         "norm-persistent (the persistent pipelined norm kernel)")
+                         "norm-persistent (the persistent pipelined norm kernel), norm-cache (x past L1 or not)")
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
     args = ap.parse_args(argv)
     if args.render:
@@ -382,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     for op in args.ops.split(","):
         rows += {"attention": bench_attention, "attention-modes": bench_attention_modes, "decode": bench_decode,
                  "linear": bench_linear, "linear-modes": bench_linear_modes, "norms": bench_norms, "gemv": bench_gemv,
-                 "norm-warps": bench_norm_warps, "norm-persistent": bench_norm_persistent}[op](args.quick)
+                 "norm-warps": bench_norm_warps, "norm-persistent": bench_norm_persistent,
+                 "norm-cache": bench_norm_cache}[op](args.quick)
         # Rewritten after each op: a run cut short keeps what it measured.
         doc = {"device": device, "torch": torch.__version__, "triton": __import__("triton").__version__,
                "command": "python -m kernels.bench " + " ".join(argv or sys.argv[1:]), "rows": rows}

@@ -6,6 +6,7 @@ were pipelined (cp.async into shared memory) can be checked in CI and before a G
     python -m kernels.cubin --gemv                           # each autotuned config of kernels.gemv (SwiGLU, bf16)
     python -m kernels.cubin --decode                         # kernels.decode's split kernel, two launches and one
     python -m kernels.cubin --attention                      # kernels.attention's hd128 configs, TMA with and without WS
+    python -m kernels.cubin --norm-cache                     # the norm op's kernel at 32768 wide, x past L1 and through it
 
 Run it without TRITON_INTERPRET (under the interpreter triton.jit gives no compilable function).
 """
@@ -169,6 +170,24 @@ def attention_rows() -> list[dict]:
     return rows
 
 
+def norm_cache_rows() -> list[dict]:
+    """kernels.norms._norm_kernel (the op's) on one 32768-wide bf16 row a program, LayerNorm and RMSNorm, with x
+    loaded past L1 (X_CACHE ".cg") and through it (""), at 32 warps: the scale and shift keep plain loads."""
+    from kernels import norms
+
+    sig = {**norm_signature(), "ONE_PASS": "constexpr", "ROWS": "constexpr", "X_CACHE": "constexpr"}
+    del sig["STAGES"]
+    rows = []
+    for rms in (False, True):
+        for cache in (".cg", ""):
+            consts = {"RMS": rms, "HAS_W": True, "HAS_B": not rms, "W_OFFSET": 0.0, "BLOCK": 32768, "ONE_PASS": True,
+                      "ROWS": 1, "X_CACHE": cache}
+            r = resources(norms._norm_kernel, sig, consts, 32, NORM_DIVISIBLE)
+            rows.append({"op": "rms_norm" if rms else "layer_norm", "n": 32768, "warps": 32, "x_cache": cache}
+                        | dataclasses.asdict(r))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--warps", default="16,32")
@@ -176,9 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gemv", action="store_true", help="kernels.gemv's configs instead of the norm kernel")
     ap.add_argument("--decode", action="store_true", help="kernels.decode's split kernel instead of the norm kernel")
     ap.add_argument("--attention", action="store_true", help="kernels.attention's hd128 configs instead")
+    ap.add_argument("--norm-cache", action="store_true", help="the norm op's kernel at 32768 wide, x past L1 or not")
     args = ap.parse_args(argv)
-    if args.gemv or args.decode or args.attention:
-        for row in gemv_rows() if args.gemv else decode_rows() if args.decode else attention_rows():
+    picked = {"gemv": gemv_rows, "decode": decode_rows, "attention": attention_rows, "norm_cache": norm_cache_rows}
+    chosen = [fn for name, fn in picked.items() if getattr(args, name)]
+    if chosen:
+        for row in chosen[0]():
             sys.stdout.write(json.dumps(row) + "\n")
         return 0
     from kernels import norms

@@ -20,6 +20,12 @@ MAX_FUSED = 32768
 ROW_ELEMS = 4096  # narrow rows: about this many elements per program (ROWS rows of BLOCK)
 MAX_ROWS = 16
 MAX_PER_THREAD = 64  # fp32 values of the row tile per thread: configs with more would spill registers
+# x is read once: loaded past L1 (".cg", L2 only), it leaves L1 to the scale and shift every row reads again. At
+# 2048x32768 a program a row reloads them (64 KB each in bf16) per row, and LayerNorm's L2 traffic (x, scale,
+# shift, output: 512 MB) at the H200's 0.0835 ms is about L2's bandwidth, where RMSNorm (no shift) ran at 87% of
+# copy and LayerNorm at 78% (2026-12-03). Compiled for sm_90 offline; "" (x through L1, as before) is
+# kernels.bench's norm-cache provider kpt_x_l1, to be measured against it.
+X_CACHE = ".cg"
 
 
 # Warps per row, chosen on the device per row width (and dtype: the autotuner keys on argument dtypes too).
@@ -45,12 +51,14 @@ def _add_pair(a1, a2, b1, b2):
 
 @triton.jit
 def _rows_in_registers(x_ptr, w_ptr, b_ptr, out_ptr, rows, cols, R, N, stride_x, stride_o, eps,
-                       RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, W_OFFSET: tl.constexpr):
+                       RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, W_OFFSET: tl.constexpr,
+                       X_CACHE: tl.constexpr = ""):
     """Normalizes whole rows (rows[:, None] x cols[None, :], cols covering N) held in registers: one read, one write.
     The scale and shift are loaded after the statistics (held across the reduction, they made the persistent
-    kernel spill: 216 bytes a thread at 32768 wide, sm_90 cubin)."""
+    kernel spill: 216 bytes a thread at 32768 wide, sm_90 cubin). X_CACHE: x's cache modifier (see X_CACHE)."""
     mask = (rows[:, None] < R) & (cols[None, :] < N)
-    x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0,
+                cache_modifier=X_CACHE).to(tl.float32)
     if RMS:
         rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + eps)
         y = x * rstd[:, None]
@@ -80,7 +88,7 @@ def _rows_in_registers(x_ptr, w_ptr, b_ptr, out_ptr, rows, cols, R, N, stride_x,
     tl.store(out_ptr + rows[:, None] * stride_o + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.autotune(configs(_GPU, _INTERP), key=["N", "BLOCK", "ROWS", "RMS", "HAS_W", "HAS_B"],
+@triton.autotune(configs(_GPU, _INTERP), key=["N", "BLOCK", "ROWS", "RMS", "HAS_W", "HAS_B", "X_CACHE"],
                  prune_configs_by={"early_config_prune": _fitting})
 @triton.jit
 def _norm_kernel(
@@ -95,12 +103,13 @@ def _norm_kernel(
     W_OFFSET: tl.constexpr,  # added to the weight (Gemma's RMSNorm scales by 1 + w); 0.0 otherwise
     BLOCK: tl.constexpr,
     ROWS: tl.constexpr,  # rows per program (one-pass path only; 1 on the two-pass path)
+    X_CACHE: tl.constexpr,  # x's cache modifier (the module's X_CACHE unless a caller says otherwise)
 ):
     cols = tl.arange(0, BLOCK)
     if ONE_PASS:
         rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
         _rows_in_registers(x_ptr, w_ptr, b_ptr, out_ptr, rows, cols, R, N, stride_x, stride_o, eps, RMS, HAS_W, HAS_B,
-                           W_OFFSET)
+                           W_OFFSET, X_CACHE)
     else:
         row = tl.program_id(0).to(tl.int64)
         x_row = x_ptr + row * stride_x
@@ -112,7 +121,7 @@ def _norm_kernel(
         s2 = tl.zeros((BLOCK,), dtype=tl.float32)
         for c0 in range(0, N, BLOCK):
             mask = c0 + cols < N
-            x = tl.load(x_row + c0 + cols, mask=mask, other=0.0).to(tl.float32)
+            x = tl.load(x_row + c0 + cols, mask=mask, other=0.0, cache_modifier=X_CACHE).to(tl.float32)
             if not RMS:
                 x = tl.where(mask, x - shift, 0.0)
             s1 += x
@@ -127,7 +136,7 @@ def _norm_kernel(
             rstd = 1.0 / tl.sqrt(var + eps)
         for c0 in range(0, N, BLOCK):
             mask = c0 + cols < N
-            x = tl.load(x_row + c0 + cols, mask=mask, other=0.0).to(tl.float32)
+            x = tl.load(x_row + c0 + cols, mask=mask, other=0.0, cache_modifier=X_CACHE).to(tl.float32)
             y = (x - mean) * rstd
             if HAS_W:
                 y = y * (tl.load(w_ptr + c0 + cols, mask=mask, other=0.0).to(tl.float32) + W_OFFSET)
@@ -220,7 +229,7 @@ def _run(kernel, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
         kernel[(triton.cdiv(R, rows),)](
             x2, weight if weight is not None else x2, bias if bias is not None else x2, out,
             R, N, x2.stride(0), out.stride(0), eps, RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None,
-            ONE_PASS=BLOCK >= N, W_OFFSET=w_offset, BLOCK=BLOCK, ROWS=rows, **extra)
+            ONE_PASS=BLOCK >= N, W_OFFSET=w_offset, BLOCK=BLOCK, ROWS=rows, **({"X_CACHE": X_CACHE} | extra))
     return out.reshape(x.shape)
 
 
@@ -239,6 +248,13 @@ def norm_fixed(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     if num_warps not in WARPS:
         raise ValueError(f"num_warps must be one of {WARPS}, not {num_warps}")
     return _run(_norm_kernel.fn, x, weight, bias, eps, rms, 0.0, 0, {"num_warps": num_warps})
+
+
+def norm_x_l1(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+              rms: bool) -> torch.Tensor:
+    """The op's autotuned kernel with x loaded through L1 as well (the form before X_CACHE; not an op:
+    kernels.bench's norm-cache rows time it beside the op)."""
+    return _run(_norm_kernel, x, weight, bias, eps, rms, 0.0, 0, {"X_CACHE": ""})
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float = 1e-6, w_offset: float = 0.0,

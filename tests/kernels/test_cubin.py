@@ -94,3 +94,22 @@ def test_attention_warp_specialization_keeps_only_configs_that_compile_for_sm90(
     kept = [r for r in rows if r["op"] == "attention_tma_ws" and r["kept"]]
     assert plain and all("error" not in r and r["shared_bytes"] <= H100_SHARED_BYTES for r in plain), plain
     assert kept and all("error" not in r for r in kept), kept
+
+
+def test_norm_op_loads_x_past_l1_for_sm90():
+    """The norm op's kernel at 32768 wide (bf16, 32 warps) loads x with ld.global.cg (L2 only), leaving L1 to the
+    scale and shift, and only where X_CACHE says so; no spill either way."""
+    pytest.importorskip("triton")
+    from kernels import cubin
+
+    if cubin.cuobjdump() is None:
+        pytest.skip("this triton wheel ships no cuobjdump")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-m", "kernels.cubin", "--norm-cache"], env=env, text=True,
+                         capture_output=True, timeout=300, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert {(r["op"], r["x_cache"]) for r in rows} == {(op, c) for op in ("rms_norm", "layer_norm") for c in (".cg", "")}
+    for r in rows:
+        assert (r["l1_bypassing_loads"] > 0) is (r["x_cache"] == ".cg"), r
+        assert r["stack_bytes"] == 0, r

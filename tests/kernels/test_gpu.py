@@ -98,6 +98,17 @@ def test_norms_gpu(shape, dtype):
              norms.layer_norm_reference(x, w, b))
 
 
+@pytest.mark.parametrize("shape", [(2048, 32768), (97, 1025)])
+def test_norm_x_past_l1_gpu(shape):
+    """The op's kernel with x loaded past L1 (its default) and through it (the bench's kpt_x_l1): both as the
+    reference."""
+    x = torch.randn(shape, device="cuda", dtype=torch.bfloat16) * 3 + 1
+    w, b = torch.randn(shape[-1], device="cuda", dtype=torch.bfloat16), torch.randn(shape[-1], device="cuda",
+                                                                                    dtype=torch.bfloat16)
+    for got in (norms.layer_norm(x, w, b), norms.norm_x_l1(x, w, b, 1e-5, False)):
+        check_2x(got, norms.layer_norm_reference(x.float(), w.float(), b.float()), norms.layer_norm_reference(x, w, b))
+
+
 @pytest.mark.parametrize("dtype", LP)
 @pytest.mark.parametrize("shape", [(2048, 32768), (97, 1025), (1000, 8192)])  # fewer and more rows than SMs
 def test_norm_persistent_gpu(shape, dtype):

@@ -90,6 +90,18 @@ def test_persistent_kernel_matches_the_reference(shape, dtype, rms, affine):
     assert out.shape == x.shape and out.dtype == x.dtype
 
 
+@pytest.mark.parametrize("rms", [True, False])
+def test_x_through_l1_is_the_same_kernel(rms):
+    """norm_x_l1 (x through L1, the bench's A/B provider) computes what the op computes, on both paths."""
+    x, w, b = _inputs((5, 300), torch.float32, 3, shift=0.0 if rms else 20.0)
+    b = None if rms else b
+    for block in (0, 128):  # one pass, then two
+        want = norms.norm_op(x, w, b, 1e-5, rms, 0.0, block)
+        if block == 0:
+            torch.testing.assert_close(norms.norm_x_l1(x, w, b, 1e-5, rms), want, rtol=0, atol=0)
+        check_2x(want, norms.rms_norm_reference(x, w, 1e-5) if rms else norms.layer_norm_reference(x, w, b, 1e-5), None)
+
+
 def test_persistent_kernel_refuses_rows_wider_than_registers():
     with pytest.raises(ValueError, match="do not fit in registers"):
         norms.norm_persistent(torch.randn(2, norms.MAX_FUSED + 1, device=DEVICE), None, None, 1e-5, True)
