@@ -12,7 +12,8 @@ A variant written NAME@P compiles with decode attention splitting its cache for 
 (kernels.decode.TARGET_PROGRAMS, 256 otherwise): fused_layers@128,fused_layers@256 weighs the split kernel's
 parallelism against the merge kernel's work. fused_layers+pf has each launch ask the next launch's weight into
 L2 (kernels.decode_layer.PREFETCH_PLAN); fused_layers+2 runs decode attention in two launches (split, then the
-merge kernel: kernels.decode_layer.ATTENTION_LAUNCHES); fused_layers+pf+2@128 all three.
+merge kernel: kernels.decode_layer.ATTENTION_LAUNCHES); fused_layers+chain runs the output projection, gate/up
+and down in one launch (kernels/mlp_chain.py: decode_layer.MLP_CHAIN); fused_layers+pf+2@128 three at once.
 
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
 kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     asked, kept = args.variants.split(","), []
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(asked))
     default_programs, default_launches = decode.TARGET_PROGRAMS, decode_layer.ATTENTION_LAUNCHES
+    default_chain = decode_layer.MLP_CHAIN
     for i, asked_as in enumerate(asked):
         name = asked_as if asked.count(asked_as) == 1 else f"{asked_as}#{asked[:i].count(asked_as) + 1}"
         kind, _, programs = asked_as.partition("@")
@@ -129,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         kept.append((model, compiled))
         decode.TARGET_PROGRAMS = int(programs) if programs else default_programs  # read when the op is traced
         decode_layer.ATTENTION_LAUNCHES = 2 if "2" in extras else default_launches  # read when a layer is traced
+        decode_layer.MLP_CHAIN = "chain" in extras or default_chain
         try:
             replays[name], logits = _graphed(compiled, x)
         finally:
             decode.TARGET_PROGRAMS = default_programs
             decode_layer.ATTENTION_LAUNCHES = default_launches
+            decode_layer.MLP_CHAIN = default_chain
         replays[name]()
         torch.cuda.synchronize()
         out.setdefault("max_abs_err", {})[name] = (logits.float() - want).abs().max().item()

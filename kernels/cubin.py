@@ -7,6 +7,7 @@ were pipelined (cp.async into shared memory) can be checked in CI and before a G
     python -m kernels.cubin --decode                         # kernels.decode's split kernel, two launches and one
     python -m kernels.cubin --attention                      # kernels.attention's hd128 configs, TMA with and without WS
     python -m kernels.cubin --norm-cache                     # the norm op's kernel at 32768 wide, x past L1 and through it
+    python -m kernels.cubin --mlp-chain                      # kernels.mlp_chain at the 1B Llama's widths
 
 Run it without TRITON_INTERPRET (under the interpreter triton.jit gives no compilable function).
 """
@@ -40,6 +41,8 @@ class Resources:
     acq_rel_atomics: int = 0  # atom.global.gpu.acq_rel instructions in the PTX (decode's chunk counters)
     l1_bypassing_loads: int = 0  # ld.global.cg instructions in the PTX (loads of what other SMs wrote)
     evict_first_policies: int = 0  # createpolicy ... L2::evict_first in the PTX (_common.STREAM_POLICY loads)
+    release_atomics: int = 0  # atom.global.gpu.release: a program's stores published (kernels.mlp_chain's counters)
+    acquire_loads: int = 0  # ld.global.gpu.acquire: what Triton makes of an acquiring atomic add of 0 (a wait's end)
 
 
 def cuobjdump() -> str | None:
@@ -73,7 +76,8 @@ def resources(fn: triton.JITFunction, signature: dict, constexprs: dict, num_war
                      compiled.asm["ttgir"].count("async_copy_global_to_local"),
                      compiled.asm["ptx"].count("prefetch.global.L2"), compiled.asm["ttgir"].count("ttg.warp_specialize("),
                      compiled.asm["ptx"].count("atom.global.gpu.acq_rel"),
-                     compiled.asm["ptx"].count("ld.global.cg"), compiled.asm["ptx"].count("L2::evict_first"))
+                     compiled.asm["ptx"].count("ld.global.cg"), compiled.asm["ptx"].count("L2::evict_first"),
+                     compiled.asm["ptx"].count("atom.global.gpu.release"), compiled.asm["ptx"].count("ld.global.gpu.acquire"))
 
 
 def norm_signature(dtype: str = "bf16") -> dict:
@@ -188,6 +192,22 @@ def norm_cache_rows() -> list[dict]:
     return rows
 
 
+def mlp_chain_rows() -> list[dict]:
+    """kernels.mlp_chain's kernel in bf16 for sm_90 at the 1B Llama's widths (hidden 2048, intermediate 5632), with
+    the tiles and warps its launcher picks there."""
+    from kernels import mlp_chain
+
+    sig = {**{p: "*bf16" for p in ("a_ptr", "h_ptr", "wo_ptr", "g_ptr", "wg_ptr", "wu_ptr", "wd_ptr", "h1_ptr",
+                                   "act_ptr", "out_ptr")}, "cnt_ptr": "*i32", "first": "i32", "H": "i32", "N_I": "i32", "eps": "fp32",
+           **{c: "constexpr" for c in ("KH", "KI", "BN_O", "BN_GU", "BN_D")}}
+    (bn_h, warps_h), (bn_i, warps_i) = mlp_chain._tile(2048), mlp_chain._tile(5632)
+    consts = {"KH": 2048, "KI": 8192, "BN_O": bn_h, "BN_GU": bn_h, "BN_D": bn_i}
+    r = resources(mlp_chain._mlp_chain_kernel, sig, consts, max(warps_h, warps_i),
+                  tuple(p for p in sig if p.endswith("_ptr") and p != "cnt_ptr") + ("H",))
+    return [{"op": "mlp_chain", "hidden": 2048, "intermediate": 5632, **consts, "warps": max(warps_h, warps_i)}
+            | dataclasses.asdict(r)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--warps", default="16,32")
@@ -196,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode", action="store_true", help="kernels.decode's split kernel instead of the norm kernel")
     ap.add_argument("--attention", action="store_true", help="kernels.attention's hd128 configs instead")
     ap.add_argument("--norm-cache", action="store_true", help="the norm op's kernel at 32768 wide, x past L1 or not")
+    ap.add_argument("--mlp-chain", action="store_true", help="kernels.mlp_chain at the 1B Llama's widths")
     args = ap.parse_args(argv)
-    picked = {"gemv": gemv_rows, "decode": decode_rows, "attention": attention_rows, "norm_cache": norm_cache_rows}
+    picked = {"gemv": gemv_rows, "decode": decode_rows, "attention": attention_rows, "norm_cache": norm_cache_rows,
+              "mlp_chain": mlp_chain_rows}
     chosen = [fn for name, fn in picked.items() if getattr(args, name)]
     if chosen:
         for row in chosen[0]():

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from . import decode, gemv
+from . import decode, gemv, mlp_chain
 from .matching import act_of, is_rmsnorm, plain
 
 QKV = "kpt_qkv"  # the buffer swap() adds to each layer's attention: q, k and v weights concatenated
@@ -39,6 +39,10 @@ PREFETCH_PLAN = {"qkv": 1.0, "attention": 1.0, "o_proj": 0.5, "gate_up": 0.25, "
 # then merge). Compiled for sm_90 offline and CPU-tested; the step time of each is bench/decode_mlp.py's
 # fused_layers against fused_layers+2.
 ATTENTION_LAUNCHES = 1
+# The output projection, gate/up and down in one launch at batch 1 (kernels/mlp_chain.py: each group's weights
+# stream while the group before finishes). Compiled for sm_90 offline and CPU-tested, never run on a GPU:
+# off until bench/decode_mlp.py's fused_layers+chain measures it.
+MLP_CHAIN = False
 
 
 def _norm(m: torch.nn.Module) -> torch.nn.Module:
@@ -90,14 +94,20 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
     n_in, n_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
     b, d, heads = h.shape[0], step.head_dim, step.heads
     plan = getattr(step, PREFETCH, None) or {}
-    # decode attention in one launch: its chunk counters, zeroed by the q/k/v launch (none where ATTENTION_LAUNCHES
-    # is 2: its merge kernel's launch instead)
-    counters = torch.empty(b * step.kv_heads, dtype=torch.int32, device=h.device) if ATTENTION_LAUNCHES == 1 else None
+    chain = MLP_CHAIN and b == 1
+    # The layer's counters, zeroed by the q/k/v launch: decode attention's chunk counters (in one launch; none where
+    # ATTENTION_LAUNCHES is 2: its merge kernel's launch instead), then mlp_chain's.
+    kv = b * step.kv_heads if ATTENTION_LAUNCHES == 1 else 0
+    count = kv + (mlp_chain.COUNTERS if chain else 0)
+    counters = torch.empty(count, dtype=torch.int32, device=h.device) if count else None
     q = gemv.gemv_qkv(h, getattr(attn, QKV), n_in.weight, n_in.variance_epsilon, input_pos, step.inv_freq, k_new,
                       v_new, *_ahead(plan, "qkv", attn.o_proj.weight), counters)  # q and the key roped
     out = decode.decode_attention(q.view(b, 1, heads, d).transpose(1, 2), k_cache, v_cache, k_new, v_new, input_pos,
-                                  None, *_ahead(plan, "attention", mlp.gate_proj.weight), counters)
+                                  None, *_ahead(plan, "attention", mlp.gate_proj.weight), counters if kv else None)
     out = out.reshape(b, heads, 1, d).transpose(1, 2).reshape(b, 1, -1)
+    if chain:
+        return mlp_chain.mlp_chain(out, h, attn.o_proj.weight, n_post.weight, mlp.gate_proj.weight, mlp.up_proj.weight,
+                                   mlp.down_proj.weight, n_post.variance_epsilon, counters, kv)
     h = gemv.gemv_op(out, attn.o_proj.weight, None, None, h, 0.0, "none", *_ahead(plan, "o_proj", mlp.up_proj.weight))
     act = gemv.gemv_op(h, mlp.gate_proj.weight, mlp.up_proj.weight, n_post.weight, None, n_post.variance_epsilon,
                        "silu", *_ahead(plan, "gate_up", mlp.down_proj.weight))

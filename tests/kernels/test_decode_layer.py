@@ -97,13 +97,13 @@ def _step(context: int = 48):
     return step.half().to(DEVICE), spec
 
 
-@pytest.mark.parametrize("launches", [1, 2])
-def test_decode_step_runs_its_layers_through_the_hook(monkeypatch, launches):
+@pytest.mark.parametrize("launches, chain", [(1, False), (2, False), (1, True), (2, True)])
+def test_decode_step_runs_its_layers_through_the_hook(monkeypatch, launches, chain):
     """kernels.modules swaps the layer path into the step: four gemv launches a layer and one for the logits, the
     same logits and new cache entries as the step's own modules (fp16: the interpreter computes bf16 dot
     products wrongly), and export traces the ops. Decode attention in one launch (the counters gemv_qkv zeroes)
-    or two."""
-    from kernels import decode, decode_layer, modules
+    or two; the output projection, gate/up and down in three launches or one (kernels/mlp_chain.py)."""
+    from kernels import decode, decode_layer, mlp_chain, modules
     from kpt.optimize import inputs as inp
 
     step, spec = _step()
@@ -111,7 +111,10 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch, launches):
     args = (ids.to(DEVICE), torch.tensor([29], device=DEVICE), k_cache.half().to(DEVICE), v_cache.half().to(DEVICE))
     assert modules.find_decode_layer_steps(step) == [""]
     calls, real, real_qkv, real_attention = [], gemv.gemv_op, gemv.gemv_qkv, decode.decode_attention
+    real_chain = mlp_chain.mlp_chain
     monkeypatch.setattr(decode_layer, "ATTENTION_LAUNCHES", launches)
+    monkeypatch.setattr(decode_layer, "MLP_CHAIN", chain)
+    monkeypatch.setattr(mlp_chain, "mlp_chain", lambda *a: calls.append("chain") or real_chain(*a))
     monkeypatch.setattr(gemv, "gemv_op", lambda *a: calls.append(a[3] is not None) or real(*a))
     monkeypatch.setattr(gemv, "gemv_qkv", lambda *a: calls.append("qkv") or real_qkv(*a))
     monkeypatch.setattr(decode, "decode_attention", lambda *a: calls.append(a[-1] is not None) or real_attention(*a))
@@ -123,13 +126,14 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch, launches):
     with torch.inference_mode():
         want, got = step(*args), swapped(*args)
     one = launches == 1  # per layer: q/k/v, attention (given counters in one launch), then o and down without a
-    assert calls == ["qkv", one, False, True, False] * 2 + [True]  # norm, gate/up with one; the LM head folds the
-    # final norm
+    # norm, gate/up with one (or the three chained); the LM head folds the final norm
+    assert calls == ["qkv", one, *(["chain"] if chain else [False, True, False])] * 2 + [True]
     for g, w in zip(got, want, strict=True):  # logits, then every layer's new entries: fp16 rounding apart
         assert (g.float() - w.float()).abs().max().item() <= 1e-2 * w.float().abs().max().item()
     monkeypatch.setattr(gemv, "gemv_op", real)
     monkeypatch.setattr(gemv, "gemv_qkv", real_qkv)
     monkeypatch.setattr(decode, "decode_attention", real_attention)
+    monkeypatch.setattr(mlp_chain, "mlp_chain", real_chain)
     assert modules.find_decode_prefetch_steps(step) == [] and modules.find_decode_prefetch_steps(swapped) == [""]
     swapped = modules.swap_decode_prefetch(swapped)  # hints only: the same results
     assert modules.find_decode_prefetch_steps(swapped) == []
@@ -138,7 +142,8 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch, launches):
     for g, f in zip(got, fetched, strict=True):
         torch.testing.assert_close(f, g, rtol=0, atol=0)
     ep = torch.export.export(swapped, args)
-    assert sum(n.target == torch.ops.kpt.gemv.default for n in ep.graph.nodes) == 7
+    assert sum(n.target == torch.ops.kpt.gemv.default for n in ep.graph.nodes) == (1 if chain else 7)
+    assert sum(n.target == torch.ops.kpt.mlp_chain.default for n in ep.graph.nodes) == (2 if chain else 0)
     assert sum(n.target == torch.ops.kpt.gemv_qkv.default for n in ep.graph.nodes) == 2
     got = ep.module()(*args)
     for g, w in zip(got, want, strict=True):
