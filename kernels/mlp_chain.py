@@ -29,11 +29,23 @@ PER_THREAD = 64  # weight elements a thread holds: the warp count grows with the
 
 @triton.jit
 def _wait(cnt_ptr, target):
-    """Spins until *cnt_ptr reaches target, then acquires: a scalar atomic (Triton shares its result through a CTA
-    barrier), whose result the caller's loads must use (in their mask) to come after it; unused, Triton drops it."""
-    while tl.load(cnt_ptr, volatile=True) < target:
-        pass
-    return tl.atomic_add(cnt_ptr, 0, sem="acquire", scope="gpu") >= target
+    """Waits until *cnt_ptr reaches target. Each look is a scalar acquiring atomic add of 0 (Triton makes it one
+    thread's ld.acquire, shared through a CTA barrier: every thread's later loads come after), then a pause, so
+    the few hundred programs that may wait at once ask L2 for the counter's line a few times a microsecond, not
+    continuously. Returns True; the caller's loads use it (in their mask) so they cannot move above the wait."""
+    seen = tl.atomic_add(cnt_ptr, 0, sem="acquire", scope="gpu")
+    while seen < target:
+        _pause(seen)
+        seen = tl.atomic_add(cnt_ptr, 0, sem="acquire", scope="gpu")
+    return seen >= target
+
+
+@triton.jit
+def _pause(x):
+    """The warp sleeps about 256 ns (nanosleep; never reached under the interpreter, where programs run in ticket
+    order and every wait is over when it starts)."""
+    tl.inline_asm_elementwise("nanosleep.u32 256; mov.u32 $0, $1;", "=r,r", [x], dtype=tl.int32, is_pure=False,
+                              pack=1)
 
 
 @triton.jit

@@ -117,7 +117,7 @@ def test_norm_op_loads_x_past_l1_for_sm90():
 
 def test_mlp_chain_publishes_and_acquires_for_sm90():
     """kernels.mlp_chain's one launch at the 1B Llama's widths, compiled for sm_90: each group's stores published by
-    a release atomic (three groups), each wait ended by an acquire load (two), the workspace read past L1; no spill."""
+    a release atomic (three groups), each wait's looks acquire loads, the workspace read past L1; no spill."""
     pytest.importorskip("triton")
     from kernels import cubin
 
@@ -128,5 +128,5 @@ def test_mlp_chain_publishes_and_acquires_for_sm90():
                          capture_output=True, timeout=300, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
     assert out.returncode == 0, out.stderr[-2000:]
     (r,) = [json.loads(line) for line in out.stdout.splitlines()]
-    assert r["release_atomics"] == 3 and r["acquire_loads"] == 2, r
+    assert r["release_atomics"] == 3 and r["acquire_loads"] == 4, r  # each of two waits: a first look, then its loop
     assert r["l1_bypassing_loads"] > 0 and r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
