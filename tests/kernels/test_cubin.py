@@ -1,5 +1,5 @@
-"""The persistent norm kernel compiled for sm_90 on this machine (no GPU needed to compile): its row loop is
-pipelined (cp.async into shared memory), it fits an H100's shared memory at 2 stages, and it does not spill."""
+"""kernels/ compiled for sm_90 on this machine (no GPU needed to compile, `python -m kernels.cubin`): shared memory,
+registers, spills, pipelined loads, and the instructions the memory orderings and cache policies must become."""
 
 from __future__ import annotations
 
@@ -13,16 +13,23 @@ import pytest
 H100_SHARED_BYTES = 232448  # 227 KB: the most shared memory one program may take on sm_90
 
 
-def test_persistent_norm_is_pipelined_fits_and_does_not_spill():
+def _cubin(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    """`python -m kernels.cubin ARGS` in a process without TRITON_INTERPRET (the interpreter has nothing to
+    compile); skips where triton or its cuobjdump is missing."""
     pytest.importorskip("triton")
     from kernels import cubin
 
     if cubin.cuobjdump() is None:
         pytest.skip("this triton wheel ships no cuobjdump")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the interpreter has nothing to compile
-    out = subprocess.run([sys.executable, "-m", "kernels.cubin", "--warps", "32", "--stages", "2"], env=env, text=True,
-                         capture_output=True, timeout=300, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-m", "kernels.cubin", *args], env=env, text=True, capture_output=True,
+                         timeout=timeout, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
     assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+def test_persistent_norm_is_pipelined_fits_and_does_not_spill():
+    out = _cubin("--warps", "32", "--stages", "2", timeout=300)
     rows = {r["op"]: r for r in map(json.loads, out.stdout.splitlines())}
     assert set(rows) == {"rms_norm", "layer_norm"}
     for op, r in rows.items():
@@ -35,15 +42,7 @@ def test_persistent_norm_is_pipelined_fits_and_does_not_spill():
 def test_gemv_configs_compile_for_sm90_without_spills_and_staged_ones_pipeline():
     """Every autotuned config of kernels/gemv.py, gated (SwiGLU: two weights) with the RMSNorm folded in (its
     weight a third staged load), in bf16, compiled for sm_90."""
-    pytest.importorskip("triton")
-    from kernels import cubin
-
-    if cubin.cuobjdump() is None:
-        pytest.skip("this triton wheel ships no cuobjdump")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the interpreter has nothing to compile
-    out = subprocess.run([sys.executable, "-m", "kernels.cubin", "--gemv"], env=env, text=True,
-                         capture_output=True, timeout=600, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _cubin("--gemv", timeout=600)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) >= 20 and {r["op"] for r in rows} == {"gemv_swiglu", "gemv_rope"}
     for r in rows:
@@ -60,15 +59,7 @@ def test_gemv_configs_compile_for_sm90_without_spills_and_staged_ones_pipeline()
 def test_one_launch_decode_attention_orders_its_counter_for_sm90():
     """kernels/decode.py's split kernel with the merge in the same launch, compiled for sm_90: one acq_rel atomic
     on the chunk counter (the two-launch form has none), the other programs' chunks loaded past L1, no spill."""
-    pytest.importorskip("triton")
-    from kernels import cubin
-
-    if cubin.cuobjdump() is None:
-        pytest.skip("this triton wheel ships no cuobjdump")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-m", "kernels.cubin", "--decode"], env=env, text=True,
-                         capture_output=True, timeout=300, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _cubin("--decode", timeout=300)
     rows = {r["op"]: r for r in map(json.loads, out.stdout.splitlines())}
     split, one = rows["decode_split"], rows["decode_one_launch"]
     assert split["acq_rel_atomics"] == 0 and split["l1_bypassing_loads"] == 0, split
@@ -80,15 +71,7 @@ def test_attention_warp_specialization_keeps_only_configs_that_compile_for_sm90(
     """kernels/attention.py's head-dim-128 configs with TMA loads compiled for sm_90: all compile without warp
     specialization; with it, every config the autotuner keeps compiles (the 4-warp ones fail in Triton's
     warp-specialization pass and are pruned)."""
-    pytest.importorskip("triton")
-    from kernels import cubin
-
-    if cubin.cuobjdump() is None:
-        pytest.skip("this triton wheel ships no cuobjdump")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-m", "kernels.cubin", "--attention"], env=env, text=True,
-                         capture_output=True, timeout=600, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _cubin("--attention", timeout=600)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     plain = [r for r in rows if r["op"] == "attention_tma"]
     kept = [r for r in rows if r["op"] == "attention_tma_ws" and r["kept"]]
@@ -99,15 +82,7 @@ def test_attention_warp_specialization_keeps_only_configs_that_compile_for_sm90(
 def test_norm_op_loads_x_past_l1_for_sm90():
     """The norm op's kernel at 32768 wide (bf16, 32 warps) loads x with ld.global.cg (L2 only), leaving L1 to the
     scale and shift, and only where X_CACHE says so; no spill either way."""
-    pytest.importorskip("triton")
-    from kernels import cubin
-
-    if cubin.cuobjdump() is None:
-        pytest.skip("this triton wheel ships no cuobjdump")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-m", "kernels.cubin", "--norm-cache"], env=env, text=True,
-                         capture_output=True, timeout=300, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _cubin("--norm-cache", timeout=300)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert {(r["op"], r["x_cache"]) for r in rows} == {(op, c) for op in ("rms_norm", "layer_norm") for c in (".cg", "")}
     for r in rows:
@@ -118,15 +93,7 @@ def test_norm_op_loads_x_past_l1_for_sm90():
 def test_mlp_chain_publishes_and_acquires_for_sm90():
     """kernels.mlp_chain's one launch at the 1B Llama's widths, compiled for sm_90: each group's stores published by
     a release atomic (three groups), each wait's looks acquire loads, the workspace read past L1; no spill."""
-    pytest.importorskip("triton")
-    from kernels import cubin
-
-    if cubin.cuobjdump() is None:
-        pytest.skip("this triton wheel ships no cuobjdump")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-m", "kernels.cubin", "--mlp-chain"], env=env, text=True,
-                         capture_output=True, timeout=300, cwd=os.path.dirname(os.path.dirname(cubin.__file__)))
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _cubin("--mlp-chain", timeout=300)
     (r,) = [json.loads(line) for line in out.stdout.splitlines()]
     assert r["release_atomics"] == 3 and r["acquire_loads"] == 4, r  # each of two waits: a first look, then its loop
     assert r["l1_bypassing_loads"] > 0 and r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
