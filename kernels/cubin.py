@@ -199,9 +199,9 @@ def mlp_chain_rows() -> list[dict]:
 
     sig = {**{p: "*bf16" for p in ("a_ptr", "h_ptr", "wo_ptr", "g_ptr", "wg_ptr", "wu_ptr", "wd_ptr", "h1_ptr",
                                    "act_ptr", "out_ptr")}, "cnt_ptr": "*i32", "first": "i32", "H": "i32", "N_I": "i32", "eps": "fp32",
-           **{c: "constexpr" for c in ("KH", "KI", "BN_O", "BN_GU", "BN_D")}}
+           **{c: "constexpr" for c in ("KH", "KI", "BN_O", "BN_GU", "BN_D", "N_COUNTERS")}}
     (bn_h, warps_h), (bn_i, warps_i) = mlp_chain._tile(2048), mlp_chain._tile(5632)
-    consts = {"KH": 2048, "KI": 8192, "BN_O": bn_h, "BN_GU": bn_h, "BN_D": bn_i}
+    consts = {"KH": 2048, "KI": 8192, "BN_O": bn_h, "BN_GU": bn_h, "BN_D": bn_i, "N_COUNTERS": mlp_chain.COUNTERS}
     r = resources(mlp_chain._mlp_chain_kernel, sig, consts, max(warps_h, warps_i),
                   tuple(p for p in sig if p.endswith("_ptr") and p != "cnt_ptr") + ("H",))
     return [{"op": "mlp_chain", "hidden": 2048, "intermediate": 5632, **consts, "warps": max(warps_h, warps_i)}

@@ -59,11 +59,40 @@ def _split_kernel(
         prefetch_l2(pf_ptr, pf_bytes, tl.program_id(0) * n_splits + split, tl.num_programs(0) * n_splits)
     b = bh // Hkv
     hk = bh % Hkv
+    split_chunk(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, bh, split, n_splits, stride_qb, stride_qh,
+                stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, Hkv, G, S, CHUNK, qk_scale,
+                HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, stream, "")
+    if MERGE:  # one launch: the key/value head's last program to finish merges its chunks (_merge_group)
+        # Every thread's stores above come before thread 0's release (CUTLASS's semaphore: barrier, then the
+        # atomic); the counter's acquire, then the barrier Triton puts after a scalar atomic to share its result,
+        # come before any thread's loads of the other programs' chunks.
+        tl.debug_barrier()
+        done = tl.atomic_add(cnt_ptr + bh, 1, sem="acq_rel", scope="gpu")
+        if done == n_splits - 1:
+            _merge_group(q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, b, hk, bh, stride_qb, stride_qh,
+                         stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, G, n_splits, qk_scale,
+                         HEAD_DIM, BLOCK_GM, BLOCK_S, BLOCK_SC)
+            tl.atomic_xchg(cnt_ptr + bh, 0, sem="relaxed", scope="gpu")  # left as found: zero
+
+
+@triton.jit
+def split_chunk(
+    q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, bh, split, n_splits,
+    stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+    Hkv, G, S, CHUNK, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    STREAM: tl.constexpr, Q_CACHE: tl.constexpr,
+):
+    """One chunk of one key/value head (bh = b * Hkv + head, a 64-bit integer): the partial softmax of its G query
+    heads over cache keys [split * CHUNK, ...) below pos, written to the workspace. STREAM: the cache loads' L2
+    policy; Q_CACHE: q's cache modifier (".cg" where q was written by other SMs in the same launch)."""
+    b = bh // Hkv
+    hk = bh % Hkv
     offs_g = tl.arange(0, BLOCK_G)
     offs_d = tl.arange(0, HEAD_DIM)
     offs_n = tl.arange(0, BLOCK_N)
     q = tl.load(q_ptr + b * stride_qb + (hk * G + offs_g)[:, None] * stride_qh + offs_d[None, :],
-                mask=offs_g[:, None] < G, other=0.0)
+                mask=offs_g[:, None] < G, other=0.0, cache_modifier=Q_CACHE)
     k_base = k_ptr + b * stride_kb + hk * stride_kh
     v_base = v_ptr + b * stride_vb + hk * stride_vh
     pos = tl.load(pos_ptr).to(tl.int32)
@@ -76,14 +105,14 @@ def _split_kernel(
         n = start + offs_n
         n_ok = n < hi
         k = tl.load(k_base + n[:, None] * stride_kn + offs_d[None, :], mask=n_ok[:, None], other=0.0,
-                    eviction_policy=stream)
+                    eviction_policy=STREAM)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * qk_scale  # log2 units
         s = tl.where(n_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: the block holds at least one visible key
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         v = tl.load(v_base + n[:, None] * stride_vn + offs_d[None, :], mask=n_ok[:, None], other=0.0,
-                    eviction_policy=stream)
+                    eviction_policy=STREAM)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
@@ -92,17 +121,6 @@ def _split_kernel(
     tl.store(m_ptr + row, m_i, mask=g_ok)  # -inf, 0, 0 where the chunk saw no visible key
     tl.store(l_ptr + row, l_i, mask=g_ok)
     tl.store(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_ok[:, None])
-    if MERGE:  # one launch: the key/value head's last program to finish merges its chunks (_merge_group)
-        # Every thread's stores above come before thread 0's release (CUTLASS's semaphore: barrier, then the
-        # atomic); the counter's acquire, then the barrier Triton puts after a scalar atomic to share its result,
-        # come before any thread's loads of the other programs' chunks.
-        tl.debug_barrier()
-        done = tl.atomic_add(cnt_ptr + bh, 1, sem="acq_rel", scope="gpu")
-        if done == n_splits - 1:
-            _merge_group(q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, b, hk, bh, stride_qb, stride_qh,
-                         stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, G, n_splits, qk_scale,
-                         HEAD_DIM, BLOCK_GM, BLOCK_S, BLOCK_SC)
-            tl.atomic_xchg(cnt_ptr + bh, 0, sem="relaxed", scope="gpu")  # left as found: zero
 
 
 @triton.jit
@@ -155,7 +173,21 @@ def _merge_kernel(
     # one after another waited on each chunk's loads in turn (8.7 us a layer on the H200 for the 1B Llama's 4 key/
     # value heads and 32 chunks, 2026-12-04), where the split kernel before it took 2.8 us.
     qk_scale = tl.cast(qk_scale, tl.float32)  # as in _split_kernel
-    head = tl.program_id(0).to(tl.int64)  # b * Hq + query head; 64-bit offsets as in _split_kernel
+    merge_head(q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, tl.program_id(0).to(tl.int64), stride_qb,
+               stride_qh, stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, Hkv, G, SPLITS,
+               qk_scale, HEAD_DIM, BLOCK_S, "")
+
+
+@triton.jit
+def merge_head(
+    q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, head,
+    stride_qb, stride_qh, stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh,
+    Hkv, G, SPLITS, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, CACHE: tl.constexpr,
+):
+    """Query head `head` (b * Hq + head, a 64-bit integer): its chunks merged with the new token's own term, all
+    chunks loaded at once. CACHE: the loads' cache modifier (".cg" where other SMs wrote q, the new key and value
+    and the chunks in the same launch)."""
     bh = head // G  # b * Hkv + key/value head
     g = head % G
     b = bh // Hkv
@@ -163,17 +195,18 @@ def _merge_kernel(
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, HEAD_DIM)
     s_ok = offs_s < SPLITS
-    q = tl.load(q_ptr + b * stride_qb + (hk * G + g) * stride_qh + offs_d).to(tl.float32)
-    kn = tl.load(kn_ptr + b * stride_knb + hk * stride_knh + offs_d).to(tl.float32)
-    vn = tl.load(vn_ptr + b * stride_vnb + hk * stride_vnh + offs_d).to(tl.float32)
+    q = tl.load(q_ptr + b * stride_qb + (hk * G + g) * stride_qh + offs_d, cache_modifier=CACHE).to(tl.float32)
+    kn = tl.load(kn_ptr + b * stride_knb + hk * stride_knh + offs_d, cache_modifier=CACHE).to(tl.float32)
+    vn = tl.load(vn_ptr + b * stride_vnb + hk * stride_vnh + offs_d, cache_modifier=CACHE).to(tl.float32)
     own = tl.sum(q * kn, 0) * qk_scale  # the new token's own score: finite, so the maximum below is
     row = (bh * SPLITS + offs_s) * G + g
-    m_s = tl.load(m_ptr + row, mask=s_ok, other=float("-inf"))
+    m_s = tl.load(m_ptr + row, mask=s_ok, other=float("-inf"), cache_modifier=CACHE)
     m = tl.maximum(own, tl.max(m_s, 0))
     w = tl.math.exp2(m_s - m)  # 0 for a chunk that saw nothing (m_s = -inf) and for padding
     w_own = tl.math.exp2(own - m)
-    l_sum = w_own + tl.sum(tl.load(l_ptr + row, mask=s_ok, other=0.0) * w, 0)
-    acc = tl.load(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None], other=0.0)
+    l_sum = w_own + tl.sum(tl.load(l_ptr + row, mask=s_ok, other=0.0, cache_modifier=CACHE) * w, 0)
+    acc = tl.load(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None], other=0.0,
+                  cache_modifier=CACHE)
     out = (vn * w_own + tl.sum(acc * w[:, None], 0)) / l_sum
     tl.store(out_ptr + b * stride_ob + (hk * G + g) * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty))
 

@@ -71,6 +71,7 @@ def _mlp_chain_kernel(
     first, H, N_I, eps,
     KH: tl.constexpr, KI: tl.constexpr,  # H and N_I rounded up to powers of two (a tile holds whole rows)
     BN_O: tl.constexpr, BN_GU: tl.constexpr, BN_D: tl.constexpr,  # rows a program of each group takes
+    N_COUNTERS: tl.constexpr,  # COUNTERS
 ):
     p_o = tl.cdiv(H, BN_O)
     p_gu = tl.cdiv(N_I, BN_GU)
@@ -78,32 +79,40 @@ def _mlp_chain_kernel(
     cnt_ptr += first
     ticket = tl.atomic_add(cnt_ptr, 1, sem="relaxed", scope="gpu")
     if ticket < p_o:
-        _out_proj(a_ptr, h_ptr, wo_ptr, h1_ptr, cnt_ptr, H, ticket, KH, BN_O)
+        out_proj(a_ptr, h_ptr, wo_ptr, h1_ptr, cnt_ptr, 0, cnt_ptr + 1, H, ticket, KH, BN_O, False)
     elif ticket < p_o + p_gu:
-        _gate_up(g_ptr, wg_ptr, wu_ptr, h1_ptr, act_ptr, cnt_ptr, H, N_I, eps, ticket - p_o, p_o, KH, BN_GU)
+        gate_up(g_ptr, wg_ptr, wu_ptr, h1_ptr, act_ptr, cnt_ptr + 1, p_o, cnt_ptr + 2, H, N_I, eps, ticket - p_o, KH,
+                BN_GU)
     else:
-        _down(wd_ptr, h1_ptr, act_ptr, out_ptr, cnt_ptr, H, N_I, ticket - p_o - p_gu, p_gu, p_d, KI, BN_D)
+        down(wd_ptr, h1_ptr, act_ptr, out_ptr, cnt_ptr + 2, p_gu, cnt_ptr + 3, p_d, cnt_ptr, H, N_I,
+             ticket - p_o - p_gu, KI, BN_D, N_COUNTERS)
 
 
 @triton.jit
-def _out_proj(a_ptr, h_ptr, wo_ptr, h1_ptr, cnt_ptr, H, tile, KH: tl.constexpr, BN: tl.constexpr):
-    """h1 rows [tile * BN, ...) = h + Wo a."""
+def out_proj(a_ptr, h_ptr, wo_ptr, h1_ptr, wait_ptr, wait_for, done_ptr, H, tile, KH: tl.constexpr, BN: tl.constexpr,
+             WAIT: tl.constexpr):
+    """h1 rows [tile * BN, ...) = h + Wo a, counted on done_ptr; with WAIT, a is read once *wait_ptr reaches
+    wait_for (other programs of the launch write it)."""
     kh = tl.arange(0, KH)
     kh_ok = kh < H
     rows = tile * BN + tl.arange(0, BN)
     r = rows % H  # rows past the edge re-read a valid row; the store drops them
     w = tl.load(wo_ptr + r[:, None] * H + kh[None, :], mask=kh_ok[None, :], other=0.0)
-    x = tl.load(a_ptr + kh, mask=kh_ok, other=0.0).to(tl.float32)
+    if WAIT:
+        ready = _wait(wait_ptr, wait_for)
+        x = tl.load(a_ptr + kh, mask=kh_ok & ready, other=0.0, cache_modifier=".cg").to(tl.float32)
+    else:
+        x = tl.load(a_ptr + kh, mask=kh_ok, other=0.0).to(tl.float32)
     y = tl.sum(w.to(tl.float32) * x[None, :], 1) + tl.load(h_ptr + r).to(tl.float32)
     tl.store(h1_ptr + rows, y.to(h1_ptr.dtype.element_ty), mask=rows < H)
-    _signal(cnt_ptr + 1)
+    _signal(done_ptr)
 
 
 @triton.jit
-def _gate_up(g_ptr, wg_ptr, wu_ptr, h1_ptr, act_ptr, cnt_ptr, H, N_I, eps, tile, p_o, KH: tl.constexpr,
-             BN: tl.constexpr):
-    """act rows [tile * BN, ...) = silu(n(h1) Wg^T) * n(h1) Wu^T: the weights loaded first, h1 once every output
-    projection program has written its rows."""
+def gate_up(g_ptr, wg_ptr, wu_ptr, h1_ptr, act_ptr, wait_ptr, wait_for, done_ptr, H, N_I, eps, tile,
+            KH: tl.constexpr, BN: tl.constexpr):
+    """act rows [tile * BN, ...) = silu(n(h1) Wg^T) * n(h1) Wu^T, counted on done_ptr: the weights loaded first,
+    h1 once *wait_ptr reaches wait_for (every output projection program has written its rows)."""
     kh = tl.arange(0, KH)
     kh_ok = kh < H
     rows = tile * BN + tl.arange(0, BN)
@@ -111,7 +120,7 @@ def _gate_up(g_ptr, wg_ptr, wu_ptr, h1_ptr, act_ptr, cnt_ptr, H, N_I, eps, tile,
     wg = tl.load(wg_ptr + r[:, None] * H + kh[None, :], mask=kh_ok[None, :], other=0.0)
     wu = tl.load(wu_ptr + r[:, None] * H + kh[None, :], mask=kh_ok[None, :], other=0.0)
     gw = tl.load(g_ptr + kh, mask=kh_ok, other=0.0).to(tl.float32)
-    ready = _wait(cnt_ptr + 1, p_o)
+    ready = _wait(wait_ptr, wait_for)
     x = tl.load(h1_ptr + kh, mask=kh_ok & ready, other=0.0, cache_modifier=".cg").to(tl.float32)  # other SMs wrote it
     rstd = 1.0 / tl.sqrt(tl.sum(x * x, 0) / H + eps)
     xn = x * gw
@@ -119,25 +128,27 @@ def _gate_up(g_ptr, wg_ptr, wu_ptr, h1_ptr, act_ptr, cnt_ptr, H, N_I, eps, tile,
     up = tl.sum(wu.to(tl.float32) * xn[None, :], 1) * rstd
     y = activate(gate, 3) * up  # SiLU (_common.ACTS), as gemv.py
     tl.store(act_ptr + rows, y.to(act_ptr.dtype.element_ty), mask=rows < N_I)
-    _signal(cnt_ptr + 2)
+    _signal(done_ptr)
 
 
 @triton.jit
-def _down(wd_ptr, h1_ptr, act_ptr, out_ptr, cnt_ptr, H, N_I, tile, p_gu, p_d, KI: tl.constexpr, BN: tl.constexpr):
-    """out rows [tile * BN, ...) = h1 + Wd act, once every gate/up program has written its rows; the last program
-    to finish sets the counters back to zero."""
+def down(wd_ptr, h1_ptr, act_ptr, out_ptr, wait_ptr, wait_for, done_ptr, p_d, cnt_ptr, H, N_I, tile,
+         KI: tl.constexpr, BN: tl.constexpr, N_COUNTERS: tl.constexpr):
+    """out rows [tile * BN, ...) = h1 + Wd act, once *wait_ptr reaches wait_for (every gate/up program has written
+    its rows); the last of the p_d programs to finish (counted on done_ptr) sets the launch's N_COUNTERS counters
+    from cnt_ptr back to zero: every ticket is drawn and every wait is over by then."""
     ki = tl.arange(0, KI)
     ki_ok = ki < N_I
     rows = tile * BN + tl.arange(0, BN)
     r = rows % H
     w = tl.load(wd_ptr + r[:, None] * N_I + ki[None, :], mask=ki_ok[None, :], other=0.0)
-    ready = _wait(cnt_ptr + 2, p_gu)
+    ready = _wait(wait_ptr, wait_for)
     x = tl.load(act_ptr + ki, mask=ki_ok & ready, other=0.0, cache_modifier=".cg").to(tl.float32)
     res = tl.load(h1_ptr + r, mask=(r >= 0) & ready, other=0.0, cache_modifier=".cg").to(tl.float32)
     y = tl.sum(w.to(tl.float32) * x[None, :], 1) + res
     tl.store(out_ptr + rows, y.to(out_ptr.dtype.element_ty), mask=rows < H)
-    if _signal(cnt_ptr + 3) == p_d - 1:  # the last program: every ticket is drawn and every wait is over
-        for c in range(4):  # COUNTERS
+    if _signal(done_ptr) == p_d - 1:
+        for c in range(N_COUNTERS):
             tl.atomic_xchg(cnt_ptr + c, 0, sem="relaxed", scope="gpu")
 
 
@@ -189,7 +200,7 @@ def mlp_chain_op(a: torch.Tensor, h: torch.Tensor, wo: torch.Tensor, g: torch.Te
     programs = triton.cdiv(H, bn_h) + triton.cdiv(N_I, bn_h) + triton.cdiv(H, bn_i)
     launch(_mlp_chain_kernel)[(programs,)](
         a1, h1_in, wo, g, wg, wu, wd, h1, act, out, counters, first, H, N_I, eps,
-        KH=triton.next_power_of_2(H), KI=triton.next_power_of_2(N_I), BN_O=bn_h, BN_GU=bn_h, BN_D=bn_i,
+        KH=triton.next_power_of_2(H), KI=triton.next_power_of_2(N_I), BN_O=bn_h, BN_GU=bn_h, BN_D=bn_i, N_COUNTERS=COUNTERS,
         num_warps=max(warps_h, warps_i))
     return out.reshape(h.shape)
 
