@@ -13,7 +13,8 @@ A variant written NAME@P compiles with decode attention splitting its cache for 
 parallelism against the merge kernel's work. fused_layers+pf has each launch ask the next launch's weight into
 L2 (kernels.decode_layer.PREFETCH_PLAN); fused_layers+2 runs decode attention in two launches (split, then the
 merge kernel: kernels.decode_layer.ATTENTION_LAUNCHES); fused_layers+chain runs the output projection, gate/up
-and down in one launch (kernels/mlp_chain.py: decode_layer.MLP_CHAIN); fused_layers+pf+2@128 three at once.
+and down in one launch (kernels/mlp_chain.py: decode_layer.MLP_CHAIN), fused_layers+layer each whole layer
+(kernels/layer_chain.py: decode_layer.LAYER_CHAIN); fused_layers+pf+2@128 three at once.
 
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
 kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where
@@ -32,12 +33,14 @@ import copy
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 log = logging.getLogger("bench.decode_mlp")
+MEASURE_S = 60.0  # what the interleaved timing of the compiled variants takes at the end, with margin
 
 
 class _MLP(torch.nn.Module):
@@ -91,9 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default="inductor,down_gemv,fused_layers")
     ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="seconds for the whole run: variants not compiled by then minus the measuring's share are "
+                         "skipped (listed under skipped) and the others measured")
     ap.add_argument("--inductor", nargs="*", default=[], metavar="OPTION=INT",
                     help="Inductor options added to the trial's (integers, e.g. coordinate_descent_search_radius=2)")
     args = ap.parse_args(argv)
+    started = time.monotonic()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if not torch.cuda.is_available():
         log.error("decode_mlp needs a CUDA device; none is visible")
@@ -115,9 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     asked, kept = args.variants.split(","), []
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(asked))
     default_programs, default_launches = decode.TARGET_PROGRAMS, decode_layer.ATTENTION_LAUNCHES
-    default_chain = decode_layer.MLP_CHAIN
+    default_chain, default_layer = decode_layer.MLP_CHAIN, decode_layer.LAYER_CHAIN
     for i, asked_as in enumerate(asked):
         name = asked_as if asked.count(asked_as) == 1 else f"{asked_as}#{asked[:i].count(asked_as) + 1}"
+        if args.budget_s is not None and time.monotonic() - started > args.budget_s - MEASURE_S:
+            out.setdefault("skipped", []).append(name)
+            log.warning("%s skipped: %.0f s of the %.0f s budget spent", name, time.monotonic() - started, args.budget_s)
+            continue
         kind, _, programs = asked_as.partition("@")
         kind, *extras = kind.split("+")
         for layer in step.model.layers:
@@ -132,12 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         decode.TARGET_PROGRAMS = int(programs) if programs else default_programs  # read when the op is traced
         decode_layer.ATTENTION_LAUNCHES = 2 if "2" in extras else default_launches  # read when a layer is traced
         decode_layer.MLP_CHAIN = "chain" in extras or default_chain
+        decode_layer.LAYER_CHAIN = "layer" in extras or default_layer
         try:
             replays[name], logits = _graphed(compiled, x)
         finally:
             decode.TARGET_PROGRAMS = default_programs
             decode_layer.ATTENTION_LAUNCHES = default_launches
-            decode_layer.MLP_CHAIN = default_chain
+            decode_layer.MLP_CHAIN, decode_layer.LAYER_CHAIN = default_chain, default_layer
         replays[name]()
         torch.cuda.synchronize()
         out.setdefault("max_abs_err", {})[name] = (logits.float() - want).abs().max().item()

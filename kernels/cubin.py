@@ -8,6 +8,7 @@ were pipelined (cp.async into shared memory) can be checked in CI and before a G
     python -m kernels.cubin --attention                      # kernels.attention's hd128 configs, TMA with and without WS
     python -m kernels.cubin --norm-cache                     # the norm op's kernel at 32768 wide, x past L1 and through it
     python -m kernels.cubin --mlp-chain                      # kernels.mlp_chain at the 1B Llama's widths
+    python -m kernels.cubin --layer-chain                    # kernels.layer_chain at the 1B Llama's shapes
 
 Run it without TRITON_INTERPRET (under the interpreter triton.jit gives no compilable function).
 """
@@ -208,6 +209,32 @@ def mlp_chain_rows() -> list[dict]:
             | dataclasses.asdict(r)]
 
 
+def layer_chain_rows() -> list[dict]:
+    """kernels.layer_chain's kernel in bf16 for sm_90 at the 1B Llama's shapes (hidden 2048, 32 query and 4 key/value
+    heads of 64, intermediate 5632, a 2048-entry cache in 32 chunks of 64), with its launcher's tiles and warps."""
+    from kernels import layer_chain, mlp_chain
+
+    ptrs = ("h_ptr", "wqkv_ptr", "gin_ptr", "pos_ptr", "f_ptr", "q_ptr", "kn_ptr", "vn_ptr", "kc_ptr", "vc_ptr",
+            "m_ptr", "l_ptr", "acc_ptr", "a_ptr", "wo_ptr", "gpost_ptr", "wg_ptr", "wu_ptr", "wd_ptr", "h1_ptr",
+            "act_ptr", "out_ptr", "cnt_ptr")
+    types = {"pos_ptr": "*i64", "f_ptr": "*fp32", "m_ptr": "*fp32", "l_ptr": "*fp32", "acc_ptr": "*fp32",
+             "cnt_ptr": "*i32"}
+    sig = {**{p: types.get(p, "*bf16") for p in ptrs},
+           **{a: "i32" for a in ("first", "H", "N", "K_N", "N_I")}, "eps_in": "fp32", "eps_post": "fp32",
+           **{a: "i32" for a in ("Hkv", "G", "S", "CHUNK", "n_splits")}, "qk_scale": "fp32",
+           **{a: "i32" for a in ("stride_kh", "stride_kn", "stride_vh", "stride_vn")},
+           **{c: "constexpr" for c in ("HEAD_DIM", "KH", "KI", "BN_H", "BN_I", "BLOCK_G", "BLOCK_N", "BLOCK_S",
+                                       "PRECISION", "N_COUNTERS")}}
+    (bn_h, warps_h), (bn_i, warps_i) = mlp_chain._tile(2048), mlp_chain._tile(5632)
+    consts = {"HEAD_DIM": 64, "KH": 2048, "KI": 8192, "BN_H": max(bn_h, 2), "BN_I": bn_i, "BLOCK_G": 16,
+              "BLOCK_N": 64, "BLOCK_S": 32, "PRECISION": "tf32", "N_COUNTERS": layer_chain.COUNTERS}
+    warps = max(warps_h, warps_i, 4)
+    r = resources(layer_chain._layer_kernel, sig, consts, warps,
+                  tuple(p for p in ptrs if p not in ("pos_ptr", "cnt_ptr")) + ("H", "N", "K_N"))
+    return [{"op": "layer_chain", "hidden": 2048, "intermediate": 5632, **consts, "warps": warps}
+            | dataclasses.asdict(r)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--warps", default="16,32")
@@ -217,9 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attention", action="store_true", help="kernels.attention's hd128 configs instead")
     ap.add_argument("--norm-cache", action="store_true", help="the norm op's kernel at 32768 wide, x past L1 or not")
     ap.add_argument("--mlp-chain", action="store_true", help="kernels.mlp_chain at the 1B Llama's widths")
+    ap.add_argument("--layer-chain", action="store_true", help="kernels.layer_chain at the 1B Llama's shapes")
     args = ap.parse_args(argv)
     picked = {"gemv": gemv_rows, "decode": decode_rows, "attention": attention_rows, "norm_cache": norm_cache_rows,
-              "mlp_chain": mlp_chain_rows}
+              "mlp_chain": mlp_chain_rows, "layer_chain": layer_chain_rows}
     chosen = [fn for name, fn in picked.items() if getattr(args, name)]
     if chosen:
         for row in chosen[0]():

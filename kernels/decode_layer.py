@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from . import decode, gemv, mlp_chain
+from . import decode, gemv, layer_chain, mlp_chain
 from .matching import act_of, is_rmsnorm, plain
 
 QKV = "kpt_qkv"  # the buffer swap() adds to each layer's attention: q, k and v weights concatenated
@@ -43,6 +43,11 @@ ATTENTION_LAUNCHES = 1
 # stream while the group before finishes). Compiled for sm_90 offline and CPU-tested, never run on a GPU:
 # off until bench/decode_mlp.py's fused_layers+chain measures it.
 MLP_CHAIN = False
+# The whole layer in one launch at batch 1 (kernels/layer_chain.py: q/k/v, decode attention's chunks and merges,
+# then the MLP half, each group of programs waiting on the one before), its counters zeroed by a small fill launch.
+# Compiled for sm_90 offline and CPU-tested, never run on a GPU: off until bench/decode_mlp.py's fused_layers+layer
+# measures it.
+LAYER_CHAIN = False
 
 
 def _norm(m: torch.nn.Module) -> torch.nn.Module:
@@ -93,6 +98,12 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
     attn, mlp = layer.self_attn, _mlp(layer.mlp)
     n_in, n_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
     b, d, heads = h.shape[0], step.head_dim, step.heads
+    if LAYER_CHAIN and b == 1 and heads * d == h.shape[-1]:
+        return layer_chain.layer_chain(
+            h, getattr(attn, QKV), n_in.weight, n_in.variance_epsilon, input_pos, step.inv_freq, k_cache, v_cache,
+            k_new, v_new, attn.o_proj.weight, n_post.weight, mlp.gate_proj.weight, mlp.up_proj.weight,
+            mlp.down_proj.weight, n_post.variance_epsilon, torch.zeros(layer_chain.COUNTERS, dtype=torch.int32,
+                                                                       device=h.device))
     plan = getattr(step, PREFETCH, None) or {}
     chain = MLP_CHAIN and b == 1
     # The layer's counters, zeroed by the q/k/v launch: decode attention's chunk counters (in one launch; none where

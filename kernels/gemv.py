@@ -89,12 +89,8 @@ def _gemv_kernel(
     rn = offs_n % N  # columns past the edge re-read a valid row; the store drops them
     Q_N = N - 2 * K_N
     rotating = False
-    if ROPE:  # q/k/v: the q and k columns are HEAD_DIM-wide heads (BLOCK_N divides HEAD_DIM: a block is one
-        # head's), each program takes its columns in rotation pairs, dims (j, j + HEAD_DIM / 2) side by side
-        rotating = tl.program_id(0) * BLOCK_N < Q_N + K_N
-        dim = offs_n % HEAD_DIM
-        pairs = offs_n - dim + dim // 2 + (dim % 2) * (HEAD_DIM // 2)
-        rn = tl.where(rotating, pairs, rn)
+    if ROPE:
+        rn, rotating = rope_rows(offs_n, rn, tl.program_id(0) * BLOCK_N, Q_N, K_N, HEAD_DIM)
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
@@ -127,14 +123,25 @@ def _gemv_kernel(
     if RES:
         y += tl.load(r_ptr + row * stride_om + rn).to(tl.float32)
     if ROPE:
-        _store_qkv(y, rn, offs_n, row, rotating, pos_ptr, f_ptr, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
+        store_qkv(y, rn, offs_n, row, rotating, pos_ptr, f_ptr, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
                    stride_km, stride_vm, HEAD_DIM, BLOCK_N)
     else:
         tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=offs_n < N)
 
 
 @triton.jit
-def _store_qkv(y, rn, offs_n, row, rotating, pos_ptr, f_ptr, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
+def rope_rows(offs_n, rn, first, Q_N, K_N, HEAD_DIM: tl.constexpr):
+    """(weight rows, rotating) of a q/k/v block starting at column first: the q and k columns are HEAD_DIM-wide heads
+    (the block size divides HEAD_DIM: a block is one head's), each block takes its columns in rotation pairs, dims
+    (j, j + HEAD_DIM / 2) side by side (store_qkv's order); v's columns keep rn."""
+    rotating = first < Q_N + K_N
+    dim = offs_n % HEAD_DIM
+    pairs = offs_n - dim + dim // 2 + (dim % 2) * (HEAD_DIM // 2)
+    return tl.where(rotating, pairs, rn), rotating
+
+
+@triton.jit
+def store_qkv(y, rn, offs_n, row, rotating, pos_ptr, f_ptr, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
                stride_km, stride_vm, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
     """x * cos + rotate_half(x) * sin on the q and k pairs (cos and sin of position * inverse frequency, rounded
     to the output's dtype as the step rounds them); then q, k and v each to its own output."""

@@ -274,22 +274,29 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         grep -h '"decode_attention"\|"attention"\|"linear_gelu"\|"swiglu"\|"gemv' "$OUT"/kernels-quick-*.log | cut -c1-200 || true ;;
     decode-probe)  # on an idle card: the decode step's kernel choices side by side, then LayerNorm's loads (~9 min)
         # The GPU tests of the new kernels come first (a failure says not to trust their rows; the probe also holds
-        # every variant's logits to the eager step's). The MLP chain (programs waiting on counters) is timed only
-        # if its test, run in a process of its own with a time limit, passed. The step's export/AOTInductor tests
-        # (-k decode_step, ~200 s) do not fit beside: run them on their own.
-        variants="${DECODE_VARIANTS:-inductor,fused_layers,fused_layers+2,fused_layers+pf}"
-        if timeout --signal=INT --kill-after=15 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
-            tests/kernels/test_gpu.py -k mlp_chain --junitxml="$OUT/tests-chain.xml" > "$OUT/tests-chain.log" 2>&1; then
-            variants="$variants,fused_layers+chain"
-        else
-            echo "mlp_chain test: rc $? (the chain is not timed)"
-        fi
+        # every variant's logits to the eager step's). The chains (programs waiting on counters) are timed only
+        # where their tests, each in a process of its own with a time limit, passed. The step's export/AOTInductor
+        # tests (-k decode_step, ~200 s) do not fit beside: run them on their own.
+        variants="fused_layers"  # then, in order of interest (the budget skips the last first): the chains where
+        for chain in layer_chain:layer mlp_chain:chain; do  # their tests passed (test:variant), then DECODE_VARIANTS
+            extra="${chain#*:}" chain="${chain%%:*}"
+            if timeout --signal=INT --kill-after=15 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
+                tests/kernels/test_gpu.py -k "$chain" --junitxml="$OUT/tests-$chain.xml" > "$OUT/tests-$chain.log" 2>&1
+            then
+                variants="$variants,fused_layers+$extra"
+            else
+                echo "$chain test: rc $? (not timed)"
+            fi
+        done
+        variants="$variants,${DECODE_VARIANTS:-fused_layers+2,fused_layers+pf,inductor}"
         timeout --signal=INT --kill-after=15 100 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
             tests/kernels/test_gpu.py -k "one_launch or x_past_l1" \
             --junitxml="$OUT/tests-decode.xml" > "$OUT/tests-decode.log" 2>&1 || echo "decode tests: rc $?"
-        tail -n 2 "$OUT/tests-chain.log" "$OUT/tests-decode.log" | cut -c1-300
-        timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - 45))" python3 bench/decode_mlp.py \
-            --variants "$variants" > "$OUT/decode-mlp.json" 2> "$OUT/decode-mlp.log" || echo "decode_mlp: rc $?"
+        tail -n 2 "$OUT"/tests-*.log | cut -c1-300
+        # Variants in order of interest: those not compiled when the budget's measuring share is reached are skipped.
+        timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - 20))" python3 bench/decode_mlp.py \
+            --variants "$variants" --budget-s "$((LIMIT - SECONDS - 45))" > "$OUT/decode-mlp.json" \
+            2> "$OUT/decode-mlp.log" || echo "decode_mlp: rc $?"
         grep -A 8 '"p50_ms"' "$OUT/decode-mlp.json" || tail -n 5 "$OUT/decode-mlp.log" | cut -c1-300
         if [ "$((LIMIT - SECONDS))" -gt 40 ]; then
             timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 -m kernels.bench --ops norm-cache \

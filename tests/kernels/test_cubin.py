@@ -97,3 +97,12 @@ def test_mlp_chain_publishes_and_acquires_for_sm90():
     (r,) = [json.loads(line) for line in out.stdout.splitlines()]
     assert r["release_atomics"] == 3 and r["acquire_loads"] == 4, r  # each of two waits: a first look, then its loop
     assert r["l1_bypassing_loads"] > 0 and r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
+
+
+def test_layer_chain_publishes_every_group_for_sm90():
+    """kernels.layer_chain's one launch at the 1B Llama's shapes, compiled for sm_90: six groups each publishing with
+    a release atomic, five waits with their acquire loads; no spill beyond the cos/sin frame gemv_qkv has too."""
+    out = _cubin("--layer-chain", timeout=300)
+    (r,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert r["release_atomics"] == 6 and r["acquire_loads"] == 10, r
+    assert r["stack_bytes"] <= 32 and r["shared_bytes"] <= H100_SHARED_BYTES, r

@@ -97,13 +97,14 @@ def _step(context: int = 48):
     return step.half().to(DEVICE), spec
 
 
-@pytest.mark.parametrize("launches, chain", [(1, False), (2, False), (1, True), (2, True)])
+@pytest.mark.parametrize("launches, chain", [(1, False), (2, False), (1, True), (2, True), (1, "layer")])
 def test_decode_step_runs_its_layers_through_the_hook(monkeypatch, launches, chain):
     """kernels.modules swaps the layer path into the step: four gemv launches a layer and one for the logits, the
     same logits and new cache entries as the step's own modules (fp16: the interpreter computes bf16 dot
     products wrongly), and export traces the ops. Decode attention in one launch (the counters gemv_qkv zeroes)
-    or two; the output projection, gate/up and down in three launches or one (kernels/mlp_chain.py)."""
-    from kernels import decode, decode_layer, mlp_chain, modules
+    or two; the output projection, gate/up and down in three launches or one (kernels/mlp_chain.py); or the whole
+    layer in one (kernels/layer_chain.py)."""
+    from kernels import decode, decode_layer, layer_chain, mlp_chain, modules
     from kpt.optimize import inputs as inp
 
     step, spec = _step()
@@ -111,10 +112,12 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch, launches, cha
     args = (ids.to(DEVICE), torch.tensor([29], device=DEVICE), k_cache.half().to(DEVICE), v_cache.half().to(DEVICE))
     assert modules.find_decode_layer_steps(step) == [""]
     calls, real, real_qkv, real_attention = [], gemv.gemv_op, gemv.gemv_qkv, decode.decode_attention
-    real_chain = mlp_chain.mlp_chain
+    real_chain, real_layer = mlp_chain.mlp_chain, layer_chain.layer_chain
     monkeypatch.setattr(decode_layer, "ATTENTION_LAUNCHES", launches)
-    monkeypatch.setattr(decode_layer, "MLP_CHAIN", chain)
+    monkeypatch.setattr(decode_layer, "MLP_CHAIN", chain is True)
+    monkeypatch.setattr(decode_layer, "LAYER_CHAIN", chain == "layer")
     monkeypatch.setattr(mlp_chain, "mlp_chain", lambda *a: calls.append("chain") or real_chain(*a))
+    monkeypatch.setattr(layer_chain, "layer_chain", lambda *a: calls.append("layer") or real_layer(*a))
     monkeypatch.setattr(gemv, "gemv_op", lambda *a: calls.append(a[3] is not None) or real(*a))
     monkeypatch.setattr(gemv, "gemv_qkv", lambda *a: calls.append("qkv") or real_qkv(*a))
     monkeypatch.setattr(decode, "decode_attention", lambda *a: calls.append(a[-1] is not None) or real_attention(*a))
@@ -127,13 +130,15 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch, launches, cha
         want, got = step(*args), swapped(*args)
     one = launches == 1  # per layer: q/k/v, attention (given counters in one launch), then o and down without a
     # norm, gate/up with one (or the three chained); the LM head folds the final norm
-    assert calls == ["qkv", one, *(["chain"] if chain else [False, True, False])] * 2 + [True]
+    per_layer = ["layer"] if chain == "layer" else ["qkv", one, *(["chain"] if chain else [False, True, False])]
+    assert calls == per_layer * 2 + [True]
     for g, w in zip(got, want, strict=True):  # logits, then every layer's new entries: fp16 rounding apart
         assert (g.float() - w.float()).abs().max().item() <= 1e-2 * w.float().abs().max().item()
     monkeypatch.setattr(gemv, "gemv_op", real)
     monkeypatch.setattr(gemv, "gemv_qkv", real_qkv)
     monkeypatch.setattr(decode, "decode_attention", real_attention)
     monkeypatch.setattr(mlp_chain, "mlp_chain", real_chain)
+    monkeypatch.setattr(layer_chain, "layer_chain", real_layer)
     assert modules.find_decode_prefetch_steps(step) == [] and modules.find_decode_prefetch_steps(swapped) == [""]
     swapped = modules.swap_decode_prefetch(swapped)  # hints only: the same results
     assert modules.find_decode_prefetch_steps(swapped) == []
@@ -142,9 +147,10 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch, launches, cha
     for g, f in zip(got, fetched, strict=True):
         torch.testing.assert_close(f, g, rtol=0, atol=0)
     ep = torch.export.export(swapped, args)
-    assert sum(n.target == torch.ops.kpt.gemv.default for n in ep.graph.nodes) == (1 if chain else 7)
-    assert sum(n.target == torch.ops.kpt.mlp_chain.default for n in ep.graph.nodes) == (2 if chain else 0)
-    assert sum(n.target == torch.ops.kpt.gemv_qkv.default for n in ep.graph.nodes) == 2
+    count = {op: sum(n.target == getattr(torch.ops.kpt, op).default for n in ep.graph.nodes)
+             for op in ("gemv", "mlp_chain", "gemv_qkv", "layer_chain")}
+    assert count == ({"gemv": 1, "mlp_chain": 0, "gemv_qkv": 0, "layer_chain": 2} if chain == "layer" else
+                     {"gemv": 1 if chain else 7, "mlp_chain": 2 if chain else 0, "gemv_qkv": 2, "layer_chain": 0})
     got = ep.module()(*args)
     for g, w in zip(got, want, strict=True):
         assert (g.float() - w.float()).abs().max().item() <= 1e-2 * w.float().abs().max().item()
