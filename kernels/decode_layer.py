@@ -13,7 +13,8 @@ kernels, a norm's statistics), and a down projection that recomputes SiLU*mul in
 against gemv.py's 10.3, H200, 2026-12-04: bench/decode_mlp.py). With cos and sin still Inductor's (eight
 pointwise launches a step) and k and v copied into the stacked outputs after (two launches a layer) the layer
 path ran the step in 1.095 ms against 1.216 for the best build without it (H200, 2026-12-04). The whole-model
-trial decides whether it runs, as for decode attention.
+trial decides whether it runs, as for decode attention. MLP_CHAIN puts the last three launches in one
+(mlp_chain.py), LAYER_CHAIN the whole layer (layer_chain.py); both are off until measured.
 """
 
 from __future__ import annotations
@@ -99,11 +100,11 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
     n_in, n_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
     b, d, heads = h.shape[0], step.head_dim, step.heads
     if LAYER_CHAIN and b == 1 and heads * d == h.shape[-1]:
+        zeroed = torch.zeros(layer_chain.COUNTERS, dtype=torch.int32, device=h.device)
         return layer_chain.layer_chain(
             h, getattr(attn, QKV), n_in.weight, n_in.variance_epsilon, input_pos, step.inv_freq, k_cache, v_cache,
             k_new, v_new, attn.o_proj.weight, n_post.weight, mlp.gate_proj.weight, mlp.up_proj.weight,
-            mlp.down_proj.weight, n_post.variance_epsilon, torch.zeros(layer_chain.COUNTERS, dtype=torch.int32,
-                                                                       device=h.device))
+            mlp.down_proj.weight, n_post.variance_epsilon, zeroed)
     plan = getattr(step, PREFETCH, None) or {}
     chain = MLP_CHAIN and b == 1
     # The layer's counters, zeroed by the q/k/v launch: decode attention's chunk counters (in one launch; none where
