@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         decode_layer.LAYER_CHAIN = "layer" in extras or default_layer
         try:
             replays[name], logits = _graphed(compiled, x)
+        except Exception as e:  # noqa: BLE001 - a variant that fails to compile or capture is this run's finding
+            out.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:1000]
+            log.exception("%s failed; the other variants are still measured", name)
+            continue
         finally:
             decode.TARGET_PROGRAMS = default_programs
             decode_layer.ATTENTION_LAUNCHES = default_launches
