@@ -29,12 +29,13 @@ the second compile tunes again); --inductor adds options.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,20 @@ def _one_layer(replay: Callable[[], object], layers: int) -> list[list]:
     return [[name[:120], round(us, 2)] for _, name, us in ks[per_layer:2 * per_layer]]
 
 
+@contextlib.contextmanager
+def _set(settings: dict[tuple[object, str], object]) -> Iterator[None]:
+    """Each (module, name) set to its value (None: left as it is), then back."""
+    before = {key: getattr(*key) for key, value in settings.items() if value is not None}
+    try:
+        for (module, name), value in settings.items():
+            if value is not None:
+                setattr(module, name, value)
+        yield
+    finally:
+        for (module, name), value in before.items():
+            setattr(module, name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default="inductor,down_gemv,fused_layers")
@@ -121,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         want = step(*x)[0].float()  # eager, the hook's decode attention: what every variant's logits are held to
     asked, kept = args.variants.split(","), []
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(asked))
-    default_programs, default_launches = decode.TARGET_PROGRAMS, decode_layer.ATTENTION_LAUNCHES
-    default_chain, default_layer = decode_layer.MLP_CHAIN, decode_layer.LAYER_CHAIN
     for i, asked_as in enumerate(asked):
         name = asked_as if asked.count(asked_as) == 1 else f"{asked_as}#{asked[:i].count(asked_as) + 1}"
         if args.budget_s is not None and time.monotonic() - started > args.budget_s - MEASURE_S:
@@ -140,20 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         model = modules.swap_decode_prefetch(model) if "pf" in extras else model
         compiled = torch.compile(model, dynamic=False, options=opts)
         kept.append((model, compiled))
-        decode.TARGET_PROGRAMS = int(programs) if programs else default_programs  # read when the op is traced
-        decode_layer.ATTENTION_LAUNCHES = 2 if "2" in extras else default_launches  # read when a layer is traced
-        decode_layer.MLP_CHAIN = "chain" in extras or default_chain
-        decode_layer.LAYER_CHAIN = "layer" in extras or default_layer
+        # The module settings the variant's ops and layers read when they are traced, for its compile only.
+        settings = {(decode, "TARGET_PROGRAMS"): int(programs) if programs else None,
+                    (decode_layer, "ATTENTION_LAUNCHES"): 2 if "2" in extras else None,
+                    (decode_layer, "MLP_CHAIN"): True if "chain" in extras else None,
+                    (decode_layer, "LAYER_CHAIN"): True if "layer" in extras else None}
         try:
-            replays[name], logits = _graphed(compiled, x)
+            with _set(settings):
+                replays[name], logits = _graphed(compiled, x)
         except Exception as e:  # noqa: BLE001 - a variant that fails to compile or capture is this run's finding
             out.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:1000]
             log.exception("%s failed; the other variants are still measured", name)
             continue
-        finally:
-            decode.TARGET_PROGRAMS = default_programs
-            decode_layer.ATTENTION_LAUNCHES = default_launches
-            decode_layer.MLP_CHAIN, decode_layer.LAYER_CHAIN = default_chain, default_layer
         replays[name]()
         torch.cuda.synchronize()
         out.setdefault("max_abs_err", {})[name] = (logits.float() - want).abs().max().item()

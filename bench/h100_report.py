@@ -167,11 +167,9 @@ def write_markdown(path: str, doc: dict) -> None:
                                 f"{'holds' if v.get('goal_holds_for_unmeasured_fp32') else 'is undecided'} for them."
                                 if v.get("fp32_lower_bound_ms") else "."))
             if decode:
-                basis = v.get("decode_bandwidth_basis_tbs") or NOMINAL["copy_tbs"]
-                best = v.get("decode_best_bandwidth_fraction")
-                nominal = v.get("decode_best_nominal_fraction", best if basis == NOMINAL["copy_tbs"] else None)
+                best, nominal = v.get("decode_best_bandwidth_fraction"), v.get("decode_best_nominal_fraction")
                 lines.append(f"Decode bandwidth: best {fmt(100 * best if best else None, '.1f')}% of the card's "
-                             f"{fmt(basis, '.2f')} TB/s ({v.get('decode_best_bandwidth_variant')}; "
+                             f"{fmt(v.get('decode_bandwidth_basis_tbs'), '.2f')} TB/s ({v.get('decode_best_bandwidth_variant')}; "
                              f"{fmt(100 * nominal if nominal else None, '.1f')}% of the goal's nominal 3.0 TB/s); goal >= 70% "
                              f"of the card's: {'met' if v.get('goal_decode_70pct') else 'NOT met'}.")
         for name, e in res.get("experiments", {}).items():

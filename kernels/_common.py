@@ -59,6 +59,14 @@ def launch(kernel):  # noqa: ANN001, ANN201 - a Triton kernel in, a launchable k
 LOAD_MODES = ("ptr", "tma", "tma_ws")
 
 
+def check_counters(t: torch.Tensor | None, device: torch.device, need: int, name: str = "counters") -> None:
+    """int32 counters a launch writes (decode attention's chunks, the chains' groups): a contiguous vector on device
+    with at least `need` entries (None: none asked for)."""
+    if t is not None and (t.dtype != torch.int32 or t.dim() != 1 or t.stride(0) != 1 or t.numel() < need
+                          or t.device != device):
+        raise ValueError(f"{name} must be a contiguous int32 vector on {device} of at least {need}")
+
+
 def tma_usable(*tensors: torch.Tensor) -> bool:
     """TMA needs sm90+, 16-bit elements, and 16-byte aligned bases and row strides (every head's base too)."""
     if not all(t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) for t in tensors):

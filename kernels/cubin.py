@@ -31,19 +31,32 @@ from triton.runtime.autotuner import Autotuner
 HOPPER = GPUTarget("cuda", 90, 32)
 
 
+# Instruction counts in the compiled code: field -> (the IR it is counted in, the text counted).
+COUNTED = {
+    "async_copies": ("ttgir", "async_copy_global_to_local"),  # cp.async copies into shared memory (pipelined loads)
+    "l2_prefetches": ("ptx", "prefetch.global.L2"),  # _common.prefetch_l2
+    "warp_specialized": ("ttgir", "ttg.warp_specialize("),  # the partitions Triton made
+    "acq_rel_atomics": ("ptx", "atom.global.gpu.acq_rel"),  # decode's chunk counters
+    "l1_bypassing_loads": ("ptx", "ld.global.cg"),  # loads of what other SMs wrote
+    "evict_first_policies": ("ptx", "L2::evict_first"),  # _common.STREAM_POLICY loads
+    "release_atomics": ("ptx", "atom.global.gpu.release"),  # a program's stores published (the chains' counters)
+    "acquire_loads": ("ptx", "ld.global.gpu.acquire"),  # what Triton makes of an acquiring atomic add of 0
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Resources:
     shared_bytes: int  # static and dynamic shared memory of one program
     registers: int  # per thread
     stack_bytes: int  # per thread: spilled registers and local arrays (0 for a kernel that does not spill)
-    async_copies: int  # cp.async copies into shared memory in the Triton GPU IR (pipelined loads)
-    l2_prefetches: int = 0  # prefetch.global.L2 instructions in the PTX (_common.prefetch_l2)
-    warp_specialized: int = 0  # ttg.warp_specialize ops in the Triton GPU IR (partitions Triton made)
-    acq_rel_atomics: int = 0  # atom.global.gpu.acq_rel instructions in the PTX (decode's chunk counters)
-    l1_bypassing_loads: int = 0  # ld.global.cg instructions in the PTX (loads of what other SMs wrote)
-    evict_first_policies: int = 0  # createpolicy ... L2::evict_first in the PTX (_common.STREAM_POLICY loads)
-    release_atomics: int = 0  # atom.global.gpu.release: a program's stores published (kernels.mlp_chain's counters)
-    acquire_loads: int = 0  # ld.global.gpu.acquire: what Triton makes of an acquiring atomic add of 0 (a wait's end)
+    async_copies: int = 0  # the rest: COUNTED
+    l2_prefetches: int = 0
+    warp_specialized: int = 0
+    acq_rel_atomics: int = 0
+    l1_bypassing_loads: int = 0
+    evict_first_policies: int = 0
+    release_atomics: int = 0
+    acquire_loads: int = 0
 
 
 def cuobjdump() -> str | None:
@@ -51,20 +64,28 @@ def cuobjdump() -> str | None:
     return path if os.access(path, os.X_OK) else None
 
 
-def resources(fn: triton.JITFunction, signature: dict, constexprs: dict, num_warps: int,
+def signature(fn: triton.JITFunction, types: dict[str, str]) -> dict[str, str]:
+    """fn's argument name -> Triton type, from its parameters: "constexpr" for those, types[name] where given,
+    else "*bf16" for pointers (names ending in _ptr) and "i32" for scalars."""
+    return {p.name: "constexpr" if p.is_constexpr else types.get(p.name, "*bf16" if p.name.endswith("_ptr") else "i32")
+            for p in fn.params}
+
+
+def resources(fn: triton.JITFunction, types: dict[str, str], constexprs: dict, num_warps: int,
               divisible: tuple[str, ...] = (), target: GPUTarget = HOPPER, num_stages: int = 3) -> Resources:
     """Compiles fn (a JITFunction, or the autotuner around one) for target with num_warps and num_stages.
-    signature: argument name -> Triton type ("*bf16", "i32", "fp32", or "constexpr" for those in constexprs);
-    divisible: the arguments a launch would specialize as multiples of 16 (pointers and sizes that are), which
-    decides vector widths as a launch does."""
+    types: the argument types signature() does not guess (fp32 scalars, pointers other than bf16); divisible: the
+    arguments a launch would specialize as multiples of 16 (pointers and sizes that are), which decides vector
+    widths as a launch does."""
     tool = cuobjdump()
     if tool is None:
         raise FileNotFoundError("cuobjdump is not in this triton wheel (backends/nvidia/bin)")
     if isinstance(fn, Autotuner):
         fn = fn.fn
-    names = list(signature)
+    sig = signature(fn, types)
+    names = list(sig)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in divisible}
-    compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs), target=target,
+    compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs), target=target,
                               options={"num_warps": num_warps, "num_stages": num_stages})
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
@@ -74,30 +95,19 @@ def resources(fn: triton.JITFunction, signature: dict, constexprs: dict, num_war
     fields = dict(item.split(":", 1) for line in usage.splitlines() if "REG:" in line
                   for item in line.split("Resource usage:")[-1].split() if ":" in item)
     return Resources(compiled.metadata.shared, int(fields["REG"]), int(fields["STACK"]),
-                     compiled.asm["ttgir"].count("async_copy_global_to_local"),
-                     compiled.asm["ptx"].count("prefetch.global.L2"), compiled.asm["ttgir"].count("ttg.warp_specialize("),
-                     compiled.asm["ptx"].count("atom.global.gpu.acq_rel"),
-                     compiled.asm["ptx"].count("ld.global.cg"), compiled.asm["ptx"].count("L2::evict_first"),
-                     compiled.asm["ptx"].count("atom.global.gpu.release"), compiled.asm["ptx"].count("ld.global.gpu.acquire"))
+                     **{name: compiled.asm[ir].count(text) for name, (ir, text) in COUNTED.items()})
 
 
-def norm_signature(dtype: str = "bf16") -> dict:
-    """kernels.norms._norm_persistent_kernel's arguments."""
-    return {"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "out_ptr": f"*{dtype}", "R": "i32",
-            "N": "i32", "stride_x": "i32", "stride_o": "i32", "eps": "fp32", "RMS": "constexpr", "HAS_W": "constexpr",
-            "HAS_B": "constexpr", "W_OFFSET": "constexpr", "BLOCK": "constexpr", "STAGES": "constexpr"}
-
-
+NORM_TYPES = {"eps": "fp32"}
 NORM_DIVISIBLE = ("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "stride_x", "stride_o")
-
-
-GEMV_SIGNATURE = {**{p: "*bf16" for p in ("x_ptr", "w_ptr", "w2_ptr", "b_ptr", "b2_ptr", "g_ptr", "r_ptr")},
-                  "pos_ptr": "*i64", "f_ptr": "*fp32", **{p: "*bf16" for p in ("k_ptr", "v_ptr", "out_ptr", "pf_ptr")}, "z_ptr": "*i32",
-                  **{a: "i32" for a in ("N", "K", "stride_xm", "stride_wn", "stride_w2n", "stride_om", "stride_km",
-                                        "stride_vm")}, "eps": "fp32", "K_N": "i32", "pf_bytes": "i32", "n_zero": "i32",
-                  **{c: "constexpr" for c in ("HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM", "PREFETCH",
-                                              "ZERO", "BLOCK_N", "BLOCK_K", "STAGES")}}
+GEMV_TYPES = {"pos_ptr": "*i64", "f_ptr": "*fp32", "z_ptr": "*i32", "eps": "fp32"}
 GEMV_DIVISIBLE = ("x_ptr", "w_ptr", "w2_ptr", "out_ptr", "N", "K", "stride_wn", "stride_w2n")
+# decode attention's operands, also the layer chain's (which adds its own)
+DECODE_TYPES = {"pos_ptr": "*i64", "m_ptr": "*fp32", "l_ptr": "*fp32", "acc_ptr": "*fp32", "cnt_ptr": "*i32",
+                "qk_scale": "fp32"}
+ATTENTION_TYPES = {"slope_ptr": "*fp32", "doc_ptr": "*i32", "qk_scale": "fp32", "cap_scale": "fp32", "cap_inv": "fp32"}
+ATTENTION_DIVISIBLE = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "sqb", "sqh", "sqm", "skb", "skh", "skn", "svb", "svh", "svn",
+                       "sob", "soh", "som", "Nq", "Nk")
 
 
 def gemv_rows() -> list[dict]:
@@ -113,20 +123,9 @@ def gemv_rows() -> list[dict]:
             consts = {"HAS_BIAS": False, "ACT": ACTS["silu" if gated else "none"], "GATED": gated, "NORM": True,
                       "RES": False, "ROPE": rope, "HEAD_DIM": 64 if rope else 2, "PREFETCH": rope, "ZERO": rope,
                       **c.kwargs}
-            r = resources(gemv._gemv_kernel, GEMV_SIGNATURE, consts, c.num_warps, GEMV_DIVISIBLE)
+            r = resources(gemv._gemv_kernel, GEMV_TYPES, consts, c.num_warps, GEMV_DIVISIBLE)
             rows.append({"op": op, **c.kwargs, "warps": c.num_warps} | dataclasses.asdict(r))
     return rows
-
-
-DECODE_SIGNATURE = {**{p: "*bf16" for p in ("q_ptr", "k_ptr", "v_ptr")}, "pos_ptr": "*i64",
-                    **{p: "*fp32" for p in ("m_ptr", "l_ptr", "acc_ptr")},
-                    **{p: "*bf16" for p in ("pf_ptr", "kn_ptr", "vn_ptr", "out_ptr")}, "cnt_ptr": "*i32",
-                    **{a: "i32" for a in ("stride_qb", "stride_qh", "stride_kb", "stride_kh", "stride_kn", "stride_vb",
-                                          "stride_vh", "stride_vn", "stride_knb", "stride_knh", "stride_vnb",
-                                          "stride_vnh", "stride_ob", "stride_oh", "Hkv", "G", "S", "CHUNK")},
-                    "qk_scale": "fp32", "pf_bytes": "i32",
-                    **{c: "constexpr" for c in ("HEAD_DIM", "BLOCK_G", "BLOCK_N", "PRECISION", "PREFETCH", "MERGE",
-                                                "BLOCK_GM", "BLOCK_S", "BLOCK_SC")}}
 
 
 def decode_rows() -> list[dict]:
@@ -137,20 +136,10 @@ def decode_rows() -> list[dict]:
     rows = []
     for merge in (False, True):
         consts = {"HEAD_DIM": 64, "BLOCK_G": 16, "BLOCK_N": 64, "PRECISION": "tf32", "PREFETCH": False, "MERGE": merge,
-                  "BLOCK_GM": 8, "BLOCK_S": 32, "BLOCK_SC": decode.MERGE_VALUES * 32 * 4 // (8 * 64)}
-        r = resources(decode._split_kernel, DECODE_SIGNATURE, consts, 4)
+                  "BLOCK_GM": 8, "BLOCK_S": 32, "BLOCK_SC": decode.merge_chunks(32, 8, 64)}
+        r = resources(decode._split_kernel, DECODE_TYPES, consts, 4)
         rows.append({"op": "decode_one_launch" if merge else "decode_split", "warps": 4} | dataclasses.asdict(r))
     return rows
-
-
-ATTENTION_SIGNATURE = {**{p: "*bf16" for p in ("q_ptr", "k_ptr", "v_ptr", "o_ptr")}, "slope_ptr": "*fp32", "doc_ptr": "*i32",
-                       **{a: "i32" for a in ("sqb", "sqh", "sqm", "skb", "skh", "skn", "svb", "svh", "svn", "sob", "soh",
-                                             "som", "sdb", "H", "GROUP", "Nq", "Nk", "off", "wl", "wr")},
-                       "qk_scale": "fp32", "cap_scale": "fp32", "cap_inv": "fp32", "BUCKET": "i32",
-                       **{c: "constexpr" for c in ("HEAD_DIM", "HAS_ALIBI", "HAS_DOC", "SOFTCAP", "REVERSE", "RAW", "TMA",
-                                                   "WS", "PRECISION", "BLOCK_M", "BLOCK_N")}}
-ATTENTION_DIVISIBLE = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "sqb", "sqh", "sqm", "skb", "skh", "skn", "svb", "svh", "svn",
-                       "sob", "soh", "som", "Nq", "Nk")
 
 
 def attention_rows() -> list[dict]:
@@ -167,7 +156,7 @@ def attention_rows() -> list[dict]:
                    "stages": c.num_stages,
                    "kept": c in attention._specializable(attention._GPU[128], {}, WS=ws)}
             try:
-                r = resources(attention._attn_fwd, ATTENTION_SIGNATURE, consts, c.num_warps, ATTENTION_DIVISIBLE,
+                r = resources(attention._attn_fwd, ATTENTION_TYPES, consts, c.num_warps, ATTENTION_DIVISIBLE,
                               num_stages=c.num_stages)
                 rows.append(row | dataclasses.asdict(r))
             except Exception as e:  # noqa: BLE001 - a compiler failure is this row's result
@@ -180,59 +169,47 @@ def norm_cache_rows() -> list[dict]:
     loaded past L1 (X_CACHE ".cg") and through it (""), at 32 warps: the scale and shift keep plain loads."""
     from kernels import norms
 
-    sig = {**norm_signature(), "ONE_PASS": "constexpr", "ROWS": "constexpr", "X_CACHE": "constexpr"}
-    del sig["STAGES"]
     rows = []
     for rms in (False, True):
         for cache in (".cg", ""):
             consts = {"RMS": rms, "HAS_W": True, "HAS_B": not rms, "W_OFFSET": 0.0, "BLOCK": 32768, "ONE_PASS": True,
                       "ROWS": 1, "X_CACHE": cache}
-            r = resources(norms._norm_kernel, sig, consts, 32, NORM_DIVISIBLE)
+            r = resources(norms._norm_kernel, NORM_TYPES, consts, 32, NORM_DIVISIBLE)
             rows.append({"op": "rms_norm" if rms else "layer_norm", "n": 32768, "warps": 32, "x_cache": cache}
                         | dataclasses.asdict(r))
     return rows
 
 
+def _chain_row(op: str, fn: triton.JITFunction, types: dict, consts: dict, warps: int,
+               sizes: tuple[str, ...]) -> list[dict]:
+    """One chain kernel at the 1B Llama's widths (hidden 2048, intermediate 5632, KH and KI their powers of two);
+    every pointer but the position's and the counters', and `sizes`, specialized as multiples of 16."""
+    consts = {"KH": 2048, "KI": 8192, **consts}
+    divisible = tuple(n for n in signature(fn, types) if n.endswith("_ptr") and n not in ("pos_ptr", "cnt_ptr"))
+    divisible += sizes
+    r = resources(fn, types, consts, warps, divisible)
+    return [{"op": op, "hidden": 2048, "intermediate": 5632, **consts, "warps": warps} | dataclasses.asdict(r)]
+
+
 def mlp_chain_rows() -> list[dict]:
-    """kernels.mlp_chain's kernel in bf16 for sm_90 at the 1B Llama's widths (hidden 2048, intermediate 5632), with
-    the tiles and warps its launcher picks there."""
+    """kernels.mlp_chain's kernel in bf16 for sm_90 at the 1B Llama's widths, with its launcher's tiles and warps."""
     from kernels import mlp_chain
 
-    sig = {**{p: "*bf16" for p in ("a_ptr", "h_ptr", "wo_ptr", "g_ptr", "wg_ptr", "wu_ptr", "wd_ptr", "h1_ptr",
-                                   "act_ptr", "out_ptr")}, "cnt_ptr": "*i32", "first": "i32", "H": "i32", "N_I": "i32", "eps": "fp32",
-           **{c: "constexpr" for c in ("KH", "KI", "BN_O", "BN_GU", "BN_D", "N_COUNTERS")}}
-    (bn_h, warps_h), (bn_i, warps_i) = mlp_chain._tile(2048), mlp_chain._tile(5632)
-    consts = {"KH": 2048, "KI": 8192, "BN_O": bn_h, "BN_GU": bn_h, "BN_D": bn_i, "N_COUNTERS": mlp_chain.COUNTERS}
-    r = resources(mlp_chain._mlp_chain_kernel, sig, consts, max(warps_h, warps_i),
-                  tuple(p for p in sig if p.endswith("_ptr") and p != "cnt_ptr") + ("H",))
-    return [{"op": "mlp_chain", "hidden": 2048, "intermediate": 5632, **consts, "warps": max(warps_h, warps_i)}
-            | dataclasses.asdict(r)]
+    bn_h, bn_i, warps = mlp_chain.plan(2048, 5632)
+    return _chain_row("mlp_chain", mlp_chain._mlp_chain_kernel, {"cnt_ptr": "*i32", "eps": "fp32"},
+                      {"BN_O": bn_h, "BN_GU": bn_h, "BN_D": bn_i, "N_COUNTERS": mlp_chain.COUNTERS}, warps, ("H",))
 
 
 def layer_chain_rows() -> list[dict]:
-    """kernels.layer_chain's kernel in bf16 for sm_90 at the 1B Llama's shapes (hidden 2048, 32 query and 4 key/value
-    heads of 64, intermediate 5632, a 2048-entry cache in 32 chunks of 64), with its launcher's tiles and warps."""
+    """kernels.layer_chain's kernel in bf16 for sm_90 at the 1B Llama's shapes (32 query and 4 key/value heads of
+    64, a 2048-entry cache in 32 chunks of 64), with its launcher's tiles and warps."""
     from kernels import layer_chain, mlp_chain
 
-    ptrs = ("h_ptr", "wqkv_ptr", "gin_ptr", "pos_ptr", "f_ptr", "q_ptr", "kn_ptr", "vn_ptr", "kc_ptr", "vc_ptr",
-            "m_ptr", "l_ptr", "acc_ptr", "a_ptr", "wo_ptr", "gpost_ptr", "wg_ptr", "wu_ptr", "wd_ptr", "h1_ptr",
-            "act_ptr", "out_ptr", "cnt_ptr")
-    types = {"pos_ptr": "*i64", "f_ptr": "*fp32", "m_ptr": "*fp32", "l_ptr": "*fp32", "acc_ptr": "*fp32",
-             "cnt_ptr": "*i32"}
-    sig = {**{p: types.get(p, "*bf16") for p in ptrs},
-           **{a: "i32" for a in ("first", "H", "N", "K_N", "N_I")}, "eps_in": "fp32", "eps_post": "fp32",
-           **{a: "i32" for a in ("Hkv", "G", "S", "CHUNK", "n_splits")}, "qk_scale": "fp32",
-           **{a: "i32" for a in ("stride_kh", "stride_kn", "stride_vh", "stride_vn")},
-           **{c: "constexpr" for c in ("HEAD_DIM", "KH", "KI", "BN_H", "BN_I", "BLOCK_G", "BLOCK_N", "BLOCK_S",
-                                       "PRECISION", "N_COUNTERS")}}
-    (bn_h, warps_h), (bn_i, warps_i) = mlp_chain._tile(2048), mlp_chain._tile(5632)
-    consts = {"HEAD_DIM": 64, "KH": 2048, "KI": 8192, "BN_H": max(bn_h, 2), "BN_I": bn_i, "BLOCK_G": 16,
-              "BLOCK_N": 64, "BLOCK_S": 32, "PRECISION": "tf32", "N_COUNTERS": layer_chain.COUNTERS}
-    warps = max(warps_h, warps_i, 4)
-    r = resources(layer_chain._layer_kernel, sig, consts, warps,
-                  tuple(p for p in ptrs if p not in ("pos_ptr", "cnt_ptr")) + ("H", "N", "K_N"))
-    return [{"op": "layer_chain", "hidden": 2048, "intermediate": 5632, **consts, "warps": warps}
-            | dataclasses.asdict(r)]
+    bn_h, bn_i, warps = mlp_chain.plan(2048, 5632, min_rows=2)
+    types = DECODE_TYPES | {"f_ptr": "*fp32", "eps_in": "fp32", "eps_post": "fp32"}
+    return _chain_row("layer_chain", layer_chain._layer_kernel, types,
+                      {"HEAD_DIM": 64, "BN_H": bn_h, "BN_I": bn_i, "BLOCK_G": 16, "BLOCK_N": 64, "BLOCK_S": 32,
+                       "PRECISION": "tf32", "N_COUNTERS": layer_chain.COUNTERS}, warps, ("H", "N", "K_N"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         for warps in map(int, args.warps.split(",")):
             for stages in map(int, args.stages.split(",")):
                 consts = {"RMS": rms, "HAS_W": True, "HAS_B": not rms, "W_OFFSET": 0.0, "BLOCK": 32768, "STAGES": stages}
-                r = resources(norms._norm_persistent_kernel, norm_signature(), consts, warps, NORM_DIVISIBLE)
+                r = resources(norms._norm_persistent_kernel, NORM_TYPES, consts, warps, NORM_DIVISIBLE)
                 row = {"op": "rms_norm" if rms else "layer_norm", "n": 32768, "warps": warps, "stages": stages}
                 sys.stdout.write(json.dumps(row | dataclasses.asdict(r)) + "\n")
     return 0

@@ -28,7 +28,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import LOG2E, STREAM_POLICY, interpreting, launch, prefetch_args, prefetch_l2, register_op
+from ._common import (
+    LOG2E,
+    STREAM_POLICY,
+    check_counters,
+    interpreting,
+    launch,
+    prefetch_args,
+    prefetch_l2,
+    register_op,
+)
 
 HEAD_DIMS = (16, 32, 64, 128)
 TARGET_PROGRAMS = 256  # chunks x (batch, kv head): about two programs per SM on an H100/H200 (132 SMs)
@@ -57,8 +66,6 @@ def _split_kernel(
     stream: tl.constexpr = STREAM_POLICY if PREFETCH else ""  # as in gemv.py: the cache streams past the prefetch
     if PREFETCH:
         prefetch_l2(pf_ptr, pf_bytes, tl.program_id(0) * n_splits + split, tl.num_programs(0) * n_splits)
-    b = bh // Hkv
-    hk = bh % Hkv
     split_chunk(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, bh, split, n_splits, stride_qb, stride_qh,
                 stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, Hkv, G, S, CHUNK, qk_scale,
                 HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, stream, "")
@@ -69,7 +76,7 @@ def _split_kernel(
         tl.debug_barrier()
         done = tl.atomic_add(cnt_ptr + bh, 1, sem="acq_rel", scope="gpu")
         if done == n_splits - 1:
-            _merge_group(q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, b, hk, bh, stride_qb, stride_qh,
+            _merge_group(q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, bh, Hkv, stride_qb, stride_qh,
                          stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, G, n_splits, qk_scale,
                          HEAD_DIM, BLOCK_GM, BLOCK_S, BLOCK_SC)
             tl.atomic_xchg(cnt_ptr + bh, 0, sem="relaxed", scope="gpu")  # left as found: zero
@@ -125,7 +132,7 @@ def split_chunk(
 
 @triton.jit
 def _merge_group(
-    q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, b, hk, bh,
+    q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, bh, Hkv,
     stride_qb, stride_qh, stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh,
     G, SPLITS, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_SC: tl.constexpr,
@@ -133,6 +140,8 @@ def _merge_group(
     """_merge_kernel's result for the G query heads of one key/value head, in the program that found all their
     chunks written: the maxima of every chunk at once, then the outputs BLOCK_SC chunks at a time (a [BLOCK_SC,
     G, D] tile held in registers). Loads bypass L1 (.cg): the chunks were written by other SMs."""
+    b = bh // Hkv
+    hk = bh % Hkv
     offs_g = tl.arange(0, BLOCK_GM)
     offs_d = tl.arange(0, HEAD_DIM)
     g_ok = offs_g < G
@@ -233,10 +242,7 @@ def _check(q, k_cache, v_cache, k_new, v_new, pos, counters=None):  # noqa: ANN0
         raise ValueError("q, the caches and the new key/value must share one of fp16/bf16/fp32")
     if pos.numel() != 1 or pos.dtype not in (torch.int32, torch.int64):
         raise ValueError("pos must hold one integer position")
-    if counters is not None and (counters.dtype != torch.int32 or counters.dim() != 1
-                                 or counters.numel() < B * Hkv or counters.stride(0) != 1
-                                 or counters.device != q.device):
-        raise ValueError(f"counters must be a contiguous int32 vector of at least {B * Hkv} (batch x kv heads)")
+    check_counters(counters, q.device, B * Hkv)  # one a (batch, key/value head)
 
 
 def _fake(q, k_cache, v_cache, k_new, v_new, pos, scale, prefetch=None, prefetch_fraction=1.0, counters=None):  # noqa: ANN001, ANN202
@@ -253,6 +259,12 @@ def splits(batch: int, kv_heads: int, length: int, block_n: int) -> tuple[int, i
 
 
 MERGE_VALUES = 64  # fp32 values a thread holds of the merge's [chunks, G, D] tile (4 warps: 8192 a round)
+
+
+def merge_chunks(block_s: int, block_gm: int, head_dim: int) -> int:
+    """BLOCK_SC: chunks the one-launch merge loads a round, MERGE_VALUES a thread of 4 warps (2 under the
+    interpreter, so its loop runs several rounds in tests)."""
+    return 2 if interpreting() else max(1, min(block_s, MERGE_VALUES * 32 * 4 // (block_gm * head_dim)))
 
 
 @register_op("kpt::decode_attention", _fake, mutates=("counters",))
@@ -279,8 +291,7 @@ def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
     pf, pf_bytes = prefetch_args(prefetch, prefetch_fraction)
     block_s, block_gm = triton.next_power_of_2(n_splits), triton.next_power_of_2(G)
-    # Under the interpreter a round of 2 chunks, so the merge's loop runs several rounds in tests.
-    block_sc = 2 if interpreting() else max(1, min(block_s, MERGE_VALUES * 32 * 4 // (block_gm * D)))
+    block_sc = merge_chunks(block_s, block_gm, D)
     launch(_split_kernel)[(B * Hkv, n_splits)](
         q, k_cache, v_cache, pos, m, sums, acc, m if pf is None else pf, k_new, v_new, out,
         counters if counters is not None else m,

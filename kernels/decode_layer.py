@@ -2,8 +2,9 @@
 launches, all kernels/ code: the three projections as one matrix-vector product over their concatenated weights
 with the input RMSNorm folded in, the rotary embedding applied to q and k in its epilogue and the new key and
 value written straight into the step's stacked outputs (gemv.gemv_qkv); decode attention (decode.py: the split
-kernel, each key/value head's last chunk merging); the output projection with the residual added; gate/up with the post-attention RMSNorm folded in and
-silu(gate) * up written once; the down projection with the residual added (gemv.gemv_op). The logits
+kernel, each key/value head's last chunk merging); the output projection with the residual added; gate/up with
+the post-attention RMSNorm folded in and silu(gate) * up written once; the down projection with the residual
+added (gemv.gemv_op). The logits
 (decode_head hook): the final RMSNorm folded into the LM head's matrix-vector product: Inductor's reduction for
 it took 49-80 us in the step's builds, gemv.py reads the same 32000x2048 weight in 32 us (H200, 2026-12-04).
 

@@ -20,6 +20,7 @@ from ._common import (
     ACTS,
     STREAM_POLICY,
     activate,
+    check_counters,
     check_linear,
     configs,
     launch,
@@ -248,9 +249,7 @@ def _check_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor 
                inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor, zero: torch.Tensor | None = None) -> int:
     """The query columns, once the operands are checked."""
     _check(x, weight, None, norm_weight, None, "none")
-    if zero is not None and (zero.dtype != torch.int32 or zero.dim() != 1 or zero.stride(0) != 1
-                             or zero.device != x.device):
-        raise ValueError("zero must be a contiguous int32 vector on x's device")
+    check_counters(zero, x.device, 0, "zero")
     rows, d = x.reshape(-1, x.shape[-1]).shape[0], 2 * inv_freq.numel()
     if pos.numel() != 1 or pos.is_floating_point():
         raise ValueError(f"pos must be one integer position; got {tuple(pos.shape)} {pos.dtype}")

@@ -115,9 +115,7 @@ def _check(h, w_qkv, g_in, pos, inv_freq, k_cache, v_cache, k_new, v_new, wo, g_
         raise ValueError(f"head dim {D} is not supported; use one of {decode.HEAD_DIMS}")
     if q_cols != H or q_cols % k_new.numel():
         raise ValueError(f"the query heads must fill the hidden width {H} and group the key/value heads evenly")
-    mlp_chain._check(h, h, wo, g_post, wg, wu, wd, counters, first)
-    if counters.numel() < first + COUNTERS:
-        raise ValueError(f"counters must hold {COUNTERS} from {first}")
+    mlp_chain._check(h, h, wo, g_post, wg, wu, wd, counters, first, COUNTERS)
     return q_cols
 
 
@@ -147,9 +145,7 @@ def layer_chain(h: torch.Tensor, w_qkv: torch.Tensor, g_in: torch.Tensor, eps_in
     m = torch.empty(hkv * n_splits * G, dtype=torch.float32, device=h.device)
     sums, acc = torch.empty_like(m), torch.empty(hkv * n_splits * G * D, dtype=torch.float32, device=h.device)
     a, h1, act, out = h.new_empty(q_cols), h.new_empty(H), h.new_empty(N_I), h.new_empty(H)
-    bn_h, warps_h = mlp_chain._tile(H)
-    bn_h = max(bn_h, 2)  # q/k/v blocks hold rotation pairs
-    bn_i, warps_i = mlp_chain._tile(N_I)
+    bn_h, bn_i, warps = mlp_chain.plan(H, N_I, min_rows=2)  # q/k/v blocks hold rotation pairs
     n_qkv = w_qkv.shape[0]
     programs = (triton.cdiv(n_qkv, bn_h) + hkv * n_splits + hkv * G + triton.cdiv(H, bn_h) + triton.cdiv(N_I, bn_h)
                 + triton.cdiv(H, bn_i))
@@ -162,5 +158,5 @@ def layer_chain(h: torch.Tensor, w_qkv: torch.Tensor, g_in: torch.Tensor, eps_in
         HEAD_DIM=D, KH=triton.next_power_of_2(H), KI=triton.next_power_of_2(N_I), BN_H=bn_h, BN_I=bn_i,
         BLOCK_G=max(16, triton.next_power_of_2(G)), BLOCK_N=block_n, BLOCK_S=triton.next_power_of_2(n_splits),
         PRECISION="ieee" if h.dtype == torch.float32 else "tf32", N_COUNTERS=COUNTERS,
-        num_warps=max(warps_h, warps_i, 4 if not interpreting() else 1))
+        num_warps=warps)
     return out.reshape(h.shape)

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import activate, interpreting, launch, register_op
+from ._common import activate, check_counters, interpreting, launch, register_op
 
 COUNTERS = 4  # ticket, output projection rows done, activation rows done, down rows done
 PER_THREAD = 64  # weight elements a thread holds: the warp count grows with the tile
@@ -153,7 +153,8 @@ def down(wd_ptr, h1_ptr, act_ptr, out_ptr, wait_ptr, wait_for, done_ptr, p_d, cn
 
 
 def _check(a: torch.Tensor, h: torch.Tensor, wo: torch.Tensor, g: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor,
-           wd: torch.Tensor, counters: torch.Tensor, first: int = 0) -> None:
+           wd: torch.Tensor, counters: torch.Tensor, first: int = 0, need: int = COUNTERS) -> None:
+    """The operands of one row; counters: `need` of them from first (a whole layer's chain needs more)."""
     H = h.shape[-1]
     if a.numel() != H or h.numel() != H:
         raise ValueError(f"a and h must be one row of {H}: got {tuple(a.shape)} and {tuple(h.shape)}")
@@ -166,9 +167,9 @@ def _check(a: torch.Tensor, h: torch.Tensor, wo: torch.Tensor, g: torch.Tensor, 
         raise ValueError("the activations and weights must share one dtype")
     if not all(t.is_contiguous() for t in (wo, wg, wu, wd)):
         raise ValueError("the weights must be contiguous")
-    if counters.dtype != torch.int32 or counters.dim() != 1 or counters.stride(0) != 1 or first < 0 \
-            or counters.numel() < first + COUNTERS or counters.device != h.device:
-        raise ValueError(f"counters must be a contiguous int32 vector on h's device with {COUNTERS} from {first}")
+    if first < 0:
+        raise ValueError(f"counters start at an index >= 0, not {first}")
+    check_counters(counters, h.device, first + need)
 
 
 def _fake(a, h, wo, g, wg, wu, wd, eps, counters, first=0):  # noqa: ANN001, ANN202
@@ -186,6 +187,13 @@ def _tile(k: int) -> tuple[int, int]:
     return rows, max(4, rows * kp // (PER_THREAD * 32))
 
 
+def plan(hidden: int, inter: int, min_rows: int = 1) -> tuple[int, int, int]:
+    """(rows a program of a hidden-wide group takes, rows of an intermediate-wide one, warps of the launch): each
+    tile held whole (_tile); min_rows for the hidden-wide groups (2 where q/k/v blocks hold rotation pairs)."""
+    (bn_h, warps_h), (bn_i, warps_i) = _tile(hidden), _tile(inter)
+    return max(bn_h, min_rows), bn_i, max(warps_h, warps_i)
+
+
 @register_op("kpt::mlp_chain", _fake, mutates=("counters",))
 def mlp_chain_op(a: torch.Tensor, h: torch.Tensor, wo: torch.Tensor, g: torch.Tensor, wg: torch.Tensor,
                  wu: torch.Tensor, wd: torch.Tensor, eps: float, counters: torch.Tensor, first: int = 0) -> torch.Tensor:
@@ -195,13 +203,12 @@ def mlp_chain_op(a: torch.Tensor, h: torch.Tensor, wo: torch.Tensor, g: torch.Te
     h1 = torch.empty(H, dtype=h.dtype, device=h.device)
     act = torch.empty(N_I, dtype=h.dtype, device=h.device)
     out = torch.empty(H, dtype=h.dtype, device=h.device)
-    bn_h, warps_h = _tile(H)
-    bn_i, warps_i = _tile(N_I)
+    bn_h, bn_i, warps = plan(H, N_I)
     programs = triton.cdiv(H, bn_h) + triton.cdiv(N_I, bn_h) + triton.cdiv(H, bn_i)
     launch(_mlp_chain_kernel)[(programs,)](
         a1, h1_in, wo, g, wg, wu, wd, h1, act, out, counters, first, H, N_I, eps,
         KH=triton.next_power_of_2(H), KI=triton.next_power_of_2(N_I), BN_O=bn_h, BN_GU=bn_h, BN_D=bn_i, N_COUNTERS=COUNTERS,
-        num_warps=max(warps_h, warps_i))
+        num_warps=warps)
     return out.reshape(h.shape)
 
 
