@@ -211,7 +211,58 @@ def prefetch_l2(base_ptr, nbytes, pid, n_programs, BLOCK: tl.constexpr = 128):
     base = base_ptr.to(tl.pointer_type(tl.int8), bitcast=True)
     for first in range(start, end, BLOCK):
         line = first + tl.arange(0, BLOCK)
-        tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.u32 $0, 0; }",
-            "=r,l,r", [base + line.to(tl.int64) * 128, (line < end).to(tl.int32)], dtype=tl.int32, is_pure=False,
-            pack=1)
+        _prefetch(base + line.to(tl.int64) * 128, line < end)
+
+
+@triton.jit
+def prefetch_rows(ptr, rows, rows_ok, stride, n_cols, LINE: tl.constexpr, LINES: tl.constexpr):
+    """L2 prefetches of the rows `rows` (a vector of row indices, those where rows_ok) of a matrix with unit inner
+    stride, n_cols wide: one prefetch.global.L2 per 128-byte line (LINE elements), LINES lines of each row a step."""
+    for c0 in range(0, n_cols, LINE * LINES):
+        cols = c0 + tl.arange(0, LINES) * LINE
+        _prefetch(ptr + rows.to(tl.int64)[:, None] * stride + cols[None, :], rows_ok[:, None] & (cols < n_cols)[None, :])
+
+
+@triton.jit
+def _prefetch(addresses, ok):
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.u32 $0, 0; }",
+        "=r,l,r", [addresses, ok.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+
+
+# Programmatic dependent launch (sm_90+, Triton's launch_pdl): a launch may start while the one before it still
+# runs. Its programs first let the launch after them start too (griddepcontrol.launch_dependents: that one's programs
+# take SM slots as they free up), issue what depends on no earlier launch (L2 prefetches of their own weight rows or
+# cache chunk), then wait (griddepcontrol.wait: the launch before has finished and its writes are visible) before
+# any other load or store. Every program waits, so a launch ends after the one before it: a later launch's wait
+# covers all earlier ones. What it removes is the gap at each launch boundary, about 110 of them in the 1B Llama's
+# decode step. Only launches Triton makes itself carry it: Inductor's and AOTInductor's launchers of a user kernel
+# set no launch attributes, so traced calls (torch.compile, export, packages) keep plain launches and PDL is off
+# in them. Off until bench/decode_mlp.py's fused_layers+pdl measures it (compiled for sm_90 offline only).
+PDL = False
+
+
+def pdl(t: torch.Tensor) -> bool:
+    """Whether a launch on t's device now takes PDL: PDL is set, Triton launches the kernel itself (not a trace:
+    torch.library.triton_op runs its function with wrap_triton off on real tensors), not the interpreter, sm_90+."""
+    from torch._library.triton import is_wrap_triton_enabled
+
+    return (PDL and t.is_cuda and not interpreting() and not is_wrap_triton_enabled()
+            and torch.cuda.get_device_capability(t.device)[0] >= 9)
+
+
+def pdl_options(on: bool) -> dict[str, bool]:
+    """The launch keyword for pdl()'s answer: Triton's launch_pdl where on, nothing otherwise."""
+    return {"launch_pdl": True} if on else {}
+
+
+@triton.jit
+def pdl_start():
+    """A PDL launch's first step: the launch after this one may start (its programs wait in pdl_wait)."""
+    tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def pdl_wait():
+    """Before a PDL launch's first load or store of anything an earlier launch writes: that launch has finished."""
+    tl.extra.cuda.gdc_wait()

@@ -9,6 +9,7 @@ were pipelined (cp.async into shared memory) can be checked in CI and before a G
     python -m kernels.cubin --norm-cache                     # the norm op's kernel at 32768 wide, x past L1 and through it
     python -m kernels.cubin --mlp-chain                      # kernels.mlp_chain at the 1B Llama's widths
     python -m kernels.cubin --layer-chain                    # kernels.layer_chain at the 1B Llama's shapes
+    python -m kernels.cubin --pdl                            # gemv and decode attention as PDL launches
 
 Run it without TRITON_INTERPRET (under the interpreter triton.jit gives no compilable function).
 """
@@ -41,6 +42,8 @@ COUNTED = {
     "evict_first_policies": ("ptx", "L2::evict_first"),  # _common.STREAM_POLICY loads
     "release_atomics": ("ptx", "atom.global.gpu.release"),  # a program's stores published (the chains' counters)
     "acquire_loads": ("ptx", "ld.global.gpu.acquire"),  # what Triton makes of an acquiring atomic add of 0
+    "pdl_waits": ("ptx", "griddepcontrol.wait"),  # _common.pdl_wait
+    "pdl_starts": ("ptx", "griddepcontrol.launch_dependents"),  # _common.pdl_start
 }
 
 
@@ -57,6 +60,18 @@ class Resources:
     evict_first_policies: int = 0
     release_atomics: int = 0
     acquire_loads: int = 0
+    pdl_waits: int = 0
+    pdl_starts: int = 0
+    memory_ops_before_wait: int = 0  # global loads, stores, atomics and async copies before the first pdl wait
+
+
+MEMORY_OPS = ("ld.global", "st.global", "atom.global", "red.global", "cp.async")
+
+
+def before_wait(ptx: str) -> int:
+    """Global memory instructions ahead of the PTX's first griddepcontrol.wait (0 where it has none)."""
+    head = ptx[:max(ptx.find("griddepcontrol.wait"), 0)]
+    return sum(head.count(op) for op in MEMORY_OPS)
 
 
 def cuobjdump() -> str | None:
@@ -95,7 +110,8 @@ def resources(fn: triton.JITFunction, types: dict[str, str], constexprs: dict, n
     fields = dict(item.split(":", 1) for line in usage.splitlines() if "REG:" in line
                   for item in line.split("Resource usage:")[-1].split() if ":" in item)
     return Resources(compiled.metadata.shared, int(fields["REG"]), int(fields["STACK"]),
-                     **{name: compiled.asm[ir].count(text) for name, (ir, text) in COUNTED.items()})
+                     **{name: compiled.asm[ir].count(text) for name, (ir, text) in COUNTED.items()},
+                     memory_ops_before_wait=before_wait(compiled.asm["ptx"]))
 
 
 NORM_TYPES = {"eps": "fp32"}
@@ -110,36 +126,49 @@ ATTENTION_DIVISIBLE = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "sqb", "sqh", "sqm", 
                        "sob", "soh", "som", "Nq", "Nk")
 
 
-def gemv_rows() -> list[dict]:
-    """kernels.gemv's autotuned configs in bf16 compiled for sm_90: gated (SwiGLU) with the RMSNorm folded in, and
-    the q/k/v projection's form (gemv_qkv: the norm folded in, the rotary embedding on 64-wide heads, a later
-    weight prefetched into L2)."""
+def gemv_rows(pdl: bool = False, configs: list | None = None) -> list[dict]:
+    """kernels.gemv's autotuned configs (or `configs`) in bf16 compiled for sm_90: gated (SwiGLU) with the RMSNorm
+    folded in, and the q/k/v projection's form (gemv_qkv: the norm folded in, the rotary embedding on 64-wide heads,
+    a later weight prefetched into L2); pdl: as PDL launches (_common.pdl)."""
     from kernels import gemv
     from kernels._common import ACTS
 
     rows = []
-    for c in gemv._GPU:
+    for c in configs if configs is not None else gemv._GPU:
         for op, gated, rope in (("gemv_swiglu", True, False), ("gemv_rope", False, True)):
             consts = {"HAS_BIAS": False, "ACT": ACTS["silu" if gated else "none"], "GATED": gated, "NORM": True,
                       "RES": False, "ROPE": rope, "HEAD_DIM": 64 if rope else 2, "PREFETCH": rope, "ZERO": rope,
-                      **c.kwargs}
+                      "PDL": pdl, "LINE": 64, **c.kwargs}
             r = resources(gemv._gemv_kernel, GEMV_TYPES, consts, c.num_warps, GEMV_DIVISIBLE)
-            rows.append({"op": op, **c.kwargs, "warps": c.num_warps} | dataclasses.asdict(r))
+            rows.append({"op": op, **c.kwargs, "warps": c.num_warps, "pdl": pdl} | dataclasses.asdict(r))
     return rows
 
 
-def decode_rows() -> list[dict]:
-    """kernels.decode's split kernel in bf16 for sm_90 at the 1B Llama's decode shape (8 query heads a key/value
-    head, head dim 64, 32 chunks of 64 keys), without and with the merge in the same launch."""
+def decode_rows(pdl: bool = False) -> list[dict]:
+    """kernels.decode's kernels in bf16 for sm_90 at the 1B Llama's decode shape (8 query heads a key/value head,
+    head dim 64, 32 chunks of 64 keys): the split kernel without and with the merge in the same launch, and the
+    merge kernel; pdl: as PDL launches."""
     from kernels import decode
 
     rows = []
     for merge in (False, True):
         consts = {"HEAD_DIM": 64, "BLOCK_G": 16, "BLOCK_N": 64, "PRECISION": "tf32", "PREFETCH": False, "MERGE": merge,
-                  "BLOCK_GM": 8, "BLOCK_S": 32, "BLOCK_SC": decode.merge_chunks(32, 8, 64)}
+                  "BLOCK_GM": 8, "BLOCK_S": 32, "BLOCK_SC": decode.merge_chunks(32, 8, 64), "PDL": pdl, "LINE": 64,
+                  "LINES": 1}
         r = resources(decode._split_kernel, DECODE_TYPES, consts, 4)
-        rows.append({"op": "decode_one_launch" if merge else "decode_split", "warps": 4} | dataclasses.asdict(r))
+        rows.append({"op": "decode_one_launch" if merge else "decode_split", "warps": 4, "pdl": pdl}
+                    | dataclasses.asdict(r))
+    r = resources(decode._merge_kernel, DECODE_TYPES, {"HEAD_DIM": 64, "BLOCK_S": 32, "PDL": pdl}, 4)
+    rows.append({"op": "decode_merge", "warps": 4, "pdl": pdl} | dataclasses.asdict(r))
     return rows
+
+
+def pdl_rows() -> list[dict]:
+    """gemv_rows() (one config without and one with pipelined loads) and decode_rows() as PDL launches."""
+    from kernels import gemv
+
+    picked = [next(c for c in gemv._GPU if c.kwargs["STAGES"] == st) for st in (1, 3)]
+    return gemv_rows(pdl=True, configs=picked) + decode_rows(pdl=True)
 
 
 def attention_rows() -> list[dict]:
@@ -222,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--norm-cache", action="store_true", help="the norm op's kernel at 32768 wide, x past L1 or not")
     ap.add_argument("--mlp-chain", action="store_true", help="kernels.mlp_chain at the 1B Llama's widths")
     ap.add_argument("--layer-chain", action="store_true", help="kernels.layer_chain at the 1B Llama's shapes")
+    ap.add_argument("--pdl", action="store_true", help="gemv and decode attention as PDL launches")
     args = ap.parse_args(argv)
     picked = {"gemv": gemv_rows, "decode": decode_rows, "attention": attention_rows, "norm_cache": norm_cache_rows,
-              "mlp_chain": mlp_chain_rows, "layer_chain": layer_chain_rows}
+              "mlp_chain": mlp_chain_rows, "layer_chain": layer_chain_rows, "pdl": pdl_rows}
     chosen = [fn for name, fn in picked.items() if getattr(args, name)]
     if chosen:
         for row in chosen[0]():

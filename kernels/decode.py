@@ -34,8 +34,13 @@ from ._common import (
     check_counters,
     interpreting,
     launch,
+    pdl,
+    pdl_options,
+    pdl_start,
+    pdl_wait,
     prefetch_args,
     prefetch_l2,
+    prefetch_rows,
     register_op,
 )
 
@@ -55,7 +60,8 @@ def _split_kernel(
     Hkv, G, S, CHUNK, qk_scale, pf_bytes,
     HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
     PREFETCH: tl.constexpr, MERGE: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_S: tl.constexpr,
-    BLOCK_SC: tl.constexpr,
+    BLOCK_SC: tl.constexpr, PDL: tl.constexpr, LINE: tl.constexpr, LINES: tl.constexpr,  # PDL: _common.pdl; LINE:
+    # a cache row's elements in a 128-byte line, LINES: its lines
 ):
     # Inductor passes a user kernel's float scalars as fp64: fp32 here, so the loop-carried maxima and sums keep
     # one type (kernels/attention.py does the same).
@@ -63,6 +69,13 @@ def _split_kernel(
     bh = tl.program_id(0).to(tl.int64)  # 64-bit offsets: a cache of several GB per layer stays addressable
     split = tl.program_id(1)
     n_splits = tl.num_programs(1)
+    if PDL:  # the cache before pos was written by no launch of this step: the chunk heads for L2 meanwhile
+        pdl_start()
+        _prefetch_chunk(k_ptr + (bh // Hkv) * stride_kb + (bh % Hkv) * stride_kh, stride_kn, split * CHUNK,
+                        tl.minimum(split * CHUNK + CHUNK, S), HEAD_DIM, BLOCK_N, LINE, LINES)
+        _prefetch_chunk(v_ptr + (bh // Hkv) * stride_vb + (bh % Hkv) * stride_vh, stride_vn, split * CHUNK,
+                        tl.minimum(split * CHUNK + CHUNK, S), HEAD_DIM, BLOCK_N, LINE, LINES)
+        pdl_wait()
     stream: tl.constexpr = STREAM_POLICY if PREFETCH else ""  # as in gemv.py: the cache streams past the prefetch
     if PREFETCH:
         prefetch_l2(pf_ptr, pf_bytes, tl.program_id(0) * n_splits + split, tl.num_programs(0) * n_splits)
@@ -80,6 +93,15 @@ def _split_kernel(
                          stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, G, n_splits, qk_scale,
                          HEAD_DIM, BLOCK_GM, BLOCK_S, BLOCK_SC)
             tl.atomic_xchg(cnt_ptr + bh, 0, sem="relaxed", scope="gpu")  # left as found: zero
+
+
+@triton.jit
+def _prefetch_chunk(base, stride_n, lo, hi, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, LINE: tl.constexpr,
+                    LINES: tl.constexpr):
+    """L2 prefetches of cache rows [lo, hi) from base (one key/value head's), BLOCK_N rows a step."""
+    for start in range(lo, hi, BLOCK_N):
+        n = start + tl.arange(0, BLOCK_N)
+        prefetch_rows(base, n, n < hi, stride_n, HEAD_DIM, LINE, LINES)
 
 
 @triton.jit
@@ -176,8 +198,11 @@ def _merge_kernel(
     q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr,
     stride_qb, stride_qh, stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh,
     Hkv, G, SPLITS, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
 ):
+    if PDL:  # _common.pdl: everything it reads the split kernel wrote
+        pdl_start()
+        pdl_wait()
     # One program per query head, all its chunks loaded at once: a program per key/value head walking the chunks
     # one after another waited on each chunk's loads in turn (8.7 us a layer on the H200 for the 1B Llama's 4 key/
     # value heads and 32 chunks, 2026-12-04), where the split kernel before it took 2.8 us.
@@ -292,6 +317,7 @@ def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     pf, pf_bytes = prefetch_args(prefetch, prefetch_fraction)
     block_s, block_gm = triton.next_power_of_2(n_splits), triton.next_power_of_2(G)
     block_sc = merge_chunks(block_s, block_gm, D)
+    dependent = pdl(q)
     launch(_split_kernel)[(B * Hkv, n_splits)](
         q, k_cache, v_cache, pos, m, sums, acc, m if pf is None else pf, k_new, v_new, out,
         counters if counters is not None else m,
@@ -300,14 +326,17 @@ def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
         Hkv, G, S, chunk, qk_scale, pf_bytes,
         HEAD_DIM=D, BLOCK_G=block_g, BLOCK_N=block_n, PRECISION=precision, PREFETCH=pf is not None,
-        MERGE=counters is not None, BLOCK_GM=block_gm, BLOCK_S=block_s, BLOCK_SC=block_sc, num_warps=4)
+        MERGE=counters is not None, BLOCK_GM=block_gm, BLOCK_S=block_s, BLOCK_SC=block_sc, PDL=dependent,
+        LINE=128 // k_cache.element_size(), LINES=triton.cdiv(D * k_cache.element_size(), 128), num_warps=4,
+        **pdl_options(dependent))
     if counters is None:
         launch(_merge_kernel)[(B * Hq,)](
             q, k_new, v_new, m, sums, acc, out,
             q.stride(0), q.stride(1), k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
             out.stride(0), out.stride(1),
             Hkv, G, n_splits, qk_scale,
-            HEAD_DIM=D, BLOCK_S=block_s, num_warps=1 if n_splits * D <= 2048 else 4)
+            HEAD_DIM=D, BLOCK_S=block_s, PDL=dependent, num_warps=1 if n_splits * D <= 2048 else 4,
+            **pdl_options(dependent))
     return out
 
 

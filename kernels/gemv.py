@@ -24,8 +24,13 @@ from ._common import (
     check_linear,
     configs,
     launch,
+    pdl,
+    pdl_options,
+    pdl_start,
+    pdl_wait,
     prefetch_args,
     prefetch_l2,
+    prefetch_rows,
     register_op,
     torch_activation,
 )
@@ -75,8 +80,13 @@ def _gemv_kernel(
     N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, pf_bytes, n_zero,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, PREFETCH: tl.constexpr, ZERO: tl.constexpr,
+    PDL: tl.constexpr, LINE: tl.constexpr,  # a PDL launch (_common.pdl); elements of the weight in a 128-byte line
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
 ):
+    if PDL:  # the weight depends on no earlier launch: its rows head for L2 while the launch before finishes
+        pdl_start()
+        _prefetch_weights(w_ptr, w2_ptr, N, K, K_N, stride_wn, stride_w2n, GATED, ROPE, HEAD_DIM, LINE, BLOCK_N)
+        pdl_wait()
     if ZERO:
         if tl.program_id(0) + tl.program_id(1) == 0:
             for z in range(0, n_zero, 128):
@@ -85,13 +95,9 @@ def _gemv_kernel(
     if PREFETCH:  # and the weight streams through L2 marked first to evict, sparing what was asked in for later
         prefetch_l2(pf_ptr, pf_bytes, tl.program_id(1) * tl.num_programs(0) + tl.program_id(0),
                     tl.num_programs(0) * tl.num_programs(1))
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n, rn, rotating = _columns(N, K_N, ROPE, HEAD_DIM, BLOCK_N)
     row = tl.program_id(1)
-    rn = offs_n % N  # columns past the edge re-read a valid row; the store drops them
     Q_N = N - 2 * K_N
-    rotating = False
-    if ROPE:
-        rn, rotating = rope_rows(offs_n, rn, tl.program_id(0) * BLOCK_N, Q_N, K_N, HEAD_DIM)
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
@@ -128,6 +134,28 @@ def _gemv_kernel(
                    stride_km, stride_vm, HEAD_DIM, BLOCK_N)
     else:
         tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=offs_n < N)
+
+
+@triton.jit
+def _columns(N, K_N, ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(output columns, the weight rows they read, whether they rotate) of this program's block."""
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rn = offs_n % N  # columns past the edge re-read a valid row; the store drops them
+    rotating = False
+    if ROPE:
+        rn, rotating = rope_rows(offs_n, rn, tl.program_id(0) * BLOCK_N, N - 2 * K_N, K_N, HEAD_DIM)
+    return offs_n, rn, rotating
+
+
+@triton.jit
+def _prefetch_weights(w_ptr, w2_ptr, N, K, K_N, stride_wn, stride_w2n, GATED: tl.constexpr, ROPE: tl.constexpr,
+                      HEAD_DIM: tl.constexpr, LINE: tl.constexpr, BLOCK_N: tl.constexpr):
+    """L2 prefetches of this program's weight rows (both weights gated), from its first row's program only."""
+    offs_n, rn, _ = _columns(N, K_N, ROPE, HEAD_DIM, BLOCK_N)
+    if tl.program_id(1) == 0:
+        prefetch_rows(w_ptr, rn, offs_n < N, stride_wn, K, LINE, 16)
+        if GATED:
+            prefetch_rows(w2_ptr, rn, offs_n < N, stride_w2n, K, LINE, 16)
 
 
 @triton.jit
@@ -187,6 +215,7 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
     pos, freq, k_out, v_out = rope if rope is not None else (out, out, out, out)
     k_n = k_out.shape[-1] if rope is not None else 0
     pf, pf_bytes = prefetch_args(prefetch, prefetch_fraction)
+    dependent = pdl(x2)
     launch(_gemv)[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), M)](
         x2, weight, w2, b, b2, norm_weight if norm_weight is not None else x2,
         residual if residual is not None else out, pos, freq, k_out, v_out, out, out if pf is None else pf,
@@ -194,7 +223,8 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
         x2.stride(0), weight.stride(0), w2.stride(0), out.stride(0), k_out.stride(0), v_out.stride(0), eps, k_n,
         pf_bytes, zero.numel() if zero is not None else 0, HAS_BIAS=has_bias, ACT=act, GATED=gated,
         NORM=norm_weight is not None, RES=residual is not None, ROPE=rope is not None,
-        HEAD_DIM=2 * freq.numel() if rope is not None else 2, PREFETCH=pf is not None, ZERO=zero is not None)
+        HEAD_DIM=2 * freq.numel() if rope is not None else 2, PREFETCH=pf is not None, ZERO=zero is not None,
+        PDL=dependent, LINE=128 // weight.element_size(), **pdl_options(dependent))
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,

@@ -18,7 +18,8 @@
 #                                    against copy+SDPA -> kernels-quick-<op>.json/.md (~2 min); KOPS="<op> ..."
 #                                    runs other kernels.bench ops instead (e.g. attention-modes), one process each
 #   scripts/gpu_run.sh decode-probe  the new decode kernels' GPU tests, then the step's kernel choices side by side
-#                                    (bench/decode_mlp.py, DECODE_VARIANTS; the MLP chain where its test passed),
+#                                    (bench/decode_mlp.py: PDL launches, the chains where their tests passed,
+#                                    DECODE_VARIANTS),
 #                                    then LayerNorm's x loads if time is left (~9 min)
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
 # Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
@@ -277,7 +278,9 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         # every variant's logits to the eager step's). The chains (programs waiting on counters) are timed only
         # where their tests, each in a process of its own with a time limit, passed. The step's export/AOTInductor
         # tests (-k decode_step, ~200 s) do not fit beside: run them on their own.
-        variants="fused_layers"  # then, in order of interest (the budget skips the last first): the chains where
+        # fused_layers, then in order of interest (the budget skips the last first): the step's launches as PDL
+        # ones and the same step uncompiled without (+pdl runs uncompiled: kernels._common.PDL), the chains where
+        variants="fused_layers,fused_layers+pdl,fused_layers+eager"
         for chain in layer_chain:layer mlp_chain:chain; do  # their tests passed (test:variant), then DECODE_VARIANTS
             extra="${chain#*:}" chain="${chain%%:*}"
             if timeout --signal=INT --kill-after=15 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
@@ -289,8 +292,8 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
             fi
         done
         variants="$variants,${DECODE_VARIANTS:-fused_layers+2,fused_layers+pf,inductor}"
-        timeout --signal=INT --kill-after=15 100 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
-            tests/kernels/test_gpu.py -k "one_launch or x_past_l1" \
+        timeout --signal=INT --kill-after=15 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
+            tests/kernels/test_gpu.py -k "one_launch or x_past_l1 or pdl" \
             --junitxml="$OUT/tests-decode.xml" > "$OUT/tests-decode.log" 2>&1 || echo "decode tests: rc $?"
         tail -n 2 "$OUT"/tests-*.log | cut -c1-300
         # Variants in order of interest: those not compiled when the budget's measuring share is reached are skipped.

@@ -54,6 +54,7 @@ def test_gemv_configs_compile_for_sm90_without_spills_and_staged_ones_pipeline()
         assert (r["l2_prefetches"] > 0) is (r["op"] == "gemv_rope"), r  # the q/k/v form asks for the next weight
         # and streams its own weight past it; Triton's cp.async copies (STAGES > 1) carry no cache hint
         assert (r["evict_first_policies"] > 0) is (r["op"] == "gemv_rope" and r["STAGES"] == 1), r
+        assert r["pdl_waits"] == r["pdl_starts"] == 0, r  # plain launches unless asked
 
 
 def test_one_launch_decode_attention_orders_its_counter_for_sm90():
@@ -65,6 +66,22 @@ def test_one_launch_decode_attention_orders_its_counter_for_sm90():
     assert split["acq_rel_atomics"] == 0 and split["l1_bypassing_loads"] == 0, split
     assert one["acq_rel_atomics"] == 1 and one["l1_bypassing_loads"] >= 3, one  # maxima, sums, outputs
     assert one["stack_bytes"] == 0 and one["shared_bytes"] <= H100_SHARED_BYTES, one
+    assert all(r["pdl_waits"] == r["pdl_starts"] == 0 for r in rows.values()), rows
+
+
+def test_pdl_launches_wait_before_any_other_memory_access_for_sm90():
+    """gemv (SwiGLU with the norm folded in; the q/k/v form) and decode attention (split, one launch, merge) as
+    programmatic dependent launches, compiled for sm_90: each lets the next launch start and waits once, and no load,
+    store, atomic or async copy comes before the wait; only L2 prefetches of what no earlier launch writes do (the
+    weight rows, both weights gated, the q/k/v form's next weight too; the cache chunk's keys and values)."""
+    out = _cubin("--pdl", timeout=300)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert {r["op"] for r in rows} == {"gemv_swiglu", "gemv_rope", "decode_split", "decode_one_launch", "decode_merge"}
+    for r in rows:
+        assert r["pdl"] and r["pdl_waits"] == 1 and r["pdl_starts"] == 1, r
+        assert r["memory_ops_before_wait"] == 0, r
+        assert r["l2_prefetches"] == (0 if r["op"] == "decode_merge" else 2), r
+        assert r["stack_bytes"] <= (32 if r["op"] == "gemv_rope" else 0), r
 
 
 def test_attention_warp_specialization_keeps_only_configs_that_compile_for_sm90():

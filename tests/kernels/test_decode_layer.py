@@ -90,6 +90,33 @@ def test_prefetch_operands_are_the_first_bytes_of_a_contiguous_tensor(monkeypatc
         _common.prefetch_args(w.t(), 1.0)
 
 
+def test_pdl_launches_only_where_triton_launches_on_sm90(monkeypatch):
+    """kernels._common.pdl: programmatic dependent launches only where asked (PDL), on sm_90+, outside the
+    interpreter, and only where Triton's own launcher runs the kernel (a trace passes launch keywords to the kernel
+    as arguments: Inductor's and AOTInductor's launchers set no launch attributes)."""
+    from types import SimpleNamespace
+
+    from torch._library.triton import set_wrap_triton_enabled
+
+    from kernels import _common
+
+    on_gpu = SimpleNamespace(is_cuda=True, device="cuda:0")
+    monkeypatch.setattr(_common, "interpreting", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    with set_wrap_triton_enabled(False):  # as inside a triton_op run on real tensors
+        assert not _common.pdl(on_gpu)  # not asked for
+        monkeypatch.setattr(_common, "PDL", True)
+        assert _common.pdl(on_gpu) and _common.pdl_options(True) == {"launch_pdl": True}
+        assert not _common.pdl(torch.empty(1)) and _common.pdl_options(False) == {}
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+        assert not _common.pdl(on_gpu)  # no griddepcontrol before Hopper
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert not _common.pdl(on_gpu)  # traced: the kernel call is recorded, not launched by Triton
+    monkeypatch.setattr(_common, "interpreting", lambda: True)
+    with set_wrap_triton_enabled(False):
+        assert not _common.pdl(on_gpu)
+
+
 def _step(context: int = 48):
     from tests.gpu.helpers import tiny_llama_decode
 

@@ -301,6 +301,41 @@ def test_mlp_chain_gpu():
     _run_limited(_RUN_CHAIN)
 
 
+def test_decode_step_with_pdl_launches_gpu(monkeypatch):
+    """The step through decode_layer.py uncompiled, its launches programmatic dependent ones (kernels._common.PDL:
+    each starts while the one before finishes and waits before reading what that one writes), captured as a CUDA
+    graph and replayed at positions across the cache: each replay's logits and new keys and values as the plain
+    launches' (a launch reading its input before the launch writing it had finished would not be)."""
+    from kpt.optimize import inputs as inp
+    from tests.gpu.helpers import tiny_llama_decode
+
+    step, spec, _ = tiny_llama_decode(context=512, layers=4)
+    step = modules.swap_decode_layers(step.cuda().to(torch.bfloat16))
+    x = [t.cuda() for t in inp.generate(spec, seed=2)]
+    positions = [5, 300, 511, 77]
+    with torch.inference_mode():
+        want = []
+        for p in positions:  # plain launches (and the autotuners' choices, which the PDL launches reuse)
+            x[1].fill_(p)
+            want.append([t.clone() for t in step(*x)])
+        monkeypatch.setattr(_common, "PDL", True)
+        assert _common.pdl(x[2])  # sm_90+: the launches below carry the attribute
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            step(*x)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            got = step(*x)
+        for _ in range(20):
+            for p, expected in zip(positions, want, strict=True):
+                x[1].fill_(p)
+                graph.replay()
+                for a, b in zip(got, expected, strict=True):
+                    torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
 _RUN_PACKAGE = """
 import sys, torch
 x = [t.cuda() for t in torch.load(sys.argv[2])]
