@@ -15,7 +15,9 @@ against gemv.py's 10.3, H200, 2026-12-04: bench/decode_mlp.py). With cos and sin
 pointwise launches a step) and k and v copied into the stacked outputs after (two launches a layer) the layer
 path ran the step in 1.095 ms against 1.216 for the best build without it (H200, 2026-12-04). The whole-model
 trial decides whether it runs, as for decode attention. MLP_CHAIN puts the last three launches in one
-(mlp_chain.py), LAYER_CHAIN the whole layer (layer_chain.py); both are off until measured.
+(mlp_chain.py), LAYER_CHAIN the whole layer (layer_chain.py); both are off until measured. _common.PDL makes the
+launches programmatic dependent ones where Triton launches them itself (the step uncompiled, captured as a CUDA
+graph): each starts while the one before finishes; also off until measured.
 """
 
 from __future__ import annotations
