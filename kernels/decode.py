@@ -69,7 +69,8 @@ def _split_kernel(
     bh = tl.program_id(0).to(tl.int64)  # 64-bit offsets: a cache of several GB per layer stays addressable
     split = tl.program_id(1)
     n_splits = tl.num_programs(1)
-    if PDL:  # the cache before pos was written by no launch of this step: the chunk heads for L2 meanwhile
+    if PDL:  # the cache before pos was written by no launch of this step: the chunk heads for L2 meanwhile (all
+        # of it: pos itself may be what the launch before writes)
         pdl_start()
         _prefetch_chunk(k_ptr + (bh // Hkv) * stride_kb + (bh % Hkv) * stride_kh, stride_kn, split * CHUNK,
                         tl.minimum(split * CHUNK + CHUNK, S), HEAD_DIM, BLOCK_N, LINE, LINES)
