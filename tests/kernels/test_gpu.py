@@ -308,6 +308,7 @@ def test_decode_step_with_pdl_launches_gpu(monkeypatch):
     launches' (a launch reading its input before the launch writing it had finished would not be)."""
     from torch._library.triton import set_wrap_triton_enabled
 
+    from kernels import gemv
     from kpt.optimize import inputs as inp
     from tests.gpu.helpers import tiny_llama_decode
 
@@ -322,7 +323,10 @@ def test_decode_step_with_pdl_launches_gpu(monkeypatch):
             want.append([t.clone() for t in step(*x)])
         monkeypatch.setattr(_common, "PDL", True)
         with set_wrap_triton_enabled(False):  # as the ops run their kernels on real tensors
-            assert _common.pdl(x[2])  # sm_90+: the launches below carry the attribute
+            assert _common.pdl(x[2])  # sm_90+
+        asked = []  # what the launchers ask Triton for: launch_pdl on every launch below
+        for module in (gemv, decode):
+            monkeypatch.setattr(module, "pdl_options", lambda on, real=_common.pdl_options: asked.append(on) or real(on))
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
@@ -331,6 +335,7 @@ def test_decode_step_with_pdl_launches_gpu(monkeypatch):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             got = step(*x)
+        assert len(asked) == 2 * (4 * 5 + 1) and all(asked), asked  # warm-up and capture: 5 a layer, the logits' 1
         for _ in range(20):
             for p, expected in zip(positions, want, strict=True):
                 x[1].fill_(p)
