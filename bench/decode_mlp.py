@@ -17,7 +17,9 @@ and down in one launch (kernels/mlp_chain.py: decode_layer.MLP_CHAIN), fused_lay
 (kernels/layer_chain.py: decode_layer.LAYER_CHAIN); fused_layers+pf+2@128 three at once. +eager captures the
 step as it is, without torch.compile; +pdl does too, with kernels/' launches programmatic dependent ones
 (kernels._common.PDL: each may start while the one before finishes; only Triton's own launcher sets that, not a
-compiled step's).
+compiled step's); +edges compiles the step with kernels/' PDL code and makes the captured graph's edges into those
+kernels programmatic (kpt.gpu.graph_edges: how a compiled step or an AOTInductor package, whose launchers set no
+launch attribute, would get PDL; needs cuda-bindings).
 
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
 kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where
@@ -65,8 +67,12 @@ class _MLP(torch.nn.Module):
         return linear_act.linear_act_op(h, d.weight, None, None, None, "none")
 
 
-def _graphed(fn: Callable, x: tuple[torch.Tensor, ...]) -> tuple[Callable[[], object], torch.Tensor]:
-    """(replay, the logits each replay writes)."""
+def _graphed(fn: Callable, x: tuple[torch.Tensor, ...], waits: Callable[[str], bool] | None = None,
+             ) -> tuple[Callable[[], object], torch.Tensor, int]:
+    """(replay, the logits each replay writes, the edges made programmatic): with `waits`, the captured graph's
+    edges into the kernels it names are made programmatic ones before it is instantiated (kpt.gpu.graph_edges)."""
+    from kpt.gpu import graph_edges
+
     with torch.inference_mode():
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
@@ -74,10 +80,13 @@ def _graphed(fn: Callable, x: tuple[torch.Tensor, ...]) -> tuple[Callable[[], ob
             for _ in range(3):
                 fn(*x)
         torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
+        graph = torch.cuda.CUDAGraph(keep_graph=waits is not None)
         with torch.cuda.graph(graph):
             logits = fn(*x)[0]
-    return graph.replay, logits
+        rewritten = graph_edges.make_programmatic(graph, waits) if waits is not None else 0
+        if waits is not None:
+            graph.instantiate()
+    return graph.replay, logits, rewritten
 
 
 def _one_layer(replay: Callable[[], object], layers: int) -> list[list]:
@@ -163,10 +172,10 @@ def main(argv: list[str] | None = None) -> int:
                     (decode_layer, "ATTENTION_LAUNCHES"): 2 if "2" in extras else None,
                     (decode_layer, "MLP_CHAIN"): True if "chain" in extras else None,
                     (decode_layer, "LAYER_CHAIN"): True if "layer" in extras else None,
-                    (_common, "PDL"): True if "pdl" in extras else None}
+                    (_common, "PDL"): True if "pdl" in extras or "edges" in extras else None}
         try:
             with _set(settings):
-                replays[name], logits = _graphed(compiled, x)
+                replays[name], logits, rewritten = _graphed(compiled, x, _common.waits if "edges" in extras else None)
         except Exception as e:  # noqa: BLE001 - a variant that fails to compile or capture is this run's finding
             out.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:1000]
             log.exception("%s failed; the other variants are still measured", name)
@@ -174,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         replays[name]()
         torch.cuda.synchronize()
         out.setdefault("max_abs_err", {})[name] = (logits.float() - want).abs().max().item()
+        if "edges" in extras:
+            out.setdefault("programmatic_edges", {})[name] = rewritten
         out.setdefault("kernels", {})[name] = bench.profile_kernels(lambda r=replays[name]: r(), (), top=8)
         out.setdefault("one_layer", {})[name] = _one_layer(replays[name], layers)
         log.info("%s compiled and captured", name)

@@ -129,7 +129,7 @@ ATTENTION_DIVISIBLE = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "sqb", "sqh", "sqm", 
 def gemv_rows(pdl: bool = False, configs: list | None = None) -> list[dict]:
     """kernels.gemv's autotuned configs (or `configs`) in bf16 compiled for sm_90: gated (SwiGLU) with the RMSNorm
     folded in, and the q/k/v projection's form (gemv_qkv: the norm folded in, the rotary embedding on 64-wide heads,
-    a later weight prefetched into L2); pdl: as PDL launches (_common.pdl)."""
+    a later weight prefetched into L2); pdl: as PDL launches (_common.pdl_code)."""
     from kernels import gemv
     from kernels._common import ACTS
 

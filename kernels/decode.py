@@ -34,7 +34,8 @@ from ._common import (
     check_counters,
     interpreting,
     launch,
-    pdl,
+    pdl_code,
+    pdl_launch,
     pdl_options,
     pdl_start,
     pdl_wait,
@@ -60,7 +61,7 @@ def _split_kernel(
     Hkv, G, S, CHUNK, qk_scale, pf_bytes,
     HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
     PREFETCH: tl.constexpr, MERGE: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_S: tl.constexpr,
-    BLOCK_SC: tl.constexpr, PDL: tl.constexpr, LINE: tl.constexpr, LINES: tl.constexpr,  # PDL: _common.pdl; LINE:
+    BLOCK_SC: tl.constexpr, PDL: tl.constexpr, LINE: tl.constexpr, LINES: tl.constexpr,  # PDL: _common.pdl_code; LINE:
     # a cache row's elements in a 128-byte line, LINES: its lines
 ):
     # Inductor passes a user kernel's float scalars as fp64: fp32 here, so the loop-carried maxima and sums keep
@@ -201,7 +202,7 @@ def _merge_kernel(
     Hkv, G, SPLITS, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
 ):
-    if PDL:  # _common.pdl: everything it reads the split kernel wrote
+    if PDL:  # _common.pdl_code: everything it reads the split kernel wrote
         pdl_start()
         pdl_wait()
     # One program per query head, all its chunks loaded at once: a program per key/value head walking the chunks
@@ -318,7 +319,6 @@ def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     pf, pf_bytes = prefetch_args(prefetch, prefetch_fraction)
     block_s, block_gm = triton.next_power_of_2(n_splits), triton.next_power_of_2(G)
     block_sc = merge_chunks(block_s, block_gm, D)
-    dependent = pdl(q)
     launch(_split_kernel)[(B * Hkv, n_splits)](
         q, k_cache, v_cache, pos, m, sums, acc, m if pf is None else pf, k_new, v_new, out,
         counters if counters is not None else m,
@@ -327,17 +327,17 @@ def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
         Hkv, G, S, chunk, qk_scale, pf_bytes,
         HEAD_DIM=D, BLOCK_G=block_g, BLOCK_N=block_n, PRECISION=precision, PREFETCH=pf is not None,
-        MERGE=counters is not None, BLOCK_GM=block_gm, BLOCK_S=block_s, BLOCK_SC=block_sc, PDL=dependent,
+        MERGE=counters is not None, BLOCK_GM=block_gm, BLOCK_S=block_s, BLOCK_SC=block_sc, PDL=pdl_code(q),
         LINE=128 // k_cache.element_size(), LINES=triton.cdiv(D * k_cache.element_size(), 128), num_warps=4,
-        **pdl_options(dependent))
+        **pdl_options(pdl_launch(q)))
     if counters is None:
         launch(_merge_kernel)[(B * Hq,)](
             q, k_new, v_new, m, sums, acc, out,
             q.stride(0), q.stride(1), k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
             out.stride(0), out.stride(1),
             Hkv, G, n_splits, qk_scale,
-            HEAD_DIM=D, BLOCK_S=block_s, PDL=dependent, num_warps=1 if n_splits * D <= 2048 else 4,
-            **pdl_options(dependent))
+            HEAD_DIM=D, BLOCK_S=block_s, PDL=pdl_code(q), num_warps=1 if n_splits * D <= 2048 else 4,
+            **pdl_options(pdl_launch(q)))
     return out
 
 

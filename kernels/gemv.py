@@ -24,7 +24,8 @@ from ._common import (
     check_linear,
     configs,
     launch,
-    pdl,
+    pdl_code,
+    pdl_launch,
     pdl_options,
     pdl_start,
     pdl_wait,
@@ -80,7 +81,7 @@ def _gemv_kernel(
     N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, pf_bytes, n_zero,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, PREFETCH: tl.constexpr, ZERO: tl.constexpr,
-    PDL: tl.constexpr, LINE: tl.constexpr,  # a PDL launch (_common.pdl); elements of the weight in a 128-byte line
+    PDL: tl.constexpr, LINE: tl.constexpr,  # the PDL code (_common.pdl_code); the weight's elements in 128 bytes
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
 ):
     if PDL:  # the weight depends on no earlier launch: its rows head for L2 while the launch before finishes
@@ -215,7 +216,6 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
     pos, freq, k_out, v_out = rope if rope is not None else (out, out, out, out)
     k_n = k_out.shape[-1] if rope is not None else 0
     pf, pf_bytes = prefetch_args(prefetch, prefetch_fraction)
-    dependent = pdl(x2)
     launch(_gemv)[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), M)](
         x2, weight, w2, b, b2, norm_weight if norm_weight is not None else x2,
         residual if residual is not None else out, pos, freq, k_out, v_out, out, out if pf is None else pf,
@@ -224,7 +224,7 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
         pf_bytes, zero.numel() if zero is not None else 0, HAS_BIAS=has_bias, ACT=act, GATED=gated,
         NORM=norm_weight is not None, RES=residual is not None, ROPE=rope is not None,
         HEAD_DIM=2 * freq.numel() if rope is not None else 2, PREFETCH=pf is not None, ZERO=zero is not None,
-        PDL=dependent, LINE=128 // weight.element_size(), **pdl_options(dependent))
+        PDL=pdl_code(x2), LINE=128 // weight.element_size(), **pdl_options(pdl_launch(x2)))
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,

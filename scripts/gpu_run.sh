@@ -31,11 +31,12 @@
 #
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
-#       torchao==0.18.0 onnxscript==0.7.2 onnx-ir==1.1.0
+#       torchao==0.18.0 onnxscript==0.7.2 onnx-ir==1.1.0 cuda-bindings==13.0.3 cuda-pathfinder==1.9.1
 #
 # torchao 0.18.0: its prebuilt kernels load on torch >= 2.11 (torchao/__init__.py checks the minimum) and
 # its Python API is the one the CPU service and these tests use. onnxscript and onnx-ir (pure Python) are
-# what torch.onnx's exporter needs; skipped if the machine has them.
+# what torch.onnx's exporter needs; skipped if the machine has them. cuda-bindings (NVIDIA's driver API for
+# Python, the 13.0 line of the machine's CUDA 13.0 driver) with its cuda-pathfinder: kpt.gpu.graph_edges.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PHASE="${1:?usage: scripts/gpu_run.sh tests|basics|jobs|kernels|models A,B|env}"
@@ -49,6 +50,7 @@ mkdir -p "$SITE"
 for whl in .whl/*.whl; do
     [ -e "$whl" ] || continue
     mod="$(basename "$whl" | cut -d- -f1 | tr 'A-Z-' 'a-z_')"
+    case "$mod" in cuda_bindings|cuda_pathfinder) mod="cuda.${mod#cuda_}" ;; esac  # a namespace package's module
     if python3 -c "import $mod" 2>/dev/null; then
         echo "wheel $whl: $mod already importable, not installed"
         continue
@@ -273,14 +275,16 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         done
         grep -h -A 20 "each kernel variant" "$OUT"/kernels-quick-*.md || true
         grep -h '"decode_attention"\|"attention"\|"linear_gelu"\|"swiglu"\|"gemv' "$OUT"/kernels-quick-*.log | cut -c1-200 || true ;;
-    decode-probe)  # on an idle card: the decode step's kernel choices side by side, then LayerNorm's loads (~9 min)
-        # The GPU tests of the new kernels come first (a failure says not to trust their rows; the probe also holds
-        # every variant's logits to the eager step's). The chains (programs waiting on counters) are timed only
-        # where their tests, each in a process of its own with a time limit, passed. The step's export/AOTInductor
-        # tests (-k decode_step, ~200 s) do not fit beside: run them on their own.
+    decode-probe)  # on an idle card: the decode step's kernel choices side by side, then their tests (~9 min)
+        # The chains (programs waiting on counters) are timed only where their tests, each in a process of its own
+        # with a time limit, passed: a wait that never ends would take the whole probe. The other new kernels' GPU
+        # tests run after the timing (TESTS_S kept for them; the probe holds every variant's logits to the eager
+        # step's meanwhile), then LayerNorm's x loads if time is left. The step's export/AOTInductor tests
+        # (-k decode_step, ~200 s) do not fit beside: run them on their own.
         # fused_layers, then in order of interest (the budget skips the last first): the step's launches as PDL
-        # ones and the same step uncompiled without (+pdl runs uncompiled: kernels._common.PDL), the chains where
-        variants="fused_layers,fused_layers+pdl,fused_layers+eager"
+        # ones (+pdl, uncompiled: kernels._common.PDL), the compiled step with its graph's edges made programmatic
+        # (+edges: kpt.gpu.graph_edges), the step uncompiled with plain launches (+eager), the chains where
+        variants="fused_layers,fused_layers+pdl,fused_layers+edges,fused_layers+eager"
         for chain in layer_chain:layer mlp_chain:chain; do  # their tests passed (test:variant), then DECODE_VARIANTS
             extra="${chain#*:}" chain="${chain%%:*}"
             if timeout --signal=INT --kill-after=15 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
@@ -292,15 +296,16 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
             fi
         done
         variants="$variants,${DECODE_VARIANTS:-fused_layers+2,fused_layers+pf,inductor}"
-        timeout --signal=INT --kill-after=15 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
-            tests/kernels/test_gpu.py -k "one_launch or x_past_l1 or pdl" \
+        tests_s="${TESTS_S:-150}"
+        # Variants in order of interest: those not compiled when the budget's measuring share is reached are skipped.
+        timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - tests_s - 20))" python3 bench/decode_mlp.py \
+            --variants "$variants" --budget-s "$((LIMIT - SECONDS - tests_s - 45))" > "$OUT/decode-mlp.json" \
+            2> "$OUT/decode-mlp.log" || echo "decode_mlp: rc $?"
+        grep -A 12 '"p50_ms"' "$OUT/decode-mlp.json" || tail -n 5 "$OUT/decode-mlp.log" | cut -c1-300
+        timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - 10))" python3 -m pytest -q -p no:cacheprovider \
+            -m gpu -rs tests/kernels/test_gpu.py -k "one_launch or pdl or programmatic or x_past_l1" \
             --junitxml="$OUT/tests-decode.xml" > "$OUT/tests-decode.log" 2>&1 || echo "decode tests: rc $?"
         tail -n 2 "$OUT"/tests-*.log | cut -c1-300
-        # Variants in order of interest: those not compiled when the budget's measuring share is reached are skipped.
-        timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - 20))" python3 bench/decode_mlp.py \
-            --variants "$variants" --budget-s "$((LIMIT - SECONDS - 45))" > "$OUT/decode-mlp.json" \
-            2> "$OUT/decode-mlp.log" || echo "decode_mlp: rc $?"
-        grep -A 8 '"p50_ms"' "$OUT/decode-mlp.json" || tail -n 5 "$OUT/decode-mlp.log" | cut -c1-300
         if [ "$((LIMIT - SECONDS))" -gt 40 ]; then
             timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 -m kernels.bench --ops norm-cache \
                 --name kernels-quick-norm-cache --out "$OUT" > "$OUT/kernels-quick-norm-cache.log" 2>&1 \

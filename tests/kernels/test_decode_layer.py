@@ -90,10 +90,10 @@ def test_prefetch_operands_are_the_first_bytes_of_a_contiguous_tensor(monkeypatc
         _common.prefetch_args(w.t(), 1.0)
 
 
-def test_pdl_launches_only_where_triton_launches_on_sm90(monkeypatch):
-    """kernels._common.pdl: programmatic dependent launches only where asked (PDL), on sm_90+, outside the
-    interpreter, and only where Triton's own launcher runs the kernel (a trace passes launch keywords to the kernel
-    as arguments: Inductor's and AOTInductor's launchers set no launch attributes)."""
+def test_pdl_code_where_asked_on_sm90_and_the_launch_attribute_only_where_triton_launches(monkeypatch):
+    """kernels._common: the PDL code only where asked (PDL), on sm_90+, outside the interpreter, traced or not; the
+    launch attribute only where Triton's own launcher runs the kernel (a trace would pass launch keywords to the
+    kernel as arguments; Inductor's and AOTInductor's launchers set no launch attributes)."""
     from types import SimpleNamespace
 
     from torch._library.triton import set_wrap_triton_enabled
@@ -104,17 +104,25 @@ def test_pdl_launches_only_where_triton_launches_on_sm90(monkeypatch):
     monkeypatch.setattr(_common, "interpreting", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     with set_wrap_triton_enabled(False):  # as inside a triton_op run on real tensors
-        assert not _common.pdl(on_gpu)  # not asked for
+        assert not _common.pdl_code(on_gpu) and not _common.pdl_launch(on_gpu)  # not asked for
         monkeypatch.setattr(_common, "PDL", True)
-        assert _common.pdl(on_gpu) and _common.pdl_options(True) == {"launch_pdl": True}
-        assert not _common.pdl(torch.empty(1)) and _common.pdl_options(False) == {}
+        assert _common.pdl_launch(on_gpu) and _common.pdl_options(True) == {"launch_pdl": True}
+        assert not _common.pdl_code(torch.empty(1)) and _common.pdl_options(False) == {}
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
-        assert not _common.pdl(on_gpu)  # no griddepcontrol before Hopper
+        assert not _common.pdl_code(on_gpu)  # no griddepcontrol before Hopper
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    assert not _common.pdl(on_gpu)  # traced: the kernel call is recorded, not launched by Triton
+    assert _common.pdl_code(on_gpu) and not _common.pdl_launch(on_gpu)  # traced: the code, not the attribute
     monkeypatch.setattr(_common, "interpreting", lambda: True)
-    with set_wrap_triton_enabled(False):
-        assert not _common.pdl(on_gpu)
+    assert not _common.pdl_code(on_gpu)
+
+
+def test_waiting_kernels_are_known_by_their_entry_names():
+    """kernels._common.waits: the kernels with PDL code, by Triton's entry name or Inductor's numbered copy of it."""
+    from kernels import _common
+
+    assert all(_common.waits(n) for n in ("_gemv_kernel", "_gemv_kernel_12", "_split_kernel_0", "_merge_kernel"))
+    assert not any(_common.waits(n) for n in ("_gemv_kernel_x", "triton_poi_fused_0", "_norm_kernel", "_gemv",
+                                              "_layer_kernel_0", "x_gemv_kernel"))
 
 
 def _step(context: int = 48):

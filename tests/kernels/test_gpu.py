@@ -323,7 +323,7 @@ def test_decode_step_with_pdl_launches_gpu(monkeypatch):
             want.append([t.clone() for t in step(*x)])
         monkeypatch.setattr(_common, "PDL", True)
         with set_wrap_triton_enabled(False):  # as the ops run their kernels on real tensors
-            assert _common.pdl(x[2])  # sm_90+
+            assert _common.pdl_launch(x[2])  # sm_90+
         asked = []  # what the launchers ask Triton for: launch_pdl on every launch below
         for module in (gemv, decode):
             monkeypatch.setattr(module, "pdl_options", lambda on, real=_common.pdl_options: asked.append(on) or real(on))
@@ -336,6 +336,48 @@ def test_decode_step_with_pdl_launches_gpu(monkeypatch):
         with torch.cuda.graph(graph):
             got = step(*x)
         assert len(asked) == 2 * (4 * 5 + 1) and all(asked), asked  # warm-up and capture: 5 a layer, the logits' 1
+        for _ in range(20):
+            for p, expected in zip(positions, want, strict=True):
+                x[1].fill_(p)
+                graph.replay()
+                for a, b in zip(got, expected, strict=True):
+                    torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
+def test_compiled_step_with_programmatic_graph_edges_gpu(monkeypatch):
+    """The step through decode_layer.py compiled with kernels/' PDL code (Inductor's launcher sets no launch
+    attribute), captured as a CUDA graph whose edges into those kernels are then made programmatic
+    (kpt.gpu.graph_edges), replayed at positions across the cache: every edge into a layer launch rewritten, and
+    each replay's logits and new keys and values as the plain compiled step's."""
+    pytest.importorskip("cuda.bindings")
+    from kpt.gpu import graph_edges
+    from kpt.optimize import inputs as inp
+    from tests.gpu.helpers import tiny_llama_decode
+
+    step, spec, _ = tiny_llama_decode(context=512, layers=4)
+    step = modules.swap_decode_layers(step.cuda().to(torch.bfloat16))
+    x = [t.cuda() for t in inp.generate(spec, seed=3)]
+    positions = [5, 300, 511, 77]
+    with torch.inference_mode():
+        plain = torch.compile(step, fullgraph=True)
+        want = []
+        for p in positions:
+            x[1].fill_(p)
+            want.append([t.clone() for t in plain(*x)])
+        torch._dynamo.reset()
+        monkeypatch.setattr(_common, "PDL", True)
+        coded = torch.compile(step, fullgraph=True)
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            coded(*x)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph(keep_graph=True)
+        with torch.cuda.graph(graph):
+            got = coded(*x)
+        # every layer launch (5 a layer) and the logits' follow a kernel: the embedding's, or the launch before
+        assert graph_edges.make_programmatic(graph, _common.waits) == 4 * 5 + 1
+        graph.instantiate()
         for _ in range(20):
             for p, expected in zip(positions, want, strict=True):
                 x[1].fill_(p)

@@ -1,0 +1,83 @@
+"""Programmatic edges in a captured CUDA graph: programmatic dependent launch for kernels whose launcher set no
+launch attribute.
+
+Hopper lets a kernel start while the kernel before it still runs, where the second one waits
+(griddepcontrol.wait) before touching what the first writes (kernels/_common.py, PDL). A launch asks for it with
+a launch attribute, which Inductor's launcher of a user kernel and AOTInductor's (cuLaunchKernel) never set. In a
+graph the same relation is an edge's data: a programmatic dependency from the upstream kernel's programmatic port
+(CUDA 12.3+, edge data; the programming guide's "Use in CUDA Graphs"). So a graph captured from plain launches,
+kept uninstantiated (torch.cuda.CUDAGraph(keep_graph=True)), gets PDL by rewriting its edges: each default edge
+from a kernel node into a kernel node whose kernel waits becomes programmatic. The kernel's own code decides
+correctness, so `waits` must only say yes for kernels compiled to wait before any such access; other edges are
+left as they are.
+
+Driver calls through NVIDIA's cuda-bindings (cuda.bindings.driver), imported on first use: the GPU service
+carries it; nothing here runs without a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from kpt.errors import Unsupported
+
+log = logging.getLogger(__name__)
+
+PROGRAMMATIC = 1  # CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC, and the edge's port: CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC
+
+
+@dataclass(frozen=True)
+class Edge:
+    upstream: object  # a graph node (cuda.bindings' CUgraphNode, or anything hashable in tests)
+    downstream: object
+    default: bool  # zeroed edge data: the downstream node waits for the upstream one's completion
+
+
+def chosen(edges: Sequence[Edge], kernels: dict[object, str], waits: Callable[[str], bool]) -> list[Edge]:
+    """The edges to make programmatic: default ones from a kernel node into a kernel node whose kernel waits.
+    kernels: each kernel node's kernel name (kernel nodes only)."""
+    return [e for e in edges if e.default and e.upstream in kernels and e.downstream in kernels
+            and waits(kernels[e.downstream])]
+
+
+def make_programmatic(graph: torch.cuda.CUDAGraph, waits: Callable[[str], bool]) -> int:
+    """Rewrites chosen() edges of `graph` (captured with keep_graph=True, not yet instantiated: its first replay or
+    instantiate() builds what runs) as programmatic dependencies; returns how many it rewrote."""
+    from cuda.bindings import driver
+
+    def ok(call: str, result: tuple) -> tuple:
+        err, *values = result
+        if err != driver.CUresult.CUDA_SUCCESS:
+            raise Unsupported(f"the captured graph's edges cannot be rewritten: {call} returned {err!r}")
+        return tuple(values)
+
+    ok("cuInit", driver.cuInit(0))  # the context torch made is current; this only loads the entry points
+    handle = driver.CUgraph(graph.raw_cuda_graph())
+    (_, _, _, count) = ok("cuGraphGetEdges", driver.cuGraphGetEdges(handle, 0))
+    ups, downs, data, count = ok("cuGraphGetEdges", driver.cuGraphGetEdges(handle, count))
+    edges = [Edge(u, d, e.from_port == 0 and e.to_port == 0 and e.type == 0)
+             for u, d, e in zip(ups[:count], downs[:count], data[:count], strict=True)]
+    kernels = {}
+    for node in {n for e in edges for n in (e.upstream, e.downstream)}:
+        (kind,) = ok("cuGraphNodeGetType", driver.cuGraphNodeGetType(node))
+        if kind != driver.CUgraphNodeType.CU_GRAPH_NODE_TYPE_KERNEL:
+            continue
+        (params,) = ok("cuGraphKernelNodeGetParams", driver.cuGraphKernelNodeGetParams(node))
+        name = ok("cuFuncGetName", driver.cuFuncGetName(params.func))[0] if int(params.func) else b""
+        kernels[node] = name.decode(errors="replace")
+    picked = chosen(edges, kernels, waits)
+    if picked:
+        ups, downs = [e.upstream for e in picked], [e.downstream for e in picked]
+        ok("cuGraphRemoveDependencies", driver.cuGraphRemoveDependencies(handle, ups, downs, None, len(picked)))
+        data = []
+        for _ in picked:
+            d = driver.CUgraphEdgeData()
+            d.from_port, d.type = PROGRAMMATIC, PROGRAMMATIC
+            data.append(d)
+        ok("cuGraphAddDependencies", driver.cuGraphAddDependencies(handle, ups, downs, data, len(picked)))
+    log.info("%d of the graph's %d edges made programmatic (%d kernel nodes)", len(picked), len(edges), len(kernels))
+    return len(picked)
