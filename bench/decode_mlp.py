@@ -16,10 +16,10 @@ merge kernel: kernels.decode_layer.ATTENTION_LAUNCHES); fused_layers+chain runs 
 and down in one launch (kernels/mlp_chain.py: decode_layer.MLP_CHAIN), fused_layers+layer each whole layer
 (kernels/layer_chain.py: decode_layer.LAYER_CHAIN); fused_layers+pf+2@128 three at once. +eager captures the
 step as it is, without torch.compile; +pdl does too, with kernels/' launches programmatic dependent ones
-(kernels._common.PDL: each may start while the one before finishes; only Triton's own launcher sets that, not a
-compiled step's); +edges compiles the step with kernels/' PDL code and makes the captured graph's edges into those
-kernels programmatic (kpt.gpu.graph_edges: how a compiled step or an AOTInductor package, whose launchers set no
-launch attribute, would get PDL; needs cuda-bindings).
+(kernels.modules.swap_decode_pdl: each may start while the one before finishes; only Triton's own launcher sets
+that, not a compiled step's); +edges compiles that step (kernels/' PDL code) and makes the captured graph's edges
+into those kernels programmatic (kpt.gpu.graph_edges: how the build's trial kpt_decode_pdl and its AOTInductor
+package, whose launchers set no launch attribute, get PDL; needs cuda-bindings).
 
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
 kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         log.error("decode_mlp needs a CUDA device; none is visible")
         return 2
-    from kernels import _common, decode, decode_layer, modules
-    from kpt.gpu import bench, models
+    from kernels import decode, decode_layer, modules
+    from kpt.gpu import bench, graph_edges, models
     from kpt.gpu.compile import trial_options
     from kpt.optimize import inputs as inp
 
@@ -163,19 +163,19 @@ def main(argv: list[str] | None = None) -> int:
         # weights its captured graph reads) stays alive until the comparison.
         model = modules.swap_decode_layers(step) if kind == "fused_layers" else copy.deepcopy(step)
         model = modules.swap_decode_prefetch(model) if "pf" in extras else model
+        model = modules.swap_decode_pdl(model) if "pdl" in extras or "edges" in extras else model
         eager = "eager" in extras or "pdl" in extras
         compiled = model if eager else torch.compile(model, dynamic=False, options=opts)
         kept.append((model, compiled))
-        # The module settings the variant's ops and layers read when they are traced (or, eager, run while the step
-        # is captured), for its compile only.
+        # The module settings the variant's ops and layers read when they are traced, for its compile only.
         settings = {(decode, "TARGET_PROGRAMS"): int(programs) if programs else None,
                     (decode_layer, "ATTENTION_LAUNCHES"): 2 if "2" in extras else None,
                     (decode_layer, "MLP_CHAIN"): True if "chain" in extras else None,
-                    (decode_layer, "LAYER_CHAIN"): True if "layer" in extras else None,
-                    (_common, "PDL"): True if "pdl" in extras or "edges" in extras else None}
+                    (decode_layer, "LAYER_CHAIN"): True if "layer" in extras else None}
         try:
             with _set(settings):
-                replays[name], logits, rewritten = _graphed(compiled, x, _common.waits if "edges" in extras else None)
+                waits = graph_edges.named(graph_edges.kernels_of(model)) if "edges" in extras else None
+                replays[name], logits, rewritten = _graphed(compiled, x, waits)
         except Exception as e:  # noqa: BLE001 - a variant that fails to compile or capture is this run's finding
             out.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:1000]
             log.exception("%s failed; the other variants are still measured", name)

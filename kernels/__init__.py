@@ -69,6 +69,8 @@ def candidates(module: torch.nn.Module, device: str, example: tuple[torch.Tensor
         found.append(("kpt_decode_layers", modules.swap_decode_layers))
     if modules.find_decode_prefetch_steps(module):  # once the layers are kept: their launches prefetching weights
         found.append(("kpt_decode_prefetch", modules.swap_decode_prefetch))
+    if modules.find_decode_pdl_steps(module):  # and as programmatic dependent launches (sm_90+)
+        found.append(("kpt_decode_pdl", modules.swap_decode_pdl))
     if modules.find_decode_steps(module):
         found.append(("kpt_decode_attention", modules.swap_decode_attention))
     if modules.find_norms(module):

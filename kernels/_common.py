@@ -236,40 +236,33 @@ def _prefetch(addresses, ok):
 # cache chunk), then wait (griddepcontrol.wait: the launch before has finished and its writes are visible) before
 # any other load or store. Every program waits, so a launch ends after the one before it: a later launch's wait
 # covers all earlier ones. What it removes is the gap at each launch boundary, about 110 of them in the 1B Llama's
-# decode step. With PDL set, the kernels below carry that code (pdl_code) wherever they are compiled, and launches
-# Triton makes itself also carry the launch attribute (pdl_launch). Inductor's and AOTInductor's launchers of a user
-# kernel set no launch attributes: there the code is inert (griddepcontrol is a no-op in a plain launch) until a
-# captured CUDA graph's edges into these kernels are made programmatic ones (kpt.gpu.graph_edges; WAITING_KERNELS).
-# Off until bench/decode_mlp.py's fused_layers+pdl and +edges measure it (compiled for sm_90 offline only).
-PDL = False
-# The kernels whose code waits before any memory access an earlier launch writes when compiled with PDL set
+# decode step. An op asked for it (its `pdl` argument) compiles its kernels with that code (pdl_code) wherever it is
+# traced or run; launches Triton makes itself also carry the launch attribute (pdl_launch). Inductor's and
+# AOTInductor's launchers of a user kernel set no launch attributes: there the code is inert (griddepcontrol is a
+# no-op in a plain launch) until a captured CUDA graph's edges into these kernels are made programmatic ones
+# (kpt.gpu.graph_edges, told WAITING_KERNELS through decode_layer.PDL).
+# The kernels whose code waits before any memory access an earlier launch writes when their op is asked for PDL
 # (Triton's entry names; Inductor appends _<n> to a user kernel's).
 WAITING_KERNELS = ("_gemv_kernel", "_split_kernel", "_merge_kernel")
 
 
-def pdl_code(t: torch.Tensor) -> bool:
-    """Whether a kernel for tensors on t's device is now compiled with the PDL code: PDL is set, sm_90+, not the
+def pdl_code(t: torch.Tensor, asked: bool) -> bool:
+    """Whether an op asked for PDL compiles its kernel with the PDL code for tensors on t's device: sm_90+, not the
     interpreter (traced calls included: t may be a fake tensor)."""
-    return PDL and t.is_cuda and not interpreting() and torch.cuda.get_device_capability(t.device)[0] >= 9
+    return asked and t.is_cuda and not interpreting() and torch.cuda.get_device_capability(t.device)[0] >= 9
 
 
-def pdl_launch(t: torch.Tensor) -> bool:
+def pdl_launch(t: torch.Tensor, asked: bool) -> bool:
     """pdl_code, and Triton launches the kernel itself (not a trace: torch.library.triton_op runs its function with
     wrap_triton off on real tensors), so the launch can carry the attribute."""
     from torch._library.triton import is_wrap_triton_enabled
 
-    return pdl_code(t) and not is_wrap_triton_enabled()
+    return pdl_code(t, asked) and not is_wrap_triton_enabled()
 
 
 def pdl_options(on: bool) -> dict[str, bool]:
     """The launch keyword for pdl_launch()'s answer: Triton's launch_pdl where on, nothing otherwise."""
     return {"launch_pdl": True} if on else {}
-
-
-def waits(name: str) -> bool:
-    """Whether the kernel named `name` in a captured graph is one of WAITING_KERNELS (given they were compiled with
-    PDL set, its incoming edges may be programmatic)."""
-    return any(name == k or (name.startswith(k + "_") and name[len(k) + 1:].isdigit()) for k in WAITING_KERNELS)
 
 
 @triton.jit

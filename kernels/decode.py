@@ -272,7 +272,8 @@ def _check(q, k_cache, v_cache, k_new, v_new, pos, counters=None):  # noqa: ANN0
     check_counters(counters, q.device, B * Hkv)  # one a (batch, key/value head)
 
 
-def _fake(q, k_cache, v_cache, k_new, v_new, pos, scale, prefetch=None, prefetch_fraction=1.0, counters=None):  # noqa: ANN001, ANN202
+def _fake(q, k_cache, v_cache, k_new, v_new, pos, scale, prefetch=None, prefetch_fraction=1.0, counters=None,  # noqa: ANN001, ANN202
+          pdl=False):
     _check(q, k_cache, v_cache, k_new, v_new, pos, counters)
     return torch.empty_like(q, memory_format=torch.contiguous_format)
 
@@ -298,7 +299,7 @@ def merge_chunks(block_s: int, block_gm: int, head_dim: int) -> int:
 def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor,
                         v_new: torch.Tensor, pos: torch.Tensor, scale: float | None,
                         prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0,
-                        counters: torch.Tensor | None = None) -> torch.Tensor:
+                        counters: torch.Tensor | None = None, pdl: bool = False) -> torch.Tensor:
     _check(q, k_cache, v_cache, k_new, v_new, pos, counters)
     B, Hq, _, D = q.shape
     Hkv, S = k_cache.shape[1], k_cache.shape[2]
@@ -327,29 +328,31 @@ def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
         Hkv, G, S, chunk, qk_scale, pf_bytes,
         HEAD_DIM=D, BLOCK_G=block_g, BLOCK_N=block_n, PRECISION=precision, PREFETCH=pf is not None,
-        MERGE=counters is not None, BLOCK_GM=block_gm, BLOCK_S=block_s, BLOCK_SC=block_sc, PDL=pdl_code(q),
+        MERGE=counters is not None, BLOCK_GM=block_gm, BLOCK_S=block_s, BLOCK_SC=block_sc, PDL=pdl_code(q, pdl),
         LINE=128 // k_cache.element_size(), LINES=triton.cdiv(D * k_cache.element_size(), 128), num_warps=4,
-        **pdl_options(pdl_launch(q)))
+        **pdl_options(pdl_launch(q, pdl)))
     if counters is None:
         launch(_merge_kernel)[(B * Hq,)](
             q, k_new, v_new, m, sums, acc, out,
             q.stride(0), q.stride(1), k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
             out.stride(0), out.stride(1),
             Hkv, G, n_splits, qk_scale,
-            HEAD_DIM=D, BLOCK_S=block_s, PDL=pdl_code(q), num_warps=1 if n_splits * D <= 2048 else 4,
-            **pdl_options(pdl_launch(q)))
+            HEAD_DIM=D, BLOCK_S=block_s, PDL=pdl_code(q, pdl), num_warps=1 if n_splits * D <= 2048 else 4,
+            **pdl_options(pdl_launch(q, pdl)))
     return out
 
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor,
                      v_new: torch.Tensor, pos: torch.Tensor, scale: float | None = None,
                      prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0,
-                     counters: torch.Tensor | None = None) -> torch.Tensor:
+                     counters: torch.Tensor | None = None, pdl: bool = False) -> torch.Tensor:
     """The op; prefetch: a contiguous tensor a later launch reads, its first prefetch_fraction asked into L2 while
     the cache is read (a hint: no result depends on it). counters: int32 [>= batch * kv heads], zero, for one
     launch instead of two (each key/value head's last chunk to finish merges; the op leaves them zero): a decode
-    layer's q/k/v projection zeroes them (gemv.gemv_qkv), so no launch of its own does."""
-    return decode_attention_op(q, k_cache, v_cache, k_new, v_new, pos, scale, prefetch, prefetch_fraction, counters)
+    layer's q/k/v projection zeroes them (gemv.gemv_qkv), so no launch of its own does. pdl: programmatic
+    dependent launches (kernels/_common.py), on sm_90+."""
+    return decode_attention_op(q, k_cache, v_cache, k_new, v_new, pos, scale, prefetch, prefetch_fraction, counters,
+                               pdl)
 
 
 def reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor,

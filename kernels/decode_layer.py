@@ -15,9 +15,10 @@ against gemv.py's 10.3, H200, 2026-12-04: bench/decode_mlp.py). With cos and sin
 pointwise launches a step) and k and v copied into the stacked outputs after (two launches a layer) the layer
 path ran the step in 1.095 ms against 1.216 for the best build without it (H200, 2026-12-04). The whole-model
 trial decides whether it runs, as for decode attention. MLP_CHAIN puts the last three launches in one
-(mlp_chain.py), LAYER_CHAIN the whole layer (layer_chain.py); both are off until measured. _common.PDL makes the
-launches programmatic dependent ones where Triton launches them itself (the step uncompiled, captured as a CUDA
-graph): each starts while the one before finishes; also off until measured.
+(mlp_chain.py), LAYER_CHAIN the whole layer (layer_chain.py); both are off until measured. PDL makes the launches
+programmatic dependent ones (where Triton launches them itself, the step uncompiled and captured as a CUDA
+graph; in a compiled step or a package, through its captured graph's edges: kpt.gpu.graph_edges): each starts
+while the one before finishes; the trial kpt_decode_pdl decides, as for the prefetch plan.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ PREFETCH = "kpt_prefetch"  # the step's L2 prefetch plan (modules.swap_decode_pr
 # so the stream does not push out what it asked in. Not yet measured on a GPU (compiled for sm_90 offline):
 # kernels/ offers it as a trial of its own.
 PREFETCH_PLAN = {"qkv": 1.0, "attention": 1.0, "o_proj": 0.5, "gate_up": 0.25, "down": 1.0}
+
+PDL = "kpt_pdl"  # kpt.gpu.graph_edges.ATTR: set by modules.swap_decode_pdl to _common.WAITING_KERNELS, absent: none
+# Where set, the layer path's launches are programmatic dependent ones (kernels/_common.py): each may start while the
+# one before finishes, fetching its weight rows into L2 meanwhile. Compiled for sm_90 offline, never run on a GPU:
+# kernels/ offers it as a trial of its own (a compiled step's graph gets it through kpt.gpu.graph_edges).
 
 # Decode attention's launches a layer: 1 (each key/value head's last chunk merges, kernels/decode.py) or 2 (split,
 # then merge). Compiled for sm_90 offline and CPU-tested; the step time of each is bench/decode_mlp.py's
@@ -109,6 +115,7 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
             k_new, v_new, attn.o_proj.weight, n_post.weight, mlp.gate_proj.weight, mlp.up_proj.weight,
             mlp.down_proj.weight, n_post.variance_epsilon, zeroed)
     plan = getattr(step, PREFETCH, None) or {}
+    pdl = bool(getattr(step, PDL, None))
     chain = MLP_CHAIN and b == 1
     # The layer's counters, zeroed by the q/k/v launch: decode attention's chunk counters (in one launch; none where
     # ATTENTION_LAUNCHES is 2: its merge kernel's launch instead), then mlp_chain's.
@@ -116,17 +123,19 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
     count = kv + (mlp_chain.COUNTERS if chain else 0)
     counters = torch.empty(count, dtype=torch.int32, device=h.device) if count else None
     q = gemv.gemv_qkv(h, getattr(attn, QKV), n_in.weight, n_in.variance_epsilon, input_pos, step.inv_freq, k_new,
-                      v_new, *_ahead(plan, "qkv", attn.o_proj.weight), counters)  # q and the key roped
+                      v_new, *_ahead(plan, "qkv", attn.o_proj.weight), counters, pdl)  # q and the key roped
     out = decode.decode_attention(q.view(b, 1, heads, d).transpose(1, 2), k_cache, v_cache, k_new, v_new, input_pos,
-                                  None, *_ahead(plan, "attention", mlp.gate_proj.weight), counters if kv else None)
+                                  None, *_ahead(plan, "attention", mlp.gate_proj.weight), counters if kv else None, pdl)
     out = out.reshape(b, heads, 1, d).transpose(1, 2).reshape(b, 1, -1)
     if chain:
         return mlp_chain.mlp_chain(out, h, attn.o_proj.weight, n_post.weight, mlp.gate_proj.weight, mlp.up_proj.weight,
                                    mlp.down_proj.weight, n_post.variance_epsilon, counters, kv)
-    h = gemv.gemv_op(out, attn.o_proj.weight, None, None, h, 0.0, "none", *_ahead(plan, "o_proj", mlp.up_proj.weight))
+    h = gemv.gemv_op(out, attn.o_proj.weight, None, None, h, 0.0, "none", *_ahead(plan, "o_proj", mlp.up_proj.weight),
+                     pdl)
     act = gemv.gemv_op(h, mlp.gate_proj.weight, mlp.up_proj.weight, n_post.weight, None, n_post.variance_epsilon,
-                       "silu", *_ahead(plan, "gate_up", mlp.down_proj.weight))
-    return gemv.gemv_op(act, mlp.down_proj.weight, None, None, h, 0.0, "none", *_ahead(plan, "down", _after(step, layer)))
+                       "silu", *_ahead(plan, "gate_up", mlp.down_proj.weight), pdl)
+    return gemv.gemv_op(act, mlp.down_proj.weight, None, None, h, 0.0, "none", *_ahead(plan, "down", _after(step, layer)),
+                        pdl)
 
 
 def _after(step: torch.nn.Module, layer: torch.nn.Module) -> torch.Tensor:
@@ -145,4 +154,5 @@ def _ahead(plan: dict[str, float], launch: str, weight: torch.Tensor) -> tuple[t
 def llama_head(step: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
     """The decode_head hook: lm_head(norm(h)) in one launch."""
     norm = _norm(step.model.norm)
-    return gemv.gemv_op(h, step.lm_head.weight, None, norm.weight, None, norm.variance_epsilon, "none")
+    return gemv.gemv_op(h, step.lm_head.weight, None, norm.weight, None, norm.variance_epsilon, "none", None, 1.0,
+                        bool(getattr(step, PDL, None)))

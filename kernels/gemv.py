@@ -203,13 +203,14 @@ _gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT"
 def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: torch.Tensor, b2: torch.Tensor,  # noqa: ANN001
         out: torch.Tensor, has_bias: bool, act: int, gated: bool, norm_weight: torch.Tensor | None = None,
         residual: torch.Tensor | None = None, eps: float = 0.0, rope: tuple | None = None,
-        prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0, zero: torch.Tensor | None = None) -> None:
+        prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0, zero: torch.Tensor | None = None,
+        pdl: bool = False) -> None:
     """Launches the kernel through `launch` (_common.launch) for linear_act._run's operands: x2 [M, K] with
     M <= MAX_ROWS, out [M, N]; w2/b/b2 any tensor where unused, as there. norm_weight: x is RMS-normalized
     (eps) and scaled by it first; residual [M, N] (out's layout): added to the result. rope: (pos, inv_freq,
     k_out, v_out) for gemv_qkv, out then [M, N - 2 K_N] for the query columns, k_out/v_out [M, K_N] rows.
     prefetch: a tensor a later launch reads, its first prefetch_fraction asked into L2 (a hint). zero: an int32
-    vector the first program sets to 0."""
+    vector the first program sets to 0. pdl: the launch as a programmatic dependent one (_common.pdl_code)."""
     x2, weight, w2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (x2, weight, w2))
     M, K = x2.shape
     N = weight.shape[0]
@@ -224,7 +225,7 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
         pf_bytes, zero.numel() if zero is not None else 0, HAS_BIAS=has_bias, ACT=act, GATED=gated,
         NORM=norm_weight is not None, RES=residual is not None, ROPE=rope is not None,
         HEAD_DIM=2 * freq.numel() if rope is not None else 2, PREFETCH=pf is not None, ZERO=zero is not None,
-        PDL=pdl_code(x2), LINE=128 // weight.element_size(), **pdl_options(pdl_launch(x2)))
+        PDL=pdl_code(x2, pdl), LINE=128 // weight.element_size(), **pdl_options(pdl_launch(x2, pdl)))
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
@@ -237,7 +238,7 @@ def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, 
         raise ValueError(f"residual has shape {tuple(residual.shape)}; the result is {(*x.shape[:-1], N)}")
 
 
-def _fake(x, weight, weight2, norm_weight, residual, eps, act, prefetch=None, prefetch_fraction=1.0):  # noqa: ANN001, ANN202
+def _fake(x, weight, weight2, norm_weight, residual, eps, act, prefetch=None, prefetch_fraction=1.0, pdl=False):  # noqa: ANN001, ANN202
     _check(x, weight, weight2, norm_weight, residual, act)
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
@@ -245,12 +246,12 @@ def _fake(x, weight, weight2, norm_weight, residual, eps, act, prefetch=None, pr
 @register_op("kpt::gemv", _fake)
 def gemv_op(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,
             residual: torch.Tensor | None, eps: float, act: str, prefetch: torch.Tensor | None = None,
-            prefetch_fraction: float = 1.0) -> torch.Tensor:
+            prefetch_fraction: float = 1.0, pdl: bool = False) -> torch.Tensor:
     """reference()'s result for rows of a decode step: act(rmsnorm(x) W^T) [* rmsnorm(x) W2^T] [+ residual], the
     norm only where norm_weight is given, in one kernel (each program folds the norm into its dot products and
     scales by the row's rstd at the end; a residual is added to the result before its one store). prefetch: a
     contiguous tensor a later launch reads, its first prefetch_fraction asked into L2 as this one starts (no
-    result depends on it)."""
+    result depends on it). pdl: a programmatic dependent launch (kernels/_common.py), on sm_90+."""
     _check(x, weight, weight2, norm_weight, residual, act)
     x2 = x.reshape(-1, x.shape[-1])
     out = x.new_empty((x2.shape[0], weight.shape[0]))
@@ -258,7 +259,7 @@ def gemv_op(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None,
         gated = weight2 is not None
         run(launch, x2, weight, weight2 if gated else weight, weight, weight, out, False, ACTS[act], gated,
             norm_weight, residual.reshape(out.shape).contiguous() if residual is not None else None, eps,
-            prefetch=prefetch, prefetch_fraction=prefetch_fraction)
+            prefetch=prefetch, prefetch_fraction=prefetch_fraction, pdl=pdl)
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
@@ -309,7 +310,7 @@ def _rows(t: torch.Tensor, rows: int, name: str) -> torch.Tensor:
 
 
 def _fake_qkv(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out, prefetch=None, prefetch_fraction=1.0,  # noqa: ANN001, ANN202
-              zero=None):
+              zero=None, pdl=False):
     return x.new_empty((*x.shape[:-1], _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out, zero)))
 
 
@@ -317,20 +318,20 @@ def _fake_qkv(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out, prefetch
 def gemv_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None, eps: float, pos: torch.Tensor,
              inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor,
              prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0,
-             zero: torch.Tensor | None = None) -> torch.Tensor:
+             zero: torch.Tensor | None = None, pdl: bool = False) -> torch.Tensor:
     """A decode layer's q/k/v projection in one kernel (reference_qkv()'s result): rmsnorm(x) (where norm_weight
     is given) times the concatenated [q; k; v] weight, the rotary embedding at position pos applied to the q and k
     heads (each program takes a head's rotation pairs side by side and computes their cos and sin), the key and
     value columns written into k_out and v_out (a decode step's stacked new cache entries: no copy after), the
-    query columns returned; prefetch as gemv_op's. zero: an int32 vector set to 0 on the way (the counters the
-    layer's decode attention then runs in one launch with, kernels/decode.py)."""
+    query columns returned; prefetch and pdl as gemv_op's. zero: an int32 vector set to 0 on the way (the counters
+    the layer's decode attention then runs in one launch with, kernels/decode.py)."""
     q_cols = _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out, zero)
     x2 = x.reshape(-1, x.shape[-1])
     k2, v2 = _rows(k_out, x2.shape[0], "k_out"), _rows(v_out, x2.shape[0], "v_out")
     out = x.new_empty((x2.shape[0], q_cols))
     if x2.shape[0]:
         run(launch, x2, weight, weight, weight, weight, out, False, ACTS["none"], False, norm_weight, None, eps,
-            (pos, inv_freq, k2, v2), prefetch, prefetch_fraction, zero)
+            (pos, inv_freq, k2, v2), prefetch, prefetch_fraction, zero, pdl)
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 

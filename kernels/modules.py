@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from . import attention, decode, decode_layer, linear_act, norms, registry
+from ._common import WAITING_KERNELS
 from .matching import act_of, is_rmsnorm, plain
 
 
@@ -251,4 +252,21 @@ def swap_decode_prefetch(module: torch.nn.Module) -> torch.nn.Module:
     out = copy.deepcopy(module)
     for name in find_decode_prefetch_steps(out):
         setattr(out.get_submodule(name), decode_layer.PREFETCH, dict(decode_layer.PREFETCH_PLAN))
+    return out
+
+
+def find_decode_pdl_steps(module: torch.nn.Module) -> list[str]:
+    """Decode steps running their layers through decode_layer.py with plain launches, on sm_90+ (programmatic
+    dependent launch)."""
+    return [n for n, m in module.named_modules() if vars(m).get("decode_layer") is decode_layer.llama_layer
+            and not vars(m).get(decode_layer.PDL) and m.lm_head.weight.is_cuda
+            and torch.cuda.get_device_capability(m.lm_head.weight.device)[0] >= 9]
+
+
+def swap_decode_pdl(module: torch.nn.Module) -> torch.nn.Module:
+    """Each such step's launches as programmatic dependent ones (decode_layer.PDL: the kernels that then wait, which
+    a captured graph's edges into may be made programmatic: kpt.gpu.graph_edges)."""
+    out = copy.deepcopy(module)
+    for name in find_decode_pdl_steps(out):
+        setattr(out.get_submodule(name), decode_layer.PDL, WAITING_KERNELS)
     return out

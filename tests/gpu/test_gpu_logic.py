@@ -632,19 +632,46 @@ def test_a_failed_build_with_gemm_written_casts_is_built_again_without_them(tmp_
 
 def test_kernel_trials_compile_both_sides_first(monkeypatch):
     """time_trial's compile step on the CPU (its graph replay needs a GPU: tests/gpu/test_gpu_runtime.py)."""
-    seen = []
+    from kpt.gpu import graph_edges
 
-    def timed(runners, x):  # noqa: ANN001, ANN202 - stands in for the graph replay
+    seen, waited = [], []
+
+    def timed(runners, x, waiting):  # noqa: ANN001, ANN202 - stands in for the graph replay
         with torch.inference_mode():
             seen.append({n: (type(r).__name__, r(*x)) for n, r in runners.items()})
+        waited.append(waiting)
         return {"base_ms": 1.0, "trial_ms": 1.0, "graphs": 1}
 
     monkeypatch.setattr(passes, "_timed_runners", timed)
     base, trial = _Mlp().eval(), _Mlp().eval()
+    setattr(trial, graph_edges.ATTR, ("_gemv_kernel",))  # kernels/ asked its launches for PDL
     x = (torch.randn(2, 256),)
     assert passes.time_trial(base, trial, x)["compiled"] == 1
     assert passes.time_trial(base, trial, x, compiled=False)["compiled"] == 0
+    # each side's graph is replayed as its package would be: the trial's edges into its waiting kernels programmatic
+    assert waited == [{"base_ms": (), "trial_ms": ("_gemv_kernel",)}] * 2
     compiled, plain = seen
     assert {t for t, _ in compiled.values()} == {"OptimizedModule"} and {t for t, _ in plain.values()} == {"_Mlp"}
     for name in ("base_ms", "trial_ms"):
         torch.testing.assert_close(compiled[name][1], plain[name][1])
+
+
+def test_a_graph_whose_edges_cannot_be_rewritten_runs_as_captured(monkeypatch, caplog):
+    """kpt.gpu.runtime: where cuda-bindings is missing or the driver refuses the rewrite, the captured graph keeps
+    its plain edges (the same results, without the overlap) and the runner says so in the log."""
+    from kpt.errors import Unsupported
+    from kpt.gpu import graph_edges, runtime
+
+    def refused(graph, waits):  # noqa: ANN001, ANN202
+        raise Unsupported("cuGraphAddDependencies returned CUDA_ERROR_INVALID_VALUE")
+
+    def missing(graph, waits):  # noqa: ANN001, ANN202
+        raise ImportError("No module named 'cuda'")
+
+    for fails in (refused, missing):
+        monkeypatch.setattr(graph_edges, "make_programmatic", fails)
+        with caplog.at_level("WARNING", logger="kpt.gpu.runtime"):
+            assert runtime._programmatic(object(), lambda name: True) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "captured graph kept with plain edges: UNSUPPORTED: cuGraphAddDependencies returned CUDA_ERROR_INVALID_VALUE",
+        "captured graph kept with plain edges: No module named 'cuda'"]

@@ -165,8 +165,9 @@ def test_kernel_trials_of_an_int8_decode_step_compile(tmp_path, kpt_cache_dir):
 
 def test_kernel_trials_of_a_bf16_decode_step_try_whole_layers_first(tmp_path, kpt_cache_dir):
     """The bf16 decode step's first kernel trial is kernels/' whole decode layers, compiled; kept, it leaves the
-    other swaps nothing to change, and only the layers' own refinement (L2 prefetch) is tried after it (the 1B
-    Llama's O3 build took 293 s with the layers first where four trials had taken 637 s, H200, 2026-12-04)."""
+    other swaps nothing to change, and only the layers' own refinements (L2 prefetch, programmatic dependent launch)
+    are tried after it (the 1B Llama's O3 build took 293 s with the layers first where four trials had taken 637 s,
+    H200, 2026-12-04)."""
     from kpt.gpu.passes import CustomKernels
     from tests.gpu.helpers import tiny_llama_decode
 
@@ -177,8 +178,8 @@ def test_kernel_trials_of_a_bf16_decode_step_try_whole_layers_first(tmp_path, kp
     measured = row["reason"].split(": ", 1)[-1]
     assert measured.startswith("kpt_decode_layers ") and "uncompiled" not in measured, row["reason"]
     if "kept kpt_decode_layers" in row["reason"]:
-        assert [t.split(" ")[0] for t in measured.split("; ")] == ["kpt_decode_layers", "kpt_decode_prefetch"], \
-            row["reason"]
+        assert [t.split(" ")[0] for t in measured.split("; ")] == ["kpt_decode_layers", "kpt_decode_prefetch",
+                                                                   "kpt_decode_pdl"], row["reason"]
         assert any(vars(m).get("decode_layer") is not None for m in work.module.modules())
 
 

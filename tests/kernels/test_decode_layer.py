@@ -91,9 +91,9 @@ def test_prefetch_operands_are_the_first_bytes_of_a_contiguous_tensor(monkeypatc
 
 
 def test_pdl_code_where_asked_on_sm90_and_the_launch_attribute_only_where_triton_launches(monkeypatch):
-    """kernels._common: the PDL code only where asked (PDL), on sm_90+, outside the interpreter, traced or not; the
-    launch attribute only where Triton's own launcher runs the kernel (a trace would pass launch keywords to the
-    kernel as arguments; Inductor's and AOTInductor's launchers set no launch attributes)."""
+    """kernels._common: the PDL code only where the op is asked (its pdl argument), on sm_90+, outside the
+    interpreter, traced or not; the launch attribute only where Triton's own launcher runs the kernel (a trace would
+    pass launch keywords to the kernel as arguments; Inductor's and AOTInductor's launchers set none)."""
     from types import SimpleNamespace
 
     from torch._library.triton import set_wrap_triton_enabled
@@ -104,25 +104,46 @@ def test_pdl_code_where_asked_on_sm90_and_the_launch_attribute_only_where_triton
     monkeypatch.setattr(_common, "interpreting", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     with set_wrap_triton_enabled(False):  # as inside a triton_op run on real tensors
-        assert not _common.pdl_code(on_gpu) and not _common.pdl_launch(on_gpu)  # not asked for
-        monkeypatch.setattr(_common, "PDL", True)
-        assert _common.pdl_launch(on_gpu) and _common.pdl_options(True) == {"launch_pdl": True}
-        assert not _common.pdl_code(torch.empty(1)) and _common.pdl_options(False) == {}
+        assert not _common.pdl_code(on_gpu, False) and not _common.pdl_launch(on_gpu, False)  # not asked for
+        assert _common.pdl_launch(on_gpu, True) and _common.pdl_options(True) == {"launch_pdl": True}
+        assert not _common.pdl_code(torch.empty(1), True) and _common.pdl_options(False) == {}
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
-        assert not _common.pdl_code(on_gpu)  # no griddepcontrol before Hopper
+        assert not _common.pdl_code(on_gpu, True)  # no griddepcontrol before Hopper
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    assert _common.pdl_code(on_gpu) and not _common.pdl_launch(on_gpu)  # traced: the code, not the attribute
+    assert _common.pdl_code(on_gpu, True) and not _common.pdl_launch(on_gpu, True)  # traced: the code only
     monkeypatch.setattr(_common, "interpreting", lambda: True)
-    assert not _common.pdl_code(on_gpu)
+    assert not _common.pdl_code(on_gpu, True)
 
 
-def test_waiting_kernels_are_known_by_their_entry_names():
-    """kernels._common.waits: the kernels with PDL code, by Triton's entry name or Inductor's numbered copy of it."""
-    from kernels import _common
+def test_a_step_asked_for_pdl_passes_it_to_every_launch(monkeypatch):
+    """decode_layer.PDL set on a step (modules.swap_decode_pdl sets it on sm_90+): each of its layer launches and the
+    logits' are asked for PDL (under the interpreter the kernels then run as plain launches: the same results), and
+    export traces the ops with it."""
+    from kernels import decode, decode_layer, modules
+    from kpt.optimize import inputs as inp
 
-    assert all(_common.waits(n) for n in ("_gemv_kernel", "_gemv_kernel_12", "_split_kernel_0", "_merge_kernel"))
-    assert not any(_common.waits(n) for n in ("_gemv_kernel_x", "triton_poi_fused_0", "_norm_kernel", "_gemv",
-                                              "_layer_kernel_0", "x_gemv_kernel"))
+    step, spec = _step()
+    ids, _, k_cache, v_cache = inp.generate(spec, seed=5)
+    args = (ids.to(DEVICE), torch.tensor([29], device=DEVICE), k_cache.half().to(DEVICE), v_cache.half().to(DEVICE))
+    swapped = modules.swap_decode_layers(step)
+    assert modules.find_decode_pdl_steps(swapped) == []  # CPU tensors: no programmatic dependent launch here
+    pdl = modules.swap_decode_layers(step)
+    setattr(pdl, decode_layer.PDL, ("_gemv_kernel",))
+    asked, real_op, real_qkv, real_attention = [], gemv.gemv_op, gemv.gemv_qkv, decode.decode_attention
+    monkeypatch.setattr(gemv, "gemv_op", lambda *a: asked.append(a[-1]) or real_op(*a))
+    monkeypatch.setattr(gemv, "gemv_qkv", lambda *a: asked.append(a[-1]) or real_qkv(*a))
+    monkeypatch.setattr(decode, "decode_attention", lambda *a: asked.append(a[-1]) or real_attention(*a))
+    with torch.inference_mode():
+        want, got = swapped(*args), pdl(*args)
+    assert asked == [False] * 11 + [True] * 11  # 5 launches a layer, 2 layers, the logits
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    monkeypatch.setattr(gemv, "gemv_op", real_op)
+    monkeypatch.setattr(gemv, "gemv_qkv", real_qkv)
+    monkeypatch.setattr(decode, "decode_attention", real_attention)
+    ep = torch.export.export(pdl, args)
+    flags = [n.args[-1] for n in ep.graph.nodes if n.target in (torch.ops.kpt.gemv.default, torch.ops.kpt.gemv_qkv.default)]
+    assert len(flags) == 2 * 4 + 1 and all(f is True for f in flags), flags
 
 
 def _step(context: int = 48):
@@ -155,7 +176,7 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch, launches, cha
     monkeypatch.setattr(layer_chain, "layer_chain", lambda *a: calls.append("layer") or real_layer(*a))
     monkeypatch.setattr(gemv, "gemv_op", lambda *a: calls.append(a[3] is not None) or real(*a))
     monkeypatch.setattr(gemv, "gemv_qkv", lambda *a: calls.append("qkv") or real_qkv(*a))
-    monkeypatch.setattr(decode, "decode_attention", lambda *a: calls.append(a[-1] is not None) or real_attention(*a))
+    monkeypatch.setattr(decode, "decode_attention", lambda *a: calls.append(a[9] is not None) or real_attention(*a))
     swapped = modules.swap_decode_layers(step)
     assert step.decode_layer is None and modules.find_decode_layer_steps(swapped) == []  # a new module
     # the hooks bypass every norm and MLP and set the attention: nothing left for the other swaps to try

@@ -301,13 +301,33 @@ def test_mlp_chain_gpu():
     _run_limited(_RUN_CHAIN)
 
 
+def _pdl_positions(run, want: list, got: list, x: list, positions: list[int]) -> None:
+    """Replays (run) at each position in turn, 20 rounds: every output as the plain step's at that position."""
+    for _ in range(20):
+        for p, expected in zip(positions, want, strict=True):
+            x[1].fill_(p)
+            run()
+            for a, b in zip(got, expected, strict=True):
+                torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
+def _captured(fn, x: list, keep: bool = False):  # noqa: ANN001, ANN202 - (graph, outputs)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn(*x)
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph(keep_graph=keep)
+    with torch.cuda.graph(graph):
+        got = fn(*x)
+    return graph, got
+
+
 def test_decode_step_with_pdl_launches_gpu(monkeypatch):
-    """The step through decode_layer.py uncompiled, its launches programmatic dependent ones (kernels._common.PDL:
+    """The step through decode_layer.py uncompiled, its launches programmatic dependent ones (modules.swap_decode_pdl:
     each starts while the one before finishes and waits before reading what that one writes), captured as a CUDA
     graph and replayed at positions across the cache: each replay's logits and new keys and values as the plain
     launches' (a launch reading its input before the launch writing it had finished would not be)."""
-    from torch._library.triton import set_wrap_triton_enabled
-
     from kernels import gemv
     from kpt.optimize import inputs as inp
     from tests.gpu.helpers import tiny_llama_decode
@@ -321,34 +341,20 @@ def test_decode_step_with_pdl_launches_gpu(monkeypatch):
         for p in positions:  # plain launches (and the autotuners' choices, which the PDL launches reuse)
             x[1].fill_(p)
             want.append([t.clone() for t in step(*x)])
-        monkeypatch.setattr(_common, "PDL", True)
-        with set_wrap_triton_enabled(False):  # as the ops run their kernels on real tensors
-            assert _common.pdl_launch(x[2])  # sm_90+
         asked = []  # what the launchers ask Triton for: launch_pdl on every launch below
         for module in (gemv, decode):
             monkeypatch.setattr(module, "pdl_options", lambda on, real=_common.pdl_options: asked.append(on) or real(on))
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            step(*x)
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            got = step(*x)
+        pdl = modules.swap_decode_pdl(step)
+        graph, got = _captured(pdl, x)
         assert len(asked) == 2 * (4 * 5 + 1) and all(asked), asked  # warm-up and capture: 5 a layer, the logits' 1
-        for _ in range(20):
-            for p, expected in zip(positions, want, strict=True):
-                x[1].fill_(p)
-                graph.replay()
-                for a, b in zip(got, expected, strict=True):
-                    torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+        _pdl_positions(graph.replay, want, got, x, positions)
 
 
-def test_compiled_step_with_programmatic_graph_edges_gpu(monkeypatch):
-    """The step through decode_layer.py compiled with kernels/' PDL code (Inductor's launcher sets no launch
-    attribute), captured as a CUDA graph whose edges into those kernels are then made programmatic
-    (kpt.gpu.graph_edges), replayed at positions across the cache: every edge into a layer launch rewritten, and
-    each replay's logits and new keys and values as the plain compiled step's."""
+def test_compiled_step_with_programmatic_graph_edges_gpu():
+    """The step through decode_layer.py with PDL asked for, compiled (Inductor's launcher sets no launch attribute:
+    the kernels carry the PDL code only), captured as a CUDA graph whose edges into those kernels are then made
+    programmatic (kpt.gpu.graph_edges, as the runtime does for a package), replayed at positions across the cache:
+    every edge into a layer launch rewritten, and each replay's outputs as the plain compiled step's."""
     pytest.importorskip("cuda.bindings")
     from kpt.gpu import graph_edges
     from kpt.optimize import inputs as inp
@@ -356,6 +362,8 @@ def test_compiled_step_with_programmatic_graph_edges_gpu(monkeypatch):
 
     step, spec, _ = tiny_llama_decode(context=512, layers=4)
     step = modules.swap_decode_layers(step.cuda().to(torch.bfloat16))
+    pdl = modules.swap_decode_pdl(step)
+    assert graph_edges.kernels_of(pdl) == tuple(sorted(_common.WAITING_KERNELS)) and not graph_edges.kernels_of(step)
     x = [t.cuda() for t in inp.generate(spec, seed=3)]
     positions = [5, 300, 511, 77]
     with torch.inference_mode():
@@ -364,26 +372,11 @@ def test_compiled_step_with_programmatic_graph_edges_gpu(monkeypatch):
         for p in positions:
             x[1].fill_(p)
             want.append([t.clone() for t in plain(*x)])
-        torch._dynamo.reset()
-        monkeypatch.setattr(_common, "PDL", True)
-        coded = torch.compile(step, fullgraph=True)
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            coded(*x)
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph(keep_graph=True)
-        with torch.cuda.graph(graph):
-            got = coded(*x)
+        graph, got = _captured(torch.compile(pdl, fullgraph=True), x, keep=True)
         # every layer launch (5 a layer) and the logits' follow a kernel: the embedding's, or the launch before
-        assert graph_edges.make_programmatic(graph, _common.waits) == 4 * 5 + 1
+        assert graph_edges.make_programmatic(graph, graph_edges.named(graph_edges.kernels_of(pdl))) == 4 * 5 + 1
         graph.instantiate()
-        for _ in range(20):
-            for p, expected in zip(positions, want, strict=True):
-                x[1].fill_(p)
-                graph.replay()
-                for a, b in zip(got, expected, strict=True):
-                    torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+        _pdl_positions(graph.replay, want, got, x, positions)
 
 
 _RUN_PACKAGE = """
@@ -395,17 +388,22 @@ torch.save([t.cpu() for t in y], sys.argv[3])
 """
 
 
-@pytest.mark.parametrize("swap", ["swap_decode_attention", "swap_decode_layers"])
+@pytest.mark.parametrize("swap", ["swap_decode_attention", "swap_decode_layers", "swap_decode_pdl"])
 def test_decode_step_with_the_kernel_compiles_and_exports(tmp_path, swap):
-    """The swapped 1B-Llama-style step (tiny here: decode attention alone, or whole layers through
-    decode_layer.py) under torch.compile, torch.export and AOTInductor (the package embeds the Triton kernels:
-    loaded back, it runs them without kernels/ being asked): results as eager."""
+    """The swapped 1B-Llama-style step (tiny here: decode attention alone, whole layers through decode_layer.py, or
+    those with PDL asked for) under torch.compile, torch.export and AOTInductor (the package embeds the Triton
+    kernels: loaded back, it runs them without kernels/ being asked): results as eager. With PDL, the package
+    replayed as the runtime replays it (kpt.gpu.runtime.GraphedRunner told the step's waiting kernels): its graph's
+    edges into every layer launch made programmatic, and the replays' results as eager."""
+    from kpt.gpu import graph_edges, runtime
     from kpt.optimize import inputs as inp
     from kpt.optimize.inductor import link_options
     from tests.gpu.helpers import tiny_llama_decode
 
     step, spec, _ = tiny_llama_decode(context=512)
-    step = getattr(modules, swap)(step.cuda().to(torch.bfloat16))
+    step = step.cuda().to(torch.bfloat16)
+    step = modules.swap_decode_pdl(modules.swap_decode_layers(step)) if swap == "swap_decode_pdl" else \
+        getattr(modules, swap)(step)
     x = [t.cuda() for t in inp.generate(spec, seed=1)]
     x[1].fill_(300)
     with torch.inference_mode():
@@ -427,3 +425,12 @@ def test_decode_step_with_the_kernel_compiles_and_exports(tmp_path, swap):
     for got in (compiled, exported, packaged):
         for a, b in zip(eager, got, strict=True):
             torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+    if swap == "swap_decode_pdl":
+        pytest.importorskip("cuda.bindings")
+        waiting = graph_edges.kernels_of(step)
+        replay = runtime.GraphedRunner(runtime.shared(path).runner, waits=graph_edges.named(waiting))
+        with torch.inference_mode():
+            for _ in range(3):
+                for a, b in zip(eager, replay(*x), strict=True):
+                    torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+        assert replay.programmatic_edges == 2 * 5 + 1, (replay.programmatic_edges, waiting)  # 2 layers, the logits

@@ -28,6 +28,24 @@ from kpt.errors import Unsupported
 log = logging.getLogger(__name__)
 
 PROGRAMMATIC = 1  # CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC, and the edge's port: CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC
+# Set by kernels/ on a module whose launches it asked for PDL (kernels/decode_layer.py's PDL): the names of the
+# kernels that then wait. The build records them in the package (kpt.gpu.graphs), and the runtime rewrites the
+# package's captured graph with them (kpt.gpu.runtime).
+ATTR = "kpt_pdl"
+
+
+def kernels_of(module: torch.nn.Module) -> tuple[str, ...]:
+    """The names of the kernels that module's launches wait in (ATTR on any of its modules), sorted; () if none."""
+    return tuple(sorted({name for m in module.modules() for name in getattr(m, ATTR, None) or ()}))
+
+
+def named(kernels: Sequence[str]) -> Callable[[str], bool]:
+    """make_programmatic's test for `kernels`: a kernel by Triton's entry name, or Inductor's copy of it (the name
+    with _<n> appended, as in a compiled model or an AOTInductor package)."""
+    def waits(name: str) -> bool:
+        return any(name == k or (name.startswith(k + "_") and name[len(k) + 1:].isdigit()) for k in kernels)
+
+    return waits
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,9 @@ def make_programmatic(graph: torch.cuda.CUDAGraph, waits: Callable[[str], bool])
             d = driver.CUgraphEdgeData()
             d.from_port, d.type = PROGRAMMATIC, PROGRAMMATIC
             data.append(d)
-        ok("cuGraphAddDependencies", driver.cuGraphAddDependencies(handle, ups, downs, data, len(picked)))
+        added = driver.cuGraphAddDependencies(handle, ups, downs, data, len(picked))
+        if added[0] != driver.CUresult.CUDA_SUCCESS:  # the plain edges back: the graph stays what was captured
+            ok("cuGraphAddDependencies", driver.cuGraphAddDependencies(handle, ups, downs, None, len(picked)))
+            ok("cuGraphAddDependencies (programmatic)", added)
     log.info("%d of the graph's %d edges made programmatic (%d kernel nodes)", len(picked), len(edges), len(kernels))
     return len(picked)

@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 
 from kpt.gpu import bench as gpu_bench
-from kpt.gpu import cache, runtime
+from kpt.gpu import cache, graph_edges, runtime
 from kpt.optimize import accuracy, bench
 from kpt.optimize import inputs as inp
 from kpt.optimize.passes import Outcome, PassConfig, Work, register
@@ -52,7 +52,9 @@ def _graphs(cfg: CudaGraphs, work: Work) -> Outcome:
                        + earlier.get("detail", "replays CUDA graphs" if earlier.get("cudagraphs") else "plain"))
     loaded = runtime.shared(art.path)
     plain = runtime.PlainRunner(loaded.runner, loaded.lock)
-    graphed = runtime.GraphedRunner(loaded.runner, loaded.lock)
+    waiting = graph_edges.kernels_of(work.module)  # compiled for programmatic dependent launch: kernels/ says which
+    graphed = runtime.GraphedRunner(loaded.runner, loaded.lock,
+                                    waits=graph_edges.named(waiting) if waiting else None)
     inputs = [inp.generate(work.spec, seed, work.device) for seed in (0, 101, 102)]
     try:
         with torch.inference_mode():
@@ -71,12 +73,16 @@ def _graphs(cfg: CudaGraphs, work: Work) -> Outcome:
     if p / g < cfg.min_speedup:
         return _decided(art.path, False, f"graph replay not faster: p50 {g:.3f} ms vs {p:.3f} ms plain; plain "
                         "launches kept")
+    edges = (f"; {graphed.programmatic_edges} edges into {', '.join(waiting)} programmatic"
+             if graphed.programmatic_edges else "")
     return _decided(art.path, True, f"replayed as a CUDA graph: p50 {p:.3f} -> {g:.3f} ms ({p / g:.2f}x); "
-                    f"graph pool {graphed.resident_bytes / 2**20:.1f} MiB")
+                    f"graph pool {graphed.resident_bytes / 2**20:.1f} MiB{edges}",
+                    waiting if graphed.programmatic_edges else ())
 
 
-def _decided(path: str, use: bool, detail: str) -> Outcome:
-    """Record the decision in the package (and in its cache entry, so a reuse does not measure again)."""
-    runtime.write_record(path, cudagraphs=use, detail=detail)
+def _decided(path: str, use: bool, detail: str, pdl_kernels: tuple[str, ...] = ()) -> Outcome:
+    """Record the decision in the package (and in its cache entry, so a reuse does not measure again); pdl_kernels:
+    the kernels whose incoming edges each load's captured graph makes programmatic (kpt.gpu.runtime.load_aoti)."""
+    runtime.write_record(path, cudagraphs=use, detail=detail, pdl_kernels=list(pdl_kernels))
     cache.update(path)
     return Outcome(use, detail)

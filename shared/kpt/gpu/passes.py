@@ -25,7 +25,7 @@ from torch.overrides import TorchFunctionMode
 from kpt import settings
 from kpt.errors import cause
 from kpt.gpu import bench as gpu_bench
-from kpt.gpu import cache, runtime
+from kpt.gpu import cache, graph_edges, runtime
 from kpt.gpu.exported import export_for_compile
 from kpt.optimize.graph_passes import cast_module
 from kpt.optimize.passes import Outcome, PassConfig, Work, register
@@ -377,21 +377,29 @@ def time_trial(base: torch.nn.Module, trial: torch.nn.Module, x: tuple[torch.Ten
             runners, done = candidates, 1
         except (RuntimeError, TorchDynamoException) as e:
             log.info("kernel trial timed uncompiled: Inductor could not compile it (%s)", cause(e, 200))
+    waiting = {n: graph_edges.kernels_of(m) for n, m in (("base_ms", base), ("trial_ms", trial))}
     try:
-        return _timed_runners(runners, x) | {"compiled": done}
+        return _timed_runners(runners, x, waiting) | {"compiled": done}
     finally:
         if compiled:
             torch._dynamo.reset()  # the compiled code of both, and what it holds
 
 
-def _timed_runners(runners: dict[str, Callable], x: tuple[torch.Tensor, ...]) -> dict[str, float]:
+def _timed_runners(runners: dict[str, Callable], x: tuple[torch.Tensor, ...],
+                   waiting: dict[str, tuple[str, ...]] | None = None) -> dict[str, float]:
+    """runners timed on x as CUDA graphs (kpt.gpu.runtime.GraphedRunner), eagerly where they cannot be captured.
+    waiting: per runner, the kernels of its that wait for the launch before (kpt.gpu.graph_edges; as its package
+    would run)."""
+    waiting = waiting or {}
+
     def eagerly(r: Callable) -> object:
         with torch.inference_mode():  # as compiled and captured: a compiled model's guards include grad mode
             return r(*x)
 
     eager = {n: functools.partial(eagerly, r) for n, r in runners.items()}
     try:
-        graphed = {n: runtime.GraphedRunner(r) for n, r in runners.items()}
+        graphed = {n: runtime.GraphedRunner(r, waits=graph_edges.named(waiting[n]) if waiting.get(n) else None)
+                   for n, r in runners.items()}
         with torch.inference_mode():
             for g in graphed.values():
                 g(*x)  # captures

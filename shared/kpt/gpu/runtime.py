@@ -5,7 +5,10 @@ torch.compile). A package is still capturable: loaded with run_single_threaded=T
 container runs on the caller's current stream without the events and locks of its thread-safe
 path, so torch.cuda.graph can capture one call and replay it. GraphedRunner does that per input
 shape: inputs are copied into static buffers, the graph is replayed, outputs are cloned (replays
-overwrite them) and handed back.
+overwrite them) and handed back. Where the record names kernels compiled for programmatic dependent launch
+(pdl_kernels: kernels/' decode layers with the trial kpt_decode_pdl kept), each captured graph's edges into
+them are made programmatic before it first runs (kpt.gpu.graph_edges): AOTInductor's own launches carry no
+launch attributes, so the graph is where those kernels get to start while the one before finishes.
 
 Whether a package is replayed as a graph is decided once, when it is built (passes.CudaGraphs
 measures it), and recorded inside the .pt2 as extra/kpt_runtime.json, a member of the archive's
@@ -51,6 +54,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from kpt.errors import InvalidModel, Unsupported
+from kpt.gpu import graph_edges
 from kpt.optimize import artifacts, inductor
 
 log = logging.getLogger(__name__)
@@ -122,6 +126,10 @@ class GraphedRunner:
     max_graphs: int = MAX_GRAPHS
     graphs: dict[tuple, _Graph] = field(default_factory=dict)
     resident_bytes: int = 0  # GPU memory the captured graphs' private pools hold (reserved)
+    # The kernels whose launches wait for the one before (compiled for programmatic dependent launch: the package's
+    # record, kpt.gpu.graph_edges): each captured graph's edges into them are made programmatic before it first runs.
+    waits: Callable[[str], bool] | None = None
+    programmatic_edges: int = 0  # edges made programmatic, over all captured graphs
 
     def _capture(self, args: tuple) -> _Graph:
         static = [a.detach().to(self.device, copy=True) if isinstance(a, torch.Tensor) else a for a in args]
@@ -133,9 +141,12 @@ class GraphedRunner:
         torch.cuda.current_stream(self.device).wait_stream(side)
         torch.cuda.synchronize(self.device)
         before = torch.cuda.memory_reserved(self.device)
-        graph = torch.cuda.CUDAGraph()
+        graph = torch.cuda.CUDAGraph(keep_graph=self.waits is not None)
         with torch.cuda.graph(graph):
             outputs = self.runner(*static)
+        if self.waits is not None:
+            self.programmatic_edges += _programmatic(graph, self.waits)
+            graph.instantiate()
         torch.cuda.synchronize(self.device)
         self.resident_bytes += max(0, torch.cuda.memory_reserved(self.device) - before)
         return _Graph(graph, [s for s in static if isinstance(s, torch.Tensor)], outputs)
@@ -158,6 +169,16 @@ class GraphedRunner:
                 dst.copy_(src, non_blocking=True)
             g.graph.replay()
             return pytree.tree_map_only(torch.Tensor, torch.clone, g.outputs)
+
+
+def _programmatic(graph: torch.cuda.CUDAGraph, waits: Callable[[str], bool]) -> int:
+    """graph_edges.make_programmatic, or 0 edges where the driver API is missing or refuses: the graph then runs
+    as captured (plain launches, the same results)."""
+    try:
+        return graph_edges.make_programmatic(graph, waits)
+    except (ImportError, Unsupported) as e:
+        log.warning("captured graph kept with plain edges: %s", e)
+        return 0
 
 
 @dataclass
@@ -215,7 +236,10 @@ def load_aoti(path: str) -> Callable:
     record = read_record(path)
     graphs = bool(record.get("cudagraphs")) and torch.cuda.is_available()
     entry = shared(path)
-    return GraphedRunner(entry.runner, entry.lock) if graphs else PlainRunner(entry.runner, entry.lock)
+    if not graphs:
+        return PlainRunner(entry.runner, entry.lock)
+    waiting = record.get("pdl_kernels") or ()
+    return GraphedRunner(entry.runner, entry.lock, waits=graph_edges.named(waiting) if waiting else None)
 
 
 # Loads the package and runs it once on the saved inputs, in a process of its own (see check_in_fresh_process).
