@@ -85,8 +85,9 @@ def make_programmatic(graph: torch.cuda.CUDAGraph, waits: Callable[[str], bool])
         if kind != driver.CUgraphNodeType.CU_GRAPH_NODE_TYPE_KERNEL:
             continue
         (params,) = ok("cuGraphKernelNodeGetParams", driver.cuGraphKernelNodeGetParams(node))
-        name = ok("cuFuncGetName", driver.cuFuncGetName(params.func))[0] if int(params.func) else b""
-        kernels[node] = name.decode(errors="replace")
+        err, name = driver.cuFuncGetName(params.func) if int(params.func) else (None, b"")
+        # a kernel without a name to read (another library's, launched as a CUkernel) waits for nothing of ours
+        kernels[node] = name.decode(errors="replace") if err in (None, driver.CUresult.CUDA_SUCCESS) else ""
     picked = chosen(edges, kernels, waits)
     if picked:
         ups, downs = [e.upstream for e in picked], [e.downstream for e in picked]

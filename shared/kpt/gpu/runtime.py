@@ -145,8 +145,17 @@ class GraphedRunner:
         with torch.cuda.graph(graph):
             outputs = self.runner(*static)
         if self.waits is not None:
-            self.programmatic_edges += _programmatic(graph, self.waits)
-            graph.instantiate()
+            rewritten = _programmatic(graph, self.waits)
+            try:
+                graph.instantiate()
+            except RuntimeError as e:  # the driver took the edges but not the graph: capture it again, plain
+                log.warning("the graph with %d programmatic edges does not instantiate (%s): captured again with "
+                            "plain edges", rewritten, e)
+                del graph, outputs
+                torch.cuda.synchronize(self.device)
+                self.waits = None
+                return self._capture(args)
+            self.programmatic_edges += rewritten
         torch.cuda.synchronize(self.device)
         self.resident_bytes += max(0, torch.cuda.memory_reserved(self.device) - before)
         return _Graph(graph, [s for s in static if isinstance(s, torch.Tensor)], outputs)
