@@ -83,8 +83,9 @@ def _graphed(fn: Callable, x: tuple[torch.Tensor, ...], waits: Callable[[str], b
         graph = torch.cuda.CUDAGraph(keep_graph=waits is not None)
         with torch.cuda.graph(graph):
             logits = fn(*x)[0]
-        rewritten = graph_edges.make_programmatic(graph, waits) if waits is not None else 0
+        rewritten = 0
         if waits is not None:
+            rewritten = graph_edges.make_programmatic(graph, waits)
             graph.instantiate()
     return graph.replay, logits, rewritten
 

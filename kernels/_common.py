@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 import triton
 import triton.language as tl
+from torch._library.triton import is_wrap_triton_enabled
 
 LOG2E = 1.4426950408889634
 
@@ -255,8 +256,6 @@ def pdl_code(t: torch.Tensor, asked: bool) -> bool:
 def pdl_launch(t: torch.Tensor, asked: bool) -> bool:
     """pdl_code, and Triton launches the kernel itself (not a trace: torch.library.triton_op runs its function with
     wrap_triton off on real tensors), so the launch can carry the attribute."""
-    from torch._library.triton import is_wrap_triton_enabled
-
     return pdl_code(t, asked) and not is_wrap_triton_enabled()
 
 
