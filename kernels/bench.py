@@ -6,6 +6,7 @@
     python -m kernels.bench --ops norm-persistent                       (the persistent pipelined norm kernel)
     python -m kernels.bench --ops norm-cache            (the norm op with x past L1, against x through L1 as before)
     python -m kernels.bench --ops attention-modes                      (attention's K/V load modes side by side)
+    python -m kernels.bench --ops attention-ws                         (the Gluon warp-specialized attention)
     python -m kernels.bench --ops gemv        (decode-shaped linear_act: ours, cuBLAS, Inductor's reduction)
 
 Rows: {op, shape, dtype, provider, causal, tflops, gbps, ms} (provider "kpt" is ours). Times are the
@@ -106,6 +107,31 @@ def bench_attention_modes(quick: bool) -> list[dict]:
             providers["sdpa_cudnn"] = vendor["sdpa_cudnn"]
             rows += _rows("attention", f"b{B} h{H} n{N} d{D}", torch.bfloat16, causal, providers,
                           4 * B * H * N * N * D * (0.5 if causal else 1.0), 4 * B * H * N * D * 2)
+    return rows
+
+
+def bench_attention_ws(quick: bool) -> list[dict]:
+    """kernels/attention_ws.py (Gluon, warp-specialized like FlashAttention-3) beside the op as shipped (kpt) and
+    cuDNN at the goal shapes (bf16, hd128 16k tokens; hd64 and batch 4 too), all in one run; each kpt_ws row also
+    carries its largest difference from cuDNN's output (max_diff), so a fast wrong kernel shows as one."""
+    from . import attention_ws
+
+    rows = []
+    cases = [(1, 16, 16384, 128), (4, 16, 4096, 128), (1, 32, 16384, 64)] if not quick else [(1, 16, 4096, 128)]
+    for B, H, N, D in cases:
+        for causal in (False, True):
+            q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+            vendor = registry.attention_providers(q, k, v, causal, flex=False)
+            providers = {"kpt": vendor["kpt"], "sdpa_cudnn": vendor["sdpa_cudnn"]}
+            if attention_ws.supports(q, k, v, causal):
+                providers["kpt_ws"] = functools.partial(attention_ws.attention, q, k, v, causal)
+            got = _rows("attention", f"b{B} h{H} n{N} d{D}", torch.bfloat16, causal, providers,
+                        attention_ws.flops(q, k, causal), 4 * B * H * N * D * 2)
+            for row in got:
+                if row["provider"] == "kpt_ws" and row.get("ms"):
+                    diff = (providers["kpt_ws"]().float() - providers["sdpa_cudnn"]().float()).abs().max().item()
+                    row["max_diff"] = round(diff, 5)
+            rows += got
     return rows
 
 
@@ -373,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one small shape per op")
     ap.add_argument("--ops", default="attention,decode,linear,norms",
                     help="comma-separated: attention, attention-modes (K/V loads: pointers, TMA, TMA + warp "
-                         "specialization), decode, linear, linear-modes (likewise), gemv (one row at the 1B Llama's decode "
+                         "specialization), attention-ws (the Gluon warp-specialized kernel), decode, linear, linear-modes (likewise), gemv (one row at the 1B Llama's decode "
                          "shapes, Inductor included), norms, norm-warps (each fixed warp count), "
                          "norm-persistent (the persistent pipelined norm kernel), norm-cache (x past L1 or not)")
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
@@ -391,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for op in args.ops.split(","):
-        rows += {"attention": bench_attention, "attention-modes": bench_attention_modes, "decode": bench_decode,
+        rows += {"attention": bench_attention, "attention-modes": bench_attention_modes,
+                 "attention-ws": bench_attention_ws, "decode": bench_decode,
                  "linear": bench_linear, "linear-modes": bench_linear_modes, "norms": bench_norms, "gemv": bench_gemv,
                  "norm-warps": bench_norm_warps, "norm-persistent": bench_norm_persistent,
                  "norm-cache": bench_norm_cache}[op](args.quick)

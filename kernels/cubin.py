@@ -10,6 +10,7 @@ were pipelined (cp.async into shared memory) can be checked in CI and before a G
     python -m kernels.cubin --mlp-chain                      # kernels.mlp_chain at the 1B Llama's widths
     python -m kernels.cubin --layer-chain                    # kernels.layer_chain at the 1B Llama's shapes
     python -m kernels.cubin --pdl                            # gemv and decode attention as PDL launches
+    python -m kernels.cubin --attention-ws                   # kernels.attention_ws (Gluon) at hd 64/128, causal or not
 
 Run it without TRITON_INTERPRET (under the interpreter triton.jit gives no compilable function).
 """
@@ -44,6 +45,8 @@ COUNTED = {
     "acquire_loads": ("ptx", "ld.global.gpu.acquire"),  # what Triton makes of an acquiring atomic add of 0
     "pdl_waits": ("ptx", "griddepcontrol.wait"),  # _common.pdl_wait
     "pdl_starts": ("ptx", "griddepcontrol.launch_dependents"),  # _common.pdl_start
+    "wgmmas": ("ptx", "wgmma.mma_async"),  # Hopper's warpgroup MMA instructions
+    "register_moves": ("ptx", "setmaxnreg"),  # a warp-specialized kernel's partitions giving and taking registers
 }
 
 
@@ -62,6 +65,8 @@ class Resources:
     acquire_loads: int = 0
     pdl_waits: int = 0
     pdl_starts: int = 0
+    wgmmas: int = 0
+    register_moves: int = 0
     memory_ops_before_wait: int = 0  # global loads, stores, atomics and async copies before the first pdl wait
 
 
@@ -87,11 +92,12 @@ def signature(fn: triton.JITFunction, types: dict[str, str]) -> dict[str, str]:
 
 
 def resources(fn: triton.JITFunction, types: dict[str, str], constexprs: dict, num_warps: int,
-              divisible: tuple[str, ...] = (), target: GPUTarget = HOPPER, num_stages: int = 3) -> Resources:
+              divisible: tuple[str, ...] = (), target: GPUTarget = HOPPER, num_stages: int = 3,
+              source: type = ASTSource) -> Resources:
     """Compiles fn (a JITFunction, or the autotuner around one) for target with num_warps and num_stages.
     types: the argument types signature() does not guess (fp32 scalars, pointers other than bf16); divisible: the
     arguments a launch would specialize as multiples of 16 (pointers and sizes that are), which decides vector
-    widths as a launch does."""
+    widths as a launch does; source: GluonASTSource for a gluon.jit function."""
     tool = cuobjdump()
     if tool is None:
         raise FileNotFoundError("cuobjdump is not in this triton wheel (backends/nvidia/bin)")
@@ -100,7 +106,7 @@ def resources(fn: triton.JITFunction, types: dict[str, str], constexprs: dict, n
     sig = signature(fn, types)
     names = list(sig)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in divisible}
-    compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs), target=target,
+    compiled = triton.compile(source(fn, sig, constexprs, attrs), target=target,
                               options={"num_warps": num_warps, "num_stages": num_stages})
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
@@ -193,6 +199,28 @@ def attention_rows() -> list[dict]:
     return rows
 
 
+def attention_ws_rows() -> list[dict]:
+    """kernels.attention_ws's kernel (Gluon) compiled for sm_90 with the descriptors its launcher builds: bf16, head
+    dims 64 and 128, causal or not."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from kernels import attention_ws as ws
+
+    rows = []
+    for d in ws.HEAD_DIMS:
+        def desc(rows: int, d: int = d) -> str:
+            return f"tensordesc<bf16[{rows}, {d}],{gl.NVMMASharedLayout.get_default_for([rows, d], gl.bfloat16)!r}>"
+
+        types = {"q_desc": desc(ws.BLOCK_M), "k_desc": desc(ws.BLOCK_N), "v_desc": desc(ws.BLOCK_N),
+                 "o_desc": desc(ws.BLOCK_M), "qk_scale": "fp32"}
+        for causal in (False, True):
+            consts = {"CAUSAL": causal, "STAGES": ws.STAGES, "num_warps": ws.CONSUMER_WARPS}
+            r = resources(ws._attn_ws_kernel, types, consts, ws.CONSUMER_WARPS, source=GluonASTSource)
+            rows.append({"op": "attention_ws", "head_dim": d, "causal": causal} | dataclasses.asdict(r))
+    return rows
+
+
 def norm_cache_rows() -> list[dict]:
     """kernels.norms._norm_kernel (the op's) on one 32768-wide bf16 row a program, LayerNorm and RMSNorm, with x
     loaded past L1 (X_CACHE ".cg") and through it (""), at 32 warps: the scale and shift keep plain loads."""
@@ -252,9 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mlp-chain", action="store_true", help="kernels.mlp_chain at the 1B Llama's widths")
     ap.add_argument("--layer-chain", action="store_true", help="kernels.layer_chain at the 1B Llama's shapes")
     ap.add_argument("--pdl", action="store_true", help="gemv and decode attention as PDL launches")
+    ap.add_argument("--attention-ws", action="store_true", help="kernels.attention_ws (Gluon) at hd 64 and 128")
     args = ap.parse_args(argv)
     picked = {"gemv": gemv_rows, "decode": decode_rows, "attention": attention_rows, "norm_cache": norm_cache_rows,
-              "mlp_chain": mlp_chain_rows, "layer_chain": layer_chain_rows, "pdl": pdl_rows}
+              "mlp_chain": mlp_chain_rows, "layer_chain": layer_chain_rows, "pdl": pdl_rows,
+              "attention_ws": attention_ws_rows}
     chosen = [fn for name, fn in picked.items() if getattr(args, name)]
     if chosen:
         for row in chosen[0]():

@@ -58,6 +58,36 @@ def test_attention_descriptor_modes_gpu(dims, causal, mode):
              attention.reference(q, k, v, causal=causal, dtype=torch.bfloat16))
 
 
+# kernels/attention_ws.py (Gluon, warp-specialized: a loader warp and consumers synchronized by barriers) runs in a
+# process of its own with a time limit: a barrier phase gone wrong would hang, which fails the test instead.
+_RUN_WS = """
+import torch
+from kernels import attention, attention_ws
+from tests.kernels.conftest import check_2x
+for dims in [(2, 16, 16, 1024, 128), (1, 32, 8, 4096, 128), (3, 8, 1, 1152, 64), (1, 8, 2, 128, 128)]:
+    B, Hq, Hkv, N, D = dims
+    for dtype in (torch.bfloat16, torch.float16):
+        for causal in (False, True):
+            g = torch.Generator(device="cuda").manual_seed(N)
+            q = torch.randn(B, Hq, N, D, device="cuda", dtype=dtype, generator=g)
+            k, v = (torch.randn(B, Hkv, N, D, device="cuda", dtype=dtype, generator=g) for _ in range(2))
+            assert attention_ws.supports(q, k, v, causal), dims
+            for _ in range(3):  # repeated: a race between the loader and the consumers would not repeat exactly
+                out = attention_ws.attention(q, k, v, causal)
+                check_2x(out, attention.reference(q, k, v, causal=causal),
+                         attention.reference(q, k, v, causal=causal, dtype=dtype))
+            print(dims, dtype, causal, "ok")
+"""
+
+
+def test_gluon_attention_gpu():
+    """kernels/attention_ws.py against the fp32 reference within 2x PyTorch's own low-precision error: causal and
+    not, GQA and MQA, head dims 64 and 128, bf16 and fp16, one key block to 32, three runs each."""
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("attention_ws is written for sm_90 (Hopper)")
+    _run_limited(_RUN_WS)
+
+
 @pytest.mark.parametrize("dtype", LP)
 @pytest.mark.parametrize("shape", [(4096, 4096, 11008), (1025, 123, 97), (1, 4096, 4096)])
 @pytest.mark.parametrize("act", ["gelu", "silu", "swiglu"])

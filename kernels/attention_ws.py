@@ -1,0 +1,237 @@
+"""Attention forward for Hopper (sm_90) written in Gluon, Triton's lower-level language: warp-specialized the way
+FlashAttention-3 is, which upstream Triton's compiler does not do on Hopper (its warp specialization partitions
+for Blackwell; kernels/attention.py's loop holds 250+ registers a thread and reaches about 480 TFLOP/s at hd128).
+
+One program per 128 query rows of one head:
+  * a loader partition (one warp, few registers) copies the query block once, then each key and value block
+    into a ring of STAGES shared-memory buffers by TMA, each buffer with a "ready" barrier the copy completes
+    (expect-tx) and an "empty" barrier the consumers arrive on when their tensor-core reads of it are done;
+  * the consumer partition (two warpgroups, 64 query rows each) runs the online softmax with wgmma, overlapped
+    within each warpgroup: block j's scores (Q K_j^T) and block j-1's P V product are issued together, the
+    scores waited for first, and block j's softmax runs while the P V product is still on the tensor cores.
+
+Scope: the plain cases the headline benchmark and most prefill calls are (causal with the query and key lengths
+equal, or non-causal; GQA; head dim 64 or 128; fp16 or bf16; lengths multiples of 128; contiguous [B, H, N, D]
+tensors). supports() says whether a call is one; everything else stays with kernels/attention.py, and the
+registry times this kernel as one more candidate ("kpt_ws") only where it supports the call. Gluon has no
+interpreter: correctness is checked on the GPU (tests/kernels/test_gpu.py) and the compiled form on the CPU
+(python -m kernels.cubin --attention-ws: partitions, register split, no spills).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+try:  # Gluon: triton >= 3.5 (the H100 image has 3.6)
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        tma,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from triton.runtime.jit import constexpr_function
+except ImportError:  # pragma: no cover - an older Triton: supports() says no
+    gluon = None
+
+BLOCK_M = 128  # query rows a program: two warpgroups of 64 (wgmma's M per warpgroup)
+BLOCK_N = 128  # keys a block
+STAGES = 2  # key/value buffers in the ring: Q 32 KB + 2 x (K 32 KB + V 32 KB) at hd128
+HEAD_DIMS = (64, 128)
+CONSUMER_WARPS = 8
+LOADER_REGS = 24  # registers a thread the loader keeps; the consumers get the rest (setmaxnreg)
+LOG2E = 1.4426950408889634
+
+
+def plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> bool:
+    """Whether the call is a case this kernel computes (module doc): dtypes, head dim, GQA, block multiples, layout."""
+    b, h, nq, d = q.shape
+    nk = k.shape[2]
+    return (q.dtype in (torch.float16, torch.bfloat16) and k.dtype == q.dtype and v.dtype == q.dtype
+            and d in HEAD_DIMS and k.shape == v.shape and k.shape[0] == b and k.shape[3] == d and h % k.shape[1] == 0
+            and nq % BLOCK_M == 0 and nk % BLOCK_N == 0 and nq > 0 and nk > 0 and (not causal or nq == nk)
+            and all(t.is_contiguous() for t in (q, k, v)))
+
+
+def supports(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> bool:
+    """Whether attention(q, k, v, causal) can run here: Gluon, an sm_90 device, and plain()."""
+    return (gluon is not None and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] == 9
+            and plain(q, k, v, causal))
+
+
+if gluon is not None:
+
+    @constexpr_function
+    def _mma_layout(n, warps):
+        """The wgmma accumulator layout of a [BLOCK_M, n] tile over `warps` warps stacked along M."""
+        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, n, 16])
+
+    @gluon.jit
+    def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty,
+              q_row, kv_row, n_blocks, STAGES: gl.constexpr):
+        """The loader partition: the query block, then key and value block j into buffer j % STAGES once the
+        consumers have released that buffer's previous use (a fresh barrier's wait on parity 1 passes at once)."""
+        mbarrier.expect(q_ready, q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_ready, q_smem)
+        for j in range(n_blocks):
+            s = j % STAGES
+            free = ((j // STAGES) & 1) ^ 1
+            mbarrier.wait(k_empty.index(s), free)
+            mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [kv_row + j * k_desc.block_type.shape[0], 0], k_ready.index(s),
+                                            k_smem.index(s))
+            mbarrier.wait(v_empty.index(s), free)
+            mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [kv_row + j * v_desc.block_type.shape[0], 0], v_ready.index(s),
+                                            v_smem.index(s))
+
+    @gluon.jit
+    def _scores(q_smem, k_smem, k_ready, j, STAGES: gl.constexpr, s_layout: gl.constexpr, BM: gl.constexpr,
+                BN: gl.constexpr):
+        """Issues Q K_j^T on the tensor cores once K_j has landed; returns the wgmma token."""
+        s = j % STAGES
+        mbarrier.wait(k_ready.index(s), (j // STAGES) & 1)
+        zero = gl.zeros([BM, BN], gl.float32, s_layout)
+        return warpgroup_mma(q_smem, k_smem.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+
+    @gluon.jit
+    def _softmax(scores, m_i, l_i, qk_scale, j, q_first, CAUSAL: gl.constexpr, s_layout: gl.constexpr,
+                 BM: gl.constexpr, BN: gl.constexpr):
+        """Block j's online-softmax step in log2 units: (p, the new running max and sum, the old sum's factor)."""
+        x = scores * qk_scale
+        if CAUSAL:  # the diagonal block: keys after the query row are hidden (lengths equal, blocks aligned)
+            if j * BN + BN > q_first:
+                rows = q_first + gl.arange(0, BM, layout=gl.SliceLayout(1, s_layout))
+                cols = j * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
+                x = gl.where(cols[None, :] <= rows[:, None], x, -float("inf"))
+        m_new = gl.maximum(m_i, gl.max(x, axis=1))
+        alpha = gl.exp2(m_i - m_new)
+        p = gl.exp2(x - m_new[:, None])
+        return p, m_new, l_i * alpha + gl.sum(p, axis=1), alpha
+
+    @gluon.jit
+    def _consume(o_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty, q_row, q_first,
+                 n_blocks, qk_scale, CAUSAL: gl.constexpr, STAGES: gl.constexpr, HEAD_D: gl.constexpr,
+                 num_warps: gl.constexpr):
+        """The consumer partition: the online softmax over the key blocks, then the output block by TMA."""
+        BM: gl.constexpr = q_smem.shape[0]
+        BN: gl.constexpr = k_smem.shape[1]
+        s_layout: gl.constexpr = _mma_layout(BN, num_warps)
+        o_layout: gl.constexpr = _mma_layout(HEAD_D, num_warps)
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+        m_i = gl.full([BM], -float("inf"), gl.float32, row_layout)
+        l_i = gl.zeros([BM], gl.float32, row_layout)
+        acc = gl.zeros([BM, HEAD_D], gl.float32, o_layout)
+
+        mbarrier.wait(q_ready, 0)
+        tok = _scores(q_smem, k_smem, k_ready, 0, STAGES, s_layout, BM, BN)
+        scores = warpgroup_mma_wait(0, deps=(tok,))
+        mbarrier.arrive(k_empty.index(0))
+        p, m_i, l_i, alpha = _softmax(scores, m_i, l_i, qk_scale, 0, q_first, CAUSAL, s_layout, BM, BN)
+        for j in range(1, n_blocks):
+            tok = _scores(q_smem, k_smem, k_ready, j, STAGES, s_layout, BM, BN)  # Q K_j^T, in flight
+            prev = (j - 1) % STAGES
+            mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)
+            acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+            p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
+            acc_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)  # P_{j-1} V_{j-1}, in flight
+            scores = warpgroup_mma_wait(1, deps=(tok,))  # the scores (issued first) are done
+            mbarrier.arrive(k_empty.index(j % STAGES))
+            p, m_i, l_i, alpha = _softmax(scores, m_i, l_i, qk_scale, j, q_first, CAUSAL, s_layout, BM, BN)
+            acc, p_op = warpgroup_mma_wait(0, deps=(acc_tok, p_op))
+            mbarrier.arrive(v_empty.index(prev))
+        last = (n_blocks - 1) % STAGES
+        mbarrier.wait(v_ready.index(last), ((n_blocks - 1) // STAGES) & 1)
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+        p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
+        acc = warpgroup_mma(p_op, v_smem.index(last), acc)
+        mbarrier.arrive(v_empty.index(last))
+        acc = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
+        # q_smem takes the output block: each warpgroup writes the rows only its own (waited) wgmmas read
+        q_smem.store(acc.to(q_smem.dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(o_desc, [q_row, 0], q_smem)
+        tma.store_wait(0)
+
+    @gluon.jit
+    def _attn_ws_kernel(q_desc, k_desc, v_desc, o_desc, qk_scale, n_q, n_k, heads, kv_heads,
+                        CAUSAL: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
+        BM: gl.constexpr = q_desc.block_type.shape[0]
+        BN: gl.constexpr = k_desc.block_type.shape[0]
+        HEAD_D: gl.constexpr = q_desc.block_type.shape[1]
+        m_blocks = n_q // BM
+        m_block = gl.program_id(0)
+        if CAUSAL:  # the longest rows first: the last programs to start are the short ones
+            m_block = m_blocks - 1 - m_block
+        bh = gl.program_id(1)
+        kvh = (bh // heads) * kv_heads + (bh % heads) // (heads // kv_heads)
+        q_first = m_block * BM
+        q_row = bh * n_q + q_first
+        kv_row = kvh * n_k
+        n_blocks = n_k // BN
+        if CAUSAL:
+            n_blocks = (q_first + BM) // BN
+
+        q_smem = gl.allocate_shared_memory(q_desc.dtype, q_desc.block_type.shape, q_desc.layout)
+        k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BN, HEAD_D], k_desc.layout)
+        v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BN, HEAD_D], v_desc.layout)
+        q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_ready, count=1)
+        for s in gl.static_range(STAGES):
+            mbarrier.init(k_ready.index(s), count=1)
+            mbarrier.init(v_ready.index(s), count=1)
+            mbarrier.init(k_empty.index(s), count=1)
+            mbarrier.init(v_empty.index(s), count=1)
+
+        gl.warp_specialize([
+            (_consume, (o_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty, q_row,
+                        q_first, n_blocks, qk_scale, CAUSAL, STAGES, HEAD_D, num_warps)),
+            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty,
+                     q_row, kv_row, n_blocks, STAGES)),
+        ], [1], [24])  # the loader: one warp, LOADER_REGS registers
+
+
+def _gl_dtype(dtype: torch.dtype):  # noqa: ANN202 - a Gluon dtype
+    return gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+
+
+def descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor) -> tuple:
+    """Host-side TMA descriptors over the [B * H * N, D] views, one block each: BLOCK_M query rows, BLOCK_N keys."""
+    d = q.shape[-1]
+
+    def desc(t: torch.Tensor, rows: int) -> TensorDescriptor:
+        flat = t.view(-1, d)
+        layout = gl.NVMMASharedLayout.get_default_for([rows, d], _gl_dtype(t.dtype))
+        return TensorDescriptor(flat, list(flat.shape), list(flat.stride()), [rows, d], layout)
+
+    return desc(q, BLOCK_M), desc(k, BLOCK_N), desc(v, BLOCK_N), desc(o, BLOCK_M)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+              scale: float | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale (+ causal mask)) v for a call supports() accepts: kernels.attention.reference's
+    semantics for that case."""
+    b, h, n_q, d = q.shape
+    o = torch.empty_like(q)
+    qk_scale = (scale if scale is not None else 1.0 / math.sqrt(d)) * LOG2E
+    q_desc, k_desc, v_desc, o_desc = descriptors(q, k, v, o)
+    grid = (n_q // BLOCK_M, b * h)
+    _attn_ws_kernel[grid](q_desc, k_desc, v_desc, o_desc, qk_scale, n_q, k.shape[2], h, k.shape[1],
+                          CAUSAL=causal, STAGES=STAGES, num_warps=CONSUMER_WARPS)
+    return o
+
+
+def flops(q: torch.Tensor, k: torch.Tensor, causal: bool) -> float:
+    """Matmul FLOPs of one call (two matmuls; half the score matrix where causal)."""
+    b, h, n_q, d = q.shape
+    return 4.0 * b * h * n_q * k.shape[2] * d * (0.5 if causal else 1.0)
