@@ -3,12 +3,15 @@ FlashAttention-3 is, which upstream Triton's compiler does not do on Hopper (its
 for Blackwell; kernels/attention.py's loop holds 250+ registers a thread and reaches about 480 TFLOP/s at hd128).
 
 One program per 128 query rows of one head:
-  * a loader partition (one warp, few registers) copies the query block once, then each key and value block
-    into a ring of STAGES shared-memory buffers by TMA, each buffer with a "ready" barrier the copy completes
-    (expect-tx) and an "empty" barrier the consumers arrive on when their tensor-core reads of it are done;
-  * the consumer partition (two warpgroups, 64 query rows each) runs the online softmax with wgmma, overlapped
+  * a loader partition (one warp, 24 registers) copies the query rows once, then each key and value block into a
+    ring of STAGES shared-memory buffers by TMA, each buffer with a "ready" barrier the copy completes
+    (expect-tx) and an "empty" barrier every consumer arrives on when its tensor-core reads of it are done;
+  * two consumer warpgroups of 64 query rows each (240 registers) run the online softmax with wgmma, overlapped
     within each warpgroup: block j's scores (Q K_j^T) and block j-1's P V product are issued together, the
-    scores waited for first, and block j's softmax runs while the P V product is still on the tensor cores.
+    scores waited for first, and block j's softmax runs while the P V product is still on the tensor cores;
+  * PINGPONG (FlashAttention-3's schedule): the two warpgroups are partitions of their own and take turns issuing
+    their products (a pair of mbarriers), so one's softmax runs while the other's products run. Without it they
+    form one partition and move in step.
 
 Scope: the plain cases the headline benchmark and most prefill calls are (causal with the query and key lengths
 equal, or non-causal; GQA; head dim 64 or 128; fp16 or bf16; lengths multiples of 128; contiguous [B, H, N, D]
@@ -43,8 +46,7 @@ BLOCK_M = 128  # query rows a program: two warpgroups of 64 (wgmma's M per warpg
 BLOCK_N = 128  # keys a block
 STAGES = 2  # key/value buffers in the ring: Q 32 KB + 2 x (K 32 KB + V 32 KB) at hd128
 HEAD_DIMS = (64, 128)
-CONSUMER_WARPS = 8
-LOADER_REGS = 24  # registers a thread the loader keeps; the consumers get the rest (setmaxnreg)
+PINGPONG = True  # FlashAttention-3's schedule (attention()'s pingpong); both forms are timed on the card
 LOG2E = 1.4426950408889634
 
 
@@ -73,11 +75,14 @@ if gluon is not None:
 
     @gluon.jit
     def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty,
-              q_row, kv_row, n_blocks, STAGES: gl.constexpr):
-        """The loader partition: the query block, then key and value block j into buffer j % STAGES once the
-        consumers have released that buffer's previous use (a fresh barrier's wait on parity 1 passes at once)."""
-        mbarrier.expect(q_ready, q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_ready, q_smem)
+              q_row, kv_row, n_blocks, STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
+        """The loader partition: each consumer's query rows, then key and value block j into buffer j % STAGES
+        once every consumer has released that buffer's previous use (a fresh barrier's wait on parity 1 passes at
+        once)."""
+        QM: gl.constexpr = q_desc.block_type.shape[0]
+        mbarrier.expect(q_ready, CONSUMERS * q_desc.block_type.nbytes)
+        for w in gl.static_range(CONSUMERS):
+            tma.async_copy_global_to_shared(q_desc, [q_row + w * QM, 0], q_ready, q_smem.index(w))
         for j in range(n_blocks):
             s = j % STAGES
             free = ((j // STAGES) & 1) ^ 1
@@ -91,18 +96,32 @@ if gluon is not None:
                                             v_smem.index(s))
 
     @gluon.jit
-    def _scores(q_smem, k_smem, k_ready, j, STAGES: gl.constexpr, s_layout: gl.constexpr, BM: gl.constexpr,
+    def _my_turn(turn, w, r, PINGPONG: gl.constexpr):
+        """Ping-pong: round r of consumer w issues its wgmmas only after the other consumer issued its round r - 1
+        (consumer 0) or r (consumer 1), so one consumer's softmax runs while the other's products are on the tensor
+        cores. Consumer 0's first round waits on a fresh barrier's parity 1: it passes at once."""
+        if PINGPONG:
+            mbarrier.wait(turn.index(w), (r & 1) ^ (1 - w))
+
+    @gluon.jit
+    def _your_turn(turn, w, PINGPONG: gl.constexpr):
+        if PINGPONG:
+            mbarrier.arrive(turn.index(1 - w))
+
+    @gluon.jit
+    def _scores(q, k_smem, k_ready, j, STAGES: gl.constexpr, s_layout: gl.constexpr, BM: gl.constexpr,
                 BN: gl.constexpr):
         """Issues Q K_j^T on the tensor cores once K_j has landed; returns the wgmma token."""
         s = j % STAGES
         mbarrier.wait(k_ready.index(s), (j // STAGES) & 1)
         zero = gl.zeros([BM, BN], gl.float32, s_layout)
-        return warpgroup_mma(q_smem, k_smem.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+        return warpgroup_mma(q, k_smem.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
 
     @gluon.jit
     def _softmax(scores, m_i, l_i, qk_scale, j, q_first, CAUSAL: gl.constexpr, s_layout: gl.constexpr,
                  BM: gl.constexpr, BN: gl.constexpr):
-        """Block j's online-softmax step in log2 units: (p, the new running max and sum, the old sum's factor)."""
+        """Block j's online-softmax step in log2 units: (p, the new running max and sum, the old sum's factor).
+        q_first: the query position of this consumer's first row."""
         x = scores * qk_scale
         if CAUSAL:  # the diagonal block: keys after the query row are hidden (lengths equal, blocks aligned)
             if j * BN + BN > q_first:
@@ -115,32 +134,39 @@ if gluon is not None:
         return p, m_new, l_i * alpha + gl.sum(p, axis=1), alpha
 
     @gluon.jit
-    def _consume(o_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty, q_row, q_first,
-                 n_blocks, qk_scale, CAUSAL: gl.constexpr, STAGES: gl.constexpr, HEAD_D: gl.constexpr,
-                 num_warps: gl.constexpr):
-        """The consumer partition: the online softmax over the key blocks, then the output block by TMA."""
-        BM: gl.constexpr = q_smem.shape[0]
+    def _consume(w, o_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty, turn, q_row,
+                 q_first, n_blocks, qk_scale, CAUSAL: gl.constexpr, STAGES: gl.constexpr, HEAD_D: gl.constexpr,
+                 PINGPONG: gl.constexpr, WARPS: gl.constexpr):
+        """Consumer w (of one or two): the online softmax of its query rows over the key blocks, each block's
+        scores issued together with the previous block's P V and waited for first; then its output rows by TMA."""
+        BM: gl.constexpr = q_smem.shape[1]
         BN: gl.constexpr = k_smem.shape[1]
-        s_layout: gl.constexpr = _mma_layout(BN, num_warps)
-        o_layout: gl.constexpr = _mma_layout(HEAD_D, num_warps)
+        s_layout: gl.constexpr = _mma_layout(BN, WARPS)
+        o_layout: gl.constexpr = _mma_layout(HEAD_D, WARPS)
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
         row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+        q = q_smem.index(w)
+        q_first += w * BM
         m_i = gl.full([BM], -float("inf"), gl.float32, row_layout)
         l_i = gl.zeros([BM], gl.float32, row_layout)
         acc = gl.zeros([BM, HEAD_D], gl.float32, o_layout)
 
         mbarrier.wait(q_ready, 0)
-        tok = _scores(q_smem, k_smem, k_ready, 0, STAGES, s_layout, BM, BN)
+        _my_turn(turn, w, 0, PINGPONG)
+        tok = _scores(q, k_smem, k_ready, 0, STAGES, s_layout, BM, BN)
+        _your_turn(turn, w, PINGPONG)
         scores = warpgroup_mma_wait(0, deps=(tok,))
         mbarrier.arrive(k_empty.index(0))
         p, m_i, l_i, alpha = _softmax(scores, m_i, l_i, qk_scale, 0, q_first, CAUSAL, s_layout, BM, BN)
         for j in range(1, n_blocks):
-            tok = _scores(q_smem, k_smem, k_ready, j, STAGES, s_layout, BM, BN)  # Q K_j^T, in flight
             prev = (j - 1) % STAGES
+            _my_turn(turn, w, j, PINGPONG)
+            tok = _scores(q, k_smem, k_ready, j, STAGES, s_layout, BM, BN)  # Q K_j^T, in flight
             mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)
             acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
             p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
             acc_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)  # P_{j-1} V_{j-1}, in flight
+            _your_turn(turn, w, PINGPONG)
             scores = warpgroup_mma_wait(1, deps=(tok,))  # the scores (issued first) are done
             mbarrier.arrive(k_empty.index(j % STAGES))
             p, m_i, l_i, alpha = _softmax(scores, m_i, l_i, qk_scale, j, q_first, CAUSAL, s_layout, BM, BN)
@@ -150,19 +176,28 @@ if gluon is not None:
         mbarrier.wait(v_ready.index(last), ((n_blocks - 1) // STAGES) & 1)
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
         p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
-        acc = warpgroup_mma(p_op, v_smem.index(last), acc)
+        _my_turn(turn, w, n_blocks, PINGPONG)
+        acc_tok = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
+        _your_turn(turn, w, PINGPONG)
+        acc, p_op = warpgroup_mma_wait(0, deps=(acc_tok, p_op))
         mbarrier.arrive(v_empty.index(last))
         acc = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
-        # q_smem takes the output block: each warpgroup writes the rows only its own (waited) wgmmas read
-        q_smem.store(acc.to(q_smem.dtype))
+        # q takes the output rows: only this consumer's (waited) wgmmas read it
+        q.store(acc.to(q_smem.dtype))
         fence_async_shared()
-        tma.async_copy_shared_to_global(o_desc, [q_row, 0], q_smem)
+        tma.async_copy_shared_to_global(o_desc, [q_row + w * BM, 0], q)
         tma.store_wait(0)
 
     @gluon.jit
     def _attn_ws_kernel(q_desc, k_desc, v_desc, o_desc, qk_scale, n_q, n_k, heads, kv_heads,
-                        CAUSAL: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
-        BM: gl.constexpr = q_desc.block_type.shape[0]
+                        CAUSAL: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr,
+                        num_warps: gl.constexpr):
+        """One program: BLOCK_M query rows of one head. PINGPONG: two consumer partitions of one warpgroup each
+        (64 rows each, their wgmmas taking turns); otherwise one partition of num_warps (two warpgroups, 128 rows,
+        in step)."""
+        CONSUMERS: gl.constexpr = 2 if PINGPONG else 1
+        QM: gl.constexpr = q_desc.block_type.shape[0]  # each consumer's query rows
+        BM: gl.constexpr = QM * CONSUMERS
         BN: gl.constexpr = k_desc.block_type.shape[0]
         HEAD_D: gl.constexpr = q_desc.block_type.shape[1]
         m_blocks = n_q // BM
@@ -178,7 +213,7 @@ if gluon is not None:
         if CAUSAL:
             n_blocks = (q_first + BM) // BN
 
-        q_smem = gl.allocate_shared_memory(q_desc.dtype, q_desc.block_type.shape, q_desc.layout)
+        q_smem = gl.allocate_shared_memory(q_desc.dtype, [CONSUMERS, QM, HEAD_D], q_desc.layout)
         k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BN, HEAD_D], k_desc.layout)
         v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BN, HEAD_D], v_desc.layout)
         q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -186,27 +221,40 @@ if gluon is not None:
         v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         mbarrier.init(q_ready, count=1)
         for s in gl.static_range(STAGES):
             mbarrier.init(k_ready.index(s), count=1)
             mbarrier.init(v_ready.index(s), count=1)
-            mbarrier.init(k_empty.index(s), count=1)
-            mbarrier.init(v_empty.index(s), count=1)
+            mbarrier.init(k_empty.index(s), count=CONSUMERS)  # each consumer partition arrives once a use
+            mbarrier.init(v_empty.index(s), count=CONSUMERS)
+        for w in gl.static_range(2):
+            mbarrier.init(turn.index(w), count=1)
 
-        gl.warp_specialize([
-            (_consume, (o_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty, q_row,
-                        q_first, n_blocks, qk_scale, CAUSAL, STAGES, HEAD_D, num_warps)),
-            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty,
-                     q_row, kv_row, n_blocks, STAGES)),
-        ], [1], [24])  # the loader: one warp, LOADER_REGS registers
+        if PINGPONG:  # consumer 0 in the kernel's own warps, consumer 1 and the loader (24 registers) beside
+            gl.warp_specialize([
+                (_consume, (0, o_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty, turn,
+                            q_row, q_first, n_blocks, qk_scale, CAUSAL, STAGES, HEAD_D, PINGPONG, num_warps)),
+                (_consume, (1, o_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty, turn,
+                            q_row, q_first, n_blocks, qk_scale, CAUSAL, STAGES, HEAD_D, PINGPONG, num_warps)),
+                (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty,
+                         v_empty, q_row, kv_row, n_blocks, STAGES, CONSUMERS)),
+            ], [num_warps, 1], [240, 24])
+        else:  # one consumer partition of num_warps, and the loader (one warp, 24 registers)
+            gl.warp_specialize([
+                (_consume, (0, o_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty, turn,
+                            q_row, q_first, n_blocks, qk_scale, CAUSAL, STAGES, HEAD_D, PINGPONG, num_warps)),
+                (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty,
+                         v_empty, q_row, kv_row, n_blocks, STAGES, CONSUMERS)),
+            ], [1], [24])
 
 
 def _gl_dtype(dtype: torch.dtype):  # noqa: ANN202 - a Gluon dtype
     return gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
 
 
-def descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor) -> tuple:
-    """Host-side TMA descriptors over the [B * H * N, D] views, one block each: BLOCK_M query rows, BLOCK_N keys."""
+def descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, q_rows: int) -> tuple:
+    """Host-side TMA descriptors over the [B * H * N, D] views: q_rows query (and output) rows a box, BLOCK_N keys."""
     d = q.shape[-1]
 
     def desc(t: torch.Tensor, rows: int) -> TensorDescriptor:
@@ -214,20 +262,22 @@ def descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tens
         layout = gl.NVMMASharedLayout.get_default_for([rows, d], _gl_dtype(t.dtype))
         return TensorDescriptor(flat, list(flat.shape), list(flat.stride()), [rows, d], layout)
 
-    return desc(q, BLOCK_M), desc(k, BLOCK_N), desc(v, BLOCK_N), desc(o, BLOCK_M)
+    return desc(q, q_rows), desc(k, BLOCK_N), desc(v, BLOCK_N), desc(o, q_rows)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-              scale: float | None = None) -> torch.Tensor:
+              scale: float | None = None, pingpong: bool | None = None) -> torch.Tensor:
     """softmax(q k^T * scale (+ causal mask)) v for a call supports() accepts: kernels.attention.reference's
-    semantics for that case."""
+    semantics for that case. pingpong: the two consumer warpgroups as partitions taking turns on the tensor cores
+    (FlashAttention-3's schedule) rather than one partition in step; None: PINGPONG."""
     b, h, n_q, d = q.shape
     o = torch.empty_like(q)
+    pp = PINGPONG if pingpong is None else pingpong
     qk_scale = (scale if scale is not None else 1.0 / math.sqrt(d)) * LOG2E
-    q_desc, k_desc, v_desc, o_desc = descriptors(q, k, v, o)
+    q_desc, k_desc, v_desc, o_desc = descriptors(q, k, v, o, BLOCK_M // 2 if pp else BLOCK_M)
     grid = (n_q // BLOCK_M, b * h)
     _attn_ws_kernel[grid](q_desc, k_desc, v_desc, o_desc, qk_scale, n_q, k.shape[2], h, k.shape[1],
-                          CAUSAL=causal, STAGES=STAGES, num_warps=CONSUMER_WARPS)
+                          CAUSAL=causal, STAGES=STAGES, PINGPONG=pp, num_warps=4 if pp else 8)
     return o
 
 

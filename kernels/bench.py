@@ -112,7 +112,8 @@ def bench_attention_modes(quick: bool) -> list[dict]:
 
 def bench_attention_ws(quick: bool) -> list[dict]:
     """kernels/attention_ws.py (Gluon, warp-specialized like FlashAttention-3) beside the op as shipped (kpt) and
-    cuDNN at the goal shapes (bf16, hd128 16k tokens; hd64 and batch 4 too), all in one run; each kpt_ws row also
+    cuDNN at the goal shapes (bf16, hd128 16k tokens; hd64 and batch 4 too), all in one run, its consumers in
+    ping-pong (kpt_ws) and in step (kpt_ws_step); each of their rows also
     carries its largest difference from cuDNN's output (max_diff), so a fast wrong kernel shows as one."""
     from . import attention_ws
 
@@ -123,12 +124,13 @@ def bench_attention_ws(quick: bool) -> list[dict]:
             q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
             vendor = registry.attention_providers(q, k, v, causal, flex=False)
             providers = {"kpt": vendor["kpt"], "sdpa_cudnn": vendor["sdpa_cudnn"]}
-            if attention_ws.supports(q, k, v, causal):
-                providers["kpt_ws"] = functools.partial(attention_ws.attention, q, k, v, causal)
+            if attention_ws.supports(q, k, v, causal):  # its consumers in ping-pong (kpt_ws) and in step
+                providers["kpt_ws"] = functools.partial(attention_ws.attention, q, k, v, causal, pingpong=True)
+                providers["kpt_ws_step"] = functools.partial(attention_ws.attention, q, k, v, causal, pingpong=False)
             got = _rows("attention", f"b{B} h{H} n{N} d{D}", torch.bfloat16, causal, providers,
                         attention_ws.flops(q, k, causal), 4 * B * H * N * D * 2)
             for row in got:
-                if row["provider"] == "kpt_ws" and row.get("ms"):
+                if row["provider"].startswith("kpt_ws") and row.get("ms"):
                     diff = (providers["kpt_ws"]().float() - providers["sdpa_cudnn"]().float()).abs().max().item()
                     row["max_diff"] = round(diff, 5)
             rows += got

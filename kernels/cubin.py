@@ -201,23 +201,26 @@ def attention_rows() -> list[dict]:
 
 def attention_ws_rows() -> list[dict]:
     """kernels.attention_ws's kernel (Gluon) compiled for sm_90 with the descriptors its launcher builds: bf16, head
-    dims 64 and 128, causal or not."""
+    dims 64 and 128, causal or not, its consumers in ping-pong (two partitions) or in step (one)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from kernels import attention_ws as ws
 
-    rows = []
-    for d in ws.HEAD_DIMS:
-        def desc(rows: int, d: int = d) -> str:
-            return f"tensordesc<bf16[{rows}, {d}],{gl.NVMMASharedLayout.get_default_for([rows, d], gl.bfloat16)!r}>"
+    def desc(rows: int, d: int) -> str:
+        return f"tensordesc<bf16[{rows}, {d}],{gl.NVMMASharedLayout.get_default_for([rows, d], gl.bfloat16)!r}>"
 
-        types = {"q_desc": desc(ws.BLOCK_M), "k_desc": desc(ws.BLOCK_N), "v_desc": desc(ws.BLOCK_N),
-                 "o_desc": desc(ws.BLOCK_M), "qk_scale": "fp32"}
-        for causal in (False, True):
-            consts = {"CAUSAL": causal, "STAGES": ws.STAGES, "num_warps": ws.CONSUMER_WARPS}
-            r = resources(ws._attn_ws_kernel, types, consts, ws.CONSUMER_WARPS, source=GluonASTSource)
-            rows.append({"op": "attention_ws", "head_dim": d, "causal": causal} | dataclasses.asdict(r))
+    rows = []
+    for pp in (True, False):
+        q_rows, warps = (ws.BLOCK_M // 2, 4) if pp else (ws.BLOCK_M, 8)
+        for d in ws.HEAD_DIMS:
+            types = {"q_desc": desc(q_rows, d), "k_desc": desc(ws.BLOCK_N, d), "v_desc": desc(ws.BLOCK_N, d),
+                     "o_desc": desc(q_rows, d), "qk_scale": "fp32"}
+            for causal in (False, True):
+                consts = {"CAUSAL": causal, "STAGES": ws.STAGES, "PINGPONG": pp, "num_warps": warps}
+                r = resources(ws._attn_ws_kernel, types, consts, warps, source=GluonASTSource)
+                rows.append({"op": "attention_ws", "pingpong": pp, "head_dim": d, "causal": causal}
+                            | dataclasses.asdict(r))
     return rows
 
 

@@ -287,7 +287,7 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
                 --name kernels-quick-attention-ws --out "$OUT" > "$OUT/kernels-quick-attention-ws.log" 2>&1 \
                 || echo "kernels.bench attention-ws: rc $?"
             grep -h -A 12 "Performance goals" "$OUT"/kernels-quick-attention-ws.md || true
-            grep -h '"kpt_ws"' "$OUT"/kernels-quick-attention-ws.log | cut -c1-250 || true
+            grep -h '"kpt_ws' "$OUT"/kernels-quick-attention-ws.log | cut -c1-250 || true
         else
             echo "attention-ws test: rc $? (not timed)"; tail -n 30 "$OUT/tests-attention-ws.log" | cut -c1-300
         fi ;;

@@ -126,14 +126,16 @@ def test_layer_chain_publishes_every_group_for_sm90():
 
 
 def test_gluon_attention_is_warp_specialized_without_spills_for_sm90():
-    """kernels.attention_ws (Gluon) compiled for sm_90 at head dims 64 and 128, causal or not: one warp-specialized
-    region whose partitions move registers (setmaxnreg: the loader gives, the consumers take), wgmmas for the scores
-    twice (prologue, loop: D/16 k-steps each) and P V twice (loop, last block: 128 keys / 16), no spill, within the
-    program's shared memory."""
+    """kernels.attention_ws (Gluon) compiled for sm_90 at head dims 64 and 128, causal or not, its consumers in
+    ping-pong or in step: one warp-specialized region whose partitions move registers (setmaxnreg: the loader gives,
+    the consumers take), wgmmas for the scores twice (prologue, loop: D/16 k-steps each) and P V twice (loop, last
+    block: 128 keys / 16) in each consumer's code, no spill, within the program's shared memory."""
     out = _cubin("--attention-ws", timeout=300)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert {(r["head_dim"], r["causal"]) for r in rows} == {(d, c) for d in (64, 128) for c in (False, True)}
+    assert {(r["pingpong"], r["head_dim"], r["causal"]) for r in rows} == {
+        (p, d, c) for p in (False, True) for d in (64, 128) for c in (False, True)}
     for r in rows:
         assert r["warp_specialized"] == 1 and r["register_moves"] > 0, r
-        assert r["wgmmas"] == 2 * (r["head_dim"] // 16) + 2 * (128 // 16), r
+        consumers = 2 if r["pingpong"] else 1
+        assert r["wgmmas"] == consumers * (2 * (r["head_dim"] // 16) + 2 * (128 // 16)), r
         assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r

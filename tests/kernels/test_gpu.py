@@ -72,17 +72,19 @@ for dims in [(2, 16, 16, 1024, 128), (1, 32, 8, 4096, 128), (3, 8, 1, 1152, 64),
             q = torch.randn(B, Hq, N, D, device="cuda", dtype=dtype, generator=g)
             k, v = (torch.randn(B, Hkv, N, D, device="cuda", dtype=dtype, generator=g) for _ in range(2))
             assert attention_ws.supports(q, k, v, causal), dims
-            for _ in range(3):  # repeated: a race between the loader and the consumers would not repeat exactly
-                out = attention_ws.attention(q, k, v, causal)
-                check_2x(out, attention.reference(q, k, v, causal=causal),
-                         attention.reference(q, k, v, causal=causal, dtype=dtype))
-            print(dims, dtype, causal, "ok")
+            ref32 = attention.reference(q, k, v, causal=causal)
+            ref_lp = attention.reference(q, k, v, causal=causal, dtype=dtype)
+            for pingpong in (True, False):
+                for _ in range(3):  # repeated: a race between the loader and the consumers would not repeat exactly
+                    check_2x(attention_ws.attention(q, k, v, causal, pingpong=pingpong), ref32, ref_lp)
+                print(dims, dtype, causal, pingpong, "ok", flush=True)
 """
 
 
 def test_gluon_attention_gpu():
     """kernels/attention_ws.py against the fp32 reference within 2x PyTorch's own low-precision error: causal and
-    not, GQA and MQA, head dims 64 and 128, bf16 and fp16, one key block to 32, three runs each."""
+    not, GQA and MQA, head dims 64 and 128, bf16 and fp16, one key block to 32, its consumers in ping-pong and in
+    step, three runs each."""
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("attention_ws is written for sm_90 (Hopper)")
     _run_limited(_RUN_WS)
