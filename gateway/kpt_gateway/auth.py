@@ -17,6 +17,10 @@ OPEN_TENANT = "local"
 
 class Tokens:
     def __init__(self, tokens: dict[str, str], open_access: bool = False) -> None:
+        if any(not token.strip() for token in tokens):
+            # tenant() strips what follows 'Bearer ': an empty token would let 'Bearer  ' in.
+            raise ValueError(f"empty token for tenant(s) {sorted(t for k, t in tokens.items() if not k.strip())}: "
+                             "every token needs a value (KPT_TOKENS is 'token:tenant,...')")
         for tenant in tokens.values():
             if not TENANT_RE.match(tenant):
                 raise ValueError(f"tenant name {tenant!r} is invalid: use 1-64 of A-Z a-z 0-9 _ -")

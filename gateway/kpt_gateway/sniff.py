@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import pickletools
 import zipfile
+import zlib
 
 from kpt.contract import ModelFormat
 from kpt.errors import InvalidModel, UnsafeModel
@@ -25,10 +26,20 @@ def _pt2(path: str) -> None:
             if any(n.endswith("data.pkl") for n in names) and not any(n.endswith("archive_format") for n in names):
                 raise UnsafeModel("this is a torch.save archive of pickled objects; " + PICKLE_HINT)
             fmt = [n for n in names if n.endswith("archive_format")]
-            if not fmt or z.read(fmt[0]).strip() != b"pt2":
+            if not fmt or _head(z, fmt[0]).strip() != b"pt2":
                 raise InvalidModel("zip archive is not a torch.export .pt2 (no archive_format 'pt2' entry)")
-    except zipfile.BadZipFile as e:
+    # What zipfile raises besides BadZipFile on hostile bytes: corrupt deflate data (zlib.error), an
+    # encrypted entry (RuntimeError), an unknown compression method (NotImplementedError), a name flagged
+    # utf-8 that is not (UnicodeDecodeError), offsets before the file's start (OSError from seek), others
+    # (ValueError, EOFError).
+    except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, ValueError, EOFError, OSError) as e:
         raise InvalidModel(f"truncated or corrupt .pt2 archive ({e})") from None
+
+
+def _head(z: zipfile.ZipFile, name: str, limit: int = 64) -> bytes:
+    """At most `limit` bytes of an entry: a tiny archive may inflate to gigabytes (a zip bomb)."""
+    with z.open(name) as f:
+        return f.read(limit)
 
 
 CODE_OPS = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}

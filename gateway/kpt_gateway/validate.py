@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 from kpt import catalog
 from kpt.contract import SPEC_VERSION, ArtifactFormat, JobKind, JobSpec, Level, ModelFormat, Precision, Target
-from kpt.errors import InvalidArgument, InvalidInput, UnknownLevel, UnknownTarget
+from kpt.errors import InvalidArgument, InvalidInput, TooLarge, UnknownLevel, UnknownTarget
 
 MAX_DIMS = 8
 MAX_ELEMENTS = 1 << 31
+# A job record (spec + result) travels as one bus message (kpt.natsd.MAX_PAYLOAD, 8 MiB); a real spec
+# is a few KiB, so 1 MiB leaves the result its room and refuses only what no model needs.
+MAX_SPEC_BYTES = 1 << 20
 DTYPES = {"float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool"}
 
 
 def spec(s: JobSpec) -> JobSpec:
     """Validate and fill defaults; returns the canonical spec the job keeps."""
+    if s.ByteSize() > MAX_SPEC_BYTES:
+        raise TooLarge(f"spec of {s.ByteSize()} bytes is over the {MAX_SPEC_BYTES}-byte limit")
     out = JobSpec()
     out.CopyFrom(s)
     out.spec_version = out.spec_version or SPEC_VERSION
@@ -33,12 +40,20 @@ def spec(s: JobSpec) -> JobSpec:
             raise InvalidArgument(f"unknown export format {f}")
     if out.kind == JobKind.JOB_KIND_EXPORT and not out.export_formats:
         raise InvalidArgument("an export job needs at least one format (onnx, torchscript, exported_program, ...)")
-    t = out.tolerances
+    t, b = out.tolerances, out.benchmark
+    # NaN compares false both ways, so it would pass every check below (and fail every accuracy check).
+    for name, value in (("tolerances.atol", t.atol), ("tolerances.max_rel_l2", t.max_rel_l2),
+                        ("tolerances.min_cosine", t.min_cosine), ("tolerances.min_sqnr_db", t.min_sqnr_db),
+                        ("benchmark.time_budget_s", b.time_budget_s), ("benchmark.stable_rel", b.stable_rel),
+                        ("timeout_s", out.timeout_s)):
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{name} must be a finite number, not {value}")
     if min(t.atol, t.max_rel_l2, t.min_sqnr_db) < 0 or not 0 <= t.min_cosine <= 1:
         raise InvalidArgument("tolerances must be >= 0 and min_cosine within [0, 1]")
-    b = out.benchmark
     if min(b.warmup_iters, b.min_iters, b.max_iters, b.threads) < 0 or b.time_budget_s < 0 or b.stable_rel < 0:
         raise InvalidArgument("benchmark settings must be >= 0")
+    if b.stable_rel >= 1:  # the services' bench.Settings takes (0, 1); 0 = their default
+        raise InvalidArgument("benchmark.stable_rel must be below 1, e.g. 0.02")
     if b.max_iters and b.min_iters > b.max_iters:
         raise InvalidArgument("benchmark.min_iters must not exceed max_iters")
     if out.timeout_s < 0:

@@ -35,3 +35,13 @@ def test_from_settings(tmp_path, monkeypatch):
     monkeypatch.delenv("KPT_TOKENS")
     with pytest.raises(ValueError, match="no tokens"):
         Tokens.from_settings()
+
+
+@pytest.mark.parametrize("tokens", ["tok-a:alice, :bob", "tok-a:alice,  :bob"])
+def test_empty_token_refused_at_start(monkeypatch, tokens):
+    """KPT_TOKENS with an empty token (a stray ':bob') must not let 'Bearer ' plus blanks in as bob."""
+    monkeypatch.setenv("KPT_TOKENS", tokens)
+    with pytest.raises(ValueError, match="empty token"):
+        Tokens.from_settings()
+    with pytest.raises(ValueError, match="empty token"):
+        Tokens({"  ": "bob"})

@@ -84,3 +84,68 @@ def test_onnx_header(tmp_path):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
     model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
     assert sniff(write(tmp_path, model.SerializeToString(), "m.onnx"), 0) == ModelFormat.MODEL_FORMAT_ONNX
+
+
+def _patched(data: bytes, local: dict, central: dict) -> bytes:
+    """The zip with header bytes overwritten: {offset: value} in the first local and central headers."""
+    out = bytearray(data)
+    lh, cd = out.find(b"PK\x03\x04"), out.find(b"PK\x01\x02")
+    for off, v in local.items():
+        out[lh + off] = v
+    for off, v in central.items():
+        out[cd + off] = v
+    return bytes(out)
+
+
+def _corrupt_deflate() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("m/archive_format", bytes(range(256)) * 8)
+    data = bytearray(buf.getvalue())
+    at = data.find(b"m/archive_format") + len("m/archive_format")
+    data[at:at + 4] = bytes(b ^ 0xFF for b in data[at:at + 4])
+    return bytes(data)
+
+
+def _bad_utf8_name() -> bytes:
+    data = pt2_zip({"m/archive_format\u00e9": "pt2"})
+    cd = data.find(b"PK\x01\x02")
+    at = data.find("\u00e9".encode(), cd)
+    return data[:at] + b"\xff\xff" + data[at + 2:]
+
+
+def _negative_offset() -> bytes:
+    data = pt2_zip({"m/archive_format": "pt2"})
+    at = data.rfind(b"PK\x05\x06") + 16  # end of central directory: where the central directory starts
+    start = int.from_bytes(data[at:at + 4], "little") + 1000
+    return data[:at] + start.to_bytes(4, "little") + data[at + 4:]
+
+
+@pytest.mark.parametrize("data", [
+    _corrupt_deflate(),  # zlib.error
+    _patched(pt2_zip({"m/archive_format": "pt2"}), {6: 1}, {8: 1}),  # encrypted: RuntimeError
+    _patched(pt2_zip({"m/archive_format": "pt2"}), {8: 99}, {10: 99}),  # compression 99: NotImplementedError
+    _bad_utf8_name(),  # utf-8 flagged name that is not utf-8: UnicodeDecodeError
+    _negative_offset(),  # a local header before the file's start: OSError from seek
+], ids=["corrupt-deflate", "encrypted", "unknown-compression", "bad-utf8-name", "negative-offset"])
+def test_hostile_zip_is_invalid_model(tmp_path, data):
+    with pytest.raises(InvalidModel):
+        sniff(write(tmp_path, data), 0)
+
+
+def test_archive_format_bomb_is_not_inflated(tmp_path):
+    """A few hundred KiB whose archive_format entry inflates to 256 MiB: refused without inflating it."""
+    import tracemalloc
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        z.writestr("m/archive_format", b"\0" * (256 << 20))
+    path = write(tmp_path, buf.getvalue())
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidModel):
+            sniff(path, 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"sniff allocated {peak >> 20} MiB"

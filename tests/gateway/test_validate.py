@@ -82,3 +82,19 @@ def test_zoo_catalog_matches_the_zoo():
     from kpt import catalog
     zoo = pytest.importorskip("kpt.optimize.zoo")
     assert set(catalog.ZOO) <= set(zoo.names())
+
+
+@pytest.mark.parametrize("field,value", [
+    ("tolerances.atol", float("nan")), ("tolerances.max_rel_l2", float("inf")), ("tolerances.min_sqnr_db", float("nan")),
+    ("benchmark.time_budget_s", float("nan")), ("benchmark.stable_rel", float("nan")), ("benchmark.stable_rel", 1.0),
+    ("timeout_s", float("nan")),
+])
+def test_non_finite_and_out_of_range_numbers(field, value):
+    """What the service's own checks would refuse only after the job is queued, or (NaN, which compares false
+    both ways) silently turn into a failed accuracy check: refused at submit."""
+    s = spec()
+    parent, _, name = field.rpartition(".")
+    setattr(getattr(s, parent) if parent else s, name, value)
+    with pytest.raises(InvalidArgument, match=name):
+        validate.spec(s)
+

@@ -3,6 +3,7 @@ the gRPC adapter calls. No job logic lives here."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Literal
 
@@ -12,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kpt import catalog
 from kpt import contract as c
-from kpt.errors import InvalidArgument
+from kpt.errors import InvalidArgument, TooLarge
 from kpt_gateway.api import Api
 from kpt_gateway.http import sse
 from kpt_gateway.http.errors import responses
@@ -26,6 +27,7 @@ ModelFormatName = Literal[tuple(c.ModelFormat.keys())]  # type: ignore[valid-typ
 JobStateName = Literal[tuple(c.JobState.keys())]  # type: ignore[valid-type]
 JOB_ID = Path(max_length=200, description="a job id (1-64 of A-Z a-z 0-9 _ -)")
 SHA256 = "^[0-9a-f]{64}$"
+MAX_JSON_BYTES = 16 << 20  # a JSON body's cap: the gRPC adapter's message cap (kpt_gateway.server.MAX_MESSAGE)
 
 
 def tenant(request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)) -> str:
@@ -51,9 +53,14 @@ def _json_body(name: str) -> dict:
 
 
 async def _parse(request: Request, cls):
+    body = bytearray()
+    async for chunk in request.stream():  # counted as it arrives: an endless body is never held whole
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise TooLarge(f"the body is over the {MAX_JSON_BYTES}-byte limit")
     try:
-        data = await request.json()
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting deeper than json allows
         raise InvalidArgument(f"the body is not JSON; send a {cls.DESCRIPTOR.name} object") from None
     if not isinstance(data, dict):
         raise InvalidArgument(f"the body must be a JSON object ({cls.DESCRIPTOR.name})")
@@ -81,7 +88,7 @@ async def upload(request: Request, who: str = Depends(tenant),
 
 
 @router.post("/jobs", summary="Submit a job, or one per target (SubmitJob)", openapi_extra=_json_body("kpt.v1.SubmitJobRequest"),
-             responses={**_ok("kpt.v1.SubmitJobResponse"), **responses(404, 503)})
+             responses={**_ok("kpt.v1.SubmitJobResponse"), **responses(404, 413, 503)})
 async def submit(request: Request, who: str = Depends(tenant)):
     req = await _parse(request, c.SubmitJobRequest)
     return _proto(await _api(request).submit(who, req))
