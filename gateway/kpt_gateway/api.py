@@ -44,6 +44,8 @@ class Api:
     async def upload(self, tenant: str, header: c.UploadHeader, chunks: AsyncIterator[bytes]) -> c.UploadModelResponse:
         if header.size_bytes > self.max_upload:
             raise TooLarge(f"model of {header.size_bytes} bytes is over the {self.max_upload}-byte upload limit")
+        if header.format not in c.ModelFormat.values():
+            raise InvalidArgument(f"unknown model format {header.format}; send exported_program, onnx or unspecified")
         h, size = hashlib.sha256(), 0
         fd, path = tempfile.mkstemp(prefix="kpt-upload-")
         try:
@@ -92,13 +94,17 @@ class Api:
         await self._own_model(tenant, spec)
         live = self.view.live()
         group = req.job_id or uuid.uuid4().hex[:20]
-        jobs = []
+        # Every target is resolved and every id checked before the first job is stored: a refused
+        # fan-out leaves nothing queued behind it.
+        planned = []
         for target in wanted:
             target, info = self._resolve(target, live)
             self._supports(spec, target, info)
             job_id = req.job_id if len(wanted) == 1 and req.job_id else (
                 f"{req.job_id}-{c.target_name(target)}" if req.job_id else uuid.uuid4().hex[:20])
-            jobs.append(await self._submit_one(tenant, job_id, group, target, spec, info, req.bypass_cache))
+            planned.append((records.check_id("job id", job_id), target, info))
+        jobs = [await self._submit_one(tenant, job_id, group, target, spec, info, req.bypass_cache)
+                for job_id, target, info in planned]
         return c.SubmitJobResponse(group_id=group, jobs=jobs)
 
     def _resolve(self, target: int, live: list[c.TargetInfo]) -> tuple[int, c.TargetInfo | None]:
@@ -154,6 +160,10 @@ class Api:
         return (await records.get_job(self.bus, tenant, job_id))[0]
 
     async def list(self, tenant: str, req: c.ListJobsRequest) -> c.ListJobsResponse:
+        if req.page_size < 0:
+            raise InvalidArgument("page_size must be >= 0")
+        if req.state not in c.JobState.values():
+            raise InvalidArgument(f"unknown job state {req.state}")
         jobs = await records.list_jobs(self.bus, tenant)
         jobs = [j for j in jobs if (not req.group_id or j.group_id == req.group_id)
                 and (not req.state or j.state == req.state)]
@@ -162,7 +172,9 @@ class Api:
         try:
             start = int(req.page_token or 0)
         except ValueError:
-            raise InvalidArgument("page_token is not one this gateway returned") from None
+            start = -1
+        if start < 0:
+            raise InvalidArgument("page_token is not one this gateway returned")
         page = jobs[start:start + size]
         nxt = str(start + size) if start + size < len(jobs) else ""
         return c.ListJobsResponse(jobs=page, next_page_token=nxt)
@@ -170,13 +182,13 @@ class Api:
     async def cancel(self, tenant: str, job_id: str) -> c.Job:
         job = await records.update_job(self.bus, tenant, job_id, records.finish(c.JobState.JOB_STATE_CANCELLED))
         if job.state == c.JobState.JOB_STATE_CANCELLED:
-            await records.request_cancel(self.bus, job_id)
+            await records.request_cancel(self.bus, tenant, job_id)
             await records.publish_event(self.bus, job, "cancelled", "cancelled by the user", 1.0)
         return job
 
     async def watch(self, tenant: str, job_id: str) -> AsyncIterator[c.WatchJobResponse]:
         job = await self.get(tenant, job_id)
-        sub = await self.bus.js.subscribe(EVENTS_SUBJECT.format(job_id=job_id), ordered_consumer=True,
+        sub = await self.bus.js.subscribe(EVENTS_SUBJECT.format(tenant=tenant, job_id=job_id), ordered_consumer=True,
                                           deliver_policy=js_api.DeliverPolicy.ALL)
         try:
             while True:
@@ -198,6 +210,8 @@ class Api:
             await sub.unsubscribe()
 
     async def download(self, tenant: str, job_id: str, sha256: str) -> AsyncIterator[c.DownloadArtifactResponse]:
+        if len(sha256) != 64 or any(ch not in "0123456789abcdef" for ch in sha256):  # as the HTTP route's pattern
+            raise InvalidArgument("sha256 must be the 64 lowercase hex digits of one of the job's artifacts")
         job = await self.get(tenant, job_id)
         arts = [a for a in job.result.artifacts if a.sha256 == sha256]
         if not arts:

@@ -21,7 +21,7 @@ from nats.js import api
 
 from kpt.bus import blobs
 from kpt.bus.blobs import CHUNK_SIZE, BlobInfo, BlobStore
-from kpt.errors import Internal, InvalidArgument, NotFound
+from kpt.errors import Internal, InvalidArgument, NotFound, Unavailable
 from tests.conftest import acheck_for
 
 pytestmark = pytest.mark.timeout(30)
@@ -358,3 +358,22 @@ def test_config_validates_itself():
 
 class _FakeJs:
     _nc = None
+
+
+async def test_connection_lost_before_the_chunks_is_a_typed_error(store, nats_url, tmp_path):
+    # The connection closes between reading the meta and reading the chunks: the get fails with a typed
+    # error (the receiver could not subscribe) instead of waiting forever for chunks that never come.
+    info = await store.put_bytes(os.urandom(CS + 1))
+    nc_b = await nats.connect(nats_url)
+    store_b = BlobStore(nc_b.jetstream(), bucket=store.bucket)
+    read_meta = store_b._meta
+
+    async def meta_then_close(digest):
+        meta = await read_meta(digest)
+        await nc_b.close()
+        return meta
+
+    store_b._meta = meta_then_close
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(store_b.get_to_file(info.sha256, str(tmp_path / "out")), 10)
+    assert os.listdir(tmp_path) == []

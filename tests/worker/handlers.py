@@ -5,6 +5,7 @@ They exercise the real process machinery; the optimizer's own handlers are teste
 
 import os
 import signal
+import sys
 import time
 
 from kpt.errors import InvalidModel
@@ -44,3 +45,23 @@ def hog(job, model_path, workdir, emit):
     blocks = []
     while True:
         blocks.append(bytearray(256 << 20))
+
+
+def killed_mid_line(job, model_path, workdir, emit):
+    fd = int(sys.argv[sys.argv.index("--proto-fd") + 1])
+    os.write(fd, b'{"event": {"phase": "comp')
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def missing_artifact(job, model_path, workdir, emit):
+    return {"kind": "JOB_KIND_OPTIMIZE", "artifacts": [{"name": "never-written.bin", "format": "ARTIFACT_FORMAT_ONNX"}]}
+
+
+def by_model_name(job, model_path, workdir, emit):
+    """Runs the handler of this module that the job's model names (one worker, several behaviours)."""
+    return globals()[job["spec"]["model"]["name"]](job, model_path, workdir, emit)
+
+
+def sleep_then_ok(job, model_path, workdir, emit):
+    time.sleep(3)
+    return ok(job, model_path, workdir, emit)

@@ -1,11 +1,12 @@
 """The job child process: results, typed errors, crashes, timeouts, memory limits, credentials."""
 
 import os
+import signal
 import sys
 
 import pytest
 
-from kpt.errors import Internal, InvalidModel, OutOfMemory, Timeout, WorkerCrashed
+from kpt.errors import Cancelled, Internal, InvalidModel, OutOfMemory, Timeout, WorkerCrashed
 from kpt.worker.process import Child
 
 HERE = os.path.dirname(__file__)
@@ -91,3 +92,29 @@ def test_a_child_whose_parent_is_gone_exits_at_once():
                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": HERE +
                                                                            os.pathsep + os.environ.get("PYTHONPATH", "")})
     assert out.returncode == 1 and "ready" not in out.stdout
+
+
+async def test_a_child_that_died_before_its_job_is_a_crash(tmp_path):
+    # A warm child can die while it waits for a job (the kernel's OOM killer picks it; someone kills it): the
+    # job gets the retryable typed error, not a broken-pipe error out of the runtime.
+    child = await spawn("ok")
+    os.kill(child.proc.pid, signal.SIGTERM)
+    await child.proc.wait()
+    with pytest.raises(WorkerCrashed) as e:
+        await run(child, tmp_path)
+    assert e.value.retryable
+
+
+async def test_a_child_cancelled_before_its_job_is_cancelled(tmp_path):
+    # A cancel can land while the parent still fetches the model: the child is killed before it gets the job.
+    child = await spawn("ok")
+    child.cancel()
+    await child.proc.wait()
+    with pytest.raises(Cancelled):
+        await run(child, tmp_path)
+
+
+async def test_a_child_killed_mid_line_is_a_crash(tmp_path):
+    # Killed (SIGKILL: OOM killer, cancel) halfway through writing a line: the parent reads a partial line at EOF.
+    with pytest.raises(OutOfMemory):
+        await run(await spawn("killed_mid_line"), tmp_path)

@@ -455,9 +455,10 @@ class BlobStore:
         subject = self._chunk_subject(meta.nuid)
         api_subject = f"{self._js._prefix}.DIRECT.GET.{self._stream}"
         inbox = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox, pending_msgs_limit=1 << 20, pending_bytes_limit=4 * window)
+        sub = None
         got, next_seq, stalls = 0, 1, 0
         try:
+            sub = await self._nc.subscribe(inbox, pending_msgs_limit=1 << 20, pending_bytes_limit=4 * window)
             while got < meta.chunks:
                 req = {"seq": next_seq, "next_by_subj": subject, "batch": meta.chunks - got, "max_bytes": window}
                 await self._nc.publish(api_subject, json.dumps(req).encode(), reply=inbox)
@@ -491,8 +492,9 @@ class BlobStore:
         except Exception as e:  # noqa: BLE001 - handed to the consumer, which raises it
             await queue.put(e)
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     # -- delete ------------------------------------------------------------------------------
 

@@ -20,10 +20,12 @@ from kpt.errors import Unavailable
 log = logging.getLogger(__name__)
 
 JOBS_STREAM = "KPT_JOBS"  # work queue: kpt.jobs.<target>
-EVENTS_STREAM = "KPT_EVENTS"  # kpt.events.<job id>
+EVENTS_STREAM = "KPT_EVENTS"  # kpt.events.<tenant>.<job id>
 JOBS_SUBJECT = "kpt.jobs.{target}"
-EVENTS_SUBJECT = "kpt.events.{job_id}"
-CANCEL_SUBJECT = "kpt.cancel.{job_id}"  # core NATS: tells the running replica to stop
+# Job ids are unique per tenant only: both subjects name the tenant, so one tenant never sees (or stops) another's
+# job of the same id.
+EVENTS_SUBJECT = "kpt.events.{tenant}.{job_id}"
+CANCEL_SUBJECT = "kpt.cancel.{tenant}.{job_id}"  # core NATS: tells the running replica to stop
 JOBS_KV = "kpt_jobs"  # <tenant>.<job id> -> Job
 MODELS_KV = "kpt_models"  # <tenant>.<sha256> -> ModelRef (who may use which upload)
 TARGETS_KV = "kpt_targets"  # <target>.<service id> -> TargetInfo, expires without heartbeats
@@ -31,6 +33,7 @@ CACHE_KV = "kpt_cache"  # <cache key> -> Job that produced the result
 BLOB_BUCKET = "kpt_blobs"  # object store: name = sha256 of the bytes
 EVENTS_MAX_AGE_S = 7 * 24 * 3600
 DUPLICATE_WINDOW_S = 24 * 3600  # a resubmitted job id within a day is dropped by JetStream too
+CONNECT_ATTEMPTS = 3  # a first connect that fails this many more times (2 s apart) is Unavailable
 
 
 @dataclass
@@ -65,9 +68,12 @@ async def _kv(js, bucket: str, **kw) -> KeyValue:
 async def connect(url: str | None = None, name: str = "kpt") -> Bus:
     url = url or settings.get("KPT_NATS_URL")
     try:
-        nc = await nats.connect(url, name=name, connect_timeout=5, max_reconnect_attempts=-1)
+        # nats-py applies max_reconnect_attempts to the first connect too, where -1 retries forever: bound the
+        # first connect, then reconnect without limit.
+        nc = await nats.connect(url, name=name, connect_timeout=5, max_reconnect_attempts=CONNECT_ATTEMPTS)
     except (OSError, nats.errors.NoServersError, TimeoutError) as e:
         raise Unavailable(f"cannot reach NATS at {url}: {e}; is it running? (kpt up starts one)") from None
+    nc.options["max_reconnect_attempts"] = -1
     js = nc.jetstream(timeout=10)
     replicas = settings.get("KPT_STREAM_REPLICAS")
     storage = api.StorageType.FILE

@@ -107,7 +107,7 @@ async def publish_event(bus: Bus, job: Job, phase: str, message: str = "", progr
     """Append an event to the job's history. wait=False does not wait for the stream's ack (on the hot
     path of submit and start); order is still kept, and a failed ack is logged."""
     ev = Event(job_id=job.id, time=now(), phase=phase, message=message, progress=progress, state=job.state)
-    subject = EVENTS_SUBJECT.format(job_id=job.id)
+    subject = EVENTS_SUBJECT.format(tenant=job.tenant, job_id=job.id)
     if wait:
         await bus.js.publish(subject, ev.SerializeToString())
         return
@@ -124,8 +124,8 @@ async def enqueue(bus: Bus, job: Job) -> None:
     )
 
 
-async def request_cancel(bus: Bus, job_id: str) -> None:
-    await bus.nc.publish(CANCEL_SUBJECT.format(job_id=job_id), b"")
+async def request_cancel(bus: Bus, tenant: str, job_id: str) -> None:
+    await bus.nc.publish(CANCEL_SUBJECT.format(tenant=tenant, job_id=job_id), b"")
 
 
 def finish(state: int, **fields) -> Callable[[Job], bool]:

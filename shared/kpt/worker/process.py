@@ -76,13 +76,22 @@ class Child:
 
     async def _next(self) -> dict | None:
         line = await self.reader.readline()
-        return json.loads(line) if line else None
+        # A line cut short at EOF: the child was killed while writing it; it ended like one that wrote nothing.
+        return json.loads(line) if line.endswith(b"\n") else None
 
     async def run(self, payload: dict, on_event, timeout: float) -> dict:
         """Give the child its job; relay events; return the result dict or raise the typed error."""
-        self.proc.stdin.write((json.dumps(payload) + "\n").encode())
-        await self.proc.stdin.drain()
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.write((json.dumps(payload) + "\n").encode())
+            await self.proc.stdin.drain()
+            self.proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):  # it died waiting for the job (killed, cancelled)
+            self._transport.close()
+            if self.cancelled:
+                raise Cancelled("the job was cancelled") from None
+            code = await self.proc.wait()
+            raise WorkerCrashed(f"the job's process had ended before it got the job (exit code {code})",
+                                exit_code=code) from None
         try:
             return await asyncio.wait_for(self._relay(on_event), timeout)
         except asyncio.TimeoutError:

@@ -19,12 +19,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
+from google.protobuf.message import DecodeError
 from nats.js import api
 
 from kpt import contract as c
 from kpt.bus import records
 from kpt.bus.core import CANCEL_SUBJECT, JOBS_STREAM, JOBS_SUBJECT, Bus
-from kpt.errors import Cancelled, KptError, Unavailable, WorkerCrashed
+from kpt.errors import Cancelled, Internal, KptError, Unavailable, WorkerCrashed, cause
 from kpt.worker.process import Child
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Worker:
         self.cfg = cfg
         self.info = c.TargetInfo()
         self._warm: asyncio.Task | None = None  # the next job's child, starting in the background
-        self._current: tuple[str, Child] | None = None
+        self._current: tuple[c.Job, Child] | None = None
         self.jobs_run = 0
 
     async def _spawn(self) -> Child:
@@ -90,7 +91,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         sub = await self._consumer()
-        cancel_sub = await self.bus.nc.subscribe(CANCEL_SUBJECT.format(job_id="*"), cb=self._on_cancel)
+        cancel_sub = await self.bus.nc.subscribe(CANCEL_SUBJECT.format(tenant="*", job_id="*"), cb=self._on_cancel)
         try:
             while not stop.is_set():
                 try:
@@ -98,7 +99,11 @@ class Worker:
                 except TimeoutError:
                     continue
                 for msg in msgs:
-                    await self.handle(msg)
+                    try:
+                        await self.handle(msg)
+                    except Exception:  # noqa: BLE001 - one job's trouble never stops the service
+                        log.exception("job message %s not handled; it is redelivered after ack_wait",
+                                      msg.metadata.sequence.stream)
         finally:
             # The pull subscription too: NATS' drain otherwise waits out its 30 s timeout on it, and a stopped
             # service (SIGTERM from docker, Kubernetes or `kpt down`) hung past its grace period to a SIGKILL.
@@ -109,13 +114,19 @@ class Worker:
                 await child.close()
 
     async def _on_cancel(self, msg) -> None:
-        job_id = msg.subject.rsplit(".", 1)[-1]
-        if self._current and self._current[0] == job_id:
-            log.info("cancelling job %s", job_id)
-            self._current[1].cancel()
+        tenant, job_id = msg.subject.split(".")[-2:]
+        current = self._current
+        if current and (current[0].tenant, current[0].id) == (tenant, job_id):
+            log.info("cancelling job %s of %s", job_id, tenant)
+            current[1].cancel()
 
     async def handle(self, msg) -> None:
-        job = c.Job.FromString(msg.data)
+        try:
+            job = c.Job.FromString(msg.data)
+        except DecodeError as e:
+            log.error("job message %s is not a Job (%s); dropping it", msg.metadata.sequence.stream, e)
+            await msg.term()
+            return
         attempt = msg.metadata.num_delivered
         try:
             current, rev = await records.get_job(self.bus, job.tenant, job.id)
@@ -161,10 +172,13 @@ class Worker:
         workdir = tempfile.mkdtemp(prefix=f"kpt-{job.id}-")
         try:
             child = await self._child()
-            self._current = (job.id, child)
+            self._current = (job, child)
             result = await self._execute(job, child, workdir)
         except KptError as e:
             await self._after_error(job, e, attempt, msg)
+        except Exception as e:  # noqa: BLE001 - the boundary: anything untyped fails the job as Internal, logged
+            log.exception("job %s: untyped error", job.id)
+            await self._after_error(job, Internal(cause(e)), attempt, msg)
         else:
             await self._succeed(job, result, msg)
         finally:

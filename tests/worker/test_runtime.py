@@ -1,0 +1,118 @@
+"""The worker runtime against a real JetStream: one job's failure is that job's typed error, never the service's."""
+
+import asyncio
+import os
+import sys
+import uuid
+
+import pytest
+
+from kpt import contract as c
+from kpt.bus import core, records
+from kpt.worker.runtime import Worker, WorkerConfig
+from tests.conftest import acheck_for
+
+HERE = os.path.dirname(__file__)
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def bus(nats_url):
+    b = await core.connect(nats_url)
+    yield b
+    await b.close()
+
+
+@pytest.fixture
+async def worker(bus):
+    cfg = WorkerConfig(target="cpu", handler="handlers:by_model_name", capability="handlers:capability",
+                       service_id="test-runtime", python=sys.executable, ack_wait_s=5.0, max_attempts=2,
+                       memory_bytes=0, child_env={"PYTHONPATH": HERE})
+    w = Worker(bus, cfg)
+    await w.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    try:
+        yield w, task
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    finally:
+        task.cancel()
+        await bus.js.delete_consumer(core.JOBS_STREAM, "svc_cpu")
+        await bus.js.purge_stream(core.JOBS_STREAM, subject=core.JOBS_SUBJECT.format(target="cpu"))
+
+
+async def submit(bus, handler: str, tenant: str = "rt", job_id: str = "") -> c.Job:
+    job = c.Job(id=job_id or f"rt-{uuid.uuid4().hex[:12]}", tenant=tenant, target=c.Target.TARGET_CPU,
+                state=c.JobState.JOB_STATE_QUEUED,
+                spec=c.JobSpec(kind=c.JobKind.JOB_KIND_OPTIMIZE, model=c.ModelRef(format=3, name=handler)))
+    await records.create_job(bus, job)
+    await records.enqueue(bus, job)
+    return job
+
+
+async def finished(bus, job: c.Job) -> c.Job:
+    async def done():
+        j, _ = await records.get_job(bus, job.tenant, job.id)
+        return j if j.state in c.TERMINAL else None
+
+    return await acheck_for(30, done, interval=0.1)
+
+
+async def test_an_untyped_error_fails_the_job_and_the_worker_goes_on(bus, worker):
+    # The handler names an artifact it never wrote: uploading it raises FileNotFoundError in the service.
+    _, task = worker
+    bad = await finished(bus, await submit(bus, "missing_artifact"))
+    assert bad.state == c.JobState.JOB_STATE_FAILED
+    assert bad.error.code == "INTERNAL" and "FileNotFoundError" in bad.error.message
+    assert not task.done()
+    good = await finished(bus, await submit(bus, "ok"))
+    assert good.state == c.JobState.JOB_STATE_SUCCEEDED and len(good.result.artifacts) == 1
+
+
+async def test_a_malformed_job_message_is_dropped_and_the_worker_goes_on(bus, worker):
+    _, task = worker
+    ack = await bus.js.publish(core.JOBS_SUBJECT.format(target="cpu"), b"\xff not a job")
+
+    async def gone():  # terminated: a work queue removes it
+        try:
+            await bus.js.get_msg(core.JOBS_STREAM, ack.seq)
+        except Exception:  # noqa: BLE001 - not found is what is awaited
+            return True
+        return False
+
+    await acheck_for(10, gone)
+    assert not task.done()
+    good = await finished(bus, await submit(bus, "ok"))
+    assert good.state == c.JobState.JOB_STATE_SUCCEEDED
+
+
+async def cancel(bus, tenant: str, job_id: str) -> None:
+    """What the gateway does: the record first, then the word to the replica running it."""
+    await records.update_job(bus, tenant, job_id, records.finish(c.JobState.JOB_STATE_CANCELLED))
+    await records.request_cancel(bus, tenant, job_id)
+
+
+async def test_cancel_stops_the_job_and_the_worker_goes_on(bus, worker):
+    w, _ = worker
+    job = await submit(bus, "sleep_forever")
+    await acheck_for(10, lambda: _running(w, job))
+    await cancel(bus, job.tenant, job.id)
+    assert (await finished(bus, job)).state == c.JobState.JOB_STATE_CANCELLED
+    assert (await finished(bus, await submit(bus, "ok"))).state == c.JobState.JOB_STATE_SUCCEEDED
+
+
+async def test_a_cancel_of_another_tenants_job_with_the_same_id_leaves_this_one_running(bus, worker):
+    # Job ids are unique per tenant only (a client may choose one): the cancel subject names the tenant too.
+    w, _ = worker
+    same = f"same-{uuid.uuid4().hex[:8]}"
+    bobs = await submit(bus, "sleep_then_ok", tenant="bob", job_id=same)
+    alices = c.Job(id=same, tenant="alice", target=c.Target.TARGET_CPU, state=c.JobState.JOB_STATE_QUEUED)
+    await records.create_job(bus, alices)  # queued, not yet running anywhere
+    await acheck_for(10, lambda: _running(w, bobs))
+    await cancel(bus, "alice", same)
+    assert (await finished(bus, bobs)).state == c.JobState.JOB_STATE_SUCCEEDED
+
+
+async def _running(w: Worker, job: c.Job) -> bool:
+    return w._current is not None and w._current[0].id == job.id and w._current[0].tenant == job.tenant
