@@ -63,7 +63,7 @@ class Api:
                 raise InvalidArgument(f"upload ended after {size} of the announced {header.size_bytes} bytes")
             if header.sha256 and header.sha256.lower() != digest:
                 raise InvalidArgument(f"sha256 mismatch: announced {header.sha256}, received {digest}")
-            fmt = sniff.sniff(path, header.format)
+            fmt = await asyncio.to_thread(sniff.sniff, path, header.format)  # up to 1 MiB parsed: off the event loop
             present = await self.bus.blobs.info(digest) is not None
             if not present:
                 await self.bus.blobs.put_file(path, digest)

@@ -116,3 +116,27 @@ async def test_a_cancel_of_another_tenants_job_with_the_same_id_leaves_this_one_
 
 async def _running(w: Worker, job: c.Job) -> bool:
     return w._current is not None and w._current[0].id == job.id and w._current[0].tenant == job.tenant
+
+
+async def test_a_failed_heartbeat_is_logged_and_the_beats_go_on(bus, caplog):
+    """msg.in_progress() can fail (the connection reconnecting, its buffer full): the job keeps its heartbeat task,
+    which tries again at the next beat, and the failure is in the log."""
+    cfg = WorkerConfig(target="cpu", handler="handlers:by_model_name", capability="handlers:capability",
+                       service_id="test-beats", python=sys.executable, ack_wait_s=0.6)
+    beats = []
+
+    class Msg:  # the one call _keep_alive makes on a JetStream message
+        class metadata:  # noqa: N801
+            class sequence:  # noqa: N801
+                stream = 7
+
+        async def in_progress(self):
+            beats.append(1)
+            if len(beats) == 1:
+                raise ConnectionError("reconnecting")
+
+    task = asyncio.create_task(Worker(bus, cfg)._keep_alive(Msg()))
+    await acheck_for(5, lambda: asyncio.sleep(0, len(beats) >= 3))
+    assert not task.done()
+    task.cancel()
+    assert "heartbeat failed (ConnectionError: reconnecting)" in caplog.text

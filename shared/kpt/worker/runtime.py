@@ -199,7 +199,11 @@ class Worker:
     async def _keep_alive(self, msg) -> None:
         while True:
             await asyncio.sleep(max(self.cfg.ack_wait_s / 3, 0.2))
-            await msg.in_progress()
+            try:
+                await msg.in_progress()
+            except Exception as e:  # noqa: BLE001 - a missed beat is retried; JetStream redelivers after ack_wait
+                log.warning("job message %s: in-progress heartbeat failed (%s); it may be redelivered",
+                            msg.metadata.sequence.stream, cause(e))
 
     async def _execute(self, job: c.Job, child: Child, workdir: str) -> c.Result:
         model_path = None
