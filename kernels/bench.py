@@ -7,6 +7,7 @@
     python -m kernels.bench --ops norm-cache            (the norm op with x past L1, against x through L1 as before)
     python -m kernels.bench --ops attention-modes                      (attention's K/V load modes side by side)
     python -m kernels.bench --ops attention-ws                         (the Gluon warp-specialized attention)
+    python -m kernels.bench --ops linear-ws      (the Gluon persistent warp-specialized linear + activation)
     python -m kernels.bench --ops gemv        (decode-shaped linear_act: ours, cuBLAS, Inductor's reduction)
 
 Rows: {op, shape, dtype, provider, causal, tflops, gbps, ms} (provider "kpt" is ours). Times are the
@@ -239,6 +240,34 @@ def bench_linear_modes(quick: bool) -> list[dict]:
     return rows
 
 
+def bench_linear_ws(quick: bool) -> list[dict]:
+    """kernels/linear_ws.py (Gluon, persistent, ping-pong warpgroups) beside the op as shipped (kpt), its persistent
+    Triton form (kpt_persist) and cuBLAS + activation at the goal shape (bf16), in one run; each kpt_ws row also
+    carries its largest difference from cuBLAS + activation (max_diff)."""
+    from . import linear_ws
+
+    rows = []
+    M, K, N = (4096, 4096, 11008) if not quick else (2048, 2048, 5504)
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    w, w2 = (torch.randn(N, K, device="cuda", dtype=torch.bfloat16) / K ** 0.5 for _ in range(2))
+    b = torch.randn(N, device="cuda", dtype=torch.bfloat16)
+    for op, act, second in (("linear_gelu", "gelu", None), ("linear_silu", "silu", None), ("swiglu", "silu", w2)):
+        bias = None if second is not None else b
+        vendor = registry.linear_providers(x, w, bias, act, second)
+        providers = {"kpt": vendor["kpt"], "cublas+act": vendor["cublas+act"],
+                     "kpt_persist": functools.partial(linear_act._run, x, w, bias, second, None, act, "persist")}
+        if linear_ws.supports(x, w, bias, second, act):
+            providers["kpt_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second)
+        got = _rows(op, f"{M}x{K}->{N}", torch.bfloat16, None, providers, linear_ws.flops(x, w, second is not None),
+                    (M * K + (2 if second is not None else 1) * N * K + M * N) * 2)
+        for row in got:
+            if row["provider"] == "kpt_ws" and row.get("ms"):
+                diff = (providers["kpt_ws"]().float() - providers["cublas+act"]().float()).abs().max().item()
+                row["max_diff"] = round(diff, 5)
+        rows += got
+    return rows
+
+
 NORM_SHAPES = [(16384, 4096), (4096, 8192), (65536, 1024), (2048, 32768)]
 
 
@@ -401,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one small shape per op")
     ap.add_argument("--ops", default="attention,decode,linear,norms",
                     help="comma-separated: attention, attention-modes (K/V loads: pointers, TMA, TMA + warp "
-                         "specialization), attention-ws (the Gluon warp-specialized kernel), decode, linear, linear-modes (likewise), gemv (one row at the 1B Llama's decode "
+                         "specialization), attention-ws and linear-ws (the Gluon warp-specialized kernels), decode, linear, linear-modes (likewise), gemv (one row at the 1B Llama's decode "
                          "shapes, Inductor included), norms, norm-warps (each fixed warp count), "
                          "norm-persistent (the persistent pipelined norm kernel), norm-cache (x past L1 or not)")
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
@@ -420,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for op in args.ops.split(","):
         rows += {"attention": bench_attention, "attention-modes": bench_attention_modes,
-                 "attention-ws": bench_attention_ws, "decode": bench_decode,
+                 "attention-ws": bench_attention_ws, "linear-ws": bench_linear_ws, "decode": bench_decode,
                  "linear": bench_linear, "linear-modes": bench_linear_modes, "norms": bench_norms, "gemv": bench_gemv,
                  "norm-warps": bench_norm_warps, "norm-persistent": bench_norm_persistent,
                  "norm-cache": bench_norm_cache}[op](args.quick)

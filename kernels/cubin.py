@@ -11,6 +11,7 @@ were pipelined (cp.async into shared memory) can be checked in CI and before a G
     python -m kernels.cubin --layer-chain                    # kernels.layer_chain at the 1B Llama's shapes
     python -m kernels.cubin --pdl                            # gemv and decode attention as PDL launches
     python -m kernels.cubin --attention-ws                   # kernels.attention_ws (Gluon) at hd 64/128, causal or not
+    python -m kernels.cubin --linear-ws                      # kernels.linear_ws (Gluon): linear + GELU and SwiGLU
 
 Run it without TRITON_INTERPRET (under the interpreter triton.jit gives no compilable function).
 """
@@ -224,6 +225,30 @@ def attention_ws_rows() -> list[dict]:
     return rows
 
 
+def linear_ws_rows() -> list[dict]:
+    """kernels.linear_ws's persistent kernel (Gluon) compiled for sm_90 with its launcher's descriptors: bf16,
+    linear + bias + GELU and SwiGLU."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from kernels import linear_ws as ws
+    from kernels._common import ACTS
+
+    def desc(rows: int, cols: int) -> str:
+        return f"tensordesc<bf16[{rows}, {cols}],{gl.NVMMASharedLayout.get_default_for([rows, cols], gl.bfloat16)!r}>"
+
+    rows = []
+    for gated in (False, True):
+        bn = ws.BLOCK_N // 2 if gated else ws.BLOCK_N
+        types = {"x_desc": desc(ws.BLOCK_M, ws.BLOCK_K), "w_desc": desc(bn, ws.BLOCK_K), "w2_desc": desc(bn, ws.BLOCK_K),
+                 "out_desc": desc(ws.BLOCK_M, bn)}
+        consts = {"HAS_BIAS": True, "HAS_BIAS2": gated, "ACT": ACTS["silu" if gated else "gelu"], "GATED": gated,
+                  "STAGES": ws.STAGES, "GROUP": ws.GROUP_M, "num_warps": 4}
+        r = resources(ws._linear_ws_kernel, types, consts, 4, ("b_ptr", "b2_ptr", "N", "K"), source=GluonASTSource)
+        rows.append({"op": "swiglu_ws" if gated else "linear_gelu_ws", "block_n": bn} | dataclasses.asdict(r))
+    return rows
+
+
 def norm_cache_rows() -> list[dict]:
     """kernels.norms._norm_kernel (the op's) on one 32768-wide bf16 row a program, LayerNorm and RMSNorm, with x
     loaded past L1 (X_CACHE ".cg") and through it (""), at 32 warps: the scale and shift keep plain loads."""
@@ -284,10 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layer-chain", action="store_true", help="kernels.layer_chain at the 1B Llama's shapes")
     ap.add_argument("--pdl", action="store_true", help="gemv and decode attention as PDL launches")
     ap.add_argument("--attention-ws", action="store_true", help="kernels.attention_ws (Gluon) at hd 64 and 128")
+    ap.add_argument("--linear-ws", action="store_true", help="kernels.linear_ws (Gluon): linear + GELU, SwiGLU")
     args = ap.parse_args(argv)
     picked = {"gemv": gemv_rows, "decode": decode_rows, "attention": attention_rows, "norm_cache": norm_cache_rows,
               "mlp_chain": mlp_chain_rows, "layer_chain": layer_chain_rows, "pdl": pdl_rows,
-              "attention_ws": attention_ws_rows}
+              "attention_ws": attention_ws_rows, "linear_ws": linear_ws_rows}
     chosen = [fn for name, fn in picked.items() if getattr(args, name)]
     if chosen:
         for row in chosen[0]():

@@ -21,8 +21,9 @@
 #                                    (bench/decode_mlp.py: PDL launches, the chains where their tests passed,
 #                                    DECODE_VARIANTS),
 #                                    then LayerNorm's x loads if time is left (~9 min)
-#   scripts/gpu_run.sh attention-ws  the Gluon warp-specialized attention: its GPU test (time-limited), then, if it
-#                                    passed, kernels.bench --ops attention-ws -> kernels-quick-attention-ws.json/.md (~4 min)
+#   scripts/gpu_run.sh gluon     the Gluon warp-specialized kernels (attention_ws, linear_ws): each one's GPU test
+#                                    (time-limited), then, where it passed, kernels.bench --ops attention-ws / linear-ws
+#                                    -> kernels-quick-<op>.json/.md (~6 min)
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
 # Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
 #
@@ -277,20 +278,22 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         done
         grep -h -A 20 "each kernel variant" "$OUT"/kernels-quick-*.md || true
         grep -h '"decode_attention"\|"attention"\|"linear_gelu"\|"swiglu"\|"gemv' "$OUT"/kernels-quick-*.log | cut -c1-200 || true ;;
-    attention-ws)  # on an idle card: kernels/attention_ws.py checked, then timed beside the op and cuDNN (~4 min)
-        # Its barriers could hang on a card if a phase were wrong: the test runs it in a process with a time limit,
-        # and the benchmark runs only where the test passed.
-        if timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
-            tests/kernels/test_gpu.py -k gluon_attention --junitxml="$OUT/tests-attention-ws.xml" \
-            > "$OUT/tests-attention-ws.log" 2>&1; then
-            timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - 10))" python3 -m kernels.bench --ops attention-ws \
-                --name kernels-quick-attention-ws --out "$OUT" > "$OUT/kernels-quick-attention-ws.log" 2>&1 \
-                || echo "kernels.bench attention-ws: rc $?"
-            grep -h -A 12 "Performance goals" "$OUT"/kernels-quick-attention-ws.md || true
-            grep -h '"kpt_ws' "$OUT"/kernels-quick-attention-ws.log | cut -c1-250 || true
-        else
-            echo "attention-ws test: rc $? (not timed)"; tail -n 30 "$OUT/tests-attention-ws.log" | cut -c1-300
-        fi ;;
+    gluon)  # on an idle card: kernels/attention_ws.py and linear_ws.py checked, then timed beside ours and the vendor's (~6 min)
+        # Their barriers could hang on a card if a phase were wrong: each test runs its kernel in a process with a time
+        # limit, and a kernel is timed only where its test passed.
+        for k in attention:attention-ws linear:linear-ws; do
+            op="${k#*:}" k="${k%%:*}"
+            if timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
+                tests/kernels/test_gpu.py -k "gluon_$k" --junitxml="$OUT/tests-$op.xml" > "$OUT/tests-$op.log" 2>&1; then
+                [ "$((LIMIT - SECONDS))" -gt 30 ] || { echo "kernels.bench $op: no time left"; continue; }
+                timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - 10))" python3 -m kernels.bench --ops "$op" \
+                    --name "kernels-quick-$op" --out "$OUT" > "$OUT/kernels-quick-$op.log" 2>&1 \
+                    || echo "kernels.bench $op: rc $?"
+                grep -h '"kpt_ws\|"sdpa_cudnn"\|"cublas+act"' "$OUT/kernels-quick-$op.log" | cut -c1-250 || true
+            else
+                echo "$op test: rc $? (not timed)"; tail -n 30 "$OUT/tests-$op.log" | cut -c1-300
+            fi
+        done ;;
     decode-probe)  # on an idle card: the decode step's kernel choices side by side, then their tests (~9 min)
         # The chains (programs waiting on counters) are timed only where their tests, each in a process of its own
         # with a time limit, passed: a wait that never ends would take the whole probe. The other new kernels' GPU

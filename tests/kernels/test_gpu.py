@@ -90,6 +90,37 @@ def test_gluon_attention_gpu():
     _run_limited(_RUN_WS)
 
 
+_RUN_LINEAR_WS = """
+import torch
+from kernels import linear_act, linear_ws
+from tests.kernels.conftest import check_2x
+for M, K, N in [(4096, 4096, 11008), (1000, 1024, 520), (1, 512, 256), (300, 4096, 128)]:
+    for dtype in (torch.bfloat16, torch.float16):
+        for act in ("gelu", "gelu_tanh", "silu", "relu", "none", "swiglu"):
+            g = torch.Generator(device="cuda").manual_seed(M + N)
+            x = torch.randn(M, K, device="cuda", dtype=dtype, generator=g)
+            w, w2 = ((torch.randn(N, K, device="cuda", generator=g) / K ** 0.5).to(dtype) for _ in range(2))
+            b, b2 = (torch.randn(N, device="cuda", dtype=dtype, generator=g) for _ in range(2))
+            a, w2, b2 = ("silu", w2, b2) if act == "swiglu" else (act, None, None)
+            assert linear_ws.supports(x, w, b, w2, a, b2), (M, K, N, act)
+            f = [t.float() if t is not None else None for t in (x, w, b, w2, b2)]
+            ref32 = linear_act.reference(f[0], f[1], f[2], a, f[3], f[4])
+            ref_lp = linear_act.reference(x, w, b, a, w2, b2)
+            for _ in range(3):  # repeated: a race between the loader and the consumers would not repeat exactly
+                check_2x(linear_ws.linear_act(x, w, b, a, w2, b2), ref32, ref_lp)
+            print(M, K, N, dtype, act, "ok", flush=True)
+"""
+
+
+def test_gluon_linear_gpu():
+    """kernels/linear_ws.py against the fp32 reference within 2x PyTorch's own low-precision error: every
+    activation and SwiGLU, bf16 and fp16, the goal shape, odd edges (M and N not multiples of the tiles), one row,
+    more tiles than SMs and fewer, three runs each; in a process with a time limit as the attention's."""
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("linear_ws is written for sm_90 (Hopper)")
+    _run_limited(_RUN_LINEAR_WS)
+
+
 @pytest.mark.parametrize("dtype", LP)
 @pytest.mark.parametrize("shape", [(4096, 4096, 11008), (1025, 123, 97), (1, 4096, 4096)])
 @pytest.mark.parametrize("act", ["gelu", "silu", "swiglu"])

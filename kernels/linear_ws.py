@@ -1,0 +1,224 @@
+"""Fused linear + bias + activation (and SwiGLU) for Hopper (sm_90) in Gluon: a persistent, warp-specialized GEMM
+whose epilogue runs while the other warpgroup's main loop keeps the tensor cores busy (CUTLASS's "ping-pong"
+schedule), which linear_act.py's Triton kernels cannot express. The activation's cost is what the issue's 1.1x
+over cuBLAS + a separate activation pays for: with the epilogue hidden, the fused kernel costs one GEMM.
+
+One program per SM walks output tiles p, p + P, p + 2P, ... (grouped so GROUP_M row blocks share a column block
+while it is in L2):
+  * a loader partition (one warp, 24 registers) copies each tile's x and weight blocks, k-step by k-step, into a
+    ring of STAGES shared-memory buffers by TMA (ready barriers completed by the copies' bytes, empty barriers the
+    consuming warpgroup arrives on once its wgmma has read the buffer);
+  * two consumer warpgroups (240 registers) take the program's tiles in turn (even, odd): one runs its main loop
+    of asynchronous wgmmas (one in flight, the buffer before it released) while the other adds the bias, applies
+    the activation on the fp32 accumulator and stores its tile by TMA. The ring hands out k-steps in tile order,
+    so the two main loops follow each other without a barrier of their own.
+
+Tiles: 128 x 128 for act(x W^T + b) (a 128-row accumulator is 128 fp32 registers a thread), 128 x 64 for SwiGLU
+(two accumulators, silu(x Wg^T + bg) * (x Wu^T + bu)). x [M, K] and the weights [N, K] as nn.Linear keeps them,
+fp16 or bf16, K and N multiples of 8 (TMA's 16-byte strides); edges are TMA's (zero-filled loads, clipped stores).
+supports() says whether a call is one. Gluon has no interpreter: results are checked on the GPU suite, the
+compiled form on the CPU (python -m kernels.cubin --linear-ws).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import ACTS
+
+try:  # Gluon: triton >= 3.5 (the H100 image has 3.6)
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        tma,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from triton.runtime.jit import constexpr_function
+except ImportError:  # pragma: no cover - an older Triton: supports() says no
+    gluon = None
+
+BLOCK_M = 128
+BLOCK_N = 128  # 64 for SwiGLU (two accumulators)
+BLOCK_K = 64
+STAGES = 4  # ring buffers: 32 KB each (x 16 KB + weight 16 KB, or + both gated halves of 8 KB)
+GROUP_M = 8
+
+
+def plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
+          act: str, bias2: torch.Tensor | None = None) -> bool:
+    """Whether the call is one this kernel computes (module doc): 2-D x, nn.Linear weights, 16-byte strides."""
+    ws = [weight] + ([weight2] if weight2 is not None else [])
+    return (x.dim() == 2 and x.dtype in (torch.float16, torch.bfloat16) and act in ACTS
+            and (weight2 is None or act == "silu")
+            and all(w.dim() == 2 and w.dtype == x.dtype and w.shape == weight.shape and w.is_contiguous() for w in ws)
+            and weight.shape[1] == x.shape[1] and x.is_contiguous() and x.shape[0] > 0
+            and x.shape[1] % 8 == 0 and weight.shape[0] % 8 == 0
+            and all(b is None or (b.shape == (weight.shape[0],) and b.is_contiguous()) for b in (bias, bias2)))
+
+
+def supports(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
+             act: str, bias2: torch.Tensor | None = None) -> bool:
+    """Whether linear_act(...) can run here: Gluon, an sm_90 device, and plain()."""
+    return (gluon is not None and x.is_cuda and torch.cuda.get_device_capability(x.device)[0] == 9
+            and plain(x, weight, bias, weight2, act, bias2))
+
+
+if gluon is not None:
+
+    @constexpr_function
+    def _acc_layout(n):
+        """A warpgroup's wgmma accumulator layout for a [BLOCK_M, n] tile (4 warps along M, M repeated)."""
+        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, n, 16])
+
+    @gluon.jit
+    def _tile(t, n_m, n_n, GROUP: gl.constexpr):
+        """(row block, column block) of tile t in grouped order."""
+        per_group = GROUP * n_n
+        first_m = (t // per_group) * GROUP
+        size = gl.minimum(n_m - first_m, GROUP)
+        return first_m + (t % per_group) % size, (t % per_group) // size
+
+    @gluon.jit
+    def _load(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, n_m, n_n, k_steps,
+              GATED: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr):
+        """The loader: every k-step of this program's tiles, in order, into the ring."""
+        BM: gl.constexpr = x_desc.block_type.shape[0]
+        BK: gl.constexpr = x_desc.block_type.shape[1]
+        BN: gl.constexpr = w_desc.block_type.shape[0]
+        nbytes: gl.constexpr = x_desc.block_type.nbytes + w_desc.block_type.nbytes * (2 if GATED else 1)
+        c = 0
+        for t in range(gl.program_id(0), n_m * n_n, gl.num_programs(0)):
+            pid_m, pid_n = _tile(t, n_m, n_n, GROUP)
+            for kk in range(k_steps):
+                s = c % STAGES
+                mbarrier.wait(empty.index(s), ((c // STAGES) & 1) ^ 1)
+                mbarrier.expect(ready.index(s), nbytes)
+                tma.async_copy_global_to_shared(x_desc, [pid_m * BM, kk * BK], ready.index(s), x_smem.index(s))
+                tma.async_copy_global_to_shared(w_desc, [pid_n * BN, kk * BK], ready.index(s), w_smem.index(s))
+                if GATED:
+                    tma.async_copy_global_to_shared(w2_desc, [pid_n * BN, kk * BK], ready.index(s), w2_smem.index(s))
+                c += 1
+
+    @gluon.jit
+    def _activate(x, ACT: gl.constexpr):
+        """x in fp32; ACT is one of _common.ACTS (none 0, gelu 1, gelu_tanh 2, silu 3, relu 4)."""
+        if ACT == 1:
+            x = 0.5 * x * (1.0 + gl.erf(x * 0.7071067811865476))
+        elif ACT == 2:  # 0.5 x (1 + tanh(u)) = x sigmoid(2u)
+            x = x / (1.0 + gl.exp(-1.5957691216057308 * (x + 0.044715 * x * x * x)))
+        elif ACT == 3:
+            x = x / (1.0 + gl.exp(-x))
+        elif ACT == 4:
+            x = gl.maximum(x, 0.0)
+        return x
+
+    @gluon.jit
+    def _consume(w, x_smem, w_smem, w2_smem, c_smem, ready, empty, out_desc, b_ptr, b2_ptr, N, n_m, n_n, k_steps,
+                 HAS_BIAS: gl.constexpr, HAS_BIAS2: gl.constexpr, ACT: gl.constexpr, GATED: gl.constexpr,
+                 STAGES: gl.constexpr, GROUP: gl.constexpr):
+        """Consumer warpgroup w: this program's tiles w, w + 2, ...: main loop, then bias, activation and store."""
+        BM: gl.constexpr = x_smem.shape[1]
+        BN: gl.constexpr = w_smem.shape[1]
+        layout: gl.constexpr = _acc_layout(BN)
+        cols_layout: gl.constexpr = gl.SliceLayout(0, layout)
+        out = c_smem.index(w)
+        i = 0
+        for t in range(gl.program_id(0), n_m * n_n, gl.num_programs(0)):
+            if i % 2 == w:
+                pid_m, pid_n = _tile(t, n_m, n_n, GROUP)
+                acc = gl.zeros([BM, BN], gl.float32, layout)
+                acc2 = gl.zeros([BM, BN], gl.float32, layout)
+                c = i * k_steps
+                for kk in range(k_steps):
+                    s = c % STAGES
+                    mbarrier.wait(ready.index(s), (c // STAGES) & 1)
+                    tok = warpgroup_mma(x_smem.index(s), w_smem.index(s).permute((1, 0)), acc, is_async=True)
+                    if GATED:
+                        tok2 = warpgroup_mma(x_smem.index(s), w2_smem.index(s).permute((1, 0)), acc2, is_async=True)
+                        acc, acc2 = warpgroup_mma_wait(2, deps=(tok, tok2))  # the step before is done
+                    else:
+                        acc = warpgroup_mma_wait(1, deps=(tok,))
+                    if kk > 0:
+                        mbarrier.arrive(empty.index((c - 1) % STAGES))
+                    c += 1
+                if GATED:
+                    acc, acc2 = warpgroup_mma_wait(0, deps=(acc, acc2))
+                else:
+                    acc = warpgroup_mma_wait(0, deps=(acc,))
+                mbarrier.arrive(empty.index((c - 1) % STAGES))
+                cols = pid_n * BN + gl.arange(0, BN, layout=cols_layout)
+                if HAS_BIAS:
+                    acc += gl.load(b_ptr + cols, mask=cols < N, other=0.0).to(gl.float32)[None, :]
+                y = _activate(acc, ACT)
+                if GATED:
+                    if HAS_BIAS2:
+                        acc2 += gl.load(b2_ptr + cols, mask=cols < N, other=0.0).to(gl.float32)[None, :]
+                    y = y * acc2
+                tma.store_wait(0)  # this warpgroup's previous tile has left `out`
+                out.store(y.to(out.dtype))
+                fence_async_shared()
+                tma.async_copy_shared_to_global(out_desc, [pid_m * BM, pid_n * BN], out)
+            i += 1
+        tma.store_wait(0)
+
+    @gluon.jit
+    def _linear_ws_kernel(x_desc, w_desc, w2_desc, out_desc, b_ptr, b2_ptr, M, N, K,
+                          HAS_BIAS: gl.constexpr, HAS_BIAS2: gl.constexpr, ACT: gl.constexpr, GATED: gl.constexpr,
+                          STAGES: gl.constexpr, GROUP: gl.constexpr, num_warps: gl.constexpr):
+        BM: gl.constexpr = x_desc.block_type.shape[0]
+        BK: gl.constexpr = x_desc.block_type.shape[1]
+        BN: gl.constexpr = w_desc.block_type.shape[0]
+        n_m = gl.cdiv(M, BM)
+        n_n = gl.cdiv(N, BN)
+        k_steps = gl.cdiv(K, BK)
+        x_smem = gl.allocate_shared_memory(x_desc.dtype, [STAGES, BM, BK], x_desc.layout)
+        w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES, BN, BK], w_desc.layout)
+        w2_smem = gl.allocate_shared_memory(w2_desc.dtype, [STAGES if GATED else 1, BN, BK], w2_desc.layout)
+        c_smem = gl.allocate_shared_memory(out_desc.dtype, [2, BM, BN], out_desc.layout)
+        ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for s in gl.static_range(STAGES):
+            mbarrier.init(ready.index(s), count=1)
+            mbarrier.init(empty.index(s), count=1)
+        gl.warp_specialize([
+            (_consume, (0, x_smem, w_smem, w2_smem, c_smem, ready, empty, out_desc, b_ptr, b2_ptr, N, n_m, n_n,
+                        k_steps, HAS_BIAS, HAS_BIAS2, ACT, GATED, STAGES, GROUP)),
+            (_consume, (1, x_smem, w_smem, w2_smem, c_smem, ready, empty, out_desc, b_ptr, b2_ptr, N, n_m, n_n,
+                        k_steps, HAS_BIAS, HAS_BIAS2, ACT, GATED, STAGES, GROUP)),
+            (_load, (x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, n_m, n_n, k_steps, GATED,
+                     STAGES, GROUP)),
+        ], [4, 1], [240, 24])
+
+
+def _desc(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
+    dtype = gl.bfloat16 if t.dtype == torch.bfloat16 else gl.float16
+    layout = gl.NVMMASharedLayout.get_default_for(block, dtype)
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
+
+
+def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, act: str = "gelu",
+               weight2: torch.Tensor | None = None, bias2: torch.Tensor | None = None) -> torch.Tensor:
+    """act(x W^T + b), or with weight2 silu(x W^T + b) * (x W2^T + b2), for a call supports() accepts:
+    linear_act.reference's semantics (the pre-activation in fp32, rounded once at the store)."""
+    m, n = x.shape[0], weight.shape[0]
+    gated = weight2 is not None
+    bn = BLOCK_N // 2 if gated else BLOCK_N
+    out = torch.empty(m, n, device=x.device, dtype=x.dtype)
+    x_desc, out_desc = _desc(x, [BLOCK_M, BLOCK_K]), _desc(out, [BLOCK_M, bn])
+    w_desc = _desc(weight, [bn, BLOCK_K])
+    w2_desc = _desc(weight2, [bn, BLOCK_K]) if gated else w_desc
+    tiles = -(-m // BLOCK_M) * -(-n // bn)
+    programs = min(tiles, torch.cuda.get_device_properties(x.device).multi_processor_count)
+    b = bias if bias is not None else out
+    _linear_ws_kernel[(programs,)](x_desc, w_desc, w2_desc, out_desc, b, bias2 if bias2 is not None else b, m, n,
+                                   x.shape[1], HAS_BIAS=bias is not None, HAS_BIAS2=bias2 is not None, ACT=ACTS[act],
+                                   GATED=gated, STAGES=STAGES, GROUP=GROUP_M, num_warps=4)
+    return out
+
+
+def flops(x: torch.Tensor, weight: torch.Tensor, gated: bool) -> float:
+    return 2.0 * x.shape[0] * x.shape[1] * weight.shape[0] * (2 if gated else 1)
