@@ -11,7 +11,7 @@ while it is in L2):
   * two consumer warpgroups (240 registers) take the program's tiles in turn (even, odd): one runs its main loop
     of asynchronous wgmmas (one in flight, the buffer before it released) while the other adds the bias, applies
     the activation on the fp32 accumulator and stores its tile by TMA. The ring hands out k-steps in tile order,
-    so the two main loops follow each other without a barrier of their own.
+    and the two main loops take turns (a pair of mbarriers), so each waits only on k-steps the other is done with.
 
 Tiles: 128 x 128 for act(x W^T + b) (a 128-row accumulator is 128 fp32 registers a thread), 128 x 64 for SwiGLU
 (two accumulators, silu(x Wg^T + bg) * (x Wu^T + bu)). x [M, K] and the weights [N, K] as nn.Linear keeps them,
@@ -117,10 +117,13 @@ if gluon is not None:
         return x
 
     @gluon.jit
-    def _consume(w, x_smem, w_smem, w2_smem, c_smem, ready, empty, out_desc, b_ptr, b2_ptr, N, n_m, n_n, k_steps,
+    def _consume(w, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, N, n_m, n_n, k_steps,
                  HAS_BIAS: gl.constexpr, HAS_BIAS2: gl.constexpr, ACT: gl.constexpr, GATED: gl.constexpr,
                  STAGES: gl.constexpr, GROUP: gl.constexpr):
-        """Consumer warpgroup w: this program's tiles w, w + 2, ...: main loop, then bias, activation and store."""
+        """Consumer warpgroup w: this program's tiles w, w + 2, ...: main loop, then bias, activation and store.
+        The two main loops take turns (turn[w], a fresh barrier's parity 1 letting consumer 0 go first): a consumer
+        waits on the ring's ready barriers only for k-steps the other has finished waiting for, so it is never more
+        than one phase ahead of a buffer's copies (a wait two phases early would pass on the older phase)."""
         BM: gl.constexpr = x_smem.shape[1]
         BN: gl.constexpr = w_smem.shape[1]
         layout: gl.constexpr = _acc_layout(BN)
@@ -133,6 +136,7 @@ if gluon is not None:
                 acc = gl.zeros([BM, BN], gl.float32, layout)
                 acc2 = gl.zeros([BM, BN], gl.float32, layout)
                 c = i * k_steps
+                mbarrier.wait(turn.index(w), ((i // 2) & 1) ^ (1 - w))
                 for kk in range(k_steps):
                     s = c % STAGES
                     mbarrier.wait(ready.index(s), (c // STAGES) & 1)
@@ -145,6 +149,7 @@ if gluon is not None:
                     if kk > 0:
                         mbarrier.arrive(empty.index((c - 1) % STAGES))
                     c += 1
+                mbarrier.arrive(turn.index(1 - w))  # every ready barrier of this tile waited: the other's turn
                 if GATED:
                     acc, acc2 = warpgroup_mma_wait(0, deps=(acc, acc2))
                 else:
@@ -181,13 +186,16 @@ if gluon is not None:
         c_smem = gl.allocate_shared_memory(out_desc.dtype, [2, BM, BN], out_desc.layout)
         ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         for s in gl.static_range(STAGES):
             mbarrier.init(ready.index(s), count=1)
             mbarrier.init(empty.index(s), count=1)
+        for w in gl.static_range(2):
+            mbarrier.init(turn.index(w), count=1)
         gl.warp_specialize([
-            (_consume, (0, x_smem, w_smem, w2_smem, c_smem, ready, empty, out_desc, b_ptr, b2_ptr, N, n_m, n_n,
+            (_consume, (0, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, N, n_m, n_n,
                         k_steps, HAS_BIAS, HAS_BIAS2, ACT, GATED, STAGES, GROUP)),
-            (_consume, (1, x_smem, w_smem, w2_smem, c_smem, ready, empty, out_desc, b_ptr, b2_ptr, N, n_m, n_n,
+            (_consume, (1, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, N, n_m, n_n,
                         k_steps, HAS_BIAS, HAS_BIAS2, ACT, GATED, STAGES, GROUP)),
             (_load, (x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, n_m, n_n, k_steps, GATED,
                      STAGES, GROUP)),

@@ -144,12 +144,11 @@ def test_gluon_attention_is_warp_specialized_without_spills_for_sm90():
 def test_gluon_linear_is_warp_specialized_without_spills_for_sm90():
     """kernels.linear_ws (Gluon) compiled for sm_90, linear + bias + GELU and SwiGLU: one warp-specialized region
     moving registers, each consumer warpgroup's main loop issuing 128 rows x BLOCK_K 64 of wgmma a k-step (two m64
-    halves, four k16 steps; twice for SwiGLU's two weights), within the program's shared memory. No spill where
-    Triton 3.6 (the card's) compiles it; 3.7's erf expansion may spill a few bytes in the epilogue."""
+    halves, four k16 steps; twice for SwiGLU's two weights), no spill, within the program's shared memory."""
     out = _cubin("--linear-ws", timeout=300)
     rows = {r["op"]: r for r in map(json.loads, out.stdout.splitlines())}
     assert set(rows) == {"linear_gelu_ws", "swiglu_ws"}
     for op, r in rows.items():
         assert r["warp_specialized"] == 1 and r["register_moves"] > 0, r
         assert r["wgmmas"] == 2 * 8 * (2 if op == "swiglu_ws" else 1), r  # two consumers' code
-        assert r["stack_bytes"] <= 64 and r["shared_bytes"] <= H100_SHARED_BYTES, r
+        assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
