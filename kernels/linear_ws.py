@@ -25,21 +25,17 @@ from __future__ import annotations
 import torch
 
 from ._common import ACTS
-
-try:  # Gluon: triton >= 3.5 (the H100 image has 3.6)
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (
-        fence_async_shared,
-        mbarrier,
-        tma,
-        warpgroup_mma,
-        warpgroup_mma_wait,
-    )
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    from triton.runtime.jit import constexpr_function
-except ImportError:  # pragma: no cover - an older Triton: supports() says no
-    gluon = None
+from ._gluon import (
+    TensorDescriptor,
+    constexpr_function,
+    fence_async_shared,
+    gl,
+    gluon,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 
 BLOCK_M = 128
 BLOCK_N = 128  # 64 for SwiGLU (two accumulators)

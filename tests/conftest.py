@@ -24,6 +24,16 @@ def nats_url(nats_server) -> str:
     return nats_server.url
 
 
+@pytest.fixture
+async def bus(nats_url):
+    """A kpt bus (kpt.bus.core.connect: streams, buckets, object store) on the session's NATS server."""
+    from kpt.bus import core
+
+    b = await core.connect(nats_url)
+    yield b
+    await b.close()
+
+
 def check_for(timeout: float, fn, interval: float = 0.05):
     """Poll fn() until it returns a truthy value; raise with the last error when time runs out."""
     deadline = time.monotonic() + timeout

@@ -5,16 +5,9 @@ import asyncio
 import pytest
 
 from kpt import contract as c
-from kpt.bus import core, records
+from kpt.bus import records
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def bus(nats_url):
-    b = await core.connect(nats_url)
-    yield b
-    await b.close()
 
 
 def job(tenant="alice", job_id="j1", target=c.Target.TARGET_CPU):

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from kpt import contract as c
-from kpt.bus import core, records
+from kpt.bus import records
 from kpt.errors import InvalidArgument, KptError, TooLarge, Unavailable
 from kpt_gateway.api import Api
 from tests.conftest import acheck_for
@@ -13,13 +13,6 @@ from tests.gateway.test_sniff import pt2_zip
 
 pytestmark = pytest.mark.timeout(60)
 ZOO = c.JobSpec(kind=c.JobKind.JOB_KIND_OPTIMIZE, model=c.ModelRef(format=c.ModelFormat.MODEL_FORMAT_ZOO, name="mlp"))
-
-
-@pytest.fixture
-async def bus(nats_url):
-    b = await core.connect(nats_url)
-    yield b
-    await b.close()
 
 
 @pytest.fixture

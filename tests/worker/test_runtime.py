@@ -17,13 +17,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def bus(nats_url):
-    b = await core.connect(nats_url)
-    yield b
-    await b.close()
-
-
-@pytest.fixture
 async def worker(bus):
     cfg = WorkerConfig(target="cpu", handler="handlers:by_model_name", capability="handlers:capability",
                        service_id="test-runtime", python=sys.executable, ack_wait_s=5.0, max_attempts=2,
