@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import attention_ws
 from ._common import LOAD_MODES, LOG2E, configs, descriptor_loads, launch, register_op, tanh
 
 HEAD_DIMS = (16, 32, 64, 128)
@@ -255,15 +256,24 @@ def attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
     return _run(q, k, v, causal, scale, window_left, window_right, alibi_slopes, softcap, document_id, MODE)
 
 
-# How K and V reach the kernel (one of MODES, _common.LOAD_MODES); the op uses MODE where TMA applies.
-MODES = LOAD_MODES
+# How K and V reach the kernel (one of MODES, _common.LOAD_MODES); the op uses MODE where TMA applies. "gluon": the
+# calls attention_ws.py covers go to that kernel (eager calls only: Inductor and AOTInductor embed triton.jit
+# kernels, not Gluon ones), the others take pointer loads. Traced calls run COMPILED_MODE whatever MODE says, and
+# the registry times that (registry.attention_providers): its choices are for compiled models.
+MODES = LOAD_MODES + ("gluon",)
 MODE = "ptr"
+COMPILED_MODE = "ptr"
 
 
 def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float | None, window_left: int,
          window_right: int, alibi_slopes: torch.Tensor | None, softcap: float, document_id: torch.Tensor | None,
          mode: str) -> torch.Tensor:
     _check(q, k, v, window_left, window_right, alibi_slopes, softcap, document_id)
+    if mode == "gluon":
+        plain = window_left < 0 and window_right < 0 and alibi_slopes is None and softcap == 0 and document_id is None
+        if plain and not torch.compiler.is_compiling() and attention_ws.supports(q, k, v, causal):
+            return attention_ws.attention(q, k, v, causal, scale)
+        mode = COMPILED_MODE
     B, Hq, Nq, D = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))

@@ -77,7 +77,7 @@ def bench_attention(quick: bool) -> list[dict]:
                 flops = 4 * B * H * N * N * D * (0.5 if causal else 1.0)
                 nbytes = 4 * B * H * N * D * q.element_size()
                 rows += _rows("attention", f"b{B} h{H} n{N} d{D}", dtype, causal,
-                              registry.attention_providers(q, k, v, causal), flops, nbytes)
+                              registry.attention_providers(q, k, v, causal, eager=True), flops, nbytes)
         if not quick:  # the features beyond SDPA's (SDPA gets an explicit mask where it fits)
             B, H, Hkv, N, D = 1, 32, 8, 8192, 128
             q = torch.randn(B, H, N, D, device="cuda", dtype=dtype)
@@ -87,7 +87,7 @@ def bench_attention(quick: bool) -> list[dict]:
                              ("alibi", {"alibi": attention.alibi_slopes(H).cuda()}), ("softcap50", {"softcap": 50.0}),
                              ("docs8", {"document_id": docs})):
                 rows += _rows(f"attention.{name}", f"b{B} h{H}/{Hkv} n{N} d{D}", dtype, True,
-                              registry.attention_providers(q, k, v, True, **kw),
+                              registry.attention_providers(q, k, v, True, eager=True, **kw),
                               2 * B * H * N * N * D, 4 * B * H * N * D * q.element_size())
     return rows
 
@@ -100,7 +100,7 @@ def bench_attention_modes(quick: bool) -> list[dict]:
     for B, H, N, D in cases:
         for causal in (False, True):
             q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-            vendor = registry.attention_providers(q, k, v, causal, flex=False)
+            vendor = registry.attention_providers(q, k, v, causal, flex=False, eager=True)
             providers = {"kpt": vendor["kpt"]}
             for mode in attention.MODES:
                 providers[f"kpt_{mode}"] = functools.partial(attention._run, q, k, v, causal, None, -1, -1, None, 0.0,
@@ -123,7 +123,7 @@ def bench_attention_ws(quick: bool) -> list[dict]:
     for B, H, N, D in cases:
         for causal in (False, True):
             q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-            vendor = registry.attention_providers(q, k, v, causal, flex=False)
+            vendor = registry.attention_providers(q, k, v, causal, flex=False, eager=True)
             providers = {"kpt": vendor["kpt"], "sdpa_cudnn": vendor["sdpa_cudnn"]}
             if attention_ws.supports(q, k, v, causal):  # its consumers in ping-pong (kpt_ws) and in step
                 providers["kpt_ws"] = functools.partial(attention_ws.attention, q, k, v, causal, pingpong=True)
@@ -178,9 +178,9 @@ def bench_linear(quick: bool) -> list[dict]:
         w, w2 = (torch.randn(N, K, device="cuda", dtype=dtype) / K ** 0.5 for _ in range(2))
         b = torch.randn(N, device="cuda", dtype=dtype)
         for act in ("gelu", "silu"):
-            rows += _rows(f"linear_{act}", f"{M}x{K}->{N}", dtype, None, registry.linear_providers(x, w, b, act),
+            rows += _rows(f"linear_{act}", f"{M}x{K}->{N}", dtype, None, registry.linear_providers(x, w, b, act, eager=True),
                           2 * M * N * K, (M * K + N * K + M * N) * x.element_size())
-        rows += _rows("swiglu", f"{M}x{K}->{N}", dtype, None, registry.linear_providers(x, w, None, "silu", w2),
+        rows += _rows("swiglu", f"{M}x{K}->{N}", dtype, None, registry.linear_providers(x, w, None, "silu", w2, eager=True),
                       4 * M * N * K, (M * K + 2 * N * K + M * N) * x.element_size())
     return rows
 
@@ -231,7 +231,7 @@ def bench_linear_modes(quick: bool) -> list[dict]:
     b = torch.randn(N, device="cuda", dtype=torch.bfloat16)
     for op, act, second, flops in (("linear_gelu", "gelu", None, 2 * M * N * K), ("swiglu", "silu", w2, 4 * M * N * K)):
         bias = None if second is not None else b
-        providers = registry.linear_providers(x, w, bias, act, second)
+        providers = registry.linear_providers(x, w, bias, act, second, eager=True)
         providers = {"kpt": providers["kpt"], "cublas+act": providers["cublas+act"]}
         for mode in linear_act.MODES:
             providers[f"kpt_{mode}"] = functools.partial(linear_act._run, x, w, bias, second, None, act, mode)
@@ -253,7 +253,7 @@ def bench_linear_ws(quick: bool) -> list[dict]:
     b = torch.randn(N, device="cuda", dtype=torch.bfloat16)
     for op, act, second in (("linear_gelu", "gelu", None), ("linear_silu", "silu", None), ("swiglu", "silu", w2)):
         bias = None if second is not None else b
-        vendor = registry.linear_providers(x, w, bias, act, second)
+        vendor = registry.linear_providers(x, w, bias, act, second, eager=True)
         providers = {"kpt": vendor["kpt"], "cublas+act": vendor["cublas+act"],
                      "kpt_persist": functools.partial(linear_act._run, x, w, bias, second, None, act, "persist")}
         if linear_ws.supports(x, w, bias, second, act):

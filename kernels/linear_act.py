@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import gemv
+from . import gemv, linear_ws
 from ._common import (
     ACTS,
     LOAD_MODES,
@@ -194,8 +194,12 @@ def linear_act_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 # persistent kernel (one program per SM). Not _common.LOAD_MODES' "tma_ws": with Triton 3.6 on the H200
 # (2026-12-03) the warp-specialized K loop gave wrong SwiGLU results at 1025x136->97 (max error 10.9) and failed
 # to compile the plain GEMM, so it is not offered.
-MODES = tuple(m for m in LOAD_MODES if m != "tma_ws") + ("persist",)
+# "gluon": the calls linear_ws.py covers go to that kernel (eager calls only: Inductor and AOTInductor embed
+# triton.jit kernels, not Gluon ones), the others take pointer loads. Traced calls run COMPILED_MODE whatever MODE
+# says, and the registry times that (registry.linear_providers): its choices are for compiled models.
+MODES = tuple(m for m in LOAD_MODES if m != "tma_ws") + ("persist", "gluon")
 MODE = "ptr"
+COMPILED_MODE = "ptr"
 
 
 def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
@@ -215,6 +219,10 @@ def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weigh
     if 0 < M <= gemv.MAX_ROWS:  # a decode step's row: matrix-vector products, whatever the mode
         gemv.run(launch, x2, weight, w2, b, b2, out, bias is not None, ACTS[act], gated)
         return out.reshape(*x.shape[:-1], N)
+    if mode == "gluon":
+        if not torch.compiler.is_compiling() and linear_ws.supports(x2, weight, bias, weight2, act, bias2):
+            return linear_ws.linear_act(x2, weight, bias, act, weight2, bias2).reshape(*x.shape[:-1], N)
+        mode = COMPILED_MODE
     tma = descriptor_loads("tma" if mode == "persist" else mode, x2, weight, w2)
     if mode == "persist" and tma and M > 0:
         programs = sm_programs(x.device)

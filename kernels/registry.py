@@ -190,11 +190,15 @@ def _eps(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps
 
 
-def linear_providers(x, weight, bias, act, weight2=None, bias2=None) -> dict:  # noqa: ANN001
+def linear_providers(x, weight, bias, act, weight2=None, bias2=None, eager: bool = False) -> dict:  # noqa: ANN001
+    """Ours and cuBLAS + a separate activation. Ours is what a compiled model runs (linear_act.COMPILED_MODE: the
+    registry's choices are for compiled models); eager: the op as shipped instead (linear_act.MODE, which may take
+    an eager-only kernel), as the kernel benchmark reports it."""
     from . import linear_act
 
+    mode = linear_act.MODE if eager else linear_act.COMPILED_MODE
     return {
-        OURS: lambda: linear_act.linear_act_op(x, weight, bias, weight2, bias2, act),
+        OURS: lambda: linear_act._run(x, weight, bias, weight2, bias2, act, mode),
         "cublas+act": lambda: linear_act.reference(x, weight, bias, act, weight2, bias2),
     }
 
@@ -209,8 +213,10 @@ def norm_providers(x, weight, bias, eps, rms) -> dict:  # noqa: ANN001
 
 
 def attention_providers(q, k, v, causal, scale=None, window=(-1, -1), alibi=None, softcap=0.0,  # noqa: ANN001
-                        document_id=None, flex: bool = True) -> dict:
-    """Ours, each SDPA backend (with an explicit mask/bias where the features need one) and FlexAttention."""
+                        document_id=None, flex: bool = True, eager: bool = False) -> dict:
+    """Ours, each SDPA backend (with an explicit mask/bias where the features need one) and FlexAttention. Ours is
+    what a compiled model runs (attention.COMPILED_MODE: the registry's choices are for compiled models); eager: the
+    op as shipped instead (attention.MODE, which may take an eager-only kernel), as the kernel benchmark reports it."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from . import attention
@@ -219,8 +225,8 @@ def attention_providers(q, k, v, causal, scale=None, window=(-1, -1), alibi=None
     gqa = q.shape[1] != k.shape[1]
     plain = window == (-1, -1) and alibi is None and softcap == 0 and document_id is None
     out: dict[str, Callable[[], torch.Tensor]] = {
-        OURS: lambda: attention.attention_op(q, k, v, causal, scale, window[0], window[1], alibi, softcap,
-                                             document_id)}
+        OURS: lambda: attention._run(q, k, v, causal, scale, window[0], window[1], alibi, softcap, document_id,
+                                     attention.MODE if eager else attention.COMPILED_MODE)}
     if softcap == 0 and (plain or q.shape[2] * k.shape[2] <= (1 << 26)):  # a dense mask beyond 64M entries: no
         if plain:
             mask = None

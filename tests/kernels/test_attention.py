@@ -122,6 +122,14 @@ def test_descriptor_modes_match_the_reference(mode, feature):
     check_2x(out, attention.reference(q, k, v, **kw), attention.reference(q, k, v, dtype=torch.float16, **kw))
 
 
+def test_gluon_mode_takes_pointer_loads_where_attention_ws_does_not_run():
+    """Off Hopper (and under the interpreter) the "gluon" mode computes what the pointer-load kernel computes."""
+    q, k, v = _qkv(1, 4, 2, 97, 97, 64, torch.float16, 11)
+    ptr = attention._run(q, k, v, True, None, -1, -1, None, 0.0, None, "ptr")
+    torch.testing.assert_close(attention._run(q, k, v, True, None, -1, -1, None, 0.0, None, "gluon"), ptr,
+                               rtol=0, atol=0)
+
+
 def test_unknown_mode_is_refused():
     q, k, v = _qkv(1, 1, 1, 8, 8, 16, torch.float32, 1)
     with pytest.raises(ValueError, match="mode must be one of"):

@@ -137,7 +137,8 @@ def test_linear_act_gpu(shape, act, dtype):
              linear_act.reference(x, w, b, a, w2, b if w2 is not None else None))
 
 
-@pytest.mark.parametrize("mode", linear_act.MODES[1:] if CUDA else [])  # the descriptor modes
+# the descriptor modes; "gluon" (linear_ws.py, whose barriers could hang) has its own time-limited test
+@pytest.mark.parametrize("mode", [m for m in linear_act.MODES[1:] if m != "gluon"] if CUDA else [])
 @pytest.mark.parametrize("shape", [(4096, 4096, 11008), (1025, 136, 97)])
 @pytest.mark.parametrize("act", ["gelu", "swiglu"])
 def test_linear_act_descriptor_modes_gpu(shape, act, mode):

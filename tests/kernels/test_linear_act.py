@@ -106,6 +106,17 @@ def test_warp_specialized_mode_is_not_offered():
         linear_act._run(x, torch.randn(3, 8, device=DEVICE), None, None, None, "gelu", "tma_ws")
 
 
+@pytest.mark.parametrize("gated", [False, True])
+def test_gluon_mode_takes_pointer_loads_where_linear_ws_does_not_run(gated):
+    """Off Hopper (and under the interpreter) the "gluon" mode computes what the pointer-load kernel computes."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(37, 120, generator=g).to(DEVICE, torch.float16)
+    w, w2 = ((torch.randn(97, 120, generator=g) / 11).to(DEVICE, torch.float16) for _ in range(2))
+    w2 = w2 if gated else None
+    ptr = linear_act._run(x, w, None, w2, None, "silu", "ptr")
+    torch.testing.assert_close(linear_act._run(x, w, None, w2, None, "silu", "gluon"), ptr, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("mode", ["tma", "persist"])
 @pytest.mark.parametrize("gated", [False, True])
 def test_descriptor_modes_match_the_reference(mode, gated):
