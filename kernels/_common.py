@@ -247,6 +247,14 @@ def _prefetch(addresses, ok):
 WAITING_KERNELS = ("_gemv_kernel", "_split_kernel", "_merge_kernel")
 
 
+def eager_call(*tensors: torch.Tensor | None) -> bool:
+    """Whether an op's function runs on real tensors, launching its kernels itself: not traced by torch.compile or
+    torch.export (dynamo; fake tensors; functional or other wrapper tensors, as AOTAutograd and Inductor trace a
+    triton_op's function with). Only then may it launch a kernel Inductor could not embed (the Gluon kernels)."""
+    return not torch.compiler.is_compiling() and all(
+        t is None or type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors)
+
+
 def pdl_code(t: torch.Tensor, asked: bool) -> bool:
     """Whether an op asked for PDL compiles its kernel with the PDL code for tensors on t's device: sm_90+, not the
     interpreter (traced calls included: t may be a fake tensor)."""

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from . import attention_ws
-from ._common import LOAD_MODES, LOG2E, configs, descriptor_loads, launch, register_op, tanh
+from ._common import LOAD_MODES, LOG2E, configs, descriptor_loads, eager_call, launch, register_op, tanh
 
 HEAD_DIMS = (16, 32, 64, 128)
 
@@ -271,7 +271,7 @@ def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale:
     _check(q, k, v, window_left, window_right, alibi_slopes, softcap, document_id)
     if mode == "gluon":
         plain = window_left < 0 and window_right < 0 and alibi_slopes is None and softcap == 0 and document_id is None
-        if plain and not torch.compiler.is_compiling() and attention_ws.supports(q, k, v, causal):
+        if plain and eager_call(q, k, v) and attention_ws.supports(q, k, v, causal):
             return attention_ws.attention(q, k, v, causal, scale)
         mode = COMPILED_MODE
     B, Hq, Nq, D = q.shape

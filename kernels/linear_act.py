@@ -20,6 +20,7 @@ from ._common import (
     check_linear,
     configs,
     descriptor_loads,
+    eager_call,
     launch,
     register_op,
     sm_programs,
@@ -220,7 +221,7 @@ def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weigh
         gemv.run(launch, x2, weight, w2, b, b2, out, bias is not None, ACTS[act], gated)
         return out.reshape(*x.shape[:-1], N)
     if mode == "gluon":
-        if not torch.compiler.is_compiling() and linear_ws.supports(x2, weight, bias, weight2, act, bias2):
+        if eager_call(x2, weight, weight2, bias, bias2) and linear_ws.supports(x2, weight, bias, weight2, act, bias2):
             return linear_ws.linear_act(x2, weight, bias, act, weight2, bias2).reshape(*x.shape[:-1], N)
         mode = COMPILED_MODE
     tma = descriptor_loads("tma" if mode == "persist" else mode, x2, weight, w2)

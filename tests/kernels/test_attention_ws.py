@@ -38,3 +38,25 @@ def test_non_contiguous_and_cpu_calls_are_not_taken():
 def test_flops_count_the_visible_half_when_causal():
     q, k, _ = _qkv(b=2, h=4, n=256, d=64)
     assert attention_ws.flops(q, k, False) == 4 * 2 * 4 * 256 * 256 * 64 == 2 * attention_ws.flops(q, k, True)
+
+
+def test_only_eager_calls_on_real_tensors_may_launch_a_gluon_kernel():
+    """The ops' "gluon" mode launches the Gluon kernels only where nothing traces the call (Inductor and AOTInductor
+    could not embed them): real tensors and parameters yes; fake tensors, or a call under torch.compile, no."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from kernels._common import eager_call
+
+    x = torch.zeros(2)
+    assert eager_call(x, None) and eager_call(torch.nn.Parameter(torch.zeros(2)))
+    with FakeTensorMode():
+        fake = torch.empty(2)
+    assert not eager_call(fake)
+    seen = []
+
+    def fn(a):  # noqa: ANN001, ANN202
+        seen.append(eager_call(a))
+        return a + 1
+
+    torch.compile(fn, backend="eager")(x)
+    assert seen == [False]
