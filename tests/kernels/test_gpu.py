@@ -78,6 +78,13 @@ for dims in [(2, 16, 16, 1024, 128), (1, 32, 8, 4096, 128), (3, 8, 1, 1152, 64),
                 for _ in range(3):  # repeated: a race between the loader and the consumers would not repeat exactly
                     check_2x(attention_ws.attention(q, k, v, causal, pingpong=pingpong), ref32, ref_lp)
                 print(dims, dtype, causal, pingpong, "ok", flush=True)
+# The op in the "gluon" mode: eager calls take attention_ws, a compiled call the Triton kernel (Inductor embeds it)
+attention.MODE = "gluon"
+q, k, v = (torch.randn(1, 8, 1024, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+ref32, ref_lp = attention.reference(q, k, v, causal=True), attention.reference(q, k, v, causal=True, dtype=torch.bfloat16)
+check_2x(attention.attention(q, k, v, causal=True), ref32, ref_lp)
+check_2x(torch.compile(lambda a, b, c: attention.attention(a, b, c, causal=True))(q, k, v), ref32, ref_lp)
+print("gluon mode ok")
 """
 
 
@@ -109,6 +116,14 @@ for M, K, N in [(4096, 4096, 11008), (1000, 1024, 520), (1, 512, 256), (300, 409
             for _ in range(3):  # repeated: a race between the loader and the consumers would not repeat exactly
                 check_2x(linear_ws.linear_act(x, w, b, a, w2, b2), ref32, ref_lp)
             print(M, K, N, dtype, act, "ok", flush=True)
+# The op in the "gluon" mode: eager calls take linear_ws, a compiled call the Triton kernel (Inductor embeds it)
+linear_act.MODE = "gluon"
+x = torch.randn(2, 512, 1024, device="cuda", dtype=torch.bfloat16)
+w = (torch.randn(4096, 1024, device="cuda") / 32).to(torch.bfloat16)
+ref32, ref_lp = linear_act.reference(x.float(), w.float()), linear_act.reference(x, w)
+check_2x(linear_act.linear_act(x, w), ref32, ref_lp)
+check_2x(torch.compile(lambda a, b: linear_act.linear_act(a, b))(x, w), ref32, ref_lp)
+print("gluon mode ok")
 """
 
 
