@@ -18,7 +18,7 @@ from rich.table import Table
 
 from kpt import contract as c
 from kpt import local, natsd, report, settings
-from kpt.errors import KptError, Unavailable
+from kpt.errors import KptError, NotFound, Unavailable
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="KernelPyTorch Mesh")
 err = Console(stderr=True)
@@ -70,21 +70,31 @@ def up(targets: Optional[str] = typer.Option(None, help="comma list; default: ev
         raise typer.Exit(1)
     home.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
-    (home / "tokens").write_text(f"{token} local\n")
-    (home / "token").write_text(token + "\n")
-    os.chmod(home / "token", 0o600)
+    _write_private(home / "tokens", f"{token} local\n")
+    _write_private(home / "token", token + "\n")
     (home / "logs").mkdir(exist_ok=True)
-    server = natsd.start(str(home / "nats"), port=port, log_path=str(home / "logs" / "nats.log"))
-    wanted = targets.split(",") if targets else None
-    procs = local.plan(server.url, gateway, wanted, common={"KPT_TOKENS_FILE": str(home / "tokens"),
-                                                           "KPT_HTTP_ADDR": http})
-    pids = {"nats": server.proc.pid}
-    for p in procs:
-        pids[p.name] = local.launch(p, str(home / "logs")).pid
-    state = {"nats": server.url, "gateway": gateway, "http": f"http://{http}" if http else "", "pids": pids}
-    (home / "state.json").write_text(json.dumps(state, indent=2))
-    names = [p.name.removeprefix("svc-") for p in procs if p.name.startswith("svc-")]
-    infos = _wait_targets(gateway, token, set(names), timeout=180)
+    server, launched = None, {}
+    try:
+        server = natsd.start(str(home / "nats"), port=port, log_path=str(home / "logs" / "nats.log"))
+        wanted = targets.split(",") if targets else None
+        procs = local.plan(server.url, gateway, wanted, common={"KPT_TOKENS_FILE": str(home / "tokens"),
+                                                               "KPT_HTTP_ADDR": http})
+        pids = {"nats": server.proc.pid}
+        for p in procs:
+            launched[p.name] = local.launch(p, str(home / "logs"))
+            pids[p.name] = launched[p.name].pid
+        state = {"nats": server.url, "gateway": gateway, "http": f"http://{http}" if http else "", "pids": pids}
+        (home / "state.json").write_text(json.dumps(state, indent=2))
+        names = [p.name.removeprefix("svc-") for p in procs if p.name.startswith("svc-")]
+        infos = _wait_targets(gateway, token, set(names), timeout=180, procs=launched)
+    except BaseException as e:  # nothing half-started left behind (a missing service, a timeout, Ctrl-C)
+        if server is not None:
+            local.Mesh(server, gateway, {}, str(home / "logs"), {}, procs=launched).stop()
+        (home / "state.json").unlink(missing_ok=True)
+        if isinstance(e, (KptError, OSError)):
+            err.print(f"[red]kpt up failed[/red]: {e} (logs in {home / 'logs'})")
+            raise typer.Exit(1) from None
+        raise
     if as_json:
         _out({"state": state, "targets": [c.to_dict(i) for i in infos]}, True)
     else:
@@ -94,12 +104,24 @@ def up(targets: Optional[str] = typer.Option(None, help="comma list; default: ev
         report.show(_targets_table(infos))
 
 
-def _wait_targets(gateway: str, token: str, names: set[str], timeout: float) -> list[c.TargetInfo]:
+def _write_private(path: Path, text: str) -> None:
+    """A file only this user can read (tokens), from its first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _wait_targets(gateway: str, token: str, names: set[str], timeout: float,
+                  procs: dict | None = None) -> list[c.TargetInfo]:
     from kpt.client import Client
 
     deadline = time.monotonic() + timeout
     with Client(gateway, token) as cl:
         while True:
+            for name, proc in (procs or {}).items():
+                if proc.poll() is not None:
+                    raise Unavailable(f"{name} exited with {proc.returncode}; see {_home() / 'logs' / (name + '.log')}")
             try:
                 infos = cl.targets()
                 if {c.target_name(i.target) for i in infos} >= names:
@@ -116,7 +138,7 @@ def _alive(state: dict) -> bool:
         try:
             os.kill(pid, 0)
             return True
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):  # gone, or the pid now belongs to another user
             continue
     return False
 
@@ -132,7 +154,7 @@ def down() -> None:
     for name, pid in reversed(list(pids.items())):
         try:
             os.killpg(pid, signal.SIGTERM) if name != "nats" else os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             continue
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and _alive({"pids": pids}):
@@ -140,7 +162,7 @@ def down() -> None:
     for pid in pids.values():
         try:
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
     path.unlink()
     err.print("mesh down")
@@ -249,11 +271,11 @@ def _run(kind: str, model: str, target: List[str], level: str, formats: List[str
         _fail(e)
     if as_json:
         _out({"group_id": jobs[0].proto.group_id, "jobs": [c.to_dict(j.proto) for j in jobs]}, True)
-        return
-    for j in jobs:
-        report.show(report.job_report(j.proto))
-    if len(jobs) > 1 and wait:
-        report.show(report.compare_table([j.proto for j in jobs]))
+    else:
+        for j in jobs:
+            report.show(report.job_report(j.proto))
+        if len(jobs) > 1 and wait:
+            report.show(report.compare_table([j.proto for j in jobs]))
     if any(j.proto.state == c.JobState.JOB_STATE_FAILED for j in jobs):
         raise typer.Exit(1)
 
@@ -313,7 +335,7 @@ def compare(group: str, as_json: bool = JSON) -> None:
     except KptError as e:
         _fail(e)
     if not jobs:
-        _fail(KptError(f"no jobs in group {group}"))
+        _fail(NotFound(f"no jobs in group {group}"))
     _out({"jobs": [c.to_dict(j) for j in jobs]} if as_json else report.compare_table(jobs), as_json)
 
 
@@ -348,11 +370,14 @@ def watch(job_id: str, as_json: bool = JSON) -> None:
                 for ev in job.events():
                     sys.stdout.write(json.dumps(c.to_dict(ev)) + "\n")
                 _out(job.proto, True)
-                return
-            _follow(job)
+            else:
+                _follow(job)
     except KptError as e:
         _fail(e)
-    report.show(report.job_report(job.proto))
+    if not as_json:
+        report.show(report.job_report(job.proto))
+    if job.proto.state == c.JobState.JOB_STATE_FAILED:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -361,7 +386,10 @@ def download(job_id: str, out: str = typer.Option(".", "--out", "-o"), fmt: Opti
     """Download a job's artifacts (digests verified)."""
     try:
         with _client() as cl:
-            paths = cl.job(job_id).download(out, fmt)
+            job = cl.job(job_id)
+            paths = job.download(out, fmt)
+            if not paths:
+                raise NotFound(f"job {job_id} ({job.state}) has no artifacts" + (f" in format {fmt}" if fmt else ""))
     except KptError as e:
         _fail(e)
     _out({"paths": paths}, as_json) if as_json else [err.print(p) for p in paths]

@@ -23,7 +23,7 @@ from grpc_status import rpc_status
 
 from kpt import contract as c
 from kpt import settings
-from kpt.errors import Internal, KptError, Timeout, Unavailable, from_dict
+from kpt.errors import Internal, InvalidArgument, KptError, Timeout, Unavailable, from_dict
 
 CHUNK = 4 << 20  # upload chunk: below the gateway's 16 MiB message limit
 MAX_MESSAGE = 16 << 20
@@ -101,9 +101,9 @@ class Job:
         self.proto = self._client.calls.unary("GetJob", c.GetJobRequest(job_id=self.id)).job
         return self
 
-    def events(self) -> Iterator[c.Event]:
-        """Events as they happen, until the job ends (then the job itself is refreshed)."""
-        for update in self._client.calls.stream_out("WatchJob", c.WatchJobRequest(job_id=self.id)):
+    def events(self, timeout: float | None = None) -> Iterator[c.Event]:
+        """Events as they happen, until the job ends (then the job itself is refreshed); timeout: of the stream."""
+        for update in self._client.calls.stream_out("WatchJob", c.WatchJobRequest(job_id=self.id), timeout=timeout):
             if update.WhichOneof("update") == "event":
                 yield update.event
             else:
@@ -112,9 +112,16 @@ class Job:
     def wait(self, timeout: float | None = None, raise_on_failure: bool = True) -> "Job":
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done:
-            for _ in self.events():
-                if deadline and time.monotonic() > deadline:
-                    raise Timeout(f"job {self.id} still {self.state} after {timeout}s")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Timeout(f"job {self.id} still {self.state} after {timeout}s")
+            try:
+                for _ in self.events(timeout=left):  # the stream's own deadline: a queued job sends nothing
+                    pass
+            except Timeout:
+                if deadline is None:
+                    raise
+                continue  # the stream's deadline: the loop's top says how long the job has been waited for
             if not self.done:
                 self.refresh()
         if raise_on_failure and self.proto.state == c.JobState.JOB_STATE_FAILED:
@@ -128,7 +135,10 @@ class Job:
 
     def download(self, dest: str = ".", fmt: str | None = None) -> list[str]:
         """Write the job's artifacts (or the one format) into dest; returns the paths."""
-        os.makedirs(dest, exist_ok=True)
+        try:
+            os.makedirs(dest, exist_ok=True)
+        except OSError as e:  # a file of that name, no permission
+            raise InvalidArgument(f"cannot create the folder {dest}: {e.strerror}") from None
         paths = []
         for art in self.result.artifacts:
             if fmt and c.format_name(art.format) != fmt:
@@ -158,11 +168,16 @@ class Client:
 
     # -- models ----------------------------------------------------------------------------
     def upload(self, path: str, fmt: int = c.ModelFormat.MODEL_FORMAT_UNSPECIFIED) -> c.ModelRef:
-        size = os.path.getsize(path)
         h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(CHUNK), b""):
-                h.update(block)
+        if not os.path.isfile(path):
+            raise InvalidArgument(f"{path} is not a readable file ({'a folder' if os.path.isdir(path) else 'no such file'})")
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(CHUNK), b""):
+                    h.update(block)
+        except OSError as e:
+            raise InvalidArgument(f"{path} is not a readable file ({e.strerror})") from None
 
         def parts():
             yield c.UploadModelRequest(header=c.UploadHeader(
@@ -214,7 +229,11 @@ class Client:
         return Job(self, self.calls.unary("GetJob", c.GetJobRequest(job_id=job_id)).job)
 
     def jobs(self, group_id: str = "", state: str = "") -> list[Job]:
-        st = c.JobState.Value("JOB_STATE_" + state.upper()) if state else 0
+        try:
+            st = c.JobState.Value("JOB_STATE_" + state.upper()) if state else 0
+        except ValueError:
+            names = [c.state_name(v) for v in c.JobState.values() if v]
+            raise InvalidArgument(f"unknown state {state!r}; choose among {', '.join(names)}") from None
         out, token = [], ""
         while True:
             resp = self.calls.unary("ListJobs", c.ListJobsRequest(group_id=group_id, state=st, page_token=token))
@@ -229,11 +248,18 @@ class Client:
     def download(self, job_id: str, sha256: str, path: str) -> str:
         h = hashlib.sha256()
         tmp = path + ".part"
-        with open(tmp, "wb") as f:
-            for part in self.calls.stream_out("DownloadArtifact", c.DownloadArtifactRequest(job_id=job_id, sha256=sha256)):
-                if part.WhichOneof("part") == "chunk":
-                    h.update(part.chunk)
-                    f.write(part.chunk)
+        try:
+            with open(tmp, "wb") as f:
+                for part in self.calls.stream_out("DownloadArtifact", c.DownloadArtifactRequest(job_id=job_id, sha256=sha256)):
+                    if part.WhichOneof("part") == "chunk":
+                        h.update(part.chunk)
+                        f.write(part.chunk)
+        except BaseException as e:  # a broken stream, a full disk, Ctrl-C: no partial artifact left behind
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            if isinstance(e, OSError):
+                raise InvalidArgument(f"cannot write {path}: {e.strerror or e}") from None
+            raise
         if h.hexdigest() != sha256:
             os.unlink(tmp)
             raise Internal(f"downloaded artifact digest {h.hexdigest()[:12]} does not match {sha256[:12]}")

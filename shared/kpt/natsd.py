@@ -95,6 +95,10 @@ def start(store_dir: str, port: int = 0, log_path: str | None = None) -> NatsSer
         f.write(config_text(port, os.path.join(store_dir, "jetstream")))
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen([binary(), "-c", conf], stdout=out, stderr=subprocess.STDOUT)
-    wait_port(port, proc=proc)
+    try:
+        wait_port(port, proc=proc)
+    except BaseException:  # never left running, unlistened, behind a failed start
+        NatsServer(proc, port, store_dir).stop()
+        raise
     log.info("nats-server on 127.0.0.1:%d, JetStream in %s", port, store_dir)
     return NatsServer(proc, port, store_dir)

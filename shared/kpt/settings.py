@@ -6,6 +6,8 @@ codebase reads os.environ for KPT_* settings.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -27,6 +29,27 @@ def _bool(v: str) -> bool:
     raise ValueError("expected one of 1/0/true/false/yes/no/on/off")
 
 
+def _number(kind: type, minimum: float, inclusive: bool = False) -> Callable[[str], object]:
+    """kind (int or float), finite, above minimum (or at least minimum when inclusive)."""
+
+    def parse(v: str):
+        n = kind(v)
+        if not math.isfinite(n) or n < minimum or (n == minimum and not inclusive):
+            raise ValueError(f"expected a finite number {'>=' if inclusive else '>'} {minimum}")
+        return n
+
+    return parse
+
+
+def _log_level(v: str) -> str:
+    # as given, not normalized: job child processes read the raw variable (kpt/worker/child.py)
+    if not isinstance(logging.getLevelName(v), int):
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL (upper case)")
+    return v
+
+
+_POS_INT, _POS_FLOAT = _number(int, 0), _number(float, 0)
+
 SETTINGS = {
     s.name: s
     for s in [
@@ -37,22 +60,22 @@ SETTINGS = {
         Setting("KPT_TOKENS_FILE", str, "", "gateway: file of 'token tenant' lines"),
         Setting("KPT_TOKENS", str, "", "gateway: 'token:tenant,token:tenant' (added to the file's)"),
         Setting("KPT_OPEN_ACCESS", _bool, "false", "gateway: accept calls without a token as tenant 'local' (printed loudly)"),
-        Setting("KPT_MAX_UPLOAD_BYTES", int, str(8 << 30), "gateway: largest model upload accepted"),
+        Setting("KPT_MAX_UPLOAD_BYTES", _POS_INT, str(8 << 30), "gateway: largest model upload accepted"),
         Setting("KPT_REQUIRE_LIVE_TARGET", _bool, "true", "gateway: refuse jobs for targets with no live service (false: queue them, e.g. for scale-from-zero)"),
-        Setting("KPT_STREAM_REPLICAS", int, "1", "JetStream replicas for streams and buckets (3 in a cluster)"),
-        Setting("KPT_ACK_WAIT_S", float, "30", "seconds without in_progress before a job is redelivered"),
-        Setting("KPT_MAX_ATTEMPTS", int, "3", "deliveries of one job before it ends FAILED"),
-        Setting("KPT_JOB_TIMEOUT_S", float, "3600", "service: default wall-clock limit of one job"),
-        Setting("KPT_JOB_MEMORY_BYTES", int, str(16 << 30), "service: address-space limit of a job's child process"),
+        Setting("KPT_STREAM_REPLICAS", _POS_INT, "1", "JetStream replicas for streams and buckets (3 in a cluster)"),
+        Setting("KPT_ACK_WAIT_S", _POS_FLOAT, "30", "seconds without in_progress before a job is redelivered"),
+        Setting("KPT_MAX_ATTEMPTS", _POS_INT, "3", "deliveries of one job before it ends FAILED"),
+        Setting("KPT_JOB_TIMEOUT_S", _POS_FLOAT, "3600", "service: default wall-clock limit of one job"),
+        Setting("KPT_JOB_MEMORY_BYTES", _number(int, 0, inclusive=True), str(16 << 30), "service: address-space limit of a job's child process"),
         Setting("KPT_SERVICE_ID", str, "", "service: replica id (default: target-host-pid)"),
         Setting("KPT_HEALTH_ADDR", str, "127.0.0.1:0", "service: grpc.health.v1 address (port 0 picks one)"),
-        Setting("KPT_HEARTBEAT_S", float, "2", "service: seconds between target heartbeats"),
-        Setting("KPT_TARGET_TTL_S", float, "10", "seconds a target stays listed after its last heartbeat"),
+        Setting("KPT_HEARTBEAT_S", _POS_FLOAT, "2", "service: seconds between target heartbeats"),
+        Setting("KPT_TARGET_TTL_S", _POS_FLOAT, "10", "seconds a target stays listed after its last heartbeat"),
         Setting("KPT_CACHE_DIR", str, os.path.expanduser("~/.cache/kpt"), "service: compiler caches kept between jobs"),
         Setting("KPT_GPU_PERSISTENT_TMA", _bool, "false", "nvidia service: max-autotune also times Inductor's persistent TMA matmul templates (sm90+); off until measured to win"),
         Setting("KPT_GPU_UNFUSED_BIAS", _bool, "false", "nvidia/amd services: Inductor may split a bf16/fp16 linear's bias into its elementwise users, so max-autotune can pick a plain cuBLAS GEMM; off until measured to win"),
         Setting("KPT_HOME", str, ".kpt", "kpt up: folder for JetStream data, logs and pids"),
-        Setting("KPT_LOG_LEVEL", str, "INFO", "logging level of every process"),
+        Setting("KPT_LOG_LEVEL", _log_level, "INFO", "logging level of every process"),
     ]
 }
 
