@@ -302,3 +302,15 @@ def test_stale_state_with_pids_now_owned_by_another_user(monkeypatch, tmp_path):
     assert res.exit_code == 0 and json.loads(res.stdout)["processes"] == {"nats": False, "gateway": False}
     res = invoke("down")
     assert res.exit_code == 0 and not (home / "state.json").exists()
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", json.dumps({"pids": {}})])
+@pytest.mark.parametrize("cmd", [("status",), ("down",), ("up",), ("jobs",)])
+def test_a_corrupt_state_file_is_one_line_with_a_hint(monkeypatch, tmp_path, text, cmd):
+    """A state.json cut short (a crash while writing, a full disk) or not one of kpt up's: exit 2 and the hint."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "state.json").write_text(text)
+    monkeypatch.setenv("KPT_HOME", str(home))
+    res = invoke(*cmd)
+    assert res.exit_code == 2 and "is not a state file of `kpt up`" in " ".join(res.stderr.split()), res.stderr

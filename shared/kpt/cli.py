@@ -18,7 +18,7 @@ from rich.table import Table
 
 from kpt import contract as c
 from kpt import local, natsd, report, settings
-from kpt.errors import KptError, NotFound, Unavailable
+from kpt.errors import InvalidArgument, KptError, NotFound, Unavailable
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="KernelPyTorch Mesh")
 err = Console(stderr=True)
@@ -45,15 +45,30 @@ def _client():
     if not token and tok_file.exists():
         token = tok_file.read_text().strip()
     addr = settings.get("KPT_GATEWAY_ADDR")
-    state = _home() / "state.json"
-    if "KPT_GATEWAY_ADDR" not in os.environ and state.exists():
-        addr = json.loads(state.read_text())["gateway"]
+    state = _state()
+    if "KPT_GATEWAY_ADDR" not in os.environ and state:
+        addr = state["gateway"]
     return Client(addr, token)
 
 
 def _fail(e: KptError) -> None:
     err.print(f"[red]{e.code}[/red]: {e.message}")
     raise typer.Exit(2)
+
+
+def _state() -> dict | None:
+    """What `kpt up` wrote (.kpt/state.json), None when nothing is up; a file it cannot read fails with a hint."""
+    path = _home() / "state.json"
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        if isinstance(state.get("gateway"), str) and isinstance(state.get("pids"), dict):
+            return state
+        problem = "its gateway or pids are missing"
+    except (OSError, ValueError, AttributeError) as e:
+        problem = str(e)
+    _fail(InvalidArgument(f"{path} is not a state file of `kpt up` ({problem}); remove it if nothing runs"))
 
 
 # -- the local mesh --------------------------------------------------------------------------
@@ -65,7 +80,8 @@ def up(targets: Optional[str] = typer.Option(None, help="comma list; default: ev
        as_json: bool = JSON) -> None:
     """Start nats-server (JetStream), the gateway and the services on this machine."""
     home = _home()
-    if (home / "state.json").exists() and _alive(json.loads((home / "state.json").read_text())):
+    state = _state()
+    if state and _alive(state):
         err.print(f"already up (state in {home}); run `kpt down` first")
         raise typer.Exit(1)
     home.mkdir(parents=True, exist_ok=True)
@@ -146,11 +162,11 @@ def _alive(state: dict) -> bool:
 @app.command()
 def down() -> None:
     """Stop everything `kpt up` started."""
-    path = _home() / "state.json"
-    if not path.exists():
+    path, state = _home() / "state.json", _state()
+    if not state:
         err.print("nothing is up")
         return
-    pids = json.loads(path.read_text())["pids"]
+    pids = state["pids"]
     for name, pid in reversed(list(pids.items())):
         try:
             os.killpg(pid, signal.SIGTERM) if name != "nats" else os.kill(pid, signal.SIGTERM)
@@ -171,11 +187,9 @@ def down() -> None:
 @app.command()
 def status(as_json: bool = JSON) -> None:
     """Processes of the local mesh and the targets online."""
-    path = _home() / "state.json"
     procs = {}
-    if path.exists():
-        for name, pid in json.loads(path.read_text())["pids"].items():
-            procs[name] = _alive({"pids": {name: pid}})
+    for name, pid in (_state() or {"pids": {}})["pids"].items():
+        procs[name] = _alive({"pids": {name: pid}})
     try:
         with _client() as cl:
             infos = cl.targets()
