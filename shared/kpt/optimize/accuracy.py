@@ -96,6 +96,11 @@ def compare(candidate: object, reference: object) -> Metrics:
     if bool((~finite & ~same_nonfinite).any()) or not bool(torch.isfinite(c[finite]).all()):
         return Metrics(math.inf, math.inf, -1.0, -math.inf)
     c, r = c[finite], r[finite]
+    # Norms, dot product and the difference on values scaled by a power of two into [-2, 2] (exact): squares of
+    # float64 outputs past ~1e154 overflow to inf, and inf / inf gave NaN metrics, which compare false both ways.
+    big = float(torch.maximum(c.abs().max(), r.abs().max())) if c.numel() else 0.0
+    scale = math.ldexp(1.0, math.frexp(big)[1] - 1) if big > 0 else 1.0
+    c, r = c / scale, r / scale
     diff = c - r
     dn, rn, cn = float(diff.norm()), float(r.norm()), float(c.norm())
     rel = dn / rn if rn > 0 else (0.0 if dn == 0 else math.inf)
@@ -104,7 +109,7 @@ def compare(candidate: object, reference: object) -> Metrics:
     else:
         cos = 1.0 if rn == cn else 0.0
     sqnr = math.inf if dn == 0 else (20 * math.log10(rn / dn) if rn > 0 else -math.inf)
-    return Metrics(float(diff.abs().max()) if diff.numel() else 0.0, rel, cos, sqnr)
+    return Metrics(float(diff.abs().max()) * scale if diff.numel() else 0.0, rel, cos, sqnr)
 
 
 # Outputs the eager model itself returns in a low precision (a decode step's bf16 KV-cache entries) cannot be

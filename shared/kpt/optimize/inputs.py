@@ -162,15 +162,20 @@ def generate(spec: InputSpec, seed: int, device: str = "cpu", vary_dynamic: bool
     out = []
     for t in spec.tensors:
         shp = shape(t, chosen)
-        if t.torch_dtype == torch.bool:
-            x = torch.randint(0, 2, shp, generator=gen).bool()
-        elif t.is_integer:
-            x = torch.randint(t.low, t.high, shp, generator=gen, dtype=torch.int64).to(t.torch_dtype)
-        elif t.high > t.low:
-            x = (torch.rand(shp, generator=gen, dtype=torch.float32) * (t.high - t.low) + t.low).to(t.torch_dtype)
-        else:
-            x = torch.randn(shp, generator=gen, dtype=torch.float32).to(t.torch_dtype)
-        out.append(x.to(device))
+        try:
+            if t.torch_dtype == torch.bool:
+                x = torch.randint(0, 2, shp, generator=gen).bool()
+            elif t.is_integer:
+                x = torch.randint(t.low, t.high, shp, generator=gen, dtype=torch.int64).to(t.torch_dtype)
+            elif t.high > t.low:
+                x = (torch.rand(shp, generator=gen, dtype=torch.float32) * (t.high - t.low) + t.low).to(t.torch_dtype)
+            else:
+                x = torch.randn(shp, generator=gen, dtype=torch.float32).to(t.torch_dtype)
+            out.append(x.to(device))
+        except RuntimeError as e:  # the allocator's "can't allocate memory", a size overflow
+            raise InvalidInput(f"input {t.name!r}: a {t.dtype} tensor of shape {list(shp)} cannot be allocated here "
+                               f"({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}); "
+                               "give smaller sizes in the input spec") from e
     return tuple(out)
 
 

@@ -142,12 +142,20 @@ def from_zoo(name: str, spec: inp.InputSpec | None, device: str = "cpu") -> Sour
 def from_exported_program(path: str, digest: str, name: str, spec: inp.InputSpec | None,
                           device: str = "cpu") -> Source:
     ep = loading.load_exported_program(path)
-    if spec is None:
-        spec = derive_spec(ep)
-    else:
-        check_spec(spec, ep)
-    return Source(name, digest, "MODEL_FORMAT_EXPORTED_PROGRAM", spec, module=ep.module().to(device),
-                  program=ep)
+    try:
+        if spec is None:
+            spec = derive_spec(ep)
+        else:
+            check_spec(spec, ep)
+        module = ep.module().to(device)
+    except torch.OutOfMemoryError:  # the device is full: not the program's fault (the job's OutOfMemory)
+        raise
+    except (AssertionError, AttributeError, LookupError, TypeError, ValueError, RuntimeError) as e:
+        # a program torch deserialized but cannot describe or unlift (its call spec, module call graph, guards)
+        raise InvalidModel(f"the exported program is malformed ({type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}); re-save it with "
+                           "torch.export.save.") from e
+    return Source(name, digest, "MODEL_FORMAT_EXPORTED_PROGRAM", spec, module=module, program=ep)
 
 
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
