@@ -177,3 +177,20 @@ def test_an_input_spec_too_large_to_allocate_is_invalid_input():
     with pytest.raises(InvalidInput, match="x"):
         accuracy.reference_outputs(src.module, spec, 1, seed=1)
     assert os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD") is None
+
+
+def test_a_compressed_member_inflating_far_past_its_size_is_refused_before_it_inflates(mlp_pt2, tmp_path):
+    """A zip bomb: a deflated member declaring 80 MiB in 80 KB. torch.export.save stores members uncompressed,
+    so the scan refuses it from the sizes alone, before testzip() or a read would inflate it."""
+    bomb = str(tmp_path / "bomb.pt2")
+    with zipfile.ZipFile(mlp_pt2) as src, zipfile.ZipFile(bomb, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info.filename))
+        prefix = src.namelist()[0].split("/", 1)[0]
+        member = zipfile.ZipInfo(f"{prefix}/extra/zeros.bin")
+        member.compress_type = zipfile.ZIP_DEFLATED
+        with dst.open(member, "w", force_zip64=True) as f:
+            for _ in range(80):
+                f.write(bytes(1 << 20))
+    with pytest.raises(UnsafeModel, match="inflates"):
+        loading.scan_pt2(bomb)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _SCAN_LIMIT = 64 << 20
+_BOMB_RATIO = 100  # a compressed member may inflate to at most this many times its size (or _SCAN_LIMIT)
 # Code-carrying pickle opcodes: any of these means "imports or calls something when loaded".
 _CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD", "EXT1", "EXT2", "EXT4"}
 # torch.export.save prefixes for torchbind / opaque Python objects (torch.export.pt2_archive.constants)
@@ -255,6 +256,14 @@ def scan_pt2(path: str) -> None:
                                    "program: export the model with torch.export.export and torch.export.save.")
             if len(names) != len(set(names)):
                 raise InvalidModel("the .pt2 archive lists a member twice; re-save it with torch.export.save.")
+            # torch.export.save stores members uncompressed: a compressed one inflating far past its size is a zip
+            # bomb, refused before testzip() and the scan below inflate it.
+            for info in z.infolist():
+                if info.compress_type != zipfile.ZIP_STORED and info.file_size > max(_BOMB_RATIO * info.compress_size,
+                                                                                     _SCAN_LIMIT):
+                    raise UnsafeModel(f"archive member {info.filename!r} inflates from {info.compress_size} to "
+                                      f"{info.file_size} bytes; refused (torch.export.save stores members "
+                                      "uncompressed).")
             bad = z.testzip()
             if bad is not None:
                 raise InvalidModel(f"the .pt2 archive is corrupt (CRC mismatch in {bad!r}); upload it again.")
