@@ -71,17 +71,27 @@ def configure(cache_dir: str, info: GpuInfo) -> list[str]:
     done = []
     miopen = os.path.join(cache_dir, "miopen")
     for var, sub in (("MIOPEN_USER_DB_PATH", "db"), ("MIOPEN_CUSTOM_CACHE_DIR", "kernels")):
-        path = os.environ.setdefault(var, os.path.join(miopen, sub))
-        os.makedirs(path, exist_ok=True)
+        path = os.environ.get(var) or os.path.join(miopen, sub)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:  # the caches are an optimization: MIOpen keeps its own default
+            log.warning("%s: %s cannot be created, not kept between jobs: %s", var, path, e)
+            continue
+        os.environ[var] = path
         done.append(f"{var}={path}")
     if info.arch in HIPBLASLT:
         torch.backends.cuda.preferred_blas_library("hipblaslt")
         done.append("BLAS: hipBLASLt")
     tunable = os.path.join(cache_dir, "tunableop")
-    os.makedirs(tunable, exist_ok=True)
     torch.cuda.tunable.enable(True)
     torch.cuda.tunable.tuning_enable(True)
     torch.cuda.tunable.set_max_tuning_duration(TUNABLEOP_MAX_TUNING_MS)
+    try:
+        os.makedirs(tunable, exist_ok=True)
+    except OSError as e:
+        log.warning("TunableOp results not kept between jobs: %s cannot be created: %s", tunable, e)
+        done.append(f"TunableOp results not kept ({tunable} cannot be created)")
+        return done
     # one results file per worker slot: job processes of different GPUs exit (and write) concurrently
     slot = os.environ.get("ROCR_VISIBLE_DEVICES", "") or "all"
     torch.cuda.tunable.set_filename(os.path.join(tunable, f"results_{info.arch}_{slot}.csv"))
@@ -94,6 +104,8 @@ def parse_rocm_smi(text: str) -> dict[str, dict[str, str]]:
     try:
         data = json.loads(text)
     except ValueError:
+        return {}
+    if not isinstance(data, dict):  # another tool's or release's shape: nothing to match
         return {}
     return {k: {str(f): str(v) for f, v in d.items()} for k, d in data.items() if isinstance(d, dict)}
 

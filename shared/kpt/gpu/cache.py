@@ -40,14 +40,21 @@ MAX_PACKAGE_BYTES = 64 << 30  # oldest packages are dropped beyond this (a few 1
 
 
 def configure(cache_dir: str) -> dict[str, str]:
-    """Point Inductor and Triton at cache_dir; returns the folders used."""
-    ind = inductor.use_cache_dir(cache_dir)
-    tri = os.path.join(cache_dir, "triton")
-    os.makedirs(tri, exist_ok=True)
-    os.environ["TRITON_CACHE_DIR"] = tri
-    pkg = os.path.join(cache_dir, "aoti")
-    os.makedirs(pkg, exist_ok=True)
-    return {"inductor": ind, "triton": tri, "aoti": pkg}
+    """Point Inductor and Triton at cache_dir; returns the folders used. A cache dir that cannot be written
+    (read-only, full, not a folder) is skipped with a warning: the caches are an optimization, never a job's
+    failure (Inductor and Triton then keep their own defaults)."""
+    out: dict[str, str] = {}
+    try:
+        out["inductor"] = inductor.use_cache_dir(cache_dir)
+        tri = os.path.join(cache_dir, "triton")
+        os.makedirs(tri, exist_ok=True)
+        os.environ["TRITON_CACHE_DIR"] = out["triton"] = tri
+        pkg = os.path.join(cache_dir, "aoti")
+        os.makedirs(pkg, exist_ok=True)
+        out["aoti"] = pkg
+    except OSError as e:
+        log.warning("compiler cache %s cannot be used, continuing without it: %s", cache_dir, e)
+    return out
 
 
 def _hash_tensor(h: "hashlib._Hash", name: str, t: object) -> None:
@@ -101,15 +108,26 @@ def update(path: str) -> bool:
     entry = _ENTRIES.get(os.path.abspath(path))
     if entry is None or not os.path.isfile(entry):
         return False
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(entry), suffix=".partial")
-    os.close(fd)
+    return _write(path, entry)
+
+
+def _write(path: str, dst: str) -> bool:
+    """Copy path to dst atomically (a concurrent job never reads half a file); False, with a warning and no
+    partial file left, when the cache cannot be written (read-only, full disk)."""
+    tmp = None
     try:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dst), suffix=".partial")
+        os.close(fd)
         shutil.copyfile(path, tmp)
-        os.replace(tmp, entry)
+        os.replace(tmp, dst)
+        return True
+    except OSError as e:
+        log.warning("cache entry %s not written, continuing without it: %s", dst, e)
+        return False
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-    return True
 
 
 @functools.lru_cache(maxsize=1)
@@ -133,12 +151,20 @@ def load_choice(cache_dir: str, key: str) -> dict | None:
 
 
 def save_choice(cache_dir: str, key: str, value: dict) -> None:
+    """Store a decision; a cache that cannot be written (read-only, full disk) is skipped with a warning."""
     folder = os.path.join(cache_dir, "choices")
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
-    with os.fdopen(fd, "w") as f:
-        json.dump(value, f)
-    os.replace(tmp, os.path.join(folder, f"{key}.json"))
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
+        with os.fdopen(fd, "w") as f:
+            json.dump(value, f)
+        os.replace(tmp, os.path.join(folder, f"{key}.json"))
+    except OSError as e:
+        log.warning("decision %s not stored in %s, continuing without it: %s", key, folder, e)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -161,7 +187,12 @@ def decided(cache_dir: str | None, key: str, measure) -> tuple[dict, bool]:  # n
     same choice and finds the same cached package. Without a cache dir it just measures."""
     if not cache_dir:
         return measure(), False
-    with _locked(cache_dir, key):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_locked(cache_dir, key))
+        except OSError as e:  # a cache that cannot be written: measure, unshared
+            log.warning("decision cache %s cannot be used, measuring without it: %s", cache_dir, e)
+            return measure(), False
         found = load_choice(cache_dir, key)
         if found is not None:
             return found, True
@@ -177,23 +208,24 @@ def fetch(cache_dir: str, key: str, path: str) -> bool:
     if not os.path.isfile(src):
         return False
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    shutil.copyfile(src, path)
-    os.utime(src)  # recently used: kept longest
+    try:
+        shutil.copyfile(src, path)
+    except OSError as e:  # removed meanwhile by another worker's trim, or unreadable: a miss
+        log.warning("cache entry %s not reused: %s", src, e)
+        return False
+    try:
+        os.utime(src)  # recently used: kept longest
+    except OSError as e:  # a read-only cache still serves its entries
+        log.debug("cache entry %s not touched: %s", src, e)
     _ENTRIES[os.path.abspath(path)] = src
     return True
 
 
 def store(cache_dir: str, key: str, path: str) -> None:
+    """Store a package (atomically); a cache that cannot be written is skipped with a warning."""
     dst = _entry(cache_dir, key)
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dst), suffix=".partial")
-    os.close(fd)
-    try:
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, dst)  # atomic: a concurrent job never reads half a package
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    if not _write(path, dst):
+        return
     _ENTRIES[os.path.abspath(path)] = dst
     trim(os.path.dirname(dst))
 
@@ -202,12 +234,21 @@ def trim(folder: str, max_bytes: int = MAX_PACKAGE_BYTES) -> None:
     entries = []
     for name in os.listdir(folder):
         if name.endswith(".pt2"):
-            st = os.stat(os.path.join(folder, name))
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except FileNotFoundError:  # another worker's trim removed it meanwhile
+                continue
             entries.append((st.st_mtime, st.st_size, name))
     total = sum(e[1] for e in entries)
     for _, size, name in sorted(entries):
         if total <= max_bytes:
             break
-        os.unlink(os.path.join(folder, name))
+        try:
+            os.unlink(os.path.join(folder, name))
+        except FileNotFoundError:  # removed meanwhile by another worker: its bytes are gone all the same
+            pass
+        except OSError as e:
+            log.warning("package cache over %d GiB but %s cannot be dropped: %s", max_bytes >> 30, name, e)
+            return
         total -= size
         log.info("package cache over %d GiB: dropped %s", max_bytes >> 30, name)

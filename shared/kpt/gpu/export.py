@@ -31,17 +31,22 @@ log = logging.getLogger(__name__)
 
 def providers_for(preferred: tuple[str, ...], available: list[str] | None = None) -> list[str]:
     """The preferred execution providers onnxruntime has (available: onnxruntime.get_available_providers()),
-    best first, then the CPU provider."""
+    best first, then the CPU provider (all there is when onnxruntime is not installed: ort_session says so)."""
     if available is None:
-        import onnxruntime
-
+        try:
+            import onnxruntime
+        except ImportError:
+            return ["CPUExecutionProvider"]
         available = onnxruntime.get_available_providers()
     return [p for p in preferred if p in available] + ["CPUExecutionProvider"]
 
 
 def ort_session(path: str, providers: list[str]):
     """kpt.optimize.ort.session's options (no spinning, all graph optimizations) on the given providers."""
-    import onnxruntime
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise Unsupported(f"onnxruntime is not installed in this service: {e}") from e
 
     so = onnxruntime.SessionOptions()
     so.intra_op_num_threads = torch.get_num_threads()

@@ -38,10 +38,16 @@ def parse_visible(value: str | None) -> list[str] | None:
     if value is None:
         return None
     out: list[str] = []
+    seen: set[int | str] = set()
     for raw in value.split(","):
         item = raw.strip()
-        if not (item.isdigit() or item.startswith(("GPU-", "MIG-"))) or item in out:
+        index = item.isascii() and item.isdigit()  # ASCII only: "²".isdigit() is true, yet it is no index
+        if not (index or item.startswith(("GPU-", "MIG-"))):
             break
+        key = int(item) if index else item  # "01" is GPU 1 again: a repeat
+        if key in seen:
+            break
+        seen.add(key)
         out.append(item)
     return out
 

@@ -7,7 +7,8 @@ else (passes, compilation, CUDA graphs, benchmarks, jobs) is shared and takes th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import importlib.util
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # torch-free at import: the service parent imports this module
@@ -46,6 +47,15 @@ class Precisions:
     @property
     def fp8_format(self) -> str:
         return {"float8_e4m3fn": "e4m3fn", "float8_e4m3fnuz": "e4m3fnuz"}.get(self.fp8, "none")
+
+
+def with_libraries(table: Precisions) -> Precisions:
+    """table less what this environment cannot build: int8, fp8 and int4 are torchao's quantization schemes on
+    a GPU (kpt.gpu.quantize), so without torchao installed they are not offered."""
+    if importlib.util.find_spec("torchao") is not None or not (table.int8 or table.fp8 or table.int4):
+        return table
+    return replace(table, int8=False, fp8="", int4=False,
+                   why=(*table.why, "torchao is not installed: no int8, fp8 or int4 quantization"))
 
 
 @dataclass(frozen=True)
