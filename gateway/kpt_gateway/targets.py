@@ -28,8 +28,9 @@ class TargetsView:
 
     async def _watch(self) -> None:
         while True:
-            watcher = await self.bus.targets.watchall()
-            try:
+            watcher = None
+            try:  # opening the watch can fail too (NATS reconnecting): retried like a broken watch
+                watcher = await self.bus.targets.watchall()
                 async for entry in watcher:
                     if entry is None:
                         self._ready.set()
@@ -44,7 +45,11 @@ class TargetsView:
                 log.exception("targets watch failed; re-opening")
                 await asyncio.sleep(1)
             finally:
-                await watcher.stop()
+                if watcher is not None:
+                    try:
+                        await watcher.stop()
+                    except Exception:  # noqa: BLE001 - a watch on a lost connection may not stop cleanly
+                        log.warning("stopping the broken targets watch failed", exc_info=True)
 
     def live(self) -> list[c.TargetInfo]:
         cutoff = time.time() - self.ttl

@@ -5,7 +5,11 @@
 const $ = (sel, root = document) => root.querySelector(sel);
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const COLORS = { base: "#8a8f98", opt: "#1f77b4" };
-const state = { token: localStorage.getItem("kpt-token") || "", jobs: new Map(), watchers: new Map(), targets: [] };
+const state = { token: localStorage.getItem("kpt-token") || "", jobs: new Map(), watchers: new Map(), waiting: new Set(),
+  targets: [] };
+// A browser opens at most 6 HTTP/1.1 connections to one host and each event stream holds one for the
+// job's whole run: past this many, jobs wait their turn, so API calls always find a connection.
+const MAX_WATCHES = 4;
 
 // -- small helpers ----------------------------------------------------------------------------
 function h(tag, attrs, ...children) {
@@ -74,10 +78,13 @@ function parseFrame(raw) {
   return data ? { event, data: JSON.parse(data) } : null;
 }
 
-async function watch(id) {
+async function watch(id, delay = 1000) {
   if (state.watchers.has(id)) return;
+  if (state.watchers.size >= MAX_WATCHES) { state.waiting.add(id); return; }
+  state.waiting.delete(id);
   const ctl = new AbortController();
   state.watchers.set(id, ctl);
+  let again = true, got = false;
   try {
     const r = await call(`/v1/jobs/${encodeURIComponent(id)}/events`, { signal: ctl.signal });
     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -90,14 +97,38 @@ async function watch(id) {
       while ((i = buf.indexOf("\n\n")) >= 0) {
         const frame = parseFrame(buf.slice(0, i));
         buf = buf.slice(i + 2);
-        if (frame) onFrame(id, frame);
+        if (frame) { got = true; onFrame(id, frame); }
       }
     }
   } catch (e) {
-    if (e.name !== "AbortError") showError(e);
+    if (e.name === "AbortError") again = false;
+    else {
+      showError(e);
+      if (e instanceof ApiError && e.status < 500) again = false;  // refused (token, unknown job): not retried
+    }
   } finally {
-    state.watchers.delete(id);
+    if (state.watchers.get(id) === ctl) state.watchers.delete(id);
   }
+  // The stream ended before the job did (a dropped connection, a gateway restart): re-open it, backing off.
+  const live = (j) => state.jobs.has(j) && !TERMINAL.has(stateOf(state.jobs.get(j)));
+  if (again && !ctl.signal.aborted && live(id)) {
+    const next = got ? 1000 : Math.min(2 * delay, 30000);
+    setTimeout(() => { if (live(id)) watch(id, next); }, delay);
+  }
+  for (const w of state.waiting) {
+    state.waiting.delete(w);
+    if (live(w)) { watch(w); break; }
+  }
+}
+
+function watchFirst(id) {  // the job on screen gets a stream even when all are taken: another one waits
+  if (!state.watchers.has(id) && state.watchers.size >= MAX_WATCHES) {
+    const [other, ctl] = state.watchers.entries().next().value;
+    state.watchers.delete(other);
+    ctl.abort();
+    state.waiting.add(other);
+  }
+  watch(id);
 }
 
 function onFrame(id, { event, data }) {
@@ -317,7 +348,7 @@ async function route() {
       job = Object.assign((await json(`/v1/jobs/${encodeURIComponent(id)}`)).job, state.jobs.get(id) ? { _message: state.jobs.get(id)._message } : {});
       state.jobs.set(id, job);
     }
-    if (!TERMINAL.has(stateOf(job))) watch(id);
+    if (!TERMINAL.has(stateOf(job))) watchFirst(id);
     renderJob(job);
   } else if (view === "group") {
     const jobs = (await json(`/v1/jobs?group_id=${encodeURIComponent(id)}`)).jobs || [];
@@ -343,6 +374,7 @@ document.addEventListener("DOMContentLoaded", () => {
     state.token = $("#token").value.trim();
     localStorage.setItem("kpt-token", state.token);
     for (const ctl of state.watchers.values()) ctl.abort();
+    state.waiting.clear();
     state.jobs.clear();
     await refreshAll();
   }));

@@ -16,7 +16,10 @@ function niceTicks(lo, hi, count) {
   const mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw);
   const ticks = [];
-  for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(+t.toPrecision(12));
+  // bounded: a span of a few ulps (samples 0.3 and 0.30000000000000004) gives a step that does not move t
+  for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9 && ticks.length <= 2 * count + 2; t += step) {
+    ticks.push(+t.toPrecision(12));
+  }
   return ticks;
 }
 
@@ -39,6 +42,9 @@ function quantile(sorted, q) {
 // series: [{label, color, samples: [ms...]}]; draws overlaid histograms (share of runs per bin)
 // with a dashed line at each series' median.
 function latencyHistogram(series, opts = {}) {
+  // proto3 JSON writes NaN and Infinity as strings: only finite numbers are drawn; a series without any is left out
+  series = series.map((s) => ({ ...s, samples: s.samples.map(Number).filter(Number.isFinite) }))
+    .filter((s) => s.samples.length);
   const W = opts.width || 1000, H = opts.height || 300, M = { l: 56, r: 16, t: 28, b: 40 };
   const all = series.flatMap((s) => s.samples);
   const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: "plot", role: "img",
