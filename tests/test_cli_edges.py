@@ -314,3 +314,10 @@ def test_a_corrupt_state_file_is_one_line_with_a_hint(monkeypatch, tmp_path, tex
     monkeypatch.setenv("KPT_HOME", str(home))
     res = invoke(*cmd)
     assert res.exit_code == 2 and "is not a state file of `kpt up`" in " ".join(res.stderr.split()), res.stderr
+
+
+def test_server_text_with_brackets_is_printed_as_is(env):
+    """An error message holding "[/...]" (a path, a shape, a user's own input) is text, not rich markup: it used to
+    crash the CLI with a MarkupError traceback or lose the bracketed part."""
+    res = invoke("jobs", "--state", "[/bogus]")
+    assert res.exit_code == 2 and "'[/bogus]'" in " ".join(res.stderr.split()), res.stderr

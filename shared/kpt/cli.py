@@ -13,8 +13,10 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from kpt import contract as c
 from kpt import local, natsd, report, settings
@@ -52,7 +54,7 @@ def _client():
 
 
 def _fail(e: KptError) -> None:
-    err.print(f"[red]{e.code}[/red]: {e.message}")
+    err.print(f"[red]{e.code}[/red]: {escape(e.message)}")  # server text: "[...]" in it is not markup
     raise typer.Exit(2)
 
 
@@ -108,7 +110,7 @@ def up(targets: Optional[str] = typer.Option(None, help="comma list; default: ev
             local.Mesh(server, gateway, {}, str(home / "logs"), {}, procs=launched).stop()
         (home / "state.json").unlink(missing_ok=True)
         if isinstance(e, (KptError, OSError)):
-            err.print(f"[red]kpt up failed[/red]: {e} (logs in {home / 'logs'})")
+            err.print(f"[red]kpt up failed[/red]: {escape(str(e))} (logs in {escape(str(home / 'logs'))})")
             raise typer.Exit(1) from None
         raise
     if as_json:
@@ -195,7 +197,7 @@ def status(as_json: bool = JSON) -> None:
             infos = cl.targets()
     except KptError as e:
         infos = []
-        err.print(f"gateway: {e}")
+        err.print(f"gateway: {escape(str(e))}")
     if as_json:
         _out({"processes": procs, "targets": [c.to_dict(i) for i in infos]}, True)
         return
@@ -213,10 +215,10 @@ def _targets_table(infos: list[c.TargetInfo]) -> Table:
     for col in ("target", "service", "device", "kind", "count", "memory GiB", "precisions", "available"):
         t.add_column(col)
     for i in infos:
-        t.add_row(c.target_name(i.target), i.service_id, i.device_name, i.device_kind, str(i.device_count),
-                  f"{i.memory_bytes / 2**30:.1f}",
+        t.add_row(c.target_name(i.target), Text(i.service_id), Text(i.device_name), Text(i.device_kind),
+                  str(i.device_count), f"{i.memory_bytes / 2**30:.1f}",
                   ",".join(c.Precision.Name(p).removeprefix("PRECISION_").lower() for p in i.precisions),
-                  "yes" if i.available else f"no: {i.unavailable_reason}")
+                  "yes" if i.available else Text(f"no: {i.unavailable_reason}"))
     return t
 
 
@@ -303,7 +305,8 @@ def _follow(job, quiet: bool = False) -> None:
         task = prog.add_task(f"{job.id} {c.target_name(job.proto.target)}", total=1.0)
         for ev in job.events():
             prog.update(task, completed=ev.progress,
-                        description=f"{job.id} {c.target_name(job.proto.target)} {ev.phase}: {ev.message[:60]}")
+                        description=f"{job.id} {c.target_name(job.proto.target)} {escape(ev.phase)}: "
+                                    f"{escape(ev.message[:60])}")
     job.wait(raise_on_failure=False)
 
 
@@ -406,7 +409,7 @@ def download(job_id: str, out: str = typer.Option(".", "--out", "-o"), fmt: Opti
                 raise NotFound(f"job {job_id} ({job.state}) has no artifacts" + (f" in format {fmt}" if fmt else ""))
     except KptError as e:
         _fail(e)
-    _out({"paths": paths}, as_json) if as_json else [err.print(p) for p in paths]
+    _out({"paths": paths}, as_json) if as_json else [err.print(Text(p)) for p in paths]
 
 
 if __name__ == "__main__":
