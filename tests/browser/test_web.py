@@ -8,12 +8,10 @@ import shutil
 
 import pytest
 
+from tests.browser.conftest import CHROMIUM
 from tests.http import meshes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "web-result.png")
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -26,14 +24,6 @@ def mesh(tmp_path_factory):
     m = meshes.start(str(tmp_path_factory.mktemp("web")), meshes.cache_dir(tmp_path_factory))
     yield m
     m.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.test_web import ARGS, CHROMIUM
+from tests.browser.conftest import CHROMIUM
 
 pytestmark = [pytest.mark.timeout(120)]
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -115,14 +115,6 @@ def fake():
     f.stop.set()
     srv.shutdown()
     srv.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture
