@@ -142,6 +142,9 @@ class Api:
         if hit is not None:
             job.state, job.cache_hit, job.cached_from = c.JobState.JOB_STATE_SUCCEEDED, True, hit.id
             job.result.CopyFrom(hit.result)
+            for art in job.result.artifacts:  # the key leaves an upload's name out: the hit's is not this job's
+                if "source_name" in art.metadata:
+                    art.metadata["source_name"] = spec.model.name
             job.started_at.CopyFrom(job.created_at)
             job.finished_at.CopyFrom(job.created_at)
         if await records.create_job(self.bus, job) is None:

@@ -134,9 +134,7 @@ def optimize(vendor: Vendor, info: GpuInfo, table: Precisions, req: jobspec.JobR
     if cand.level != "LEVEL_O0":
         measured.insert(0, var.Variant("kpt_O0", models.program(src, DEVICE).module(), precision="fp32"))
     rows = gvar.measure(measured, src.spec, req.bench, DEVICE, refs, req.tolerances)
-    speedup = 1.0
-    if cand.level != "LEVEL_O0" and all("latency" in r for r in rows):
-        speedup = rows[0]["latency"]["p50_ms"] / rows[1]["latency"]["p50_ms"]
+    speedup = pipeline.speedup_of(rows, cand.level)
     emit("export", f"artifact {os.path.basename(final)} ready", 0.97)
     meta = metadata(src, vendor, environment, cand.level, lad.passes, cand.work.precision,
                     cand.work.artifact.backend, cand.report, rows[-1], final)

@@ -56,6 +56,8 @@ def settings_from_dict(d: dict, defaults: Settings = Settings()) -> Settings:
                                                         "stable_rel", "threads") if d.get(k)}
     if "max_iters" not in kw and kw.get("min_iters", 0) > defaults.max_iters:
         kw["max_iters"] = kw["min_iters"]
+    if "min_iters" not in kw and kw.get("max_iters", defaults.min_iters) < defaults.min_iters:
+        kw["min_iters"] = kw["max_iters"]
     return Settings(**{**defaults.__dict__, **kw})
 
 

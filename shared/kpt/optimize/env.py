@@ -102,7 +102,8 @@ def cpu_target_info(target: str, info: CpuInfo, precisions: list[str], formats: 
         "precisions": precisions,
         "formats": formats,
         "toolchain": toolchain,
-        "toolchain_fingerprint": fingerprint({**toolchain, "cpu_model": info.model}),
+        # cores: the latencies in a (cached) result depend on them as much as on the CPU model
+        "toolchain_fingerprint": fingerprint({**toolchain, "cpu_model": info.model, "cores": str(cores())}),
         "available": not reason,
         "unavailable_reason": reason,
     }

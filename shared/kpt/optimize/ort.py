@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from kpt.errors import InvalidInput, InvalidModel
+from kpt.errors import InvalidInput, InvalidModel, Unsupported
 
 
 def errors() -> tuple[type[Exception], ...]:
@@ -42,6 +42,11 @@ def run(sess, args: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     if len(inputs) != len(args):
         raise InvalidInput(f"the ONNX model takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}), "
                            f"got {len(args)}")
+    # numpy has no bfloat16: onnxruntime's Python API can neither take nor return such tensors
+    bf16 = [i.name for i in list(inputs) + list(sess.get_outputs()) if i.type == "tensor(bfloat16)"]
+    if bf16 or any(a.dtype == torch.bfloat16 for a in args):
+        raise Unsupported(f"onnxruntime's Python API cannot pass bfloat16 tensors ({', '.join(bf16) or 'inputs'}): "
+                          "use a model with float32 or float16 inputs and outputs")
     feeds = {i.name: a.detach().cpu().contiguous().numpy() for i, a in zip(inputs, args, strict=True)}
     try:
         outs = sess.run(None, feeds)

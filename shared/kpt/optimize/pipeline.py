@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -114,6 +115,20 @@ def _metadata(src: Source, target: str, device: str, lad: Ladder, rows: list[dic
     return meta
 
 
+def speedup_of(rows: list[dict], level: str) -> float:
+    """The baseline's p50 over the delivered level's (rows: kpt_O0's, then the level's; one row at O0, 1.0).
+    0 = not measured: a missing row, a p50 of zero (below the clock's resolution) or NaN gives no ratio."""
+    if level == "LEVEL_O0":
+        return 1.0
+    if len(rows) < 2:
+        return 0.0
+    base, opt = (r["latency"]["p50_ms"] if "latency" in r else 0.0 for r in rows[:2])
+    speedup = base / opt if base > 0 and opt > 0 and math.isfinite(base / opt) else 0.0
+    if not speedup:
+        log.warning("no speedup: baseline p50 %s ms, %s p50 %s ms", base, short(level), opt)
+    return speedup
+
+
 def optimize(src: Source, levels: Mapping[str, Sequence[PassConfig]], requested: str, target: str, device: str,
              allowed: frozenset[str], tol_override: accuracy.Tolerances | None, settings: bench.Settings,
              workdir: str, emit: Emit, samples: int = 3, timing: Callable | None = None) -> dict:
@@ -137,9 +152,7 @@ def optimize(src: Source, levels: Mapping[str, Sequence[PassConfig]], requested:
         measured.insert(0, var.Variant("kpt_O0", src.exported().module(), precision="fp32"))
     rows = var.measure(measured, src.spec, settings, device, refs, tol_override,
                        **({"timing": timing} if timing else {}))  # a device's own timing (XLA: sync + wait)
-    speedup = 1.0
-    if cand.level != "LEVEL_O0" and all("latency" in r for r in rows):
-        speedup = rows[0]["latency"]["p50_ms"] / rows[1]["latency"]["p50_ms"]
+    speedup = speedup_of(rows, cand.level)
     emit("export", f"artifact {os.path.basename(final)} ready", 0.97)
     meta = _metadata(src, target, device, lad, rows, environment)
     meta["speedup"] = f"{speedup:.4f}"
