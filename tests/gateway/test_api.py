@@ -7,23 +7,10 @@ import pytest
 from kpt import contract as c
 from kpt.bus import records
 from kpt.errors import InvalidArgument, KptError, TooLarge, Unavailable
-from kpt_gateway.api import Api
-from tests.conftest import acheck_for
 from tests.gateway.test_sniff import pt2_zip
 
 pytestmark = pytest.mark.timeout(60)
 ZOO = c.JobSpec(kind=c.JobKind.JOB_KIND_OPTIMIZE, model=c.ModelRef(format=c.ModelFormat.MODEL_FORMAT_ZOO, name="mlp"))
-
-
-@pytest.fixture
-async def api(bus):
-    a = Api(bus, max_upload_bytes=1 << 20, require_live_target=True)
-    await a.start()
-    await records.heartbeat(bus, c.TargetInfo(target=c.Target.TARGET_CPU, service_id="cpu-test", available=True,
-                                              last_seen=c.now(), toolchain_fingerprint="fp"))
-    await acheck_for(10, lambda: asyncio.sleep(0, [i for i in a.view.live() if i.service_id == "cpu-test"]))
-    yield a
-    await a.stop()
 
 
 async def ids(bus, tenant: str) -> set[str]:

@@ -1,28 +1,16 @@
 """The result cache as the gateway serves it: what a hit hands to another submitter of the same job."""
 
-import asyncio
 
 import pytest
 
 from kpt import contract as c
 from kpt.bus import records
 from kpt_gateway.api import Api
-from tests.conftest import acheck_for
 from tests.gateway.test_sniff import pt2_zip
 
 pytestmark = pytest.mark.timeout(60)
+FINGERPRINT = "fp-cache"
 MODEL = pt2_zip({"m/archive_format": "pt2", "m/models/model.json": "{}"})
-
-
-@pytest.fixture
-async def api(bus):
-    a = Api(bus, max_upload_bytes=1 << 20, require_live_target=True)
-    await a.start()
-    await records.heartbeat(bus, c.TargetInfo(target=c.Target.TARGET_CPU, service_id="cpu-cache", available=True,
-                                              last_seen=c.now(), toolchain_fingerprint="fp-cache"))
-    await acheck_for(10, lambda: asyncio.sleep(0, [i for i in a.view.live() if i.service_id == "cpu-cache"]))
-    yield a
-    await a.stop()
 
 
 async def upload(api: Api, tenant: str, name: str) -> c.ModelRef:
@@ -43,7 +31,8 @@ async def test_a_hit_does_not_show_another_tenants_upload_name(api, bus):
     done.state = c.JobState.JOB_STATE_SUCCEEDED  # what the worker stores once the job succeeded
     done.result.artifacts.add(sha256="ab" * 32, name="model.aoti.pt2",
                               metadata={"source_name": "alice-secret-project.pt2", "level": "LEVEL_O2"})
-    await records.remember(bus, records.cache_key(done.spec, done.target, "fp-cache"), done)
+    _, info = api._resolve(c.Target.TARGET_CPU, api.view.live())  # the live service whose fingerprint keys it
+    await records.remember(bus, records.cache_key(done.spec, done.target, info.toolchain_fingerprint), done)
 
     await upload(api, "bob", "mine.pt2")
     hit = (await api.submit("bob", c.SubmitJobRequest(spec=spec, targets=[c.Target.TARGET_CPU]))).jobs[0]
