@@ -89,3 +89,21 @@ def test_cpu_fingerprint_changes_with_the_cores_jobs_run_on(monkeypatch):
         monkeypatch.setattr(env.os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
         fps.append(env.cpu_target_info("TARGET_CPU", info, [], [], {"torch": "2.x"})["toolchain_fingerprint"])
     assert fps[0] != fps[1]
+
+
+def test_the_toolchain_fingerprint_follows_kpts_own_code(tmp_path, monkeypatch):
+    """A result cached before the passes changed must not be served after: the toolchain (hence every service's
+    fingerprint and the cache key) carries a digest of the code, which any edit of a package's .py files changes."""
+    from kpt.optimize import env
+
+    pkg = tmp_path / "kpt_probe_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "passes.py").write_text("LEVEL = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = env.code_digest_of(("kpt_probe_pkg",))
+    assert env.code_digest_of(("kpt_probe_pkg",)) == before  # the same code, the same digest
+    (pkg / "passes.py").write_text("LEVEL = 2\n")
+    assert env.code_digest_of(("kpt_probe_pkg",)) != before
+    assert env.code_digest_of(("no_such_package_here",)) == env.code_digest_of(())
+    assert env.toolchain()["kpt_code"] == env.code_digest_of(env.CODE_PACKAGES)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -123,9 +125,37 @@ def compiler_version() -> str:
     return out.splitlines()[0] if out else "none"
 
 
+# The code whose changes change a result: kpt itself, kernels/, and whichever service package this environment has.
+CODE_PACKAGES = ("kpt", "kernels", "kpt_cpu", "kpt_nvidia", "kpt_amd", "kpt_tpu", "kpt_intel")
+
+
+def code_digest_of(packages: tuple[str, ...]) -> str:
+    """sha256 (16 hex digits) over the .py files of those packages found here (found by their spec, not imported),
+    by relative path: any edit to the passes, kernels or a service changes it."""
+    h = hashlib.sha256()
+    for name in packages:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):  # a half-initialized module of that name: nothing to hash
+            continue
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for root in spec.submodule_search_locations:
+            for path in sorted(Path(root).rglob("*.py")):
+                if "__pycache__" not in path.parts:
+                    h.update(f"{name}/{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    return code_digest_of(CODE_PACKAGES)
+
+
 def toolchain() -> dict[str, str]:
-    """Versions from package metadata (no imports: cheap), plus python and the C++ compiler."""
-    out = {}
+    """Versions from package metadata (no imports: cheap), plus python, the C++ compiler and kpt's own code
+    (code_digest: a result cached before an upgrade of the passes is not served after it)."""
+    out = {"kpt_code": code_digest()}
     for pkg in TOOLCHAIN_PACKAGES:
         try:
             out[pkg] = importlib.metadata.version(pkg)
