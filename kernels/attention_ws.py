@@ -28,11 +28,12 @@ import math
 import torch
 
 from ._gluon import (
-    TensorDescriptor,
     constexpr_function,
+    descriptor,
     fence_async_shared,
     gl,
     gluon,
+    hopper,
     mbarrier,
     tma,
     warpgroup_mma,
@@ -59,8 +60,7 @@ def plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> bo
 
 def supports(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> bool:
     """Whether attention(q, k, v, causal) can run here: Gluon, an sm_90 device, and plain()."""
-    return (gluon is not None and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] == 9
-            and plain(q, k, v, causal))
+    return hopper(q) and plain(q, k, v, causal)
 
 
 if gluon is not None:
@@ -246,20 +246,11 @@ if gluon is not None:
             ], [1], [24])
 
 
-def _gl_dtype(dtype: torch.dtype):  # noqa: ANN202 - a Gluon dtype
-    return gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
-
-
 def descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, q_rows: int) -> tuple:
     """Host-side TMA descriptors over the [B * H * N, D] views: q_rows query (and output) rows a box, BLOCK_N keys."""
     d = q.shape[-1]
-
-    def desc(t: torch.Tensor, rows: int) -> TensorDescriptor:
-        flat = t.view(-1, d)
-        layout = gl.NVMMASharedLayout.get_default_for([rows, d], _gl_dtype(t.dtype))
-        return TensorDescriptor(flat, list(flat.shape), list(flat.stride()), [rows, d], layout)
-
-    return desc(q, q_rows), desc(k, BLOCK_N), desc(v, BLOCK_N), desc(o, q_rows)
+    return (descriptor(q.view(-1, d), [q_rows, d]), descriptor(k.view(-1, d), [BLOCK_N, d]),
+            descriptor(v.view(-1, d), [BLOCK_N, d]), descriptor(o.view(-1, d), [q_rows, d]))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,

@@ -200,16 +200,19 @@ def attention_rows() -> list[dict]:
     return rows
 
 
+def desc(rows: int, cols: int) -> str:
+    """The signature type of a Gluon kernel's bf16 [rows, cols] TMA descriptor argument (_gluon.descriptor's layout)."""
+    from triton.experimental.gluon import language as gl
+
+    return f"tensordesc<bf16[{rows}, {cols}],{gl.NVMMASharedLayout.get_default_for([rows, cols], gl.bfloat16)!r}>"
+
+
 def attention_ws_rows() -> list[dict]:
     """kernels.attention_ws's kernel (Gluon) compiled for sm_90 with the descriptors its launcher builds: bf16, head
     dims 64 and 128, causal or not, its consumers in ping-pong (two partitions) or in step (one)."""
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from kernels import attention_ws as ws
-
-    def desc(rows: int, d: int) -> str:
-        return f"tensordesc<bf16[{rows}, {d}],{gl.NVMMASharedLayout.get_default_for([rows, d], gl.bfloat16)!r}>"
 
     rows = []
     for pp in (True, False):
@@ -228,14 +231,10 @@ def attention_ws_rows() -> list[dict]:
 def linear_ws_rows() -> list[dict]:
     """kernels.linear_ws's persistent kernel (Gluon) compiled for sm_90 with its launcher's descriptors: bf16,
     linear + bias + GELU and SwiGLU."""
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from kernels import linear_ws as ws
     from kernels._common import ACTS
-
-    def desc(rows: int, cols: int) -> str:
-        return f"tensordesc<bf16[{rows}, {cols}],{gl.NVMMASharedLayout.get_default_for([rows, cols], gl.bfloat16)!r}>"
 
     rows = []
     for gated in (False, True):

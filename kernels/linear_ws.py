@@ -26,11 +26,12 @@ import torch
 
 from ._common import ACTS
 from ._gluon import (
-    TensorDescriptor,
     constexpr_function,
+    descriptor,
     fence_async_shared,
     gl,
     gluon,
+    hopper,
     mbarrier,
     tma,
     warpgroup_mma,
@@ -59,8 +60,7 @@ def plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weig
 def supports(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
              act: str, bias2: torch.Tensor | None = None) -> bool:
     """Whether linear_act(...) can run here: Gluon, an sm_90 device, and plain()."""
-    return (gluon is not None and x.is_cuda and torch.cuda.get_device_capability(x.device)[0] == 9
-            and plain(x, weight, bias, weight2, act, bias2))
+    return hopper(x) and plain(x, weight, bias, weight2, act, bias2)
 
 
 if gluon is not None:
@@ -198,12 +198,6 @@ if gluon is not None:
         ], [4, 1], [240, 24])
 
 
-def _desc(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
-    dtype = gl.bfloat16 if t.dtype == torch.bfloat16 else gl.float16
-    layout = gl.NVMMASharedLayout.get_default_for(block, dtype)
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
-
-
 def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, act: str = "gelu",
                weight2: torch.Tensor | None = None, bias2: torch.Tensor | None = None) -> torch.Tensor:
     """act(x W^T + b), or with weight2 silu(x W^T + b) * (x W2^T + b2), for a call supports() accepts:
@@ -212,9 +206,9 @@ def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     gated = weight2 is not None
     bn = BLOCK_N // 2 if gated else BLOCK_N
     out = torch.empty(m, n, device=x.device, dtype=x.dtype)
-    x_desc, out_desc = _desc(x, [BLOCK_M, BLOCK_K]), _desc(out, [BLOCK_M, bn])
-    w_desc = _desc(weight, [bn, BLOCK_K])
-    w2_desc = _desc(weight2, [bn, BLOCK_K]) if gated else w_desc
+    x_desc, out_desc = descriptor(x, [BLOCK_M, BLOCK_K]), descriptor(out, [BLOCK_M, bn])
+    w_desc = descriptor(weight, [bn, BLOCK_K])
+    w2_desc = descriptor(weight2, [bn, BLOCK_K]) if gated else w_desc
     tiles = -(-m // BLOCK_M) * -(-n // bn)
     programs = min(tiles, torch.cuda.get_device_properties(x.device).multi_processor_count)
     b = bias if bias is not None else out

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._common import gpu_ms
+from ._common import eager_call, gpu_ms
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,8 @@ def _decided(key: str, run: Callable[[], dict]) -> dict:
 
 
 def tracing(*tensors: torch.Tensor) -> bool:
-    if torch.compiler.is_compiling():
-        return True
-    from torch._subclasses.fake_tensor import FakeTensor
-    return any(isinstance(t, FakeTensor) or type(t) is not torch.Tensor for t in tensors if t is not None)
+    """Under torch.compile/export, or fake or wrapper tensors (_common.eager_call)."""
+    return not eager_call(*tensors)
 
 
 ROUNDS = 5  # timing rounds per decision: each provider timed once per round, the order rotating

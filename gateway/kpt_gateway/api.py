@@ -213,7 +213,7 @@ class Api:
             await sub.unsubscribe()
 
     async def download(self, tenant: str, job_id: str, sha256: str) -> AsyncIterator[c.DownloadArtifactResponse]:
-        if len(sha256) != 64 or any(ch not in "0123456789abcdef" for ch in sha256):  # as the HTTP route's pattern
+        if not validate.is_sha256(sha256):
             raise InvalidArgument("sha256 must be the 64 lowercase hex digits of one of the job's artifacts")
         job = await self.get(tenant, job_id)
         arts = [a for a in job.result.artifacts if a.sha256 == sha256]

@@ -61,6 +61,11 @@ def spec(s: JobSpec) -> JobSpec:
     return out
 
 
+def is_sha256(value: str) -> bool:
+    """64 lowercase hex digits: how the mesh names models and artifacts (the HTTP routes' SHA256 pattern)."""
+    return len(value) == 64 and all(ch in "0123456789abcdef" for ch in value)
+
+
 def _model(s: JobSpec) -> None:
     m = s.model
     if m.format == ModelFormat.MODEL_FORMAT_ZOO:
@@ -68,7 +73,7 @@ def _model(s: JobSpec) -> None:
             raise InvalidArgument(f"unknown zoo model {m.name!r}; choose one of {', '.join(catalog.ZOO)}")
         m.sha256 = ""
         return
-    if len(m.sha256) != 64 or any(ch not in "0123456789abcdef" for ch in m.sha256):
+    if not is_sha256(m.sha256):
         raise InvalidArgument("model.sha256 must be the 64 hex digits UploadModel returned (or use a zoo model)")
 
 

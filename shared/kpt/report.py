@@ -1,4 +1,5 @@
-"""Human-readable reports of jobs (rich tables), shared by the CLI and `make demo`."""
+"""Human-readable reports of jobs (rich tables), shared by the CLI and `make demo`. Text from a job (messages, names,
+reasons) goes into the tables as rich Text: rich would read "[...]" in it as markup."""
 
 from __future__ import annotations
 
@@ -7,11 +8,6 @@ from rich.table import Table
 from rich.text import Text
 
 from kpt import contract as c
-
-
-def _t(s: str) -> Text:
-    """Text from a job (messages, names, reasons) shown as-is: rich would read "[...]" in it as markup."""
-    return Text(s)
 
 
 def _ms(v: float) -> str:
@@ -24,11 +20,11 @@ def variants_table(result: c.Result, title: str = "latency (ms)") -> Table:
         t.add_column(col, justify="left" if col in ("variant", "note") else "right")
     for v in result.variants:
         lat, acc = v.latency, v.accuracy
-        t.add_row(_t(v.variant), _ms(lat.p50_ms), _ms(lat.p90_ms), _ms(lat.p99_ms),
+        t.add_row(Text(v.variant), _ms(lat.p50_ms), _ms(lat.p90_ms), _ms(lat.p99_ms),
                   f"{v.throughput_per_s:.1f}" if v.throughput_per_s else "-",
                   f"{v.peak_memory_bytes / 2**20:.0f}" if v.peak_memory_bytes else "-",
                   f"{v.compile_s:.1f}" if v.compile_s else "-",
-                  f"{acc.max_abs_err:.2e}" if acc.samples else "-", _t(v.error))
+                  f"{acc.max_abs_err:.2e}" if acc.samples else "-", Text(v.error))
     return t
 
 
@@ -37,24 +33,24 @@ def passes_table(result: c.Result) -> Table:
     for col in ("level", "pass", "applied", "seconds", "what / why"):
         t.add_column(col)
     for p in result.passes:
-        t.add_row(c.level_name(p.level), _t(p.name), "yes" if p.applied else "skipped", f"{p.seconds:.2f}", _t(p.reason))
+        t.add_row(c.level_name(p.level), Text(p.name), "yes" if p.applied else "skipped", f"{p.seconds:.2f}", Text(p.reason))
     return t
 
 
 def job_report(job: c.Job) -> Group:
     r = job.result
     head = Table.grid(padding=(0, 2))
-    head.add_row("job", _t(f"{job.id} ({c.kind_name(job.spec.kind)} on {c.target_name(job.target)})"))
-    head.add_row("state", _t(c.state_name(job.state) + (f"  (cache hit: result of {job.cached_from})" if job.cache_hit else "")))
+    head.add_row("job", Text(f"{job.id} ({c.kind_name(job.spec.kind)} on {c.target_name(job.target)})"))
+    head.add_row("state", Text(c.state_name(job.state) + (f"  (cache hit: result of {job.cached_from})" if job.cache_hit else "")))
     if job.HasField("error"):
-        head.add_row("error", _t(f"{job.error.code}: {job.error.message}"))
+        head.add_row("error", Text(f"{job.error.code}: {job.error.message}"))
     if r.device:
-        head.add_row("device", _t(f"{r.device}  backend {r.backend}"))
+        head.add_row("device", Text(f"{r.device}  backend {r.backend}"))
     if r.requested_level:
         lvl = f"requested {c.level_name(r.requested_level)}"
         if r.achieved_level:  # a benchmark job measures levels and delivers none
             lvl += f", delivered {c.level_name(r.achieved_level)}"
-        head.add_row("level", _t(lvl + (f"  ({r.fallback_reason})" if r.fallback_reason else "")))
+        head.add_row("level", Text(lvl + (f"  ({r.fallback_reason})" if r.fallback_reason else "")))
     if r.speedup:
         head.add_row("speedup", f"{r.speedup:.2f}x (baseline p50 / optimized p50, measured interleaved)")
     if r.accuracy.samples:
@@ -62,7 +58,7 @@ def job_report(job: c.Job) -> Group:
         head.add_row("accuracy", f"max abs {a.max_abs_err:.2e}, rel L2 {a.rel_l2:.2e}, cosine {a.cosine:.6f}"
                      + (f", SQNR {a.sqnr_db:.1f} dB" if a.sqnr_db else "") + ("  PASS" if a.passed else "  FAIL"))
     for art in r.artifacts:
-        head.add_row("artifact", _t(f"{art.name}  {c.format_name(art.format)}  {art.size_bytes / 2**20:.2f} MiB  {art.sha256[:12]}"))
+        head.add_row("artifact", Text(f"{art.name}  {c.format_name(art.format)}  {art.size_bytes / 2**20:.2f} MiB  {art.sha256[:12]}"))
     parts = [head]
     if r.variants:
         parts.append(variants_table(r))
@@ -91,11 +87,11 @@ def compare_table(jobs: list[c.Job]) -> Table:
         # A benchmark job delivers no level; the level it measured against kpt_O0 is the requested one.
         level = r.achieved_level or (r.requested_level if r.kind == c.JobKind.JOB_KIND_BENCHMARK else 0)
         best = by.get(f"kpt_{c.level_name(level)}") if level else None
-        t.add_row(c.target_name(j.target), *((_t(_model(j)),) if mixed else ()), _t(r.device or "-"),
+        t.add_row(c.target_name(j.target), *((Text(_model(j)),) if mixed else ()), Text(r.device or "-"),
                   c.state_name(j.state), c.level_name(level) if level else "-",
                   _ms(base.latency.p50_ms) if base else "-", _ms(best.latency.p50_ms) if best else "-",
                   _ms(best.latency.p99_ms) if best else "-", f"{r.speedup:.2f}x" if r.speedup else "-",
-                  f"{r.accuracy.max_abs_err:.2e}" if r.accuracy.samples else (_t(j.error.code) if j.HasField("error") else "-"))
+                  f"{r.accuracy.max_abs_err:.2e}" if r.accuracy.samples else (Text(j.error.code) if j.HasField("error") else "-"))
     return t
 
 

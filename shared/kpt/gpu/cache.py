@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 import torch
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
@@ -108,18 +109,19 @@ def update(path: str) -> bool:
     entry = _ENTRIES.get(os.path.abspath(path))
     if entry is None or not os.path.isfile(entry):
         return False
-    return _write(path, entry)
+    return _write(entry, lambda tmp: shutil.copyfile(path, tmp))
 
 
-def _write(path: str, dst: str) -> bool:
-    """Copy path to dst atomically (a concurrent job never reads half a file); False, with a warning and no
-    partial file left, when the cache cannot be written (read-only, full disk)."""
+def _write(dst: str, fill: Callable[[str], object]) -> bool:
+    """Write dst atomically (fill writes a temporary file beside it, which then replaces dst: a concurrent job never
+    reads half a file); False, with a warning and no partial file left, when the cache cannot be written
+    (read-only, full disk)."""
     tmp = None
     try:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dst), suffix=".partial")
         os.close(fd)
-        shutil.copyfile(path, tmp)
+        fill(tmp)
         os.replace(tmp, dst)
         return True
     except OSError as e:
@@ -152,19 +154,11 @@ def load_choice(cache_dir: str, key: str) -> dict | None:
 
 def save_choice(cache_dir: str, key: str, value: dict) -> None:
     """Store a decision; a cache that cannot be written (read-only, full disk) is skipped with a warning."""
-    folder = os.path.join(cache_dir, "choices")
-    tmp = None
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
-        with os.fdopen(fd, "w") as f:
+    def fill(tmp: str) -> None:
+        with open(tmp, "w") as f:
             json.dump(value, f)
-        os.replace(tmp, os.path.join(folder, f"{key}.json"))
-    except OSError as e:
-        log.warning("decision %s not stored in %s, continuing without it: %s", key, folder, e)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+
+    _write(os.path.join(cache_dir, "choices", f"{key}.json"), fill)
 
 
 @contextlib.contextmanager
@@ -224,7 +218,7 @@ def fetch(cache_dir: str, key: str, path: str) -> bool:
 def store(cache_dir: str, key: str, path: str) -> None:
     """Store a package (atomically); a cache that cannot be written is skipped with a warning."""
     dst = _entry(cache_dir, key)
-    if not _write(path, dst):
+    if not _write(dst, lambda tmp: shutil.copyfile(path, tmp)):
         return
     _ENTRIES[os.path.abspath(path)] = dst
     trim(os.path.dirname(dst))

@@ -11,7 +11,7 @@ import logging
 
 from kpt.gpu import device
 from kpt.gpu import env as gpu_env
-from kpt.gpu.vendor import Vendor, with_libraries
+from kpt.gpu.vendor import Vendor
 from kpt.optimize import env
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def report(vendor: Vendor) -> dict:
         return {**base, "device_name": "", "device_count": 0, "precisions": [], "toolchain": toolchain,
                 "toolchain_fingerprint": env.fingerprint({**toolchain, "device": "none"}),
                 "available": False, "unavailable_reason": info}
-    table = with_libraries(vendor.precisions(info))
+    table = vendor.table(info)
     extra = vendor.versions(info)
     toolchain.update({"arch": info.arch, "compute_capability": info.capability, "fp8_format": table.fp8_format,
                       **{k: extra[k] for k in ("driver", "vbios", "clocks_max_sm_mhz", "clocks_max_mem_mhz",

@@ -22,7 +22,7 @@ from kpt.gpu import env as gpu_env
 from kpt.gpu import export as gpu_export
 from kpt.gpu import variants as gvar
 from kpt.gpu.device import DEVICE, GpuInfo
-from kpt.gpu.vendor import Precisions, Vendor, with_libraries
+from kpt.gpu.vendor import Precisions, Vendor
 from kpt.optimize import accuracy, export, jobspec, ort, pipeline
 from kpt.optimize import inputs as inp
 from kpt.optimize import variants as var
@@ -80,7 +80,7 @@ def device_levels(vendor: Vendor, table: Precisions) -> dict:
 def run(vendor: Vendor, job: dict, model_path: str | None, workdir: str, emit: Emit) -> dict:
     info = probe(vendor)
     req = jobspec.parse(job.get("spec", {}))
-    table = with_libraries(vendor.precisions(info))
+    table = vendor.table(info)
     check_precision(req.precision, table, vendor, info)
     prepare(vendor, info)
     os.makedirs(workdir, exist_ok=True)

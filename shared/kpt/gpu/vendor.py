@@ -69,6 +69,10 @@ class Vendor:
     # runtime settings of a job process, given KPT_CACHE_DIR and its GPU; returns what it set
     configure: Callable[[str, GpuInfo], list[str]] = lambda cache_dir, info: []
 
+    def table(self, info: GpuInfo) -> Precisions:
+        """The device's precisions less what this environment's libraries cannot build (with_libraries)."""
+        return with_libraries(self.precisions(info))
+
     def __post_init__(self) -> None:
         if self.kind not in ("cuda", "rocm"):
             raise ValueError(f"kind must be 'cuda' or 'rocm', not {self.kind!r}")
