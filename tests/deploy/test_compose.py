@@ -139,7 +139,7 @@ def test_compose_file_is_valid(profile):
 
 def test_compose_validation_rejects_an_invalid_file(tmp_path):
     bad = tmp_path / "docker-compose.yml"
-    bad.write_text(COMPOSE_FILE.read_text().replace("  stop_grace_period: 60s", "  stop_grace_perod: 60s"))
+    bad.write_text(COMPOSE_FILE.read_text().replace("  stop_grace_period: 120s", "  stop_grace_perod: 120s"))
     assert bad.read_text() != COMPOSE_FILE.read_text()
     out = _config("-f", str(bad))
     assert out.returncode != 0 and "stop_grace_perod" in out.stderr

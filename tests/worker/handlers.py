@@ -65,3 +65,11 @@ def by_model_name(job, model_path, workdir, emit):
 def sleep_then_ok(job, model_path, workdir, emit):
     time.sleep(3)
     return ok(job, model_path, workdir, emit)
+
+
+def stuck_on_a_then_ok(job, model_path, workdir, emit):
+    """Never ends on the replica whose children have KPT_TEST_STUCK set; elsewhere succeeds."""
+    if os.environ.get("KPT_TEST_STUCK"):
+        emit("compile", "stuck", 0.1)
+        time.sleep(3600)
+    return ok(job, model_path, workdir, emit)

@@ -6,6 +6,7 @@ import sys
 import uuid
 
 import pytest
+from nats.js import api
 
 from kpt import contract as c
 from kpt.bus import core, records
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 async def worker(bus):
     cfg = WorkerConfig(target="cpu", handler="handlers:by_model_name", capability="handlers:capability",
                        service_id="test-runtime", python=sys.executable, ack_wait_s=5.0, max_attempts=2,
-                       memory_bytes=0, child_env={"PYTHONPATH": HERE})
+                       memory_bytes=0, child_env={"PYTHONPATH": HERE}, drain_s=5.0)
     w = Worker(bus, cfg)
     await w.start()
     stop = asyncio.Event()
@@ -133,3 +134,71 @@ async def test_a_failed_heartbeat_is_logged_and_the_beats_go_on(bus, caplog):
     assert not task.done()
     task.cancel()
     assert "heartbeat failed (ConnectionError: reconnecting)" in caplog.text
+
+
+def _replica(bus, name: str, drain_s: float, **env) -> Worker:
+    return Worker(bus, WorkerConfig(target="cpu", handler="handlers:by_model_name", capability="handlers:capability",
+                                    service_id=name, python=sys.executable, ack_wait_s=5.0, max_attempts=2,
+                                    memory_bytes=0, child_env={"PYTHONPATH": HERE, **env}, drain_s=drain_s))
+
+
+async def test_a_stopping_replica_lets_its_job_finish_within_the_drain(bus):
+    w = _replica(bus, "test-drain", drain_s=30)
+    await w.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    try:
+        job = await submit(bus, "sleep_then_ok")
+        await acheck_for(10, lambda: _running(w, job))
+        stop.set()
+        await asyncio.wait_for(task, 20)  # returns once the job is done, not at once and not after the drain
+        done, _ = await records.get_job(bus, job.tenant, job.id)
+        assert (done.state, done.service_id, done.attempt) == (c.JobState.JOB_STATE_SUCCEEDED, "test-drain", 1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await bus.js.delete_consumer(core.JOBS_STREAM, "svc_cpu")
+
+
+async def test_a_job_outlasting_the_drain_is_handed_to_another_replica(bus):
+    """SIGTERM to a replica mid-job (a rollout, a scale-down): past KPT_DRAIN_S its job goes back to the queue as
+    a new message, another replica runs it as attempt 1, and nothing of it is lost or charged."""
+    stuck = _replica(bus, "test-stuck", drain_s=0.5, KPT_TEST_STUCK="1")
+    await stuck.start()
+    stop_stuck, stop_good = asyncio.Event(), asyncio.Event()
+    stuck_task = asyncio.create_task(stuck.run(stop_stuck))
+    good = _replica(bus, "test-good", drain_s=5)
+    good_task = None
+    try:
+        job = await submit(bus, "stuck_on_a_then_ok")
+        await acheck_for(10, lambda: _running(stuck, job))
+        await good.start()  # the second replica joins only now, so the stuck one surely had the job
+        good_task = asyncio.create_task(good.run(stop_good))
+        stop_stuck.set()
+        await asyncio.wait_for(stuck_task, 20)  # the stopping replica ends after the drain
+        done = await finished(bus, job)
+        assert done.state == c.JobState.JOB_STATE_SUCCEEDED
+        assert (done.service_id, done.attempt) == ("test-good", 1)
+        assert "handover" in await _phases(bus, job)
+    finally:
+        stop_stuck.set()
+        stop_good.set()
+        for t in (stuck_task, good_task):
+            if t:
+                await asyncio.wait_for(t, 30)
+        await bus.js.delete_consumer(core.JOBS_STREAM, "svc_cpu")
+        await bus.js.purge_stream(core.JOBS_STREAM, subject=core.JOBS_SUBJECT.format(target="cpu"))
+
+
+async def _phases(bus, job: c.Job) -> list[str]:
+    sub = await bus.js.subscribe(core.EVENTS_SUBJECT.format(tenant=job.tenant, job_id=job.id), ordered_consumer=True,
+                                 deliver_policy=api.DeliverPolicy.ALL)
+    phases = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=1)
+            phases.append(c.Event.FromString(msg.data).phase)
+    except TimeoutError:
+        return phases
+    finally:
+        await sub.unsubscribe()

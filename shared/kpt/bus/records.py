@@ -116,11 +116,15 @@ async def publish_event(bus: Bus, job: Job, phase: str, message: str = "", progr
                           or log.warning("event %s of job %s not stored: %s", phase, job.id, f.exception()))
 
 
-async def enqueue(bus: Bus, job: Job) -> None:
+async def enqueue(bus: Bus, job: Job, handover: int = 0) -> None:
+    """Publish the job for its target's workers. JetStream drops a second message of the same id within the
+    duplicate window; a handover (a stopping replica queueing its job again) is a new message, named by the
+    stream sequence of the one it replaces."""
+    msg_id = job_key(job.tenant, job.id) + (f".handover.{handover}" if handover else "")
     await bus.js.publish(
         JOBS_SUBJECT.format(target=target_name(job.target)),
         job.SerializeToString(),
-        headers={"Nats-Msg-Id": job_key(job.tenant, job.id)},
+        headers={"Nats-Msg-Id": msg_id},
     )
 
 

@@ -8,6 +8,10 @@ Delivery rules (JetStream does the bookkeeping, nothing home-made):
   still ends, and nothing is lost silently.
 - A terminal record is final: a redelivered job that already finished is acked and dropped, so a
   job has exactly one result.
+- Stopping (SIGTERM): no new job is taken; the running one gets KPT_DRAIN_S to finish. Past that it is
+  stopped and handed over: its record goes back to QUEUED and the job is published again as a new
+  message (its delivery count starts afresh: a replica being stopped is not the job's failure), and the
+  old message is acked. The grace periods of compose and Kubernetes exceed KPT_DRAIN_S.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class WorkerConfig:
     job_timeout_s: float = 3600.0
     memory_bytes: int = 16 << 30
     child_env: dict[str, str] = field(default_factory=dict)  # e.g. CUDA_VISIBLE_DEVICES of this slot
+    drain_s: float = 90.0  # on stop, how long the running job may go on before it is handed over
 
 
 class Worker:
@@ -52,6 +57,7 @@ class Worker:
         self.info = c.TargetInfo()
         self._warm: asyncio.Task | None = None  # the next job's child, starting in the background
         self._current: tuple[c.Job, Child] | None = None
+        self._handing_over = False
         self.jobs_run = 0
 
     async def _spawn(self) -> Child:
@@ -99,11 +105,7 @@ class Worker:
                 except TimeoutError:
                     continue
                 for msg in msgs:
-                    try:
-                        await self.handle(msg)
-                    except Exception:  # noqa: BLE001 - one job's trouble never stops the service
-                        log.exception("job message %s not handled; it is redelivered after ack_wait",
-                                      msg.metadata.sequence.stream)
+                    await self._handle_until_drained(msg, stop)
         finally:
             # The pull subscription too: NATS' drain otherwise waits out its 30 s timeout on it, and a stopped
             # service (SIGTERM from docker, Kubernetes or `kpt down`) hung past its grace period to a SIGKILL.
@@ -112,6 +114,28 @@ class Worker:
             if self._warm:
                 child = await self._warm
                 await child.close()
+
+    async def _handle_until_drained(self, msg, stop: asyncio.Event) -> None:
+        """Handle one job message; once `stop` is set, give it drain_s more, then hand the job over."""
+        task = asyncio.create_task(self.handle(msg))
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                log.info("stopping: job message %s may run %.0fs more before it is handed over",
+                         msg.metadata.sequence.stream, self.cfg.drain_s)
+                await asyncio.wait({task}, timeout=self.cfg.drain_s)
+            if not task.done():
+                self._handing_over = True  # a child started from now on is stopped at once (_run)
+                if self._current:
+                    self._current[1].cancel()
+                await task  # the child is gone: _run hands the job over and returns
+            task.result()
+        except Exception:  # noqa: BLE001 - one job's trouble never stops the service
+            log.exception("job message %s not handled; it is redelivered after ack_wait", msg.metadata.sequence.stream)
+        finally:
+            stopping.cancel()
+            self._handing_over = False
 
     async def _on_cancel(self, msg) -> None:
         tenant, job_id = msg.subject.split(".")[-2:]
@@ -173,6 +197,8 @@ class Worker:
         try:
             child = await self._child()
             self._current = (job, child)
+            if self._handing_over:
+                child.cancel()
             result = await self._execute(job, child, workdir)
         except KptError as e:
             await self._after_error(job, e, attempt, msg)
@@ -230,6 +256,9 @@ class Worker:
         return result
 
     async def _after_error(self, job: c.Job, err: KptError, attempt: int, msg) -> None:
+        if isinstance(err, Cancelled) and self._handing_over:
+            await self._hand_over(job, msg)
+            return
         if isinstance(err, Cancelled):
             await msg.ack()  # the record already says CANCELLED
             return
@@ -245,6 +274,22 @@ class Worker:
             await msg.nak(delay=1)
             return
         await self._fail(job, err, msg)
+
+    async def _hand_over(self, job: c.Job, msg) -> None:
+        """The service is stopping and the job outlasted the drain: queue it again for another replica."""
+        def requeue(j: c.Job) -> bool:
+            if j.state in c.TERMINAL:
+                return False
+            j.state, j.service_id = c.JobState.JOB_STATE_QUEUED, ""
+            return True
+
+        job = await records.update_job(self.bus, job.tenant, job.id, requeue)
+        if job.state == c.JobState.JOB_STATE_QUEUED:
+            await records.enqueue(self.bus, job, handover=msg.metadata.sequence.stream)
+            await records.publish_event(self.bus, job, "handover",
+                                        f"{self.cfg.service_id} is stopping; the job is queued for another replica", 0.0)
+            log.info("job %s handed over (service stopping)", job.id)
+        await msg.ack_sync()
 
     async def _succeed(self, job: c.Job, result: c.Result, msg) -> None:
         done = await records.update_job(self.bus, job.tenant, job.id,

@@ -48,6 +48,7 @@ async def serve(target: str, handler: str, capability: str, slots: list[dict[str
             job_timeout_s=settings.get("KPT_JOB_TIMEOUT_S"),
             memory_bytes=settings.get("KPT_JOB_MEMORY_BYTES"),
             child_env=env,
+            drain_s=settings.get("KPT_DRAIN_S"),
         )
         workers.append(Worker(bus, cfg))
     await asyncio.gather(*(w.start() for w in workers))
