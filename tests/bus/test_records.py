@@ -1,6 +1,7 @@
 """Job records, events and targets on a real JetStream."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -65,6 +66,17 @@ async def test_cache_key_depends_on_spec_target_and_toolchain(bus):
     await records.remember(bus, k, j)
     assert (await records.cached_job(bus, k)).id == j.id
     assert await records.cached_job(bus, "0" * 64) is None
+
+
+async def test_a_cached_result_older_than_the_ttl_is_not_served(bus):
+    j = job()
+    j.finished_at.FromSeconds(int(time.time()) - 2 * 86400)
+    k = records.cache_key(j.spec, c.Target.TARGET_CPU, "fp-ttl")
+    await records.remember(bus, k, j)
+    assert await records.cached_job(bus, k, max_age_s=86400) is None
+    assert (await records.cached_job(bus, k, max_age_s=3 * 86400)).id == j.id
+    assert (await records.cached_job(bus, k, max_age_s=0)).id == j.id  # 0: for ever
+    assert (await records.cached_job(bus, k)).id == j.id  # the default: 30 days
 
 
 async def test_upload_name_does_not_change_the_key():

@@ -108,6 +108,6 @@ async def connect(url: str | None = None, name: str = "kpt") -> Bus:
         jobs=await _kv(js, JOBS_KV, history=1, **kv),
         models=await _kv(js, MODELS_KV, history=1, **kv),
         targets=await _kv(js, TARGETS_KV, history=1, ttl=settings.get("KPT_TARGET_TTL_S"), **kv),
-        cache=await _kv(js, CACHE_KV, history=1, **kv),
+        cache=await _kv(js, CACHE_KV, history=1, ttl=settings.get("KPT_RESULT_CACHE_TTL_S") or None, **kv),
         blobs=blobs,
     )

@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from typing import Callable
 
 import nats
 from nats.js import api
 
+from kpt import settings
 from kpt.bus.core import CANCEL_SUBJECT, EVENTS_SUBJECT, JOBS_KV, JOBS_SUBJECT, TARGETS_KV, Bus
 from kpt.contract import TERMINAL, Event, Job, JobSpec, JobState, TargetInfo, canonical_spec_bytes, now, target_name
 from kpt.errors import InvalidArgument, NotFound
@@ -163,12 +165,19 @@ def cache_key(spec: JobSpec, target: int, toolchain_fingerprint: str) -> str:
     return h.hexdigest()
 
 
-async def cached_job(bus: Bus, key: str) -> Job | None:
+async def cached_job(bus: Bus, key: str, max_age_s: float | None = None) -> Job | None:
+    """The job whose result answers this key, if one finished within max_age_s (KPT_RESULT_CACHE_TTL_S; 0:
+    any age). The bucket's own TTL reclaims the space; this check also holds where the bucket was created
+    before the setting changed."""
+    max_age_s = settings.get("KPT_RESULT_CACHE_TTL_S") if max_age_s is None else max_age_s
     try:
         entry = await bus.cache.get(key)
     except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
         return None
-    return Job.FromString(entry.value)
+    job = Job.FromString(entry.value)
+    if max_age_s and job.HasField("finished_at") and time.time() - job.finished_at.ToSeconds() > max_age_s:
+        return None
+    return job
 
 
 async def remember(bus: Bus, key: str, job: Job) -> None:
