@@ -298,8 +298,11 @@ def merge_chunks(block_s: int, block_gm: int, head_dim: int) -> int:
 @register_op("kpt::decode_attention", _fake, mutates=("counters",))
 def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor,
                         v_new: torch.Tensor, pos: torch.Tensor, scale: float | None,
-                        prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0,
-                        counters: torch.Tensor | None = None, pdl: bool = False) -> torch.Tensor:
+                        prefetch: torch.Tensor | None, prefetch_fraction: float,
+                        counters: torch.Tensor | None, pdl: bool) -> torch.Tensor:
+    # No defaults in an op's schema from its first mutated argument on: torch 2.11's dispatcher drops trailing
+    # arguments equal to their defaults before the ADInplaceOrView kernel indexes the mutated ones (IndexError on
+    # the card when counters is None); decode_attention() below gives the defaults.
     _check(q, k_cache, v_cache, k_new, v_new, pos, counters)
     B, Hq, _, D = q.shape
     Hkv, S = k_cache.shape[1], k_cache.shape[2]

@@ -314,11 +314,19 @@ def _fake_qkv(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out, prefetch
     return x.new_empty((*x.shape[:-1], _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out, zero)))
 
 
-@register_op("kpt::gemv_qkv", _fake_qkv, mutates=("k_out", "v_out", "zero"))
 def gemv_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None, eps: float, pos: torch.Tensor,
              inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor,
              prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0,
              zero: torch.Tensor | None = None, pdl: bool = False) -> torch.Tensor:
+    """gemv_qkv_op with its defaults (the op's schema has none: see decode.decode_attention_op)."""
+    return gemv_qkv_op(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out, prefetch, prefetch_fraction, zero, pdl)
+
+
+@register_op("kpt::gemv_qkv", _fake_qkv, mutates=("k_out", "v_out", "zero"))
+def gemv_qkv_op(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None, eps: float,
+                pos: torch.Tensor, inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor,
+                prefetch: torch.Tensor | None, prefetch_fraction: float,
+                zero: torch.Tensor | None, pdl: bool) -> torch.Tensor:
     """A decode layer's q/k/v projection in one kernel (reference_qkv()'s result): rmsnorm(x) (where norm_weight
     is given) times the concatenated [q; k; v] weight, the rotary embedding at position pos applied to the q and k
     heads (each program takes a head's rotation pairs side by side and computes their cos and sin), the key and

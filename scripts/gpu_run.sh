@@ -303,8 +303,8 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         # fused_layers, then in order of interest (the budget skips the last first): the compiled step with PDL asked
         # for and its graph's edges made programmatic (+edges: the package's route, kpt.gpu.graph_edges), the step
         # uncompiled with its launches carrying the attribute (+pdl; its Triton autotuners tune at the first call,
-        # which Inductor's compile does in parallel), and plain (+eager), the chains where
-        variants="fused_layers,fused_layers+edges,fused_layers+pdl,fused_layers+eager"
+        # which Inductor's compile does in parallel), and plain (+eager) (DECODE_BASE: others), the chains where
+        variants="${DECODE_BASE:-fused_layers,fused_layers+edges,fused_layers+pdl,fused_layers+eager}"
         for chain in layer_chain:layer mlp_chain:chain; do  # their tests passed (test:variant), then DECODE_VARIANTS
             extra="${chain#*:}" chain="${chain%%:*}"
             if timeout --signal=INT --kill-after=15 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
