@@ -323,7 +323,7 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
             2> "$OUT/decode-mlp.log" || echo "decode_mlp: rc $?"
         grep -A 12 '"p50_ms"' "$OUT/decode-mlp.json" || tail -n 5 "$OUT/decode-mlp.log" | cut -c1-300
         timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - 10))" python3 -m pytest -q -p no:cacheprovider \
-            -m gpu -rs tests/kernels/test_gpu.py -k "one_launch or pdl or programmatic or x_past_l1" \
+            -m gpu -rs tests/kernels/test_gpu.py -k "${DECODE_TESTS:-one_launch or pdl or programmatic or x_past_l1}" \
             --junitxml="$OUT/tests-decode.xml" > "$OUT/tests-decode.log" 2>&1 || echo "decode tests: rc $?"
         tail -n 2 "$OUT"/tests-*.log | cut -c1-300
         if [ "$((LIMIT - SECONDS))" -gt 40 ]; then
