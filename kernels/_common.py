@@ -49,9 +49,15 @@ def register_op(name: str, fake: Callable, mutates: tuple[str, ...] = ()) -> Cal
     return wrap
 
 
-def launch(kernel):  # noqa: ANN001, ANN201 - a Triton kernel in, a launchable kernel out
-    """wrap_triton(kernel) where torch can trace it (GPU); the kernel itself under the interpreter."""
-    return kernel if interpreting() else torch.library.wrap_triton(kernel)
+def launch(kernel, *tensors: torch.Tensor | None):  # noqa: ANN001, ANN201 - a Triton kernel in, a launchable one out
+    """wrap_triton(kernel) where torch may be tracing the call (GPU); the kernel itself under the interpreter, or
+    where the tensors given are real and nothing traces (eager_call). A triton_op's function called eagerly gets
+    the plain launch from torch anyway; a function that launches outside one (the registry and the benchmark time
+    attention._run and linear_act._run directly) must not send a real call through the wrap_triton higher-order op:
+    on the H200 each such call of attention's autotuned kernel took 640-780 ms, against 2 ms for the op."""
+    if interpreting() or (tensors and eager_call(*tensors)):
+        return kernel
+    return torch.library.wrap_triton(kernel)
 
 
 # How a kernel's operands reach it: "ptr" (pointer loads, Triton's cp.async pipeline), "tma" (Hopper's tensor
