@@ -42,6 +42,12 @@ def unavailable(device: str) -> str | None:
     return None
 
 
+# The trial kpt_decode_pdl is not offered: on the H200 (2026-12-05) the compiled step with the PDL kernels hit an
+# illegal memory access in its first run (tests/kernels/test_gpu.py::test_compiled_step_with_programmatic_graph_
+# edges_gpu), and a CUDA fault ends the job's whole process, not only the trial. Back on once that test passes.
+DECODE_PDL = False
+
+
 def candidates(module: torch.nn.Module, device: str, example: tuple[torch.Tensor, ...] | None = None,
                ) -> list[tuple[str, Callable[[torch.nn.Module], torch.nn.Module]]]:
     """One candidate per kind of swap the model has room for. Each swapped module asks the registry, per
@@ -69,7 +75,7 @@ def candidates(module: torch.nn.Module, device: str, example: tuple[torch.Tensor
         found.append(("kpt_decode_layers", modules.swap_decode_layers))
     if modules.find_decode_prefetch_steps(module):  # once the layers are kept: their launches prefetching weights
         found.append(("kpt_decode_prefetch", modules.swap_decode_prefetch))
-    if modules.find_decode_pdl_steps(module):  # and as programmatic dependent launches (sm_90+)
+    if DECODE_PDL and modules.find_decode_pdl_steps(module):  # and as programmatic dependent launches (sm_90+)
         found.append(("kpt_decode_pdl", modules.swap_decode_pdl))
     if modules.find_decode_steps(module):
         found.append(("kpt_decode_attention", modules.swap_decode_attention))
