@@ -10,7 +10,7 @@ import sys
 import grpc
 
 from kpt import contract as c
-from kpt import health, settings
+from kpt import grpc_options, health, settings
 from kpt.bus import core
 from kpt_gateway.api import Api
 from kpt_gateway.auth import Tokens
@@ -19,16 +19,13 @@ from kpt_gateway.http.serve import HttpServer
 
 log = logging.getLogger("kpt_gateway")
 
-MAX_MESSAGE = 16 << 20  # upload/download chunks are a few MiB; headroom for large results
-
 
 async def serve() -> None:
     logging.basicConfig(level=settings.get("KPT_LOG_LEVEL"), stream=sys.stderr,
                         format="%(asctime)s gateway %(name)s %(levelname)s %(message)s")
     tokens = Tokens.from_settings()
     bus = await core.connect(name="kpt-gateway")
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                                      ("grpc.max_send_message_length", MAX_MESSAGE)])
+    server = grpc.aio.server(options=grpc_options.server())
     api = Api(bus)
     await api.start()
     c.add_GatewayServicer_to_server(GatewayServicer(api, tokens), server)

@@ -22,11 +22,10 @@ import grpc
 from grpc_status import rpc_status
 
 from kpt import contract as c
-from kpt import settings
+from kpt import grpc_options, settings
 from kpt.errors import Internal, InvalidArgument, KptError, Timeout, Unavailable, from_dict
 
-CHUNK = 4 << 20  # upload chunk: below the gateway's 16 MiB message limit
-MAX_MESSAGE = 16 << 20
+CHUNK = 4 << 20  # upload chunk: below the gateway's 16 MiB message limit (grpc_options.MAX_MESSAGE)
 
 
 def _typed(e: grpc.RpcError) -> KptError:
@@ -153,8 +152,7 @@ class Job:
 class Client:
     def __init__(self, addr: str | None = None, token: str | None = None) -> None:
         self.addr = addr or settings.get("KPT_GATEWAY_ADDR")
-        opts = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
-        self.channel = grpc.insecure_channel(self.addr, options=opts)
+        self.channel = grpc.insecure_channel(self.addr, options=grpc_options.client())
         self.calls = _Calls(c.GatewayStub(self.channel), token if token is not None else settings.get("KPT_TOKEN"))
 
     def close(self) -> None:

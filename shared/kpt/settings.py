@@ -71,6 +71,7 @@ SETTINGS = {
         Setting("KPT_HEALTH_ADDR", str, "127.0.0.1:0", "service: grpc.health.v1 address (port 0 picks one)"),
         Setting("KPT_DRAIN_S", _number(float, 0, inclusive=True), "90", "service: on SIGTERM, seconds the running job may go on before it is handed to another replica (keep below the grace period: 120 s in compose and Kubernetes)"),
         Setting("KPT_RESULT_CACHE_TTL_S", _number(float, 0, inclusive=True), str(30 * 86400), "seconds a job's result answers the same job again (0: for ever); the result cache bucket's TTL when it is created"),
+        Setting("KPT_GRPC_KEEPALIVE_S", _POS_FLOAT, "20", "gateway and clients: seconds of silence on a connection before a keepalive ping; a ping unanswered as long fails its calls UNAVAILABLE"),
         Setting("KPT_HEARTBEAT_S", _POS_FLOAT, "2", "service: seconds between target heartbeats"),
         Setting("KPT_TARGET_TTL_S", _POS_FLOAT, "10", "seconds a target stays listed after its last heartbeat"),
         Setting("KPT_CACHE_DIR", str, os.path.expanduser("~/.cache/kpt"), "service: compiler caches kept between jobs"),

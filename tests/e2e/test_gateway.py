@@ -177,3 +177,26 @@ def test_bad_job_ids(mesh):
         with pytest.raises(KptError) as e:
             cl.job("../../etc")
         assert code_of(e) == "INVALID_ARGUMENT"
+
+
+def test_a_stream_on_a_connection_gone_silent_fails_unavailable(tmp_path_factory, monkeypatch):
+    """A peer that stops answering (here the gateway, stopped with SIGSTOP, its socket open) leaves no stream hanging:
+    keepalive pings (KPT_GRPC_KEEPALIVE_S, both sides) end the call UNAVAILABLE after about twice that."""
+    import signal
+
+    monkeypatch.setenv("KPT_GRPC_KEEPALIVE_S", "1")
+    m = meshlib.start(str(tmp_path_factory.mktemp("ka")), targets=(), KPT_REQUIRE_LIVE_TARGET="false",
+                      KPT_GRPC_KEEPALIVE_S="1")
+    gw = m.procs["gateway"].pid
+    try:
+        with m.client() as cl:
+            job = cl.submit(zoo_spec("cnn"), ["cpu"])[0]  # queued for good: no service
+            events = job.events()
+            assert next(events).phase == "queued"
+            os.kill(gw, signal.SIGSTOP)
+            with pytest.raises(KptError) as e:  # without keepalive: waits for ever (the test's timeout fails it)
+                next(events)
+            assert code_of(e) == "UNAVAILABLE"
+    finally:
+        os.kill(gw, signal.SIGCONT)
+        m.stop()

@@ -27,7 +27,7 @@ ModelFormatName = Literal[tuple(c.ModelFormat.keys())]  # type: ignore[valid-typ
 JobStateName = Literal[tuple(c.JobState.keys())]  # type: ignore[valid-type]
 JOB_ID = Path(max_length=200, description="a job id (1-64 of A-Z a-z 0-9 _ -)")
 SHA256 = "^[0-9a-f]{64}$"
-MAX_JSON_BYTES = 16 << 20  # a JSON body's cap: the gRPC adapter's message cap (kpt_gateway.server.MAX_MESSAGE)
+MAX_JSON_BYTES = 16 << 20  # a JSON body's cap: the gRPC adapter's message cap (kpt.grpc_options.MAX_MESSAGE)
 
 
 def tenant(request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)) -> str:
