@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent import futures
@@ -19,7 +21,7 @@ from typer.testing import CliRunner
 from kpt import cli, natsd, settings
 from kpt import contract as c
 from kpt.client import Client, Job
-from kpt.errors import InvalidArgument, KptError, Timeout, Unavailable
+from kpt.errors import InvalidArgument, InvalidSetting, KptError, Timeout, Unavailable
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -256,8 +258,17 @@ def test_nats_that_never_listens_is_stopped(monkeypatch, tmp_path):
 ])
 def test_bad_settings_fail_with_the_hint(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
-    with pytest.raises(SystemExit, match=name):
+    with pytest.raises(InvalidSetting, match=name) as e:  # typed: a library call (Client()) must not exit
         settings.get(name)
+    assert e.value.code == "INVALID_SETTING" and e.value.metadata == {"setting": name}
+
+
+@pytest.mark.parametrize("module", ["kpt_gateway.server", "kpt_cpu.service"])
+def test_a_process_with_a_bad_setting_exits_with_the_hint(module):
+    env = {**os.environ, "KPT_LOG_LEVEL": "LOUD"}
+    out = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "KPT_LOG_LEVEL='LOUD' is invalid" in out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize("name,value,want", [

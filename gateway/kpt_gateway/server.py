@@ -55,6 +55,7 @@ async def serve() -> None:
     await bus.close()
 
 
+@settings.exit_on_invalid
 def main() -> None:
     asyncio.run(serve())
 

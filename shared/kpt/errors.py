@@ -56,6 +56,12 @@ class InvalidInput(InvalidArgument):
     code = "INVALID_INPUT"
 
 
+class InvalidSetting(InvalidArgument):
+    """A KPT_* environment setting that does not parse (a process exits with it at start; a library call raises it)."""
+
+    code = "INVALID_SETTING"
+
+
 class InvalidModel(KptError):
     """Truncated, corrupt, or not a model at all."""
 

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+from kpt.errors import InvalidSetting
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -83,10 +85,22 @@ SETTINGS = {
 }
 
 
+def exit_on_invalid(main: Callable[[], object]) -> Callable[[], object]:
+    """A process's entry point: an invalid setting ends it with the message (exit status 1), not a traceback."""
+
+    def run() -> object:
+        try:
+            return main()
+        except InvalidSetting as e:
+            raise SystemExit(e.message) from None
+
+    return run
+
+
 def get(name: str):
     s = SETTINGS[name]
     raw = os.environ.get(name, s.default)
     try:
         return s.parse(raw)
     except ValueError as e:
-        raise SystemExit(f"{name}={raw!r} is invalid ({e}); {s.help}") from None
+        raise InvalidSetting(f"{name}={raw!r} is invalid ({e}); {s.help}", setting=name) from None

@@ -72,4 +72,4 @@ async def serve(target: str, handler: str, capability: str, slots: list[dict[str
 
 
 def run(target: str, handler: str, capability: str, slots: list[dict[str, str]] | None = None) -> None:
-    asyncio.run(serve(target, handler, capability, slots))
+    settings.exit_on_invalid(lambda: asyncio.run(serve(target, handler, capability, slots)))()
