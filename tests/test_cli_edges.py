@@ -18,7 +18,7 @@ import grpc
 import pytest
 from typer.testing import CliRunner
 
-from kpt import cli, natsd, settings
+from kpt import cli, local, natsd, settings
 from kpt import contract as c
 from kpt.client import Client, Job
 from kpt.errors import InvalidArgument, InvalidSetting, KptError, Timeout, Unavailable
@@ -313,6 +313,31 @@ def test_stale_state_with_pids_now_owned_by_another_user(monkeypatch, tmp_path):
     assert res.exit_code == 0 and json.loads(res.stdout)["processes"] == {"nats": False, "gateway": False}
     res = invoke("down")
     assert res.exit_code == 0 and not (home / "state.json").exists()
+
+
+def test_down_leaves_alone_a_pid_reused_by_another_process_of_the_same_user(monkeypatch, tmp_path):
+    """state.json names a pid that is now another process of this user (after a reboot): its start time differs
+    from the one `kpt up` recorded, so `kpt down` and `kpt status` leave it alone."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = local.started_at(other.pid)
+        assert start is not None
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / "state.json").write_text(json.dumps({"gateway": "127.0.0.1:1", "pids": {"gateway": other.pid},
+                                                     "started": {"gateway": start - 1}}))
+        monkeypatch.setenv("KPT_HOME", str(home))
+        monkeypatch.setenv("KPT_GATEWAY_ADDR", "127.0.0.1:1")
+        res = invoke("status", "--json")
+        assert res.exit_code == 0 and json.loads(res.stdout)["processes"] == {"gateway": False}
+        assert invoke("down").exit_code == 0 and not (home / "state.json").exists()
+        assert other.poll() is None  # not signalled
+        (home / "state.json").write_text(json.dumps({"gateway": "127.0.0.1:1", "pids": {"gateway": other.pid},
+                                                     "started": {"gateway": start}}))
+        assert json.loads(invoke("status", "--json").stdout)["processes"] == {"gateway": True}
+    finally:
+        other.kill()
+        other.wait()
 
 
 @pytest.mark.parametrize("text", ["{not json", "[]", json.dumps({"pids": {}})])

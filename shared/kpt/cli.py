@@ -101,7 +101,8 @@ def up(targets: Optional[str] = typer.Option(None, help="comma list; default: ev
         for p in procs:
             launched[p.name] = local.launch(p, str(home / "logs"))
             pids[p.name] = launched[p.name].pid
-        state = {"nats": server.url, "gateway": gateway, "http": f"http://{http}" if http else "", "pids": pids}
+        state = {"nats": server.url, "gateway": gateway, "http": f"http://{http}" if http else "", "pids": pids,
+                 "started": {name: local.started_at(pid) for name, pid in pids.items()}}
         (home / "state.json").write_text(json.dumps(state, indent=2))
         names = [p.name.removeprefix("svc-") for p in procs if p.name.startswith("svc-")]
         infos = _wait_targets(gateway, token, set(names), timeout=180, procs=launched)
@@ -151,14 +152,25 @@ def _wait_targets(gateway: str, token: str, names: set[str], timeout: float,
             time.sleep(0.5)
 
 
-def _alive(state: dict) -> bool:
-    for pid in state.get("pids", {}).values():
+def _ours(state: dict) -> dict[str, int]:
+    """The processes of the state file that still run: a pid whose process started at another time than `kpt up`
+    recorded was reused by another process (after a reboot, say) and is left alone."""
+    started = state.get("started") or {}
+    out = {}
+    for name, pid in state.get("pids", {}).items():
+        now = local.started_at(pid)
+        if name in started and started[name] is not None and now is not None and now != started[name]:
+            continue
         try:
             os.kill(pid, 0)
-            return True
         except (ProcessLookupError, PermissionError):  # gone, or the pid now belongs to another user
             continue
-    return False
+        out[name] = pid
+    return out
+
+
+def _alive(state: dict) -> bool:
+    return bool(_ours(state))
 
 
 @app.command()
@@ -168,16 +180,17 @@ def down() -> None:
     if not state:
         err.print("nothing is up")
         return
-    pids = state["pids"]
+    pids = _ours(state)
     for name, pid in reversed(list(pids.items())):
         try:
             os.killpg(pid, signal.SIGTERM) if name != "nats" else os.kill(pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             continue
+    mine = {**state, "pids": pids}
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _alive({"pids": pids}):
+    while time.monotonic() < deadline and _alive(mine):
         time.sleep(0.2)
-    for pid in pids.values():
+    for pid in _ours(mine).values():
         try:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -190,8 +203,10 @@ def down() -> None:
 def status(as_json: bool = JSON) -> None:
     """Processes of the local mesh and the targets online."""
     procs = {}
-    for name, pid in (_state() or {"pids": {}})["pids"].items():
-        procs[name] = _alive({"pids": {name: pid}})
+    state = _state() or {"pids": {}}
+    alive = _ours(state)
+    for name in state["pids"]:
+        procs[name] = name in alive
     try:
         with _client() as cl:
             infos = cl.targets()

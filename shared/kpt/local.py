@@ -54,6 +54,17 @@ def plan(nats_url: str, gateway_addr: str, targets: list[str] | None = None,
     return procs
 
 
+def started_at(pid: int) -> int | None:
+    """When the process pid started (clock ticks since boot, /proc/<pid>/stat's 22nd field); None if it is gone or
+    the system has no /proc. With the pid it names one process: a pid reused later has another start."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def launch(proc: Proc, log_dir: str) -> subprocess.Popen:
     os.makedirs(log_dir, exist_ok=True)
     log = open(os.path.join(log_dir, f"{proc.name}.log"), "ab")
