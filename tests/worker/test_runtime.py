@@ -202,3 +202,24 @@ async def _phases(bus, job: c.Job) -> list[str]:
         return phases
     finally:
         await sub.unsubscribe()
+
+
+async def test_the_compiler_caches_are_trimmed_after_a_job(bus, tmp_path):
+    stale = tmp_path / "inductor" / "old"
+    stale.parent.mkdir()
+    stale.write_bytes(b"x" * 4096)
+    os.utime(stale, (1, 1))  # unused for decades
+    w = Worker(bus, WorkerConfig(target="cpu", handler="handlers:by_model_name", capability="handlers:capability",
+                                 service_id="test-trim", python=sys.executable, ack_wait_s=5.0, memory_bytes=0,
+                                 child_env={"PYTHONPATH": HERE}, drain_s=5, cache_dir=str(tmp_path),
+                                 cache_max_bytes=1024))
+    await w.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    try:
+        assert (await finished(bus, await submit(bus, "ok"))).state == c.JobState.JOB_STATE_SUCCEEDED
+        await acheck_for(10, lambda: asyncio.sleep(0, not stale.exists()))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await bus.js.delete_consumer(core.JOBS_STREAM, "svc_cpu")

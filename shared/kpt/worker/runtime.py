@@ -30,6 +30,7 @@ from kpt import contract as c
 from kpt.bus import records
 from kpt.bus.core import CANCEL_SUBJECT, JOBS_STREAM, JOBS_SUBJECT, Bus
 from kpt.errors import Cancelled, Internal, KptError, Unavailable, WorkerCrashed, cause
+from kpt.worker import trim
 from kpt.worker.process import Child
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class WorkerConfig:
     memory_bytes: int = 16 << 30
     child_env: dict[str, str] = field(default_factory=dict)  # e.g. CUDA_VISIBLE_DEVICES of this slot
     drain_s: float = 90.0  # on stop, how long the running job may go on before it is handed over
+    cache_dir: str = ""  # KPT_CACHE_DIR, trimmed to cache_max_bytes after each job (kpt.worker.trim)
+    cache_max_bytes: int = 0
 
 
 class Worker:
@@ -211,6 +214,8 @@ class Worker:
             self._current = None
             ticker.cancel()
             shutil.rmtree(workdir, ignore_errors=True)
+            if self.cfg.cache_dir:
+                await asyncio.to_thread(trim.trim, self.cfg.cache_dir, self.cfg.cache_max_bytes)
             self.jobs_run += 1
             if self._warm is None:
                 self._warm = asyncio.create_task(self._spawn())

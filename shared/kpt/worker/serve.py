@@ -49,6 +49,8 @@ async def serve(target: str, handler: str, capability: str, slots: list[dict[str
             memory_bytes=settings.get("KPT_JOB_MEMORY_BYTES"),
             child_env=env,
             drain_s=settings.get("KPT_DRAIN_S"),
+            cache_dir=settings.get("KPT_CACHE_DIR"),
+            cache_max_bytes=settings.get("KPT_COMPILER_CACHE_MAX_BYTES"),
         )
         workers.append(Worker(bus, cfg))
     await asyncio.gather(*(w.start() for w in workers))
