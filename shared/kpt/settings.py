@@ -77,7 +77,7 @@ SETTINGS = {
         Setting("KPT_HEARTBEAT_S", _POS_FLOAT, "2", "service: seconds between target heartbeats"),
         Setting("KPT_TARGET_TTL_S", _POS_FLOAT, "10", "seconds a target stays listed after its last heartbeat"),
         Setting("KPT_CACHE_DIR", str, os.path.expanduser("~/.cache/kpt"), "service: compiler caches kept between jobs"),
-        Setting("KPT_COMPILER_CACHE_MAX_BYTES", _number(int, 0, inclusive=True), str(24 << 30), "service: cap on KPT_CACHE_DIR's compiler caches (Inductor, Triton, XLA, ...; not the GPU package cache, capped at 64 GiB); least recently used files beyond it are dropped after each job (0: no cap)"),
+        Setting("KPT_COMPILER_CACHE_MAX_BYTES", _number(int, 0, inclusive=True), str(16 << 30), "service: cap on KPT_CACHE_DIR's compiler caches (Inductor, Triton, XLA, ...; not the GPU package cache, capped at 64 GiB); least recently used files beyond it are dropped after each job (0: no cap)"),
         Setting("KPT_GPU_PERSISTENT_TMA", _bool, "false", "nvidia service: max-autotune also times Inductor's persistent TMA matmul templates (sm90+); off until measured to win"),
         Setting("KPT_GPU_UNFUSED_BIAS", _bool, "false", "nvidia/amd services: Inductor may split a bf16/fp16 linear's bias into its elementwise users, so max-autotune can pick a plain cuBLAS GEMM; off until measured to win"),
         Setting("KPT_HOME", str, ".kpt", "kpt up: folder for JetStream data, logs and pids"),
