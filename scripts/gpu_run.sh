@@ -304,7 +304,9 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         # for and its graph's edges made programmatic (+edges: the package's route, kpt.gpu.graph_edges), the step
         # uncompiled with its launches carrying the attribute (+pdl; its Triton autotuners tune at the first call,
         # which Inductor's compile does in parallel), and plain (+eager) (DECODE_BASE: others), the chains where
-        variants="${DECODE_BASE:-fused_layers,fused_layers+edges,fused_layers+pdl,fused_layers+eager}"
+        # +edges (the compiled step with PDL code) hit an illegal memory access on the H200 (2026-12-05), which ends
+        # the process: left out of the default until test_compiled_step_with_programmatic_graph_edges_gpu passes.
+        variants="${DECODE_BASE:-fused_layers,fused_layers+pdl,fused_layers+eager}"
         for chain in layer_chain:layer mlp_chain:chain; do  # their tests passed (test:variant), then DECODE_VARIANTS
             extra="${chain#*:}" chain="${chain%%:*}"
             if timeout --signal=INT --kill-after=15 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
@@ -323,8 +325,12 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
             2> "$OUT/decode-mlp.log" || echo "decode_mlp: rc $?"
         grep -A 12 '"p50_ms"' "$OUT/decode-mlp.json" || tail -n 5 "$OUT/decode-mlp.log" | cut -c1-300
         timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - 10))" python3 -m pytest -q -p no:cacheprovider \
-            -m gpu -rs tests/kernels/test_gpu.py -k "${DECODE_TESTS:-one_launch or pdl or programmatic or x_past_l1}" \
+            -m gpu -rs tests/kernels/test_gpu.py -k "${DECODE_TESTS:-one_launch or pdl_launches or x_past_l1}" \
             --junitxml="$OUT/tests-decode.xml" > "$OUT/tests-decode.log" 2>&1 || echo "decode tests: rc $?"
+        # The compiled PDL step's fault, in a process of its own with synchronous launches (names the kernel).
+        [ "$((LIMIT - SECONDS))" -gt 70 ] && { CUDA_LAUNCH_BLOCKING=1 timeout --signal=INT --kill-after=10 60 \
+            python3 -m pytest -q -p no:cacheprovider -m gpu -x --tb=short tests/kernels/test_gpu.py -k programmatic \
+            > "$OUT/tests-programmatic.log" 2>&1 || echo "programmatic test: rc $?"; }
         tail -n 2 "$OUT"/tests-*.log | cut -c1-300
         if [ "$((LIMIT - SECONDS))" -gt 40 ]; then
             timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 -m kernels.bench --ops norm-cache \
