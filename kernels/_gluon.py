@@ -23,7 +23,6 @@ except ImportError:  # pragma: no cover - an older Triton
     TensorDescriptor = constexpr_function = None
 
 
-
 def hopper(t: torch.Tensor) -> bool:
     """Whether a Gluon Hopper kernel can run on t's device: Gluon here, and t on an sm_90 GPU."""
     return gluon is not None and t.is_cuda and torch.cuda.get_device_capability(t.device)[0] == 9

@@ -16,19 +16,21 @@ from kpt import settings
 MAX_MESSAGE = 16 << 20  # upload/download chunks are a few MiB; headroom for large results
 
 
-def _keepalive() -> list[tuple[str, int]]:
-    ms = int(settings.get("KPT_GRPC_KEEPALIVE_S") * 1000)
-    return [("grpc.keepalive_time_ms", ms), ("grpc.keepalive_timeout_ms", ms),
+def _keepalive_ms() -> int:
+    return int(settings.get("KPT_GRPC_KEEPALIVE_S") * 1000)
+
+
+def _common() -> list[tuple[str, int]]:
+    ms = _keepalive_ms()
+    return [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.keepalive_time_ms", ms), ("grpc.keepalive_timeout_ms", ms),
             ("grpc.http2.max_pings_without_data", 0), ("grpc.http2.ping_timeout_ms", ms)]
 
 
 def client() -> list[tuple[str, int]]:
-    return [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
-            *_keepalive()]
+    return _common()
 
 
 def server() -> list[tuple[str, int]]:
-    ms = int(settings.get("KPT_GRPC_KEEPALIVE_S") * 1000)
-    return [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
-            *_keepalive(), ("grpc.http2.min_recv_ping_interval_without_data_ms", ms // 2),
+    return [*_common(), ("grpc.http2.min_recv_ping_interval_without_data_ms", _keepalive_ms() // 2),
             ("grpc.http2.max_ping_strikes", 0)]

@@ -51,6 +51,7 @@ def _log_level(v: str) -> str:
 
 
 _POS_INT, _POS_FLOAT = _number(int, 0), _number(float, 0)
+_NONNEG_INT, _NONNEG_FLOAT = _number(int, 0, inclusive=True), _number(float, 0, inclusive=True)
 
 SETTINGS = {
     s.name: s
@@ -68,16 +69,16 @@ SETTINGS = {
         Setting("KPT_ACK_WAIT_S", _POS_FLOAT, "30", "seconds without in_progress before a job is redelivered"),
         Setting("KPT_MAX_ATTEMPTS", _POS_INT, "3", "deliveries of one job before it ends FAILED"),
         Setting("KPT_JOB_TIMEOUT_S", _POS_FLOAT, "3600", "service: default wall-clock limit of one job"),
-        Setting("KPT_JOB_MEMORY_BYTES", _number(int, 0, inclusive=True), str(16 << 30), "service: address-space limit of a job's child process (0: none; the nvidia, amd and tpu services default to 0)"),
+        Setting("KPT_JOB_MEMORY_BYTES", _NONNEG_INT, str(16 << 30), "service: address-space limit of a job's child process (0: none; the nvidia, amd and tpu services default to 0)"),
         Setting("KPT_SERVICE_ID", str, "", "service: replica id (default: target-host-pid)"),
         Setting("KPT_HEALTH_ADDR", str, "127.0.0.1:0", "service: grpc.health.v1 address (port 0 picks one)"),
-        Setting("KPT_DRAIN_S", _number(float, 0, inclusive=True), "90", "service: on SIGTERM, seconds the running job may go on before it is handed to another replica (keep below the grace period: 120 s in compose and Kubernetes)"),
-        Setting("KPT_RESULT_CACHE_TTL_S", _number(float, 0, inclusive=True), str(30 * 86400), "seconds a job's result answers the same job again (0: for ever); the result cache bucket's TTL when it is created"),
+        Setting("KPT_DRAIN_S", _NONNEG_FLOAT, "90", "service: on SIGTERM, seconds the running job may go on before it is handed to another replica (keep below the grace period: 120 s in compose and Kubernetes)"),
+        Setting("KPT_RESULT_CACHE_TTL_S", _NONNEG_FLOAT, str(30 * 86400), "seconds a job's result answers the same job again (0: for ever); the result cache bucket's TTL when it is created"),
         Setting("KPT_GRPC_KEEPALIVE_S", _POS_FLOAT, "20", "gateway and clients: seconds of silence on a connection before a keepalive ping; a ping unanswered as long fails its calls UNAVAILABLE"),
         Setting("KPT_HEARTBEAT_S", _POS_FLOAT, "2", "service: seconds between target heartbeats"),
         Setting("KPT_TARGET_TTL_S", _POS_FLOAT, "10", "seconds a target stays listed after its last heartbeat"),
         Setting("KPT_CACHE_DIR", str, os.path.expanduser("~/.cache/kpt"), "service: compiler caches kept between jobs"),
-        Setting("KPT_COMPILER_CACHE_MAX_BYTES", _number(int, 0, inclusive=True), str(16 << 30), "service: cap on KPT_CACHE_DIR's compiler caches (Inductor, Triton, XLA, ...; not the GPU package cache, capped at 64 GiB); least recently used files beyond it are dropped after each job (0: no cap)"),
+        Setting("KPT_COMPILER_CACHE_MAX_BYTES", _NONNEG_INT, str(16 << 30), "service: cap on KPT_CACHE_DIR's compiler caches (Inductor, Triton, XLA, ...; not the GPU package cache, capped at 64 GiB); least recently used files beyond it are dropped after each job (0: no cap)"),
         Setting("KPT_GPU_PERSISTENT_TMA", _bool, "false", "nvidia service: max-autotune also times Inductor's persistent TMA matmul templates (sm90+); off until measured to win"),
         Setting("KPT_GPU_UNFUSED_BIAS", _bool, "false", "nvidia/amd services: Inductor may split a bf16/fp16 linear's bias into its elementwise users, so max-autotune can pick a plain cuBLAS GEMM; off until measured to win"),
         Setting("KPT_HOME", str, ".kpt", "kpt up: folder for JetStream data, logs and pids"),

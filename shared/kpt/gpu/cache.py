@@ -33,6 +33,7 @@ from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from kpt.gpu.env import toolchain
 from kpt.optimize import inductor
+from kpt.worker.trim import drop_least_recent
 
 log = logging.getLogger(__name__)
 
@@ -232,17 +233,6 @@ def trim(folder: str, max_bytes: int = MAX_PACKAGE_BYTES) -> None:
                 st = os.stat(os.path.join(folder, name))
             except FileNotFoundError:  # another worker's trim removed it meanwhile
                 continue
-            entries.append((st.st_mtime, st.st_size, name))
-    total = sum(e[1] for e in entries)
-    for _, size, name in sorted(entries):
-        if total <= max_bytes:
-            break
-        try:
-            os.unlink(os.path.join(folder, name))
-        except FileNotFoundError:  # removed meanwhile by another worker: its bytes are gone all the same
-            pass
-        except OSError as e:
-            log.warning("package cache over %d GiB but %s cannot be dropped: %s", max_bytes >> 30, name, e)
-            return
-        total -= size
-        log.info("package cache over %d GiB: dropped %s", max_bytes >> 30, name)
+            entries.append((st.st_mtime, st.st_size, os.path.join(folder, name)))
+    for _, _, path in drop_least_recent(entries, sum(e[1] for e in entries), max_bytes):
+        log.info("package cache over %d GiB: dropped %s", max_bytes >> 30, os.path.basename(path))

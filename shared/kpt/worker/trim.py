@@ -38,20 +38,28 @@ def trim(cache_dir: str, max_bytes: int, now: float | None = None) -> int:
             total += st.st_size
             if now - st.st_mtime >= TRIM_MIN_AGE_S:
                 files.append((max(st.st_atime, st.st_mtime), st.st_size, path))
-    dropped = 0
-    for _, size, path in sorted(files):
-        if total <= max_bytes:
-            break
-        try:
-            os.unlink(path)
-        except FileNotFoundError:  # another worker's trim took it
-            pass
-        except OSError as e:
-            log.warning("compiler caches over %d MiB but %s cannot be dropped: %s", max_bytes >> 20, path, e)
-            break
-        total -= size
-        dropped += size
+    dropped = sum(size for _, size, _ in drop_least_recent(files, total, max_bytes))
     if dropped:
         log.info("compiler caches over %d MiB: dropped %d MiB of the least recently used files",
                  max_bytes >> 20, dropped >> 20)
+    return dropped
+
+
+def drop_least_recent(files: list[tuple[float, int, str]], total: int, max_bytes: int) -> list[tuple[float, int, str]]:
+    """Unlink files ((last use, size, path)) least recently used first until total <= max_bytes; returns those
+    dropped (one another worker's trim took meanwhile counts: its bytes are gone all the same). Stops, with a
+    warning, at a file that cannot be removed."""
+    dropped = []
+    for entry in sorted(files):
+        if total <= max_bytes:
+            break
+        try:
+            os.unlink(entry[2])
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("cache over %d MiB but %s cannot be dropped: %s", max_bytes >> 20, entry[2], e)
+            break
+        total -= entry[1]
+        dropped.append(entry)
     return dropped
