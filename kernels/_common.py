@@ -208,33 +208,50 @@ def prefetch_args(t: torch.Tensor | None, fraction: float) -> tuple[torch.Tensor
     return t, nbytes
 
 
+# Inline PTX and torch.compile: Inductor embeds a user kernel only after its mutation analysis
+# (torch._higher_order_ops.triton_kernel_wrap) has read which operands the kernel writes; it skips inline asm marked
+# pure and gives up on any other, taking every operand as written. Then it clones each operand per call (the
+# weights too) and copies the clones back one after another, so an output passed in two places (a placeholder for
+# an operand the kernel does not use) gets the clone the kernel never wrote: the compiled PDL decode step returned
+# garbage on the H200 (2026-12-05), the L2-prefetch trial faulted. So every asm here is pure and returns 0 (int32)
+# that what must follow it uses: the prefetch helpers return their zeros (reduced to one), the PDL steps take the
+# zero before them and give it on, and a kernel's work after them sits in `if go == 0:` (always true; the branch
+# keeps every load and store after the asm, and keeps the asm, which the compiler would otherwise drop).
+
+
 @triton.jit
 def prefetch_l2(base_ptr, nbytes, pid, n_programs, BLOCK: tl.constexpr = 128):
-    """This program's share of nbytes from base_ptr, one prefetch.global.L2 per 128-byte line."""
+    """This program's share of nbytes from base_ptr, one prefetch.global.L2 per 128-byte line. Returns 0."""
     lines = tl.cdiv(nbytes, 128)
     per = tl.cdiv(lines, n_programs)
     start = pid * per
     end = tl.minimum(start + per, lines)
     base = base_ptr.to(tl.pointer_type(tl.int8), bitcast=True)
+    done = tl.zeros((BLOCK,), tl.int32)
     for first in range(start, end, BLOCK):
         line = first + tl.arange(0, BLOCK)
-        _prefetch(base + line.to(tl.int64) * 128, line < end)
+        done |= _prefetch(base + line.to(tl.int64) * 128, line < end)
+    return tl.max(done, axis=0)
 
 
 @triton.jit
 def prefetch_rows(ptr, rows, rows_ok, stride, n_cols, LINE: tl.constexpr, LINES: tl.constexpr):
     """L2 prefetches of the rows `rows` (a vector of row indices, those where rows_ok) of a matrix with unit inner
-    stride, n_cols wide: one prefetch.global.L2 per 128-byte line (LINE elements), LINES lines of each row a step."""
+    stride, n_cols wide: one prefetch.global.L2 per 128-byte line (LINE elements), LINES lines of each row a step.
+    Returns 0."""
+    done = tl.zeros(rows.shape, tl.int32)
     for c0 in range(0, n_cols, LINE * LINES):
         cols = c0 + tl.arange(0, LINES) * LINE
-        _prefetch(ptr + rows.to(tl.int64)[:, None] * stride + cols[None, :], rows_ok[:, None] & (cols < n_cols)[None, :])
+        done |= tl.max(_prefetch(ptr + rows.to(tl.int64)[:, None] * stride + cols[None, :],
+                                 rows_ok[:, None] & (cols < n_cols)[None, :]), axis=1)
+    return tl.max(done, axis=0)
 
 
 @triton.jit
 def _prefetch(addresses, ok):
-    tl.inline_asm_elementwise(
+    return tl.inline_asm_elementwise(
         "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.u32 $0, 0; }",
-        "=r,l,r", [addresses, ok.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+        "=r,l,r", [addresses, ok.to(tl.int32)], dtype=tl.int32, is_pure=True, pack=1)
 
 
 # Programmatic dependent launch (sm_90+, Triton's launch_pdl): a launch may start while the one before it still
@@ -280,11 +297,16 @@ def pdl_options(on: bool) -> dict[str, bool]:
 
 @triton.jit
 def pdl_start():
-    """A PDL launch's first step: the launch after this one may start (its programs wait in pdl_wait)."""
-    tl.extra.cuda.gdc_launch_dependents()
+    """A PDL launch's first step: the launch after this one may start (its programs wait in pdl_wait). Returns 0
+    for what follows to take (pure asm: see above)."""
+    return tl.inline_asm_elementwise("griddepcontrol.launch_dependents; mov.u32 $0, 0;", "=r", [], dtype=tl.int32,
+                                     is_pure=True, pack=1)
 
 
 @triton.jit
-def pdl_wait():
-    """Before a PDL launch's first load or store of anything an earlier launch writes: that launch has finished."""
-    tl.extra.cuda.gdc_wait()
+def pdl_wait(after):
+    """Before a PDL launch's first load or store of anything an earlier launch writes: that launch has finished.
+    after: the 0 of the steps it must follow (pdl_start, prefetches); returns it, for the kernel's `if go == 0:`
+    around everything after the wait."""
+    return tl.inline_asm_elementwise("griddepcontrol.wait; mov.u32 $0, $1;", "=r,r", [after], dtype=tl.int32,
+                                     is_pure=True, pack=1)

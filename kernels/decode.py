@@ -70,17 +70,32 @@ def _split_kernel(
     bh = tl.program_id(0).to(tl.int64)  # 64-bit offsets: a cache of several GB per layer stays addressable
     split = tl.program_id(1)
     n_splits = tl.num_programs(1)
+    go = 0  # the zero of the asm steps below (_common: the work after them sits in `if go == 0:`)
     if PDL:  # the cache before pos was written by no launch of this step: the chunk heads for L2 meanwhile (all
         # of it: pos itself may be what the launch before writes)
-        pdl_start()
-        _prefetch_chunk(k_ptr + (bh // Hkv) * stride_kb + (bh % Hkv) * stride_kh, stride_kn, split * CHUNK,
-                        tl.minimum(split * CHUNK + CHUNK, S), HEAD_DIM, BLOCK_N, LINE, LINES)
-        _prefetch_chunk(v_ptr + (bh // Hkv) * stride_vb + (bh % Hkv) * stride_vh, stride_vn, split * CHUNK,
-                        tl.minimum(split * CHUNK + CHUNK, S), HEAD_DIM, BLOCK_N, LINE, LINES)
-        pdl_wait()
+        started = pdl_start()
+        go = pdl_wait(
+            _prefetch_chunk(k_ptr + (bh // Hkv) * stride_kb + (bh % Hkv) * stride_kh, stride_kn, split * CHUNK,
+                            tl.minimum(split * CHUNK + CHUNK, S), started, HEAD_DIM, BLOCK_N, LINE, LINES)
+            + _prefetch_chunk(v_ptr + (bh // Hkv) * stride_vb + (bh % Hkv) * stride_vh, stride_vn, split * CHUNK,
+                              tl.minimum(split * CHUNK + CHUNK, S), started, HEAD_DIM, BLOCK_N, LINE, LINES))
     stream: tl.constexpr = STREAM_POLICY if PREFETCH else ""  # as in gemv.py: the cache streams past the prefetch
     if PREFETCH:
-        prefetch_l2(pf_ptr, pf_bytes, tl.program_id(0) * n_splits + split, tl.num_programs(0) * n_splits)
+        go += prefetch_l2(pf_ptr, pf_bytes, tl.program_id(0) * n_splits + split, tl.num_programs(0) * n_splits)
+    if go == 0:
+        _split_body(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, kn_ptr, vn_ptr, out_ptr, cnt_ptr, bh, split,
+                    n_splits, stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+                    stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, Hkv, G, S, CHUNK, qk_scale,
+                    HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, MERGE, BLOCK_GM, BLOCK_S, BLOCK_SC, stream)
+
+
+@triton.jit
+def _split_body(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, kn_ptr, vn_ptr, out_ptr, cnt_ptr, bh, split,
+                n_splits, stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+                stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, Hkv, G, S, CHUNK, qk_scale,
+                HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+                MERGE: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_SC: tl.constexpr,
+                stream: tl.constexpr):
     split_chunk(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, bh, split, n_splits, stride_qb, stride_qh,
                 stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, Hkv, G, S, CHUNK, qk_scale,
                 HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, stream, "")
@@ -98,12 +113,15 @@ def _split_kernel(
 
 
 @triton.jit
-def _prefetch_chunk(base, stride_n, lo, hi, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, LINE: tl.constexpr,
-                    LINES: tl.constexpr):
-    """L2 prefetches of cache rows [lo, hi) from base (one key/value head's), BLOCK_N rows a step."""
+def _prefetch_chunk(base, stride_n, lo, hi, after, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+                    LINE: tl.constexpr, LINES: tl.constexpr):
+    """L2 prefetches of cache rows [lo, hi) from base (one key/value head's), BLOCK_N rows a step, after the step
+    whose zero is `after` (pdl_start). Returns 0."""
+    done = after
     for start in range(lo, hi, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
-        prefetch_rows(base, n, n < hi, stride_n, HEAD_DIM, LINE, LINES)
+        done += prefetch_rows(base, n, (n < hi) & (after == 0), stride_n, HEAD_DIM, LINE, LINES)
+    return done
 
 
 @triton.jit
@@ -202,16 +220,17 @@ def _merge_kernel(
     Hkv, G, SPLITS, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
 ):
+    go = 0
     if PDL:  # _common.pdl_code: everything it reads the split kernel wrote
-        pdl_start()
-        pdl_wait()
+        go = pdl_wait(pdl_start())
     # One program per query head, all its chunks loaded at once: a program per key/value head walking the chunks
     # one after another waited on each chunk's loads in turn (8.7 us a layer on the H200 for the 1B Llama's 4 key/
     # value heads and 32 chunks, 2026-12-04), where the split kernel before it took 2.8 us.
     qk_scale = tl.cast(qk_scale, tl.float32)  # as in _split_kernel
-    merge_head(q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, tl.program_id(0).to(tl.int64), stride_qb,
-               stride_qh, stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, Hkv, G, SPLITS,
-               qk_scale, HEAD_DIM, BLOCK_S, "")
+    if go == 0:  # after the wait (_common)
+        merge_head(q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, tl.program_id(0).to(tl.int64),
+                   stride_qb, stride_qh, stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, Hkv, G,
+                   SPLITS, qk_scale, HEAD_DIM, BLOCK_S, "")
 
 
 @triton.jit

@@ -84,18 +84,30 @@ def _gemv_kernel(
     PDL: tl.constexpr, LINE: tl.constexpr,  # the PDL code (_common.pdl_code); the weight's elements in 128 bytes
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
 ):
+    go = 0  # the zero of the asm steps below (_common: the work after them sits in `if go == 0:`)
     if PDL:  # the weight depends on no earlier launch: its rows head for L2 while the launch before finishes
-        pdl_start()
-        _prefetch_weights(w_ptr, w2_ptr, N, K, K_N, stride_wn, stride_w2n, GATED, ROPE, HEAD_DIM, LINE, BLOCK_N)
-        pdl_wait()
+        go = pdl_wait(_prefetch_weights(w_ptr, w2_ptr, N, K, K_N, stride_wn, stride_w2n, pdl_start(), GATED, ROPE,
+                                        HEAD_DIM, LINE, BLOCK_N))
+    stream: tl.constexpr = STREAM_POLICY if PREFETCH else ""
+    if PREFETCH:  # and the weight streams through L2 marked first to evict, sparing what was asked in for later
+        go += prefetch_l2(pf_ptr, pf_bytes, tl.program_id(1) * tl.num_programs(0) + tl.program_id(0),
+                          tl.num_programs(0) * tl.num_programs(1))
+    if go == 0:
+        _gemv_body(x_ptr, w_ptr, w2_ptr, b_ptr, b2_ptr, g_ptr, r_ptr, pos_ptr, f_ptr, k_ptr, v_ptr, out_ptr, z_ptr,
+                   N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, n_zero, HAS_BIAS,
+                   ACT, GATED, NORM, RES, ROPE, HEAD_DIM, ZERO, stream, BLOCK_N, BLOCK_K, STAGES)
+
+
+@triton.jit
+def _gemv_body(x_ptr, w_ptr, w2_ptr, b_ptr, b2_ptr, g_ptr, r_ptr, pos_ptr, f_ptr, k_ptr, v_ptr, out_ptr, z_ptr,
+               N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, n_zero,
+               HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr,
+               RES: tl.constexpr, ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, ZERO: tl.constexpr,
+               stream: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr):
     if ZERO:
         if tl.program_id(0) + tl.program_id(1) == 0:
             for z in range(0, n_zero, 128):
                 tl.store(z_ptr + z + tl.arange(0, 128), tl.zeros((128,), tl.int32), mask=z + tl.arange(0, 128) < n_zero)
-    stream: tl.constexpr = STREAM_POLICY if PREFETCH else ""
-    if PREFETCH:  # and the weight streams through L2 marked first to evict, sparing what was asked in for later
-        prefetch_l2(pf_ptr, pf_bytes, tl.program_id(1) * tl.num_programs(0) + tl.program_id(0),
-                    tl.num_programs(0) * tl.num_programs(1))
     offs_n, rn, rotating = _columns(N, K_N, ROPE, HEAD_DIM, BLOCK_N)
     row = tl.program_id(1)
     Q_N = N - 2 * K_N
@@ -149,14 +161,17 @@ def _columns(N, K_N, ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.con
 
 
 @triton.jit
-def _prefetch_weights(w_ptr, w2_ptr, N, K, K_N, stride_wn, stride_w2n, GATED: tl.constexpr, ROPE: tl.constexpr,
-                      HEAD_DIM: tl.constexpr, LINE: tl.constexpr, BLOCK_N: tl.constexpr):
-    """L2 prefetches of this program's weight rows (both weights gated), from its first row's program only."""
+def _prefetch_weights(w_ptr, w2_ptr, N, K, K_N, stride_wn, stride_w2n, after, GATED: tl.constexpr,
+                      ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, LINE: tl.constexpr, BLOCK_N: tl.constexpr):
+    """L2 prefetches of this program's weight rows (both weights gated), from its first row's program only; after
+    pdl_start (its zero, `after`). Returns 0."""
     offs_n, rn, _ = _columns(N, K_N, ROPE, HEAD_DIM, BLOCK_N)
+    done = after
     if tl.program_id(1) == 0:
-        prefetch_rows(w_ptr, rn, offs_n < N, stride_wn, K, LINE, 16)
+        done += prefetch_rows(w_ptr, rn, (offs_n < N) & (after == 0), stride_wn, K, LINE, 16)
         if GATED:
-            prefetch_rows(w2_ptr, rn, offs_n < N, stride_w2n, K, LINE, 16)
+            done += prefetch_rows(w2_ptr, rn, offs_n < N, stride_w2n, K, LINE, 16)
+    return done
 
 
 @triton.jit

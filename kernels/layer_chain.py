@@ -24,6 +24,8 @@ import triton.language as tl
 
 from . import decode, gemv, mlp_chain
 from ._common import LOG2E, interpreting, launch, register_op
+from .decode import merge_head, split_chunk
+from .gemv import rope_rows, store_qkv
 from .mlp_chain import _signal, _wait, down, gate_up, out_proj
 
 COUNTERS = 7  # ticket, then rows or programs done: q/k/v, chunks, merged heads, output, activations, down
@@ -38,14 +40,13 @@ def _qkv(h_ptr, w_ptr, g_ptr, pos_ptr, f_ptr, q_ptr, kn_ptr, vn_ptr, done_ptr, H
     kh_ok = kh < H
     offs_n = tile * BN + tl.arange(0, BN)
     q_n = N - 2 * K_N
-    rn, rotating = gemv.rope_rows(offs_n, offs_n % N, tile * BN, q_n, K_N, HEAD_DIM)
+    rn, rotating = rope_rows(offs_n, offs_n % N, tile * BN, q_n, K_N, HEAD_DIM)
     w = tl.load(w_ptr + rn[:, None] * H + kh[None, :], mask=kh_ok[None, :], other=0.0)
     x = tl.load(h_ptr + kh, mask=kh_ok, other=0.0).to(tl.float32)
     rstd = 1.0 / tl.sqrt(tl.sum(x * x, 0) / H + eps)
     xn = x * tl.load(g_ptr + kh, mask=kh_ok, other=0.0).to(tl.float32)
     y = tl.sum(w.to(tl.float32) * xn[None, :], 1) * rstd
-    gemv.store_qkv(y, rn, offs_n, 0, rotating, pos_ptr, f_ptr, q_ptr, kn_ptr, vn_ptr, N, q_n, K_N, 0, 0, 0, HEAD_DIM,
-                   BN)
+    store_qkv(y, rn, offs_n, 0, rotating, pos_ptr, f_ptr, q_ptr, kn_ptr, vn_ptr, N, q_n, K_N, 0, 0, 0, HEAD_DIM, BN)
     _signal(done_ptr)
 
 
@@ -79,15 +80,15 @@ def _layer_kernel(
     elif t < p_qkv + p_split:
         t -= p_qkv
         _wait(cnt_ptr + 1, p_qkv)  # every thread leaves the wait's loop after the look that saw it done
-        decode.split_chunk(q_ptr, kc_ptr, vc_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, (t // n_splits).to(tl.int64),
-                           t % n_splits, n_splits, 0, HEAD_DIM, 0, stride_kh, stride_kn, 0, stride_vh, stride_vn, Hkv,
-                           G, S, CHUNK, qk_scale, HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, "", ".cg")
+        split_chunk(q_ptr, kc_ptr, vc_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, (t // n_splits).to(tl.int64),
+                    t % n_splits, n_splits, 0, HEAD_DIM, 0, stride_kh, stride_kn, 0, stride_vh, stride_vn, Hkv,
+                    G, S, CHUNK, qk_scale, HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, "", ".cg")
         _signal(cnt_ptr + 2)
     elif t < p_qkv + p_split + p_merge:
         t -= p_qkv + p_split
         _wait(cnt_ptr + 2, p_split)
-        decode.merge_head(q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, a_ptr, t.to(tl.int64), 0, HEAD_DIM, 0,
-                          HEAD_DIM, 0, HEAD_DIM, 0, HEAD_DIM, Hkv, G, n_splits, qk_scale, HEAD_DIM, BLOCK_S, ".cg")
+        merge_head(q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, a_ptr, t.to(tl.int64), 0, HEAD_DIM, 0,
+                   HEAD_DIM, 0, HEAD_DIM, 0, HEAD_DIM, Hkv, G, n_splits, qk_scale, HEAD_DIM, BLOCK_S, ".cg")
         _signal(cnt_ptr + 3)
     elif t < p_qkv + p_split + p_merge + p_o:
         t -= p_qkv + p_split + p_merge
