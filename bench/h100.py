@@ -349,8 +349,18 @@ def warm(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="kpt-warm-") as workdir:
             builders = builders_for(src, VENDOR.precisions(info), args.autotune_budget_s, workdir)
             status = warm_variants(key, args.variants.split(","), builders, args.marks) or status
+        if status == FAULTED:
+            # The GPU faulted in a kernel trial (recorded in the decision cache): this process can no longer use
+            # it. As the service retries such a job in a fresh process, the command runs again, once.
+            if args.after_fault:
+                return 1
+            log.warning("a build faulted the GPU: running the command again in a fresh process")
+            os.execv(sys.executable, [sys.executable, *sys.argv, "--after-fault"])
         release()
     return status
+
+
+FAULTED = 3  # warm_variants' status where a build failed with DEVICE_FAULT
 
 
 def warm_variants(key: str, names: list[str], builders: dict, marks: str | None) -> int:
@@ -373,6 +383,8 @@ def warm_variants(key: str, names: list[str], builders: dict, marks: str | None)
                 mark = earlier | {"rebuild_s": mark["build_s"], "rebuild_compile_s": mark["compile_s"]}
             with open(os.path.join(marks, f"{key}.{name}.json"), "w") as f:
                 json.dump(mark, f)
+        if failed and failed.startswith("DEVICE_FAULT"):  # kpt.errors.DeviceFault
+            return FAULTED  # nothing more can run on this GPU in this process
         status = status or (1 if failed else 0)
     return status
 
@@ -453,6 +465,7 @@ def main() -> int:
     w.add_argument("--model", required=True, help=f"comma-separated, built in turn, from {', '.join(MODELS)}")
     w.add_argument("--variants", required=True, help=f"comma-separated, from {', '.join(BUILDABLE)}")
     w.add_argument("--marks", default=None, help="folder where each built variant's build time is recorded")
+    w.add_argument("--after-fault", action="store_true", help="(set by warm itself) the run again after a GPU fault")
     for p in (r, w):
         p.add_argument("--autotune-budget-s", type=float, default=AUTOTUNE_BUDGET_S,
                        help="seconds O2/O3 may spend tuning GEMMs (estimated up front); equal in warm and run")

@@ -137,6 +137,14 @@ class WorkerCrashed(KptError):
     retryable = True
 
 
+class DeviceFault(KptError):
+    """The GPU faulted (an illegal memory access or instruction in a kernel being tried): the job's process can
+    no longer use it. Retried in a fresh process, which skips what faulted (kpt.gpu.passes records it)."""
+
+    code, grpc_status, http_status = "DEVICE_FAULT", "INTERNAL", 500
+    retryable = True
+
+
 class Cancelled(KptError):
     """The job was cancelled by its owner."""
 

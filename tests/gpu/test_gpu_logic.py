@@ -8,7 +8,7 @@ import zipfile
 import pytest
 import torch
 
-from kpt.errors import Unsupported
+from kpt.errors import DeviceFault, Unsupported
 from kpt.gpu import cache, device, levels, models, passes, quantize, runtime
 from kpt.gpu import compile as gcompile
 from kpt.gpu.vendor import Precisions
@@ -265,6 +265,48 @@ def test_kernel_candidates_are_asked_again_after_each_trial(tmp_path, monkeypatc
     assert not hasattr(work.module, "other"), row["reason"]
     assert ("whole failed: RuntimeError: the candidate's kernel failed to compile" in row["reason"]) is \
         (whole_ms is None), row["reason"]
+
+
+def test_a_candidate_that_faults_the_gpu_fails_the_attempt_and_is_skipped_on_the_next(tmp_path, monkeypatch):
+    """A kernel's illegal memory access loses the process's CUDA context: every later call fails, so the build
+    cannot go on (the 1B Llama's O3 builds on the H200, 2026-12-05, when kpt_decode_prefetch faulted). The pass
+    records the fault in the decision cache and ends the attempt with DeviceFault (retried in a fresh process);
+    there the candidate is not tried again and the others are."""
+    folder = tmp_path / "fake_kernels"
+    folder.mkdir()
+    (folder / "__init__.py").write_text(_FAKE_KERNELS)
+    monkeypatch.setenv("KPT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(passes, "on_gpu", lambda work: True)
+    timed = []
+
+    def time_trial(base, candidate, x):  # noqa: ANN001, ANN202
+        name = "whole" if getattr(candidate, "whole", False) else "part" if getattr(candidate, "part", False) else "other"
+        timed.append(name)
+        if name == "whole":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return {"base_ms": 2.0, "trial_ms": 2.5, "compiled": 1, "graphs": 1}
+
+    monkeypatch.setattr(passes, "time_trial", time_trial)
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(1), inp.Dim(4))),))
+    work = Work(torch.nn.Linear(4, 4), spec, "cpu", str(tmp_path))
+    with pytest.raises(DeviceFault, match="kernel candidate whole faulted the GPU") as caught:
+        apply(passes.CustomKernels(folder=str(folder)), work, "LEVEL_O3")
+    assert caught.value.retryable and caught.value.metadata == {"candidate": "whole"} and timed == ["whole"]
+    work = Work(torch.nn.Linear(4, 4), spec, "cpu", str(tmp_path))  # the next attempt, in a fresh process
+    row = apply(passes.CustomKernels(folder=str(folder)), work, "LEVEL_O3")
+    assert timed == ["whole", "part", "other"]
+    assert "whole not tried: it faulted the GPU in an earlier trial (RuntimeError: CUDA error: an illegal" in \
+        row["reason"], row["reason"]
+    # an error of one call is a failed candidate, not a fault
+    assert not passes.gpu_fault(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert passes.gpu_fault(ValueError("x").with_traceback(None)) is False
+    try:
+        try:
+            raise RuntimeError("CUDA driver error: an illegal memory access was encountered")
+        except RuntimeError as inner:
+            raise RuntimeError("graph capture failed") from inner
+    except RuntimeError as outer:
+        assert passes.gpu_fault(outer)
 
 
 def _with_layers(module: torch.nn.Module) -> torch.nn.Module:

@@ -23,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from kpt import settings
-from kpt.errors import cause
+from kpt.errors import DeviceFault, cause
 from kpt.gpu import bench as gpu_bench
 from kpt.gpu import cache, graph_edges, runtime
 from kpt.gpu.exported import export_for_compile
@@ -314,12 +314,21 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
             break
         name, apply = todo[0]
         tried.add(name)
+        key = trial_key("custom_kernels", name, work.module, x, work.device)
         try:
             trial = apply(work.module)  # a new module: the current one stays as it is
             times, reused = decided_trial("custom_kernels", name, work.module, trial, x, work.device)
         except Exception as e:  # noqa: BLE001 - any failure of a candidate rejects it, not the build
             log.warning("kernel candidate %s failed its trial", name, exc_info=True)
+            if gpu_fault(e):  # the process's CUDA context is gone: the job's next attempt goes on without it
+                if settings.get("KPT_CACHE_DIR"):  # (without a cache, each attempt faults the same way)
+                    cache.save_choice(settings.get("KPT_CACHE_DIR"), key, {"faulted": cause(e, 200)})
+                raise DeviceFault(f"kernel candidate {name} faulted the GPU in its trial ({cause(e, 200)}); the "
+                                  "job's next attempt, in a fresh process, goes on without it", candidate=name) from e
             measured.append(f"{name} failed: {cause(e, 200)}")
+            continue
+        if "faulted" in times:
+            measured.append(f"{name} not tried: it faulted the GPU in an earlier trial ({times['faulted']})")
             continue
         base, t = times["base_ms"], times["trial_ms"]
         how = ("" if times.get("compiled") else " uncompiled") + ("" if times.get("graphs") else " eager")
@@ -332,16 +341,41 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
     return Outcome(False, "no kernel from kernels/ measured faster" + (f": {'; '.join(measured)}" if measured else ""))
 
 
+def trial_key(kind: str, candidate: str, base: torch.nn.Module, x: tuple[torch.Tensor, ...], device: str) -> str:
+    """The decision cache's key of a candidate's trial on this model, inputs and device."""
+    return cache.choice_key(kind, {"candidate": candidate, "model": structure(base),
+                                   "timed": "compiled graphs, build options",
+                                   "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
+                                   "device": _device_name(torch.device(device))})
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
 def decided_trial(kind: str, candidate: str, base: torch.nn.Module, trial: torch.nn.Module,
                   x: tuple[torch.Tensor, ...], device: str) -> tuple[dict, bool]:
-    """time_trial(base, trial, x), kept under KPT_CACHE_DIR like the attention order: the same model on the same
-    device decides the same way (and so finds its compiled package) instead of re-timing within noise. Returns
-    (times, reused)."""
-    key = cache.choice_key(kind, {"candidate": candidate, "model": structure(base),
-                                  "timed": "compiled graphs, build options",
-                                  "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
-                                  "device": torch.cuda.get_device_name(torch.device(device))})
+    """time_trial(base, trial, x), kept under KPT_CACHE_DIR (trial_key) like the attention order: the same model on
+    the same device decides the same way (and so finds its compiled package) instead of re-timing within noise.
+    Returns (times, reused); times is {"faulted": why} where the trial faulted the GPU before (_kernels)."""
+    key = trial_key(kind, candidate, base, x, device)
     return cache.decided(settings.get("KPT_CACHE_DIR"), key, lambda: time_trial(base, trial, x))
+
+
+# What CUDA reports when a kernel faults: the context is lost (every later call fails), unlike an error of one call.
+_FAULTS = ("illegal memory access", "illegal instruction", "misaligned address", "unspecified launch failure",
+           "device-side assert", "hardware stack error")
+
+
+def gpu_fault(e: BaseException) -> bool:
+    """Whether e (or what caused it) is a GPU fault that ends the process's use of its GPU."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if any(f in str(e) for f in _FAULTS):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def time_trial(base: torch.nn.Module, trial: torch.nn.Module, x: tuple[torch.Tensor, ...],
