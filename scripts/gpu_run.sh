@@ -18,7 +18,8 @@
 #                                    against copy+SDPA -> kernels-quick-<op>.json/.md (~2 min); KOPS="<op> ..."
 #                                    runs other kernels.bench ops instead (e.g. attention-modes), one process each
 #   scripts/gpu_run.sh decode-probe  the new decode kernels' GPU tests, then the step's kernel choices side by side
-#                                    (bench/decode_mlp.py: PDL launches, the chains where their tests passed,
+#                                    (bench/decode_mlp.py: PDL launches; the chains, the prefetch plan and the
+#                                    compiled PDL step where their tests passed first,
 #                                    DECODE_VARIANTS),
 #                                    then LayerNorm's x loads if time is left (~9 min)
 #   scripts/gpu_run.sh gluon     the Gluon warp-specialized kernels (attention_ws, linear_ws): each one's GPU test
@@ -300,24 +301,27 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         # tests run after the timing (TESTS_S kept for them; the probe holds every variant's logits to the eager
         # step's meanwhile), then LayerNorm's x loads if time is left. The step's export/AOTInductor tests
         # (-k decode_step, ~200 s) do not fit beside: run them on their own.
-        # fused_layers, then in order of interest (the budget skips the last first): the compiled step with PDL asked
-        # for and its graph's edges made programmatic (+edges: the package's route, kpt.gpu.graph_edges), the step
-        # uncompiled with its launches carrying the attribute (+pdl; its Triton autotuners tune at the first call,
-        # which Inductor's compile does in parallel), and plain (+eager) (DECODE_BASE: others), the chains where
-        # +edges (the compiled step with PDL code) hit an illegal memory access on the H200 (2026-12-05), which ends
-        # the process: left out of the default until test_compiled_step_with_programmatic_graph_edges_gpu passes.
-        variants="${DECODE_BASE:-fused_layers,fused_layers+pdl,fused_layers+eager}"
-        for chain in layer_chain:layer mlp_chain:chain; do  # their tests passed (test:variant), then DECODE_VARIANTS
-            extra="${chain#*:}" chain="${chain%%:*}"
-            if timeout --signal=INT --kill-after=15 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
-                tests/kernels/test_gpu.py -k "$chain" --junitxml="$OUT/tests-$chain.xml" > "$OUT/tests-$chain.log" 2>&1
+        # fused_layers, then in order of interest (the budget skips the last first): the step uncompiled (+eager,
+        # the fastest on the H200, 2026-12-05), with its launches carrying the PDL attribute (+pdl; its Triton
+        # autotuners tune at the first call, which Inductor's compile does in parallel) (DECODE_BASE: others); then
+        # each variant whose kernels can fault, only where its tests passed first, each in a process of its own
+        # with a time limit (a fault ends the process; a chain's wait that never ends would take the whole probe):
+        # the chains (+layer, +chain), the prefetch plan (+pf) and the compiled step with PDL asked for and its
+        # graph's edges made programmatic (+edges: the package's route, kpt.gpu.graph_edges). The last two faulted
+        # or gave wrong values on the H200 (2026-12-05) while Inductor took their kernels' operands as all written.
+        variants="${DECODE_BASE:-fused_layers,fused_layers+eager,fused_layers+pdl}"
+        for gate in layer_chain:layer mlp_chain:chain prefetch_plan:pf programmatic:edges; do  # test:variant
+            extra="${gate#*:}" gate="${gate%%:*}"
+            if timeout --signal=INT --kill-after=15 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs -x \
+                --tb=short tests/kernels/test_gpu.py -k "$gate" --junitxml="$OUT/tests-$gate.xml" \
+                > "$OUT/tests-$gate.log" 2>&1
             then
                 variants="$variants,fused_layers+$extra"
             else
-                echo "$chain test: rc $? (not timed)"
+                echo "$gate test: rc $? (not timed)"
             fi
         done
-        variants="$variants,${DECODE_VARIANTS:-fused_layers+2,fused_layers+pf,inductor}"
+        variants="$variants,${DECODE_VARIANTS:-fused_layers+2,inductor}"
         tests_s="${TESTS_S:-150}"
         # Variants in order of interest: those not compiled when the budget's measuring share is reached are skipped.
         timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - tests_s - 20))" python3 bench/decode_mlp.py \
@@ -327,10 +331,6 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - 10))" python3 -m pytest -q -p no:cacheprovider \
             -m gpu -rs tests/kernels/test_gpu.py -k "${DECODE_TESTS:-one_launch or pdl_launches or x_past_l1}" \
             --junitxml="$OUT/tests-decode.xml" > "$OUT/tests-decode.log" 2>&1 || echo "decode tests: rc $?"
-        # The compiled PDL step's fault, in a process of its own with synchronous launches (names the kernel).
-        [ "$((LIMIT - SECONDS))" -gt 70 ] && { CUDA_LAUNCH_BLOCKING=1 timeout --signal=INT --kill-after=10 60 \
-            python3 -m pytest -q -p no:cacheprovider -m gpu -x --tb=short tests/kernels/test_gpu.py -k programmatic \
-            > "$OUT/tests-programmatic.log" 2>&1 || echo "programmatic test: rc $?"; }
         tail -n 2 "$OUT"/tests-*.log | cut -c1-300
         if [ "$((LIMIT - SECONDS))" -gt 40 ]; then
             timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 -m kernels.bench --ops norm-cache \

@@ -458,6 +458,31 @@ def test_compiled_step_with_programmatic_graph_edges_gpu():
         _pdl_positions(graph.replay, want, got, x, positions)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_decode_step_with_the_prefetch_plan_gpu(compiled):
+    """The step through decode_layer.py with its L2 prefetch plan (modules.swap_decode_prefetch: each launch asks the
+    next launch's weight into L2, its own stream marked first to evict), uncompiled and compiled as the kernel trial
+    compiles it, captured as a CUDA graph and replayed at positions across the cache: each replay's outputs as the
+    plain step's (hints only). Its first trial faulted on the H200 (2026-12-05) while Inductor took every operand of
+    a prefetching kernel as written (kernels.traced)."""
+    from kpt.optimize import inputs as inp
+    from tests.gpu.helpers import tiny_llama_decode
+
+    step, spec, _ = tiny_llama_decode(context=512, layers=4)
+    step = modules.swap_decode_layers(step.cuda().to(torch.bfloat16))
+    fetching = modules.swap_decode_prefetch(step)
+    x = [t.cuda() for t in inp.generate(spec, seed=4)]
+    positions = [5, 300, 511, 77]
+    with torch.inference_mode():
+        plain = torch.compile(step, fullgraph=True) if compiled else step
+        want = []
+        for p in positions:
+            x[1].fill_(p)
+            want.append([t.clone() for t in plain(*x)])
+        graph, got = _captured(torch.compile(fetching, fullgraph=True) if compiled else fetching, x)
+        _pdl_positions(graph.replay, want, got, x, positions)
+
+
 _RUN_PACKAGE = """
 import sys, torch
 x = [t.cuda() for t in torch.load(sys.argv[2])]
