@@ -10,10 +10,10 @@ without an error:
   through a module (`gemv.rope_rows(...)`) is not followed, and the compile fails with a NameError in Inductor's
   worker (layer_chain on the H200, 2026-12-05).
 
-Prints one JSON line per launch an op makes (its kernel; the operands written, per Inductor's analysis; whether
-every tensor operand where the analysis gives up; two written operands that are one tensor) and one per kernel whose emitted source names
-something it does not define. Each op runs on CPU tensors with the PDL code and an L2 prefetch asked for; its
-launches are recorded, not run."""
+Prints one JSON line per launch an op makes (its kernel; the operands written per Inductor's analysis, every
+tensor operand where it gives up; two written operands that are one tensor) and one per kernel whose emitted source
+names something it does not define. Each op runs on CPU tensors with the PDL code and an L2 prefetch asked for; its
+launches are recorded, not run (the process's kernels/ modules get a recording `launch`: run it on its own)."""
 
 from __future__ import annotations
 
