@@ -296,21 +296,20 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
             fi
         done ;;
     decode-probe)  # on an idle card: the decode step's kernel choices side by side, then their tests (~9 min)
-        # The chains (programs waiting on counters) are timed only where their tests, each in a process of its own
-        # with a time limit, passed: a wait that never ends would take the whole probe. The other new kernels' GPU
-        # tests run after the timing (TESTS_S kept for them; the probe holds every variant's logits to the eager
-        # step's meanwhile), then LayerNorm's x loads if time is left. The step's export/AOTInductor tests
-        # (-k decode_step, ~200 s) do not fit beside: run them on their own.
+        # The other decode kernels' GPU tests run after the timing (TESTS_S kept for them; the probe holds every
+        # variant's logits to the eager step's meanwhile), then LayerNorm's x loads if time is left. The step's
+        # export/AOTInductor tests (-k decode_step, ~200 s) do not fit beside: run them on their own.
         # fused_layers, then in order of interest (the budget skips the last first): the step uncompiled (+eager,
-        # the fastest on the H200, 2026-12-05), with its launches carrying the PDL attribute (+pdl; its Triton
-        # autotuners tune at the first call, which Inductor's compile does in parallel) (DECODE_BASE: others); then
-        # each variant whose kernels can fault, only where its tests passed first, each in a process of its own
-        # with a time limit (a fault ends the process; a chain's wait that never ends would take the whole probe):
-        # the chains (+layer, +chain), the prefetch plan (+pf) and the compiled step with PDL asked for and its
-        # graph's edges made programmatic (+edges: the package's route, kpt.gpu.graph_edges). The last two faulted
-        # or gave wrong values on the H200 (2026-12-05) while Inductor took their kernels' operands as all written.
-        variants="${DECODE_BASE:-fused_layers,fused_layers+eager,fused_layers+pdl}"
-        for gate in layer_chain:layer mlp_chain:chain prefetch_plan:pf programmatic:edges; do  # test:variant
+        # the fastest on the H200, 2026-12-05) (DECODE_BASE: others); then each variant whose kernels can fault,
+        # only where its tests passed first, each in a process of its own with a time limit (a fault ends the
+        # process; a chain's wait that never ends would take the whole probe): the prefetch plan (+pf), the compiled
+        # step with PDL asked for and its graph's edges made programmatic (+edges: the package's route,
+        # kpt.gpu.graph_edges) (these two faulted or gave wrong values on the H200, 2026-12-05, while Inductor took
+        # their kernels' operands as all written), the chains (+layer, +chain); then DECODE_VARIANTS: the step
+        # uncompiled with its launches carrying the PDL attribute (+pdl; its Triton autotuners tune at the first
+        # call, which Inductor's compile does in parallel), the merge kernel back (+2), Inductor's own (inductor).
+        variants="${DECODE_BASE:-fused_layers,fused_layers+eager}"
+        for gate in prefetch_plan:pf programmatic:edges layer_chain:layer mlp_chain:chain; do  # test:variant
             extra="${gate#*:}" gate="${gate%%:*}"
             if timeout --signal=INT --kill-after=15 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs -x \
                 --tb=short tests/kernels/test_gpu.py -k "$gate" --junitxml="$OUT/tests-$gate.xml" \
@@ -321,8 +320,8 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
                 echo "$gate test: rc $? (not timed)"
             fi
         done
-        variants="$variants,${DECODE_VARIANTS:-fused_layers+2,inductor}"
-        tests_s="${TESTS_S:-150}"
+        variants="$variants,${DECODE_VARIANTS:-fused_layers+pdl,fused_layers+2,inductor}"
+        tests_s="${TESTS_S:-90}"  # the decode tests below took 37 s on the H200 (2026-12-05)
         # Variants in order of interest: those not compiled when the budget's measuring share is reached are skipped.
         timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - tests_s - 20))" python3 bench/decode_mlp.py \
             --variants "$variants" --budget-s "$((LIMIT - SECONDS - tests_s - 45))" > "$OUT/decode-mlp.json" \
