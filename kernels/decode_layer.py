@@ -36,27 +36,30 @@ PREFETCH = "kpt_prefetch"  # the step's L2 prefetch plan (modules.swap_decode_pr
 # (latency-bound: the memory system is mostly idle) the gate projection's, the output projection the up
 # projection's, gate/up the down projection's, the down projection the next layer's q/k/v (the LM head's after
 # the last). A launch that prefetches loads its own weight (or cache) as L2's first to evict (_common.STREAM_POLICY),
-# so the stream does not push out what it asked in. Not yet measured on a GPU (compiled for sm_90 offline):
-# kernels/ offers it as a trial of its own.
+# so the stream does not push out what it asked in. Its first trial on a GPU faulted (H200, 2026-12-05, while
+# Inductor took its kernels' operands as all written: kernels/_common.py); kernels/ offers it as a trial of its own
+# again once its GPU test passes (kernels.DECODE_PREFETCH).
 PREFETCH_PLAN = {"qkv": 1.0, "attention": 1.0, "o_proj": 0.5, "gate_up": 0.25, "down": 1.0}
 
 PDL = "kpt_pdl"  # kpt.gpu.graph_edges.ATTR: set by modules.swap_decode_pdl to _common.WAITING_KERNELS, absent: none
 # Where set, the layer path's launches are programmatic dependent ones (kernels/_common.py): each may start while the
-# one before finishes, fetching its weight rows into L2 meanwhile. Compiled for sm_90 offline, never run on a GPU:
-# kernels/ offers it as a trial of its own (a compiled step's graph gets it through kpt.gpu.graph_edges).
+# one before finishes, fetching its weight rows into L2 meanwhile. Uncompiled it passed its GPU test (H200,
+# 2026-12-05); compiled (a compiled step's graph gets it through kpt.gpu.graph_edges) it gave wrong values while
+# Inductor took its kernels' operands as all written (fixed since): kernels/ offers it as a trial of its own again
+# once that test passes (kernels.DECODE_PDL).
 
 # Decode attention's launches a layer: 1 (each key/value head's last chunk merges, kernels/decode.py) or 2 (split,
-# then merge). Compiled for sm_90 offline and CPU-tested; the step time of each is bench/decode_mlp.py's
-# fused_layers against fused_layers+2.
+# then merge). One launch passed its GPU tests (H200, 2026-12-05); the step time of each is bench/decode_mlp.py's
+# fused_layers against fused_layers+2 (not yet timed).
 ATTENTION_LAUNCHES = 1
 # The output projection, gate/up and down in one launch at batch 1 (kernels/mlp_chain.py: each group's weights
-# stream while the group before finishes). Compiled for sm_90 offline and CPU-tested, never run on a GPU:
-# off until bench/decode_mlp.py's fused_layers+chain measures it.
+# stream while the group before finishes). Correct on the H200 (its GPU test, 2026-12-05) but slower: the 1B
+# Llama's step 1.592 ms with it (bench/decode_mlp.py's fused_layers+chain) against 1.360 without: off.
 MLP_CHAIN = False
 # The whole layer in one launch at batch 1 (kernels/layer_chain.py: q/k/v, decode attention's chunks and merges,
 # then the MLP half, each group of programs waiting on the one before), its counters zeroed by a small fill launch.
-# Compiled for sm_90 offline and CPU-tested, never run on a GPU: off until bench/decode_mlp.py's fused_layers+layer
-# measures it.
+# Its GPU test passed on the H200 (2026-12-05); compiled into the step it failed (Inductor's worker: NameError, a
+# helper called through its module; fixed since): off until bench/decode_mlp.py's fused_layers+layer measures it.
 LAYER_CHAIN = False
 
 
