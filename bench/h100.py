@@ -333,6 +333,9 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str, 
     return result
 
 
+FAULTED = 3  # warm_variants' status where a build failed with DEVICE_FAULT
+
+
 def warm(args: argparse.Namespace) -> int:
     """Build some variants of one model, only to fill the compile caches (kpt packages, Inductor kernels and
     autotuning results, Triton) that a later `run` on this machine reuses. scripts/gpu_run.sh starts one `warm`
@@ -358,9 +361,6 @@ def warm(args: argparse.Namespace) -> int:
             os.execv(sys.executable, [sys.executable, *sys.argv, "--after-fault"])
         release()
     return status
-
-
-FAULTED = 3  # warm_variants' status where a build failed with DEVICE_FAULT
 
 
 def warm_variants(key: str, names: list[str], builders: dict, marks: str | None) -> int:

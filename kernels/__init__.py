@@ -80,7 +80,7 @@ def candidates(module: torch.nn.Module, device: str, example: tuple[torch.Tensor
     # (kpt.gpu.passes asks again after each kept candidate).
     if modules.find_decode_layer_steps(module):
         found.append(("kpt_decode_layers", modules.swap_decode_layers))
-    if DECODE_PREFETCH and modules.find_decode_prefetch_steps(module):  # once the layers are kept: their launches prefetching weights
+    if DECODE_PREFETCH and modules.find_decode_prefetch_steps(module):  # once the layers are kept: L2 prefetches
         found.append(("kpt_decode_prefetch", modules.swap_decode_prefetch))
     if DECODE_PDL and modules.find_decode_pdl_steps(module):  # and as programmatic dependent launches (sm_90+)
         found.append(("kpt_decode_pdl", modules.swap_decode_pdl))

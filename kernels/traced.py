@@ -137,30 +137,38 @@ def emitted() -> list[dict]:
 
     header = TritonKernel.gen_common_triton_imports()
     header = header.getvalue() if hasattr(header, "getvalue") else str(header)
-    rows, tmp = [], tempfile.mkdtemp(prefix="kpt-traced-")
-    for info in pkgutil.iter_modules(kernels.__path__):
-        if info.name in ("attention_ws", "linear_ws", "_gluon", "bench", "cubin", "traced"):
-            continue
-        mod = importlib.import_module(f"kernels.{info.name}")
-        for name, obj in vars(mod).items():
-            if not (type(obj) is triton.JITFunction and obj.fn.__module__ == mod.__name__):
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kpt-traced-") as tmp:
+        for info in pkgutil.iter_modules(kernels.__path__):
+            if info.name in ("attention_ws", "linear_ws", "_gluon", "bench", "cubin", "traced"):
                 continue
-            path = os.path.join(tmp, f"{info.name}_{name}.py")  # triton.jit reads its function's source file
-            with open(path, "w") as f:
-                f.write(header + "\n" + user_defined_triton_kernel_transitive_closure_source_code(obj))
-            spec = importlib.util.spec_from_file_location(f"kpt_traced_{info.name}_{name}", path)
-            emitted_mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(emitted_mod)
-            defined = vars(emitted_mod)
-            missing = sorted({(fn_name, i.argval) for fn_name, fn in defined.items()
-                              for code in [getattr(getattr(fn, "fn", fn), "__code__", None)] if code is not None
-                              and getattr(getattr(fn, "fn", fn), "__module__", None) == emitted_mod.__name__
-                              for i in dis.Bytecode(code) if i.opname == "LOAD_GLOBAL"
-                              and i.argval not in defined and not hasattr(builtins, i.argval)})
-            if missing:
-                rows.append({"check": "emitted", "kernel": f"{info.name}.{name}",
-                             "undefined": [f"{fn}: {n}" for fn, n in missing]})
+            mod = importlib.import_module(f"kernels.{info.name}")
+            for name, obj in vars(mod).items():
+                if not (type(obj) is triton.JITFunction and obj.fn.__module__ == mod.__name__):
+                    continue
+                path = os.path.join(tmp, f"{info.name}_{name}.py")  # triton.jit reads its function's source file
+                with open(path, "w") as f:
+                    f.write(header + "\n" + user_defined_triton_kernel_transitive_closure_source_code(obj))
+                missing = _undefined(path, f"kpt_traced_{info.name}_{name}")
+                if missing:
+                    rows.append({"check": "emitted", "kernel": f"{info.name}.{name}", "undefined": missing})
     return rows
+
+
+def _undefined(path: str, module_name: str) -> list[str]:
+    """The globals the functions of the module at path load that it does not define ("function: name")."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    emitted_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(emitted_mod)
+    defined = vars(emitted_mod)
+    missing = set()
+    for fn_name, fn in defined.items():
+        fn = getattr(fn, "fn", fn)  # a JITFunction's Python function
+        if getattr(fn, "__module__", None) != module_name or not hasattr(fn, "__code__"):
+            continue
+        missing |= {f"{fn_name}: {i.argval}" for i in dis.Bytecode(fn.__code__) if i.opname == "LOAD_GLOBAL"
+                    and i.argval not in defined and not hasattr(builtins, i.argval)}
+    return sorted(missing)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -314,7 +314,6 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
             break
         name, apply = todo[0]
         tried.add(name)
-        key = trial_key("custom_kernels", name, work.module, x, work.device)
         try:
             trial = apply(work.module)  # a new module: the current one stays as it is
             times, reused = decided_trial("custom_kernels", name, work.module, trial, x, work.device)
@@ -322,6 +321,8 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
             log.warning("kernel candidate %s failed its trial", name, exc_info=True)
             if gpu_fault(e):  # the process's CUDA context is gone: the job's next attempt goes on without it
                 if settings.get("KPT_CACHE_DIR"):  # (without a cache, each attempt faults the same way)
+                    # decided_trial's key (the device's name, read before the trial, is cached by torch)
+                    key = trial_key("custom_kernels", name, work.module, x, work.device)
                     cache.save_choice(settings.get("KPT_CACHE_DIR"), key, {"faulted": cause(e, 200)})
                 raise DeviceFault(f"kernel candidate {name} faulted the GPU in its trial ({cause(e, 200)}); the "
                                   "job's next attempt, in a fresh process, goes on without it", candidate=name) from e
