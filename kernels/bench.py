@@ -248,8 +248,9 @@ def bench_linear_modes(quick: bool) -> list[dict]:
 
 def bench_linear_ws(quick: bool) -> list[dict]:
     """kernels/linear_ws.py (Gluon, persistent, ping-pong warpgroups) beside the op as shipped (kpt), its persistent
-    Triton form (kpt_persist) and cuBLAS + activation at the goal shape (bf16), in one run; each kpt_ws row also
-    carries its largest difference from cuBLAS + activation (max_diff)."""
+    Triton form (kpt_persist) and cuBLAS + activation at the goal shape (bf16), in one run: kpt_ws with the exact
+    epilogue, and for GELU kpt_ws_fast (erf by linear_ws.FAST_GELU's form) and gemm_ws (the kernel with no activation, what the
+    epilogue costs); each kpt_ws row also carries its largest difference from cuBLAS + activation (max_diff)."""
     from . import linear_ws
 
     rows = []
@@ -263,7 +264,10 @@ def bench_linear_ws(quick: bool) -> list[dict]:
         providers = {"kpt": vendor["kpt"], "cublas+act": vendor["cublas+act"],
                      "kpt_persist": functools.partial(linear_act._run, x, w, bias, second, None, act, "persist")}
         if linear_ws.supports(x, w, bias, second, act):
-            providers["kpt_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second)
+            providers["kpt_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second, fast_gelu=False)
+            if act == "gelu":  # erf by linear_ws.FAST_GELU's form; the same GEMM with no activation (the epilogue's cost)
+                providers["kpt_ws_fast"] = functools.partial(linear_ws.linear_act, x, w, bias, act, fast_gelu=True)
+                providers["gemm_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, "none")
         rows += _max_diffs(_rows(op, f"{M}x{K}->{N}", torch.bfloat16, None, providers,
                                  linear_ws.flops(x, w, second is not None),
                                  (M * K + (2 if second is not None else 1) * N * K + M * N) * 2), providers, "cublas+act")

@@ -69,6 +69,7 @@ class Resources:
     wgmmas: int = 0
     register_moves: int = 0
     memory_ops_before_wait: int = 0  # global loads, stores, atomics and async copies before the first pdl wait
+    ptx_instructions: int = 0  # the PTX's instructions (libdevice's functions inlined): how long a kernel's code is
 
 
 MEMORY_OPS = ("ld.global", "st.global", "atom.global", "red.global", "cp.async")
@@ -78,6 +79,12 @@ def before_wait(ptx: str) -> int:
     """Global memory instructions ahead of the PTX's first griddepcontrol.wait (0 where it has none)."""
     head = ptx[:max(ptx.find("griddepcontrol.wait"), 0)]
     return sum(head.count(op) for op in MEMORY_OPS)
+
+
+def instructions(ptx: str) -> int:
+    """The PTX's instruction lines (not directives, labels, comments or braces)."""
+    lines = (line.strip() for line in ptx.splitlines())
+    return sum(1 for line in lines if line.endswith(";") and not line.startswith((".", "//")))
 
 
 def cuobjdump() -> str | None:
@@ -118,7 +125,8 @@ def resources(fn: triton.JITFunction, types: dict[str, str], constexprs: dict, n
                   for item in line.split("Resource usage:")[-1].split() if ":" in item)
     return Resources(compiled.metadata.shared, int(fields["REG"]), int(fields["STACK"]),
                      **{name: compiled.asm[ir].count(text) for name, (ir, text) in COUNTED.items()},
-                     memory_ops_before_wait=before_wait(compiled.asm["ptx"]))
+                     memory_ops_before_wait=before_wait(compiled.asm["ptx"]),
+                     ptx_instructions=instructions(compiled.asm["ptx"]))
 
 
 NORM_TYPES = {"eps": "fp32"}
@@ -230,21 +238,22 @@ def attention_ws_rows() -> list[dict]:
 
 def linear_ws_rows() -> list[dict]:
     """kernels.linear_ws's persistent kernel (Gluon) compiled for sm_90 with its launcher's descriptors: bf16,
-    linear + bias + GELU and SwiGLU."""
+    linear + bias + GELU (erf by libdevice and by FAST_GELU's form) and SwiGLU."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from kernels import linear_ws as ws
     from kernels._common import ACTS
 
     rows = []
-    for gated in (False, True):
+    for gated, fast in ((False, False), (False, True), (True, False)):
         bn = ws.BLOCK_N // 2 if gated else ws.BLOCK_N
         types = {"x_desc": desc(ws.BLOCK_M, ws.BLOCK_K), "w_desc": desc(bn, ws.BLOCK_K), "w2_desc": desc(bn, ws.BLOCK_K),
                  "out_desc": desc(ws.BLOCK_M, bn)}
-        consts = {"HAS_BIAS": True, "HAS_BIAS2": gated, "ACT": ACTS["silu" if gated else "gelu"], "GATED": gated,
-                  "STAGES": ws.STAGES, "GROUP": ws.GROUP_M, "num_warps": 4}
+        consts = {"HAS_BIAS": True, "HAS_BIAS2": gated, "ACT": ACTS["silu" if gated else "gelu"], "FAST_GELU": fast,
+                  "GATED": gated, "STAGES": ws.STAGES, "GROUP": ws.GROUP_M, "num_warps": 4}
         r = resources(ws._linear_ws_kernel, types, consts, 4, ("b_ptr", "b2_ptr", "N", "K"), source=GluonASTSource)
-        rows.append({"op": "swiglu_ws" if gated else "linear_gelu_ws", "block_n": bn} | dataclasses.asdict(r))
+        rows.append({"op": "swiglu_ws" if gated else "linear_gelu_ws", "block_n": bn, "fast": fast}
+                    | dataclasses.asdict(r))
     return rows
 
 

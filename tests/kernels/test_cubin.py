@@ -142,13 +142,15 @@ def test_gluon_attention_is_warp_specialized_without_spills_for_sm90():
 
 
 def test_gluon_linear_is_warp_specialized_without_spills_for_sm90():
-    """kernels.linear_ws (Gluon) compiled for sm_90, linear + bias + GELU and SwiGLU: one warp-specialized region
-    moving registers, each consumer warpgroup's main loop issuing 128 rows x BLOCK_K 64 of wgmma a k-step (two m64
+    """kernels.linear_ws (Gluon) compiled for sm_90, linear + bias + GELU and SwiGLU (GELU with libdevice's
+    erf and FAST_GELU's): one warp-specialized region moving registers, each consumer warpgroup's main loop issuing 128 rows x BLOCK_K 64 of wgmma a k-step (two m64
     halves, four k16 steps; twice for SwiGLU's two weights), no spill, within the program's shared memory."""
     out = _cubin("--linear-ws", timeout=300)
-    rows = {r["op"]: r for r in map(json.loads, out.stdout.splitlines())}
-    assert set(rows) == {"linear_gelu_ws", "swiglu_ws"}
-    for op, r in rows.items():
+    rows = {(r["op"], r["fast"]): r for r in map(json.loads, out.stdout.splitlines())}
+    assert set(rows) == {("linear_gelu_ws", False), ("linear_gelu_ws", True), ("swiglu_ws", False)}
+    for (op, _), r in rows.items():
         assert r["warp_specialized"] == 1 and r["register_moves"] > 0, r
         assert r["wgmmas"] == 2 * 8 * (2 if op == "swiglu_ws" else 1), r  # two consumers' code
         assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
+    # linear_ws.FAST_GELU: GELU's epilogue in fewer instructions than with libdevice's erff
+    assert rows["linear_gelu_ws", True]["ptx_instructions"] < 0.7 * rows["linear_gelu_ws", False]["ptx_instructions"]

@@ -114,7 +114,9 @@ for M, K, N in [(4096, 4096, 11008), (1000, 1024, 520), (1, 512, 256), (300, 409
             ref32 = linear_act.reference(f[0], f[1], f[2], a, f[3], f[4])
             ref_lp = linear_act.reference(x, w, b, a, w2, b2)
             for _ in range(3):  # repeated: a race between the loader and the consumers would not repeat exactly
-                check_2x(linear_ws.linear_act(x, w, b, a, w2, b2), ref32, ref_lp)
+                check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, fast_gelu=False), ref32, ref_lp)
+            if act == "gelu":  # erf by linear_ws.FAST_GELU's form
+                check_2x(linear_ws.linear_act(x, w, b, a, fast_gelu=True), ref32, ref_lp)
             print(M, K, N, dtype, act, "ok", flush=True)
 # The op in the "gluon" mode: eager calls take linear_ws, a compiled call the Triton kernel (Inductor embeds it)
 linear_act.MODE = "gluon"
@@ -129,7 +131,7 @@ print("gluon mode ok")
 
 def test_gluon_linear_gpu():
     """kernels/linear_ws.py against the fp32 reference within 2x PyTorch's own low-precision error: every
-    activation and SwiGLU, bf16 and fp16, the goal shape, odd edges (M and N not multiples of the tiles), one row,
+    activation (GELU also with FAST_GELU's erf) and SwiGLU, bf16 and fp16, the goal shape, odd edges (M and N not multiples of the tiles), one row,
     more tiles than SMs and fewer, three runs each; in a process with a time limit as the attention's."""
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("linear_ws is written for sm_90 (Hopper)")
