@@ -52,10 +52,12 @@ def _add_pair(a1, a2, b1, b2):
 @triton.jit
 def _rows_in_registers(x_ptr, w_ptr, b_ptr, out_ptr, rows, cols, R, N, stride_x, stride_o, eps,
                        RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, W_OFFSET: tl.constexpr,
-                       X_CACHE: tl.constexpr = ""):
+                       X_CACHE: tl.constexpr):
     """Normalizes whole rows (rows[:, None] x cols[None, :], cols covering N) held in registers: one read, one write.
     The scale and shift are loaded after the statistics (held across the reduction, they made the persistent
-    kernel spill: 216 bytes a thread at 32768 wide, sm_90 cubin). X_CACHE: x's cache modifier (see X_CACHE)."""
+    kernel spill: 216 bytes a thread at 32768 wide, sm_90 cubin). X_CACHE: x's cache modifier (see X_CACHE; no
+    default: Triton 3.6 passes a jit function's default constexpr string as a plain str, which failed to compile
+    on the H100, 2026-12-05)."""
     mask = (rows[:, None] < R) & (cols[None, :] < N)
     x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0,
                 cache_modifier=X_CACHE).to(tl.float32)
@@ -167,7 +169,7 @@ def _norm_persistent_kernel(x_ptr, w_ptr, b_ptr, out_ptr, R, N, stride_x, stride
     for row in tl.range(tl.program_id(0), R, tl.num_programs(0), num_stages=STAGES):
         rows = (tl.arange(0, 1) + row).to(tl.int64)
         _rows_in_registers(x_ptr, w_ptr, b_ptr, out_ptr, rows, cols, R, N, stride_x, stride_o, eps, RMS, HAS_W, HAS_B,
-                           W_OFFSET)
+                           W_OFFSET, "")
 
 
 def norm_persistent(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
