@@ -104,10 +104,12 @@ def prepare(layer: torch.nn.Module) -> None:
 
 
 def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, input_pos: torch.Tensor,
-                k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
+                k_cache: torch.Tensor, v_cache: torch.Tensor, k_all: torch.Tensor, v_all: torch.Tensor, slot: int,
                 ) -> torch.Tensor:
     """The decode_layer hook: h [B, 1, hidden] after the layer, as LlamaDecodeStep's loop body computes it; the
-    layer's new key and value written into k_new and v_new [B, Hkv, 1, D]."""
+    layer's new key and value written into k_all[slot] and v_all[slot] [B, Hkv, 1, D] (the step's stacked
+    outputs, passed whole to the launch that writes them: gemv.gemv_qkv_op says why)."""
+    k_new, v_new = k_all[slot], v_all[slot]  # read by decode attention (and written by the chain, when on)
     attn, mlp = layer.self_attn, _mlp(layer.mlp)
     n_in, n_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
     b, d, heads = h.shape[0], step.head_dim, step.heads
@@ -125,8 +127,8 @@ def llama_layer(step: torch.nn.Module, layer: torch.nn.Module, h: torch.Tensor, 
     kv = b * step.kv_heads if ATTENTION_LAUNCHES == 1 else 0
     count = kv + (mlp_chain.COUNTERS if chain else 0)
     counters = torch.empty(count, dtype=torch.int32, device=h.device) if count else None
-    q = gemv.gemv_qkv(h, getattr(attn, QKV), n_in.weight, n_in.variance_epsilon, input_pos, step.inv_freq, k_new,
-                      v_new, *_ahead(plan, "qkv", attn.o_proj.weight), counters, pdl)  # q and the key roped
+    q = gemv.gemv_qkv(h, getattr(attn, QKV), n_in.weight, n_in.variance_epsilon, input_pos, step.inv_freq, k_all,
+                      v_all, *_ahead(plan, "qkv", attn.o_proj.weight), counters, pdl, slot=slot)  # q and the key roped
     out = decode.decode_attention(q.view(b, 1, heads, d).transpose(1, 2), k_cache, v_cache, k_new, v_new, input_pos,
                                   None, *_ahead(plan, "attention", mlp.gate_proj.weight), counters if kv else None, pdl)
     out = out.reshape(b, heads, 1, d).transpose(1, 2).reshape(b, 1, -1)

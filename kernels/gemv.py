@@ -79,6 +79,7 @@ def _gemv_kernel(
     pf_ptr,   # pf_bytes of a later launch's weight asked into L2 first (_common.prefetch_l2); unless PREFETCH unused
     z_ptr,    # [n_zero] int32 set to 0 by the first program (decode attention's counters); unused unless ZERO
     N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, pf_bytes, n_zero,
+    kv_row0,  # the first row of k_ptr and v_ptr this launch writes (a stacked output's slot)
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, PREFETCH: tl.constexpr, ZERO: tl.constexpr,
     PDL: tl.constexpr, LINE: tl.constexpr,  # the PDL code (_common.pdl_code); the weight's elements in 128 bytes
@@ -93,7 +94,8 @@ def _gemv_kernel(
         go += prefetch_l2(pf_ptr, pf_bytes, tl.program_id(1) * tl.num_programs(0) + tl.program_id(0),
                           tl.num_programs(0) * tl.num_programs(1))
     if go == 0:
-        _gemv_body(x_ptr, w_ptr, w2_ptr, b_ptr, b2_ptr, g_ptr, r_ptr, pos_ptr, f_ptr, k_ptr, v_ptr, out_ptr, z_ptr,
+        _gemv_body(x_ptr, w_ptr, w2_ptr, b_ptr, b2_ptr, g_ptr, r_ptr, pos_ptr, f_ptr, k_ptr + kv_row0 * stride_km,
+                   v_ptr + kv_row0 * stride_vm, out_ptr, z_ptr,
                    N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, n_zero, HAS_BIAS,
                    ACT, GATED, NORM, RES, ROPE, HEAD_DIM, ZERO, stream, BLOCK_N, BLOCK_K, STAGES)
 
@@ -219,11 +221,12 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
         out: torch.Tensor, has_bias: bool, act: int, gated: bool, norm_weight: torch.Tensor | None = None,
         residual: torch.Tensor | None = None, eps: float = 0.0, rope: tuple | None = None,
         prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0, zero: torch.Tensor | None = None,
-        pdl: bool = False) -> None:
+        pdl: bool = False, kv_row0: int = 0) -> None:
     """Launches the kernel through `launch` (_common.launch) for linear_act._run's operands: x2 [M, K] with
     M <= MAX_ROWS, out [M, N]; w2/b/b2 any tensor where unused, as there. norm_weight: x is RMS-normalized
     (eps) and scaled by it first; residual [M, N] (out's layout): added to the result. rope: (pos, inv_freq,
-    k_out, v_out) for gemv_qkv, out then [M, N - 2 K_N] for the query columns, k_out/v_out [M, K_N] rows.
+    k_out, v_out) for gemv_qkv, out then [M, N - 2 K_N] for the query columns, k_out/v_out [M, K_N] rows from row
+    kv_row0 on.
     prefetch: a tensor a later launch reads, its first prefetch_fraction asked into L2 (a hint). zero: an int32
     vector the first program sets to 0. pdl: the launch as a programmatic dependent one (_common.pdl_code)."""
     x2, weight, w2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (x2, weight, w2))
@@ -237,7 +240,7 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
         residual if residual is not None else out, pos, freq, k_out, v_out, out, out if pf is None else pf,
         zero if zero is not None else out, N, K,
         x2.stride(0), weight.stride(0), w2.stride(0), out.stride(0), k_out.stride(0), v_out.stride(0), eps, k_n,
-        pf_bytes, zero.numel() if zero is not None else 0, HAS_BIAS=has_bias, ACT=act, GATED=gated,
+        pf_bytes, zero.numel() if zero is not None else 0, kv_row0, HAS_BIAS=has_bias, ACT=act, GATED=gated,
         NORM=norm_weight is not None, RES=residual is not None, ROPE=rope is not None,
         HEAD_DIM=2 * freq.numel() if rope is not None else 2, PREFETCH=pf is not None, ZERO=zero is not None,
         PDL=pdl_code(x2, pdl), LINE=128 // weight.element_size(), **pdl_options(pdl_launch(x2, pdl)))
@@ -324,37 +327,57 @@ def _rows(t: torch.Tensor, rows: int, name: str) -> torch.Tensor:
     return flat
 
 
+def _slots(k_out: torch.Tensor, v_out: torch.Tensor, slot: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tensors the kernel writes the key and value into: k_out and v_out, or their slot-th entries."""
+    if slot is None:
+        return k_out, v_out
+    if k_out.dim() < 2 or v_out.shape != k_out.shape or not 0 <= slot < k_out.shape[0]:
+        raise ValueError(f"slot {slot} must index the stacked k_out and v_out's first dimension; got "
+                         f"{tuple(k_out.shape)} and {tuple(v_out.shape)}")
+    return k_out[slot], v_out[slot]
+
+
 def _fake_qkv(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out, prefetch=None, prefetch_fraction=1.0,  # noqa: ANN001, ANN202
-              zero=None, pdl=False):
-    return x.new_empty((*x.shape[:-1], _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out, zero)))
+              zero=None, pdl=False, slot=None):
+    k, v = _slots(k_out, v_out, slot)
+    return x.new_empty((*x.shape[:-1], _check_qkv(x, weight, norm_weight, pos, inv_freq, k, v, zero)))
 
 
 def gemv_qkv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None, eps: float, pos: torch.Tensor,
              inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor,
              prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0,
-             zero: torch.Tensor | None = None, pdl: bool = False) -> torch.Tensor:
+             zero: torch.Tensor | None = None, pdl: bool = False, slot: int | None = None) -> torch.Tensor:
     """gemv_qkv_op with its defaults (the op's schema has none: see decode.decode_attention_op)."""
-    return gemv_qkv_op(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out, prefetch, prefetch_fraction, zero, pdl)
+    return gemv_qkv_op(x, weight, norm_weight, eps, pos, inv_freq, k_out, v_out, prefetch, prefetch_fraction, zero, pdl,
+                       slot)
 
 
 @register_op("kpt::gemv_qkv", _fake_qkv, mutates=("k_out", "v_out", "zero"))
 def gemv_qkv_op(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None, eps: float,
                 pos: torch.Tensor, inv_freq: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor,
                 prefetch: torch.Tensor | None, prefetch_fraction: float,
-                zero: torch.Tensor | None, pdl: bool) -> torch.Tensor:
+                zero: torch.Tensor | None, pdl: bool, slot: int | None) -> torch.Tensor:
     """A decode layer's q/k/v projection in one kernel (reference_qkv()'s result): rmsnorm(x) (where norm_weight
     is given) times the concatenated [q; k; v] weight, the rotary embedding at position pos applied to the q and k
     heads (each program takes a head's rotation pairs side by side and computes their cos and sin), the key and
-    value columns written into k_out and v_out (a decode step's stacked new cache entries: no copy after), the
-    query columns returned; prefetch and pdl as gemv_op's. zero: an int32 vector set to 0 on the way (the counters
-    the layer's decode attention then runs in one launch with, kernels/decode.py)."""
-    q_cols = _check_qkv(x, weight, norm_weight, pos, inv_freq, k_out, v_out, zero)
+    value columns written into k_out and v_out, or with slot into k_out[slot] and v_out[slot] (a decode step's
+    stacked new cache entries, passed whole: compiled, a kernel writing into a slice is written into a clone
+    Inductor copies back, and tensors of each layer's own stacked after cost a copy launch each: 44 of the 1B
+    Llama's step on the H100, 2026-12-05), the query columns returned; prefetch and pdl as gemv_op's. zero: an
+    int32 vector set to 0 on the way (the counters the layer's decode attention then runs in one launch with,
+    kernels/decode.py)."""
+    k, v = _slots(k_out, v_out, slot)
+    q_cols = _check_qkv(x, weight, norm_weight, pos, inv_freq, k, v, zero)
     x2 = x.reshape(-1, x.shape[-1])
-    k2, v2 = _rows(k_out, x2.shape[0], "k_out"), _rows(v_out, x2.shape[0], "v_out")
+    rows = x2.shape[0]
+    if slot is None:
+        k2, v2, row0 = _rows(k_out, rows, "k_out"), _rows(v_out, rows, "v_out"), 0
+    else:  # the kernel writes into k_out and v_out whole, from row slot * rows on: no view of a slot
+        k2, v2, row0 = _rows(k_out, rows * len(k_out), "k_out"), _rows(v_out, rows * len(v_out), "v_out"), slot * rows
     out = x.new_empty((x2.shape[0], q_cols))
     if x2.shape[0]:
         run(launch, x2, weight, weight, weight, weight, out, False, ACTS["none"], False, norm_weight, None, eps,
-            (pos, inv_freq, k2, v2), prefetch, prefetch_fraction, zero, pdl)
+            (pos, inv_freq, k2, v2), prefetch, prefetch_fraction, zero, pdl, row0)
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 

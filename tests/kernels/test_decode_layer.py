@@ -28,22 +28,24 @@ def test_gemv_op_folds_the_norm_and_adds_the_residual(gated, norm, residual, dty
 
 
 @pytest.mark.parametrize("dtype", GEMM_DTYPES)
-@pytest.mark.parametrize("norm, rows", [(False, 1), (True, 1), (True, 2)])
-def test_gemv_qkv_ropes_q_and_k_and_writes_k_and_v_out(norm, rows, dtype):
+@pytest.mark.parametrize("norm, rows, whole", [(False, 1, False), (True, 1, True), (True, 2, True), (True, 2, False)])
+def test_gemv_qkv_ropes_q_and_k_and_writes_k_and_v_out(norm, rows, whole, dtype):
     """Three q heads and two key/value heads of 16: q returned, k and v written into the given outputs (slices of
-    a stacked buffer, as the step passes them), q and k with the rotary embedding at the position given."""
+    a stacked buffer, or the stacked buffers whole with the slot, as the step passes them), q and k with the rotary
+    embedding at the position given."""
     K, D, eps, kv = 97, 16, 1e-5, 2
     g = torch.Generator().manual_seed(D + norm + rows)
     x = (3 * torch.randn(rows, 1, K, generator=g)).to(DEVICE, dtype)
     w = (torch.randn((3 + 2 * kv) * D, K, generator=g) / K ** 0.5).to(DEVICE, dtype)
     gw = (1 + 0.1 * torch.randn(K, generator=g)).to(DEVICE, dtype) if norm else None
     pos, inv_freq = torch.tensor([37], device=DEVICE), (10000.0 ** (-torch.arange(0, D, 2) / D)).to(DEVICE)
-    stacked = torch.full((2, 3, rows, kv, 1, D), float("nan"), device=DEVICE, dtype=dtype)  # layers, k/v/spare
+    stacked = torch.full((3, 2, rows, kv, 1, D), float("nan"), device=DEVICE, dtype=dtype)  # k/v/spare, layers
     counters = torch.arange(-1, 130, dtype=torch.int32, device=DEVICE)  # 131: the first program zeroes two rounds
-    q = gemv.gemv_qkv(x, w, gw, eps, pos, inv_freq, stacked[1, 0], stacked[1, 1], zero=counters if norm else None)
+    outs = dict(k_out=stacked[0], v_out=stacked[1], slot=1) if whole else dict(k_out=stacked[0, 1], v_out=stacked[1, 1])
+    q = gemv.gemv_qkv(x, w, gw, eps, pos, inv_freq, zero=counters if norm else None, **outs)
     assert q.shape == (rows, 1, 3 * D) and q.dtype == dtype
     assert (counters == 0).all().item() is norm  # zeroed where asked, untouched otherwise
-    assert stacked[0].isnan().all() and stacked[1, 2].isnan().all()  # nothing written past the outputs given
+    assert stacked[:, 0].isnan().all() and stacked[2].isnan().all()  # nothing written past the outputs given
     args = (w, gw, eps, pos, inv_freq, kv * D)
     ref32 = gemv.reference_qkv(x.float(), *[t.float() if isinstance(t, torch.Tensor) and t.is_floating_point()
                                             else t for t in args])
@@ -51,7 +53,7 @@ def test_gemv_qkv_ropes_q_and_k_and_writes_k_and_v_out(norm, rows, dtype):
     plain = gemv.reference(x.float(), w.float(), None, None if gw is None else gw.float(), None, eps, "none")
     assert (ref32[0] - plain[..., :3 * D]).abs().max() > 0.1  # the embedding changes the heads
     torch.testing.assert_close(ref32[2], plain[..., 5 * D:])  # and leaves v alone
-    for got, want, lo in zip((q, stacked[1, 0], stacked[1, 1]), ref32, low, strict=True):
+    for got, want, lo in zip((q, stacked[0, 1], stacked[1, 1]), ref32, low, strict=True):
         check_2x(got.reshape(want.shape), want, lo)
 
 
@@ -76,6 +78,8 @@ def test_gemv_op_rejects_mismatched_operands():
         gemv.gemv_qkv(x, w6, None, 0.0, pos, f, torch.empty(1, 1, 4)[..., ::2], kv)
     with pytest.raises(ValueError, match="contiguous rows"):  # no view of it is one row: reshape would copy
         gemv.gemv_qkv(x, w6, None, 0.0, pos, f, torch.empty(1, 2, 2).transpose(1, 2), kv)
+    with pytest.raises(ValueError, match="slot 2 must index"):
+        gemv.gemv_qkv(x, w6, None, 0.0, pos, f, kv.expand(2, -1, -1, -1), kv.expand(2, -1, -1, -1), slot=2)
 
 
 def test_prefetch_operands_are_the_first_bytes_of_a_contiguous_tensor(monkeypatch):
@@ -131,7 +135,7 @@ def test_a_step_asked_for_pdl_passes_it_to_every_launch(monkeypatch):
     setattr(pdl, decode_layer.PDL, ("_gemv_kernel",))
     asked, real_op, real_qkv, real_attention = [], gemv.gemv_op, gemv.gemv_qkv, decode.decode_attention
     monkeypatch.setattr(gemv, "gemv_op", lambda *a: asked.append(a[-1]) or real_op(*a))
-    monkeypatch.setattr(gemv, "gemv_qkv", lambda *a: asked.append(a[-1]) or real_qkv(*a))
+    monkeypatch.setattr(gemv, "gemv_qkv", lambda *a, **k: asked.append(a[-1]) or real_qkv(*a, **k))
     monkeypatch.setattr(decode, "decode_attention", lambda *a: asked.append(a[-1]) or real_attention(*a))
     with torch.inference_mode():
         want, got = swapped(*args), pdl(*args)
@@ -142,7 +146,8 @@ def test_a_step_asked_for_pdl_passes_it_to_every_launch(monkeypatch):
     monkeypatch.setattr(gemv, "gemv_qkv", real_qkv)
     monkeypatch.setattr(decode, "decode_attention", real_attention)
     ep = torch.export.export(pdl, args)
-    flags = [n.args[-1] for n in ep.graph.nodes if n.target in (torch.ops.kpt.gemv.default, torch.ops.kpt.gemv_qkv.default)]
+    flags = [n.args[-2] if n.target is torch.ops.kpt.gemv_qkv.default else n.args[-1] for n in ep.graph.nodes
+             if n.target in (torch.ops.kpt.gemv.default, torch.ops.kpt.gemv_qkv.default)]  # gemv_qkv's slot follows
     assert len(flags) == 2 * 4 + 1 and all(f is True for f in flags), flags
 
 
@@ -175,7 +180,7 @@ def test_decode_step_runs_its_layers_through_the_hook(monkeypatch, launches, cha
     monkeypatch.setattr(mlp_chain, "mlp_chain", lambda *a: calls.append("chain") or real_chain(*a))
     monkeypatch.setattr(layer_chain, "layer_chain", lambda *a: calls.append("layer") or real_layer(*a))
     monkeypatch.setattr(gemv, "gemv_op", lambda *a: calls.append(a[3] is not None) or real(*a))
-    monkeypatch.setattr(gemv, "gemv_qkv", lambda *a: calls.append("qkv") or real_qkv(*a))
+    monkeypatch.setattr(gemv, "gemv_qkv", lambda *a, **k: calls.append("qkv") or real_qkv(*a, **k))
     monkeypatch.setattr(decode, "decode_attention", lambda *a: calls.append(a[9] is not None) or real_attention(*a))
     swapped = modules.swap_decode_layers(step)
     assert step.decode_layer is None and modules.find_decode_layer_steps(swapped) == []  # a new module

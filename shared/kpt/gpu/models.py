@@ -36,12 +36,12 @@ class LlamaDecodeStep(nn.Module):
     semantics of the copy and SDPA, it returns [B,H,1,D] without writing the cache (kernels/decode.py).
     decode_layer (None: the layer's modules as below), used where decode_attention is set too and the cache
     has the model's dtype, is the hook for a whole layer: called as decode_layer(step, layer, h, input_pos,
-    k_cache[i], v_cache[i], k_new_i, v_new_i), it returns h as the loop body computes it and writes the layer's
-    new key and value into k_new_i and v_new_i [B,Hkv,1,D], stacked into the outputs at the end. Each layer's are
-    tensors of their own, not slices of the outputs: compiled, a kernel writing into a slice is written into a
-    clone that is then scattered back (4 more launches a layer: 88 of the 198 of the 1B Llama's compiled step on
-    the H200, 2026-12-05); writes into a whole tensor Inductor does in place, and the two stacks are two launches;
-    decode_head, with it, computes the logits from the last layer's output as decode_head(step, h)
+    k_cache[i], v_cache[i], k_new, v_new, i), it returns h as the loop body computes it and writes the layer's
+    new key and value into k_new[i] and v_new[i] [B,Hkv,1,D] of the outputs. The outputs are passed whole with the
+    layer's index: compiled, a kernel writing into a slice taken outside it is written into a clone that is then
+    scattered back (4 more launches a layer: 88 of the 198 of the 1B Llama's compiled step on the H200,
+    2026-12-05), and tensors of each layer's own stacked at the end cost a copy launch each (44 on the H100,
+    2026-12-05). decode_head, with it, computes the logits from the last layer's output as decode_head(step, h)
     (kernels/decode_layer.py)."""
 
     def __init__(self, causal_lm: nn.Module) -> None:
@@ -101,14 +101,12 @@ class LlamaDecodeStep(nn.Module):
 
     def _hooked(self, h: torch.Tensor, input_pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        shape = (h.shape[0], self.kv_heads, 1, self.head_dim)
-        new_k, new_v = [], []
+        shape = (len(self.model.layers), h.shape[0], self.kv_heads, 1, self.head_dim)
+        new_k, new_v = k_cache.new_empty(shape), v_cache.new_empty(shape)
         for i, layer in enumerate(self.model.layers):
-            new_k.append(k_cache.new_empty(shape))
-            new_v.append(v_cache.new_empty(shape))
-            h = self.decode_layer(self, layer, h, input_pos, k_cache[i], v_cache[i], new_k[-1], new_v[-1])
+            h = self.decode_layer(self, layer, h, input_pos, k_cache[i], v_cache[i], new_k, new_v, i)
         logits = self.decode_head(self, h) if self.decode_head else self.lm_head(self.model.norm(h))
-        return logits, torch.stack(new_k), torch.stack(new_v)
+        return logits, new_k, new_v
 
 
 def decode_spec(cfg: object, batch: int = 1, context: int = DECODE_CONTEXT) -> inp.InputSpec:
