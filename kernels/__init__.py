@@ -42,17 +42,15 @@ def unavailable(device: str) -> str | None:
     return None
 
 
-# The trial kpt_decode_pdl is not offered: on the H200 the compiled step with the PDL kernels hit an illegal memory
-# access (2026-12-05, first try) and, with synchronous launches, returned wrong values (second try): Inductor's
-# mutation analysis gave up on the kernels' inline asm and took every operand as written (kernels.traced; since
-# fixed). tests/kernels/test_gpu.py::test_compiled_step_with_programmatic_graph_edges_gpu has not passed since; a
-# CUDA fault ends the job's whole process, not only the trial. Back on once that test passes.
-DECODE_PDL = False
-# Nor is kpt_decode_prefetch: its first trial on the H200 (2026-12-05, the 1B Llama's O3 builds) hit an illegal memory
-# access, which ended both builds. Inductor's analysis had given up on its kernels' inline asm (kernels.traced):
-# since fixed, but the prefetch has not yet run correctly on a card (bench/decode_mlp.py's fused_layers+pf and the
-# decode tests decide it). Back on once they pass.
-DECODE_PREFETCH = False
+# The trials kpt_decode_pdl and kpt_decode_prefetch (offered once the whole layers are kept; each kept only where
+# its trial measures the step faster). On the H200 (2026-12-05) the compiled step with the PDL kernels returned
+# wrong values and the prefetch trial hit an illegal memory access: Inductor's mutation analysis had given up on
+# the kernels' inline asm and taken every operand as written (kernels.traced; fixed). On the H100 (2026-12-05,
+# h100-runs/tests-{programmatic,prefetch-plan}-h100-2026-12-05e.xml) their GPU tests passed: the compiled step
+# with programmatic graph edges, and the step with the prefetch plan uncompiled and compiled, each against the
+# step without. A trial that still faults the card is recorded and skipped by the job's next attempt (DeviceFault).
+DECODE_PDL = True
+DECODE_PREFETCH = True
 
 
 def candidates(module: torch.nn.Module, device: str, example: tuple[torch.Tensor, ...] | None = None,

@@ -37,16 +37,16 @@ PREFETCH = "kpt_prefetch"  # the step's L2 prefetch plan (modules.swap_decode_pr
 # projection's, gate/up the down projection's, the down projection the next layer's q/k/v (the LM head's after
 # the last). A launch that prefetches loads its own weight (or cache) as L2's first to evict (_common.STREAM_POLICY),
 # so the stream does not push out what it asked in. Its first trial on a GPU faulted (H200, 2026-12-05, while
-# Inductor took its kernels' operands as all written: kernels/_common.py); kernels/ offers it as a trial of its own
-# again once its GPU test passes (kernels.DECODE_PREFETCH).
+# Inductor took its kernels' operands as all written: kernels/_common.py); fixed, its GPU test passed on the H100
+# (2026-12-05), and kernels/ offers it as a trial of its own again (kernels.DECODE_PREFETCH).
 PREFETCH_PLAN = {"qkv": 1.0, "attention": 1.0, "o_proj": 0.5, "gate_up": 0.25, "down": 1.0}
 
 PDL = "kpt_pdl"  # kpt.gpu.graph_edges.ATTR: set by modules.swap_decode_pdl to _common.WAITING_KERNELS, absent: none
 # Where set, the layer path's launches are programmatic dependent ones (kernels/_common.py): each may start while the
 # one before finishes, fetching its weight rows into L2 meanwhile. Uncompiled it passed its GPU test (H200,
 # 2026-12-05); compiled (a compiled step's graph gets it through kpt.gpu.graph_edges) it gave wrong values while
-# Inductor took its kernels' operands as all written (fixed since): kernels/ offers it as a trial of its own again
-# once that test passes (kernels.DECODE_PDL).
+# Inductor took its kernels' operands as all written (fixed since, and that test passed on the H100, 2026-12-05):
+# kernels/ offers it as a trial of its own again (kernels.DECODE_PDL).
 
 # Decode attention's launches a layer: 1 (each key/value head's last chunk merges, kernels/decode.py) or 2 (split,
 # then merge). One launch passed its GPU tests (H200, 2026-12-05); the step time of each is bench/decode_mlp.py's

@@ -47,11 +47,12 @@ GROUP_M = 8
 # GELU's epilogue in fewer instructions (FAST_GELU): erf by Abramowitz and Stegun's 7.1.26 (one reciprocal, one
 # exp2, five FMAs; erf's absolute error <= 1.5e-7, about one fp32 ulp of 1 + erf) where libdevice's erff takes about
 # 25 instructions an element (two polynomials chosen per element): the sm_90 PTX of the whole kernel goes from
-# 11711 to 6604 instructions (kernels.cubin --linear-ws). On the H200 the erf epilogue made linear + GELU
-# 0.065-0.085 ms slower than linear + SiLU (0.662 against 0.577-0.597 ms at 4096x4096 -> 11008) although the
-# other warpgroup's main loop should hide it. Off until kernels.bench's linear-ws rows (kpt_ws_fast beside kpt_ws)
-# show it faster on the card.
-FAST_GELU = False
+# 11711 to 6604 instructions (kernels.cubin --linear-ws). The erf epilogue made linear + GELU 0.065-0.085 ms slower
+# than linear + SiLU on the H200 although the other warpgroup's main loop should hide it; on the H100
+# (2026-12-05, kernels-quick-linear-ws-h100.md, 4096x4096 -> 11008 bf16) this form took it from 0.6759 to 0.6044 ms
+# (the same GEMM without an activation: 0.5747; cuBLAS + GELU 0.6338), the same largest difference from cuBLAS +
+# GELU (0.03125, one bf16 unit).
+FAST_GELU = True
 # Abramowitz and Stegun 7.1.26: erf(z) = 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-z^2), t = 1 / (1 + p z)
 # (constexprs: a jit function reads module globals only as such)
 ERF_P = tl.constexpr(0.3275911)
