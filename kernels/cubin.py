@@ -161,17 +161,18 @@ def gemv_rows(pdl: bool = False, configs: list | None = None) -> list[dict]:
 
 def decode_rows(pdl: bool = False) -> list[dict]:
     """kernels.decode's kernels in bf16 for sm_90 at the 1B Llama's decode shape (8 query heads a key/value head,
-    head dim 64, 32 chunks of 64 keys): the split kernel without and with the merge in the same launch, and the
-    merge kernel; pdl: as PDL launches."""
+    head dim 64, 32 chunks of 64 keys): the split kernel without and with the merge in the same launch (also at
+    16 chunks, whose merge loads every chunk at once), and the merge kernel; pdl: as PDL launches."""
     from kernels import decode
 
     rows = []
-    for merge in (False, True):
+    for merge, chunks in ((False, 32), (True, 32), (True, 16)):
         consts = {"HEAD_DIM": 64, "BLOCK_G": 16, "BLOCK_N": 64, "PRECISION": "tf32", "PREFETCH": False, "MERGE": merge,
-                  "BLOCK_GM": 8, "BLOCK_S": 32, "BLOCK_SC": decode.merge_chunks(32, 8, 64), "PDL": pdl, "LINE": 64,
-                  "LINES": 1}
+                  "BLOCK_GM": 8, "BLOCK_S": chunks, "BLOCK_SC": decode.merge_chunks(chunks, 8, 64), "PDL": pdl,
+                  "LINE": 64, "LINES": 1}
         r = resources(decode._split_kernel, DECODE_TYPES, consts, 4)
-        rows.append({"op": "decode_one_launch" if merge else "decode_split", "warps": 4, "pdl": pdl}
+        op = ("decode_one_launch" if chunks == 32 else f"decode_one_launch_c{chunks}") if merge else "decode_split"
+        rows.append({"op": op, "warps": 4, "pdl": pdl, "merge_rounds": -(-chunks // consts["BLOCK_SC"])}
                     | dataclasses.asdict(r))
     r = resources(decode._merge_kernel, DECODE_TYPES, {"HEAD_DIM": 64, "BLOCK_S": 32, "PDL": pdl}, 4)
     rows.append({"op": "decode_merge", "warps": 4, "pdl": pdl} | dataclasses.asdict(r))

@@ -180,8 +180,9 @@ def _merge_group(
     HEAD_DIM: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_SC: tl.constexpr,
 ):
     """_merge_kernel's result for the G query heads of one key/value head, in the program that found all their
-    chunks written: the maxima of every chunk at once, then the outputs BLOCK_SC chunks at a time (a [BLOCK_SC,
-    G, D] tile held in registers). Loads bypass L1 (.cg): the chunks were written by other SMs."""
+    chunks written: where BLOCK_SC covers every chunk, their maxima, sums and outputs loaded at once (one trip to
+    L2); else the maxima first, then the outputs BLOCK_SC chunks at a time (a [BLOCK_SC, G, D] tile held in
+    registers). Loads bypass L1 (.cg): the chunks were written by other SMs."""
     b = bh // Hkv
     hk = bh % Hkv
     offs_g = tl.arange(0, BLOCK_GM)
@@ -194,20 +195,31 @@ def _merge_group(
     own = tl.sum(q * kn[None, :], 1) * qk_scale  # [GM] the new token's own scores: finite
     offs_s = tl.arange(0, BLOCK_S)
     every = (bh * SPLITS + offs_s)[:, None] * G + offs_g[None, :]
-    m = tl.maximum(own, tl.max(tl.load(m_ptr + every, mask=(offs_s < SPLITS)[:, None] & g_ok[None, :],
-                                       other=float("-inf"), cache_modifier=".cg"), 0))
-    w_own = tl.math.exp2(own - m)
-    l_sum = w_own
-    out = vn[None, :] * w_own[:, None]  # [GM, D]
-    for s0 in range(0, SPLITS, BLOCK_SC):
-        offs_c = s0 + tl.arange(0, BLOCK_SC)
-        ok = (offs_c < SPLITS)[:, None] & g_ok[None, :]
-        rows = (bh * SPLITS + offs_c)[:, None] * G + offs_g[None, :]  # [SC, GM]
-        w = tl.math.exp2(tl.load(m_ptr + rows, mask=ok, other=float("-inf"), cache_modifier=".cg") - m[None, :])
-        l_sum += tl.sum(tl.load(l_ptr + rows, mask=ok, other=0.0, cache_modifier=".cg") * w, 0)
-        acc = tl.load(acc_ptr + rows[:, :, None] * HEAD_DIM + offs_d[None, None, :], mask=ok[:, :, None], other=0.0,
-                      cache_modifier=".cg")
-        out += tl.sum(acc * w[:, :, None], 0)
+    s_ok = (offs_s < SPLITS)[:, None] & g_ok[None, :]
+    if BLOCK_SC >= BLOCK_S:  # one round: every chunk's maxima, sums and outputs loaded at once, one trip to L2
+        m_all = tl.load(m_ptr + every, mask=s_ok, other=float("-inf"), cache_modifier=".cg")
+        l_all = tl.load(l_ptr + every, mask=s_ok, other=0.0, cache_modifier=".cg")
+        acc = tl.load(acc_ptr + every[:, :, None] * HEAD_DIM + offs_d[None, None, :], mask=s_ok[:, :, None],
+                      other=0.0, cache_modifier=".cg")
+        m = tl.maximum(own, tl.max(m_all, 0))
+        w = tl.math.exp2(m_all - m[None, :])
+        w_own = tl.math.exp2(own - m)
+        l_sum = w_own + tl.sum(l_all * w, 0)
+        out = vn[None, :] * w_own[:, None] + tl.sum(acc * w[:, :, None], 0)
+    else:
+        m = tl.maximum(own, tl.max(tl.load(m_ptr + every, mask=s_ok, other=float("-inf"), cache_modifier=".cg"), 0))
+        w_own = tl.math.exp2(own - m)
+        l_sum = w_own
+        out = vn[None, :] * w_own[:, None]  # [GM, D]
+        for s0 in range(0, SPLITS, BLOCK_SC):
+            offs_c = s0 + tl.arange(0, BLOCK_SC)
+            ok = (offs_c < SPLITS)[:, None] & g_ok[None, :]
+            rows = (bh * SPLITS + offs_c)[:, None] * G + offs_g[None, :]  # [SC, GM]
+            w = tl.math.exp2(tl.load(m_ptr + rows, mask=ok, other=float("-inf"), cache_modifier=".cg") - m[None, :])
+            l_sum += tl.sum(tl.load(l_ptr + rows, mask=ok, other=0.0, cache_modifier=".cg") * w, 0)
+            acc = tl.load(acc_ptr + rows[:, :, None] * HEAD_DIM + offs_d[None, None, :], mask=ok[:, :, None],
+                          other=0.0, cache_modifier=".cg")
+            out += tl.sum(acc * w[:, :, None], 0)
     out = out / l_sum[:, None]
     tl.store(out_ptr + b * stride_ob + (hk * G + offs_g)[:, None] * stride_oh + offs_d[None, :],
              out.to(out_ptr.dtype.element_ty), mask=g_ok[:, None])

@@ -97,11 +97,16 @@ def test_decode_step_runs_the_kernel_through_its_hook(monkeypatch):
         torch.testing.assert_close(ep.module()(*args), got, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("one_round", [False, True])
 @pytest.mark.parametrize("dtype", GEMM_DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}h{}/{}s{}d{}p{}".format(*c))
-def test_one_launch_with_counters_matches_two(case, dtype):
+def test_one_launch_with_counters_matches_two(case, dtype, one_round, monkeypatch):
     """With zeroed counters the head's last chunk merges in the same launch: the two-launch result (up to the
-    order of the sums), and the counters are left zero for the next call."""
+    order of the sums), and the counters are left zero for the next call; the merge in rounds of two chunks (the
+    interpreter's) or all chunks at once (merge_chunks covering them, as 16 chunks of a 64-wide head of 8 queries
+    are on a GPU)."""
+    if one_round:
+        monkeypatch.setattr(decode, "merge_chunks", lambda block_s, block_gm, head_dim: block_s)
     args = _inputs(*case, dtype, seed=sum(case) + 1)
     counters = torch.zeros(case[0] * case[2] + 3, dtype=torch.int32, device=DEVICE)
     one = decode.decode_attention(*args, counters=counters)
