@@ -143,6 +143,35 @@ def test_a_rebuild_from_the_caches_keeps_the_cold_builds_mark(h100, tmp_path):
     assert again["build_s"] == first["build_s"] and "rebuild_s" in again and again["error"] is None
 
 
+def test_a_build_that_failed_for_memory_on_a_crowded_card_is_built_again_when_it_frees(h100, tmp_path):
+    """The 1B Llama's kpt_O1 on the H100 (2026-12-05): its package's fresh-process load ran out of memory beside six
+    other builds, and the table lost the row. Built again once the card has room; other failures are not retried."""
+
+    class Result:
+        compile_s = 1.0
+
+        def __init__(self, error):
+            self.error = error
+
+    outcomes = ["the AOTInductor package failed in a fresh process (exit code 1) while loading the package", None]
+    calls, gauge, slept = [], iter([0.1, 0.1, 0.2, 0.8]), []
+
+    def build():
+        calls.append(1)
+        return Result(outcomes[len(calls) - 1])
+
+    marks = str(tmp_path)
+    assert h100.warm_variants("llama", ["kpt_O1"], {"kpt_O1": build}, marks, free_fraction=lambda: next(gauge),
+                              sleep=slept.append) == 0
+    assert len(calls) == 2 and slept == [10.0] and h100.read_mark(marks, "llama", "kpt_O1")["error"] is None
+    # a compile error, or a memory failure on a card with room, is not retried
+    for error, free in (("InductorError: bad", 0.1), ("CUDA error: out of memory", 0.9)):
+        calls.clear()
+        assert h100.warm_variants("llama", ["kpt_O3"], {"kpt_O3": lambda e=error: calls.append(1) or Result(e)}, marks,
+                                  free_fraction=lambda f=free: f, sleep=slept.append) == 1
+        assert len(calls) == 1
+
+
 def test_a_models_own_low_precision_bounds_judge_only_its_bf16_variants(h100):
     """The Llama shapes' bf16 variants (hand-made and ours alike) are judged by rel_l2 <= 5e-2; an fp32 variant of
     the same model keeps fp32's bounds, and a model without bounds of its own is left to the defaults."""
