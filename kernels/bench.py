@@ -266,8 +266,9 @@ def bench_linear_modes(quick: bool) -> list[dict]:
 def bench_linear_ws(quick: bool) -> list[dict]:
     """kernels/linear_ws.py (Gluon, persistent, ping-pong warpgroups) beside the op as shipped (kpt), its persistent
     Triton form (kpt_persist) and cuBLAS + activation at the goal shape (bf16), in one run: kpt_ws with the exact
-    epilogue, and for GELU kpt_ws_fast (erf by linear_ws.FAST_GELU's form) and gemm_ws (the kernel with no activation, what the
-    epilogue costs); each kpt_ws row also carries its largest difference from cuBLAS + activation (max_diff)."""
+    epilogue, and for GELU kpt_ws_fast (erf by linear_ws.FAST_GELU's form) and gemm_ws (the kernel with no
+    activation: what the epilogue costs); each kpt_ws row also carries its largest difference from cuBLAS +
+    activation (max_diff)."""
     from . import linear_ws
 
     rows = []

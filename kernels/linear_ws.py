@@ -199,8 +199,7 @@ if gluon is not None:
     @gluon.jit
     def _linear_ws_kernel(x_desc, w_desc, w2_desc, out_desc, b_ptr, b2_ptr, M, N, K,
                           HAS_BIAS: gl.constexpr, HAS_BIAS2: gl.constexpr, ACT: gl.constexpr, FAST_GELU: gl.constexpr,
-                 GATED: gl.constexpr,
-                          STAGES: gl.constexpr, GROUP: gl.constexpr, num_warps: gl.constexpr):
+                          GATED: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr, num_warps: gl.constexpr):
         BM: gl.constexpr = x_desc.block_type.shape[0]
         BK: gl.constexpr = x_desc.block_type.shape[1]
         BN: gl.constexpr = w_desc.block_type.shape[0]
