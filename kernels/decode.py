@@ -60,7 +60,7 @@ def _split_kernel(
     stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh,
     Hkv, G, S, CHUNK, qk_scale, pf_bytes,
     HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-    PREFETCH: tl.constexpr, MERGE: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_S: tl.constexpr,
+    PREFETCH: tl.constexpr, MERGE: tl.constexpr, BLOCK_GM: tl.constexpr,
     BLOCK_SC: tl.constexpr, PDL: tl.constexpr, LINE: tl.constexpr, LINES: tl.constexpr,  # PDL: _common.pdl_code; LINE:
     # a cache row's elements in a 128-byte line, LINES: its lines
 ):
@@ -86,7 +86,7 @@ def _split_kernel(
         _split_body(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, kn_ptr, vn_ptr, out_ptr, cnt_ptr, bh, split,
                     n_splits, stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
                     stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, Hkv, G, S, CHUNK, qk_scale,
-                    HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, MERGE, BLOCK_GM, BLOCK_S, BLOCK_SC, stream)
+                    HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, MERGE, BLOCK_GM, BLOCK_SC, stream)
 
 
 @triton.jit
@@ -94,7 +94,7 @@ def _split_body(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, kn_ptr, vn_
                 n_splits, stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
                 stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, Hkv, G, S, CHUNK, qk_scale,
                 HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-                MERGE: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_SC: tl.constexpr,
+                MERGE: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_SC: tl.constexpr,
                 stream: tl.constexpr):
     split_chunk(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, bh, split, n_splits, stride_qb, stride_qh,
                 stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, Hkv, G, S, CHUNK, qk_scale,
@@ -108,7 +108,7 @@ def _split_body(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, kn_ptr, vn_
         if done == n_splits - 1:
             _merge_group(q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, bh, Hkv, stride_qb, stride_qh,
                          stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, G, n_splits, qk_scale,
-                         HEAD_DIM, BLOCK_GM, BLOCK_S, BLOCK_SC)
+                         HEAD_DIM, BLOCK_GM, BLOCK_SC)
             tl.atomic_xchg(cnt_ptr + bh, 0, sem="relaxed", scope="gpu")  # left as found: zero
 
 
@@ -177,12 +177,11 @@ def _merge_group(
     q_ptr, kn_ptr, vn_ptr, m_ptr, l_ptr, acc_ptr, out_ptr, bh, Hkv,
     stride_qb, stride_qh, stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh,
     G, SPLITS, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_SC: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_SC: tl.constexpr,
 ):
     """_merge_kernel's result for the G query heads of one key/value head, in the program that found all their
-    chunks written: where BLOCK_SC covers every chunk, their maxima, sums and outputs loaded at once (one trip to
-    L2); else the maxima first, then the outputs BLOCK_SC chunks at a time (a [BLOCK_SC, G, D] tile held in
-    registers). Loads bypass L1 (.cg): the chunks were written by other SMs."""
+    chunks written: BLOCK_SC chunks at a time (a [BLOCK_SC, G, D] tile held in registers), merged online. Loads
+    bypass L1 (.cg): the chunks were written by other SMs."""
     b = bh // Hkv
     hk = bh % Hkv
     offs_g = tl.arange(0, BLOCK_GM)
@@ -193,33 +192,25 @@ def _merge_group(
     kn = tl.load(kn_ptr + b * stride_knb + hk * stride_knh + offs_d).to(tl.float32)
     vn = tl.load(vn_ptr + b * stride_vnb + hk * stride_vnh + offs_d).to(tl.float32)
     own = tl.sum(q * kn[None, :], 1) * qk_scale  # [GM] the new token's own scores: finite
-    offs_s = tl.arange(0, BLOCK_S)
-    every = (bh * SPLITS + offs_s)[:, None] * G + offs_g[None, :]
-    s_ok = (offs_s < SPLITS)[:, None] & g_ok[None, :]
-    if BLOCK_SC >= BLOCK_S:  # one round: every chunk's maxima, sums and outputs loaded at once, one trip to L2
-        m_all = tl.load(m_ptr + every, mask=s_ok, other=float("-inf"), cache_modifier=".cg")
-        l_all = tl.load(l_ptr + every, mask=s_ok, other=0.0, cache_modifier=".cg")
-        acc = tl.load(acc_ptr + every[:, :, None] * HEAD_DIM + offs_d[None, None, :], mask=s_ok[:, :, None],
-                      other=0.0, cache_modifier=".cg")
-        m = tl.maximum(own, tl.max(m_all, 0))
-        w = tl.math.exp2(m_all - m[None, :])
-        w_own = tl.math.exp2(own - m)
-        l_sum = w_own + tl.sum(l_all * w, 0)
-        out = vn[None, :] * w_own[:, None] + tl.sum(acc * w[:, :, None], 0)
-    else:
-        m = tl.maximum(own, tl.max(tl.load(m_ptr + every, mask=s_ok, other=float("-inf"), cache_modifier=".cg"), 0))
-        w_own = tl.math.exp2(own - m)
-        l_sum = w_own
-        out = vn[None, :] * w_own[:, None]  # [GM, D]
-        for s0 in range(0, SPLITS, BLOCK_SC):
-            offs_c = s0 + tl.arange(0, BLOCK_SC)
-            ok = (offs_c < SPLITS)[:, None] & g_ok[None, :]
-            rows = (bh * SPLITS + offs_c)[:, None] * G + offs_g[None, :]  # [SC, GM]
-            w = tl.math.exp2(tl.load(m_ptr + rows, mask=ok, other=float("-inf"), cache_modifier=".cg") - m[None, :])
-            l_sum += tl.sum(tl.load(l_ptr + rows, mask=ok, other=0.0, cache_modifier=".cg") * w, 0)
-            acc = tl.load(acc_ptr + rows[:, :, None] * HEAD_DIM + offs_d[None, None, :], mask=ok[:, :, None],
-                          other=0.0, cache_modifier=".cg")
-            out += tl.sum(acc * w[:, :, None], 0)
+    # Online over rounds of BLOCK_SC chunks, each round's maxima, sums and outputs loaded together (one trip to L2
+    # a round: one in all where a round covers every chunk), the running maximum starting at the new token's own.
+    m = own
+    l_sum = tl.full((BLOCK_GM,), 1.0, tl.float32)  # exp2(own - m)
+    out = tl.zeros((BLOCK_GM, HEAD_DIM), tl.float32) + vn[None, :]  # [GM, D]
+    for s0 in range(0, SPLITS, BLOCK_SC):
+        offs_c = s0 + tl.arange(0, BLOCK_SC)
+        ok = (offs_c < SPLITS)[:, None] & g_ok[None, :]
+        rows = (bh * SPLITS + offs_c)[:, None] * G + offs_g[None, :]  # [SC, GM]
+        m_c = tl.load(m_ptr + rows, mask=ok, other=float("-inf"), cache_modifier=".cg")
+        l_c = tl.load(l_ptr + rows, mask=ok, other=0.0, cache_modifier=".cg")
+        acc = tl.load(acc_ptr + rows[:, :, None] * HEAD_DIM + offs_d[None, None, :], mask=ok[:, :, None], other=0.0,
+                      cache_modifier=".cg")
+        m_new = tl.maximum(m, tl.max(m_c, 0))
+        alpha = tl.math.exp2(m - m_new)
+        w = tl.math.exp2(m_c - m_new[None, :])
+        l_sum = l_sum * alpha + tl.sum(l_c * w, 0)
+        out = out * alpha[:, None] + tl.sum(acc * w[:, :, None], 0)
+        m = m_new
     out = out / l_sum[:, None]
     tl.store(out_ptr + b * stride_ob + (hk * G + offs_g)[:, None] * stride_oh + offs_d[None, :],
              out.to(out_ptr.dtype.element_ty), mask=g_ok[:, None])
@@ -362,7 +353,7 @@ def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
         Hkv, G, S, chunk, qk_scale, pf_bytes,
         HEAD_DIM=D, BLOCK_G=block_g, BLOCK_N=block_n, PRECISION=precision, PREFETCH=pf is not None,
-        MERGE=counters is not None, BLOCK_GM=block_gm, BLOCK_S=block_s, BLOCK_SC=block_sc, PDL=pdl_code(q, pdl),
+        MERGE=counters is not None, BLOCK_GM=block_gm, BLOCK_SC=block_sc, PDL=pdl_code(q, pdl),
         LINE=128 // k_cache.element_size(), LINES=triton.cdiv(D * k_cache.element_size(), 128), num_warps=4,
         **pdl_options(pdl_launch(q, pdl)))
     if counters is None:

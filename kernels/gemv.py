@@ -370,10 +370,9 @@ def gemv_qkv_op(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor
     q_cols = _check_qkv(x, weight, norm_weight, pos, inv_freq, k, v, zero)
     x2 = x.reshape(-1, x.shape[-1])
     rows = x2.shape[0]
-    if slot is None:
-        k2, v2, row0 = _rows(k_out, rows, "k_out"), _rows(v_out, rows, "v_out"), 0
-    else:  # the kernel writes into k_out and v_out whole, from row slot * rows on: no view of a slot
-        k2, v2, row0 = _rows(k_out, rows * len(k_out), "k_out"), _rows(v_out, rows * len(v_out), "v_out"), slot * rows
+    # The kernel writes into k_out and v_out whole (with slot, from row slot * rows on): no view of a slot.
+    whole = rows * (len(k_out) if slot is not None else 1)
+    k2, v2, row0 = _rows(k_out, whole, "k_out"), _rows(v_out, whole, "v_out"), (slot or 0) * rows
     out = x.new_empty((x2.shape[0], q_cols))
     if x2.shape[0]:
         run(launch, x2, weight, weight, weight, weight, out, False, ACTS["none"], False, norm_weight, None, eps,
