@@ -135,8 +135,15 @@ def measure(providers: dict[str, Callable[[], torch.Tensor]], reference: Callabl
     samples: dict[str, list[float]] = {n: [] for n in ran}
     for r in range(ROUNDS if ran else 0):
         for name in ran[r % len(ran):] + ran[:r % len(ran)]:
-            samples[name].append(timer(providers[name]))
-    return {n: statistics.median(samples[n]) if n in samples else timings[n] for n in providers}, errors
+            if name in timings:  # its timing failed in an earlier round
+                continue
+            try:
+                samples[name].append(timer(providers[name]))
+            except (RuntimeError, ValueError, NotImplementedError) as e:  # e.g. out of memory while timed
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                timings[name] = f"not usable (timing failed: {first[:160]})"
+                errors.pop(name, None)
+    return {n: timings[n] if n in timings else statistics.median(samples[n]) for n in providers}, errors
 
 
 def choose(op: str, parts: dict, providers: Callable[[], dict[str, Callable[[], torch.Tensor]]],
@@ -248,6 +255,20 @@ def attention_providers(q, k, v, causal, scale=None, window=(-1, -1), alibi=None
 
 
 _FLEX = None
+# Compiled FlexAttention variants one process may hold (each mask and score function is a recompile): past dynamo's
+# default of 8 it ran flex's dense eager path instead, the benchmark's ninth case at 16 GB (H100, 2026-12-05). Past
+# this many, the call fails (a provider that failed) instead of running eagerly.
+FLEX_RECOMPILES = 64
+
+
+def _flex_call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    try:
+        with torch._dynamo.config.patch(recompile_limit=FLEX_RECOMPILES, fail_on_recompile_limit_hit=True):
+            return _FLEX(*args, **kwargs)
+    except FailOnRecompileLimitHit as e:  # an Exception, not a RuntimeError: the callers' failed-provider case
+        raise RuntimeError(f"FlexAttention not compiled: {e}") from e
 
 
 def _flex_provider(q, k, v, causal, scale, window, alibi, softcap, document_id):  # noqa: ANN001, ANN202
@@ -282,7 +303,7 @@ def _flex_provider(q, k, v, causal, scale, window, alibi, softcap, document_id):
 
     block = create_block_mask(mask_mod, B if document_id is not None else None, None, Nq, Nk, device=q.device)
     gqa = Hq != k.shape[1]
-    return lambda: _FLEX(q, k, v, score_mod=score_mod, block_mask=block, scale=scale, enable_gqa=gqa)
+    return lambda: _flex_call(q, k, v, score_mod=score_mod, block_mask=block, scale=scale, enable_gqa=gqa)
 
 
 # ---------------------------------------------------------------- the decisions the swapped modules ask for

@@ -263,3 +263,60 @@ def test_measure_times_providers_in_rotating_rounds():
     assert order == ["a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b"]  # checks, then 5 rounds
     assert list(timings) == ["a", "b", "bad"] and timings["bad"].startswith("not usable (No available kernel")
     assert timings["a"] == 4.0 and timings["b"] == 1.5  # a: 5 4 6 3 3.5; b: 1 1.5 2 1 9 and errors == {"a": 0.0, "b": 0.0}
+
+
+def test_measure_drops_a_provider_whose_timing_fails():
+    from kernels import registry
+
+    x = torch.ones(4)
+    calls = {"oom": 0}
+
+    def runs_once_then_oom():
+        calls["oom"] += 1
+        if calls["oom"] > 1:  # the check passes; the timed calls run out of memory (a dense fallback, say)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 GiB")
+        return x
+
+    timings, errors = registry.measure({"ok": lambda: x, "oom": runs_once_then_oom}, lambda: x,
+                                       timer=lambda fn: (fn(), 1.0)[1])
+    assert timings["ok"] == 1.0 and errors == {"ok": 0.0}
+    assert timings["oom"].startswith("not usable (timing failed: CUDA out of memory")
+    assert calls["oom"] == 2  # not timed again in later rounds
+
+
+def test_flex_calls_allow_more_compiled_variants_and_never_fall_back_to_eager(monkeypatch):
+    import torch._dynamo.config as dynamo_config
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    from kernels import registry
+
+    seen = {}
+
+    def fake_flex(*args, **kwargs):
+        seen.update(limit=dynamo_config.recompile_limit, fail=dynamo_config.fail_on_recompile_limit_hit)
+        return args[0]
+
+    monkeypatch.setattr(registry, "_FLEX", fake_flex)
+    assert registry._flex_call("q") == "q"
+    assert seen == {"limit": registry.FLEX_RECOMPILES, "fail": True} and registry.FLEX_RECOMPILES > 8
+    assert dynamo_config.recompile_limit == 8  # restored after the call
+
+    def over_the_limit(*args, **kwargs):
+        raise FailOnRecompileLimitHit("recompile_limit reached")
+
+    monkeypatch.setattr(registry, "_FLEX", over_the_limit)
+    with pytest.raises(RuntimeError, match="FlexAttention not compiled"):  # the providers' failure type
+        registry._flex_call("q")
+
+
+def test_bench_row_records_a_timing_that_runs_out_of_memory(monkeypatch):
+    from kernels import bench
+
+    def oom(fn, rep_ms):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 GiB")
+
+    monkeypatch.setattr(bench, "gpu_ms", oom)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    assert bench._time(lambda: None) == "failed: CUDA out of memory. Tried to allocate 16.00 GiB"
+    monkeypatch.setattr(bench, "gpu_ms", lambda fn, rep_ms: 0.5)
+    assert bench._time(lambda: None) == 0.5
