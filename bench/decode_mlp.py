@@ -4,17 +4,17 @@ trial compiles it (kpt.gpu.compile.trial_options: freezing, coordinate-descent t
   inductor      the MLP left to Inductor (its matrix-vector reductions, norms and residual adds fused in)
   down_gemv     the down projection through kernels/gemv.py (linear_act at one row), gate/up left to Inductor
   swiglu_gemv   gate/up (silu(gate) * up written once) and the down projection both through gemv.py
-  fused_layers  every layer through kernels/decode_layer.py (five launches a layer: norms folded into the
-                matrix-vector products, q/k/v in one, residuals added in their epilogues, decode attention
-                merging in its split kernel)
+  fused_layers  every layer through kernels/decode_layer.py (six launches a layer: norms folded into the
+                matrix-vector products, q/k/v in one, residuals added in their epilogues, decode attention's
+                split and merge kernels)
 
 A variant written NAME@P compiles with decode attention splitting its cache for about P programs
 (kernels.decode.TARGET_PROGRAMS, 256 otherwise): fused_layers@128,fused_layers@256 weighs the split kernel's
 parallelism against the merge kernel's work. fused_layers+pf has each launch ask the next launch's weight into
-L2 (kernels.decode_layer.PREFETCH_PLAN); fused_layers+2 runs decode attention in two launches (split, then the
-merge kernel: kernels.decode_layer.ATTENTION_LAUNCHES); fused_layers+chain runs the output projection, gate/up
+L2 (kernels.decode_layer.PREFETCH_PLAN); fused_layers+1 runs decode attention in one launch (each key/value head's
+last chunk merges: kernels.decode_layer.ATTENTION_LAUNCHES, 2 by default; +2 says two); fused_layers+chain runs the output projection, gate/up
 and down in one launch (kernels/mlp_chain.py: decode_layer.MLP_CHAIN), fused_layers+layer each whole layer
-(kernels/layer_chain.py: decode_layer.LAYER_CHAIN); fused_layers+pf+2@128 three at once. +eager captures the
+(kernels/layer_chain.py: decode_layer.LAYER_CHAIN); fused_layers+pf+1@128 three at once. +eager captures the
 step as it is, without torch.compile; +pdl does too, with kernels/' launches programmatic dependent ones
 (kernels.modules.swap_decode_pdl: each may start while the one before finishes; only Triton's own launcher sets
 that, not a compiled step's); +edges compiles that step (kernels/' PDL code) and makes the captured graph's edges
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         kept.append((model, compiled))
         # The module settings the variant's ops and layers read when they are traced, for its compile only.
         settings = {(decode, "TARGET_PROGRAMS"): int(programs) if programs else None,
-                    (decode_layer, "ATTENTION_LAUNCHES"): 2 if "2" in extras else None,
+                    (decode_layer, "ATTENTION_LAUNCHES"): 2 if "2" in extras else 1 if "1" in extras else None,
                     (decode_layer, "MLP_CHAIN"): True if "chain" in extras else None,
                     (decode_layer, "LAYER_CHAIN"): True if "layer" in extras else None}
         try:

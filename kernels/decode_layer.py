@@ -1,8 +1,8 @@
-"""One decoder layer of a Llama-style decode step (kpt.gpu.models.LlamaDecodeStep's decode_layer hook) in five
+"""One decoder layer of a Llama-style decode step (kpt.gpu.models.LlamaDecodeStep's decode_layer hook) in six
 launches, all kernels/ code: the three projections as one matrix-vector product over their concatenated weights
 with the input RMSNorm folded in, the rotary embedding applied to q and k in its epilogue and the new key and
 value written straight into the step's stacked outputs (gemv.gemv_qkv); decode attention (decode.py: the split
-kernel, each key/value head's last chunk merging); the output projection with the residual added; gate/up with
+kernel, then a merge kernel: ATTENTION_LAUNCHES); the output projection with the residual added; gate/up with
 the post-attention RMSNorm folded in and silu(gate) * up written once; the down projection with the residual
 added (gemv.gemv_op). The logits
 (decode_head hook): the final RMSNorm folded into the LM head's matrix-vector product: Inductor's reduction for
@@ -49,9 +49,12 @@ PDL = "kpt_pdl"  # kpt.gpu.graph_edges.ATTR: set by modules.swap_decode_pdl to _
 # kernels/ offers it as a trial of its own again (kernels.DECODE_PDL).
 
 # Decode attention's launches a layer: 1 (each key/value head's last chunk merges, kernels/decode.py) or 2 (split,
-# then merge). One launch passed its GPU tests (H200, 2026-12-05); the step time of each is bench/decode_mlp.py's
-# fused_layers against fused_layers+2 (not yet timed).
-ATTENTION_LAUNCHES = 1
+# then merge). Two: replayed as a CUDA graph at the 1B Llama's shape (b1, 32/4 heads, 2048 cached, d64) the two
+# launches took 4.8 us where one took 6.8-8.1 us at 8-32 chunks a head (kernels.bench --ops decode, H100,
+# 2026-12-05: docs/benchmarks/kernels-quick-decode-h100.md), and the compiled step's one launch at its 64 chunks 9.2 us
+# a layer (h100-llama-1b-decode-2026-12-05e.json): each head's last chunk merges all 64 chunks of its 8 query
+# heads alone, where the merge kernel spreads them over 32 programs. The step with two is not yet timed.
+ATTENTION_LAUNCHES = 2
 # The output projection, gate/up and down in one launch at batch 1 (kernels/mlp_chain.py: each group's weights
 # stream while the group before finishes). Correct on the H200 (its GPU test, 2026-12-05) but slower: the 1B
 # Llama's step 1.592 ms with it (bench/decode_mlp.py's fused_layers+chain) against 1.360 without: off.

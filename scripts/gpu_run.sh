@@ -307,7 +307,7 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         # kpt.gpu.graph_edges) (these two faulted or gave wrong values on the H200, 2026-12-05, while Inductor took
         # their kernels' operands as all written), the chains (+layer, +chain); then DECODE_VARIANTS: the step
         # uncompiled with its launches carrying the PDL attribute (+pdl; its Triton autotuners tune at the first
-        # call, which Inductor's compile does in parallel), the merge kernel back (+2), Inductor's own (inductor).
+        # call, which Inductor's compile does in parallel), decode attention in one launch (+1), Inductor's own (inductor).
         variants="${DECODE_BASE:-fused_layers,fused_layers+eager}"
         for gate in prefetch_plan:pf programmatic:edges layer_chain:layer mlp_chain:chain; do  # test:variant
             extra="${gate#*:}" gate="${gate%%:*}"
@@ -320,7 +320,7 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
                 echo "$gate test: rc $? (not timed)"
             fi
         done
-        variants="$variants,${DECODE_VARIANTS:-fused_layers+pdl,fused_layers+2,inductor}"
+        variants="$variants,${DECODE_VARIANTS:-fused_layers+pdl,fused_layers+1,inductor}"
         tests_s="${TESTS_S:-90}"  # the decode tests below took 37 s on the H200 (2026-12-05)
         # Variants in order of interest: those not compiled when the budget's measuring share is reached are skipped.
         timeout --signal=INT --kill-after=15 "$((LIMIT - SECONDS - tests_s - 20))" python3 bench/decode_mlp.py \

@@ -15,7 +15,7 @@ from tests.kernels.conftest import CUDA, check_2x
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")]
 
 if CUDA:
-    from kernels import _common, attention, decode, linear_act, modules, norms, registry
+    from kernels import _common, attention, decode, decode_layer, linear_act, modules, norms, registry
 
 LP = [torch.bfloat16, torch.float16]
 # Triton 3.6's Hopper warp specialization does not compile attention's loop (H200, 2026-12-03: the
@@ -427,7 +427,8 @@ def test_decode_step_with_pdl_launches_gpu(monkeypatch):
             monkeypatch.setattr(module, "pdl_options", lambda on, real=_common.pdl_options: asked.append(on) or real(on))
         pdl = modules.swap_decode_pdl(step)
         graph, got = _captured(pdl, x)
-        assert len(asked) == 2 * (4 * 5 + 1) and all(asked), asked  # warm-up and capture: 5 a layer, the logits' 1
+        per_layer = 4 + decode_layer.ATTENTION_LAUNCHES  # q/k/v, o, gate/up, down and decode attention's
+        assert len(asked) == 2 * (4 * per_layer + 1) and all(asked), asked  # warm-up and capture; the logits' 1
         _pdl_positions(graph.replay, want, got, x, positions)
 
 
@@ -454,8 +455,10 @@ def test_compiled_step_with_programmatic_graph_edges_gpu():
             x[1].fill_(p)
             want.append([t.clone() for t in plain(*x)])
         graph, got = _captured(torch.compile(pdl, fullgraph=True), x, keep=True)
-        # every layer launch (5 a layer) and the logits' follow a kernel: the embedding's, or the launch before
-        assert graph_edges.make_programmatic(graph, graph_edges.named(graph_edges.kernels_of(pdl))) == 4 * 5 + 1
+        # every layer launch (4 + decode attention's a layer) and the logits' follow a kernel: the embedding's, or
+        # the launch before
+        per_layer = 4 + decode_layer.ATTENTION_LAUNCHES
+        assert graph_edges.make_programmatic(graph, graph_edges.named(graph_edges.kernels_of(pdl))) == 4 * per_layer + 1
         graph.instantiate()
         _pdl_positions(graph.replay, want, got, x, positions)
 
@@ -539,4 +542,5 @@ def test_decode_step_with_the_kernel_compiles_and_exports(tmp_path, swap):
             for _ in range(3):
                 for a, b in zip(eager, replay(*x), strict=True):
                     torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
-        assert replay.programmatic_edges == 2 * 5 + 1, (replay.programmatic_edges, waiting)  # 2 layers, the logits
+        per_layer = 4 + decode_layer.ATTENTION_LAUNCHES
+        assert replay.programmatic_edges == 2 * per_layer + 1, (replay.programmatic_edges, waiting)  # 2 layers, logits
