@@ -12,12 +12,12 @@ A variant written NAME@P compiles with decode attention splitting its cache for 
 (kernels.decode.TARGET_PROGRAMS, 256 otherwise): fused_layers@128,fused_layers@256 weighs the split kernel's
 parallelism against the merge kernel's work. fused_layers+pf has each launch ask the next launch's weight into
 L2 (kernels.decode_layer.PREFETCH_PLAN); fused_layers+1 runs decode attention in one launch (each key/value head's
-last chunk merges: kernels.decode_layer.ATTENTION_LAUNCHES, 2 by default; +2 says two); fused_layers+chain runs the output projection, gate/up
-and down in one launch (kernels/mlp_chain.py: decode_layer.MLP_CHAIN), fused_layers+layer each whole layer
-(kernels/layer_chain.py: decode_layer.LAYER_CHAIN); fused_layers+pf+1@128 three at once. +eager captures the
-step as it is, without torch.compile; +pdl does too, with kernels/' launches programmatic dependent ones
-(kernels.modules.swap_decode_pdl: each may start while the one before finishes; only Triton's own launcher sets
-that, not a compiled step's); +edges compiles that step (kernels/' PDL code) and makes the captured graph's edges
+last chunk merges; kernels.decode_layer.ATTENTION_LAUNCHES, 2 by default: +2 says two); fused_layers+chain runs
+the output projection, gate/up and down in one launch (kernels/mlp_chain.py: decode_layer.MLP_CHAIN),
+fused_layers+layer each whole layer (kernels/layer_chain.py: decode_layer.LAYER_CHAIN); fused_layers+pf+1@128
+three at once. +eager captures the step as it is, without torch.compile; +pdl does too, with kernels/' launches
+programmatic dependent ones (kernels.modules.swap_decode_pdl: each may start while the one before finishes; only
+Triton's own launcher sets that, not a compiled step's); +edges compiles that step (kernels/' PDL code) and makes the captured graph's edges
 into those kernels programmatic (kpt.gpu.graph_edges: how the build's trial kpt_decode_pdl and its AOTInductor
 package, whose launchers set no launch attribute, get PDL; needs cuda-bindings).
 
