@@ -275,8 +275,8 @@ def bench_linear_ws(quick: bool) -> list[dict]:
     """kernels/linear_ws.py (Gluon, persistent, ping-pong warpgroups) beside the op as shipped (kpt), its persistent
     Triton form (kpt_persist) and cuBLAS + activation at the goal shape (bf16), in one run: kpt_ws with the exact
     epilogue, and for GELU kpt_ws_fast (erf by linear_ws.FAST_GELU's form) and gemm_ws (the kernel with no
-    activation: what the epilogue costs); each kpt_ws row also carries its largest difference from cuBLAS +
-    activation (max_diff)."""
+    activation: what the epilogue costs), and kpt_ws_deep (the ring at linear_ws.DEEP_STAGES buffers, the most
+    that fit); each kpt_ws row also carries its largest difference from cuBLAS + activation (max_diff)."""
     from . import linear_ws
 
     rows = []
@@ -291,6 +291,8 @@ def bench_linear_ws(quick: bool) -> list[dict]:
                      "kpt_persist": functools.partial(linear_act._run, x, w, bias, second, None, act, "persist")}
         if linear_ws.supports(x, w, bias, second, act):
             providers["kpt_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second, fast_gelu=False)
+            providers["kpt_ws_deep"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second,
+                                                         stages=linear_ws.DEEP_STAGES[second is not None])
             if act == "gelu":  # erf by linear_ws.FAST_GELU's form; the same GEMM with no activation (the epilogue's cost)
                 providers["kpt_ws_fast"] = functools.partial(linear_ws.linear_act, x, w, bias, act, fast_gelu=True)
                 providers["gemm_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, "none")

@@ -43,6 +43,10 @@ BLOCK_M = 128
 BLOCK_N = 128  # 64 for SwiGLU (two accumulators)
 BLOCK_K = 64
 STAGES = 4  # ring buffers: 32 KB each (x 16 KB + weight 16 KB, or + both gated halves of 8 KB)
+# The deepest rings that fit an H100/H200 program's 227 KB of shared memory beside the two output tiles (sm_90
+# cubins: 229656 bytes at 5 for linear + act, 229688 at 6 for SwiGLU; kernels.cubin --linear-ws). kernels.bench's
+# kpt_ws_deep rows time them against STAGES before either becomes the default.
+DEEP_STAGES = {False: 5, True: 6}  # gated -> stages
 GROUP_M = 8
 # GELU's epilogue in fewer instructions (FAST_GELU): erf by Abramowitz and Stegun's 7.1.26 (one reciprocal, one
 # exp2, five FMAs; erf's absolute error <= 1.5e-7, about one fp32 ulp of 1 + erf) where libdevice's erff takes about
@@ -230,10 +234,10 @@ if gluon is not None:
 
 def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, act: str = "gelu",
                weight2: torch.Tensor | None = None, bias2: torch.Tensor | None = None,
-               fast_gelu: bool | None = None) -> torch.Tensor:
+               fast_gelu: bool | None = None, stages: int | None = None) -> torch.Tensor:
     """act(x W^T + b), or with weight2 silu(x W^T + b) * (x W2^T + b2), for a call supports() accepts:
     linear_act.reference's semantics (the pre-activation in fp32, rounded once at the store). fast_gelu: GELU
-    by FAST_GELU's form (None: the module's FAST_GELU)."""
+    by FAST_GELU's form (None: the module's FAST_GELU); stages: the ring's buffers (None: STAGES)."""
     m, n = x.shape[0], weight.shape[0]
     gated = weight2 is not None
     bn = BLOCK_N // 2 if gated else BLOCK_N
@@ -247,7 +251,7 @@ def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     _linear_ws_kernel[(programs,)](x_desc, w_desc, w2_desc, out_desc, b, bias2 if bias2 is not None else b, m, n,
                                    x.shape[1], HAS_BIAS=bias is not None, HAS_BIAS2=bias2 is not None, ACT=ACTS[act],
                                    FAST_GELU=FAST_GELU if fast_gelu is None else fast_gelu,
-                                   GATED=gated, STAGES=STAGES, GROUP=GROUP_M, num_warps=4)
+                                   GATED=gated, STAGES=stages or STAGES, GROUP=GROUP_M, num_warps=4)
     return out
 
 

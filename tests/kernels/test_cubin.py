@@ -146,14 +146,25 @@ def test_gluon_attention_is_warp_specialized_without_spills_for_sm90():
 
 def test_gluon_linear_is_warp_specialized_without_spills_for_sm90():
     """kernels.linear_ws (Gluon) compiled for sm_90, linear + bias + GELU and SwiGLU (GELU with libdevice's
-    erf and FAST_GELU's): one warp-specialized region moving registers, each consumer warpgroup's main loop issuing 128 rows x BLOCK_K 64 of wgmma a k-step (two m64
-    halves, four k16 steps; twice for SwiGLU's two weights), no spill, within the program's shared memory."""
+    erf and FAST_GELU's), at STAGES and at DEEP_STAGES: one warp-specialized region moving registers, each consumer
+    warpgroup's main loop issuing 128 rows x BLOCK_K 64 of wgmma a k-step (two m64 halves, four k16 steps; twice
+    for SwiGLU's two weights), no spill, within the program's shared memory (the deep rings too)."""
+    from kernels import linear_ws as ws
+
     out = _cubin("--linear-ws", timeout=300)
-    rows = {(r["op"], r["fast"]): r for r in map(json.loads, out.stdout.splitlines())}
-    assert set(rows) == {("linear_gelu_ws", False), ("linear_gelu_ws", True), ("swiglu_ws", False)}
-    for (op, _), r in rows.items():
+    rows = {(r["op"], r["fast"], r["stages"]): r for r in map(json.loads, out.stdout.splitlines())}
+    assert set(rows) == {("linear_gelu_ws", False, ws.STAGES), ("linear_gelu_ws", True, ws.STAGES),
+                         ("swiglu_ws", False, ws.STAGES), ("linear_gelu_ws", True, ws.DEEP_STAGES[False]),
+                         ("swiglu_ws", False, ws.DEEP_STAGES[True])}
+    for (op, *_), r in rows.items():
         assert r["warp_specialized"] == 1 and r["register_moves"] > 0, r
         assert r["wgmmas"] == 2 * 8 * (2 if op == "swiglu_ws" else 1), r  # two consumers' code
         assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
     # linear_ws.FAST_GELU: GELU's epilogue in fewer instructions than with libdevice's erff
-    assert rows["linear_gelu_ws", True]["ptx_instructions"] < 0.7 * rows["linear_gelu_ws", False]["ptx_instructions"]
+    fast, exact = rows["linear_gelu_ws", True, ws.STAGES], rows["linear_gelu_ws", False, ws.STAGES]
+    assert fast["ptx_instructions"] < 0.7 * exact["ptx_instructions"]
+    # each buffer more is one more stage of x and weight blocks (32 KB either way) and its two barriers
+    for gated, op in ((False, "linear_gelu_ws"), (True, "swiglu_ws")):
+        deep, base = rows[op, not gated, ws.DEEP_STAGES[gated]], rows[op, not gated, ws.STAGES]
+        more = ws.DEEP_STAGES[gated] - ws.STAGES
+        assert more * 32768 <= deep["shared_bytes"] - base["shared_bytes"] <= more * (32768 + 64), (deep, base)

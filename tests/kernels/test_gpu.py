@@ -117,6 +117,9 @@ for M, K, N in [(4096, 4096, 11008), (1000, 1024, 520), (1, 512, 256), (300, 409
                 check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, fast_gelu=False), ref32, ref_lp)
             if act == "gelu":  # erf by linear_ws.FAST_GELU's form
                 check_2x(linear_ws.linear_act(x, w, b, a, fast_gelu=True), ref32, ref_lp)
+            # the deepest ring that fits (kernels.bench's kpt_ws_deep)
+            deep = linear_ws.DEEP_STAGES[w2 is not None]
+            check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, stages=deep), ref32, ref_lp)
             print(M, K, N, dtype, act, "ok", flush=True)
 # The op in the "gluon" mode: eager calls take linear_ws, a compiled call the Triton kernel (Inductor embeds it)
 linear_act.MODE = "gluon"
@@ -131,7 +134,8 @@ print("gluon mode ok")
 
 def test_gluon_linear_gpu():
     """kernels/linear_ws.py against the fp32 reference within 2x PyTorch's own low-precision error: every
-    activation (GELU also with FAST_GELU's erf) and SwiGLU, bf16 and fp16, the goal shape, odd edges (M and N not multiples of the tiles), one row,
+    activation (GELU also with FAST_GELU's erf; each also with the deepest ring, DEEP_STAGES) and SwiGLU, bf16 and
+    fp16, the goal shape, odd edges (M and N not multiples of the tiles), one row,
     more tiles than SMs and fewer, three runs each; in a process with a time limit as the attention's."""
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("linear_ws is written for sm_90 (Hopper)")
