@@ -133,7 +133,8 @@ def _max_diffs(rows: list[dict], providers: dict, vendor: str) -> list[dict]:
 def bench_attention_ws(quick: bool) -> list[dict]:
     """kernels/attention_ws.py (Gluon, warp-specialized like FlashAttention-3) beside the op as shipped (kpt) and
     cuDNN at the goal shapes (bf16, hd128 16k tokens; hd64 and batch 4 too), all in one run, its consumers in
-    ping-pong (kpt_ws) and in step (kpt_ws_step); each of their rows also
+    ping-pong (kpt_ws) and in step (kpt_ws_step), and in ping-pong with the deepest key/value ring that fits
+    (kpt_ws_deep: attention_ws.DEEP_STAGES); each of their rows also
     carries its largest difference from cuDNN's output (max_diff), so a fast wrong kernel shows as one."""
     from . import attention_ws
 
@@ -147,6 +148,8 @@ def bench_attention_ws(quick: bool) -> list[dict]:
             if attention_ws.supports(q, k, v, causal):  # its consumers in ping-pong (kpt_ws) and in step
                 providers["kpt_ws"] = functools.partial(attention_ws.attention, q, k, v, causal, pingpong=True)
                 providers["kpt_ws_step"] = functools.partial(attention_ws.attention, q, k, v, causal, pingpong=False)
+                providers["kpt_ws_deep"] = functools.partial(attention_ws.attention, q, k, v, causal, pingpong=True,
+                                                             stages=attention_ws.DEEP_STAGES[D])
             rows += _max_diffs(_rows("attention", f"b{B} h{H} n{N} d{D}", torch.bfloat16, causal, providers,
                                      attention_ws.flops(q, k, causal), 4 * B * H * N * D * 2), providers, "sdpa_cudnn")
     return rows

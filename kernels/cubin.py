@@ -218,7 +218,8 @@ def desc(rows: int, cols: int) -> str:
 
 def attention_ws_rows() -> list[dict]:
     """kernels.attention_ws's kernel (Gluon) compiled for sm_90 with the descriptors its launcher builds: bf16, head
-    dims 64 and 128, causal or not, its consumers in ping-pong (two partitions) or in step (one)."""
+    dims 64 and 128, causal or not, its consumers in ping-pong (two partitions, at STAGES and DEEP_STAGES) or in step
+    (one)."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from kernels import attention_ws as ws
@@ -230,10 +231,11 @@ def attention_ws_rows() -> list[dict]:
             types = {"q_desc": desc(q_rows, d), "k_desc": desc(ws.BLOCK_N, d), "v_desc": desc(ws.BLOCK_N, d),
                      "o_desc": desc(q_rows, d), "qk_scale": "fp32"}
             for causal in (False, True):
-                consts = {"CAUSAL": causal, "STAGES": ws.STAGES, "PINGPONG": pp, "num_warps": warps}
-                r = resources(ws._attn_ws_kernel, types, consts, warps, source=GluonASTSource)
-                rows.append({"op": "attention_ws", "pingpong": pp, "head_dim": d, "causal": causal}
-                            | dataclasses.asdict(r))
+                for stages in (ws.STAGES, ws.DEEP_STAGES[d]) if pp else (ws.STAGES,):
+                    consts = {"CAUSAL": causal, "STAGES": stages, "PINGPONG": pp, "num_warps": warps}
+                    r = resources(ws._attn_ws_kernel, types, consts, warps, source=GluonASTSource)
+                    rows.append({"op": "attention_ws", "pingpong": pp, "head_dim": d, "causal": causal,
+                                 "stages": stages} | dataclasses.asdict(r))
     return rows
 
 

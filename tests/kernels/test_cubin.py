@@ -130,13 +130,16 @@ def test_layer_chain_publishes_every_group_for_sm90():
 
 def test_gluon_attention_is_warp_specialized_without_spills_for_sm90():
     """kernels.attention_ws (Gluon) compiled for sm_90 at head dims 64 and 128, causal or not, its consumers in
-    ping-pong or in step: one warp-specialized region whose partitions move registers (setmaxnreg: the loader gives,
-    the consumers take), wgmmas for the scores twice (prologue, loop: D/16 k-steps each) and P V twice (loop, last
+    ping-pong (at STAGES and DEEP_STAGES) or in step: one warp-specialized region whose partitions move registers
+    (setmaxnreg: the loader gives, the consumers take), wgmmas for the scores twice (prologue, loop: D/16 k-steps each) and P V twice (loop, last
     block: 128 keys / 16) in each consumer's code, no spill, within the program's shared memory."""
+    from kernels import attention_ws as ws
+
     out = _cubin("--attention-ws", timeout=300)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert {(r["pingpong"], r["head_dim"], r["causal"]) for r in rows} == {
-        (p, d, c) for p in (False, True) for d in (64, 128) for c in (False, True)}
+    assert {(r["pingpong"], r["head_dim"], r["causal"], r["stages"]) for r in rows} == {
+        (p, d, c, st) for p in (False, True) for d in (64, 128) for c in (False, True)
+        for st in ((ws.STAGES, ws.DEEP_STAGES[d]) if p else (ws.STAGES,))}
     for r in rows:
         assert r["warp_specialized"] == 1 and r["register_moves"] > 0, r
         consumers = 2 if r["pingpong"] else 1

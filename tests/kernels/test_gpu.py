@@ -78,6 +78,8 @@ for dims in [(2, 16, 16, 1024, 128), (1, 32, 8, 4096, 128), (3, 8, 1, 1152, 64),
                 for _ in range(3):  # repeated: a race between the loader and the consumers would not repeat exactly
                     check_2x(attention_ws.attention(q, k, v, causal, pingpong=pingpong), ref32, ref_lp)
                 print(dims, dtype, causal, pingpong, "ok", flush=True)
+            deep = attention_ws.DEEP_STAGES[D]  # the deepest ring that fits (kernels.bench's kpt_ws_deep)
+            check_2x(attention_ws.attention(q, k, v, causal, pingpong=True, stages=deep), ref32, ref_lp)
 # The op in the "gluon" mode: eager calls take attention_ws, a compiled call the Triton kernel (Inductor embeds it)
 attention.MODE = "gluon"
 q, k, v = (torch.randn(1, 8, 1024, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -91,7 +93,7 @@ print("gluon mode ok")
 def test_gluon_attention_gpu():
     """kernels/attention_ws.py against the fp32 reference within 2x PyTorch's own low-precision error: causal and
     not, GQA and MQA, head dims 64 and 128, bf16 and fp16, one key block to 32, its consumers in ping-pong and in
-    step, three runs each."""
+    step, three runs each; in ping-pong with the deepest ring (DEEP_STAGES) once."""
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("attention_ws is written for sm_90 (Hopper)")
     _run_limited(_RUN_WS)
