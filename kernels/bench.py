@@ -157,10 +157,10 @@ def bench_attention_ws(quick: bool) -> list[dict]:
 
 def bench_decode(quick: bool) -> list[dict]:
     """One decode step's attention against a 2048-entry cache (the 1B Llama's heads) and a longer one: ours (reads
-    the cache once; kpt in two launches, kpt_1_c<n> in one with the cache in n chunks a key/value head, as the
-    layer path runs it: on the H100 the 1B Llama's step spent 9.2 us a layer in it, 2026-12-05) against what a
-    decode step writes out without it (the cache copied with the new entry, then masked SDPA, under each backend
-    that runs it). GB/s counts the cache read once."""
+    the cache once; kpt in two launches, as the layer path runs it, kpt_c<n> the same with the cache in n chunks a
+    key/value head, kpt_1_c<n> in one launch: on the H100 the 1B Llama's step spent 9.2 us a layer in that at 32
+    chunks, 2026-12-05) against what a decode step writes out without it (the cache copied with the new entry,
+    then masked SDPA, under each backend that runs it). GB/s counts the cache read once."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     rows = []
@@ -181,7 +181,9 @@ def bench_decode(quick: bool) -> list[dict]:
 
             providers = {"kpt": functools.partial(decode.decode_attention, q, kc, vc, kn, vn, pos)}
             counters = torch.zeros(B * Hkv, dtype=torch.int32, device="cuda")  # the one launch leaves them zero
-            for chunks in (8, 16, 32):  # one launch (the layer path's), the cache in this many chunks a head
+            for chunks in (8, 16, 32):  # the cache in this many chunks a head: two launches, and one
+                providers[f"kpt_c{chunks}"] = functools.partial(_decode_chunked, chunks * B * Hkv, q, kc, vc, kn, vn,
+                                                                pos, None)
                 providers[f"kpt_1_c{chunks}"] = functools.partial(_decode_chunked, chunks * B * Hkv, q, kc, vc, kn, vn,
                                                                   pos, counters)
             for name, backend in (("copy+sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
@@ -193,9 +195,9 @@ def bench_decode(quick: bool) -> list[dict]:
     return rows
 
 
-def _decode_chunked(programs: int, *args: torch.Tensor) -> torch.Tensor:
-    """decode.decode_attention in one launch (counters given) with decode.TARGET_PROGRAMS set to programs for the
-    call: the cache's chunks a key/value head, which the layer path's one launch merges in its last program."""
+def _decode_chunked(programs: int, *args: torch.Tensor | None) -> torch.Tensor:
+    """decode.decode_attention with decode.TARGET_PROGRAMS set to programs for the call (the cache's chunks a
+    key/value head): in one launch where counters are given (each head's last chunk merges), else in two."""
     saved, decode.TARGET_PROGRAMS = decode.TARGET_PROGRAMS, programs
     try:
         q, kc, vc, kn, vn, pos, counters = args
