@@ -717,3 +717,31 @@ def test_a_graph_whose_edges_cannot_be_rewritten_runs_as_captured(monkeypatch, c
     assert [r.getMessage() for r in caplog.records] == [
         "captured graph kept with plain edges: UNSUPPORTED: cuGraphAddDependencies returned CUDA_ERROR_INVALID_VALUE",
         "captured graph kept with plain edges: No module named 'cuda'"]
+
+
+def test_graph_keys_bind_large_inputs_by_address():
+    cpu = torch.device("cpu")
+    ids, pos = torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    kv = torch.zeros(runtime.BIND_BYTES // 2, dtype=torch.bfloat16)  # exactly BIND_BYTES
+    args = (ids, pos, kv, "flag")
+    assert runtime.bindable(args, cpu) == (False, False, True)
+    assert runtime.bindable(args, torch.device("meta")) == (False, False, False)  # elsewhere: copied over
+    shapes, addresses = runtime.graph_key(args, runtime.bindable(args, cpu))
+    assert shapes == runtime._key(args) and addresses == (kv.data_ptr(),)
+    assert runtime.graph_key(args, (False, False, False)) == (shapes, ())
+
+
+def test_a_shape_binds_a_few_addresses_then_copies():
+    cpu = torch.device("cpu")
+    run = runtime.GraphedRunner(lambda *a: a[0], device=cpu)
+    caches = [torch.zeros(runtime.BIND_BYTES // 4) for _ in range(runtime.BOUND_GRAPHS + 1)]
+    small = torch.zeros(4)
+    for i, kv in enumerate(caches[:-1]):  # each new address of the shape gets a graph of its own
+        key, binds = run._pick((small, kv))
+        assert key[1] == (kv.data_ptr(),) and binds == (False, True), i
+        run.graphs[key] = object()  # as a capture would
+        assert run._pick((small, kv)) == (key, binds)  # found again: replayed without a copy
+    key, binds = run._pick((small, caches[-1]))  # one address too many: the shape's copying graph
+    assert key == (runtime._key((small, caches[-1])), ()) and binds == (False, False)
+    assert run._pick((small, caches[0]))[1] == (False, True)  # the bound ones are still used
+    assert run._pick((small, small))[0][1] == ()  # nothing large: as before, copied

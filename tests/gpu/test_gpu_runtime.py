@@ -47,6 +47,30 @@ def test_package_replays_cuda_graphs_per_shape(tmp_path, kpt_cache_dir):
         assert torch.equal(first, kept)  # an earlier result is not overwritten by the next replay
 
 
+def test_large_inputs_are_read_in_place(tmp_path, kpt_cache_dir, monkeypatch):
+    """An input of BIND_BYTES or more is not copied: the graph reads the caller's tensor (a change made in place
+    shows in the next call), one graph per address up to BOUND_GRAPHS a shape, then that shape's copying graph;
+    the shape's graphs share one memory pool; every result as the module's."""
+    work = mlp_work(tmp_path)
+    apply(GpuInductorAOT(), work, "LEVEL_O2")
+    apply(CudaGraphs(min_speedup=0.0), work, "LEVEL_O2")
+    monkeypatch.setattr(runtime, "BIND_BYTES", 1024)  # x [8, 64] fp32: 2 KB
+    loaded = runtime.load_aoti(work.artifact.path)
+    assert isinstance(loaded, runtime.GraphedRunner)
+    xs = [torch.randn(8, 64, device=DEVICE) for _ in range(runtime.BOUND_GRAPHS + 1)]
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(xs[0]), work.module(xs[0]), rtol=1e-5, atol=1e-5)
+        (key,) = loaded.graphs
+        assert key[1] == (xs[0].data_ptr(),) and loaded.graphs[key].inputs == [None]  # no static copy
+        xs[0].mul_(-3.0)  # changed where it is: the replay reads it
+        torch.testing.assert_close(loaded(xs[0]), work.module(xs[0]), rtol=1e-5, atol=1e-5)
+        for x in xs[1:] + xs[:2]:
+            torch.testing.assert_close(loaded(x), work.module(x), rtol=1e-5, atol=1e-5)
+    bound = [k for k in loaded.graphs if k[1]]
+    assert len(bound) == runtime.BOUND_GRAPHS and len(loaded.graphs) == runtime.BOUND_GRAPHS + 1
+    assert len(loaded.pools) == 1
+
+
 def without_record(src: str, dst: str) -> str:
     """A copy of the package minus its runtime record (zip members copied as they are)."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:

@@ -5,7 +5,9 @@ torch.compile). A package is still capturable: loaded with run_single_threaded=T
 container runs on the caller's current stream without the events and locks of its thread-safe
 path, so torch.cuda.graph can capture one call and replay it. GraphedRunner does that per input
 shape: inputs are copied into static buffers, the graph is replayed, outputs are cloned (replays
-overwrite them) and handed back. Where the record names kernels compiled for programmatic dependent launch
+overwrite them) and handed back. An input of BIND_BYTES or more (a decode step's key/value caches) is not copied:
+the graph reads it where the caller keeps it, and its address joins the graph's key (BOUND_GRAPHS such graphs a
+shape; beyond them that shape's graph copies again). Where the record names kernels compiled for programmatic dependent launch
 (pdl_kernels: kernels/' decode layers with the trial kpt_decode_pdl kept), each captured graph's edges into
 them are made programmatic before it first runs (kpt.gpu.graph_edges): AOTInductor's own launches carry no
 launch attributes, so the graph is where those kernels get to start while the one before finishes.
@@ -62,6 +64,12 @@ log = logging.getLogger(__name__)
 RECORD = "extra/kpt_runtime.json"
 RECORD_VERSION = 1
 MAX_GRAPHS = 8  # input shapes captured per loaded package; further shapes run without a graph
+# An input this large is read where the caller keeps it rather than copied into the graph's own buffer at every
+# call: a decode step's key/value caches were copied whole every token (46 MB of the 1B Llama's 2048-entry
+# cache, 0.034 ms of its 1.36 ms step on the H100, 2026-12-05; a long context's cache is GBs). Its address is
+# part of the graph's key, so a caller that keeps its cache where it is replays one graph without copying it.
+BIND_BYTES = 1 << 20
+BOUND_GRAPHS = 4  # graphs a shape may have bound to callers' addresses; past them, that shape copies its inputs
 # A child process imports torch (and torchao for quantized packages), extracts the package, loads it and runs
 # it once: seconds for small models, tens of seconds for a 1B-parameter one. Past this it counts as hung.
 CHECK_TIMEOUT_S = 300.0
@@ -107,12 +115,24 @@ def strict_fp32():
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
-    inputs: list[torch.Tensor]
+    inputs: list[torch.Tensor | None]  # per tensor argument: its static buffer, or None where the graph reads the caller's
     outputs: object  # the pytree the package returned during capture
 
 
 def _key(args: tuple) -> tuple:
     return tuple((tuple(a.shape), a.dtype, a.stride()) if isinstance(a, torch.Tensor) else repr(a) for a in args)
+
+
+def bindable(args: tuple, device: torch.device) -> tuple[bool, ...]:
+    """Per tensor argument: whether a graph may read it in place (BIND_BYTES or more, already on the device)."""
+    return tuple(a.device == device and a.numel() * a.element_size() >= BIND_BYTES
+                 for a in args if isinstance(a, torch.Tensor))
+
+
+def graph_key(args: tuple, binds: tuple[bool, ...]) -> tuple:
+    """(shapes, addresses of the bound tensor arguments): one graph each; no addresses for a graph that copies."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    return _key(args), tuple(t.data_ptr() for t, b in zip(tensors, binds, strict=True) if b)
 
 
 @dataclass
@@ -124,26 +144,39 @@ class GraphedRunner:
     lock: threading.Lock = field(default_factory=threading.Lock)
     device: torch.device = field(default_factory=lambda: torch.device("cuda", torch.cuda.current_device()))
     max_graphs: int = MAX_GRAPHS
-    graphs: dict[tuple, _Graph] = field(default_factory=dict)
-    resident_bytes: int = 0  # GPU memory the captured graphs' private pools hold (reserved)
+    graphs: dict[tuple, _Graph] = field(default_factory=dict)  # graph_key() -> its graph
+    pools: dict[tuple, object] = field(default_factory=dict)  # input shapes -> the memory pool their graphs share
+    resident_bytes: int = 0  # GPU memory the captured graphs' pools hold (reserved)
     # The kernels whose launches wait for the one before (compiled for programmatic dependent launch: the package's
     # record, kpt.gpu.graph_edges): each captured graph's edges into them are made programmatic before it first runs.
     waits: Callable[[str], bool] | None = None
     programmatic_edges: int = 0  # edges made programmatic, over all captured graphs
 
-    def _capture(self, args: tuple) -> _Graph:
-        static = [a.detach().to(self.device, copy=True) if isinstance(a, torch.Tensor) else a for a in args]
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm up off the capture: lazy kernel loads, constant folding, workspaces
-                self.runner(*static)
-        torch.cuda.current_stream(self.device).wait_stream(side)
+    def _capture(self, args: tuple, binds: tuple[bool, ...], warm: bool = True) -> _Graph:
+        """One graph of the runner on args: bound tensor arguments (binds) read in place, the others from copies.
+        warm: run it twice first, off the capture, on copies of every input (a package that wrote into an input
+        would write into the caller's only when replayed, as a plain call does)."""
+        flags = iter(binds)
+        static = [(a if next(flags) else a.detach().to(self.device, copy=True)) if isinstance(a, torch.Tensor) else a
+                  for a in args]
+        if warm:
+            scratch = [a.detach().to(self.device, copy=True) if isinstance(a, torch.Tensor) else a for a in args]
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm up off the capture: lazy kernel loads, constant folding, workspaces
+                    self.runner(*scratch)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            del scratch
         torch.cuda.synchronize(self.device)
         before = torch.cuda.memory_reserved(self.device)
         graph = torch.cuda.CUDAGraph(keep_graph=self.waits is not None)
-        with torch.cuda.graph(graph):
+        shapes = _key(args)
+        # The graphs of one shape share a memory pool (the same allocations in the same order): replays are one at
+        # a time (the lock) and each one's outputs are cloned before the next, so none reads what another wrote.
+        with torch.cuda.graph(graph, pool=self.pools.get(shapes)):
             outputs = self.runner(*static)
+        self.pools.setdefault(shapes, graph.pool())
         if self.waits is not None:
             rewritten = _programmatic(graph, self.waits)
             try:
@@ -154,28 +187,45 @@ class GraphedRunner:
                 del graph, outputs
                 torch.cuda.synchronize(self.device)
                 self.waits = None
-                return self._capture(args)
+                return self._capture(args, binds, warm)
             self.programmatic_edges += rewritten
         torch.cuda.synchronize(self.device)
         self.resident_bytes += max(0, torch.cuda.memory_reserved(self.device) - before)
-        return _Graph(graph, [s for s in static if isinstance(s, torch.Tensor)], outputs)
+        flags = iter(binds)
+        return _Graph(graph, [None if next(flags) else s for a, s in zip(args, static, strict=True)
+                              if isinstance(a, torch.Tensor)], outputs)
+
+    def _pick(self, args: tuple) -> tuple[tuple, tuple[bool, ...]]:
+        """The graph key and bound arguments for this call: the caller's addresses where its large inputs may be
+        bound and the shape has a graph for them or room for one more (BOUND_GRAPHS), else the shape's copying
+        graph."""
+        binds = bindable(args, self.device)
+        key = graph_key(args, binds)
+        if not key[1] or key in self.graphs:
+            return key, binds
+        bound = sum(1 for shapes, addresses in self.graphs if shapes == key[0] and addresses)
+        if bound < BOUND_GRAPHS:
+            return key, binds
+        return (key[0], ()), tuple(False for _ in binds)
 
     def __call__(self, *args: torch.Tensor) -> object:
         with self.lock:
-            key = _key(args)
+            key, binds = self._pick(args)
             g = self.graphs.get(key)
             if g is None:
                 if len(self.graphs) >= self.max_graphs:
                     with strict_fp32():
                         return self.runner(*args)
+                warm = not any(shapes == key[0] for shapes, _ in self.graphs)  # kernels loaded by an earlier capture
                 with strict_fp32():
-                    g = self._capture(args)
+                    g = self._capture(args, binds, warm)
                 self.graphs[key] = g
-                log.info("captured a CUDA graph for input shapes %s (%d graph(s), %.1f MiB held)",
-                         [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)], len(self.graphs),
-                         self.resident_bytes / 2**20)
+                log.info("captured a CUDA graph for input shapes %s, %d input(s) read in place (%d graph(s), "
+                         "%.1f MiB held)", [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)], sum(binds),
+                         len(self.graphs), self.resident_bytes / 2**20)
             for dst, src in zip(g.inputs, [a for a in args if isinstance(a, torch.Tensor)], strict=True):
-                dst.copy_(src, non_blocking=True)
+                if dst is not None:
+                    dst.copy_(src, non_blocking=True)
             g.graph.replay()
             return pytree.tree_map_only(torch.Tensor, torch.clone, g.outputs)
 
