@@ -5,12 +5,13 @@ torch.compile). A package is still capturable: loaded with run_single_threaded=T
 container runs on the caller's current stream without the events and locks of its thread-safe
 path, so torch.cuda.graph can capture one call and replay it. GraphedRunner does that per input
 shape: inputs are copied into static buffers, the graph is replayed, outputs are cloned (replays
-overwrite them) and handed back. An input of BIND_BYTES or more (a decode step's key/value caches) is not copied:
-the graph reads it where the caller keeps it, and its address joins the graph's key (BOUND_GRAPHS such graphs a
-shape; beyond them that shape's graph copies again). Where the record names kernels compiled for programmatic dependent launch
-(pdl_kernels: kernels/' decode layers with the trial kpt_decode_pdl kept), each captured graph's edges into
-them are made programmatic before it first runs (kpt.gpu.graph_edges): AOTInductor's own launches carry no
-launch attributes, so the graph is where those kernels get to start while the one before finishes.
+overwrite them) and handed back. An input of BIND_BYTES or more (a decode step's key/value caches) is not
+copied: the graph reads it where the caller keeps it, and its address joins the graph's key (BOUND_GRAPHS such
+graphs a shape; beyond them that shape's graph copies again). Where the record names kernels compiled for
+programmatic dependent launch (pdl_kernels: kernels/' decode layers with the trial kpt_decode_pdl kept), each
+captured graph's edges into them are made programmatic before it first runs (kpt.gpu.graph_edges): AOTInductor's
+own launches carry no launch attributes, so the graph is where those kernels get to start while the one before
+finishes.
 
 Whether a package is replayed as a graph is decided once, when it is built (passes.CudaGraphs
 measures it), and recorded inside the .pt2 as extra/kpt_runtime.json, a member of the archive's
@@ -115,7 +116,7 @@ def strict_fp32():
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
-    inputs: list[torch.Tensor | None]  # per tensor argument: its static buffer, or None where the graph reads the caller's
+    inputs: list[torch.Tensor | None]  # per tensor argument: its static buffer (None: the graph reads the caller's)
     outputs: object  # the pytree the package returned during capture
 
 
