@@ -264,8 +264,9 @@ FLEX_RECOMPILES = 64
 def _flex_call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
     from torch._dynamo.exc import FailOnRecompileLimitHit
 
-    try:
-        with torch._dynamo.config.patch(recompile_limit=FLEX_RECOMPILES, fail_on_recompile_limit_hit=True):
+    try:  # suppress_errors pinned off: dynamo refuses it together with fail_on_recompile_limit_hit
+        with torch._dynamo.config.patch(recompile_limit=FLEX_RECOMPILES, fail_on_recompile_limit_hit=True,
+                                        suppress_errors=False):
             return _FLEX(*args, **kwargs)
     except FailOnRecompileLimitHit as e:  # an Exception, not a RuntimeError: the callers' failed-provider case
         raise RuntimeError(f"FlexAttention not compiled: {e}") from e

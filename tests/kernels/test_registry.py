@@ -293,12 +293,14 @@ def test_flex_calls_allow_more_compiled_variants_and_never_fall_back_to_eager(mo
     seen = {}
 
     def fake_flex(*args, **kwargs):
-        seen.update(limit=dynamo_config.recompile_limit, fail=dynamo_config.fail_on_recompile_limit_hit)
+        seen.update(limit=dynamo_config.recompile_limit, fail=dynamo_config.fail_on_recompile_limit_hit,
+                    suppress=dynamo_config.suppress_errors)
         return args[0]
 
     monkeypatch.setattr(registry, "_FLEX", fake_flex)
     assert registry._flex_call("q") == "q"
-    assert seen == {"limit": registry.FLEX_RECOMPILES, "fail": True} and registry.FLEX_RECOMPILES > 8
+    assert seen == {"limit": registry.FLEX_RECOMPILES, "fail": True, "suppress": False}
+    assert registry.FLEX_RECOMPILES > 8
     assert dynamo_config.recompile_limit == 8  # restored after the call
 
     def over_the_limit(*args, **kwargs):
