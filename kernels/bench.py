@@ -281,7 +281,7 @@ def bench_linear_ws(quick: bool) -> list[dict]:
     Triton form (kpt_persist) and cuBLAS + activation at the goal shape (bf16), in one run: kpt_ws with the exact
     epilogue, and for GELU kpt_ws_fast (erf by linear_ws.FAST_GELU's form) and gemm_ws (the kernel with no
     activation: what the epilogue costs), and kpt_ws_deep (the ring at linear_ws.DEEP_STAGES buffers, the most
-    that fit); each kpt_ws row also carries its largest difference from cuBLAS + activation (max_diff)."""
+    that fit; otherwise as shipped, GELU by FAST_GELU's form); each kpt_ws row also carries its largest difference from cuBLAS + activation (max_diff)."""
     from . import linear_ws
 
     rows = []
