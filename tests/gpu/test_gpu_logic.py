@@ -726,6 +726,8 @@ def test_graph_keys_bind_large_inputs_by_address():
     args = (ids, pos, kv, "flag")
     assert runtime.bindable(args, cpu) == (False, False, True)
     assert runtime.bindable(args, torch.device("meta")) == (False, False, False)  # elsewhere: copied over
+    shifted = torch.zeros(runtime.BIND_BYTES // 2 + 1, dtype=torch.bfloat16)[1:]  # 2 bytes past an aligned start
+    assert runtime.bindable((shifted,), cpu) == (False,)  # copied into an aligned buffer, as before
     shapes, addresses = runtime.graph_key(args, runtime.bindable(args, cpu))
     assert shapes == runtime._key(args) and addresses == (kv.data_ptr(),)
     assert runtime.graph_key(args, (False, False, False)) == (shapes, ())

@@ -125,8 +125,9 @@ def _key(args: tuple) -> tuple:
 
 
 def bindable(args: tuple, device: torch.device) -> tuple[bool, ...]:
-    """Per tensor argument: whether a graph may read it in place (BIND_BYTES or more, already on the device)."""
-    return tuple(a.device == device and a.numel() * a.element_size() >= BIND_BYTES
+    """Per tensor argument: whether a graph may read it in place (BIND_BYTES or more, already on the device, and
+    16-byte aligned as the copies are: Inductor's kernels may assume it of their inputs)."""
+    return tuple(a.device == device and a.numel() * a.element_size() >= BIND_BYTES and a.data_ptr() % 16 == 0
                  for a in args if isinstance(a, torch.Tensor))
 
 
