@@ -137,8 +137,8 @@ print("gluon mode ok")
 
 def test_gluon_linear_gpu():
     """kernels/linear_ws.py against the fp32 reference within 2x PyTorch's own low-precision error: every
-    activation (GELU also with FAST_GELU's erf; GELU and SwiGLU also with the deepest ring, DEEP_STAGES), bf16 and
-    fp16, the goal shape, odd edges (M and N not multiples of the tiles), one row,
+    activation and SwiGLU (GELU also with FAST_GELU's erf; GELU and SwiGLU also with the deepest ring,
+    DEEP_STAGES), bf16 and fp16, the goal shape, odd edges (M and N not multiples of the tiles), one row,
     more tiles than SMs and fewer, three runs each; in a process with a time limit as the attention's."""
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("linear_ws is written for sm_90 (Hopper)")
