@@ -103,6 +103,13 @@ def descriptor_loads(mode: str, *tensors: torch.Tensor) -> bool:
     return tma
 
 
+def reason(e: BaseException, limit: int = 160) -> str:
+    """An exception's first line (at most limit characters), or its type's name where it has no message: what a
+    provider's row or timing says when it failed."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 def gpu_ms(fn: Callable[[], object], rep_ms: int = 20) -> float:
     """Median ms of fn on the GPU, replayed as a CUDA graph: the time a compiled model pays (the GPU services'
     packages replay graphs), without the host's dispatch. Launched from Python, a small op's dispatch outlasts

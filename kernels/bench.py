@@ -38,7 +38,7 @@ if __package__ in (None, ""):  # run as a file: make `kernels` importable from t
     __package__ = "kernels"
 
 from . import attention, decode, linear_act, norms, registry  # noqa: E402
-from ._common import gpu_ms  # noqa: E402
+from ._common import gpu_ms, reason  # noqa: E402
 
 
 def _time(fn) -> float | str:  # noqa: ANN001
@@ -56,7 +56,7 @@ def _time(fn) -> float | str:  # noqa: ANN001
             with contextlib.suppress(RuntimeError):  # a fault is sticky: the next rows report it themselves
                 torch.cuda.synchronize()
                 torch.cuda.empty_cache()
-        return f"failed: {str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}"
+        return f"failed: {reason(e)}"
 
 
 def _rows(op: str, shape: str, dtype: torch.dtype, causal: bool | None, providers: dict, flops: float,

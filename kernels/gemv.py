@@ -373,8 +373,8 @@ def gemv_qkv_op(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor
     # The kernel writes into k_out and v_out whole (with slot, from row slot * rows on): no view of a slot.
     whole = rows * (len(k_out) if slot is not None else 1)
     k2, v2, row0 = _rows(k_out, whole, "k_out"), _rows(v_out, whole, "v_out"), (slot or 0) * rows
-    out = x.new_empty((x2.shape[0], q_cols))
-    if x2.shape[0]:
+    out = x.new_empty((rows, q_cols))
+    if rows:
         run(launch, x2, weight, weight, weight, weight, out, False, ACTS["none"], False, norm_weight, None, eps,
             (pos, inv_freq, k2, v2), prefetch, prefetch_fraction, zero, pdl, row0)
     return out.reshape(*x.shape[:-1], out.shape[-1])

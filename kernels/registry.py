@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._common import eager_call, gpu_ms
+from ._common import eager_call, gpu_ms, reason
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,7 @@ def measure(providers: dict[str, Callable[[], torch.Tensor]], reference: Callabl
         try:
             out = fn()
         except (RuntimeError, ValueError, NotImplementedError) as e:  # a backend that refuses these inputs
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            timings[name] = f"not usable ({first[:160]})"
+            timings[name] = f"not usable ({reason(e)})"
             continue
         err = (out.float() - ref).abs().max().item()
         if err != err:  # NaN: wrong, never chosen
@@ -140,8 +139,7 @@ def measure(providers: dict[str, Callable[[], torch.Tensor]], reference: Callabl
             try:
                 samples[name].append(timer(providers[name]))
             except (RuntimeError, ValueError, NotImplementedError) as e:  # e.g. out of memory while timed
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                timings[name] = f"not usable (timing failed: {first[:160]})"
+                timings[name] = f"not usable (timing failed: {reason(e)})"
                 errors.pop(name, None)
     return {n: timings[n] if n in timings else statistics.median(samples[n]) for n in providers}, errors
 

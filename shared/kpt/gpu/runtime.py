@@ -154,26 +154,30 @@ class GraphedRunner:
     waits: Callable[[str], bool] | None = None
     programmatic_edges: int = 0  # edges made programmatic, over all captured graphs
 
-    def _capture(self, args: tuple, binds: tuple[bool, ...], warm: bool = True) -> _Graph:
+    def _capture(self, args: tuple, binds: tuple[bool, ...]) -> _Graph:
         """One graph of the runner on args: bound tensor arguments (binds) read in place, the others from copies.
-        warm: run it twice first, off the capture, on copies of every input (a package that wrote into an input
-        would write into the caller's only when replayed, as a plain call does)."""
-        flags = iter(binds)
-        static = [(a if next(flags) else a.detach().to(self.device, copy=True)) if isinstance(a, torch.Tensor) else a
-                  for a in args]
-        if warm:
+        The first graph of a shape (no memory pool for it yet) runs the runner twice first, off the capture, on
+        copies of every input (lazy loads, constant folding, workspaces; a package that wrote into an input writes
+        into the caller's only when replayed, as a plain call does)."""
+        buffers, static, flags = [], [], iter(binds)  # per tensor argument its copy (None: bound); the call's args
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                buffers.append(None if next(flags) else a.detach().to(self.device, copy=True))
+                a = a if buffers[-1] is None else buffers[-1]
+            static.append(a)
+        shapes = _key(args)
+        if shapes not in self.pools:
             scratch = [a.detach().to(self.device, copy=True) if isinstance(a, torch.Tensor) else a for a in args]
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
-                for _ in range(2):  # warm up off the capture: lazy kernel loads, constant folding, workspaces
+                for _ in range(2):  # warm up off the capture
                     self.runner(*scratch)
             torch.cuda.current_stream(self.device).wait_stream(side)
             del scratch
         torch.cuda.synchronize(self.device)
         before = torch.cuda.memory_reserved(self.device)
         graph = torch.cuda.CUDAGraph(keep_graph=self.waits is not None)
-        shapes = _key(args)
         # The graphs of one shape share a memory pool (the same allocations in the same order): replays are one at
         # a time (the lock) and each one's outputs are cloned before the next, so none reads what another wrote.
         with torch.cuda.graph(graph, pool=self.pools.get(shapes)):
@@ -189,13 +193,11 @@ class GraphedRunner:
                 del graph, outputs
                 torch.cuda.synchronize(self.device)
                 self.waits = None
-                return self._capture(args, binds, warm)
+                return self._capture(args, binds)
             self.programmatic_edges += rewritten
         torch.cuda.synchronize(self.device)
         self.resident_bytes += max(0, torch.cuda.memory_reserved(self.device) - before)
-        flags = iter(binds)
-        return _Graph(graph, [None if next(flags) else s for a, s in zip(args, static, strict=True)
-                              if isinstance(a, torch.Tensor)], outputs)
+        return _Graph(graph, buffers, outputs)
 
     def _pick(self, args: tuple) -> tuple[tuple, tuple[bool, ...]]:
         """The graph key and bound arguments for this call: the caller's addresses where its large inputs may be
@@ -218,9 +220,8 @@ class GraphedRunner:
                 if len(self.graphs) >= self.max_graphs:
                     with strict_fp32():
                         return self.runner(*args)
-                warm = not any(shapes == key[0] for shapes, _ in self.graphs)  # kernels loaded by an earlier capture
                 with strict_fp32():
-                    g = self._capture(args, binds, warm)
+                    g = self._capture(args, binds)
                 self.graphs[key] = g
                 log.info("captured a CUDA graph for input shapes %s, %d input(s) read in place (%d graph(s), "
                          "%.1f MiB held)", [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)], sum(binds),
