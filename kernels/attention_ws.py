@@ -135,53 +135,66 @@ if gluon is not None:
         return p, m_new, l_i * alpha + gl.sum(p, axis=1), alpha
 
     @gluon.jit
-    def _consume(w, o_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty, turn, q_row,
-                 q_first, n_blocks, qk_scale, CAUSAL: gl.constexpr, STAGES: gl.constexpr, HEAD_D: gl.constexpr,
-                 PINGPONG: gl.constexpr, WARPS: gl.constexpr):
-        """Consumer w (of one or two): the online softmax of its query rows over the key blocks, each block's
-        scores issued together with the previous block's P V and waited for first; then its output rows by TMA."""
-        BM: gl.constexpr = q_smem.shape[1]
+    def _blocks(w, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, n, j0, c0, r0, q_first, qk_scale,
+                CAUSAL: gl.constexpr, STAGES: gl.constexpr, HEAD_D: gl.constexpr, PINGPONG: gl.constexpr,
+                WARPS: gl.constexpr):
+        """Consumer w's online softmax of its query rows q over n key blocks: keys block j0 + i in ring buffer use
+        c0 + i, turn round r0 + i (n + 1 rounds). Each block's scores are issued together with the previous block's
+        P V and waited for first. Returns (acc, running max, running sum): acc not yet divided by the sum."""
+        BM: gl.constexpr = q.shape[0]
         BN: gl.constexpr = k_smem.shape[1]
         s_layout: gl.constexpr = _mma_layout(BN, WARPS)
         o_layout: gl.constexpr = _mma_layout(HEAD_D, WARPS)
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
         row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
-        q = q_smem.index(w)
-        q_first += w * BM
         m_i = gl.full([BM], -float("inf"), gl.float32, row_layout)
         l_i = gl.zeros([BM], gl.float32, row_layout)
         acc = gl.zeros([BM, HEAD_D], gl.float32, o_layout)
 
-        mbarrier.wait(q_ready, 0)
-        _my_turn(turn, w, 0, PINGPONG)
-        tok = _scores(q, k_smem, k_ready, 0, STAGES, s_layout, BM, BN)
+        _my_turn(turn, w, r0, PINGPONG)
+        tok = _scores(q, k_smem, k_ready, c0, STAGES, s_layout, BM, BN)
         _your_turn(turn, w, PINGPONG)
         scores = warpgroup_mma_wait(0, deps=(tok,))
-        mbarrier.arrive(k_empty.index(0))
-        p, m_i, l_i, alpha = _softmax(scores, m_i, l_i, qk_scale, 0, q_first, CAUSAL, s_layout, BM, BN)
-        for j in range(1, n_blocks):
-            prev = (j - 1) % STAGES
-            _my_turn(turn, w, j, PINGPONG)
-            tok = _scores(q, k_smem, k_ready, j, STAGES, s_layout, BM, BN)  # Q K_j^T, in flight
-            mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)
+        mbarrier.arrive(k_empty.index(c0 % STAGES))
+        p, m_i, l_i, alpha = _softmax(scores, m_i, l_i, qk_scale, j0, q_first, CAUSAL, s_layout, BM, BN)
+        for j in range(1, n):
+            prev = (c0 + j - 1) % STAGES
+            _my_turn(turn, w, r0 + j, PINGPONG)
+            tok = _scores(q, k_smem, k_ready, c0 + j, STAGES, s_layout, BM, BN)  # Q K_j^T, in flight
+            mbarrier.wait(v_ready.index(prev), ((c0 + j - 1) // STAGES) & 1)
             acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-            p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
+            p_op = gl.convert_layout(p.to(q.dtype), p_layout)
             acc_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)  # P_{j-1} V_{j-1}, in flight
             _your_turn(turn, w, PINGPONG)
             scores = warpgroup_mma_wait(1, deps=(tok,))  # the scores (issued first) are done
-            mbarrier.arrive(k_empty.index(j % STAGES))
-            p, m_i, l_i, alpha = _softmax(scores, m_i, l_i, qk_scale, j, q_first, CAUSAL, s_layout, BM, BN)
+            mbarrier.arrive(k_empty.index((c0 + j) % STAGES))
+            p, m_i, l_i, alpha = _softmax(scores, m_i, l_i, qk_scale, j0 + j, q_first, CAUSAL, s_layout, BM, BN)
             acc, p_op = warpgroup_mma_wait(0, deps=(acc_tok, p_op))
             mbarrier.arrive(v_empty.index(prev))
-        last = (n_blocks - 1) % STAGES
-        mbarrier.wait(v_ready.index(last), ((n_blocks - 1) // STAGES) & 1)
+        last = (c0 + n - 1) % STAGES
+        mbarrier.wait(v_ready.index(last), ((c0 + n - 1) // STAGES) & 1)
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-        p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
-        _my_turn(turn, w, n_blocks, PINGPONG)
+        p_op = gl.convert_layout(p.to(q.dtype), p_layout)
+        _my_turn(turn, w, r0 + n, PINGPONG)
         acc_tok = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
         _your_turn(turn, w, PINGPONG)
         acc, p_op = warpgroup_mma_wait(0, deps=(acc_tok, p_op))
         mbarrier.arrive(v_empty.index(last))
+        return acc, m_i, l_i
+
+    @gluon.jit
+    def _consume(w, o_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty, turn, q_row,
+                 q_first, n_blocks, qk_scale, CAUSAL: gl.constexpr, STAGES: gl.constexpr, HEAD_D: gl.constexpr,
+                 PINGPONG: gl.constexpr, WARPS: gl.constexpr):
+        """Consumer w (of one or two): the online softmax of its query rows over the key blocks (_blocks); then its
+        output rows by TMA."""
+        BM: gl.constexpr = q_smem.shape[1]
+        o_layout: gl.constexpr = _mma_layout(HEAD_D, WARPS)
+        q = q_smem.index(w)
+        q_first += w * BM
+        mbarrier.wait(q_ready, 0)
+        acc, m_i, l_i = _blocks(w, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, n_blocks, 0, 0, 0,
+                                q_first, qk_scale, CAUSAL, STAGES, HEAD_D, PINGPONG, WARPS)
         acc = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
         # q takes the output rows: only this consumer's (waited) wgmmas read it
         q.store(acc.to(q_smem.dtype))

@@ -59,10 +59,15 @@ def _time(fn) -> float | str:  # noqa: ANN001
         return f"failed: {reason(e)}"
 
 
+SKIP: set[str] = set()  # providers not timed (--skip: e.g. one whose GPU test failed, which might hang)
+
+
 def _rows(op: str, shape: str, dtype: torch.dtype, causal: bool | None, providers: dict, flops: float,
           nbytes: float) -> list[dict]:
     rows = []
     for name, fn in providers.items():
+        if name in SKIP:
+            continue
         ms = _time(fn)
         row = {"op": op, "shape": shape, "dtype": str(dtype).removeprefix("torch."), "provider": name,
                "causal": causal}
@@ -134,9 +139,10 @@ def bench_attention_ws(quick: bool) -> list[dict]:
     """kernels/attention_ws.py (Gluon, warp-specialized like FlashAttention-3) beside the op as shipped (kpt) and
     cuDNN at the goal shapes (bf16, hd128 16k tokens; hd64 and batch 4 too), all in one run, its consumers in
     ping-pong (kpt_ws) and in step (kpt_ws_step), and in ping-pong with the deepest key/value ring that fits
-    (kpt_ws_deep: attention_ws.DEEP_STAGES); each of their rows also
+    (kpt_ws_deep: attention_ws.DEEP_STAGES), and non-causal with the last wave's tiles split over every SM
+    (kpt_ws_split, kpt_ws_split_deep: kernels/attention_split.py); each of their rows also
     carries its largest difference from cuDNN's output (max_diff), so a fast wrong kernel shows as one."""
-    from . import attention_ws
+    from . import attention_split, attention_ws
 
     rows = []
     cases = [(1, 16, 16384, 128), (4, 16, 4096, 128), (1, 32, 16384, 64)] if not quick else [(1, 16, 4096, 128)]
@@ -150,6 +156,10 @@ def bench_attention_ws(quick: bool) -> list[dict]:
                 providers["kpt_ws_step"] = functools.partial(attention_ws.attention, q, k, v, causal, pingpong=False)
                 providers["kpt_ws_deep"] = functools.partial(attention_ws.attention, q, k, v, causal, pingpong=True,
                                                              stages=attention_ws.DEEP_STAGES[D])
+            if attention_split.supports(q, k, v, causal):  # the last wave split over every SM
+                providers["kpt_ws_split"] = functools.partial(attention_split.attention, q, k, v)
+                providers["kpt_ws_split_deep"] = functools.partial(attention_split.attention, q, k, v,
+                                                                   stages=attention_ws.DEEP_STAGES[D])
             rows += _max_diffs(_rows("attention", f"b{B} h{H} n{N} d{D}", torch.bfloat16, causal, providers,
                                      attention_ws.flops(q, k, causal), 4 * B * H * N * D * 2), providers, "sdpa_cudnn")
     return rows
@@ -472,8 +482,10 @@ def main(argv: list[str] | None = None) -> int:
                          "specialization), attention-ws and linear-ws (the Gluon warp-specialized kernels), decode, linear, linear-modes (likewise), gemv (one row at the 1B Llama's decode "
                          "shapes, Inductor included), norms, norm-warps (each fixed warp count), "
                          "norm-persistent (the persistent pipelined norm kernel), norm-cache (x past L1 or not)")
+    ap.add_argument("--skip", default="", help="comma-separated providers not to time (e.g. kpt_ws_split)")
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
     args = ap.parse_args(argv)
+    SKIP.update(p for p in args.skip.split(",") if p)
     if args.render:
         path = Path(args.render)
         path.with_suffix(".md").write_text(render(json.loads(path.read_text())))

@@ -11,6 +11,7 @@ were pipelined (cp.async into shared memory) can be checked in CI and before a G
     python -m kernels.cubin --layer-chain                    # kernels.layer_chain at the 1B Llama's shapes
     python -m kernels.cubin --pdl                            # gemv and decode attention as PDL launches
     python -m kernels.cubin --attention-ws                   # kernels.attention_ws (Gluon) at hd 64/128, causal or not
+    python -m kernels.cubin --attention-split                # kernels.attention_split (Gluon) at hd 64/128
     python -m kernels.cubin --linear-ws                      # kernels.linear_ws (Gluon): linear + GELU and SwiGLU
 
 Run it without TRITON_INTERPRET (under the interpreter triton.jit gives no compilable function).
@@ -239,6 +240,26 @@ def attention_ws_rows() -> list[dict]:
     return rows
 
 
+def attention_split_rows() -> list[dict]:
+    """kernels.attention_split's kernel (Gluon) compiled for sm_90 with its launcher's descriptors and workspace:
+    bf16, head dims 64 and 128 (non-causal, ping-pong), at attention_ws.STAGES and DEEP_STAGES."""
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from kernels import attention_split as sk
+    from kernels import attention_ws as ws
+
+    rows = []
+    for d in ws.HEAD_DIMS:
+        q_rows = ws.BLOCK_M // 2
+        types = {"q_desc": desc(q_rows, d), "k_desc": desc(ws.BLOCK_N, d), "v_desc": desc(ws.BLOCK_N, d),
+                 "o_desc": desc(q_rows, d), "acc_ptr": "*fp32", "m_ptr": "*fp32", "l_ptr": "*fp32", "qk_scale": "fp32"}
+        for stages in (ws.STAGES, ws.DEEP_STAGES[d]):
+            consts = {"STAGES": stages, "num_warps": 4}
+            r = resources(sk._attn_split_kernel, types, consts, 4, ("acc_ptr", "m_ptr", "l_ptr"), source=GluonASTSource)
+            rows.append({"op": "attention_split", "head_dim": d, "stages": stages} | dataclasses.asdict(r))
+    return rows
+
+
 def linear_ws_rows() -> list[dict]:
     """kernels.linear_ws's persistent kernel (Gluon) compiled for sm_90 with its launcher's descriptors: bf16,
     linear + bias + GELU (erf by libdevice and by FAST_GELU's form) and SwiGLU, at STAGES and DEEP_STAGES."""
@@ -321,11 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layer-chain", action="store_true", help="kernels.layer_chain at the 1B Llama's shapes")
     ap.add_argument("--pdl", action="store_true", help="gemv and decode attention as PDL launches")
     ap.add_argument("--attention-ws", action="store_true", help="kernels.attention_ws (Gluon) at hd 64 and 128")
+    ap.add_argument("--attention-split", action="store_true", help="kernels.attention_split (Gluon) at hd 64 and 128")
     ap.add_argument("--linear-ws", action="store_true", help="kernels.linear_ws (Gluon): linear + GELU, SwiGLU")
     args = ap.parse_args(argv)
     picked = {"gemv": gemv_rows, "decode": decode_rows, "attention": attention_rows, "norm_cache": norm_cache_rows,
               "mlp_chain": mlp_chain_rows, "layer_chain": layer_chain_rows, "pdl": pdl_rows,
-              "attention_ws": attention_ws_rows, "linear_ws": linear_ws_rows}
+              "attention_ws": attention_ws_rows, "attention_split": attention_split_rows, "linear_ws": linear_ws_rows}
     chosen = [fn for name, fn in picked.items() if getattr(args, name)]
     if chosen:
         for row in chosen[0]():

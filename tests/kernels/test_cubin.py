@@ -147,6 +147,24 @@ def test_gluon_attention_is_warp_specialized_without_spills_for_sm90():
         assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
 
 
+def test_gluon_split_attention_is_warp_specialized_without_spills_for_sm90():
+    """kernels.attention_split (the last wave's tiles split) compiled for sm_90 at head dims 64 and 128, at
+    attention_ws.STAGES and DEEP_STAGES: as attention_ws's ping-pong form (one warp-specialized region moving
+    registers, the same wgmmas in each consumer's code, no spill), its shared memory attention_ws's plus the query
+    rows' "empty" barrier."""
+    from kernels import attention_ws as ws
+
+    out = _cubin("--attention-split", timeout=300)
+    rows = {(r["head_dim"], r["stages"]): r for r in map(json.loads, out.stdout.splitlines())}
+    assert set(rows) == {(d, st) for d in ws.HEAD_DIMS for st in (ws.STAGES, ws.DEEP_STAGES[d])}
+    for (d, stages), r in rows.items():
+        assert r["warp_specialized"] == 1 and r["register_moves"] > 0, r
+        assert r["wgmmas"] == 2 * (2 * (d // 16) + 2 * (128 // 16)), r
+        assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
+        q_and_ring = (2 * 64 + 2 * stages * 128) * d * 2  # query rows of both consumers, key and value buffers
+        assert q_and_ring < r["shared_bytes"] <= q_and_ring + 1024, r
+
+
 def test_gluon_linear_is_warp_specialized_without_spills_for_sm90():
     """kernels.linear_ws (Gluon) compiled for sm_90, linear + bias + GELU and SwiGLU (GELU with libdevice's
     erf and FAST_GELU's), at STAGES and at DEEP_STAGES: one warp-specialized region moving registers, each consumer

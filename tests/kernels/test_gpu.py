@@ -100,6 +100,40 @@ def test_gluon_attention_gpu():
     _run_limited(_RUN_WS)
 
 
+# kernels/attention_split.py: attention_ws with the last wave's tiles split, its pieces merged by a Triton kernel
+_RUN_SPLIT = """
+import torch
+from kernels import attention, attention_split
+from tests.kernels.conftest import check_2x
+SMS = torch.cuda.get_device_properties(0).multi_processor_count
+for dims in [(2, 16, 16, 1024, 128), (1, 32, 8, 4096, 128), (3, 8, 1, 1152, 64), (1, 8, 2, 128, 128), (1, 5, 5, 640, 64)]:
+    B, Hq, Hkv, N, D = dims
+    for dtype in (torch.bfloat16, torch.float16):
+        g = torch.Generator(device="cuda").manual_seed(N)
+        q = torch.randn(B, Hq, N, D, device="cuda", dtype=dtype, generator=g)
+        k, v = (torch.randn(B, Hkv, N, D, device="cuda", dtype=dtype, generator=g) for _ in range(2))
+        assert attention_split.supports(q, k, v, False) and not attention_split.supports(q, k, v, True), dims
+        ref32, ref_lp = attention.reference(q, k, v), attention.reference(q, k, v, dtype=dtype)
+        tiles = B * Hq * (N // 128)
+        for sms in (None, 5, 24, 2 * tiles):  # as planned for this card, for fewer SMs, for more SMs than tiles
+            for stages in (None, 3) if dtype == torch.bfloat16 and D == 128 else (None,):
+                full, programs = attention_split.schedule(tiles, N // 128, sms or SMS)
+                for _ in range(2):  # repeated: a race between the loader and the consumers would not repeat exactly
+                    check_2x(attention_split.attention(q, k, v, sms=sms, stages=stages), ref32, ref_lp)
+                print(dims, dtype, sms, stages, full, programs, "ok", flush=True)
+"""
+
+
+def test_gluon_split_attention_gpu():
+    """kernels/attention_split.py against the fp32 reference within 2x PyTorch's own low-precision error: GQA and MQA,
+    head dims 64 and 128, bf16 and fp16, one key block to 32, the last wave split as planned for the card's SMs, for
+    5 and 24 SMs and for more SMs than tiles (every tile split; ranges of one key block where tiles have one), the
+    deeper ring once, twice each."""
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("attention_split is written for sm_90 (Hopper)")
+    _run_limited(_RUN_SPLIT)
+
+
 _RUN_LINEAR_WS = """
 import torch
 from kernels import linear_act, linear_ws

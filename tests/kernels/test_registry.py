@@ -322,3 +322,15 @@ def test_bench_row_records_a_timing_that_runs_out_of_memory(monkeypatch):
     assert bench._time(lambda: None) == "failed: CUDA out of memory. Tried to allocate 16.00 GiB"
     monkeypatch.setattr(bench, "gpu_ms", lambda fn, rep_ms: 0.5)
     assert bench._time(lambda: None) == 0.5
+
+
+def test_bench_skips_the_providers_it_is_told_to(monkeypatch):
+    """--skip: a provider whose GPU test failed (and so might hang) gets no row; the others are timed."""
+    from kernels import bench
+
+    timed = []
+    monkeypatch.setattr(bench, "_time", lambda fn: timed.append(fn()) or 0.5)
+    monkeypatch.setattr(bench, "SKIP", {"kpt_ws_split"})
+    rows = bench._rows("attention", "s", torch.bfloat16, False, {"kpt_ws": lambda: "ws", "kpt_ws_split": lambda: "split"},
+                       1e9, 1e6)
+    assert [r["provider"] for r in rows] == ["kpt_ws"] and timed == ["ws"]
