@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import attention_ws
+from . import attention_split, attention_ws
 from ._common import LOAD_MODES, LOG2E, configs, descriptor_loads, eager_call, launch, register_op, tanh
 
 HEAD_DIMS = (16, 32, 64, 128)
@@ -257,9 +257,10 @@ def attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
 
 
 # How K and V reach the kernel (one of MODES, _common.LOAD_MODES); the op uses MODE where TMA applies. "gluon": the
-# calls attention_ws.py covers go to that kernel (eager calls only: Inductor and AOTInductor embed triton.jit
-# kernels, not Gluon ones), the others take pointer loads. Traced calls run COMPILED_MODE whatever MODE says, and
-# the registry times that (registry.attention_providers): its choices are for compiled models.
+# calls attention_ws.py covers go to that kernel (the non-causal ones to attention_split.py where its USE is on;
+# eager calls only: Inductor and AOTInductor embed triton.jit kernels, not Gluon ones), the others take pointer loads.
+# Traced calls run COMPILED_MODE whatever MODE says, and the registry times that (registry.attention_providers): its
+# choices are for compiled models.
 # "gluon" since the H200 measured it (2026-12-05, kernels-quick-attention-ws): 595/574 TFLOP/s non-causal/causal at
 # b1 h16 n16384 d128 against cuDNN's 605/552 and the pointer kernel's 479/472 (fourteenth try), max error 1e-3.
 MODES = LOAD_MODES + ("gluon",)
@@ -274,6 +275,8 @@ def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale:
     if mode == "gluon":
         plain = window_left < 0 and window_right < 0 and alibi_slopes is None and softcap == 0 and document_id is None
         if plain and eager_call(q, k, v) and attention_ws.supports(q, k, v, causal):
+            if attention_split.USE and attention_split.supports(q, k, v, causal):
+                return attention_split.attention(q, k, v, scale)
             return attention_ws.attention(q, k, v, causal, scale)
         mode = COMPILED_MODE
     B, Hq, Nq, D = q.shape

@@ -67,3 +67,21 @@ def test_only_non_causal_calls_are_split():
     cpu = [torch.zeros(t.shape, dtype=t.dtype) for t in (q, k, v)]
     assert not attention_split.supports(*cpu, False)  # not on a GPU
     assert not attention_split.supports(*cpu, True)
+
+
+def test_the_op_sends_non_causal_gluon_calls_here_only_where_use_is_on(monkeypatch):
+    """attention.py's "gluon" mode: a plain eager call attention_ws covers goes to attention_split when USE is on and
+    the call is non-causal, to attention_ws otherwise (the kernels stubbed: no GPU here)."""
+    from kernels import attention_ws
+
+    calls = []
+    monkeypatch.setattr(attention_ws, "supports", lambda *a: True)
+    monkeypatch.setattr(attention_ws, "attention", lambda q, k, v, causal, scale: calls.append(("ws", causal)) or q)
+    monkeypatch.setattr(attention_split, "attention", lambda q, k, v, scale: calls.append(("split", False)) or q)
+    monkeypatch.setattr(attention, "MODE", "gluon")
+    q = torch.zeros(1, 2, 128, 64)
+    for use in (False, True):
+        monkeypatch.setattr(attention_split, "USE", use)
+        for causal in (False, True):
+            attention._run(q, q, q, causal, None, -1, -1, None, 0.0, None, "gluon")
+    assert calls == [("ws", False), ("ws", True), ("split", False), ("ws", True)]

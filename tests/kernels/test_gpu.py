@@ -121,6 +121,11 @@ for dims in [(2, 16, 16, 1024, 128), (1, 32, 8, 4096, 128), (3, 8, 1, 1152, 64),
                 for _ in range(2):  # repeated: a race between the loader and the consumers would not repeat exactly
                     check_2x(attention_split.attention(q, k, v, sms=sms, stages=stages), ref32, ref_lp)
                 print(dims, dtype, sms, stages, full, programs, "ok", flush=True)
+# The op in the "gluon" mode with USE on: its eager non-causal calls take attention_split
+attention.MODE, attention_split.USE = "gluon", True
+q, k, v = (torch.randn(1, 8, 1024, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+check_2x(attention.attention(q, k, v), attention.reference(q, k, v), attention.reference(q, k, v, dtype=torch.bfloat16))
+print("gluon mode ok")
 """
 
 
