@@ -290,8 +290,9 @@ def bench_linear_ws(quick: bool) -> list[dict]:
     """kernels/linear_ws.py (Gluon, persistent, ping-pong warpgroups) beside the op as shipped (kpt), its persistent
     Triton form (kpt_persist) and cuBLAS + activation at the goal shape (bf16), in one run: kpt_ws with the exact
     epilogue, and for GELU kpt_ws_fast (erf by linear_ws.FAST_GELU's form) and gemm_ws (the kernel with no
-    activation: what the epilogue costs), and kpt_ws_deep (the ring at linear_ws.DEEP_STAGES buffers, the most
-    that fit; otherwise as shipped, GELU by FAST_GELU's form); each kpt_ws row also carries its largest difference from cuBLAS + activation (max_diff)."""
+    activation: what the epilogue costs), kpt_ws_deep (the ring at linear_ws.DEEP_STAGES buffers, the most
+    that fit; otherwise as shipped, GELU by FAST_GELU's form) and kpt_ws_wide (linear_ws.WIDE_TILE's 64-row tiles);
+    each kpt_ws row also carries its largest difference from cuBLAS + activation (max_diff)."""
     from . import linear_ws
 
     rows = []
@@ -308,6 +309,8 @@ def bench_linear_ws(quick: bool) -> list[dict]:
             providers["kpt_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second, fast_gelu=False)
             providers["kpt_ws_deep"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second,
                                                          stages=linear_ws.DEEP_STAGES[second is not None])
+            providers["kpt_ws_wide"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second,
+                                                         tile=linear_ws.WIDE_TILE[second is not None])
             if act == "gelu":  # erf by linear_ws.FAST_GELU's form; the same GEMM with no activation (the epilogue's cost)
                 providers["kpt_ws_fast"] = functools.partial(linear_ws.linear_act, x, w, bias, act, fast_gelu=True)
                 providers["gemm_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, "none")

@@ -262,22 +262,26 @@ def attention_split_rows() -> list[dict]:
 
 def linear_ws_rows() -> list[dict]:
     """kernels.linear_ws's persistent kernel (Gluon) compiled for sm_90 with its launcher's descriptors: bf16,
-    linear + bias + GELU (erf by libdevice and by FAST_GELU's form) and SwiGLU, at STAGES and DEEP_STAGES."""
+    linear + bias + GELU (erf by libdevice and by FAST_GELU's form) and SwiGLU, at STAGES and DEEP_STAGES, and in
+    WIDE_TILE's tiles."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from kernels import linear_ws as ws
     from kernels._common import ACTS
 
     rows = []
-    for gated, fast, stages in ((False, False, ws.STAGES), (False, True, ws.STAGES), (True, False, ws.STAGES),
-                                (False, True, ws.DEEP_STAGES[False]), (True, False, ws.DEEP_STAGES[True])):
-        bn = ws.BLOCK_N // 2 if gated else ws.BLOCK_N
-        types = {"x_desc": desc(ws.BLOCK_M, ws.BLOCK_K), "w_desc": desc(bn, ws.BLOCK_K), "w2_desc": desc(bn, ws.BLOCK_K),
-                 "out_desc": desc(ws.BLOCK_M, bn)}
+    for gated, fast, stages, wide in ((False, False, ws.STAGES, False), (False, True, ws.STAGES, False),
+                                      (True, False, ws.STAGES, False), (False, True, ws.DEEP_STAGES[False], False),
+                                      (True, False, ws.DEEP_STAGES[True], False), (False, True, ws.STAGES, True),
+                                      (True, False, ws.STAGES, True)):
+        bm, bn = ws.WIDE_TILE[gated] if wide else (ws.BLOCK_M, ws.BLOCK_N // 2 if gated else ws.BLOCK_N)
+        types = {"x_desc": desc(bm, ws.BLOCK_K), "w_desc": desc(bn, ws.BLOCK_K), "w2_desc": desc(bn, ws.BLOCK_K),
+                 "out_desc": desc(bm, bn)}
         consts = {"HAS_BIAS": True, "HAS_BIAS2": gated, "ACT": ACTS["silu" if gated else "gelu"], "FAST_GELU": fast,
                   "GATED": gated, "STAGES": stages, "GROUP": ws.GROUP_M, "num_warps": 4}
         r = resources(ws._linear_ws_kernel, types, consts, 4, ("b_ptr", "b2_ptr", "N", "K"), source=GluonASTSource)
-        rows.append({"op": "swiglu_ws" if gated else "linear_gelu_ws", "block_n": bn, "fast": fast, "stages": stages}
+        rows.append({"op": "swiglu_ws" if gated else "linear_gelu_ws", "block_m": bm, "block_n": bn, "fast": fast,
+                     "stages": stages}
                     | dataclasses.asdict(r))
     return rows
 

@@ -48,6 +48,11 @@ STAGES = 4  # ring buffers: 32 KB each (x 16 KB + weight 16 KB, or + both gated 
 # kpt_ws_deep rows time them against STAGES before either becomes the default.
 DEEP_STAGES = {False: 5, True: 6}  # gated -> stages
 GROUP_M = 8
+# A consumer warpgroup's tile as 64 rows by 256 weight rows (128 by 128 for SwiGLU's two weights) instead of 128 by
+# 128 (64 by 64): the same 128 accumulator registers a thread, one m64n256k16 wgmma a k16 step where the square tile
+# issues two m64n128k16 that read the weight block twice from shared memory (17% fewer operand bytes a FLOP, 25% more
+# of x and the weight through TMA a tile). kernels.bench's kpt_ws_wide rows time it before it becomes the default.
+WIDE_TILE = {False: (64, 256), True: (64, 128)}  # gated -> (rows, each weight's rows)
 # GELU's epilogue in fewer instructions (FAST_GELU): erf by Abramowitz and Stegun's 7.1.26 (one reciprocal, one
 # exp2, five FMAs; erf's absolute error <= 1.5e-7, about one fp32 ulp of 1 + erf) where libdevice's erff takes about
 # 25 instructions an element (two polynomials chosen per element): the sm_90 PTX of the whole kernel goes from
@@ -234,18 +239,21 @@ if gluon is not None:
 
 def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, act: str = "gelu",
                weight2: torch.Tensor | None = None, bias2: torch.Tensor | None = None,
-               fast_gelu: bool | None = None, stages: int | None = None) -> torch.Tensor:
+               fast_gelu: bool | None = None, stages: int | None = None,
+               tile: tuple[int, int] | None = None) -> torch.Tensor:
     """act(x W^T + b), or with weight2 silu(x W^T + b) * (x W2^T + b2), for a call supports() accepts:
     linear_act.reference's semantics (the pre-activation in fp32, rounded once at the store). fast_gelu: GELU
-    by FAST_GELU's form (None: the module's FAST_GELU); stages: the ring's buffers (None: STAGES)."""
+    by FAST_GELU's form (None: the module's FAST_GELU); stages: the ring's buffers (None: STAGES); tile: a consumer
+    warpgroup's (rows, weight rows) (None: (BLOCK_M, BLOCK_N), halved for SwiGLU's two weights; WIDE_TILE:
+    one wgmma of N 256 a k16 step)."""
     m, n = x.shape[0], weight.shape[0]
     gated = weight2 is not None
-    bn = BLOCK_N // 2 if gated else BLOCK_N
+    bm, bn = tile or (BLOCK_M, BLOCK_N // 2 if gated else BLOCK_N)
     out = torch.empty(m, n, device=x.device, dtype=x.dtype)
-    x_desc, out_desc = descriptor(x, [BLOCK_M, BLOCK_K]), descriptor(out, [BLOCK_M, bn])
+    x_desc, out_desc = descriptor(x, [bm, BLOCK_K]), descriptor(out, [bm, bn])
     w_desc = descriptor(weight, [bn, BLOCK_K])
     w2_desc = descriptor(weight2, [bn, BLOCK_K]) if gated else w_desc
-    tiles = -(-m // BLOCK_M) * -(-n // bn)
+    tiles = -(-m // bm) * -(-n // bn)
     programs = min(tiles, torch.cuda.get_device_properties(x.device).multi_processor_count)
     b = bias if bias is not None else out
     _linear_ws_kernel[(programs,)](x_desc, w_desc, w2_desc, out_desc, b, bias2 if bias2 is not None else b, m, n,

@@ -173,13 +173,20 @@ def test_gluon_linear_is_warp_specialized_without_spills_for_sm90():
     from kernels import linear_ws as ws
 
     out = _cubin("--linear-ws", timeout=300)
-    rows = {(r["op"], r["fast"], r["stages"]): r for r in map(json.loads, out.stdout.splitlines())}
+    wide = {r["op"]: r for r in map(json.loads, out.stdout.splitlines()) if r["block_m"] == 64}
+    rows = {(r["op"], r["fast"], r["stages"]): r for r in map(json.loads, out.stdout.splitlines()) if r["block_m"] == 128}
     assert set(rows) == {("linear_gelu_ws", False, ws.STAGES), ("linear_gelu_ws", True, ws.STAGES),
                          ("swiglu_ws", False, ws.STAGES), ("linear_gelu_ws", True, ws.DEEP_STAGES[False]),
                          ("swiglu_ws", False, ws.DEEP_STAGES[True])}
     for (op, *_), r in rows.items():
         assert r["warp_specialized"] == 1 and r["register_moves"] > 0, r
         assert r["wgmmas"] == 2 * 8 * (2 if op == "swiglu_ws" else 1), r  # two consumers' code
+        assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
+    # WIDE_TILE: 64 rows a warpgroup, one wgmma of N 256 (two of N 128 for SwiGLU) a k16 step, as many registers
+    assert {(op, r["block_n"]) for op, r in wide.items()} == {("linear_gelu_ws", 256), ("swiglu_ws", 128)}
+    for op, r in wide.items():
+        assert r["wgmmas"] == 2 * 4 * (2 if op == "swiglu_ws" else 1), r
+        assert r["registers"] == rows[op, op == "linear_gelu_ws", ws.STAGES]["registers"], r
         assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
     # linear_ws.FAST_GELU: GELU's epilogue in fewer instructions than with libdevice's erff
     fast, exact = rows["linear_gelu_ws", True, ws.STAGES], rows["linear_gelu_ws", False, ws.STAGES]
