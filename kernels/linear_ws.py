@@ -53,6 +53,7 @@ GROUP_M = 8
 # issues two m64n128k16 that read the weight block twice from shared memory (17% fewer operand bytes a FLOP, 25% more
 # of x and the weight through TMA a tile). kernels.bench's kpt_ws_wide rows time it before it becomes the default.
 WIDE_TILE = {False: (64, 256), True: (64, 128)}  # gated -> (rows, each weight's rows)
+WIDE = False  # linear_act's default tile is WIDE_TILE's: off until measured faster (it fits 4 buffers, not DEEP_STAGES)
 # GELU's epilogue in fewer instructions (FAST_GELU): erf by Abramowitz and Stegun's 7.1.26 (one reciprocal, one
 # exp2, five FMAs; erf's absolute error <= 1.5e-7, about one fp32 ulp of 1 + erf) where libdevice's erff takes about
 # 25 instructions an element (two polynomials chosen per element): the sm_90 PTX of the whole kernel goes from
@@ -244,11 +245,11 @@ def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     """act(x W^T + b), or with weight2 silu(x W^T + b) * (x W2^T + b2), for a call supports() accepts:
     linear_act.reference's semantics (the pre-activation in fp32, rounded once at the store). fast_gelu: GELU
     by FAST_GELU's form (None: the module's FAST_GELU); stages: the ring's buffers (None: STAGES); tile: a consumer
-    warpgroup's (rows, weight rows) (None: (BLOCK_M, BLOCK_N), halved for SwiGLU's two weights; WIDE_TILE:
-    one wgmma of N 256 a k16 step)."""
+    warpgroup's (rows, weight rows) (None: WIDE_TILE's where WIDE is on, else (BLOCK_M, BLOCK_N), halved for SwiGLU's
+    two weights)."""
     m, n = x.shape[0], weight.shape[0]
     gated = weight2 is not None
-    bm, bn = tile or (BLOCK_M, BLOCK_N // 2 if gated else BLOCK_N)
+    bm, bn = tile or (WIDE_TILE[gated] if WIDE else (BLOCK_M, BLOCK_N // 2 if gated else BLOCK_N))
     out = torch.empty(m, n, device=x.device, dtype=x.dtype)
     x_desc, out_desc = descriptor(x, [bm, BLOCK_K]), descriptor(out, [bm, bn])
     w_desc = descriptor(weight, [bn, BLOCK_K])
