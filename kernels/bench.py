@@ -26,6 +26,7 @@ import contextlib
 import functools
 import itertools
 import json
+import operator
 import os
 import sys
 from collections.abc import Callable
@@ -487,11 +488,20 @@ def main(argv: list[str] | None = None) -> int:
                          "norm-persistent (the persistent pipelined norm kernel), norm-cache (x past L1 or not)")
     ap.add_argument("--skip", default="", help="comma-separated providers not to time (e.g. kpt_ws_split)")
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
+    ap.add_argument("--merge", metavar="JSON", nargs="+",
+                    help="result JSONs of one device, later ones' cases replacing earlier ones' -> <out>/<name>.json/.md "
+                         "(no GPU needed)")
     args = ap.parse_args(argv)
     SKIP.update(p for p in args.skip.split(",") if p)
     if args.render:
         path = Path(args.render)
         path.with_suffix(".md").write_text(render(json.loads(path.read_text())))
+        return 0
+    if args.merge:
+        doc = merge([json.loads(Path(p).read_text()) for p in args.merge])
+        out = Path(args.out)
+        (out / f"{args.name or 'kernels-merged'}.json").write_text(json.dumps(doc, indent=1))
+        (out / f"{args.name or 'kernels-merged'}.md").write_text(render(doc))
         return 0
     if not torch.cuda.is_available():
         sys.stderr.write("kernels.bench needs a CUDA device; none is visible\n")
@@ -513,6 +523,24 @@ def main(argv: list[str] | None = None) -> int:
         (out / f"{stem}.json").write_text(json.dumps(doc, indent=1))
         (out / f"{stem}.md").write_text(render(doc))
     return 0
+
+
+def merge(docs: list[dict]) -> dict:
+    """One result of several runs on one device: a case (op, shape, dtype, causal) measured by a later run replaces
+    all of that case's rows from earlier ones (a goal compares providers of the same run), the rest are kept in
+    order; the commands joined in order, the rows left out of each run (left_out) kept."""
+    devices = {d["device"] for d in docs}
+    if len(devices) != 1:
+        raise ValueError(f"results of different devices cannot be merged: {sorted(devices)}")
+    case = operator.itemgetter("op", "shape", "dtype", "causal")
+    rows: list[dict] = []
+    for d in docs:
+        newer = {case(r) for r in d["rows"]}
+        rows = [r for r in rows if case(r) not in newer] + d["rows"]
+    merged = functools.reduce(operator.or_, docs, {})
+    left_out = [r for d in docs for r in d.get("left_out", [])]  # rows a run's note keeps out of the table
+    return merged | {"command": "; then ".join(d.get("command", "?") for d in docs), "rows": rows} | (
+        {"left_out": left_out} if left_out else {})
 
 
 def render(doc: dict) -> str:

@@ -4,6 +4,7 @@ ops trace (fake implementations: torch.export, opcheck)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
@@ -334,3 +335,28 @@ def test_bench_skips_the_providers_it_is_told_to(monkeypatch):
     rows = bench._rows("attention", "s", torch.bfloat16, False, {"kpt_ws": lambda: "ws", "kpt_ws_split": lambda: "split"},
                        1e9, 1e6)
     assert [r["provider"] for r in rows] == ["kpt_ws"] and timed == ["ws"]
+
+
+def test_bench_merge_replaces_a_case_with_the_later_runs_rows(tmp_path):
+    """kernels.bench --merge: a case (op, shape, dtype, causal) a later run measured comes whole from that run (its
+    vendor rows too: a goal compares one run's rows), other cases stay; runs of different devices are refused."""
+    from kernels import bench
+
+    def row(op, provider, ms):  # noqa: ANN001, ANN202
+        return {"op": op, "shape": "s", "dtype": "bfloat16", "causal": False, "provider": provider, "ms": ms,
+                "tflops": 1.0, "gbps": 1.0}
+
+    first = {"device": "H100", "torch": "2.11", "command": "a", "left_out": [row("flex", "flex", 9)],
+             "rows": [row("attention", "kpt", 2), row("attention", "sdpa_cudnn", 2), row("norm", "kpt", 1)]}
+    second = {"device": "H100", "torch": "2.11", "command": "b", "rows": [row("attention", "kpt", 1.5)]}
+    paths = []
+    for i, doc in enumerate((first, second)):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(doc))
+    assert bench.main(["--merge", *map(str, paths), "--name", "m", "--out", str(tmp_path)]) == 0
+    merged = json.loads((tmp_path / "m.json").read_text())
+    assert [(r["op"], r["provider"], r["ms"]) for r in merged["rows"]] == [("norm", "kpt", 1), ("attention", "kpt", 1.5)]
+    assert merged["command"] == "a; then b" and merged["left_out"] == first["left_out"]
+    assert "| attention | s | bfloat16 | no | kpt | 1.5 |" in (tmp_path / "m.md").read_text()
+    with pytest.raises(ValueError, match="different devices"):
+        bench.merge([first, second | {"device": "H200"}])
