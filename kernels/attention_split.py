@@ -280,7 +280,7 @@ def supports(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) ->
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
               stages: int | None = None, sms: int | None = None) -> torch.Tensor:
     """softmax(q k^T * scale) v for a call supports() accepts, the last wave split (schedule(); sms: the SMs it
-    plans for, None: the device's); stages: the key/value ring's buffers (None: attention_ws.STAGES)."""
+    plans for, None: the device's); stages: the key/value ring's buffers (None: attention_ws.ring()'s default)."""
     b, h, n_q, d = q.shape
     n_k = k.shape[2]
     m_blocks, n_blocks = n_q // ws.BLOCK_M, n_k // ws.BLOCK_N
@@ -294,7 +294,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | 
     q_desc, k_desc, v_desc, o_desc = ws.descriptors(q, k, v, o, ws.BLOCK_M // 2)
     _attn_split_kernel[(full + programs,)](q_desc, k_desc, v_desc, o_desc, acc, row_max, row_sum, qk_scale, n_q,
                                            n_k, h, k.shape[1], full, programs, (tiles - full) * n_blocks,
-                                           STAGES=stages or ws.STAGES, num_warps=4)
+                                           STAGES=ws.ring(d, stages), num_warps=4)
     if programs:
         merge(acc, row_max, row_sum, o, full, programs, tiles, n_blocks, n_q)
     return o

@@ -47,6 +47,12 @@ STAGES = 2  # key/value buffers in the ring: Q 32 KB + 2 x (K 32 KB + V 32 KB) a
 # 213424 at 6 for hd64; kernels.cubin --attention-ws). kernels.bench's kpt_ws_deep rows time them against STAGES
 # before either becomes the default.
 DEEP_STAGES = {64: 6, 128: 3}  # head dim -> stages
+DEEP = False  # the default ring is DEEP_STAGES's: off until measured faster
+
+
+def ring(head_dim: int, stages: int | None = None) -> int:
+    """The key/value ring's buffers a launch uses: stages if given, else DEEP_STAGES's where DEEP is on, else STAGES."""
+    return stages or (DEEP_STAGES[head_dim] if DEEP else STAGES)
 HEAD_DIMS = (64, 128)
 PINGPONG = True  # FlashAttention-3's schedule (attention()'s pingpong); both forms are timed on the card
 LOG2E = 1.4426950408889634
@@ -275,7 +281,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     """softmax(q k^T * scale (+ causal mask)) v for a call supports() accepts: kernels.attention.reference's
     semantics for that case. pingpong: the two consumer warpgroups as partitions taking turns on the tensor cores
     (FlashAttention-3's schedule) rather than one partition in step; None: PINGPONG. stages: the key/value ring's
-    buffers (None: STAGES)."""
+    buffers (None: ring()'s default)."""
     b, h, n_q, d = q.shape
     o = torch.empty_like(q)
     pp = PINGPONG if pingpong is None else pingpong
@@ -283,7 +289,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     q_desc, k_desc, v_desc, o_desc = descriptors(q, k, v, o, BLOCK_M // 2 if pp else BLOCK_M)
     grid = (n_q // BLOCK_M, b * h)
     _attn_ws_kernel[grid](q_desc, k_desc, v_desc, o_desc, qk_scale, n_q, k.shape[2], h, k.shape[1],
-                          CAUSAL=causal, STAGES=stages or STAGES, PINGPONG=pp, num_warps=4 if pp else 8)
+                          CAUSAL=causal, STAGES=ring(d, stages), PINGPONG=pp, num_warps=4 if pp else 8)
     return o
 
 

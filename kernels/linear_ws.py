@@ -47,6 +47,13 @@ STAGES = 4  # ring buffers: 32 KB each (x 16 KB + weight 16 KB, or + both gated 
 # cubins: 229656 bytes at 5 for linear + act, 229688 at 6 for SwiGLU; kernels.cubin --linear-ws). kernels.bench's
 # kpt_ws_deep rows time them against STAGES before either becomes the default.
 DEEP_STAGES = {False: 5, True: 6}  # gated -> stages
+DEEP = False  # the default ring is DEEP_STAGES's (square tiles only): off until measured faster
+
+
+def ring(gated: bool, square: bool, stages: int | None = None) -> int:
+    """The ring's buffers a launch uses: stages if given, else DEEP_STAGES's where DEEP is on and the tile square (the
+    wide tile fits only STAGES), else STAGES."""
+    return stages or (DEEP_STAGES[gated] if DEEP and square else STAGES)
 GROUP_M = 8
 # A consumer warpgroup's tile as 64 rows by 256 weight rows (128 by 128 for SwiGLU's two weights) instead of 128 by
 # 128 (64 by 64): the same 128 accumulator registers a thread, one m64n256k16 wgmma a k16 step where the square tile
@@ -244,9 +251,9 @@ def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
                tile: tuple[int, int] | None = None) -> torch.Tensor:
     """act(x W^T + b), or with weight2 silu(x W^T + b) * (x W2^T + b2), for a call supports() accepts:
     linear_act.reference's semantics (the pre-activation in fp32, rounded once at the store). fast_gelu: GELU
-    by FAST_GELU's form (None: the module's FAST_GELU); stages: the ring's buffers (None: STAGES); tile: a consumer
-    warpgroup's (rows, weight rows) (None: WIDE_TILE's where WIDE is on, else (BLOCK_M, BLOCK_N), halved for SwiGLU's
-    two weights)."""
+    by FAST_GELU's form (None: the module's FAST_GELU); stages: the ring's buffers (None: ring()'s default); tile: a
+    consumer warpgroup's (rows, weight rows) (None: WIDE_TILE's where WIDE is on, else (BLOCK_M, BLOCK_N), halved for
+    SwiGLU's two weights)."""
     m, n = x.shape[0], weight.shape[0]
     gated = weight2 is not None
     bm, bn = tile or (WIDE_TILE[gated] if WIDE else (BLOCK_M, BLOCK_N // 2 if gated else BLOCK_N))
@@ -260,7 +267,7 @@ def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     _linear_ws_kernel[(programs,)](x_desc, w_desc, w2_desc, out_desc, b, bias2 if bias2 is not None else b, m, n,
                                    x.shape[1], HAS_BIAS=bias is not None, HAS_BIAS2=bias2 is not None, ACT=ACTS[act],
                                    FAST_GELU=FAST_GELU if fast_gelu is None else fast_gelu,
-                                   GATED=gated, STAGES=stages or STAGES, GROUP=GROUP_M, num_warps=4)
+                                   GATED=gated, STAGES=ring(gated, bm == BLOCK_M, stages), GROUP=GROUP_M, num_warps=4)
     return out
 
 

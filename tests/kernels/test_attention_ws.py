@@ -60,3 +60,11 @@ def test_only_eager_calls_on_real_tensors_may_launch_a_gluon_kernel():
 
     torch.compile(fn, backend="eager")(x)
     assert seen == [False]
+
+
+def test_the_ring_is_deep_only_where_asked(monkeypatch):
+    """attention_ws.ring: an explicit depth wins; otherwise STAGES, or DEEP_STAGES's for the head dim once DEEP is on
+    (attention_split launches through it too)."""
+    assert attention_ws.ring(128) == attention_ws.STAGES and attention_ws.ring(64, 5) == 5
+    monkeypatch.setattr(attention_ws, "DEEP", True)
+    assert [attention_ws.ring(d) for d in (64, 128)] == [attention_ws.DEEP_STAGES[64], attention_ws.DEEP_STAGES[128]]

@@ -65,3 +65,12 @@ def test_fast_gelu_formula_is_at_least_as_accurate_as_torchs_fp32_gelu():
         assert ((y.to(dtype).double() - exact.to(dtype).double()).abs() <= ulp)[near].all(), dtype
     tail = near & (x < 0)
     assert ((y.double() - exact).abs() / exact.abs())[tail].max() < 5e-3
+
+
+def test_the_ring_is_deep_only_for_square_tiles_where_asked(monkeypatch):
+    """linear_ws.ring: an explicit depth wins; otherwise STAGES, or DEEP_STAGES's once DEEP is on, but never for the
+    wide tile (its output tiles leave room for STAGES buffers only)."""
+    assert linear_ws.ring(False, True) == linear_ws.STAGES and linear_ws.ring(True, False, 3) == 3
+    monkeypatch.setattr(linear_ws, "DEEP", True)
+    assert [linear_ws.ring(g, True) for g in (False, True)] == [linear_ws.DEEP_STAGES[False], linear_ws.DEEP_STAGES[True]]
+    assert linear_ws.ring(False, False) == linear_ws.STAGES
