@@ -24,7 +24,8 @@
 #                                    then LayerNorm's x loads if time is left (~9 min)
 #   scripts/gpu_run.sh gluon     the Gluon warp-specialized kernels (attention_ws, attention_split, linear_ws): each
 #                                    one's GPU test (time-limited), then, where it passed, kernels.bench --ops
-#                                    attention-ws / linear-ws -> kernels-quick-<op>.json/.md (~8 min)
+#                                    attention-ws / linear-ws -> kernels-quick-<op>.json/.md (~9 min; GLUON=attention
+#                                    or GLUON=linear for one of them)
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
 # Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
 #
@@ -279,16 +280,20 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         done
         grep -h -A 20 "each kernel variant" "$OUT"/kernels-quick-*.md || true
         grep -h '"decode_attention"\|"attention"\|"linear_gelu"\|"swiglu"\|"gemv' "$OUT"/kernels-quick-*.log | cut -c1-200 || true ;;
-    gluon)  # on an idle card: kernels/attention_ws.py and linear_ws.py checked, then timed beside ours and the vendor's (~6 min)
+    gluon)  # on an idle card: kernels/attention_ws.py, attention_split.py and linear_ws.py checked, then timed (~9 min)
         # Their barriers could hang on a card if a phase were wrong: each test runs its kernel in a process with a time
         # limit, and a kernel is timed only where its test passed.
-        # attention_split (the last wave split) first: where its test fails its providers are not timed
+        # GLUON: the kernels to take ("attention linear"; one each fits a call more easily: ~5 and ~4 min).
+        # attention_split (the last wave split) first: where its test fails its providers are not timed.
         skip=""
-        timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
-            tests/kernels/test_gpu.py -k gluon_split_attention --junitxml="$OUT/tests-attention-split.xml" \
-            > "$OUT/tests-attention-split.log" 2>&1 || { echo "attention-split test: rc $?"; skip=kpt_ws_split,kpt_ws_split_deep; }
-        for k in attention:attention-ws linear:linear-ws; do
-            op="${k#*:}" k="${k%%:*}"
+        case " ${GLUON:-attention linear} " in *" attention "*)
+            timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
+                tests/kernels/test_gpu.py -k gluon_split_attention --junitxml="$OUT/tests-attention-split.xml" \
+                > "$OUT/tests-attention-split.log" 2>&1 \
+                || { echo "attention-split test: rc $?"; skip=kpt_ws_split,kpt_ws_split_deep; } ;;
+        esac
+        for k in ${GLUON:-attention linear}; do
+            op="$k-ws"
             if timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
                 tests/kernels/test_gpu.py -k "gluon_$k" --junitxml="$OUT/tests-$op.xml" > "$OUT/tests-$op.log" 2>&1; then
                 [ "$((LIMIT - SECONDS))" -gt 30 ] || { echo "kernels.bench $op: no time left"; continue; }
