@@ -148,35 +148,28 @@ if gluon is not None:
         return bh * n_q + (tile % m_blocks) * BM, kvh * n_k
 
     @gluon.jit
+    def _piece(it, hi, n_blocks):
+        """(tile, first key block, key blocks) of the piece that starts at iteration it of a range ending at hi."""
+        tile = it // n_blocks
+        return tile, it % n_blocks, gl.minimum(hi, (tile + 1) * n_blocks) - it
+
+    @gluon.jit
     def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty,
               lo, hi, n_blocks, m_blocks, n_q, n_k, heads, kv_heads, STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
         """The loader: for each piece of [lo, hi) (tile by tile) its query rows, once both consumers have released the
-        previous piece's, then its key and value blocks through the ring (attention_ws._load's order)."""
+        previous piece's, then its key and value blocks through the ring (attention_ws's loads)."""
         QM: gl.constexpr = q_desc.block_type.shape[0]
-        BN: gl.constexpr = k_desc.block_type.shape[0]
         c = 0
         piece = 0
         it = lo
         while it < hi:
-            tile = it // n_blocks
-            j0 = it % n_blocks
-            n = gl.minimum(hi, (tile + 1) * n_blocks) - it
+            tile, j0, n = _piece(it, hi, n_blocks)
             q_row, kv_row = _rows(tile, m_blocks, n_q, n_k, heads, kv_heads, QM * CONSUMERS)
             if piece > 0:
                 mbarrier.wait(q_empty, (piece - 1) & 1)
-            mbarrier.expect(q_ready, CONSUMERS * q_desc.block_type.nbytes)
-            for w in gl.static_range(CONSUMERS):
-                tma.async_copy_global_to_shared(q_desc, [q_row + w * QM, 0], q_ready, q_smem.index(w))
-            for j in range(n):
-                s = c % STAGES
-                free = ((c // STAGES) & 1) ^ 1
-                mbarrier.wait(k_empty.index(s), free)
-                mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(k_desc, [kv_row + (j0 + j) * BN, 0], k_ready.index(s), k_smem.index(s))
-                mbarrier.wait(v_empty.index(s), free)
-                mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(v_desc, [kv_row + (j0 + j) * BN, 0], v_ready.index(s), v_smem.index(s))
-                c += 1
+            ws._load_rows(q_desc, q_smem, q_ready, q_row, CONSUMERS)
+            ws._load_blocks(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, kv_row, j0, n, c, STAGES)
+            c += n
             it += n
             piece += 1
 
@@ -197,9 +190,7 @@ if gluon is not None:
         piece = 0
         it = lo
         while it < hi:
-            tile = it // n_blocks
-            j0 = it % n_blocks
-            n = gl.minimum(hi, (tile + 1) * n_blocks) - it
+            tile, j0, n = _piece(it, hi, n_blocks)
             mbarrier.wait(q_ready, piece & 1)
             acc, m_i, l_i = ws._blocks(w, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, n, j0, c0, r0,
                                        0, qk_scale, False, STAGES, HEAD_D, True, WARPS)
@@ -245,20 +236,9 @@ if gluon is not None:
         v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BN, HEAD_D], v_desc.layout)
         q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        k_ready, v_ready, k_empty, v_empty, turn = ws._barriers(STAGES, 2)
         mbarrier.init(q_ready, count=1)
         mbarrier.init(q_empty, count=2)
-        for s in gl.static_range(STAGES):
-            mbarrier.init(k_ready.index(s), count=1)
-            mbarrier.init(v_ready.index(s), count=1)
-            mbarrier.init(k_empty.index(s), count=2)
-            mbarrier.init(v_empty.index(s), count=2)
-        for w in gl.static_range(2):
-            mbarrier.init(turn.index(w), count=1)
 
         gl.warp_specialize([
             (_consume, (0, o_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turn,

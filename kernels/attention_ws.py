@@ -83,24 +83,35 @@ if gluon is not None:
     @gluon.jit
     def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty,
               q_row, kv_row, n_blocks, STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
-        """The loader partition: each consumer's query rows, then key and value block j into buffer j % STAGES
-        once every consumer has released that buffer's previous use (a fresh barrier's wait on parity 1 passes at
-        once)."""
+        """The loader partition: each consumer's query rows, then the key and value blocks (_load_blocks)."""
+        _load_rows(q_desc, q_smem, q_ready, q_row, CONSUMERS)
+        _load_blocks(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, kv_row, 0, n_blocks, 0, STAGES)
+
+    @gluon.jit
+    def _load_rows(q_desc, q_smem, q_ready, q_row, CONSUMERS: gl.constexpr):
+        """Each consumer's query rows from q_row on, completing q_ready."""
         QM: gl.constexpr = q_desc.block_type.shape[0]
         mbarrier.expect(q_ready, CONSUMERS * q_desc.block_type.nbytes)
         for w in gl.static_range(CONSUMERS):
             tma.async_copy_global_to_shared(q_desc, [q_row + w * QM, 0], q_ready, q_smem.index(w))
-        for j in range(n_blocks):
-            s = j % STAGES
-            free = ((j // STAGES) & 1) ^ 1
+
+    @gluon.jit
+    def _load_blocks(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, kv_row, j0, n, c0,
+                     STAGES: gl.constexpr):
+        """Key and value blocks j0 .. j0 + n - 1 from kv_row on, block j0 + i into ring use c0 + i (buffer
+        (c0 + i) % STAGES) once every consumer has released that buffer's previous use (a fresh barrier's wait on
+        parity 1 passes at once)."""
+        BN: gl.constexpr = k_desc.block_type.shape[0]
+        for j in range(n):
+            c = c0 + j
+            s = c % STAGES
+            free = ((c // STAGES) & 1) ^ 1
             mbarrier.wait(k_empty.index(s), free)
             mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [kv_row + j * k_desc.block_type.shape[0], 0], k_ready.index(s),
-                                            k_smem.index(s))
+            tma.async_copy_global_to_shared(k_desc, [kv_row + (j0 + j) * BN, 0], k_ready.index(s), k_smem.index(s))
             mbarrier.wait(v_empty.index(s), free)
             mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(v_desc, [kv_row + j * v_desc.block_type.shape[0], 0], v_ready.index(s),
-                                            v_smem.index(s))
+            tma.async_copy_global_to_shared(v_desc, [kv_row + (j0 + j) * BN, 0], v_ready.index(s), v_smem.index(s))
 
     @gluon.jit
     def _my_turn(turn, w, r, PINGPONG: gl.constexpr):
@@ -209,6 +220,24 @@ if gluon is not None:
         tma.store_wait(0)
 
     @gluon.jit
+    def _barriers(STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
+        """The ring's barriers (ready: the copy's bytes complete it; empty: each consumer partition arrives once a
+        use), STAGES of each, and the two consumers' turn barriers, allocated and initialized."""
+        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        for s in gl.static_range(STAGES):
+            mbarrier.init(k_ready.index(s), count=1)
+            mbarrier.init(v_ready.index(s), count=1)
+            mbarrier.init(k_empty.index(s), count=CONSUMERS)
+            mbarrier.init(v_empty.index(s), count=CONSUMERS)
+        for w in gl.static_range(2):
+            mbarrier.init(turn.index(w), count=1)
+        return k_ready, v_ready, k_empty, v_empty, turn
+
+    @gluon.jit
     def _attn_ws_kernel(q_desc, k_desc, v_desc, o_desc, qk_scale, n_q, n_k, heads, kv_heads,
                         CAUSAL: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr,
                         num_warps: gl.constexpr):
@@ -237,19 +266,8 @@ if gluon is not None:
         k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BN, HEAD_D], k_desc.layout)
         v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BN, HEAD_D], v_desc.layout)
         q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        k_ready, v_ready, k_empty, v_empty, turn = _barriers(STAGES, CONSUMERS)
         mbarrier.init(q_ready, count=1)
-        for s in gl.static_range(STAGES):
-            mbarrier.init(k_ready.index(s), count=1)
-            mbarrier.init(v_ready.index(s), count=1)
-            mbarrier.init(k_empty.index(s), count=CONSUMERS)  # each consumer partition arrives once a use
-            mbarrier.init(v_empty.index(s), count=CONSUMERS)
-        for w in gl.static_range(2):
-            mbarrier.init(turn.index(w), count=1)
 
         if PINGPONG:  # consumer 0 in the kernel's own warps, consumer 1 and the loader (24 registers) beside
             gl.warp_specialize([
