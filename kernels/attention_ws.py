@@ -48,14 +48,14 @@ STAGES = 2  # key/value buffers in the ring: Q 32 KB + 2 x (K 32 KB + V 32 KB) a
 # before either becomes the default.
 DEEP_STAGES = {64: 6, 128: 3}  # head dim -> stages
 DEEP = False  # the default ring is DEEP_STAGES's: off until measured faster
+HEAD_DIMS = (64, 128)
+PINGPONG = True  # FlashAttention-3's schedule (attention()'s pingpong); both forms are timed on the card
+LOG2E = 1.4426950408889634
 
 
 def ring(head_dim: int, stages: int | None = None) -> int:
     """The key/value ring's buffers a launch uses: stages if given, else DEEP_STAGES's where DEEP is on, else STAGES."""
     return stages or (DEEP_STAGES[head_dim] if DEEP else STAGES)
-HEAD_DIMS = (64, 128)
-PINGPONG = True  # FlashAttention-3's schedule (attention()'s pingpong); both forms are timed on the card
-LOG2E = 1.4426950408889634
 
 
 def plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> bool:

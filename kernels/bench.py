@@ -309,7 +309,8 @@ def bench_linear_ws(quick: bool) -> list[dict]:
         if linear_ws.supports(x, w, bias, second, act):
             providers["kpt_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second, fast_gelu=False)
             providers["kpt_ws_deep"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second,
-                                                         stages=linear_ws.DEEP_STAGES[second is not None])
+                                                         stages=linear_ws.DEEP_STAGES[second is not None],
+                                                         tile=linear_ws.TILE[second is not None])
             providers["kpt_ws_wide"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second,
                                                          tile=linear_ws.WIDE_TILE[second is not None])
             if act == "gelu":  # erf by linear_ws.FAST_GELU's form; the same GEMM with no activation (the epilogue's cost)

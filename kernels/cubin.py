@@ -274,7 +274,7 @@ def linear_ws_rows() -> list[dict]:
                                       (True, False, ws.STAGES, False), (False, True, ws.DEEP_STAGES[False], False),
                                       (True, False, ws.DEEP_STAGES[True], False), (False, True, ws.STAGES, True),
                                       (True, False, ws.STAGES, True)):
-        bm, bn = ws.WIDE_TILE[gated] if wide else (ws.BLOCK_M, ws.BLOCK_N // 2 if gated else ws.BLOCK_N)
+        bm, bn = (ws.WIDE_TILE if wide else ws.TILE)[gated]
         types = {"x_desc": desc(bm, ws.BLOCK_K), "w_desc": desc(bn, ws.BLOCK_K), "w2_desc": desc(bn, ws.BLOCK_K),
                  "out_desc": desc(bm, bn)}
         consts = {"HAS_BIAS": True, "HAS_BIAS2": gated, "ACT": ACTS["silu" if gated else "gelu"], "FAST_GELU": fast,

@@ -49,16 +49,12 @@ STAGES = 4  # ring buffers: 32 KB each (x 16 KB + weight 16 KB, or + both gated 
 DEEP_STAGES = {False: 5, True: 6}  # gated -> stages
 DEEP = False  # the default ring is DEEP_STAGES's (square tiles only): off until measured faster
 
-
-def ring(gated: bool, square: bool, stages: int | None = None) -> int:
-    """The ring's buffers a launch uses: stages if given, else DEEP_STAGES's where DEEP is on and the tile square (the
-    wide tile fits only STAGES), else STAGES."""
-    return stages or (DEEP_STAGES[gated] if DEEP and square else STAGES)
 GROUP_M = 8
 # A consumer warpgroup's tile as 64 rows by 256 weight rows (128 by 128 for SwiGLU's two weights) instead of 128 by
 # 128 (64 by 64): the same 128 accumulator registers a thread, one m64n256k16 wgmma a k16 step where the square tile
 # issues two m64n128k16 that read the weight block twice from shared memory (17% fewer operand bytes a FLOP, 25% more
 # of x and the weight through TMA a tile). kernels.bench's kpt_ws_wide rows time it before it becomes the default.
+TILE = {False: (BLOCK_M, BLOCK_N), True: (BLOCK_M, BLOCK_N // 2)}  # gated -> (rows, each weight's rows): square
 WIDE_TILE = {False: (64, 256), True: (64, 128)}  # gated -> (rows, each weight's rows)
 WIDE = False  # linear_act's default tile is WIDE_TILE's: off until measured faster (it fits 4 buffers, not DEEP_STAGES)
 # GELU's epilogue in fewer instructions (FAST_GELU): erf by Abramowitz and Stegun's 7.1.26 (one reciprocal, one
@@ -75,6 +71,12 @@ FAST_GELU = True
 ERF_P = tl.constexpr(0.3275911)
 ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5 = (tl.constexpr(a) for a in (0.254829592, -0.284496736, 1.421413741,
                                                                     -1.453152027, 1.061405429))
+
+
+def ring(gated: bool, square: bool, stages: int | None = None) -> int:
+    """The ring's buffers a launch uses: stages if given, else DEEP_STAGES's where DEEP is on and the tile square (the
+    wide tile fits only STAGES), else STAGES."""
+    return stages or (DEEP_STAGES[gated] if DEEP and square else STAGES)
 
 
 def plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
@@ -252,11 +254,10 @@ def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     """act(x W^T + b), or with weight2 silu(x W^T + b) * (x W2^T + b2), for a call supports() accepts:
     linear_act.reference's semantics (the pre-activation in fp32, rounded once at the store). fast_gelu: GELU
     by FAST_GELU's form (None: the module's FAST_GELU); stages: the ring's buffers (None: ring()'s default); tile: a
-    consumer warpgroup's (rows, weight rows) (None: WIDE_TILE's where WIDE is on, else (BLOCK_M, BLOCK_N), halved for
-    SwiGLU's two weights)."""
+    consumer warpgroup's (rows, weight rows) (None: WIDE_TILE's where WIDE is on, else TILE's)."""
     m, n = x.shape[0], weight.shape[0]
     gated = weight2 is not None
-    bm, bn = tile or (WIDE_TILE[gated] if WIDE else (BLOCK_M, BLOCK_N // 2 if gated else BLOCK_N))
+    bm, bn = tile or (WIDE_TILE if WIDE else TILE)[gated]
     out = torch.empty(m, n, device=x.device, dtype=x.dtype)
     x_desc, out_desc = descriptor(x, [bm, BLOCK_K]), descriptor(out, [bm, bn])
     w_desc = descriptor(weight, [bn, BLOCK_K])

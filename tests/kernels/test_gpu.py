@@ -161,9 +161,9 @@ for M, K, N in [(4096, 4096, 11008), (1000, 1024, 520), (1, 512, 256), (300, 409
                 check_2x(linear_ws.linear_act(x, w, b, a, fast_gelu=True), ref32, ref_lp)
             if act in ("gelu", "swiglu"):  # the deepest ring that fits (kernels.bench's kpt_ws_deep), the wide tiles
                 deep = linear_ws.DEEP_STAGES[w2 is not None]  # (kpt_ws_wide): a compile each
-                check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, stages=deep), ref32, ref_lp)
-                check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, tile=linear_ws.WIDE_TILE[w2 is not None]), ref32,
-                         ref_lp)
+                gated = w2 is not None
+                check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, stages=deep, tile=linear_ws.TILE[gated]), ref32, ref_lp)
+                check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, tile=linear_ws.WIDE_TILE[gated]), ref32, ref_lp)
             print(M, K, N, dtype, act, "ok", flush=True)
 # The op in the "gluon" mode: eager calls take linear_ws, a compiled call the Triton kernel (Inductor embeds it)
 linear_act.MODE = "gluon"
