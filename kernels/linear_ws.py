@@ -48,7 +48,6 @@ STAGES = 4  # ring buffers: 32 KB each (x 16 KB + weight 16 KB, or + both gated 
 # kpt_ws_deep rows time them against STAGES before either becomes the default.
 DEEP_STAGES = {False: 5, True: 6}  # gated -> stages
 DEEP = False  # the default ring is DEEP_STAGES's (square tiles only): off until measured faster
-
 GROUP_M = 8
 # A consumer warpgroup's tile as 64 rows by 256 weight rows (128 by 128 for SwiGLU's two weights) instead of 128 by
 # 128 (64 by 64): the same 128 accumulator registers a thread, one m64n256k16 wgmma a k16 step where the square tile
