@@ -10,10 +10,12 @@ A range is shorter than a tile, so a program computes at most two pieces (the en
 next), each written unnormalized with its rows' running maximum and sum to a workspace; a small Triton kernel
 (_merge_kernel) then merges each split tile's pieces into the output (softmax's usual rescaling, flash-decoding's
 merge). Each piece re-loads its query rows (the loader waits until both consumers are done with the previous ones).
+PERSISTENT (a launch argument, the module's default off): one program an SM instead, taking its whole tiles in turn
+and then its split range, the next piece's query rows loading into a second buffer where one fits.
 
-Gluon has no interpreter: the schedule (schedule(), pieces()) and the merge run on the CPU tests, the kernel on the
+Gluon has no interpreter: the schedule (schedule(), work()) and the merge run on the CPU tests, the kernel on the
 GPU suite (tests/kernels/test_gpu.py) and its compiled form in test_cubin.py (kernels.cubin --attention-split).
-kernels.bench times it as kpt_ws_split beside kpt_ws before it replaces anything.
+kernels.bench times it as kpt_ws_split (and _deep, _persist) beside kpt_ws before it replaces anything.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ USE = False
 # pipeline fills (query rows and first key blocks) and the merge's reads, a few microseconds against a tile's 230 us.
 MIN_IDLE = 0.1
 MERGE_ROWS = 32  # query rows a merge program
+# One program an SM taking its whole tiles in turn (tiles p, p + SMs, ...), then its split range, with the next
+# tile's query rows loading during this one where two buffers fit (hd128 at 2 key/value buffers, hd64 at 6): the
+# pipeline fill of each new program goes (about 1-2 us of a tile's 230). Off until kernels.bench's
+# kpt_ws_split_persist rows measure it.
+PERSISTENT = False
+SHARED_BYTES = 232448  # an H100/H200 program's shared memory (227 KB)
+BARRIER_BYTES = 512  # the barriers beside the buffers, with room to spare (the cubins: 384 bytes at 2 stages)
 
 
 def schedule(tiles: int, n_blocks: int, sms: int) -> tuple[int, int]:
@@ -47,17 +56,22 @@ def schedule(tiles: int, n_blocks: int, sms: int) -> tuple[int, int]:
     return tiles - rem, min(sms, rem * n_blocks)
 
 
-def pieces(full: int, programs: int, tiles: int, n_blocks: int, program: int) -> list[tuple[int, int, int]]:
-    """The (tile, first key block, key blocks) pieces split program `program` (0-based among the split ones)
-    computes: the kernel's _pieces, for the tests and the merge's reference."""
+def work(pid: int, nprog: int, full: int, programs: int, tiles: int, n_blocks: int,
+         persistent: bool) -> list[tuple[int, int, int, int]]:
+    """The (tile, first key block, key blocks, workspace slot or -1 for a whole tile) pieces program pid of nprog
+    computes, in order: the kernel's _work and _nth in Python, for the tests and the merge's reference."""
     total = (tiles - full) * n_blocks
-    lo, hi = program * total // programs, (program + 1) * total // programs
-    out = []
-    while lo < hi:
-        tile, j0 = divmod(lo, n_blocks)
-        n = min(hi, (tile + 1) * n_blocks) - lo
-        out.append((full + tile, j0, n))
-        lo += n
+    dp = range(pid, full, nprog) if persistent else range(pid, min(pid + 1, full))
+    q = pid if persistent else pid - full
+    lo = hi = 0
+    if 0 <= q < programs:
+        lo, hi = full * n_blocks + q * total // programs, full * n_blocks + (q + 1) * total // programs
+    out = [(tile, 0, n_blocks, -1) for tile in dp]
+    n_split = (hi - 1) // n_blocks - lo // n_blocks + 1 if hi > lo else 0
+    for k in range(n_split):
+        tile = lo // n_blocks + k
+        first = max(lo, tile * n_blocks)
+        out.append((tile, first - tile * n_blocks, min(hi, (tile + 1) * n_blocks) - first, 2 * q + k))
     return out
 
 
@@ -113,32 +127,59 @@ def reference_pieces(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, full: in
     qf, kf, vf = (t.float() for t in (q, k, v))
     group = h // k.shape[1]
     for p in range(programs):
-        for i, (tile, j0, n) in enumerate(pieces(full, programs, tiles, n_blocks, p)):
+        for tile, j0, n, slot in work(full + p, full + programs, full, programs, tiles, n_blocks, False):
             bh, mb = divmod(tile, m_blocks)
             bi, hi = divmod(bh, h)
             rows = qf[bi, hi, mb * ws.BLOCK_M:(mb + 1) * ws.BLOCK_M]
             keys = slice(j0 * ws.BLOCK_N, (j0 + n) * ws.BLOCK_N)
             x = rows @ kf[bi, hi // group, keys].T * qk_scale
-            row_max[2 * p + i] = x.amax(1)
-            e = torch.exp2(x - row_max[2 * p + i][:, None])
-            row_sum[2 * p + i] = e.sum(1)
-            acc[2 * p + i] = e @ vf[bi, hi // group, keys]
+            row_max[slot] = x.amax(1)
+            e = torch.exp2(x - row_max[slot][:, None])
+            row_sum[slot] = e.sum(1)
+            acc[slot] = e @ vf[bi, hi // group, keys]
     return acc, row_max, row_sum
 
 
 if gluon is not None:
 
     @gluon.jit
-    def _pieces(pid, full, programs, total, n_blocks):
-        """(first iteration, end) of program pid over the key blocks of tiles from `full` on, counted from tile 0's
-        first block: a whole tile for pid < full, else its share of the split tiles' blocks (pieces() in Python)."""
-        lo = pid * n_blocks
-        hi = lo + n_blocks
-        if pid >= full:
-            q = pid - full
+    def _work(pid, nprog, full, programs, total, n_blocks, PERSISTENT: gl.constexpr):
+        """What program pid computes: whole tiles dp_start, dp_start + dp_step, ... (n_dp of them), then the key-block
+        iterations [lo, hi) of the split tiles (counted from tile 0's first block), their pieces in workspace slots
+        from slot0; and how many pieces that is. Not persistent: tile pid whole for pid < full, else split range
+        pid - full (work() in Python). PERSISTENT: tiles pid, pid + nprog, ... below full, then split range pid
+        where pid < programs."""
+        dp_start = pid
+        n_dp = (pid < full).to(gl.int32)
+        dp_step = 1
+        q = pid - full
+        if PERSISTENT:
+            n_dp = gl.maximum(full - pid + nprog - 1, 0) // nprog
+            dp_step = nprog
+            q = pid
+        lo = 0
+        hi = 0
+        if (q >= 0) & (q < programs):
             lo = full * n_blocks + q * total // programs
             hi = full * n_blocks + (q + 1) * total // programs
-        return lo, hi
+        n_split = gl.where(hi > lo, (hi - 1) // n_blocks - lo // n_blocks + 1, 0)
+        return dp_start, dp_step, n_dp, lo, hi, 2 * q, n_dp + n_split
+
+    @gluon.jit
+    def _nth(i, dp_start, dp_step, n_dp, lo, hi, slot0, n_blocks):
+        """(tile, first key block, key blocks, workspace slot or -1 for a whole tile) of the program's piece i."""
+        tile = dp_start + i * dp_step
+        j0 = 0
+        n = n_blocks
+        slot = -1
+        if i >= n_dp:
+            k = i - n_dp
+            tile = lo // n_blocks + k
+            first = gl.maximum(lo, tile * n_blocks)
+            j0 = first - tile * n_blocks
+            n = gl.minimum(hi, (tile + 1) * n_blocks) - first
+            slot = slot0 + k
+        return tile, j0, n, slot
 
     @gluon.jit
     def _rows(tile, m_blocks, n_q, n_k, heads, kv_heads, BM: gl.constexpr):
@@ -148,107 +189,116 @@ if gluon is not None:
         return bh * n_q + (tile % m_blocks) * BM, kvh * n_k
 
     @gluon.jit
-    def _piece(it, hi, n_blocks):
-        """(tile, first key block, key blocks) of the piece that starts at iteration it of a range ending at hi."""
-        tile = it // n_blocks
-        return tile, it % n_blocks, gl.minimum(hi, (tile + 1) * n_blocks) - it
+    def _load_piece(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
+                    v_empty, tile, j0, n, i, c, m_blocks, n_q, n_k, heads, kv_heads, STAGES: gl.constexpr,
+                    QBUF: gl.constexpr):
+        """The loader's piece i (key blocks j0 .. j0 + n - 1 of tile; ring uses from c): its query rows into buffer
+        i % QBUF once both consumers released that buffer's previous piece, then its key and value blocks."""
+        QM: gl.constexpr = q_desc.block_type.shape[0]
+        b = i % QBUF
+        q_row, kv_row = _rows(tile, m_blocks, n_q, n_k, heads, kv_heads, 2 * QM)
+        if i >= QBUF:
+            mbarrier.wait(q_empty.index(b), ((i // QBUF) - 1) & 1)
+        ws._load_rows(q_desc, q_smem, 2 * b, q_ready.index(b), q_row, 2)
+        ws._load_blocks(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, kv_row, j0, n, c, STAGES)
 
     @gluon.jit
     def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty,
-              lo, hi, n_blocks, m_blocks, n_q, n_k, heads, kv_heads, STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
-        """The loader: for each piece of [lo, hi) (tile by tile) its query rows, once both consumers have released the
-        previous piece's, then its key and value blocks through the ring (attention_ws's loads)."""
-        QM: gl.constexpr = q_desc.block_type.shape[0]
+              dp_start, dp_step, n_dp, lo, hi, slot0, count, n_blocks, m_blocks, n_q, n_k, heads, kv_heads,
+              STAGES: gl.constexpr, QBUF: gl.constexpr):
+        """The loader: the program's pieces in order (_work, _nth), each through _load_piece."""
         c = 0
-        piece = 0
-        it = lo
-        while it < hi:
-            tile, j0, n = _piece(it, hi, n_blocks)
-            q_row, kv_row = _rows(tile, m_blocks, n_q, n_k, heads, kv_heads, QM * CONSUMERS)
-            if piece > 0:
-                mbarrier.wait(q_empty, (piece - 1) & 1)
-            ws._load_rows(q_desc, q_smem, q_ready, q_row, CONSUMERS)
-            ws._load_blocks(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, kv_row, j0, n, c, STAGES)
+        for i in range(count):
+            tile, j0, n, _ = _nth(i, dp_start, dp_step, n_dp, lo, hi, slot0, n_blocks)
+            _load_piece(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
+                        v_empty, tile, j0, n, i, c, m_blocks, n_q, n_k, heads, kv_heads, STAGES, QBUF)
             c += n
-            it += n
-            piece += 1
 
     @gluon.jit
-    def _consume(w, o_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turn,
-                 acc_ptr, m_ptr, l_ptr, lo, hi, split, slot0, n_blocks, m_blocks, n_q, qk_scale,
-                 STAGES: gl.constexpr, HEAD_D: gl.constexpr, WARPS: gl.constexpr):
-        """Consumer w of two (ping-pong): each piece's online softmax (attention_ws._blocks), then a whole tile's rows
-        by TMA as attention_ws does, or a split piece's unnormalized rows, maxima and sums to workspace slot
-        slot0 + piece."""
+    def _consume_piece(w, o_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turn,
+                       acc_ptr, m_ptr, l_ptr, tile, j0, n, i, c0, r0, slot, m_blocks, n_q, qk_scale,
+                       STAGES: gl.constexpr, HEAD_D: gl.constexpr, WARPS: gl.constexpr, QBUF: gl.constexpr):
+        """Consumer w's piece i: the online softmax over its key blocks (attention_ws._blocks; ring uses from c0,
+        turn rounds from r0), then a whole tile's rows by TMA (slot < 0) as attention_ws does, or a split piece's
+        unnormalized rows, maxima and sums to workspace slot `slot`; then its query buffer is released."""
         QM: gl.constexpr = q_smem.shape[1]
         BN: gl.constexpr = k_smem.shape[1]
         o_layout: gl.constexpr = ws._mma_layout(HEAD_D, WARPS)
         row_layout: gl.constexpr = gl.SliceLayout(1, ws._mma_layout(BN, WARPS))
-        q = q_smem.index(w)
+        b = i % QBUF
+        q = q_smem.index(2 * b + w)
+        mbarrier.wait(q_ready.index(b), (i // QBUF) & 1)
+        acc, m_i, l_i = ws._blocks(w, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, n, j0, c0, r0, 0,
+                                   qk_scale, False, STAGES, HEAD_D, True, WARPS)
+        if slot >= 0:
+            row = slot * (2 * QM) + w * QM
+            rows = row + gl.arange(0, QM, layout=gl.SliceLayout(1, o_layout))
+            cols = gl.arange(0, HEAD_D, layout=gl.SliceLayout(0, o_layout))
+            gl.store(acc_ptr + rows[:, None] * HEAD_D + cols[None, :], acc)
+            stats = row + gl.arange(0, QM, layout=row_layout)
+            gl.store(m_ptr + stats, m_i)
+            gl.store(l_ptr + stats, l_i)
+        else:
+            q_row = (tile // m_blocks) * n_q + (tile % m_blocks) * (2 * QM)
+            acc = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
+            q.store(acc.to(q_smem.dtype))  # the query rows' buffer takes the output rows (its wgmmas are waited)
+            fence_async_shared()
+            tma.async_copy_shared_to_global(o_desc, [q_row + w * QM, 0], q)
+            tma.store_wait(0)
+        mbarrier.arrive(q_empty.index(b))  # the loader may bring a later piece's rows into this buffer
+
+    @gluon.jit
+    def _consume(w, o_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turn,
+                 acc_ptr, m_ptr, l_ptr, dp_start, dp_step, n_dp, lo, hi, slot0, count, n_blocks, m_blocks, n_q,
+                 qk_scale, STAGES: gl.constexpr, HEAD_D: gl.constexpr, WARPS: gl.constexpr, QBUF: gl.constexpr):
+        """Consumer w of two (ping-pong): the program's pieces in the loader's order, each through _consume_piece."""
         c0 = 0
         r0 = 0
-        piece = 0
-        it = lo
-        while it < hi:
-            tile, j0, n = _piece(it, hi, n_blocks)
-            mbarrier.wait(q_ready, piece & 1)
-            acc, m_i, l_i = ws._blocks(w, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, n, j0, c0, r0,
-                                       0, qk_scale, False, STAGES, HEAD_D, True, WARPS)
-            if split:
-                mbarrier.arrive(q_empty)  # its wgmmas are waited: the loader may bring the next piece's rows
-                row = (slot0 + piece) * (2 * QM) + w * QM
-                rows = row + gl.arange(0, QM, layout=gl.SliceLayout(1, o_layout))
-                cols = gl.arange(0, HEAD_D, layout=gl.SliceLayout(0, o_layout))
-                gl.store(acc_ptr + rows[:, None] * HEAD_D + cols[None, :], acc)
-                stats = row + gl.arange(0, QM, layout=row_layout)
-                gl.store(m_ptr + stats, m_i)
-                gl.store(l_ptr + stats, l_i)
-            else:
-                q_row = (tile // m_blocks) * n_q + (tile % m_blocks) * (2 * QM)
-                acc = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
-                q.store(acc.to(q_smem.dtype))
-                fence_async_shared()
-                tma.async_copy_shared_to_global(o_desc, [q_row + w * QM, 0], q)
-                tma.store_wait(0)
+        for i in range(count):
+            tile, j0, n, slot = _nth(i, dp_start, dp_step, n_dp, lo, hi, slot0, n_blocks)
+            _consume_piece(w, o_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty,
+                           turn, acc_ptr, m_ptr, l_ptr, tile, j0, n, i, c0, r0, slot, m_blocks, n_q, qk_scale,
+                           STAGES, HEAD_D, WARPS, QBUF)
             c0 += n
             r0 += n + 1
-            it += n
-            piece += 1
 
     @gluon.jit
     def _attn_split_kernel(q_desc, k_desc, v_desc, o_desc, acc_ptr, m_ptr, l_ptr, qk_scale, n_q, n_k, heads,
-                           kv_heads, full, programs, total, STAGES: gl.constexpr, num_warps: gl.constexpr):
-        """Program pid < full: tile pid whole; else split program pid - full: its range of the split tiles' key
-        blocks (schedule(); total: the split tiles' key blocks). Two consumer partitions in ping-pong and the loader,
-        as attention_ws."""
+                           kv_heads, full, programs, total, STAGES: gl.constexpr, QBUF: gl.constexpr,
+                           PERSISTENT: gl.constexpr, num_warps: gl.constexpr):
+        """The whole tiles below `full` and `programs` ranges of the split tiles' key blocks (schedule(); total: the
+        split tiles' key blocks), as _work hands them out. Two consumer partitions in ping-pong and the loader, as
+        attention_ws; QBUF buffers of query rows (2: a persistent program's next tile's rows load during this one)."""
         QM: gl.constexpr = q_desc.block_type.shape[0]
         BN: gl.constexpr = k_desc.block_type.shape[0]
         HEAD_D: gl.constexpr = q_desc.block_type.shape[1]
         m_blocks = n_q // (2 * QM)
         n_blocks = n_k // BN
-        pid = gl.program_id(0)
-        lo, hi = _pieces(pid, full, programs, total, n_blocks)
-        split = pid >= full
-        slot0 = 2 * (pid - full)
+        # the program's work, worked out once here: inside the partitions ptxas kept parts of it across their
+        # register reallocation in local memory
+        dp_start, dp_step, n_dp, lo, hi, slot0, count = _work(gl.program_id(0), gl.num_programs(0), full, programs,
+                                                              total, n_blocks, PERSISTENT)
 
-        q_smem = gl.allocate_shared_memory(q_desc.dtype, [2, QM, HEAD_D], q_desc.layout)
+        q_smem = gl.allocate_shared_memory(q_desc.dtype, [QBUF * 2, QM, HEAD_D], q_desc.layout)  # buffer b: 2b, 2b+1
         k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BN, HEAD_D], k_desc.layout)
         v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BN, HEAD_D], v_desc.layout)
-        q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        q_ready = gl.allocate_shared_memory(gl.int64, [QBUF, 1], mbarrier.MBarrierLayout())
+        q_empty = gl.allocate_shared_memory(gl.int64, [QBUF, 1], mbarrier.MBarrierLayout())
         k_ready, v_ready, k_empty, v_empty, turn = ws._barriers(STAGES, 2)
-        mbarrier.init(q_ready, count=1)
-        mbarrier.init(q_empty, count=2)
+        for b in gl.static_range(QBUF):
+            mbarrier.init(q_ready.index(b), count=1)
+            mbarrier.init(q_empty.index(b), count=2)
 
         gl.warp_specialize([
             (_consume, (0, o_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turn,
-                        acc_ptr, m_ptr, l_ptr, lo, hi, split, slot0, n_blocks, m_blocks, n_q, qk_scale, STAGES,
-                        HEAD_D, num_warps)),
+                        acc_ptr, m_ptr, l_ptr, dp_start, dp_step, n_dp, lo, hi, slot0, count, n_blocks, m_blocks,
+                        n_q, qk_scale, STAGES, HEAD_D, num_warps, QBUF)),
             (_consume, (1, o_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turn,
-                        acc_ptr, m_ptr, l_ptr, lo, hi, split, slot0, n_blocks, m_blocks, n_q, qk_scale, STAGES,
-                        HEAD_D, num_warps)),
+                        acc_ptr, m_ptr, l_ptr, dp_start, dp_step, n_dp, lo, hi, slot0, count, n_blocks, m_blocks,
+                        n_q, qk_scale, STAGES, HEAD_D, num_warps, QBUF)),
             (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
-                     v_empty, lo, hi, n_blocks, m_blocks, n_q, n_k, heads, kv_heads, STAGES, 2)),
+                     v_empty, dp_start, dp_step, n_dp, lo, hi, slot0, count, n_blocks, m_blocks, n_q, n_k, heads,
+                     kv_heads, STAGES, QBUF)),
         ], [num_warps, 1], [240, 24])
 
 
@@ -257,24 +307,36 @@ def supports(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) ->
     return not causal and ws.supports(q, k, v, causal)
 
 
+def query_buffers(head_dim: int, stages: int, persistent: bool) -> int:
+    """Query-row buffers a program gets: two where persistent and they fit beside the key/value ring (the next tile's
+    rows load during this one), else one."""
+    ring = stages * 2 * ws.BLOCK_N * head_dim * 2
+    return 2 if persistent and 2 * ws.BLOCK_M * head_dim * 2 + ring + BARRIER_BYTES <= SHARED_BYTES else 1
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
-              stages: int | None = None, sms: int | None = None) -> torch.Tensor:
+              stages: int | None = None, sms: int | None = None, persistent: bool | None = None) -> torch.Tensor:
     """softmax(q k^T * scale) v for a call supports() accepts, the last wave split (schedule(); sms: the SMs it
-    plans for, None: the device's); stages: the key/value ring's buffers (None: attention_ws.ring()'s default)."""
+    plans for, None: the device's); stages: the key/value ring's buffers (None: attention_ws.ring()'s default);
+    persistent: one program an SM taking its whole tiles in turn, then its split range (None: PERSISTENT)."""
     b, h, n_q, d = q.shape
     n_k = k.shape[2]
     m_blocks, n_blocks = n_q // ws.BLOCK_M, n_k // ws.BLOCK_N
     tiles = b * h * m_blocks
-    full, programs = schedule(tiles, n_blocks, sms or torch.cuda.get_device_properties(q.device).multi_processor_count)
+    sms = sms or torch.cuda.get_device_properties(q.device).multi_processor_count
+    full, programs = schedule(tiles, n_blocks, sms)
+    persistent = PERSISTENT if persistent is None else persistent
+    stages = ws.ring(d, stages)
     o = torch.empty_like(q)
     slots = max(2 * programs, 1)
     acc = torch.empty(slots, ws.BLOCK_M, d, device=q.device, dtype=torch.float32)
     row_max, row_sum = (torch.empty(slots, ws.BLOCK_M, device=q.device, dtype=torch.float32) for _ in range(2))
     qk_scale = (scale if scale is not None else 1.0 / math.sqrt(d)) * LOG2E
     q_desc, k_desc, v_desc, o_desc = ws.descriptors(q, k, v, o, ws.BLOCK_M // 2)
-    _attn_split_kernel[(full + programs,)](q_desc, k_desc, v_desc, o_desc, acc, row_max, row_sum, qk_scale, n_q,
-                                           n_k, h, k.shape[1], full, programs, (tiles - full) * n_blocks,
-                                           STAGES=ws.ring(d, stages), num_warps=4)
+    grid = max(min(sms, full), programs) if persistent else full + programs
+    _attn_split_kernel[(grid,)](q_desc, k_desc, v_desc, o_desc, acc, row_max, row_sum, qk_scale, n_q, n_k, h,
+                                k.shape[1], full, programs, (tiles - full) * n_blocks, STAGES=stages,
+                                QBUF=query_buffers(d, stages, persistent), PERSISTENT=persistent, num_warps=4)
     if programs:
         merge(acc, row_max, row_sum, o, full, programs, tiles, n_blocks, n_q)
     return o

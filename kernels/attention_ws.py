@@ -84,16 +84,16 @@ if gluon is not None:
     def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, k_empty, v_empty,
               q_row, kv_row, n_blocks, STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
         """The loader partition: each consumer's query rows, then the key and value blocks (_load_blocks)."""
-        _load_rows(q_desc, q_smem, q_ready, q_row, CONSUMERS)
+        _load_rows(q_desc, q_smem, 0, q_ready, q_row, CONSUMERS)
         _load_blocks(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, kv_row, 0, n_blocks, 0, STAGES)
 
     @gluon.jit
-    def _load_rows(q_desc, q_smem, q_ready, q_row, CONSUMERS: gl.constexpr):
-        """Each consumer's query rows from q_row on, completing q_ready."""
+    def _load_rows(q_desc, q_smem, first, q_ready, q_row, CONSUMERS: gl.constexpr):
+        """Each consumer's query rows from q_row on into buffers first, first + 1, ..., completing q_ready."""
         QM: gl.constexpr = q_desc.block_type.shape[0]
         mbarrier.expect(q_ready, CONSUMERS * q_desc.block_type.nbytes)
         for w in gl.static_range(CONSUMERS):
-            tma.async_copy_global_to_shared(q_desc, [q_row + w * QM, 0], q_ready, q_smem.index(w))
+            tma.async_copy_global_to_shared(q_desc, [q_row + w * QM, 0], q_ready, q_smem.index(first + w))
 
     @gluon.jit
     def _load_blocks(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, kv_row, j0, n, c0,

@@ -141,7 +141,7 @@ def bench_attention_ws(quick: bool) -> list[dict]:
     cuDNN at the goal shapes (bf16, hd128 16k tokens; hd64 and batch 4 too), all in one run, its consumers in
     ping-pong (kpt_ws) and in step (kpt_ws_step), and in ping-pong with the deepest key/value ring that fits
     (kpt_ws_deep: attention_ws.DEEP_STAGES), and non-causal with the last wave's tiles split over every SM
-    (kpt_ws_split, kpt_ws_split_deep: kernels/attention_split.py); each of their rows also
+    (kpt_ws_split, kpt_ws_split_deep, kpt_ws_split_persist: kernels/attention_split.py); each of their rows also
     carries its largest difference from cuDNN's output (max_diff), so a fast wrong kernel shows as one."""
     from . import attention_split, attention_ws
 
@@ -161,6 +161,8 @@ def bench_attention_ws(quick: bool) -> list[dict]:
                 providers["kpt_ws_split"] = functools.partial(attention_split.attention, q, k, v)
                 providers["kpt_ws_split_deep"] = functools.partial(attention_split.attention, q, k, v,
                                                                    stages=attention_ws.DEEP_STAGES[D])
+                providers["kpt_ws_split_persist"] = functools.partial(attention_split.attention, q, k, v,
+                                                                      persistent=True)
             rows += _max_diffs(_rows("attention", f"b{B} h{H} n{N} d{D}", torch.bfloat16, causal, providers,
                                      attention_ws.flops(q, k, causal), 4 * B * H * N * D * 2), providers, "sdpa_cudnn")
     return rows

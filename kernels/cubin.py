@@ -242,7 +242,8 @@ def attention_ws_rows() -> list[dict]:
 
 def attention_split_rows() -> list[dict]:
     """kernels.attention_split's kernel (Gluon) compiled for sm_90 with its launcher's descriptors and workspace:
-    bf16, head dims 64 and 128 (non-causal, ping-pong), at attention_ws.STAGES and DEEP_STAGES."""
+    bf16, head dims 64 and 128 (non-causal, ping-pong), at attention_ws.STAGES and DEEP_STAGES, persistent or not
+    (with the query buffers its launcher gives each)."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from kernels import attention_split as sk
@@ -254,9 +255,13 @@ def attention_split_rows() -> list[dict]:
         types = {"q_desc": desc(q_rows, d), "k_desc": desc(ws.BLOCK_N, d), "v_desc": desc(ws.BLOCK_N, d),
                  "o_desc": desc(q_rows, d), "acc_ptr": "*fp32", "m_ptr": "*fp32", "l_ptr": "*fp32", "qk_scale": "fp32"}
         for stages in (ws.STAGES, ws.DEEP_STAGES[d]):
-            consts = {"STAGES": stages, "num_warps": 4}
-            r = resources(sk._attn_split_kernel, types, consts, 4, ("acc_ptr", "m_ptr", "l_ptr"), source=GluonASTSource)
-            rows.append({"op": "attention_split", "head_dim": d, "stages": stages} | dataclasses.asdict(r))
+            for persistent in (False, True):
+                qbuf = sk.query_buffers(d, stages, persistent)
+                consts = {"STAGES": stages, "QBUF": qbuf, "PERSISTENT": persistent, "num_warps": 4}
+                r = resources(sk._attn_split_kernel, types, consts, 4, ("acc_ptr", "m_ptr", "l_ptr"),
+                              source=GluonASTSource)
+                rows.append({"op": "attention_split", "head_dim": d, "stages": stages, "persistent": persistent,
+                             "query_buffers": qbuf} | dataclasses.asdict(r))
     return rows
 
 

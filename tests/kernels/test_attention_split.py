@@ -21,17 +21,30 @@ def test_whole_waves_run_whole_and_the_remainder_is_split_over_every_sm():
     assert attention_split.schedule(3, 2, 132) == (0, 6)  # a range is at least one key block
 
 
+@pytest.mark.parametrize("persistent", [False, True])
 @pytest.mark.parametrize("tiles,n_blocks,sms", [(2048, 128, 132), (8, 4, 5), (7, 5, 3), (100, 128, 132), (3, 2, 132),
-                                                (5, 1, 4)])
-def test_every_split_block_is_computed_once_in_at_most_two_pieces_a_program(tiles, n_blocks, sms):
+                                                (5, 1, 4), (264, 3, 132), (131, 2, 132)])
+def test_every_block_is_computed_once_whole_tiles_in_one_piece_and_split_ones_in_their_slots(tiles, n_blocks, sms,
+                                                                                             persistent):
+    """work(), the kernel's _work and _nth in Python, over every program of the launch attention() makes: each
+    (tile, key block) exactly once; a whole tile in one piece written to the output (slot -1); a split program's
+    pieces (at most two) in slots 2q and 2q + 1; a persistent program's whole tiles an SM apart."""
     full, programs = attention_split.schedule(tiles, n_blocks, sms)
-    seen = []
-    for p in range(programs):
-        got = attention_split.pieces(full, programs, tiles, n_blocks, p)
-        assert 1 <= len(got) <= 2 and all(n >= 1 for _, _, n in got)
-        seen += [(tile, j0 + i) for tile, j0, n in got for i in range(n)]
-    assert seen == [(t, j) for t in range(full, tiles) for j in range(n_blocks)] if programs else seen == []
-    assert full + programs <= tiles + sms  # at most one wave more programs than whole tiles
+    grid = max(min(sms, full), programs) if persistent else full + programs
+    seen, slots = [], []
+    for pid in range(grid):
+        got = attention_split.work(pid, grid, full, programs, tiles, n_blocks, persistent)
+        whole = [t for t, j0, n, slot in got if slot < 0]
+        split = [(slot, n) for t, j0, n, slot in got if slot >= 0]
+        assert all(t < full for t in whole) and whole == list(range(pid, full, grid))[:len(whole)]
+        assert len(split) <= 2 and all(n >= 1 for _, n in split)
+        slots += [slot for slot, _ in split]
+        seen += [(t, j0 + i) for t, j0, n, _ in got for i in range(n)]
+    assert sorted(seen) == [(t, j) for t in range(tiles) for j in range(n_blocks)]
+    assert len(set(slots)) == len(slots) and all(0 <= s < 2 * programs for s in slots)
+    if persistent:  # one program an SM at most, the whole waves shared evenly
+        assert grid <= sms and len({len(attention_split.work(p, grid, full, programs, tiles, n_blocks, True))
+                                    for p in range(min(grid, programs or grid))}) <= 2
 
 
 @pytest.mark.parametrize("shape,sms", [((1, 4, 256, 512, 64), 5), ((2, 3, 128, 384, 64), 4), ((1, 2, 384, 256, 32), 4)])

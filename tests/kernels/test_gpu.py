@@ -118,9 +118,11 @@ for dims in [(2, 16, 16, 1024, 128), (1, 32, 8, 4096, 128), (3, 8, 1, 1152, 64),
         for sms in (None, 5, 24, 2 * tiles):  # as planned for this card, for fewer SMs, for more SMs than tiles
             for stages in (None, 3) if dtype == torch.bfloat16 and D == 128 else (None,):
                 full, programs = attention_split.schedule(tiles, N // 128, sms or SMS)
-                for _ in range(2):  # repeated: a race between the loader and the consumers would not repeat exactly
-                    check_2x(attention_split.attention(q, k, v, sms=sms, stages=stages), ref32, ref_lp)
-                print(dims, dtype, sms, stages, full, programs, "ok", flush=True)
+                for persistent in (False, True):
+                    for _ in range(2):  # repeated: a race between the loader and the consumers would not repeat
+                        out = attention_split.attention(q, k, v, sms=sms, stages=stages, persistent=persistent)
+                        check_2x(out, ref32, ref_lp)
+                    print(dims, dtype, sms, stages, persistent, full, programs, "ok", flush=True)
 # The op in the "gluon" mode with USE on: its eager non-causal calls take attention_split
 attention.MODE, attention_split.USE = "gluon", True
 q, k, v = (torch.randn(1, 8, 1024, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -133,7 +135,7 @@ def test_gluon_split_attention_gpu():
     """kernels/attention_split.py against the fp32 reference within 2x PyTorch's own low-precision error: GQA and MQA,
     head dims 64 and 128, bf16 and fp16, one key block to 32, the last wave split as planned for the card's SMs, for
     5 and 24 SMs and for more SMs than tiles (every tile split; ranges of one key block where tiles have one), the
-    deeper ring once, twice each."""
+    deeper ring once, persistent or not, twice each."""
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("attention_split is written for sm_90 (Hopper)")
     _run_limited(_RUN_SPLIT)
