@@ -23,6 +23,9 @@ except ImportError:  # pragma: no cover - an older Triton
     TensorDescriptor = constexpr_function = None
 
 
+SHARED_BYTES = 232448  # the most shared memory one program may take on sm_90 (H100, H200): 227 KB
+
+
 def hopper(t: torch.Tensor) -> bool:
     """Whether a Gluon Hopper kernel can run on t's device: Gluon here, and t on an sm_90 GPU."""
     return gluon is not None and t.is_cuda and torch.cuda.get_device_capability(t.device)[0] == 9
@@ -35,5 +38,5 @@ def descriptor(t, block: list[int]):  # noqa: ANN001, ANN201 - a 2-D fp16/bf16 t
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
 
 
-__all__ = ["TensorDescriptor", "constexpr_function", "descriptor", "hopper", "fence_async_shared", "gl", "gluon", "mbarrier",
+__all__ = ["SHARED_BYTES", "TensorDescriptor", "constexpr_function", "descriptor", "hopper", "fence_async_shared", "gl", "gluon", "mbarrier",
            "tma", "warpgroup_mma", "warpgroup_mma_wait"]

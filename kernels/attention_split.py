@@ -28,7 +28,7 @@ import triton.language as tl
 
 from . import attention_ws as ws
 from ._common import LOG2E, launch
-from ._gluon import fence_async_shared, gl, gluon, mbarrier, tma
+from ._gluon import SHARED_BYTES, fence_async_shared, gl, gluon, mbarrier, tma
 
 # attention.py's "gluon" mode sends the non-causal calls attention_ws covers here: off until kernels.bench's kpt_ws_split
 # rows measure it faster than kpt_ws on a card.
@@ -42,7 +42,6 @@ MERGE_ROWS = 32  # query rows a merge program
 # pipeline fill of each new program goes (about 1-2 us of a tile's 230). Off until kernels.bench's
 # kpt_ws_split_persist rows measure it.
 PERSISTENT = False
-SHARED_BYTES = 232448  # an H100/H200 program's shared memory (227 KB)
 BARRIER_BYTES = 512  # the barriers beside the buffers, with room to spare (the cubins: 384 bytes at 2 stages)
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-H100_SHARED_BYTES = 232448  # 227 KB: the most shared memory one program may take on sm_90
+from kernels._gluon import SHARED_BYTES as H100_SHARED_BYTES  # 227 KB: the most one program may take on sm_90
 
 
 def _cubin(*args: str, timeout: int) -> subprocess.CompletedProcess:
