@@ -17,9 +17,10 @@ the output projection, gate/up and down in one launch (kernels/mlp_chain.py: dec
 fused_layers+layer each whole layer (kernels/layer_chain.py: decode_layer.LAYER_CHAIN); fused_layers+pf+1@128
 three at once. +eager captures the step as it is, without torch.compile; +pdl does too, with kernels/' launches
 programmatic dependent ones (kernels.modules.swap_decode_pdl: each may start while the one before finishes; only
-Triton's own launcher sets that, not a compiled step's); +edges compiles that step (kernels/' PDL code) and makes the captured graph's edges
-into those kernels programmatic (kpt.gpu.graph_edges: how the build's trial kpt_decode_pdl and its AOTInductor
-package, whose launchers set no launch attribute, get PDL; needs cuda-bindings).
+Triton's own launcher sets that, not a compiled step's); +edges compiles that step (kernels/' PDL code) and makes
+the captured graph's edges into those kernels programmatic (kpt.gpu.graph_edges: how the build's trial
+kpt_decode_pdl and its AOTInductor package, whose launchers set no launch attribute, get PDL; needs
+cuda-bindings).
 
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
 kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where

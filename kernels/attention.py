@@ -275,7 +275,7 @@ def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale:
     if mode == "gluon":
         plain = window_left < 0 and window_right < 0 and alibi_slopes is None and softcap == 0 and document_id is None
         if plain and eager_call(q, k, v) and attention_ws.supports(q, k, v, causal):
-            if attention_split.USE and attention_split.supports(q, k, v, causal):
+            if attention_split.USE and not causal:  # attention_split.supports(): attention_ws's calls, non-causal
                 return attention_split.attention(q, k, v, scale)
             return attention_ws.attention(q, k, v, causal, scale)
         mode = COMPILED_MODE

@@ -30,8 +30,8 @@ from . import attention_ws as ws
 from ._common import LOG2E, launch
 from ._gluon import SHARED_BYTES, fence_async_shared, gl, gluon, mbarrier, tma
 
-# attention.py's "gluon" mode sends the non-causal calls attention_ws covers here: off until kernels.bench's kpt_ws_split
-# rows measure it faster than kpt_ws on a card.
+# attention.py's "gluon" mode sends the non-causal calls attention_ws covers here: off until kernels.bench's
+# kpt_ws_split rows measure it faster than kpt_ws on a card.
 USE = False
 # Split the remainder only where it leaves at least this share of a wave idle: a split tile costs its pieces'
 # pipeline fills (query rows and first key blocks) and the merge's reads, a few microseconds against a tile's 230 us.

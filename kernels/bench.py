@@ -492,8 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated providers not to time (e.g. kpt_ws_split)")
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown twin of a result JSON (no GPU needed)")
     ap.add_argument("--merge", metavar="JSON", nargs="+",
-                    help="result JSONs of one device, later ones' cases replacing earlier ones' -> <out>/<name>.json/.md "
-                         "(no GPU needed)")
+                    help="result JSONs of one device, later ones' cases replacing earlier ones' -> "
+                         "<out>/<name>.json/.md (no GPU needed)")
     args = ap.parse_args(argv)
     SKIP.update(p for p in args.skip.split(",") if p)
     if args.render:

@@ -217,6 +217,15 @@ def desc(rows: int, cols: int) -> str:
     return f"tensordesc<bf16[{rows}, {cols}],{gl.NVMMASharedLayout.get_default_for([rows, cols], gl.bfloat16)!r}>"
 
 
+def attention_ws_types(q_rows: int, d: int) -> dict[str, str]:
+    """The argument types the Gluon attention launchers pass: bf16 TMA descriptors (q_rows query rows a box, 128 keys)
+    and the fp32 scale."""
+    from kernels import attention_ws as ws
+
+    return {"q_desc": desc(q_rows, d), "k_desc": desc(ws.BLOCK_N, d), "v_desc": desc(ws.BLOCK_N, d),
+            "o_desc": desc(q_rows, d), "qk_scale": "fp32"}
+
+
 def attention_ws_rows() -> list[dict]:
     """kernels.attention_ws's kernel (Gluon) compiled for sm_90 with the descriptors its launcher builds: bf16, head
     dims 64 and 128, causal or not, its consumers in ping-pong (two partitions, at STAGES and DEEP_STAGES) or in step
@@ -229,8 +238,7 @@ def attention_ws_rows() -> list[dict]:
     for pp in (True, False):
         q_rows, warps = (ws.BLOCK_M // 2, 4) if pp else (ws.BLOCK_M, 8)
         for d in ws.HEAD_DIMS:
-            types = {"q_desc": desc(q_rows, d), "k_desc": desc(ws.BLOCK_N, d), "v_desc": desc(ws.BLOCK_N, d),
-                     "o_desc": desc(q_rows, d), "qk_scale": "fp32"}
+            types = attention_ws_types(q_rows, d)
             for causal in (False, True):
                 for stages in (ws.STAGES, ws.DEEP_STAGES[d]) if pp else (ws.STAGES,):
                     consts = {"CAUSAL": causal, "STAGES": stages, "PINGPONG": pp, "num_warps": warps}
@@ -251,9 +259,7 @@ def attention_split_rows() -> list[dict]:
 
     rows = []
     for d in ws.HEAD_DIMS:
-        q_rows = ws.BLOCK_M // 2
-        types = {"q_desc": desc(q_rows, d), "k_desc": desc(ws.BLOCK_N, d), "v_desc": desc(ws.BLOCK_N, d),
-                 "o_desc": desc(q_rows, d), "acc_ptr": "*fp32", "m_ptr": "*fp32", "l_ptr": "*fp32", "qk_scale": "fp32"}
+        types = attention_ws_types(ws.BLOCK_M // 2, d) | {"acc_ptr": "*fp32", "m_ptr": "*fp32", "l_ptr": "*fp32"}
         for stages in (ws.STAGES, ws.DEEP_STAGES[d]):
             for persistent in (False, True):
                 qbuf = sk.query_buffers(d, stages, persistent)

@@ -162,8 +162,8 @@ for M, K, N in [(4096, 4096, 11008), (1000, 1024, 520), (1, 512, 256), (300, 409
             if act == "gelu":  # erf by linear_ws.FAST_GELU's form
                 check_2x(linear_ws.linear_act(x, w, b, a, fast_gelu=True), ref32, ref_lp)
             if act in ("gelu", "swiglu"):  # the deepest ring that fits (kernels.bench's kpt_ws_deep), the wide tiles
-                deep = linear_ws.DEEP_STAGES[w2 is not None]  # (kpt_ws_wide): a compile each
-                gated = w2 is not None
+                gated = w2 is not None  # (kpt_ws_wide): a compile each
+                deep = linear_ws.DEEP_STAGES[gated]
                 check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, stages=deep, tile=linear_ws.TILE[gated]), ref32, ref_lp)
                 check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, tile=linear_ws.WIDE_TILE[gated]), ref32, ref_lp)
             print(M, K, N, dtype, act, "ok", flush=True)
