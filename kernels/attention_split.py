@@ -30,18 +30,19 @@ from . import attention_ws as ws
 from ._common import LOG2E, launch
 from ._gluon import SHARED_BYTES, fence_async_shared, gl, gluon, mbarrier, tma
 
-# attention.py's "gluon" mode sends the non-causal calls attention_ws covers here: off until kernels.bench's
-# kpt_ws_split rows measure it faster than kpt_ws on a card.
-USE = False
+# attention.py's "gluon" mode sends the non-causal calls attention_ws covers here. On since the H100 run of
+# 2026-12-05 (docs/benchmarks/kernels-quick-attention-ws-h100.md): kpt_ws_split_persist 623.3 TFLOP/s against
+# kpt_ws 603.2 and cuDNN 619.4 at b1 h16 n16384 d128, and faster than kpt_ws at every non-causal shape timed.
+USE = True
 # Split the remainder only where it leaves at least this share of a wave idle: a split tile costs its pieces'
 # pipeline fills (query rows and first key blocks) and the merge's reads, a few microseconds against a tile's 230 us.
 MIN_IDLE = 0.1
 MERGE_ROWS = 32  # query rows a merge program
 # One program an SM taking its whole tiles in turn (tiles p, p + SMs, ...), then its split range, with the next
 # tile's query rows loading during this one where two buffers fit (hd128 at 2 key/value buffers, hd64 at 6): the
-# pipeline fill of each new program goes (about 1-2 us of a tile's 230). Off until kernels.bench's
-# kpt_ws_split_persist rows measure it.
-PERSISTENT = False
+# pipeline fill of each new program goes (about 1-2 us of a tile's 230). On since the same run: faster than the
+# program-a-tile split at all three non-causal shapes (b4 h16 n4096 d128: 0.931 against 0.972 ms).
+PERSISTENT = True
 BARRIER_BYTES = 512  # the barriers beside the buffers, with room to spare (the cubins: 384 bytes at 2 stages)
 
 
