@@ -294,8 +294,10 @@ def bench_linear_ws(quick: bool) -> list[dict]:
     Triton form (kpt_persist) and cuBLAS + activation at the goal shape (bf16), in one run: kpt_ws with the exact
     epilogue, and for GELU kpt_ws_fast (erf by linear_ws.FAST_GELU's form) and gemm_ws (the kernel with no
     activation: what the epilogue costs), kpt_ws_deep (the ring at linear_ws.DEEP_STAGES buffers, the most
-    that fit; otherwise as shipped, GELU by FAST_GELU's form) and kpt_ws_wide (linear_ws.WIDE_TILE's 64-row tiles);
-    each kpt_ws row also carries its largest difference from cuBLAS + activation (max_diff)."""
+    that fit; otherwise as shipped, GELU by FAST_GELU's form), kpt_ws_wide (linear_ws.WIDE_TILE's 64-row tiles) and
+    kpt_ws_coop (cooperative tiles, linear_ws.COOP; gemm_ws_coop without an activation: whether fewer bytes from L2 a
+    FLOP make the GEMM itself faster); each kpt_ws row also carries its largest difference from cuBLAS + activation
+    (max_diff)."""
     from . import linear_ws
 
     rows = []
@@ -315,9 +317,11 @@ def bench_linear_ws(quick: bool) -> list[dict]:
                                                          tile=linear_ws.TILE[second is not None])
             providers["kpt_ws_wide"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second,
                                                          tile=linear_ws.WIDE_TILE[second is not None])
+            providers["kpt_ws_coop"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second, coop=True)
             if act == "gelu":  # erf by linear_ws.FAST_GELU's form; the same GEMM with no activation (the epilogue's cost)
                 providers["kpt_ws_fast"] = functools.partial(linear_ws.linear_act, x, w, bias, act, fast_gelu=True)
-                providers["gemm_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, "none")
+                providers["gemm_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, "none", coop=False)
+                providers["gemm_ws_coop"] = functools.partial(linear_ws.linear_act, x, w, bias, "none", coop=True)
         rows += _max_diffs(_rows(op, f"{M}x{K}->{N}", torch.bfloat16, None, providers,
                                  linear_ws.flops(x, w, second is not None),
                                  (M * K + (2 if second is not None else 1) * N * K + M * N) * 2), providers, "cublas+act")

@@ -273,26 +273,28 @@ def attention_split_rows() -> list[dict]:
 
 def linear_ws_rows() -> list[dict]:
     """kernels.linear_ws's persistent kernel (Gluon) compiled for sm_90 with its launcher's descriptors: bf16,
-    linear + bias + GELU (erf by libdevice and by FAST_GELU's form) and SwiGLU, at STAGES and DEEP_STAGES, and in
-    WIDE_TILE's tiles."""
+    linear + bias + GELU (erf by libdevice and by FAST_GELU's form) and SwiGLU, at STAGES and DEEP_STAGES, in
+    WIDE_TILE's tiles, and cooperative (COOP_STAGES)."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from kernels import linear_ws as ws
     from kernels._common import ACTS
 
     rows = []
-    for gated, fast, stages, wide in ((False, False, ws.STAGES, False), (False, True, ws.STAGES, False),
-                                      (True, False, ws.STAGES, False), (False, True, ws.DEEP_STAGES[False], False),
-                                      (True, False, ws.DEEP_STAGES[True], False), (False, True, ws.STAGES, True),
-                                      (True, False, ws.STAGES, True)):
+    for gated, fast, stages, wide, coop in (
+            (False, False, ws.STAGES, False, False), (False, True, ws.STAGES, False, False),
+            (True, False, ws.STAGES, False, False), (False, True, ws.DEEP_STAGES[False], False, False),
+            (True, False, ws.DEEP_STAGES[True], False, False), (False, True, ws.STAGES, True, False),
+            (True, False, ws.STAGES, True, False), (False, True, ws.COOP_STAGES[False], False, True),
+            (True, False, ws.COOP_STAGES[True], False, True)):
         bm, bn = (ws.WIDE_TILE if wide else ws.TILE)[gated]
         types = {"x_desc": desc(bm, ws.BLOCK_K), "w_desc": desc(bn, ws.BLOCK_K), "w2_desc": desc(bn, ws.BLOCK_K),
                  "out_desc": desc(bm, bn)}
         consts = {"HAS_BIAS": True, "HAS_BIAS2": gated, "ACT": ACTS["silu" if gated else "gelu"], "FAST_GELU": fast,
-                  "GATED": gated, "STAGES": stages, "GROUP": ws.GROUP_M, "num_warps": 4}
+                  "GATED": gated, "STAGES": stages, "GROUP": ws.GROUP_M, "COOP": coop, "num_warps": 4}
         r = resources(ws._linear_ws_kernel, types, consts, 4, ("b_ptr", "b2_ptr", "N", "K"), source=GluonASTSource)
         rows.append({"op": "swiglu_ws" if gated else "linear_gelu_ws", "block_m": bm, "block_n": bn, "fast": fast,
-                     "stages": stages}
+                     "stages": stages, "coop": coop}
                     | dataclasses.asdict(r))
     return rows
 

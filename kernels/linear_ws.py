@@ -56,6 +56,15 @@ GROUP_M = 8
 TILE = {False: (BLOCK_M, BLOCK_N), True: (BLOCK_M, BLOCK_N // 2)}  # gated -> (rows, each weight's rows): square
 WIDE_TILE = {False: (64, 256), True: (64, 128)}  # gated -> (rows, each weight's rows)
 WIDE = False  # linear_act's default tile is WIDE_TILE's: off until measured faster (it fits 4 buffers, not DEEP_STAGES)
+# Cooperative tiles (COOP): both consumer warpgroups on one tile of 2 x 128 rows, each its own 128 rows against the same
+# weight block, instead of taking tiles in turn. A k64 step then loads 48 KB for 4.2 MFLOP instead of 32 KB for 2.1:
+# a third fewer bytes from L2 a FLOP. At 650 TFLOP/s the square ping-pong tile needs about 10 TB/s from L2, near what
+# the H100's L2 delivers, and CUTLASS's fastest Hopper GEMMs cut that share the same way (or with TMA multicast,
+# which Triton 3.6's Gluon lacks). The cost: the epilogue no longer runs under the other warpgroup's main loop, and
+# tiles twice the size fill the last wave less evenly (4096 x 11008: 1376 tiles, 10.42 waves on 132 SMs, against
+# 20.85 for 2752). kernels.bench's kpt_ws_coop rows time it; off until measured faster.
+COOP_STAGES = {False: 3, True: 4}  # gated -> ring buffers of 48 KB that fit beside the output tiles
+COOP = False
 # GELU's epilogue in fewer instructions (FAST_GELU): erf by Abramowitz and Stegun's 7.1.26 (one reciprocal, one
 # exp2, five FMAs; erf's absolute error <= 1.5e-7, about one fp32 ulp of 1 + erf) where libdevice's erff takes about
 # 25 instructions an element (two polynomials chosen per element): the sm_90 PTX of the whole kernel goes from
@@ -72,10 +81,14 @@ ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5 = (tl.constexpr(a) for a in (0.254829592,
                                                                     -1.453152027, 1.061405429))
 
 
-def ring(gated: bool, square: bool, stages: int | None = None) -> int:
-    """The ring's buffers a launch uses: stages if given, else DEEP_STAGES's where DEEP is on and the tile square (the
-    wide tile fits only STAGES), else STAGES."""
-    return stages or (DEEP_STAGES[gated] if DEEP and square else STAGES)
+def ring(gated: bool, square: bool, stages: int | None = None, coop: bool = False) -> int:
+    """The ring's buffers a launch uses: stages if given, else COOP_STAGES's for cooperative tiles, else DEEP_STAGES's
+    where DEEP is on and the tile square (the wide tile fits only STAGES), else STAGES."""
+    if stages:
+        return stages
+    if coop:
+        return COOP_STAGES[gated]
+    return DEEP_STAGES[gated] if DEEP and square else STAGES
 
 
 def plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
@@ -112,13 +125,17 @@ if gluon is not None:
         return first_m + (t % per_group) % size, (t % per_group) // size
 
     @gluon.jit
-    def _load(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, n_m, n_n, k_steps,
-              GATED: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr):
-        """The loader: every k-step of this program's tiles, in order, into the ring."""
+    def _load(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, M, n_m, n_n, k_steps,
+              GATED: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr, COOP: gl.constexpr):
+        """The loader: every k-step of this program's tiles, in order, into the ring (COOP: both consumers' x rows,
+        x_smem buffers 2 s and 2 s + 1; where the last tile's second half lies wholly past M, it loads the last row
+        block again, a whole copy's bytes as the ready barrier expects, and nothing of it is stored)."""
         BM: gl.constexpr = x_desc.block_type.shape[0]
         BK: gl.constexpr = x_desc.block_type.shape[1]
         BN: gl.constexpr = w_desc.block_type.shape[0]
-        nbytes: gl.constexpr = x_desc.block_type.nbytes + w_desc.block_type.nbytes * (2 if GATED else 1)
+        HALVES: gl.constexpr = 2 if COOP else 1
+        nbytes: gl.constexpr = x_desc.block_type.nbytes * HALVES + w_desc.block_type.nbytes * (2 if GATED else 1)
+        last = (gl.cdiv(M, BM) - 1) * BM  # COOP: the last row block
         c = 0
         for t in range(gl.program_id(0), n_m * n_n, gl.num_programs(0)):
             pid_m, pid_n = _tile(t, n_m, n_n, GROUP)
@@ -126,7 +143,11 @@ if gluon is not None:
                 s = c % STAGES
                 mbarrier.wait(empty.index(s), ((c // STAGES) & 1) ^ 1)
                 mbarrier.expect(ready.index(s), nbytes)
-                tma.async_copy_global_to_shared(x_desc, [pid_m * BM, kk * BK], ready.index(s), x_smem.index(s))
+                for h in gl.static_range(HALVES):
+                    row = (pid_m * HALVES + h) * BM
+                    if COOP:
+                        row = gl.minimum(row, last)
+                    tma.async_copy_global_to_shared(x_desc, [row, kk * BK], ready.index(s), x_smem.index(s * HALVES + h))
                 tma.async_copy_global_to_shared(w_desc, [pid_n * BN, kk * BK], ready.index(s), w_smem.index(s))
                 if GATED:
                     tma.async_copy_global_to_shared(w2_desc, [pid_n * BN, kk * BK], ready.index(s), w2_smem.index(s))
@@ -160,40 +181,46 @@ if gluon is not None:
         return x * gl.where(x >= 0.0, 1.0 - h, h)
 
     @gluon.jit
-    def _consume(w, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, N, n_m, n_n, k_steps,
+    def _consume(w, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, M, N, n_m, n_n, k_steps,
                  HAS_BIAS: gl.constexpr, HAS_BIAS2: gl.constexpr, ACT: gl.constexpr, FAST_GELU: gl.constexpr,
                  GATED: gl.constexpr,
-                 STAGES: gl.constexpr, GROUP: gl.constexpr):
+                 STAGES: gl.constexpr, GROUP: gl.constexpr, COOP: gl.constexpr):
         """Consumer warpgroup w: this program's tiles w, w + 2, ...: main loop, then bias, activation and store.
         The two main loops take turns (turn[w], a fresh barrier's parity 1 letting consumer 0 go first): a consumer
         waits on the ring's ready barriers only for k-steps the other has finished waiting for, so it is never more
-        than one phase ahead of a buffer's copies (a wait two phases early would pass on the older phase)."""
+        than one phase ahead of a buffer's copies (a wait two phases early would pass on the older phase).
+        COOP: every tile, its rows w of two (x_smem buffer 2 s + w), both consumers releasing each buffer (the empty
+        barriers count two arrivals); no turns: the loader is never more than STAGES k-steps ahead of either."""
         BM: gl.constexpr = x_smem.shape[1]
         BN: gl.constexpr = w_smem.shape[1]
+        HALVES: gl.constexpr = 2 if COOP else 1
         layout: gl.constexpr = _acc_layout(BN)
         cols_layout: gl.constexpr = gl.SliceLayout(0, layout)
         out = c_smem.index(w)
         i = 0
         for t in range(gl.program_id(0), n_m * n_n, gl.num_programs(0)):
-            if i % 2 == w:
+            if (i % 2 == w) | COOP:
                 pid_m, pid_n = _tile(t, n_m, n_n, GROUP)
                 acc = gl.zeros([BM, BN], gl.float32, layout)
                 acc2 = gl.zeros([BM, BN], gl.float32, layout)
                 c = i * k_steps
-                mbarrier.wait(turn.index(w), ((i // 2) & 1) ^ (1 - w))
+                if not COOP:
+                    mbarrier.wait(turn.index(w), ((i // 2) & 1) ^ (1 - w))
                 for kk in range(k_steps):
                     s = c % STAGES
                     mbarrier.wait(ready.index(s), (c // STAGES) & 1)
-                    tok = warpgroup_mma(x_smem.index(s), w_smem.index(s).permute((1, 0)), acc, is_async=True)
+                    xs = x_smem.index(s * HALVES + w * (HALVES - 1))
+                    tok = warpgroup_mma(xs, w_smem.index(s).permute((1, 0)), acc, is_async=True)
                     if GATED:
-                        tok2 = warpgroup_mma(x_smem.index(s), w2_smem.index(s).permute((1, 0)), acc2, is_async=True)
+                        tok2 = warpgroup_mma(xs, w2_smem.index(s).permute((1, 0)), acc2, is_async=True)
                         acc, acc2 = warpgroup_mma_wait(2, deps=(tok, tok2))  # the step before is done
                     else:
                         acc = warpgroup_mma_wait(1, deps=(tok,))
                     if kk > 0:
                         mbarrier.arrive(empty.index((c - 1) % STAGES))
                     c += 1
-                mbarrier.arrive(turn.index(1 - w))  # every ready barrier of this tile waited: the other's turn
+                if not COOP:
+                    mbarrier.arrive(turn.index(1 - w))  # every ready barrier of this tile waited: the other's turn
                 if GATED:
                     acc, acc2 = warpgroup_mma_wait(0, deps=(acc, acc2))
                 else:
@@ -207,24 +234,36 @@ if gluon is not None:
                     if HAS_BIAS2:
                         acc2 += gl.load(b2_ptr + cols, mask=cols < N, other=0.0).to(gl.float32)[None, :]
                     y = y * acc2
-                tma.store_wait(0)  # this warpgroup's previous tile has left `out`
-                out.store(y.to(out.dtype))
-                fence_async_shared()
-                tma.async_copy_shared_to_global(out_desc, [pid_m * BM, pid_n * BN], out)
+                row = (pid_m * HALVES + w * (HALVES - 1)) * BM
+                if COOP:
+                    if row < M:  # the last tile may end past M by a whole half (the loader's note)
+                        _store(out, y, out_desc, row, pid_n * BN)
+                else:
+                    _store(out, y, out_desc, row, pid_n * BN)
             i += 1
         tma.store_wait(0)
 
     @gluon.jit
+    def _store(out, y, out_desc, row, col):
+        """The tile y through `out` (shared memory) to the output at (row, col) by TMA."""
+        tma.store_wait(0)  # this warpgroup's previous tile has left `out`
+        out.store(y.to(out.dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(out_desc, [row, col], out)
+
+    @gluon.jit
     def _linear_ws_kernel(x_desc, w_desc, w2_desc, out_desc, b_ptr, b2_ptr, M, N, K,
                           HAS_BIAS: gl.constexpr, HAS_BIAS2: gl.constexpr, ACT: gl.constexpr, FAST_GELU: gl.constexpr,
-                          GATED: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr, num_warps: gl.constexpr):
+                          GATED: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr, COOP: gl.constexpr,
+                          num_warps: gl.constexpr):
         BM: gl.constexpr = x_desc.block_type.shape[0]
         BK: gl.constexpr = x_desc.block_type.shape[1]
         BN: gl.constexpr = w_desc.block_type.shape[0]
-        n_m = gl.cdiv(M, BM)
+        HALVES: gl.constexpr = 2 if COOP else 1  # a tile's rows in consumer tiles
+        n_m = gl.cdiv(M, BM * HALVES)
         n_n = gl.cdiv(N, BN)
         k_steps = gl.cdiv(K, BK)
-        x_smem = gl.allocate_shared_memory(x_desc.dtype, [STAGES, BM, BK], x_desc.layout)
+        x_smem = gl.allocate_shared_memory(x_desc.dtype, [STAGES * HALVES, BM, BK], x_desc.layout)
         w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES, BN, BK], w_desc.layout)
         w2_smem = gl.allocate_shared_memory(w2_desc.dtype, [STAGES if GATED else 1, BN, BK], w2_desc.layout)
         c_smem = gl.allocate_shared_memory(out_desc.dtype, [2, BM, BN], out_desc.layout)
@@ -233,41 +272,44 @@ if gluon is not None:
         turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         for s in gl.static_range(STAGES):
             mbarrier.init(ready.index(s), count=1)
-            mbarrier.init(empty.index(s), count=1)
+            mbarrier.init(empty.index(s), count=HALVES)
         for w in gl.static_range(2):
             mbarrier.init(turn.index(w), count=1)
         gl.warp_specialize([
-            (_consume, (0, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, N, n_m, n_n,
-                        k_steps, HAS_BIAS, HAS_BIAS2, ACT, FAST_GELU, GATED, STAGES, GROUP)),
-            (_consume, (1, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, N, n_m, n_n,
-                        k_steps, HAS_BIAS, HAS_BIAS2, ACT, FAST_GELU, GATED, STAGES, GROUP)),
-            (_load, (x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, n_m, n_n, k_steps, GATED,
-                     STAGES, GROUP)),
+            (_consume, (0, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, M, N, n_m, n_n,
+                        k_steps, HAS_BIAS, HAS_BIAS2, ACT, FAST_GELU, GATED, STAGES, GROUP, COOP)),
+            (_consume, (1, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, M, N, n_m, n_n,
+                        k_steps, HAS_BIAS, HAS_BIAS2, ACT, FAST_GELU, GATED, STAGES, GROUP, COOP)),
+            (_load, (x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, M, n_m, n_n, k_steps, GATED,
+                     STAGES, GROUP, COOP)),
         ], [4, 1], [240, 24])
 
 
 def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, act: str = "gelu",
                weight2: torch.Tensor | None = None, bias2: torch.Tensor | None = None,
                fast_gelu: bool | None = None, stages: int | None = None,
-               tile: tuple[int, int] | None = None) -> torch.Tensor:
+               tile: tuple[int, int] | None = None, coop: bool | None = None) -> torch.Tensor:
     """act(x W^T + b), or with weight2 silu(x W^T + b) * (x W2^T + b2), for a call supports() accepts:
     linear_act.reference's semantics (the pre-activation in fp32, rounded once at the store). fast_gelu: GELU
     by FAST_GELU's form (None: the module's FAST_GELU); stages: the ring's buffers (None: ring()'s default); tile: a
-    consumer warpgroup's (rows, weight rows) (None: WIDE_TILE's where WIDE is on, else TILE's)."""
+    consumer warpgroup's (rows, weight rows) (None: TILE's where cooperative, else WIDE_TILE's where WIDE is on, else
+    TILE's); coop: cooperative tiles (None: the module's COOP)."""
     m, n = x.shape[0], weight.shape[0]
     gated = weight2 is not None
-    bm, bn = tile or (WIDE_TILE if WIDE else TILE)[gated]
+    coop = COOP if coop is None else coop
+    bm, bn = tile or (WIDE_TILE if WIDE and not coop else TILE)[gated]
     out = torch.empty(m, n, device=x.device, dtype=x.dtype)
     x_desc, out_desc = descriptor(x, [bm, BLOCK_K]), descriptor(out, [bm, bn])
     w_desc = descriptor(weight, [bn, BLOCK_K])
     w2_desc = descriptor(weight2, [bn, BLOCK_K]) if gated else w_desc
-    tiles = -(-m // bm) * -(-n // bn)
+    tiles = -(-m // (bm * (2 if coop else 1))) * -(-n // bn)
     programs = min(tiles, torch.cuda.get_device_properties(x.device).multi_processor_count)
     b = bias if bias is not None else out
     _linear_ws_kernel[(programs,)](x_desc, w_desc, w2_desc, out_desc, b, bias2 if bias2 is not None else b, m, n,
                                    x.shape[1], HAS_BIAS=bias is not None, HAS_BIAS2=bias2 is not None, ACT=ACTS[act],
                                    FAST_GELU=FAST_GELU if fast_gelu is None else fast_gelu,
-                                   GATED=gated, STAGES=ring(gated, bm == BLOCK_M, stages), GROUP=GROUP_M, num_warps=4)
+                                   GATED=gated, STAGES=ring(gated, bm == BLOCK_M, stages, coop), GROUP=GROUP_M,
+                                   COOP=coop, num_warps=4)
     return out
 
 

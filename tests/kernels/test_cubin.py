@@ -175,8 +175,10 @@ def test_gluon_linear_is_warp_specialized_without_spills_for_sm90():
     from kernels import linear_ws as ws
 
     out = _cubin("--linear-ws", timeout=300)
-    wide = {r["op"]: r for r in map(json.loads, out.stdout.splitlines()) if r["block_m"] == 64}
-    rows = {(r["op"], r["fast"], r["stages"]): r for r in map(json.loads, out.stdout.splitlines()) if r["block_m"] == 128}
+    every = list(map(json.loads, out.stdout.splitlines()))
+    wide = {r["op"]: r for r in every if r["block_m"] == 64}
+    coop = {r["op"]: r for r in every if r["coop"]}
+    rows = {(r["op"], r["fast"], r["stages"]): r for r in every if r["block_m"] == 128 and not r["coop"]}
     assert set(rows) == {("linear_gelu_ws", False, ws.STAGES), ("linear_gelu_ws", True, ws.STAGES),
                          ("swiglu_ws", False, ws.STAGES), ("linear_gelu_ws", True, ws.DEEP_STAGES[False]),
                          ("swiglu_ws", False, ws.DEEP_STAGES[True])}
@@ -190,6 +192,17 @@ def test_gluon_linear_is_warp_specialized_without_spills_for_sm90():
         assert r["wgmmas"] == 2 * 4 * (2 if op == "swiglu_ws" else 1), r
         assert r["registers"] == rows[op, op == "linear_gelu_ws", ws.STAGES]["registers"], r
         assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
+    # COOP: both warpgroups on one tile of 2 x 128 rows, each issuing its 128 rows' wgmmas as in the square tile, at
+    # COOP_STAGES buffers of 48 KB (x's two halves and the weight blocks), as many registers, no spill
+    assert set(coop) == {"linear_gelu_ws", "swiglu_ws"}
+    for op, r in coop.items():
+        gated = op == "swiglu_ws"
+        assert (r["block_m"], r["block_n"], r["stages"]) == (*ws.TILE[gated], ws.COOP_STAGES[gated]), r
+        assert r["wgmmas"] == 2 * 8 * (2 if gated else 1) and r["warp_specialized"] == 1, r
+        assert r["registers"] == rows[op, not gated, ws.STAGES]["registers"], r
+        assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
+        ring = ws.COOP_STAGES[gated] * 49152
+        assert ring < r["shared_bytes"] <= ring + 2 * 128 * ws.TILE[gated][1] * 2 + 1024, r  # + the output tiles
     # linear_ws.FAST_GELU: GELU's epilogue in fewer instructions than with libdevice's erff
     fast, exact = rows["linear_gelu_ws", True, ws.STAGES], rows["linear_gelu_ws", False, ws.STAGES]
     assert fast["ptx_instructions"] < 0.7 * exact["ptx_instructions"]

@@ -162,10 +162,12 @@ for M, K, N in [(4096, 4096, 11008), (1000, 1024, 520), (1, 512, 256), (300, 409
             if act == "gelu":  # erf by linear_ws.FAST_GELU's form
                 check_2x(linear_ws.linear_act(x, w, b, a, fast_gelu=True), ref32, ref_lp)
             if act in ("gelu", "swiglu"):  # the deepest ring that fits (kernels.bench's kpt_ws_deep), the wide tiles
-                gated = w2 is not None  # (kpt_ws_wide): a compile each
+                gated = w2 is not None  # (kpt_ws_wide), cooperative tiles (kpt_ws_coop, three runs): a compile each
                 deep = linear_ws.DEEP_STAGES[gated]
                 check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, stages=deep, tile=linear_ws.TILE[gated]), ref32, ref_lp)
                 check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, tile=linear_ws.WIDE_TILE[gated]), ref32, ref_lp)
+                for _ in range(3):
+                    check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, coop=True), ref32, ref_lp)
             print(M, K, N, dtype, act, "ok", flush=True)
 # The op in the "gluon" mode: eager calls take linear_ws, a compiled call the Triton kernel (Inductor embeds it)
 linear_act.MODE = "gluon"
@@ -181,7 +183,7 @@ print("gluon mode ok")
 def test_gluon_linear_gpu():
     """kernels/linear_ws.py against the fp32 reference within 2x PyTorch's own low-precision error: every
     activation and SwiGLU (GELU also with FAST_GELU's erf; GELU and SwiGLU also with the deepest ring,
-    DEEP_STAGES), bf16 and fp16, the goal shape, odd edges (M and N not multiples of the tiles), one row,
+    DEEP_STAGES, the wide tiles and cooperative tiles), bf16 and fp16, the goal shape, odd edges (M and N not multiples of the tiles), one row,
     more tiles than SMs and fewer, three runs each; in a process with a time limit as the attention's."""
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("linear_ws is written for sm_90 (Hopper)")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from kernels import linear_ws
+from kernels._gluon import SHARED_BYTES
 
 
 def _call(m=256, k=512, n=1024, dtype=torch.bfloat16, bias=True, gated=False):  # noqa: ANN001, ANN202
@@ -74,3 +75,12 @@ def test_the_ring_is_deep_only_for_square_tiles_where_asked(monkeypatch):
     monkeypatch.setattr(linear_ws, "DEEP", True)
     assert [linear_ws.ring(g, True) for g in (False, True)] == [linear_ws.DEEP_STAGES[False], linear_ws.DEEP_STAGES[True]]
     assert linear_ws.ring(False, False) == linear_ws.STAGES
+
+
+def test_cooperative_tiles_take_their_own_ring_unless_a_depth_is_asked():
+    """linear_ws.ring for COOP's tiles: COOP_STAGES (48 KB buffers: fewer fit), DEEP or not; an explicit depth wins."""
+    assert [linear_ws.ring(g, True, coop=True) for g in (False, True)] == [linear_ws.COOP_STAGES[False],
+                                                                          linear_ws.COOP_STAGES[True]]
+    assert linear_ws.ring(True, True, 2, coop=True) == 2
+    assert all(s * 49152 + 2 * 128 * linear_ws.TILE[g][1] * 2 <= SHARED_BYTES
+               for g, s in linear_ws.COOP_STAGES.items())
