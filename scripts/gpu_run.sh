@@ -285,12 +285,19 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         # limit, and a kernel is timed only where its test passed.
         # GLUON: the kernels to take ("attention linear"; one each fits a call more easily: ~5 and ~4 min).
         # attention_split (the last wave split) first: where its test fails its providers are not timed.
+        # linear_ws's cooperative tiles (COOP) likewise: their test first, kpt_ws_coop and gemm_ws_coop untimed where it fails.
         skip=""
         case " ${GLUON:-attention linear} " in *" attention "*)
             timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
                 tests/kernels/test_gpu.py -k gluon_split_attention --junitxml="$OUT/tests-attention-split.xml" \
                 > "$OUT/tests-attention-split.log" 2>&1 \
                 || { echo "attention-split test: rc $?"; skip=kpt_ws_split,kpt_ws_split_deep,kpt_ws_split_persist; } ;;
+        esac
+        case " ${GLUON:-attention linear} " in *" linear "*)
+            timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
+                tests/kernels/test_gpu.py -k gluon_coop_linear --junitxml="$OUT/tests-linear-coop.xml" \
+                > "$OUT/tests-linear-coop.log" 2>&1 \
+                || { echo "linear-coop test: rc $?"; skip="${skip:+$skip,}kpt_ws_coop,gemm_ws_coop"; } ;;
         esac
         for k in ${GLUON:-attention linear}; do
             op="$k-ws"
