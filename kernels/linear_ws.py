@@ -12,6 +12,7 @@ while it is in L2):
     of asynchronous wgmmas (one in flight, the buffer before it released) while the other adds the bias, applies
     the activation on the fp32 accumulator and stores its tile by TMA. The ring hands out k-steps in tile order,
     and the two main loops take turns (a pair of mbarriers), so each waits only on k-steps the other is done with.
+    With COOP (off) both warpgroups work on every tile instead, each on its own 128 of the tile's 256 rows.
 
 Tiles: 128 x 128 for act(x W^T + b) (a 128-row accumulator is 128 fp32 registers a thread), 128 x 64 for SwiGLU
 (two accumulators, silu(x Wg^T + bg) * (x Wu^T + bu)). x [M, K] and the weights [N, K] as nn.Linear keeps them,
