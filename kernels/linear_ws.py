@@ -61,9 +61,10 @@ WIDE = False  # linear_act's default tile is WIDE_TILE's: off until measured fas
 # weight block, instead of taking tiles in turn. A k64 step then loads 48 KB for 4.2 MFLOP instead of 32 KB for 2.1:
 # a third fewer bytes from L2 a FLOP. At 650 TFLOP/s the square ping-pong tile needs about 10 TB/s from L2, near what
 # the H100's L2 delivers, and CUTLASS's fastest Hopper GEMMs cut that share the same way (or with TMA multicast,
-# which Triton 3.6's Gluon lacks). The cost: the epilogue no longer runs under the other warpgroup's main loop, and
-# tiles twice the size fill the last wave less evenly (4096 x 11008: 1376 tiles, 10.42 waves on 132 SMs, against
-# 20.85 for 2752). kernels.bench's kpt_ws_coop rows time it; off until measured faster.
+# which Triton 3.6's Gluon lacks). The cost: the epilogue no longer runs under the other warpgroup's main loop. Tiles
+# twice the size would fill the last wave less evenly (4096 x 11008: 1376 tiles, 10.42 waves on 132 SMs): only the
+# whole waves' tiles are shared (schedule()); the rest run as two half tiles each, in turn as without COOP, so the
+# last wave takes a half tile's time. kernels.bench's kpt_ws_coop rows time it; off until measured faster.
 COOP_STAGES = {False: 3, True: 4}  # gated -> ring buffers of 48 KB that fit beside the output tiles
 COOP = False
 # GELU's epilogue in fewer instructions (FAST_GELU): erf by Abramowitz and Stegun's 7.1.26 (one reciprocal, one
@@ -90,6 +91,17 @@ def ring(gated: bool, square: bool, stages: int | None = None, coop: bool = Fals
     if coop:
         return COOP_STAGES[gated]
     return DEEP_STAGES[gated] if DEEP and square else STAGES
+
+
+def schedule(tiles: int, sms: int, coop: bool) -> tuple[int, int]:
+    """(programs, full) for a launch of `tiles` tiles on `sms` SMs. Ping-pong: one program an SM (fewer where there
+    are fewer tiles), full unused (0). COOP: programs for up to two half tiles each, and `full`, the tiles of the
+    whole waves that both warpgroups share; each remaining tile runs as two half tiles on two programs, so the last
+    wave takes a half tile's time, not a whole one's (4096 x 11008 on 132 SMs: 1320 tiles shared, 56 split)."""
+    if not coop:
+        return min(tiles, sms), 0
+    programs = min(2 * tiles, sms)
+    return programs, tiles // programs * programs
 
 
 def plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight2: torch.Tensor | None,
@@ -126,33 +138,57 @@ if gluon is not None:
         return first_m + (t % per_group) % size, (t % per_group) // size
 
     @gluon.jit
-    def _load(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, M, n_m, n_n, k_steps,
-              GATED: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr, COOP: gl.constexpr):
-        """The loader: every k-step of this program's tiles, in order, into the ring (COOP: both consumers' x rows,
-        x_smem buffers 2 s and 2 s + 1; where the last tile's second half lies wholly past M, it loads the last row
-        block again, a whole copy's bytes as the ready barrier expects, and nothing of it is stored)."""
+    def _fill(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, c, row, last, col, kk,
+              GATED: gl.constexpr, STAGES: gl.constexpr, PARTS: gl.constexpr, SLOTS: gl.constexpr,
+              CLAMP: gl.constexpr):
+        """k-step kk into ring buffer s = c % STAGES once it is free: PARTS x blocks of rows from `row` (CLAMP: each
+        at most `last`) into x_smem buffers s * SLOTS + part, and the weight blocks at rows `col`."""
         BM: gl.constexpr = x_desc.block_type.shape[0]
         BK: gl.constexpr = x_desc.block_type.shape[1]
+        nbytes: gl.constexpr = x_desc.block_type.nbytes * PARTS + w_desc.block_type.nbytes * (2 if GATED else 1)
+        s = c % STAGES
+        mbarrier.wait(empty.index(s), ((c // STAGES) & 1) ^ 1)
+        mbarrier.expect(ready.index(s), nbytes)
+        for h in gl.static_range(PARTS):
+            r = row + h * BM
+            if CLAMP:
+                r = gl.minimum(r, last)
+            tma.async_copy_global_to_shared(x_desc, [r, kk * BK], ready.index(s), x_smem.index(s * SLOTS + h))
+        tma.async_copy_global_to_shared(w_desc, [col, kk * BK], ready.index(s), w_smem.index(s))
+        if GATED:
+            tma.async_copy_global_to_shared(w2_desc, [col, kk * BK], ready.index(s), w2_smem.index(s))
+
+    @gluon.jit
+    def _load(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, M, n_m, n_n, k_steps, full,
+              GATED: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr, COOP: gl.constexpr):
+        """The loader: every k-step of this program's tiles, in order, into the ring. COOP: the first `full` tiles
+        (whole waves) with both halves of their x rows (x_smem buffers 2 s and 2 s + 1), then the rest as half tiles
+        of one 128-row block each (buffer 2 s). A row block wholly past M (a last tile's second half) loads the last
+        row block instead, a whole copy's bytes as the ready barrier expects; nothing of it is stored."""
+        BM: gl.constexpr = x_desc.block_type.shape[0]
         BN: gl.constexpr = w_desc.block_type.shape[0]
-        HALVES: gl.constexpr = 2 if COOP else 1
-        nbytes: gl.constexpr = x_desc.block_type.nbytes * HALVES + w_desc.block_type.nbytes * (2 if GATED else 1)
-        last = (gl.cdiv(M, BM) - 1) * BM  # COOP: the last row block
         c = 0
-        for t in range(gl.program_id(0), n_m * n_n, gl.num_programs(0)):
-            pid_m, pid_n = _tile(t, n_m, n_n, GROUP)
-            for kk in range(k_steps):
-                s = c % STAGES
-                mbarrier.wait(empty.index(s), ((c // STAGES) & 1) ^ 1)
-                mbarrier.expect(ready.index(s), nbytes)
-                for h in gl.static_range(HALVES):
-                    row = (pid_m * HALVES + h) * BM
-                    if COOP:
-                        row = gl.minimum(row, last)
-                    tma.async_copy_global_to_shared(x_desc, [row, kk * BK], ready.index(s), x_smem.index(s * HALVES + h))
-                tma.async_copy_global_to_shared(w_desc, [pid_n * BN, kk * BK], ready.index(s), w_smem.index(s))
-                if GATED:
-                    tma.async_copy_global_to_shared(w2_desc, [pid_n * BN, kk * BK], ready.index(s), w2_smem.index(s))
-                c += 1
+        if COOP:
+            last = (gl.cdiv(M, BM) - 1) * BM
+            for t in range(gl.program_id(0), full, gl.num_programs(0)):
+                pid_m, pid_n = _tile(t, n_m, n_n, GROUP)
+                for kk in range(k_steps):
+                    _fill(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, c, pid_m * 2 * BM, last,
+                          pid_n * BN, kk, GATED, STAGES, 2, 2, True)
+                    c += 1
+            for r in range(gl.program_id(0), 2 * (n_m * n_n - full), gl.num_programs(0)):
+                pid_m, pid_n = _tile(full + r // 2, n_m, n_n, GROUP)
+                for kk in range(k_steps):
+                    _fill(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, c, (pid_m * 2 + r % 2) * BM,
+                          last, pid_n * BN, kk, GATED, STAGES, 1, 2, True)
+                    c += 1
+        else:
+            for t in range(gl.program_id(0), n_m * n_n, gl.num_programs(0)):
+                pid_m, pid_n = _tile(t, n_m, n_n, GROUP)
+                for kk in range(k_steps):
+                    _fill(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, c, pid_m * BM, 0,
+                          pid_n * BN, kk, GATED, STAGES, 1, 1, False)
+                    c += 1
 
     @gluon.jit
     def _activate(x, ACT: gl.constexpr, FAST_GELU: gl.constexpr):
@@ -182,65 +218,103 @@ if gluon is not None:
         return x * gl.where(x >= 0.0, 1.0 - h, h)
 
     @gluon.jit
-    def _consume(w, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, M, N, n_m, n_n, k_steps,
-                 HAS_BIAS: gl.constexpr, HAS_BIAS2: gl.constexpr, ACT: gl.constexpr, FAST_GELU: gl.constexpr,
-                 GATED: gl.constexpr,
-                 STAGES: gl.constexpr, GROUP: gl.constexpr, COOP: gl.constexpr):
+    def _mma(x_smem, w_smem, w2_smem, ready, empty, c, k_steps, slot, acc, acc2,
+             GATED: gl.constexpr, STAGES: gl.constexpr, SLOTS: gl.constexpr, RELEASE: gl.constexpr):
+        """A tile's main loop from ring position c: asynchronous wgmmas on x buffer s * SLOTS + slot and the weight
+        buffers s, one k-step in flight, each buffer released (RELEASE arrivals) once the step after it is issued
+        and the one before done; the last step's wgmmas are left in flight and its buffer held (_drain)."""
+        for kk in range(k_steps):
+            s = c % STAGES
+            mbarrier.wait(ready.index(s), (c // STAGES) & 1)
+            xs = x_smem.index(s * SLOTS + slot)
+            tok = warpgroup_mma(xs, w_smem.index(s).permute((1, 0)), acc, is_async=True)
+            if GATED:
+                tok2 = warpgroup_mma(xs, w2_smem.index(s).permute((1, 0)), acc2, is_async=True)
+                acc, acc2 = warpgroup_mma_wait(2, deps=(tok, tok2))  # the step before is done
+            else:
+                acc = warpgroup_mma_wait(1, deps=(tok,))
+            if kk > 0:
+                mbarrier.arrive(empty.index((c - 1) % STAGES), count=RELEASE)
+            c += 1
+        return acc, acc2
+
+    @gluon.jit
+    def _drain(acc, acc2, empty, c, GATED: gl.constexpr, STAGES: gl.constexpr, RELEASE: gl.constexpr):
+        """The main loop's last wgmmas done and its last buffer (ring position c) released."""
+        if GATED:
+            acc, acc2 = warpgroup_mma_wait(0, deps=(acc, acc2))
+        else:
+            acc = warpgroup_mma_wait(0, deps=(acc,))
+        mbarrier.arrive(empty.index(c % STAGES), count=RELEASE)
+        return acc, acc2
+
+    @gluon.jit
+    def _finish(acc, acc2, out, out_desc, b_ptr, b2_ptr, row, col, M, N, HAS_BIAS: gl.constexpr,
+                HAS_BIAS2: gl.constexpr, ACT: gl.constexpr, FAST_GELU: gl.constexpr, GATED: gl.constexpr,
+                CHECK: gl.constexpr):
+        """Bias, activation (SwiGLU's product) and the store of the tile at (row, col); CHECK: only where row < M
+        (COOP's row blocks may lie wholly past M)."""
+        BN: gl.constexpr = out.shape[1]
+        cols = col + gl.arange(0, BN, layout=gl.SliceLayout(0, acc.type.layout))
+        if HAS_BIAS:
+            acc += gl.load(b_ptr + cols, mask=cols < N, other=0.0).to(gl.float32)[None, :]
+        y = _activate(acc, ACT, FAST_GELU)
+        if GATED:
+            if HAS_BIAS2:
+                acc2 += gl.load(b2_ptr + cols, mask=cols < N, other=0.0).to(gl.float32)[None, :]
+            y = y * acc2
+        if CHECK:
+            if row < M:
+                _store(out, y, out_desc, row, col)
+        else:
+            _store(out, y, out_desc, row, col)
+
+    @gluon.jit
+    def _consume(w, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, M, N, n_m, n_n,
+                 k_steps, full, HAS_BIAS: gl.constexpr, HAS_BIAS2: gl.constexpr, ACT: gl.constexpr,
+                 FAST_GELU: gl.constexpr, GATED: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
+                 COOP: gl.constexpr):
         """Consumer warpgroup w: this program's tiles w, w + 2, ...: main loop, then bias, activation and store.
         The two main loops take turns (turn[w], a fresh barrier's parity 1 letting consumer 0 go first): a consumer
         waits on the ring's ready barriers only for k-steps the other has finished waiting for, so it is never more
         than one phase ahead of a buffer's copies (a wait two phases early would pass on the older phase).
-        COOP: every tile, its rows w of two (x_smem buffer 2 s + w), both consumers releasing each buffer (the empty
-        barriers count two arrivals); no turns: the loader is never more than STAGES k-steps ahead of either."""
+        COOP: first every one of the program's `full` tiles, on its rows w of two (x_smem buffer 2 s + w), both
+        consumers releasing each buffer (the empty barriers count two arrivals; no turns: the loader is never more
+        than STAGES k-steps ahead of either); then the remaining half tiles in turn as above, each buffer released
+        by the one consumer with both arrivals."""
         BM: gl.constexpr = x_smem.shape[1]
         BN: gl.constexpr = w_smem.shape[1]
-        HALVES: gl.constexpr = 2 if COOP else 1
         layout: gl.constexpr = _acc_layout(BN)
-        cols_layout: gl.constexpr = gl.SliceLayout(0, layout)
         out = c_smem.index(w)
-        i = 0
-        for t in range(gl.program_id(0), n_m * n_n, gl.num_programs(0)):
-            if (i % 2 == w) | COOP:
+        c = 0
+        if COOP:
+            for t in range(gl.program_id(0), full, gl.num_programs(0)):
                 pid_m, pid_n = _tile(t, n_m, n_n, GROUP)
-                acc = gl.zeros([BM, BN], gl.float32, layout)
-                acc2 = gl.zeros([BM, BN], gl.float32, layout)
-                c = i * k_steps
-                if not COOP:
-                    mbarrier.wait(turn.index(w), ((i // 2) & 1) ^ (1 - w))
-                for kk in range(k_steps):
-                    s = c % STAGES
-                    mbarrier.wait(ready.index(s), (c // STAGES) & 1)
-                    xs = x_smem.index(s * HALVES + w * (HALVES - 1))
-                    tok = warpgroup_mma(xs, w_smem.index(s).permute((1, 0)), acc, is_async=True)
-                    if GATED:
-                        tok2 = warpgroup_mma(xs, w2_smem.index(s).permute((1, 0)), acc2, is_async=True)
-                        acc, acc2 = warpgroup_mma_wait(2, deps=(tok, tok2))  # the step before is done
-                    else:
-                        acc = warpgroup_mma_wait(1, deps=(tok,))
-                    if kk > 0:
-                        mbarrier.arrive(empty.index((c - 1) % STAGES))
-                    c += 1
-                if not COOP:
-                    mbarrier.arrive(turn.index(1 - w))  # every ready barrier of this tile waited: the other's turn
-                if GATED:
-                    acc, acc2 = warpgroup_mma_wait(0, deps=(acc, acc2))
-                else:
-                    acc = warpgroup_mma_wait(0, deps=(acc,))
-                mbarrier.arrive(empty.index((c - 1) % STAGES))
-                cols = pid_n * BN + gl.arange(0, BN, layout=cols_layout)
-                if HAS_BIAS:
-                    acc += gl.load(b_ptr + cols, mask=cols < N, other=0.0).to(gl.float32)[None, :]
-                y = _activate(acc, ACT, FAST_GELU)
-                if GATED:
-                    if HAS_BIAS2:
-                        acc2 += gl.load(b2_ptr + cols, mask=cols < N, other=0.0).to(gl.float32)[None, :]
-                    y = y * acc2
-                row = (pid_m * HALVES + w * (HALVES - 1)) * BM
+                acc, acc2 = _mma(x_smem, w_smem, w2_smem, ready, empty, c, k_steps, w,
+                                 gl.zeros([BM, BN], gl.float32, layout), gl.zeros([BM, BN], gl.float32, layout),
+                                 GATED, STAGES, 2, 1)
+                c += k_steps
+                acc, acc2 = _drain(acc, acc2, empty, c - 1, GATED, STAGES, 1)
+                _finish(acc, acc2, out, out_desc, b_ptr, b2_ptr, (pid_m * 2 + w) * BM, pid_n * BN, M, N, HAS_BIAS,
+                        HAS_BIAS2, ACT, FAST_GELU, GATED, True)
+        i = 0
+        for r in range(gl.program_id(0), 2 * (n_m * n_n - full) if COOP else n_m * n_n, gl.num_programs(0)):
+            if i % 2 == w:
                 if COOP:
-                    if row < M:  # the last tile may end past M by a whole half (the loader's note)
-                        _store(out, y, out_desc, row, pid_n * BN)
+                    pid_m, pid_n = _tile(full + r // 2, n_m, n_n, GROUP)
+                    row = (pid_m * 2 + r % 2) * BM
                 else:
-                    _store(out, y, out_desc, row, pid_n * BN)
+                    pid_m, pid_n = _tile(r, n_m, n_n, GROUP)
+                    row = pid_m * BM
+                start = c + i * k_steps
+                mbarrier.wait(turn.index(w), ((i // 2) & 1) ^ (1 - w))
+                acc, acc2 = _mma(x_smem, w_smem, w2_smem, ready, empty, start, k_steps, 0,
+                                 gl.zeros([BM, BN], gl.float32, layout), gl.zeros([BM, BN], gl.float32, layout),
+                                 GATED, STAGES, 2 if COOP else 1, 2 if COOP else 1)
+                mbarrier.arrive(turn.index(1 - w))  # every ready barrier of this tile waited: the other's turn
+                acc, acc2 = _drain(acc, acc2, empty, start + k_steps - 1, GATED, STAGES, 2 if COOP else 1)
+                _finish(acc, acc2, out, out_desc, b_ptr, b2_ptr, row, pid_n * BN, M, N, HAS_BIAS, HAS_BIAS2, ACT,
+                        FAST_GELU, GATED, COOP)
             i += 1
         tma.store_wait(0)
 
@@ -253,7 +327,7 @@ if gluon is not None:
         tma.async_copy_shared_to_global(out_desc, [row, col], out)
 
     @gluon.jit
-    def _linear_ws_kernel(x_desc, w_desc, w2_desc, out_desc, b_ptr, b2_ptr, M, N, K,
+    def _linear_ws_kernel(x_desc, w_desc, w2_desc, out_desc, b_ptr, b2_ptr, M, N, K, full,
                           HAS_BIAS: gl.constexpr, HAS_BIAS2: gl.constexpr, ACT: gl.constexpr, FAST_GELU: gl.constexpr,
                           GATED: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr, COOP: gl.constexpr,
                           num_warps: gl.constexpr):
@@ -264,7 +338,7 @@ if gluon is not None:
         n_m = gl.cdiv(M, BM * HALVES)
         n_n = gl.cdiv(N, BN)
         k_steps = gl.cdiv(K, BK)
-        x_smem = gl.allocate_shared_memory(x_desc.dtype, [STAGES * HALVES, BM, BK], x_desc.layout)
+        x_smem = gl.allocate_shared_memory(x_desc.dtype, [STAGES * HALVES, BM, BK], x_desc.layout)  # COOP: 2 a stage
         w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES, BN, BK], w_desc.layout)
         w2_smem = gl.allocate_shared_memory(w2_desc.dtype, [STAGES if GATED else 1, BN, BK], w2_desc.layout)
         c_smem = gl.allocate_shared_memory(out_desc.dtype, [2, BM, BN], out_desc.layout)
@@ -278,11 +352,11 @@ if gluon is not None:
             mbarrier.init(turn.index(w), count=1)
         gl.warp_specialize([
             (_consume, (0, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, M, N, n_m, n_n,
-                        k_steps, HAS_BIAS, HAS_BIAS2, ACT, FAST_GELU, GATED, STAGES, GROUP, COOP)),
+                        k_steps, full, HAS_BIAS, HAS_BIAS2, ACT, FAST_GELU, GATED, STAGES, GROUP, COOP)),
             (_consume, (1, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, M, N, n_m, n_n,
-                        k_steps, HAS_BIAS, HAS_BIAS2, ACT, FAST_GELU, GATED, STAGES, GROUP, COOP)),
-            (_load, (x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, M, n_m, n_n, k_steps, GATED,
-                     STAGES, GROUP, COOP)),
+                        k_steps, full, HAS_BIAS, HAS_BIAS2, ACT, FAST_GELU, GATED, STAGES, GROUP, COOP)),
+            (_load, (x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, M, n_m, n_n, k_steps, full,
+                     GATED, STAGES, GROUP, COOP)),
         ], [4, 1], [240, 24])
 
 
@@ -303,11 +377,12 @@ def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     x_desc, out_desc = descriptor(x, [bm, BLOCK_K]), descriptor(out, [bm, bn])
     w_desc = descriptor(weight, [bn, BLOCK_K])
     w2_desc = descriptor(weight2, [bn, BLOCK_K]) if gated else w_desc
-    tiles = -(-m // (bm * (2 if coop else 1))) * -(-n // bn)
-    programs = min(tiles, torch.cuda.get_device_properties(x.device).multi_processor_count)
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    programs, full = schedule(-(-m // (bm * (2 if coop else 1))) * -(-n // bn), sms, coop)
     b = bias if bias is not None else out
     _linear_ws_kernel[(programs,)](x_desc, w_desc, w2_desc, out_desc, b, bias2 if bias2 is not None else b, m, n,
-                                   x.shape[1], HAS_BIAS=bias is not None, HAS_BIAS2=bias2 is not None, ACT=ACTS[act],
+                                   x.shape[1], full, HAS_BIAS=bias is not None, HAS_BIAS2=bias2 is not None,
+                                   ACT=ACTS[act],
                                    FAST_GELU=FAST_GELU if fast_gelu is None else fast_gelu,
                                    GATED=gated, STAGES=ring(gated, bm == BLOCK_M, stages, coop), GROUP=GROUP_M,
                                    COOP=coop, num_warps=4)

@@ -192,13 +192,14 @@ def test_gluon_linear_is_warp_specialized_without_spills_for_sm90():
         assert r["wgmmas"] == 2 * 4 * (2 if op == "swiglu_ws" else 1), r
         assert r["registers"] == rows[op, op == "linear_gelu_ws", ws.STAGES]["registers"], r
         assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
-    # COOP: both warpgroups on one tile of 2 x 128 rows, each issuing its 128 rows' wgmmas as in the square tile, at
-    # COOP_STAGES buffers of 48 KB (x's two halves and the weight blocks), as many registers, no spill
+    # COOP: both warpgroups on one tile of 2 x 128 rows, each issuing its 128 rows' wgmmas as in the square tile (two
+    # main loops: the shared tiles', then the half tiles'), at COOP_STAGES buffers of 48 KB (x's two halves and the
+    # weight blocks), as many registers, no spill
     assert set(coop) == {"linear_gelu_ws", "swiglu_ws"}
     for op, r in coop.items():
         gated = op == "swiglu_ws"
         assert (r["block_m"], r["block_n"], r["stages"]) == (*ws.TILE[gated], ws.COOP_STAGES[gated]), r
-        assert r["wgmmas"] == 2 * 8 * (2 if gated else 1) and r["warp_specialized"] == 1, r
+        assert r["wgmmas"] == 2 * 2 * 8 * (2 if gated else 1) and r["warp_specialized"] == 1, r
         assert r["registers"] == rows[op, not gated, ws.STAGES]["registers"], r
         assert r["stack_bytes"] == 0 and r["shared_bytes"] <= H100_SHARED_BYTES, r
         ring = ws.COOP_STAGES[gated] * 49152

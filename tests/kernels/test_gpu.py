@@ -192,9 +192,10 @@ _RUN_LINEAR_COOP = """
 import torch
 from kernels import linear_act, linear_ws
 from tests.kernels.conftest import check_2x
-# M: the goal shape; a last tile whose second half lies wholly past M (300: rows 384-511 of the second tile); one
-# row; 1000 (a last tile cut inside its second half)
-for M, K, N in [(4096, 4096, 11008), (300, 4096, 128), (1, 512, 256), (1000, 1024, 520)]:
+# M: the goal shape (1320 tiles shared, 56 split into half tiles); 264 tiles, all shared; a last tile whose second
+# half lies wholly past M (300: rows 384-511 of the second tile); one row; 1000 (a last tile cut inside its second
+# half; 20 tiles: all split)
+for M, K, N in [(4096, 4096, 11008), (2048, 512, 4224), (300, 4096, 128), (1, 512, 256), (1000, 1024, 520)]:
     for dtype in (torch.bfloat16, torch.float16):
         for act in ("gelu", "silu", "none", "swiglu"):
             g = torch.Generator(device="cuda").manual_seed(M + N)

@@ -84,3 +84,20 @@ def test_cooperative_tiles_take_their_own_ring_unless_a_depth_is_asked():
     assert linear_ws.ring(True, True, 2, coop=True) == 2
     assert all(s * 49152 + 2 * 128 * linear_ws.TILE[g][1] * 2 <= SHARED_BYTES
                for g, s in linear_ws.COOP_STAGES.items())
+
+
+@pytest.mark.parametrize("tiles,sms", [(1376, 132), (264, 132), (20, 132), (1, 132), (133, 132), (7, 3)])
+def test_cooperative_schedule_covers_every_row_block_once(tiles, sms):
+    """linear_ws.schedule with COOP: `full` is whole waves of shared tiles, and the rest split into half tiles take
+    at most two a program, so the kernel's loops (shared tiles p, p + programs, ... below full; then half tiles
+    p, p + programs, ... of the rest) compute each of a tile's two 128-row blocks exactly once."""
+    programs, full = linear_ws.schedule(tiles, sms, True)
+    assert 0 < programs <= sms and full % programs == 0 and 0 <= tiles - full < programs
+    blocks = []
+    for p in range(programs):
+        blocks += [(t, h) for t in range(p, full, programs) for h in (0, 1)]
+        halves = list(range(p, 2 * (tiles - full), programs))
+        assert len(halves) <= 2  # one a warpgroup
+        blocks += [(full + r // 2, r % 2) for r in halves]
+    assert sorted(blocks) == [(t, h) for t in range(tiles) for h in (0, 1)]
+    assert linear_ws.schedule(tiles, sms, False) == (min(tiles, sms), 0)
