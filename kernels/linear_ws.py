@@ -167,28 +167,26 @@ if gluon is not None:
         row block instead, a whole copy's bytes as the ready barrier expects; nothing of it is stored."""
         BM: gl.constexpr = x_desc.block_type.shape[0]
         BN: gl.constexpr = w_desc.block_type.shape[0]
+        last = (gl.cdiv(M, BM) - 1) * BM  # the last row block (COOP's clamp)
         c = 0
         if COOP:
-            last = (gl.cdiv(M, BM) - 1) * BM
             for t in range(gl.program_id(0), full, gl.num_programs(0)):
                 pid_m, pid_n = _tile(t, n_m, n_n, GROUP)
                 for kk in range(k_steps):
                     _fill(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, c, pid_m * 2 * BM, last,
                           pid_n * BN, kk, GATED, STAGES, 2, 2, True)
                     c += 1
-            for r in range(gl.program_id(0), 2 * (n_m * n_n - full), gl.num_programs(0)):
+        for r in range(gl.program_id(0), 2 * (n_m * n_n - full) if COOP else n_m * n_n, gl.num_programs(0)):
+            if COOP:  # half tile r: row block r % 2 of tile full + r // 2
                 pid_m, pid_n = _tile(full + r // 2, n_m, n_n, GROUP)
-                for kk in range(k_steps):
-                    _fill(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, c, (pid_m * 2 + r % 2) * BM,
-                          last, pid_n * BN, kk, GATED, STAGES, 1, 2, True)
-                    c += 1
-        else:
-            for t in range(gl.program_id(0), n_m * n_n, gl.num_programs(0)):
-                pid_m, pid_n = _tile(t, n_m, n_n, GROUP)
-                for kk in range(k_steps):
-                    _fill(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, c, pid_m * BM, 0,
-                          pid_n * BN, kk, GATED, STAGES, 1, 1, False)
-                    c += 1
+                row = (pid_m * 2 + r % 2) * BM
+            else:
+                pid_m, pid_n = _tile(r, n_m, n_n, GROUP)
+                row = pid_m * BM
+            for kk in range(k_steps):
+                _fill(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, c, row, last, pid_n * BN, kk,
+                      GATED, STAGES, 1, 2 if COOP else 1, COOP)
+                c += 1
 
     @gluon.jit
     def _activate(x, ACT: gl.constexpr, FAST_GELU: gl.constexpr):
