@@ -283,6 +283,7 @@ if gluon is not None:
         BM: gl.constexpr = x_smem.shape[1]
         BN: gl.constexpr = w_smem.shape[1]
         layout: gl.constexpr = _acc_layout(BN)
+        SLOTS: gl.constexpr = 2 if COOP else 1  # x buffers a stage, and the arrivals that release one
         out = c_smem.index(w)
         c = 0
         if COOP:
@@ -308,9 +309,9 @@ if gluon is not None:
                 mbarrier.wait(turn.index(w), ((i // 2) & 1) ^ (1 - w))
                 acc, acc2 = _mma(x_smem, w_smem, w2_smem, ready, empty, start, k_steps, 0,
                                  gl.zeros([BM, BN], gl.float32, layout), gl.zeros([BM, BN], gl.float32, layout),
-                                 GATED, STAGES, 2 if COOP else 1, 2 if COOP else 1)
+                                 GATED, STAGES, SLOTS, SLOTS)
                 mbarrier.arrive(turn.index(1 - w))  # every ready barrier of this tile waited: the other's turn
-                acc, acc2 = _drain(acc, acc2, empty, start + k_steps - 1, GATED, STAGES, 2 if COOP else 1)
+                acc, acc2 = _drain(acc, acc2, empty, start + k_steps - 1, GATED, STAGES, SLOTS)
                 _finish(acc, acc2, out, out_desc, b_ptr, b2_ptr, row, pid_n * BN, M, N, HAS_BIAS, HAS_BIAS2, ACT,
                         FAST_GELU, GATED, COOP)
             i += 1

@@ -287,18 +287,15 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         # attention_split (the last wave split) first: where its test fails its providers are not timed.
         # linear_ws's cooperative tiles (COOP) likewise: their test first, kpt_ws_coop and gemm_ws_coop untimed where it fails.
         skip=""
-        case " ${GLUON:-attention linear} " in *" attention "*)
-            timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
-                tests/kernels/test_gpu.py -k gluon_split_attention --junitxml="$OUT/tests-attention-split.xml" \
-                > "$OUT/tests-attention-split.log" 2>&1 \
-                || { echo "attention-split test: rc $?"; skip=kpt_ws_split,kpt_ws_split_deep,kpt_ws_split_persist; } ;;
-        esac
-        case " ${GLUON:-attention linear} " in *" linear "*)
-            timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
-                tests/kernels/test_gpu.py -k gluon_coop_linear --junitxml="$OUT/tests-linear-coop.xml" \
-                > "$OUT/tests-linear-coop.log" 2>&1 \
-                || { echo "linear-coop test: rc $?"; skip="${skip:+$skip,}kpt_ws_coop,gemm_ws_coop"; } ;;
-        esac
+        gate() {  # gate KERNEL NAME TEST PROVIDERS: where KERNEL is taken, TEST runs; where it fails, PROVIDERS are skipped
+            case " ${GLUON:-attention linear} " in *" $1 "*)
+                timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
+                    tests/kernels/test_gpu.py -k "$3" --junitxml="$OUT/tests-$2.xml" > "$OUT/tests-$2.log" 2>&1 \
+                    || { echo "$2 test: rc $?"; skip="${skip:+$skip,}$4"; } ;;
+            esac
+        }
+        gate attention attention-split gluon_split_attention kpt_ws_split,kpt_ws_split_deep,kpt_ws_split_persist
+        gate linear linear-coop gluon_coop_linear kpt_ws_coop,gemm_ws_coop
         for k in ${GLUON:-attention linear}; do
             op="$k-ws"
             if timeout --signal=INT --kill-after=15 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \

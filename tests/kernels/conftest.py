@@ -26,6 +26,22 @@ GEMM_DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if CUDA else []
 FP32_FACTOR = 4.0
 
 
+def linear_case(M: int, K: int, N: int, dtype: torch.dtype, act: str) -> tuple:
+    """One GPU linear + activation case (act "swiglu": SiLU with the second weight and bias), seeded by M + N:
+    (x, w, b, a, w2, b2, ref32, ref_lp), a the kernels' activation and the references linear_act.reference's in fp32
+    and in dtype."""
+    from kernels import linear_act
+
+    g = torch.Generator(device="cuda").manual_seed(M + N)
+    x = torch.randn(M, K, device="cuda", dtype=dtype, generator=g)
+    w, w2 = ((torch.randn(N, K, device="cuda", generator=g) / K ** 0.5).to(dtype) for _ in range(2))
+    b, b2 = (torch.randn(N, device="cuda", dtype=dtype, generator=g) for _ in range(2))
+    a, w2, b2 = ("silu", w2, b2) if act == "swiglu" else (act, None, None)
+    f = [t.float() if t is not None else None for t in (x, w, b, w2, b2)]
+    ref32 = linear_act.reference(f[0], f[1], f[2], a, f[3], f[4])
+    return x, w, b, a, w2, b2, ref32, linear_act.reference(x, w, b, a, w2, b2)
+
+
 def check_2x(out: torch.Tensor, ref32: torch.Tensor, ref_lp: torch.Tensor | None,
              factor: float = 2.0) -> tuple[float, float]:
     """flash-attention's rule: our error vs the fp32 reference is at most 2x PyTorch's own low-precision

@@ -144,19 +144,12 @@ def test_gluon_split_attention_gpu():
 _RUN_LINEAR_WS = """
 import torch
 from kernels import linear_act, linear_ws
-from tests.kernels.conftest import check_2x
+from tests.kernels.conftest import check_2x, linear_case
 for M, K, N in [(4096, 4096, 11008), (1000, 1024, 520), (1, 512, 256), (300, 4096, 128)]:
     for dtype in (torch.bfloat16, torch.float16):
         for act in ("gelu", "gelu_tanh", "silu", "relu", "none", "swiglu"):
-            g = torch.Generator(device="cuda").manual_seed(M + N)
-            x = torch.randn(M, K, device="cuda", dtype=dtype, generator=g)
-            w, w2 = ((torch.randn(N, K, device="cuda", generator=g) / K ** 0.5).to(dtype) for _ in range(2))
-            b, b2 = (torch.randn(N, device="cuda", dtype=dtype, generator=g) for _ in range(2))
-            a, w2, b2 = ("silu", w2, b2) if act == "swiglu" else (act, None, None)
+            x, w, b, a, w2, b2, ref32, ref_lp = linear_case(M, K, N, dtype, act)
             assert linear_ws.supports(x, w, b, w2, a, b2), (M, K, N, act)
-            f = [t.float() if t is not None else None for t in (x, w, b, w2, b2)]
-            ref32 = linear_act.reference(f[0], f[1], f[2], a, f[3], f[4])
-            ref_lp = linear_act.reference(x, w, b, a, w2, b2)
             for _ in range(3):  # repeated: a race between the loader and the consumers would not repeat exactly
                 check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, fast_gelu=False), ref32, ref_lp)
             if act == "gelu":  # erf by linear_ws.FAST_GELU's form
@@ -190,22 +183,15 @@ def test_gluon_linear_gpu():
 
 _RUN_LINEAR_COOP = """
 import torch
-from kernels import linear_act, linear_ws
-from tests.kernels.conftest import check_2x
+from kernels import linear_ws
+from tests.kernels.conftest import check_2x, linear_case
 # M: the goal shape (1320 tiles shared, 56 split into half tiles); 264 tiles, all shared; a last tile whose second
 # half lies wholly past M (300: rows 384-511 of the second tile); one row; 1000 (a last tile cut inside its second
 # half; 20 tiles: all split)
 for M, K, N in [(4096, 4096, 11008), (2048, 512, 4224), (300, 4096, 128), (1, 512, 256), (1000, 1024, 520)]:
     for dtype in (torch.bfloat16, torch.float16):
         for act in ("gelu", "silu", "none", "swiglu"):
-            g = torch.Generator(device="cuda").manual_seed(M + N)
-            x = torch.randn(M, K, device="cuda", dtype=dtype, generator=g)
-            w, w2 = ((torch.randn(N, K, device="cuda", generator=g) / K ** 0.5).to(dtype) for _ in range(2))
-            b, b2 = (torch.randn(N, device="cuda", dtype=dtype, generator=g) for _ in range(2))
-            a, w2, b2 = ("silu", w2, b2) if act == "swiglu" else (act, None, None)
-            f = [t.float() if t is not None else None for t in (x, w, b, w2, b2)]
-            ref32 = linear_act.reference(f[0], f[1], f[2], a, f[3], f[4])
-            ref_lp = linear_act.reference(x, w, b, a, w2, b2)
+            x, w, b, a, w2, b2, ref32, ref_lp = linear_case(M, K, N, dtype, act)
             for _ in range(3):  # repeated: a race between the loader and the consumers would not repeat exactly
                 check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, coop=True), ref32, ref_lp)
             print(M, K, N, dtype, act, "ok", flush=True)
