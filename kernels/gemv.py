@@ -42,23 +42,26 @@ MAX_ROWS = 1  # linear_act takes this path up to this many rows (decode at batch
 # for wide loads; STAGES > 1 pipelines the loop's loads through shared memory (cp.async: kernels.cubin shows
 # the copies for sm_90; plain num_stages does not pipeline loads that feed no tl.dot). The autotuner times them
 # per (N, K) at the first call: 1.4-1.8x cuBLAS at the 1B Llama's decode shapes, level with Inductor's
-# coordinate-descent reduction (H200, 2026-12-04, kernels/README.md).
+# coordinate-descent reduction (H200, 2026-12-04, kernels/README.md). The last three load a long row's whole K (the
+# down projection's 5632) in one or two steps: every byte a program reads in flight at once.
 _GPU = [triton.Config({"BLOCK_N": n, "BLOCK_K": k, "STAGES": st}, num_warps=w)
         for n, k, w, st in ((2, 512, 4, 1), (2, 1024, 4, 1), (2, 2048, 8, 1), (4, 512, 4, 1), (4, 1024, 4, 1),
                             (4, 2048, 8, 1), (8, 512, 4, 1), (8, 1024, 8, 1), (16, 256, 4, 1), (16, 512, 8, 1),
-                            (4, 512, 4, 3), (4, 1024, 4, 3), (8, 512, 4, 3), (2, 2048, 8, 3))]
+                            (4, 512, 4, 3), (4, 1024, 4, 3), (8, 512, 4, 3), (2, 2048, 8, 3),
+                            (1, 4096, 4, 1), (2, 4096, 8, 1), (1, 8192, 8, 1))]
 _INTERP = [triton.Config({"BLOCK_N": 4, "BLOCK_K": 64, "STAGES": 1}, num_warps=1)]  # K > 64 runs the K tail
 
 
 def _fitting(cfgs: list, named_args: dict, **kwargs) -> list:  # noqa: ANN003 - the autotuner's prune hook
     """The configs whose K chunk (then also column block) does not overshoot the problem, the smallest chunk
     always fitting: past K a chunk is masked-off loads, and each config is a compile (27-64 s for the fourteen
-    at one small shape on the H200, 2026-12-04). The decode shapes (K 2048 and 5632) keep all."""
+    at one small shape on the H200, 2026-12-04). K 5632 (the down projection) keeps all; K 2048 all but the three
+    longest chunks."""
     k_fit = [c for c in cfgs if c.kwargs["BLOCK_K"] <= max(triton.next_power_of_2(named_args["K"]),
                                                             min(c.kwargs["BLOCK_K"] for c in cfgs))]
     both = [c for c in k_fit if c.kwargs["BLOCK_N"] <= triton.next_power_of_2(named_args["N"])]
     if kwargs.get("ROPE"):  # a block holds whole rotation pairs of one head
-        return [c for c in k_fit if kwargs["HEAD_DIM"] % c.kwargs["BLOCK_N"] == 0]
+        return [c for c in k_fit if c.kwargs["BLOCK_N"] >= 2 and kwargs["HEAD_DIM"] % c.kwargs["BLOCK_N"] == 0]
     return both or k_fit
 
 

@@ -73,7 +73,10 @@ def test_gemv_tunes_only_configs_that_fit_the_problem():
     """Past K a chunk is masked-off loads, and each config is a compile: small problems skip the large chunks."""
     from kernels import gemv
 
-    assert gemv._fitting(gemv._GPU, {"N": 2048, "K": 5632}) == gemv._GPU  # the decode shapes keep every config
+    assert gemv._fitting(gemv._GPU, {"N": 2048, "K": 5632}) == gemv._GPU  # the down projection keeps every config
+    assert [c for c in gemv._GPU if c.kwargs["BLOCK_K"] <= 2048] == gemv._fitting(gemv._GPU, {"N": 5632, "K": 2048})
+    rope = gemv._fitting(gemv._GPU, {"N": 2560, "K": 2048}, ROPE=True, HEAD_DIM=64)  # whole rotation pairs a block
+    assert rope and all(c.kwargs["BLOCK_N"] >= 2 for c in rope)
     chunk = min(c.kwargs["BLOCK_K"] for c in gemv._GPU)
     smallest = [c for c in gemv._GPU if c.kwargs["BLOCK_K"] == chunk]
     assert gemv._fitting(gemv._GPU, {"N": 130, "K": 97}) == smallest
