@@ -290,12 +290,12 @@ def bench_linear_modes(quick: bool) -> list[dict]:
 
 
 def bench_linear_ws(quick: bool) -> list[dict]:
-    """kernels/linear_ws.py (Gluon, persistent, ping-pong warpgroups) beside the op as shipped (kpt), its persistent
-    Triton form (kpt_persist) and cuBLAS + activation at the goal shape (bf16), in one run: kpt_ws with the exact
-    epilogue, and for GELU kpt_ws_fast (erf by linear_ws.FAST_GELU's form) and gemm_ws (the kernel with no
+    """kernels/linear_ws.py (Gluon, persistent, warp-specialized) beside the op as shipped (kpt), its persistent
+    Triton form (kpt_persist) and cuBLAS + activation at the goal shape (bf16), in one run: kpt_ws (ping-pong
+    warpgroups) with the exact epilogue, and for GELU kpt_ws_fast (erf by linear_ws.FAST_GELU's form) and gemm_ws (the kernel with no
     activation: what the epilogue costs), kpt_ws_deep (the ring at linear_ws.DEEP_STAGES buffers, the most
     that fit; otherwise as shipped, GELU by FAST_GELU's form), kpt_ws_wide (linear_ws.WIDE_TILE's 64-row tiles) and
-    kpt_ws_coop (cooperative tiles, linear_ws.COOP; gemm_ws_coop without an activation: whether fewer bytes from L2 a
+    kpt_ws_coop (cooperative tiles, linear_ws.COOP, SwiGLU's default; gemm_ws_coop without an activation: whether fewer bytes from L2 a
     FLOP make the GEMM itself faster); each kpt_ws row also carries its largest difference from cuBLAS + activation
     (max_diff)."""
     from . import linear_ws
@@ -311,12 +311,13 @@ def bench_linear_ws(quick: bool) -> list[dict]:
         providers = {"kpt": vendor["kpt"], "cublas+act": vendor["cublas+act"],
                      "kpt_persist": functools.partial(linear_act._run, x, w, bias, second, None, act, "persist")}
         if linear_ws.supports(x, w, bias, second, act):
-            providers["kpt_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second, fast_gelu=False)
+            providers["kpt_ws"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second, fast_gelu=False,
+                                                    coop=False)
             providers["kpt_ws_deep"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second,
                                                          stages=linear_ws.DEEP_STAGES[second is not None],
-                                                         tile=linear_ws.TILE[second is not None])
+                                                         tile=linear_ws.TILE[second is not None], coop=False)
             providers["kpt_ws_wide"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second,
-                                                         tile=linear_ws.WIDE_TILE[second is not None])
+                                                         tile=linear_ws.WIDE_TILE[second is not None], coop=False)
             providers["kpt_ws_coop"] = functools.partial(linear_ws.linear_act, x, w, bias, act, second, coop=True)
             if act == "gelu":  # erf by linear_ws.FAST_GELU's form; the same GEMM with no activation (the epilogue's cost)
                 providers["kpt_ws_fast"] = functools.partial(linear_ws.linear_act, x, w, bias, act, fast_gelu=True)

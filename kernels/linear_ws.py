@@ -12,7 +12,8 @@ while it is in L2):
     of asynchronous wgmmas (one in flight, the buffer before it released) while the other adds the bias, applies
     the activation on the fp32 accumulator and stores its tile by TMA. The ring hands out k-steps in tile order,
     and the two main loops take turns (a pair of mbarriers), so each waits only on k-steps the other is done with.
-    With COOP (off) both warpgroups work on every tile instead, each on its own 128 of the tile's 256 rows.
+    With cooperative tiles (COOP: SwiGLU's default) both warpgroups work on every tile instead, each on its own 128
+    of the tile's 256 rows.
 
 Tiles: 128 x 128 for act(x W^T + b) (a 128-row accumulator is 128 fp32 registers a thread), 128 x 64 for SwiGLU
 (two accumulators, silu(x Wg^T + bg) * (x Wu^T + bu)). x [M, K] and the weights [N, K] as nn.Linear keeps them,
@@ -64,9 +65,13 @@ WIDE = False  # linear_act's default tile is WIDE_TILE's: off until measured fas
 # which Triton 3.6's Gluon lacks). The cost: the epilogue no longer runs under the other warpgroup's main loop. Tiles
 # twice the size would fill the last wave less evenly (4096 x 11008: 1376 tiles, 10.42 waves on 132 SMs): only the
 # whole waves' tiles are shared (schedule()); the rest run as two half tiles each, in turn as without COOP, so the
-# last wave takes a half tile's time. kernels.bench's kpt_ws_coop rows time it; off until measured faster.
+# last wave takes a half tile's time. On the H100 (2026-12-06, kernels-quick-linear-coop-h100.md, 4096x4096 -> 11008
+# bf16, one run): the GEMM alone 0.5695 ms cooperative against 0.5792 in ping-pong (L2's bytes did hold it back), and
+# SwiGLU 1.104 against 1.1685 (cuBLAS + act 1.2735), but linear + SiLU 0.6068 against 0.5874 and linear + GELU
+# 0.6373 against 0.6047: an exposed epilogue costs more than the bytes save where one weight's tile is stored a
+# 64-wide k-step's worth of work, and less where SwiGLU's two weights double the work a stored element.
 COOP_STAGES = {False: 3, True: 4}  # gated -> ring buffers of 48 KB that fit beside the output tiles
-COOP = False
+COOP = {False: False, True: True}  # gated -> cooperative tiles by default
 # GELU's epilogue in fewer instructions (FAST_GELU): erf by Abramowitz and Stegun's 7.1.26 (one reciprocal, one
 # exp2, five FMAs; erf's absolute error <= 1.5e-7, about one fp32 ulp of 1 + erf) where libdevice's erff takes about
 # 25 instructions an element (two polynomials chosen per element): the sm_90 PTX of the whole kernel goes from
@@ -367,10 +372,10 @@ def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     linear_act.reference's semantics (the pre-activation in fp32, rounded once at the store). fast_gelu: GELU
     by FAST_GELU's form (None: the module's FAST_GELU); stages: the ring's buffers (None: ring()'s default); tile: a
     consumer warpgroup's (rows, weight rows) (None: TILE's where cooperative, else WIDE_TILE's where WIDE is on, else
-    TILE's); coop: cooperative tiles (None: the module's COOP)."""
+    TILE's); coop: cooperative tiles (None: COOP's for the form)."""
     m, n = x.shape[0], weight.shape[0]
     gated = weight2 is not None
-    coop = COOP if coop is None else coop
+    coop = COOP[gated] if coop is None else coop
     bm, bn = tile or (WIDE_TILE if WIDE and not coop else TILE)[gated]
     out = torch.empty(m, n, device=x.device, dtype=x.dtype)
     x_desc, out_desc = descriptor(x, [bm, BLOCK_K]), descriptor(out, [bm, bn])
