@@ -292,12 +292,12 @@ def bench_linear_modes(quick: bool) -> list[dict]:
 def bench_linear_ws(quick: bool) -> list[dict]:
     """kernels/linear_ws.py (Gluon, persistent, warp-specialized) beside the op as shipped (kpt), its persistent
     Triton form (kpt_persist) and cuBLAS + activation at the goal shape (bf16), in one run: kpt_ws (ping-pong
-    warpgroups) with the exact epilogue, and for GELU kpt_ws_fast (erf by linear_ws.FAST_GELU's form) and gemm_ws (the kernel with no
-    activation: what the epilogue costs), kpt_ws_deep (the ring at linear_ws.DEEP_STAGES buffers, the most
-    that fit; otherwise as shipped, GELU by FAST_GELU's form), kpt_ws_wide (linear_ws.WIDE_TILE's 64-row tiles) and
-    kpt_ws_coop (cooperative tiles, linear_ws.COOP, SwiGLU's default; gemm_ws_coop without an activation: whether fewer bytes from L2 a
-    FLOP make the GEMM itself faster); each kpt_ws row also carries its largest difference from cuBLAS + activation
-    (max_diff)."""
+    warpgroups) with the exact epilogue, and for GELU kpt_ws_fast (erf by linear_ws.FAST_GELU's form) and gemm_ws
+    (the kernel with no activation: what the epilogue costs), kpt_ws_deep (the ring at linear_ws.DEEP_STAGES
+    buffers, the most that fit; otherwise as shipped, GELU by FAST_GELU's form), kpt_ws_wide (linear_ws.WIDE_TILE's
+    64-row tiles) and kpt_ws_coop (cooperative tiles, linear_ws.COOP, SwiGLU's default; gemm_ws_coop without an
+    activation: whether fewer bytes from L2 a FLOP make the GEMM itself faster); each kpt_ws row also carries its
+    largest difference from cuBLAS + activation (max_diff)."""
     from . import linear_ws
 
     rows = []

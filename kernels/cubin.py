@@ -151,8 +151,9 @@ def gemv_rows(pdl: bool = False, configs: list | None = None) -> list[dict]:
 
     rows = []
     for c in configs if configs is not None else gemv._GPU:
-        for op, gated, rope in (("gemv_swiglu", True, False), ("gemv_rope", False, True))[:2 if c.kwargs["BLOCK_N"] > 1
-                                                                                           else 1]:  # rope: pairs
+        for op, gated, rope in (("gemv_swiglu", True, False), ("gemv_rope", False, True)):
+            if rope and c.kwargs["BLOCK_N"] < 2:  # a rope block holds whole rotation pairs (gemv._fitting)
+                continue
             consts = {"HAS_BIAS": False, "ACT": ACTS["silu" if gated else "none"], "GATED": gated, "NORM": True,
                       "RES": False, "ROPE": rope, "HEAD_DIM": 64 if rope else 2, "PREFETCH": rope, "ZERO": rope,
                       "PDL": pdl, "LINE": 64, **c.kwargs}

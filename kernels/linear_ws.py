@@ -68,8 +68,8 @@ WIDE = False  # linear_act's default tile is WIDE_TILE's: off until measured fas
 # last wave takes a half tile's time. On the H100 (2026-12-06, kernels-quick-linear-coop-h100.md, 4096x4096 -> 11008
 # bf16, one run): the GEMM alone 0.5695 ms cooperative against 0.5792 in ping-pong (L2's bytes did hold it back), and
 # SwiGLU 1.104 against 1.1685 (cuBLAS + act 1.2735), but linear + SiLU 0.6068 against 0.5874 and linear + GELU
-# 0.6373 against 0.6047: an exposed epilogue costs more than the bytes save where one weight's tile is stored a
-# 64-wide k-step's worth of work, and less where SwiGLU's two weights double the work a stored element.
+# 0.6373 against 0.6047: with one weight the exposed epilogue costs more than the saved bytes gain; SwiGLU does twice
+# the work an output element, so its epilogue weighs half as much.
 COOP_STAGES = {False: 3, True: 4}  # gated -> ring buffers of 48 KB that fit beside the output tiles
 COOP = {False: False, True: True}  # gated -> cooperative tiles by default
 # GELU's epilogue in fewer instructions (FAST_GELU): erf by Abramowitz and Stegun's 7.1.26 (one reciprocal, one
