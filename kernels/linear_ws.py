@@ -46,7 +46,7 @@ BLOCK_N = 128  # 64 for SwiGLU (two accumulators)
 BLOCK_K = 64
 STAGES = 4  # ring buffers: 32 KB each (x 16 KB + weight 16 KB, or + both gated halves of 8 KB)
 # The deepest rings that fit an H100/H200 program's 227 KB of shared memory beside the two output tiles (sm_90
-# cubins: 229656 bytes at 5 for linear + act, 229688 at 6 for SwiGLU; kernels.cubin --linear-ws). kernels.bench's
+# cubins: 229656 bytes at 5 for linear + act, 229704 at 6 for SwiGLU; kernels.cubin --linear-ws). kernels.bench's
 # kpt_ws_deep rows time them against STAGES before either becomes the default.
 DEEP_STAGES = {False: 5, True: 6}  # gated -> stages
 DEEP = False  # the default ring is DEEP_STAGES's (square tiles only): off until measured faster
@@ -143,6 +143,16 @@ if gluon is not None:
         return first_m + (t % per_group) % size, (t % per_group) // size
 
     @gluon.jit
+    def _turn_tile(r, full, n_m, n_n, BM: gl.constexpr, GROUP: gl.constexpr, COOP: gl.constexpr):
+        """(first row, column block) of the tile taken in turn r: tile r, or with COOP half tile r, row block r % 2
+        of tile full + r // 2."""
+        if COOP:
+            pid_m, pid_n = _tile(full + r // 2, n_m, n_n, GROUP)
+            return (pid_m * 2 + r % 2) * BM, pid_n
+        pid_m, pid_n = _tile(r, n_m, n_n, GROUP)
+        return pid_m * BM, pid_n
+
+    @gluon.jit
     def _fill(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, c, row, last, col, kk,
               GATED: gl.constexpr, STAGES: gl.constexpr, PARTS: gl.constexpr, SLOTS: gl.constexpr,
               CLAMP: gl.constexpr):
@@ -164,7 +174,7 @@ if gluon is not None:
             tma.async_copy_global_to_shared(w2_desc, [col, kk * BK], ready.index(s), w2_smem.index(s))
 
     @gluon.jit
-    def _load(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, M, n_m, n_n, k_steps, full,
+    def _load(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, M, n_m, n_n, k_steps, full, turns,
               GATED: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr, COOP: gl.constexpr):
         """The loader: every k-step of this program's tiles, in order, into the ring. COOP: the first `full` tiles
         (whole waves) with both halves of their x rows (x_smem buffers 2 s and 2 s + 1), then the rest as half tiles
@@ -181,13 +191,8 @@ if gluon is not None:
                     _fill(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, c, pid_m * 2 * BM, last,
                           pid_n * BN, kk, GATED, STAGES, 2, 2, True)
                     c += 1
-        for r in range(gl.program_id(0), 2 * (n_m * n_n - full) if COOP else n_m * n_n, gl.num_programs(0)):
-            if COOP:  # half tile r: row block r % 2 of tile full + r // 2
-                pid_m, pid_n = _tile(full + r // 2, n_m, n_n, GROUP)
-                row = (pid_m * 2 + r % 2) * BM
-            else:
-                pid_m, pid_n = _tile(r, n_m, n_n, GROUP)
-                row = pid_m * BM
+        for r in range(gl.program_id(0), turns, gl.num_programs(0)):
+            row, pid_n = _turn_tile(r, full, n_m, n_n, BM, GROUP, COOP)
             for kk in range(k_steps):
                 _fill(x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, c, row, last, pid_n * BN, kk,
                       GATED, STAGES, 1, 2 if COOP else 1, COOP)
@@ -274,7 +279,7 @@ if gluon is not None:
 
     @gluon.jit
     def _consume(w, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, M, N, n_m, n_n,
-                 k_steps, full, HAS_BIAS: gl.constexpr, HAS_BIAS2: gl.constexpr, ACT: gl.constexpr,
+                 k_steps, full, turns, HAS_BIAS: gl.constexpr, HAS_BIAS2: gl.constexpr, ACT: gl.constexpr,
                  FAST_GELU: gl.constexpr, GATED: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
                  COOP: gl.constexpr):
         """Consumer warpgroup w: this program's tiles w, w + 2, ...: main loop, then bias, activation and store.
@@ -302,14 +307,9 @@ if gluon is not None:
                 _finish(acc, acc2, out, out_desc, b_ptr, b2_ptr, (pid_m * 2 + w) * BM, pid_n * BN, M, N, HAS_BIAS,
                         HAS_BIAS2, ACT, FAST_GELU, GATED, True)
         i = 0
-        for r in range(gl.program_id(0), 2 * (n_m * n_n - full) if COOP else n_m * n_n, gl.num_programs(0)):
+        for r in range(gl.program_id(0), turns, gl.num_programs(0)):
             if i % 2 == w:
-                if COOP:
-                    pid_m, pid_n = _tile(full + r // 2, n_m, n_n, GROUP)
-                    row = (pid_m * 2 + r % 2) * BM
-                else:
-                    pid_m, pid_n = _tile(r, n_m, n_n, GROUP)
-                    row = pid_m * BM
+                row, pid_n = _turn_tile(r, full, n_m, n_n, BM, GROUP, COOP)
                 start = c + i * k_steps
                 mbarrier.wait(turn.index(w), ((i // 2) & 1) ^ (1 - w))
                 acc, acc2 = _mma(x_smem, w_smem, w2_smem, ready, empty, start, k_steps, 0,
@@ -342,6 +342,7 @@ if gluon is not None:
         n_m = gl.cdiv(M, BM * HALVES)
         n_n = gl.cdiv(N, BN)
         k_steps = gl.cdiv(K, BK)
+        turns = n_m * n_n if not COOP else 2 * (n_m * n_n - full)  # the tiles taken in turn (COOP: half tiles)
         x_smem = gl.allocate_shared_memory(x_desc.dtype, [STAGES * HALVES, BM, BK], x_desc.layout)  # COOP: 2 a stage
         w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES, BN, BK], w_desc.layout)
         w2_smem = gl.allocate_shared_memory(w2_desc.dtype, [STAGES if GATED else 1, BN, BK], w2_desc.layout)
@@ -356,11 +357,11 @@ if gluon is not None:
             mbarrier.init(turn.index(w), count=1)
         gl.warp_specialize([
             (_consume, (0, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, M, N, n_m, n_n,
-                        k_steps, full, HAS_BIAS, HAS_BIAS2, ACT, FAST_GELU, GATED, STAGES, GROUP, COOP)),
+                        k_steps, full, turns, HAS_BIAS, HAS_BIAS2, ACT, FAST_GELU, GATED, STAGES, GROUP, COOP)),
             (_consume, (1, x_smem, w_smem, w2_smem, c_smem, ready, empty, turn, out_desc, b_ptr, b2_ptr, M, N, n_m, n_n,
-                        k_steps, full, HAS_BIAS, HAS_BIAS2, ACT, FAST_GELU, GATED, STAGES, GROUP, COOP)),
+                        k_steps, full, turns, HAS_BIAS, HAS_BIAS2, ACT, FAST_GELU, GATED, STAGES, GROUP, COOP)),
             (_load, (x_desc, w_desc, w2_desc, x_smem, w_smem, w2_smem, ready, empty, M, n_m, n_n, k_steps, full,
-                     GATED, STAGES, GROUP, COOP)),
+                     turns, GATED, STAGES, GROUP, COOP)),
         ], [4, 1], [240, 24])
 
 
