@@ -157,8 +157,10 @@ for M, K, N in [(4096, 4096, 11008), (1000, 1024, 520), (1, 512, 256), (300, 409
             if act in ("gelu", "swiglu"):  # the deepest ring that fits (kernels.bench's kpt_ws_deep), the wide tiles
                 gated = w2 is not None  # (kpt_ws_wide): a compile each
                 deep = linear_ws.DEEP_STAGES[gated]
-                check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, stages=deep, tile=linear_ws.TILE[gated]), ref32, ref_lp)
-                check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, tile=linear_ws.WIDE_TILE[gated]), ref32, ref_lp)
+                check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, stages=deep, tile=linear_ws.TILE[gated], coop=False),
+                         ref32, ref_lp)  # both ping-pong forms (SwiGLU's default is cooperative: linear_ws.COOP)
+                check_2x(linear_ws.linear_act(x, w, b, a, w2, b2, tile=linear_ws.WIDE_TILE[gated], coop=False),
+                         ref32, ref_lp)
             print(M, K, N, dtype, act, "ok", flush=True)
 # The op in the "gluon" mode: eager calls take linear_ws, a compiled call the Triton kernel (Inductor embeds it)
 linear_act.MODE = "gluon"
