@@ -53,7 +53,8 @@ PDL = "kpt_pdl"  # kpt.gpu.graph_edges.ATTR: set by modules.swap_decode_pdl to _
 # launches took 4.8 us where one took 6.8-8.1 us at 8-32 chunks a head (kernels.bench --ops decode, H100,
 # 2026-12-05: docs/benchmarks/kernels-quick-decode-h100.md), and the compiled step's one launch at its 32 chunks
 # 9.2 us a layer (h100-llama-1b-decode-2026-12-05e.json): each head's last chunk merges all 32 chunks of its 8
-# query heads alone, where the merge kernel spreads them over 32 programs. The step with two is not yet timed.
+# query heads alone, where the merge kernel spreads them over 32 programs. In the package's step with two: 4.9 us a
+# layer (0.108 ms in 44 launches, h100-llama-1b-decode-2026-12-06.json).
 ATTENTION_LAUNCHES = 2
 # The output projection, gate/up and down in one launch at batch 1 (kernels/mlp_chain.py: each group's weights
 # stream while the group before finishes). Correct on the H200 (its GPU test, 2026-12-05) but slower: the 1B
