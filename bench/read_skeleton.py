@@ -1,0 +1,120 @@
+"""The ceiling of the 1B Llama's decode step as kernels/decode_layer.py launches it: the bytes each of its launches
+reads (q/k/v with the input norm, decode attention's split over the cache up to the position and its merge over
+the workspace, the output projection, gate/up with the post-attention norm, down, the head with the final norm),
+read by a kernel that does nothing else (a sum a program), one launch each, graph-replayed. Beside it the same
+bytes in one launch, and the card's copy (read + write, eager as bench/h100.py's probe) that the decode goal is
+stated against. What it says: how
+much of the step's distance from the copy rate is the launch structure itself (many launches of 0.3-46 MB, each
+starting empty and ending in a tail) and how much is the kernels'.
+
+    PYTHONPATH=.:shared python3 bench/read_skeleton.py > read_skeleton.json        (needs a CUDA device)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+import torch
+
+log = logging.getLogger("bench.read_skeleton")
+BLOCKS = (4096, 8192, 16384)  # elements a program reads (bf16): each a skeleton of its own, the fastest counted
+
+
+def plan(step: torch.nn.Module, pos: int, context: int, split_block: int = 64) -> list[tuple[str, int]]:
+    """(launch, bytes it reads) in kernels/decode_layer.py's order for a kpt.gpu.models.LlamaDecodeStep at batch 1,
+    the cache of 2 x [Hkv, context, D] a layer read up to pos (the new entry included) and the merge's workspace
+    of [Hq, chunks, D + 2] fp32 (kernels.decode.splits). The weights' launches read roofline.step_bytes's bytes."""
+    from kernels import decode
+
+    size = next(step.parameters()).element_size()
+    hkv, hq, d = step.kv_heads, step.heads, step.head_dim
+
+    def nbytes(*mods: torch.nn.Module) -> int:
+        return sum(p.numel() * p.element_size() for m in mods for p in m.parameters())
+
+    chunks = decode.splits(1, hkv, context, split_block)[0]
+    out: list[tuple[str, int]] = []
+    for layer in step.model.layers:
+        a, m = layer.self_attn, layer.mlp
+        out += [("qkv", nbytes(layer.input_layernorm, a.q_proj, a.k_proj, a.v_proj)),
+                ("split", 2 * hkv * (pos + 1) * d * size),
+                ("merge", hq * chunks * (d + 2) * 4),
+                ("o", nbytes(a.o_proj)),
+                ("gate_up", nbytes(layer.post_attention_layernorm, m.gate_proj, m.up_proj)),
+                ("down", nbytes(m.down_proj))]
+    return out + [("head", nbytes(step.model.norm, step.lm_head))]
+
+
+def _graphed(fn: Callable[[], object]) -> Callable[[], None]:
+    fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pos", type=int, default=1024, help="the new token's position (the cache read up to it)")
+    ap.add_argument("--reps", type=int, default=200)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not torch.cuda.is_available():
+        log.error("read_skeleton needs a CUDA device; none is visible")
+        return 2
+    import triton
+    import triton.language as tl
+
+    from kpt.gpu import bench, models
+
+    @triton.jit
+    def _read(src, out, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        tl.store(out + tl.program_id(0), tl.sum(tl.load(src + offs, mask=offs < n, other=0.0).to(tl.float32)))
+
+    step, _ = models.MODELS["llama-1b-decode"]("cpu")
+    launches = plan(step.to(torch.bfloat16), args.pos, models.DECODE_CONTEXT)
+    del step
+    # A buffer of its own per launch (no launch finds another's bytes in L2), and one holding them all
+    bufs = [torch.empty(n // 2, dtype=torch.bfloat16, device="cuda").normal_() for _, n in launches]
+    whole = torch.empty(sum(b.numel() for b in bufs), dtype=torch.bfloat16, device="cuda").normal_()
+    sink = torch.empty(whole.numel() // min(BLOCKS) + 1, dtype=torch.float32, device="cuda")
+
+    def reads(tensors: list[torch.Tensor], block: int) -> Callable[[], None]:
+        def run() -> None:
+            for t in tensors:
+                _read[(triton.cdiv(t.numel(), block),)](t, sink, t.numel(), BLOCK=block, num_warps=8)
+        return run
+
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    fns = {f"skeleton_b{b}": _graphed(reads(bufs, b)) for b in BLOCKS}
+    fns |= {f"one_launch_b{b}": _graphed(reads([whole], b)) for b in BLOCKS}
+    # Eager, as bench/h100.py's roofline probe: captured, the copy is a graph memcpy node, 2.44 TB/s against the
+    # probe's 2.99 on the H100 (2026-12-06)
+    fns["copy_1GiB"] = lambda: dst.copy_(src)
+    ms = bench.compare(fns, reps=args.reps, warmup=10)
+    step_bytes = sum(n for _, n in launches)
+    copy_tbs = 2 * src.numel() / (ms["copy_1GiB"] * 1e-3) / 1e12
+    rates = {k: step_bytes / (v * 1e-3) / 1e12 for k, v in ms.items() if k != "copy_1GiB"}
+    best = min((k for k in ms if k.startswith("skeleton")), key=ms.get)
+    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+           "command": "python3 bench/read_skeleton.py " + " ".join(argv or sys.argv[1:]),
+           "launches": len(launches), "step_bytes": step_bytes,
+           "bytes_by_launch": {k: sum(n for name, n in launches if name == k) // max(1, sum(
+               name == k for name, _ in launches)) for k, _ in launches[:7]},
+           "p50_ms": {k: round(v, 4) for k, v in ms.items()}, "tbs": {k: round(v, 3) for k, v in rates.items()},
+           "copy_tbs": round(copy_tbs, 3),
+           "fraction_of_copy": {k: round(v / copy_tbs, 4) for k, v in rates.items()},
+           "best_skeleton": best, "goal_70pct_ms": round(step_bytes / (0.7 * copy_tbs * 1e12) * 1e3, 4)}
+    sys.stdout.write(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""bench/read_skeleton.py's launch plan (no GPU): the decode step's launches in decode_layer.py's order, the
+weights' launches reading exactly the bytes the decode goal counts (roofline.step_bytes), the cache up to pos."""
+
+import importlib.util
+
+import torch
+
+from kpt.gpu import roofline
+from tests.gpu.helpers import REPO, tiny_llama_decode
+
+
+def _skeleton():
+    spec = importlib.util.spec_from_file_location("bench_read_skeleton", REPO / "bench" / "read_skeleton.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_plan_reads_the_goals_bytes_in_launch_order():
+    step, _, _ = tiny_llama_decode(context=256, layers=3)
+    step = step.to(torch.bfloat16)
+    launches = _skeleton().plan(step, pos=99, context=256)
+    names = [n for n, _ in launches]
+    assert names == ["qkv", "split", "merge", "o", "gate_up", "down"] * 3 + ["head"]
+    weights = sum(b for n, b in launches if n not in ("split", "merge"))
+    assert weights == roofline.step_bytes(step, "bf16")
+    # hidden 256, 8 query heads of 32, 2 key/value heads: the cache up to and with position 99, in bf16
+    assert dict(launches)["split"] == 2 * 2 * 100 * 32 * 2
+    assert dict(launches)["qkv"] == (256 + 256 * 256 + 2 * 64 * 256) * 2  # the norm, q, then k and v of 64 rows
