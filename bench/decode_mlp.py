@@ -92,17 +92,12 @@ def _graphed(fn: Callable, x: tuple[torch.Tensor, ...], waits: Callable[[str], b
 
 
 def _one_layer(replay: Callable[[], object], layers: int) -> list[list]:
-    """[kernel name, us] of one call's first layer-worth of launches, in launch order."""
-    from torch.profiler import ProfilerActivity, profile
+    """[kernel name, us] of one call's second layer-worth of launches (past the embedding's), in launch order."""
+    from kpt.gpu import bench
 
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        replay()
-        torch.cuda.synchronize()
-    ks = sorted((e.time_range.start, e.name, e.time_range.elapsed_us()) for e in prof.events()
-                if e.device_type == torch.autograd.DeviceType.CUDA)
+    ks = bench.launches(replay)
     per_layer = max(1, len(ks) // layers)
-    return [[name[:120], round(us, 2)] for _, name, us in ks[per_layer:2 * per_layer]]
+    return [[name[:120], round(us, 2)] for name, us in ks[per_layer:2 * per_layer]]
 
 
 @contextlib.contextmanager

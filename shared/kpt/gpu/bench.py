@@ -120,6 +120,20 @@ def kernel_table(kernels: Sequence[tuple[str, float]], calls: int, top: int = 12
                     for name, us in ranked[:top]]}
 
 
+def launches(fn: Callable[[], object]) -> list[tuple[str, float]]:
+    """(name, us) of every device record of one fn() call (kernels replayed inside CUDA graphs, copies) in the
+    order they started: what one launch of a sequence costs beside the next."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [(name, us) for _, name, us in sorted((e.time_range.start, e.name, e.time_range.elapsed_us())
+                                                 for e in prof.events()
+                                                 if e.device_type == torch.autograd.DeviceType.CUDA)]
+
+
 def profile_kernels(fn: Callable[..., object], x: tuple[torch.Tensor, ...], calls: int = 5, top: int = 12) -> dict:
     """kernel_table of fn(*x) from the profiler's device records (kernels replayed inside CUDA graphs included):
     says which kernels a variant's time is made of, e.g. how many small launches a decode step pays per token."""
