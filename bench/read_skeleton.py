@@ -3,9 +3,8 @@ reads (q/k/v with the input norm, decode attention's split over the cache up to 
 the workspace, the output projection, gate/up with the post-attention norm, down, the head with the final norm),
 read by a kernel that does nothing else (a sum a program), one launch each, graph-replayed. Beside it the same
 bytes in one launch, and the card's copy (read + write, eager as bench/h100.py's probe) that the decode goal is
-stated against. What it says: how
-much of the step's distance from the copy rate is the launch structure itself (many launches of 0.3-46 MB, each
-starting empty and ending in a tail) and how much is the kernels'.
+stated against. What it says: how much of the step's distance from the copy rate is the launch structure itself
+(many launches of 0.3-46 MB, each starting empty and ending in a tail) and how much is the kernels'.
 
     PYTHONPATH=.:shared python3 bench/read_skeleton.py > read_skeleton.json        (needs a CUDA device)
 """
