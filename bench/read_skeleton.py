@@ -23,19 +23,18 @@ log = logging.getLogger("bench.read_skeleton")
 BLOCKS = (4096, 8192, 16384)  # elements a program reads (bf16): each a skeleton of its own, the fastest counted
 
 
-def plan(step: torch.nn.Module, pos: int, context: int, split_block: int = 64) -> list[tuple[str, int]]:
+def plan(step: torch.nn.Module, pos: int, chunks: int) -> list[tuple[str, int]]:
     """(launch, bytes it reads) in kernels/decode_layer.py's order for a kpt.gpu.models.LlamaDecodeStep at batch 1,
-    the cache of 2 x [Hkv, context, D] a layer read up to pos (the new entry included) and the merge's workspace
-    of [Hq, chunks, D + 2] fp32 (kernels.decode.splits). The weights' launches read roofline.step_bytes's bytes."""
-    from kernels import decode
-
+    the cache of 2 x [Hkv, S, D] a layer read up to pos (the new entry included) and the merge's workspace of
+    [Hq, chunks, D + 2] fp32 (chunks: kernels.decode.splits's, which main() asks; kernels/ is not imported here,
+    so that tests of this plan leave Triton's interpreter setting to the kernel tests). The weights' launches read
+    roofline.step_bytes's bytes."""
     size = next(step.parameters()).element_size()
     hkv, hq, d = step.kv_heads, step.heads, step.head_dim
 
     def nbytes(*mods: torch.nn.Module) -> int:
         return sum(p.numel() * p.element_size() for m in mods for p in m.parameters())
 
-    chunks = decode.splits(1, hkv, context, split_block)[0]
     out: list[tuple[str, int]] = []
     for layer in step.model.layers:
         a, m = layer.self_attn, layer.mlp
@@ -69,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     import triton
     import triton.language as tl
 
+    from kernels import decode
     from kpt.gpu import bench, models
 
     @triton.jit
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         tl.store(out + tl.program_id(0), tl.sum(tl.load(src + offs, mask=offs < n, other=0.0).to(tl.float32)))
 
     step, _ = models.MODELS["llama-1b-decode"]("cpu")
-    launches = plan(step.to(torch.bfloat16), args.pos, models.DECODE_CONTEXT)
+    chunks = decode.splits(1, step.kv_heads, models.DECODE_CONTEXT, 64)[0]  # 64-key blocks: the split kernel's
+    launches = plan(step.to(torch.bfloat16), args.pos, chunks)
     del step
     # A buffer of its own per launch (no launch finds another's bytes in L2), and one holding them all
     bufs = [torch.empty(n // 2, dtype=torch.bfloat16, device="cuda").normal_() for _, n in launches]

@@ -7,12 +7,18 @@ norms run in all three dtypes."""
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
 
 CUDA = torch.cuda.is_available()
 if not CUDA:
+    if "triton.language" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+        # its own jit functions (tl.zeros, ...) were made for the compiler: every interpreted kernel would fail
+        raise RuntimeError("triton was imported before the kernel tests could ask for its interpreter: a test "
+                           "module collected earlier imports it (or torch's flop counter, or Inductor) at module "
+                           "level; import it inside the test, or run with TRITON_INTERPRET=1")
     os.environ["TRITON_INTERPRET"] = "1"
 
 pytest.importorskip("triton", reason="triton is not installed (requirements-dev.txt names the pin)")
