@@ -58,5 +58,5 @@ def fresh_check(artifact: str, fmt: str, reference: torch.nn.Module, inputs: tup
         torch.save((inputs, reference(*inputs)), data)
     out = subprocess.run([sys.executable, "-c", FRESH_CHECK, artifact, fmt, data], capture_output=True, text=True,
                          timeout=180, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, (out.returncode, out.stderr[-3000:], out.stdout[-1000:])
     return json.loads(out.stdout.strip().splitlines()[-1])

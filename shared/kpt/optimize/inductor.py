@@ -63,7 +63,15 @@ def load_package(path: str, run_single_threaded: bool = False) -> Callable:
     carry their own environment fingerprint. Measured with a fresh Inductor cache: 8.5 s of a 1.3 s load on the
     2-core CI machine, and about 44 s of the first package load in a process on the H100. The loader is built
     directly, the way torch 2.8-2.13 build it after the probe; an unexpected signature falls back to the
-    public call."""
+    public call.
+
+    The probe is also where a process asks Linux for the AMX tile state (torch.cpu._init_amx: one arch_prctl),
+    which it must hold before its first AMX instruction: a CPU package whose GEMMs are Inductor's AMX micro-kernels
+    died of SIGILL in a process that never asked (the bf16 O2 MLP loaded in a fresh process, 2026-12-06). It is
+    asked here; on a CPU without AMX it does nothing."""
+    amx = getattr(torch.cpu, "_init_amx", None)
+    if amx is not None:
+        amx()
     try:
         from torch.export.pt2_archive._package import AOTICompiledModel
 
