@@ -19,6 +19,16 @@ REPO = Path(__file__).resolve().parents[2]
 SERVICES = {"nvidia": ("kpt_nvidia", "TARGET_NVIDIA"), "amd": ("kpt_amd", "TARGET_AMD")}
 
 
+def bench_module(name: str):  # noqa: ANN201 - a module
+    """bench/<name>.py loaded as a module (bench/ is a folder of scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def pythonpath() -> str:
     """What a subprocess needs to import kpt and both services from this checkout."""
     parts = [str(REPO / "shared"), str(REPO / "services" / "nvidia"), str(REPO / "services" / "amd"), str(REPO)]

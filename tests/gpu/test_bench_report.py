@@ -1,30 +1,22 @@
 """bench/h100.py's arithmetic and report, on given rows (no GPU): roofline fractions, decode bandwidth,
 the 1.15x verdict, and the merged JSON/markdown. The numbers here are inputs to the formulas, not results."""
 
-import importlib.util
 import json
 from argparse import Namespace
 
 import pytest
 
-from tests.gpu.helpers import REPO
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.gpu.helpers import bench_module
 
 
 @pytest.fixture(scope="module")
 def h100():
-    return _load("h100")
+    return bench_module("h100")
 
 
 @pytest.fixture(scope="module")
 def report():
-    return _load("h100_report")
+    return bench_module("h100_report")
 
 
 def measured(variant: str, p50: float, passed: bool = True, compile_s: float = 1.0) -> dict:

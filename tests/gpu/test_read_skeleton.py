@@ -1,18 +1,9 @@
 """bench/read_skeleton.py's launch plan (no GPU): the decode step's launches in decode_layer.py's order, the
 weights' launches reading exactly the bytes the decode goal counts (roofline.step_bytes), the cache up to pos."""
 
-import importlib.util
-
 import torch
 
-from tests.gpu.helpers import REPO, tiny_llama_decode
-
-
-def _skeleton():
-    spec = importlib.util.spec_from_file_location("bench_read_skeleton", REPO / "bench" / "read_skeleton.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.gpu.helpers import bench_module, tiny_llama_decode
 
 
 def test_plan_reads_the_goals_bytes_in_launch_order():
@@ -22,7 +13,7 @@ def test_plan_reads_the_goals_bytes_in_launch_order():
 
     step, _, _ = tiny_llama_decode(context=256, layers=3)
     step = step.to(torch.bfloat16)
-    launches = _skeleton().plan(step, pos=99, chunks=4)
+    launches = bench_module("read_skeleton").plan(step, pos=99, chunks=4)
     names = [n for n, _ in launches]
     assert names == ["qkv", "split", "merge", "o", "gate_up", "down"] * 3 + ["head"]
     weights = sum(b for n, b in launches if n not in ("split", "merge"))
