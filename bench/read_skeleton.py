@@ -12,6 +12,7 @@ stated against. What it says: how much of the step's distance from the copy rate
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -47,7 +48,22 @@ def plan(step: torch.nn.Module, pos: int, chunks: int) -> list[tuple[str, int]]:
     return out + [("head", nbytes(step.model.norm, step.lm_head))]
 
 
-def _graphed(fn: Callable[[], object]) -> Callable[[], None]:
+@functools.cache
+def read_kernel():  # noqa: ANN201 - a Triton kernel (Triton is imported here: tests of plan() leave it alone)
+    """The kernel that only reads: a program sums BLOCK elements of src into out[program]."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _read(src, out, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        tl.store(out + tl.program_id(0), tl.sum(tl.load(src + offs, mask=offs < n, other=0.0).to(tl.float32)))
+
+    return _read
+
+
+def graphed(fn: Callable[[], object]) -> Callable[[], None]:
+    """fn captured as a CUDA graph (after one call outside): its replay."""
     fn()
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
@@ -66,15 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("read_skeleton needs a CUDA device; none is visible")
         return 2
     import triton
-    import triton.language as tl
 
     from kernels import decode
     from kpt.gpu import bench, models
 
-    @triton.jit
-    def _read(src, out, n, BLOCK: tl.constexpr):
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        tl.store(out + tl.program_id(0), tl.sum(tl.load(src + offs, mask=offs < n, other=0.0).to(tl.float32)))
+    _read = read_kernel()
 
     step, _ = models.MODELS["llama-1b-decode"]("meta")  # shapes only: no 1B weights initialized on the CPU
     chunks = decode.splits(1, step.kv_heads, models.DECODE_CONTEXT, 64)[0]  # 64-key blocks: the split kernel's
@@ -93,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 
     src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
-    fns = {f"skeleton_b{b}": _graphed(reads(bufs, b)) for b in BLOCKS}
-    fns |= {f"one_launch_b{b}": _graphed(reads([whole], b)) for b in BLOCKS}
+    fns = {f"skeleton_b{b}": graphed(reads(bufs, b)) for b in BLOCKS}
+    fns |= {f"one_launch_b{b}": graphed(reads([whole], b)) for b in BLOCKS}
     # Eager, as bench/h100.py's roofline probe: captured, the copy is a graph memcpy node, 2.44 TB/s against the
     # probe's 2.99 on the H100 (2026-12-06)
     fns["copy_1GiB"] = lambda: dst.copy_(src)
