@@ -71,7 +71,7 @@ def one_shape(name: str, n: int, k: int, gated: bool, layers: int, eps: float, r
     gemv._gemv.cache.clear()  # the shape's pick is found alone
     fns = {"autotuned": graphed(chain(lambda kernel: kernel))}  # the autotuner itself (no wrap_triton outside a trace)
     picked = [str(c) for c in gemv._gemv.cache.values()]
-    for cfg in gemv._fitting(gemv._GPU, {"N": n, "K": k}):
+    for cfg in gemv.fits(gemv._GPU, n, k):  # every config that fits, not only the autotuner's
         label = f"n{cfg.kwargs['BLOCK_N']}_k{cfg.kwargs['BLOCK_K']}_w{cfg.num_warps}_s{cfg.kwargs['STAGES']}"
         try:
             fns[label] = graphed(chain(forced(gemv._gemv_kernel, cfg)))

@@ -50,19 +50,40 @@ _GPU = [triton.Config({"BLOCK_N": n, "BLOCK_K": k, "STAGES": st}, num_warps=w)
                             (4, 512, 4, 3), (4, 1024, 4, 3), (8, 512, 4, 3), (2, 2048, 8, 3),
                             (1, 4096, 4, 1), (2, 4096, 8, 1), (1, 8192, 8, 1))]
 _INTERP = [triton.Config({"BLOCK_N": 4, "BLOCK_K": 64, "STAGES": 1}, num_warps=1)]  # K > 64 runs the K tail
+# A weight of STREAM_ELEMS elements or more (8 MB in bf16: each of the 1B Llama's decode launches) is tuned among
+# STREAM_CONFIGS alone, the pipelined configs that streamed within 3% of the fastest at every one of those shapes
+# (bench/gemv_configs.py, one launch a layer on weights of its own, graph-replayed, H100, 2026-12-06: q/k/v 6.23-6.26
+# us, the output projection 5.74-5.93 against 5.56 for the best, gate/up 18.45-18.90 against 17.0 for a pure read of
+# its 46 MB, down 10.80-11.11 against 10.71). Among the whole list the pick is only as good as the timing that makes
+# it: a compiled step's launches are tuned by Inductor's benchmarker (each call with a clone of its output, or beside
+# a build's other processes on a shared card), and the step's gate/up then took 20.7 us a launch against these
+# configs' 18.5 (bench/decode_mlp.py's one_layer, H100, 2026-12-06), with configs 10-160% slower in the list.
+STREAM_ELEMS = 1 << 22
+STREAM_CONFIGS = ((4, 512, 4, 3), (4, 1024, 4, 3), (8, 512, 4, 3))  # (BLOCK_N, BLOCK_K, num_warps, STAGES)
 
 
 def _fitting(cfgs: list, named_args: dict, **kwargs) -> list:  # noqa: ANN003 - the autotuner's prune hook
+    """fits()'s configs; for a weight of STREAM_ELEMS or more those of STREAM_CONFIGS (where any is left)."""
+    fit = fits(cfgs, named_args["N"], named_args["K"], kwargs.get("HEAD_DIM") if kwargs.get("ROPE") else None)
+    if named_args["N"] * named_args["K"] >= STREAM_ELEMS:
+        return [c for c in fit if _form(c) in STREAM_CONFIGS] or fit
+    return fit
+
+
+def fits(cfgs: list, N: int, K: int, rope_head_dim: int | None = None) -> list:
     """The configs whose K chunk (then also column block) does not overshoot the problem, the smallest chunk
     always fitting: past K a chunk is masked-off loads, and each config is a compile (27-64 s for the fourteen
-    at one small shape on the H200, 2026-12-04). K 5632 (the down projection) keeps all; K 2048 all but the three
-    longest chunks."""
-    k_fit = [c for c in cfgs if c.kwargs["BLOCK_K"] <= max(triton.next_power_of_2(named_args["K"]),
+    at one small shape on the H200, 2026-12-04). K 5632 keeps all; K 2048 all but the three longest chunks.
+    rope_head_dim: the rotary embedding's head dim, where the launch applies it (a block holds whole pairs)."""
+    k_fit = [c for c in cfgs if c.kwargs["BLOCK_K"] <= max(triton.next_power_of_2(K),
                                                             min(c.kwargs["BLOCK_K"] for c in cfgs))]
-    both = [c for c in k_fit if c.kwargs["BLOCK_N"] <= triton.next_power_of_2(named_args["N"])]
-    if kwargs.get("ROPE"):  # a block holds whole rotation pairs of one head
-        return [c for c in k_fit if c.kwargs["BLOCK_N"] >= 2 and kwargs["HEAD_DIM"] % c.kwargs["BLOCK_N"] == 0]
-    return both or k_fit
+    if rope_head_dim:  # no fallback: a block that splits a pair computes a wrong rotation
+        return [c for c in k_fit if c.kwargs["BLOCK_N"] >= 2 and rope_head_dim % c.kwargs["BLOCK_N"] == 0]
+    return [c for c in k_fit if c.kwargs["BLOCK_N"] <= triton.next_power_of_2(N)] or k_fit
+
+
+def _form(c: triton.Config) -> tuple[int, int, int, int]:
+    return c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps, c.kwargs["STAGES"]
 
 
 @triton.jit
