@@ -50,14 +50,27 @@ def plan(step: torch.nn.Module, pos: int, chunks: int) -> list[tuple[str, int]]:
 
 @functools.cache
 def read_kernel():  # noqa: ANN201 - a Triton kernel (Triton is imported here: tests of plan() leave it alone)
-    """The kernel that only reads: a program sums BLOCK elements of src into out[program]."""
+    """The kernel that only reads: a program sums BLOCK elements of src into out[program]. PDL (launched with
+    launch_pdl; kernels/_common.py's steps): 1 waits for the launch before, then reads (what overlapping launches
+    hide of the boundary alone); 2 reads, then waits before its store (a weight read before the wait, as no
+    weight depends on an earlier launch: the reads overlap the launch before)."""
     import triton
     import triton.language as tl
 
+    from kernels._common import pdl_start, pdl_wait
+
     @triton.jit
-    def _read(src, out, n, BLOCK: tl.constexpr):
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        tl.store(out + tl.program_id(0), tl.sum(tl.load(src + offs, mask=offs < n, other=0.0).to(tl.float32)))
+    def _read(src, out, n, BLOCK: tl.constexpr, PDL: tl.constexpr = 0):
+        go = 0
+        if PDL == 1:
+            go = pdl_wait(pdl_start())
+        elif PDL == 2:
+            go = pdl_start()
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK) + go
+        total = tl.sum(tl.load(src + offs, mask=offs < n, other=0.0).to(tl.float32))
+        if PDL == 2:  # the wait takes the sum (0 unless it is NaN): it comes after the reads are in
+            go = pdl_wait((total != total).to(tl.int32))
+        tl.store(out + tl.program_id(0) + go, total)
 
     return _read
 
@@ -97,16 +110,21 @@ def main(argv: list[str] | None = None) -> int:
     whole = torch.empty(sum(b.numel() for b in bufs), dtype=torch.bfloat16, device="cuda").normal_()
     sink = torch.empty(whole.numel() // min(BLOCKS) + 1, dtype=torch.float32, device="cuda")
 
-    def reads(tensors: list[torch.Tensor], block: int) -> Callable[[], None]:
+    def reads(tensors: list[torch.Tensor], block: int, pdl: int = 0) -> Callable[[], None]:
         def run() -> None:
             for t in tensors:
-                _read[(triton.cdiv(t.numel(), block),)](t, sink, t.numel(), BLOCK=block, num_warps=8)
+                _read[(triton.cdiv(t.numel(), block),)](t, sink, t.numel(), BLOCK=block, PDL=pdl, num_warps=8,
+                                                        **({"launch_pdl": True} if pdl else {}))
         return run
 
     src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
     fns = {f"skeleton_b{b}": graphed(reads(bufs, b)) for b in BLOCKS}
     fns |= {f"one_launch_b{b}": graphed(reads([whole], b)) for b in BLOCKS}
+    # The launches as programmatic dependent ones (sm_90+): waiting first, then reading before the wait
+    if torch.cuda.get_device_capability()[0] >= 9:
+        fns |= {f"skeleton_pdl_wait_first_b{b}": graphed(reads(bufs, b, 1)) for b in BLOCKS}
+        fns |= {f"skeleton_pdl_read_first_b{b}": graphed(reads(bufs, b, 2)) for b in BLOCKS}
     # Eager, as bench/h100.py's roofline probe: captured, the copy is a graph memcpy node, 2.44 TB/s against the
     # probe's 2.99 on the H100 (2026-12-06)
     fns["copy_1GiB"] = lambda: dst.copy_(src)
@@ -115,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = sum(n for name, n in launches if name not in ("split", "merge"))
     copy_tbs = 2 * src.numel() / (ms["copy_1GiB"] * 1e-3) / 1e12
     rates = {k: step_bytes / (v * 1e-3) / 1e12 for k, v in ms.items() if k != "copy_1GiB"}
-    best = min((k for k in ms if k.startswith("skeleton")), key=ms.get)
+    best = min((k for k in ms if k.startswith("skeleton_b")), key=ms.get)
     # The second layer's launches of the fastest skeleton, each beside what bench/decode_mlp.py's one_layer shows
     layer = [(name, round(us, 2)) for (name, _), (_, us) in zip(launches[6:12], bench.launches(fns[best])[6:12],
                                                                  strict=True)]
