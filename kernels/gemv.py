@@ -51,13 +51,14 @@ _GPU = [triton.Config({"BLOCK_N": n, "BLOCK_K": k, "STAGES": st}, num_warps=w)
                             (1, 4096, 4, 1), (2, 4096, 8, 1), (1, 8192, 8, 1))]
 _INTERP = [triton.Config({"BLOCK_N": 4, "BLOCK_K": 64, "STAGES": 1}, num_warps=1)]  # K > 64 runs the K tail
 # A weight of STREAM_ELEMS elements or more (8 MB in bf16: each of the 1B Llama's decode launches) is tuned among
-# STREAM_CONFIGS alone, the pipelined configs that streamed within 3% of the fastest at every one of those shapes
-# (bench/gemv_configs.py, one launch a layer on weights of its own, graph-replayed, H100, 2026-12-06: q/k/v 6.23-6.26
-# us, the output projection 5.74-5.93 against 5.56 for the best, gate/up 18.45-18.90 against 17.0 for a pure read of
-# its 46 MB, down 10.80-11.11 against 10.71). Among the whole list the pick is only as good as the timing that makes
-# it: a compiled step's launches are tuned by Inductor's benchmarker (each call with a clone of its output, or beside
-# a build's other processes on a shared card), and the step's gate/up then took 20.7 us a launch against these
-# configs' 18.5 (bench/decode_mlp.py's one_layer, H100, 2026-12-06), with configs 10-160% slower in the list.
+# STREAM_CONFIGS alone: the pipelined configs, within 3-4% of the fastest at three of those shapes and 3-7% at the
+# fourth (bench/gemv_configs.py, one launch a layer on weights of its own, graph-replayed, H100, 2026-12-06: q/k/v
+# 6.23-6.26 us against 6.23, the output projection 5.74-5.93 against 5.56, gate/up 18.45-18.90 against 18.45, down
+# 10.80-11.11 against 10.71), where the others ranged up to 1.6x (gate/up) and 4.4x (down) slower. Among the whole
+# list the pick is only as good as the timing that makes it (Inductor's benchmarker for a compiled step, with a clone
+# of the output in each timed call; a build's other processes on a shared card). The package measured the same with
+# them (1.179 ms against 1.178, H100, 2026-12-06): its picks had not been among the slow ones; what it saves is the
+# bound on a bad pick, and 14 of the 17 compiles a shape.
 STREAM_ELEMS = 1 << 22
 STREAM_CONFIGS = ((4, 512, 4, 3), (4, 1024, 4, 3), (8, 512, 4, 3))  # (BLOCK_N, BLOCK_K, num_warps, STAGES)
 
