@@ -58,7 +58,7 @@ _INTERP = [triton.Config({"BLOCK_N": 4, "BLOCK_K": 64, "STAGES": 1}, num_warps=1
 # list the pick is only as good as the timing that makes it (Inductor's benchmarker for a compiled step, with a clone
 # of the output in each timed call; a build's other processes on a shared card). The package measured the same with
 # them (1.179 ms against 1.178, H100, 2026-12-06): its picks had not been among the slow ones; what it saves is the
-# bound on a bad pick, and 14 of the 17 compiles a shape.
+# bound on a bad pick, and 11-14 of the 14-17 compiles a shape.
 STREAM_ELEMS = 1 << 22
 STREAM_CONFIGS = ((4, 512, 4, 3), (4, 1024, 4, 3), (8, 512, 4, 3))  # (BLOCK_N, BLOCK_K, num_warps, STAGES)
 
