@@ -26,6 +26,9 @@
 #                                    one's GPU test (time-limited), then, where it passed, kernels.bench --ops
 #                                    attention-ws / linear-ws -> kernels-quick-<op>.json/.md (~9 min; GLUON=attention
 #                                    or GLUON=linear for one of them)
+#   scripts/gpu_run.sh reads     the decode step's launches as pure reads (bench/read_skeleton.py, PDL forms too) and
+#                                    gemv.py config by config against pure reads (bench/gemv_configs.py) (~2 min)
+#                                    -> read-skeleton.json, gemv-configs.json and their logs
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
 # Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
 #
@@ -261,6 +264,12 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
             > "$OUT/env.txt" 2>&1 || true
         cat "$OUT/env.txt" ;;
     tests|basics|jobs) gpu_tests "$PHASE" || exit $? ;;
+    reads)  # on an idle card: both time launches side by side
+        for b in read_skeleton gemv_configs; do
+            timeout --signal=INT --kill-after=10 "$((LIMIT / 2))" python3 "bench/$b.py" > "$OUT/${b//_/-}.json" \
+                2> "$OUT/${b//_/-}.log" || echo "$b: rc $?"
+            tail -n 3 "$OUT/${b//_/-}.log" | cut -c1-300
+        done ;;
     kernels)
         # kernels/: the GPU correctness suite, then, on the idle GPU, the provider table
         # (docs/benchmarks/kernels-h100.*), rewritten after each op.
