@@ -93,30 +93,24 @@ def run_source(workdir: str, src, kind: str = "JOB_KIND_OPTIMIZE", **spec) -> di
 
 
 def tiny_source(name: str, device: str = "cuda:0"):
-    """A Source for "tiny-bert", "wide-bert" or "tiny-decode" built from its config on device (seeded: the same
-    weights in every process). The decode step has one layer here: coordinate-descent tuning, which its compile
-    turns on, tunes every kernel and costs time per layer. wide-bert: linears big enough (2048 rows of 1024 by
-    4096) that quantizing them pays on a data-center GPU, where tiny-bert's take a few microseconds whatever
-    their precision (the O3 quantization is kept only where it measures faster: on the H100 tiny-bert measured
-    bf16 0.095 -> int8 0.110 ms, fp32 0.127 -> fp8 0.130 ms, 2026-12-06)."""
+    """A Source for "tiny-bert" or "tiny-decode" built from its config on device (seeded: the same weights
+    in every process). The decode step has one layer here: coordinate-descent tuning, which its compile
+    turns on, tunes every kernel and costs time per layer."""
     from kpt.optimize.source import Source
 
-    if name == "tiny-decode":
-        module, spec = tiny_llama_decode(layers=1)[:2]
-    else:
-        module, spec = tiny_bert() if name == "tiny-bert" else tiny_bert(batch=8, seq=256, hidden=1024, heads=16)
+    module, spec = tiny_bert() if name == "tiny-bert" else tiny_llama_decode(layers=1)[:2]
     return Source(name, f"test:{name}", "MODEL_FORMAT_ZOO", spec, module=module.to(device))
 
 
-def tiny_bert(batch: int = 4, seq: int = 64, hidden: int = 128, heads: int = 4) -> tuple[torch.nn.Module, inp.InputSpec]:
-    """A 2-layer BERT (hidden 128, MLP 4x) with SDPA attention, built from a config with seeded weights."""
+def tiny_bert(batch: int = 4, seq: int = 64) -> tuple[torch.nn.Module, inp.InputSpec]:
+    """A 2-layer BERT (hidden 128) with SDPA attention, built from a config with seeded weights."""
     from transformers import BertConfig, BertModel
 
     from kpt.optimize.zoo import HFTensors
 
     torch.manual_seed(0)
-    cfg = BertConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads, intermediate_size=4 * hidden,
-                     vocab_size=1000, max_position_embeddings=max(256, seq), attn_implementation="sdpa")
+    cfg = BertConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
+                     vocab_size=1000, max_position_embeddings=256, attn_implementation="sdpa")
     model = HFTensors(BertModel(cfg), ("input_ids", "attention_mask"), ("last_hidden_state",)).eval()
     spec = inp.InputSpec((inp.TensorSpec("input_ids", "int64", (inp.Dim(batch), inp.Dim(seq)), 0, 1000),
                           inp.TensorSpec("attention_mask", "int64", (inp.Dim(batch), inp.Dim(seq)), 1, 2)))
