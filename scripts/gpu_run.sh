@@ -266,9 +266,10 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
     tests|basics|jobs) gpu_tests "$PHASE" || exit $? ;;
     reads)  # on an idle card: both time launches side by side
         for b in read_skeleton gemv_configs; do
-            timeout --signal=INT --kill-after=10 "$((LIMIT / 2))" python3 "bench/$b.py" > "$OUT/${b//_/-}.json" \
-                2> "$OUT/${b//_/-}.log" || echo "$b: rc $?"
-            tail -n 3 "$OUT/${b//_/-}.log" | cut -c1-300
+            out="$OUT/${b//_/-}"
+            timeout --signal=INT --kill-after=10 "$((LIMIT / 2))" python3 "bench/$b.py" > "$out.json" 2> "$out.log" \
+                || echo "$b: rc $?"
+            tail -n 3 "$out.log" | cut -c1-300
         done ;;
     kernels)
         # kernels/: the GPU correctness suite, then, on the idle GPU, the provider table

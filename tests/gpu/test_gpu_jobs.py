@@ -121,13 +121,15 @@ def test_o1_cnn_folds_batchnorm_and_goes_channels_last(tmp_path, kpt_cache_dir):
 # Whether O3 keeps a quantization is timed on the device (kept only where it measures faster: the CPU tests give that
 # decision its times). On the H100 tiny-bert's linears measured no faster quantized (bf16 0.095 -> int8 0.110 ms,
 # fp32 0.127 -> fp8 0.130 ms, 2026-12-06), so these tests leave the timing out and check the quantized artifact's path.
-UNTIMED = "not measured: the test checks the quantized artifact"
-
-
-def test_o3_compute_bound_transformer_quantizes_dynamically(tmp_path, kpt_cache_dir, monkeypatch):
+@pytest.fixture
+def untimed_quantization(monkeypatch):
     from kpt.gpu import quantize
 
-    monkeypatch.setattr(quantize, "_unmeasured", lambda work: UNTIMED)
+    monkeypatch.setattr(quantize, "_unmeasured", lambda work: "not measured: the test checks the quantized artifact")
+
+
+@pytest.mark.usefixtures("untimed_quantization")
+def test_o3_compute_bound_transformer_quantizes_dynamically(tmp_path, kpt_cache_dir):
     src = tiny_source("tiny-bert")
     result = run_source(str(tmp_path), src, level="LEVEL_O3")
     q = next(p for p in result["passes"] if p["name"] == "quantize" and p["level"] == "LEVEL_O3")
@@ -140,12 +142,10 @@ def test_o3_compute_bound_transformer_quantizes_dynamically(tmp_path, kpt_cache_
     assert m["sqnr_db"] >= 20 and m["cosine"] >= 0.99
 
 
-def test_o3_fp8_when_the_job_asks_for_it(tmp_path, kpt_cache_dir, monkeypatch):
-    from kpt.gpu import quantize
-
+@pytest.mark.usefixtures("untimed_quantization")
+def test_o3_fp8_when_the_job_asks_for_it(tmp_path, kpt_cache_dir):
     if "PRECISION_FP8" not in __import__("kpt_nvidia.capability").capability.capability()["precisions"]:
         pytest.skip("this GPU has no fp8")
-    monkeypatch.setattr(quantize, "_unmeasured", lambda work: UNTIMED)
     result = run_source(str(tmp_path), tiny_source("tiny-bert"), level="LEVEL_O3", precision="PRECISION_FP8")
     q = next(p for p in result["passes"] if p["name"] == "quantize" and p["level"] == "LEVEL_O3")
     assert q["applied"] and q["reason"].startswith("fp8_dynamic"), q["reason"]

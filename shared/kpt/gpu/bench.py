@@ -120,9 +120,9 @@ def kernel_table(kernels: Sequence[tuple[str, float]], calls: int, top: int = 12
                     for name, us in ranked[:top]]}
 
 
-def _device_records(fn: Callable[[], object], calls: int = 1) -> list[tuple[str, float]]:
+def launches(fn: Callable[[], object], calls: int = 1) -> list[tuple[str, float]]:
     """(name, us) of every device record of `calls` fn() calls (kernels replayed inside CUDA graphs, copies) in the
-    order they started."""
+    order they started: what one launch of a sequence costs beside the next."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
@@ -135,17 +135,11 @@ def _device_records(fn: Callable[[], object], calls: int = 1) -> list[tuple[str,
                                                  if e.device_type == torch.autograd.DeviceType.CUDA)]
 
 
-def launches(fn: Callable[[], object]) -> list[tuple[str, float]]:
-    """(name, us) of each device record of one fn() call in launch order: what one launch of a sequence costs
-    beside the next."""
-    return _device_records(fn)
-
-
 def profile_kernels(fn: Callable[..., object], x: tuple[torch.Tensor, ...], calls: int = 5, top: int = 12) -> dict:
     """kernel_table of fn(*x) from the profiler's device records (kernels replayed inside CUDA graphs included):
     says which kernels a variant's time is made of, e.g. how many small launches a decode step pays per token."""
     with torch.inference_mode():
         fn(*x)
-        records = _device_records(lambda: fn(*x), calls)  # copies too (a graph's input copies are its cost)
+        records = launches(lambda: fn(*x), calls)  # copies too (a graph's input copies are its cost)
     return kernel_table(records, calls, top)
 
