@@ -206,6 +206,21 @@ def test_tokens_per_linear_and_hf_conv1d_become_linears():
         torch.testing.assert_close(gpt(x).last_hidden_state, before, rtol=1e-5, atol=1e-5)
 
 
+def test_int8_dynamic_leaves_layers_called_with_few_rows(monkeypatch, tmp_path):
+    """BERT's pooler multiplies the batch's [CLS] rows only (4 here): torch._int_mm refuses 16 or fewer when the
+    exported program runs eagerly, so that layer stays as it is and every other linear is quantized."""
+    model, spec = tiny_bert(batch=4, seq=64)
+    work = Work(model, spec, "cpu", str(tmp_path), allowed=frozenset({"fp32", "int8"}))
+    pooler = model.model.pooler.dense
+    rows = quantize.rows_per_linear(model, work.example())
+    assert rows[id(pooler)] == [4] and all(calls == [256] for i, calls in rows.items() if i != id(pooler))
+    monkeypatch.setattr(quantize, "_needs", lambda work, precision: None)  # the scheme's GPU check, on the CPU
+    row = apply(quantize.Int8Dynamic(), work, "LEVEL_O3")
+    assert row["applied"] and "1 kept (called with 4 rows (torch._int_mm takes more than 16))" in row["reason"], row
+    assert type(model.model.pooler.dense.weight) is torch.nn.Parameter
+    assert type(model.model.encoder.layer[0].output.dense.weight) is not torch.nn.Parameter  # quantized
+
+
 def test_gpu_passes_on_cpu_say_why_they_do_nothing(tmp_path):
     model, spec = tiny_bert(batch=1, seq=8)
     work = Work(model, spec, "cpu", str(tmp_path))

@@ -34,6 +34,10 @@ from kpt.optimize.quantize import lift_linears
 log = logging.getLogger(__name__)
 
 MIN_FEATURES = 128  # smaller layers gain nothing from quantization and some kernels reject them
+# int8 dynamic quantization multiplies through torch._int_mm, which takes more than 16 rows: run eagerly (the
+# exported program the attention pass runs) a layer called with fewer fails (BERT's pooler on its [CLS] rows,
+# H100, 2026-12-06). Such a layer is memory-bound anyway and stays as it is.
+INT_MM_MIN_ROWS = 16
 
 
 def _hf_conv1d_to_linear(module: torch.nn.Module) -> int:
@@ -192,23 +196,35 @@ def _int8_dyn(cfg: Int8Dynamic, work: Work) -> Outcome:
         return Outcome(False, why)
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig
 
+    rows = rows_per_linear(work.module, work.example())
+
+    def few_rows(m: torch.nn.Linear) -> str:
+        n = min(rows.get(id(m), [INT_MM_MIN_ROWS + 1]))
+        return f"called with {n} rows (torch._int_mm takes more than {INT_MM_MIN_ROWS})" if n <= INT_MM_MIN_ROWS else ""
+
     return _apply(work, Int8DynamicActivationInt8WeightConfig(set_inductor_config=False),
-                  "int8 weights and per-token int8 activations", "int8")
+                  "int8 weights and per-token int8 activations", "int8", keep=few_rows)
 
 
-def tokens_per_linear(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> int:
-    """Median rows (tokens) a linear layer multiplies per call on the example: a matmul with few rows
-    reads its weights once for little arithmetic (memory-bound), with many it is compute-bound."""
-    rows: list[int] = []
+def rows_per_linear(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> dict[int, list[int]]:
+    """The rows (tokens) each linear layer (by id) multiplies in each of its calls on the example."""
+    rows: dict[int, list[int]] = {}
     layers = linears(module)
-    hooks = [m.register_forward_pre_hook(lambda m, args: rows.append(args[0].numel() // args[0].shape[-1]))
-             for m in layers]
+    hooks = [m.register_forward_pre_hook(
+        lambda m, args: rows.setdefault(id(m), []).append(args[0].numel() // args[0].shape[-1])) for m in layers]
     try:
         with torch.inference_mode():
             module(*example)
     finally:
         for h in hooks:
             h.remove()
+    return rows
+
+
+def tokens_per_linear(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> int:
+    """Median rows (tokens) a linear layer multiplies per call on the example: a matmul with few rows
+    reads its weights once for little arithmetic (memory-bound), with many it is compute-bound."""
+    rows = [n for calls in rows_per_linear(module, example).values() for n in calls]
     return int(statistics.median(rows)) if rows else 0
 
 
