@@ -2,10 +2,11 @@
 output projection with the residual, gate/up with the post-attention norm, down with the residual), as the step
 meets them: one launch a layer, each on weights of its own (no launch finds its bytes in L2), graph-replayed.
 Beside each shape: the autotuner's own pick (timed one launch at a time after an L2 flush) and the same bytes read
-by a kernel that only sums (bench/read_skeleton.py's), and on sm_90+ the autotuned launches as programmatic
-dependent ones (gemv.py's PDL code: each program's weight rows asked into L2 before it waits for the launch before).
-Says how far each matrix-vector launch is from a pure read of its bytes, whether another config, or the autotuner's
-pick, streams faster inside the step, and what overlapping the launches gains.
+by a kernel that only sums (bench/read_skeleton.py's); the autotuned launches with EARLY weight elements a program
+loaded before its loop, and on sm_90+ as programmatic dependent launches waiting first (early0) or after those
+loads (gemv.EARLY_ELEMS: what PDL launches load by default). Says how far each matrix-vector launch is from a pure
+read of its bytes, whether another config, or the autotuner's pick, streams faster inside the step, and what
+overlapping the launches gains at what cost in registers.
 
     PYTHONPATH=.:shared python3 bench/gemv_configs.py > gemv_configs.json        (needs a CUDA device)
 """
@@ -22,6 +23,7 @@ from collections.abc import Callable
 import torch
 
 log = logging.getLogger("bench.gemv_configs")
+EARLY = (2048, 4096, 8192)  # weight elements a program loads before its loop (before its wait, with PDL)
 
 
 def shapes(step: torch.nn.Module) -> dict[str, tuple[int, int, bool]]:
@@ -59,11 +61,11 @@ def one_shape(name: str, n: int, k: int, gated: bool, layers: int, eps: float, r
     blobs = [torch.empty(n * k * (2 if gated else 1), device=dev, dtype=bf).normal_() for _ in range(layers)]
     sink = torch.empty(blobs[0].numel() // 8192 + 1, dtype=torch.float32, device=dev)
 
-    def chain(how: Callable[[object], object], pdl: bool = False) -> Callable[[], None]:
+    def chain(how: Callable[[object], object], pdl: bool = False, early: int | None = None) -> Callable[[], None]:
         def run() -> None:
             for w, w2 in ws:
                 gemv.run(how, x, w, w2 if gated else w, w, w, outs, False, ACTS["silu" if gated else "none"], gated,
-                         g if norm else None, None if norm else res, eps, pdl=pdl)
+                         g if norm else None, None if norm else res, eps, pdl=pdl, early=early)
         return run
 
     read = read_kernel()
@@ -75,8 +77,11 @@ def one_shape(name: str, n: int, k: int, gated: bool, layers: int, eps: float, r
     gemv._gemv.cache.clear()  # the shape's pick is found alone
     fns = {"autotuned": graphed(chain(lambda kernel: kernel))}  # the autotuner itself (no wrap_triton outside a trace)
     picked = [str(c) for c in gemv._gemv.cache.values()]
-    if torch.cuda.get_device_capability()[0] >= 9:  # the same launches as programmatic dependent ones
-        fns["autotuned_pdl"] = graphed(chain(lambda kernel: kernel, pdl=True))
+    # the same launches with their first weight elements loaded early (gemv.EARLY_ELEMS): before the loop, and as
+    # programmatic dependent launches before their wait, at each count
+    fns |= {f"autotuned_early{e}": graphed(chain(lambda kernel: kernel, early=e)) for e in EARLY}
+    if torch.cuda.get_device_capability()[0] >= 9:
+        fns |= {f"autotuned_pdl_early{e}": graphed(chain(lambda kernel: kernel, pdl=True, early=e)) for e in (0, *EARLY)}
     for cfg in gemv.fits(gemv._GPU, n, k):  # every config that fits, not only the autotuner's
         label = f"n{cfg.kwargs['BLOCK_N']}_k{cfg.kwargs['BLOCK_K']}_w{cfg.num_warps}_s{cfg.kwargs['STAGES']}"
         try:

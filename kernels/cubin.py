@@ -69,17 +69,18 @@ class Resources:
     pdl_starts: int = 0
     wgmmas: int = 0
     register_moves: int = 0
-    memory_ops_before_wait: int = 0  # global loads, stores, atomics and async copies before the first pdl wait
+    loads_before_wait: int = 0  # global loads before the first pdl wait (gemv's early weight columns)
+    memory_ops_before_wait: int = 0  # global stores, atomics and async copies before it
     ptx_instructions: int = 0  # the PTX's instructions (libdevice's functions inlined): how long a kernel's code is
 
 
-MEMORY_OPS = ("ld.global", "st.global", "atom.global", "red.global", "cp.async")
+MEMORY_OPS = ("st.global", "atom.global", "red.global", "cp.async")
 
 
-def before_wait(ptx: str) -> int:
-    """Global memory instructions ahead of the PTX's first griddepcontrol.wait (0 where it has none)."""
+def before_wait(ptx: str, ops: tuple[str, ...] = MEMORY_OPS) -> int:
+    """Global memory instructions (ops) ahead of the PTX's first griddepcontrol.wait (0 where it has none)."""
     head = ptx[:max(ptx.find("griddepcontrol.wait"), 0)]
-    return sum(head.count(op) for op in MEMORY_OPS)
+    return sum(head.count(op) for op in ops)
 
 
 def instructions(ptx: str) -> int:
@@ -126,6 +127,7 @@ def resources(fn: triton.JITFunction, types: dict[str, str], constexprs: dict, n
                   for item in line.split("Resource usage:")[-1].split() if ":" in item)
     return Resources(compiled.metadata.shared, int(fields["REG"]), int(fields["STACK"]),
                      **{name: compiled.asm[ir].count(text) for name, (ir, text) in COUNTED.items()},
+                     loads_before_wait=before_wait(compiled.asm["ptx"], ("ld.global",)),
                      memory_ops_before_wait=before_wait(compiled.asm["ptx"]),
                      ptx_instructions=instructions(compiled.asm["ptx"]))
 
@@ -156,7 +158,7 @@ def gemv_rows(pdl: bool = False, configs: list | None = None) -> list[dict]:
                 continue
             consts = {"HAS_BIAS": False, "ACT": ACTS["silu" if gated else "none"], "GATED": gated, "NORM": True,
                       "RES": False, "ROPE": rope, "HEAD_DIM": 64 if rope else 2, "PREFETCH": rope, "ZERO": rope,
-                      "PDL": pdl, "LINE": 64, **c.kwargs}
+                      "PDL": pdl, "EARLY": 8192 if pdl else 0, **c.kwargs}
             r = resources(gemv._gemv_kernel, GEMV_TYPES, consts, c.num_warps, GEMV_DIVISIBLE)
             rows.append({"op": op, **c.kwargs, "warps": c.num_warps, "pdl": pdl} | dataclasses.asdict(r))
     return rows

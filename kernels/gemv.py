@@ -29,9 +29,9 @@ from ._common import (
     pdl_options,
     pdl_start,
     pdl_wait,
+    pdl_wait_for,
     prefetch_args,
     prefetch_l2,
-    prefetch_rows,
     register_op,
     torch_activation,
 )
@@ -60,6 +60,18 @@ _INTERP = [triton.Config({"BLOCK_N": 4, "BLOCK_K": 64, "STAGES": 1}, num_warps=1
 # them (1.179 ms against 1.178, H100, 2026-12-06): its picks had not been among the slow ones; what it saves is the
 # bound on a bad pick, and 11-14 of the 14-17 compiles a shape.
 STREAM_ELEMS = 1 << 22
+# A PDL launch's programs load the first EARLY_ELEMS elements of their weight rows (of each weight, half as many
+# columns gated; EARLY_COLS at most: the 1B Llama's rows but one are 2048 long) before the wait: the weight depends
+# on no earlier launch, so those loads are in flight while the launch before finishes, where a launch that waits
+# first starts reading only after it (run's `early` sets the count, and asks for the loads without PDL too). The
+# read-only skeleton of the 1B Llama's decode step (bench/read_skeleton.py, H100, 2026-12-06): its 133 launches
+# 0.92 ms plain, 0.89-1.01 waiting first under PDL, 0.725 ms with each program's 8192 reads before the wait. The
+# step itself (bench/decode_mlp.py, H100, 2026-12-06) with these early loads: 1.107 -> 1.064 ms with PDL launches,
+# 1.119 -> 1.097 compiled with its graph's edges made programmatic: the share L2 prefetches of the rows before the
+# wait had bought (1.184 -> 1.120, 2026-12-05), not the skeleton's. They cost registers (gemv_rope at n4 k512: 56 ->
+# 124 a thread, so 4 programs an SM where 8 fit); bench/gemv_configs.py times the counts side by side.
+EARLY_ELEMS = 8192
+EARLY_COLS = tl.constexpr(2048)
 STREAM_CONFIGS = ((4, 512, 4, 3), (4, 1024, 4, 3), (8, 512, 4, 3))  # (BLOCK_N, BLOCK_K, num_warps, STAGES)
 
 
@@ -107,30 +119,47 @@ def _gemv_kernel(
     kv_row0,  # the first row of k_ptr and v_ptr this launch writes (a stacked output's slot)
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, PREFETCH: tl.constexpr, ZERO: tl.constexpr,
-    PDL: tl.constexpr, LINE: tl.constexpr,  # the PDL code (_common.pdl_code); the weight's elements in 128 bytes
+    PDL: tl.constexpr, EARLY: tl.constexpr,  # the PDL code (_common.pdl_code); elements loaded early (EARLY_ELEMS)
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
 ):
     go = 0  # the zero of the asm steps below (_common: the work after them sits in `if go == 0:`)
-    if PDL:  # the weight depends on no earlier launch: its rows head for L2 while the launch before finishes
-        go = pdl_wait(_prefetch_weights(w_ptr, w2_ptr, N, K, K_N, stride_wn, stride_w2n, pdl_start(), GATED, ROPE,
-                                        HEAD_DIM, LINE, BLOCK_N))
+    w_early = 0.0  # the weight's first columns where loaded early, w2's beside them (early_columns)
+    w2_early = 0.0
+    PER_WEIGHT: tl.constexpr = EARLY // BLOCK_N // (2 if GATED else 1)  # columns: see EARLY_ELEMS
+    PRE: tl.constexpr = PER_WEIGHT if PER_WEIGHT < EARLY_COLS else EARLY_COLS
+    if PDL:
+        go = pdl_start()
+    if PRE > 0:  # the weight depends on no earlier launch: with PDL it is on its way while the launch before finishes
+        offs_n, rn, _ = _columns(N, K_N, ROPE, HEAD_DIM, BLOCK_N)
+        kp = tl.arange(0, PRE)
+        ok = (kp < K)[None, :] & (go == 0)
+        w_early = tl.load(w_ptr + rn[:, None] * stride_wn + kp[None, :], mask=ok, other=0.0)
+        held = tl.sum(tl.sum(w_early.to(tl.float32), axis=1), axis=0)
+        if GATED:
+            w2_early = tl.load(w2_ptr + rn[:, None] * stride_w2n + kp[None, :], mask=ok, other=0.0)
+            held += tl.sum(tl.sum(w2_early.to(tl.float32), axis=1), axis=0)
+        if PDL:  # the wait takes the loaded values, so it comes after their loads (and returns 0 whatever they are)
+            go = pdl_wait_for(held, go)
+    elif PDL:
+        go = pdl_wait(go)
     stream: tl.constexpr = STREAM_POLICY if PREFETCH else ""
     if PREFETCH:  # and the weight streams through L2 marked first to evict, sparing what was asked in for later
         go += prefetch_l2(pf_ptr, pf_bytes, tl.program_id(1) * tl.num_programs(0) + tl.program_id(0),
                           tl.num_programs(0) * tl.num_programs(1))
     if go == 0:
         _gemv_body(x_ptr, w_ptr, w2_ptr, b_ptr, b2_ptr, g_ptr, r_ptr, pos_ptr, f_ptr, k_ptr + kv_row0 * stride_km,
-                   v_ptr + kv_row0 * stride_vm, out_ptr, z_ptr,
+                   v_ptr + kv_row0 * stride_vm, out_ptr, z_ptr, w_early, w2_early,
                    N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, n_zero, HAS_BIAS,
-                   ACT, GATED, NORM, RES, ROPE, HEAD_DIM, ZERO, stream, BLOCK_N, BLOCK_K, STAGES)
+                   ACT, GATED, NORM, RES, ROPE, HEAD_DIM, ZERO, stream, PRE, BLOCK_N, BLOCK_K, STAGES)
 
 
 @triton.jit
 def _gemv_body(x_ptr, w_ptr, w2_ptr, b_ptr, b2_ptr, g_ptr, r_ptr, pos_ptr, f_ptr, k_ptr, v_ptr, out_ptr, z_ptr,
-               N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, n_zero,
+               w_early, w2_early, N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, n_zero,
                HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr,
                RES: tl.constexpr, ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, ZERO: tl.constexpr,
-               stream: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr):
+               stream: tl.constexpr, PRE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+               STAGES: tl.constexpr):
     if ZERO:
         if tl.program_id(0) + tl.program_id(1) == 0:
             for z in range(0, n_zero, 128):
@@ -142,7 +171,20 @@ def _gemv_body(x_ptr, w_ptr, w2_ptr, b_ptr, b2_ptr, g_ptr, r_ptr, pos_ptr, f_ptr
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     squares = tl.zeros((BLOCK_K,), dtype=tl.float32)
-    for k0 in tl.range(0, K, BLOCK_K, num_stages=STAGES):
+    y_early = tl.zeros((BLOCK_N,), dtype=tl.float32)  # the first PRE columns' share, where loaded early
+    y2_early = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    squares_early = 0.0
+    if PRE > 0:
+        kp = tl.arange(0, PRE)
+        kp_ok = kp < K
+        xp = tl.load(x_ptr + row * stride_xm + kp, mask=kp_ok, other=0.0).to(tl.float32)
+        if NORM:
+            squares_early = tl.sum(xp * xp, axis=0)
+            xp = xp * tl.load(g_ptr + kp, mask=kp_ok, other=0.0).to(tl.float32)
+        y_early = tl.sum(w_early.to(tl.float32) * xp[None, :], axis=1)
+        if GATED:
+            y2_early = tl.sum(w2_early.to(tl.float32) * xp[None, :], axis=1)
+    for k0 in tl.range(PRE, K, BLOCK_K, num_stages=STAGES):
         k = k0 + offs_k
         k_ok = k < K
         xk = tl.load(x_ptr + row * stride_xm + k, mask=k_ok, other=0.0).to(tl.float32)
@@ -157,13 +199,13 @@ def _gemv_body(x_ptr, w_ptr, w2_ptr, b_ptr, b2_ptr, g_ptr, r_ptr, pos_ptr, f_ptr
             acc2 += w2.to(tl.float32) * xk[None, :]
     rstd = 1.0
     if NORM:
-        rstd = 1.0 / tl.sqrt(tl.sum(squares, axis=0) / K + eps)
-    y = tl.sum(acc, axis=1) * rstd
+        rstd = 1.0 / tl.sqrt((tl.sum(squares, axis=0) + squares_early) / K + eps)
+    y = (tl.sum(acc, axis=1) + y_early) * rstd
     if HAS_BIAS:
         y += tl.load(b_ptr + rn).to(tl.float32)
     y = activate(y, ACT)
     if GATED:
-        y2 = tl.sum(acc2, axis=1) * rstd
+        y2 = (tl.sum(acc2, axis=1) + y2_early) * rstd
         if HAS_BIAS:
             y2 += tl.load(b2_ptr + rn).to(tl.float32)
         y = y * y2
@@ -185,20 +227,6 @@ def _columns(N, K_N, ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.con
     if ROPE:
         rn, rotating = rope_rows(offs_n, rn, tl.program_id(0) * BLOCK_N, N - 2 * K_N, K_N, HEAD_DIM)
     return offs_n, rn, rotating
-
-
-@triton.jit
-def _prefetch_weights(w_ptr, w2_ptr, N, K, K_N, stride_wn, stride_w2n, after, GATED: tl.constexpr,
-                      ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, LINE: tl.constexpr, BLOCK_N: tl.constexpr):
-    """L2 prefetches of this program's weight rows (both weights gated), from its first row's program only; after
-    pdl_start (its zero, `after`). Returns 0."""
-    offs_n, rn, _ = _columns(N, K_N, ROPE, HEAD_DIM, BLOCK_N)
-    done = after
-    if tl.program_id(1) == 0:
-        done += prefetch_rows(w_ptr, rn, (offs_n < N) & (after == 0), stride_wn, K, LINE, 16)
-        if GATED:
-            done += prefetch_rows(w2_ptr, rn, offs_n < N, stride_w2n, K, LINE, 16)
-    return done
 
 
 @triton.jit
@@ -246,14 +274,16 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
         out: torch.Tensor, has_bias: bool, act: int, gated: bool, norm_weight: torch.Tensor | None = None,
         residual: torch.Tensor | None = None, eps: float = 0.0, rope: tuple | None = None,
         prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0, zero: torch.Tensor | None = None,
-        pdl: bool = False, kv_row0: int = 0) -> None:
+        pdl: bool = False, kv_row0: int = 0, early: int | None = None) -> None:
     """Launches the kernel through `launch` (_common.launch) for linear_act._run's operands: x2 [M, K] with
     M <= MAX_ROWS, out [M, N]; w2/b/b2 any tensor where unused, as there. norm_weight: x is RMS-normalized
     (eps) and scaled by it first; residual [M, N] (out's layout): added to the result. rope: (pos, inv_freq,
     k_out, v_out) for gemv_qkv, out then [M, N - 2 K_N] for the query columns, k_out/v_out [M, K_N] rows from row
     kv_row0 on.
     prefetch: a tensor a later launch reads, its first prefetch_fraction asked into L2 (a hint). zero: an int32
-    vector the first program sets to 0. pdl: the launch as a programmatic dependent one (_common.pdl_code)."""
+    vector the first program sets to 0. pdl: the launch as a programmatic dependent one (_common.pdl_code), its
+    first EARLY_ELEMS weight elements a program loaded before its wait; early: that many elements loaded before the
+    loop (before the wait with PDL) in place of the default (EARLY_ELEMS with PDL, none without)."""
     x2, weight, w2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (x2, weight, w2))
     M, K = x2.shape
     N = weight.shape[0]
@@ -268,7 +298,8 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
         pf_bytes, zero.numel() if zero is not None else 0, kv_row0, HAS_BIAS=has_bias, ACT=act, GATED=gated,
         NORM=norm_weight is not None, RES=residual is not None, ROPE=rope is not None,
         HEAD_DIM=2 * freq.numel() if rope is not None else 2, PREFETCH=pf is not None, ZERO=zero is not None,
-        PDL=pdl_code(x2, pdl), LINE=128 // weight.element_size(), **pdl_options(pdl_launch(x2, pdl)))
+        PDL=pdl_code(x2, pdl), EARLY=early if early is not None else EARLY_ELEMS if pdl_code(x2, pdl) else 0,
+        **pdl_options(pdl_launch(x2, pdl)))
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,

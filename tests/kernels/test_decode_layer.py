@@ -27,6 +27,26 @@ def test_gemv_op_folds_the_norm_and_adds_the_residual(gated, norm, residual, dty
     check_2x(out, ref32, None if dtype == torch.float32 else gemv.reference(x, *args))
 
 
+@pytest.mark.parametrize("gated, K", [(False, 2100), (True, 1100), (True, 97)])
+def test_gemv_loads_its_first_columns_early_and_the_rest_in_its_loop(gated, K):
+    """The form a PDL launch takes (its first EARLY_ELEMS weight elements loaded before the wait), asked for without
+    PDL: columns past the early ones through the loop (K over them), or all early (K 97), with the norm folded in
+    and the residual added."""
+    from kernels._common import ACTS, launch
+
+    N, eps = 130, 1e-5
+    g = torch.Generator().manual_seed(K + gated)
+    x = (3 * torch.randn(1, K, generator=g)).to(DEVICE)
+    w, w2 = ((torch.randn(N, K, generator=g) / K ** 0.5).to(DEVICE) for _ in range(2))
+    gw = (1 + 0.1 * torch.randn(K, generator=g)).to(DEVICE)
+    r = torch.randn(1, N, generator=g).to(DEVICE)
+    out = torch.empty(1, N, device=DEVICE)
+    act = "silu" if gated else "none"
+    gemv.run(launch, x, w, w2, w, w, out, False, ACTS[act], gated, gw, r, eps, early=8192)
+    want = gemv.reference(x, w, w2 if gated else None, gw, r, eps, act)
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", GEMM_DTYPES)
 @pytest.mark.parametrize("norm, rows, whole", [(False, 1, False), (True, 1, True), (True, 2, True), (True, 2, False)])
 def test_gemv_qkv_ropes_q_and_k_and_writes_k_and_v_out(norm, rows, whole, dtype):
