@@ -264,8 +264,8 @@ def _prefetch(addresses, ok):
 # Programmatic dependent launch (sm_90+, Triton's launch_pdl): a launch may start while the one before it still
 # runs. Its programs first let the launch after them start too (griddepcontrol.launch_dependents: that one's programs
 # take SM slots as they free up), issue what depends on no earlier launch (gemv.py loads its weight's first
-# columns, pdl_wait_for; decode attention asks its cache chunk into L2), then wait (griddepcontrol.wait: the launch before has finished and its writes are visible) before
-# any other load or store. Every program waits, so a launch ends after the one before it: a later launch's wait
+# columns, pdl_wait_for; decode attention asks its cache chunk into L2), then wait (griddepcontrol.wait: the launch
+# before has finished and its writes are visible) before any other load or store. Every program waits, so a launch ends after the one before it: a later launch's wait
 # covers all earlier ones. What it removes is the gap at each launch boundary, about 110 of them in the 1B Llama's
 # decode step. An op asked for it (its `pdl` argument) compiles its kernels with that code (pdl_code) wherever it is
 # traced or run; launches Triton makes itself also carry the launch attribute (pdl_launch). Inductor's and
