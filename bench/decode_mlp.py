@@ -20,7 +20,8 @@ programmatic dependent ones (kernels.modules.swap_decode_pdl: each may start whi
 Triton's own launcher sets that, not a compiled step's); +edges compiles that step (kernels/' PDL code) and makes
 the captured graph's edges into those kernels programmatic (kpt.gpu.graph_edges: how the build's trial
 kpt_decode_pdl and its AOTInductor package, whose launchers set no launch attribute, get PDL; needs
-cuda-bindings).
+cuda-bindings). +eN (with +pdl or +edges) has gemv.py's PDL launches load N weight elements a program before
+their wait (kernels.gemv.EARLY_ELEMS otherwise): fused_layers+pdl+e4096.
 
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
 kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         log.error("decode_mlp needs a CUDA device; none is visible")
         return 2
-    from kernels import decode, decode_layer, modules
+    from kernels import decode, decode_layer, gemv, modules
     from kpt.gpu import bench, graph_edges, models
     from kpt.gpu.compile import trial_options
     from kpt.optimize import inputs as inp
@@ -168,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = {(decode, "TARGET_PROGRAMS"): int(programs) if programs else None,
                     (decode_layer, "ATTENTION_LAUNCHES"): 2 if "2" in extras else 1 if "1" in extras else None,
                     (decode_layer, "MLP_CHAIN"): True if "chain" in extras else None,
-                    (decode_layer, "LAYER_CHAIN"): True if "layer" in extras else None}
+                    (decode_layer, "LAYER_CHAIN"): True if "layer" in extras else None,
+                    (gemv, "EARLY_ELEMS"): next((int(e[1:]) for e in extras if e[:1] == "e" and e[1:].isdigit()), None)}
         try:
             with _set(settings):
                 waits = graph_edges.named(graph_edges.kernels_of(model)) if "edges" in extras else None
