@@ -123,7 +123,7 @@ def _gemv_kernel(
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
 ):
     go = 0  # the zero of the asm steps below (_common: the work after them sits in `if go == 0:`)
-    w_early = 0.0  # the weight's first columns where loaded early, w2's beside them (early_columns)
+    w_early = 0.0  # the weight's first columns where loaded early, w2's beside them (EARLY_ELEMS)
     w2_early = 0.0
     PER_WEIGHT: tl.constexpr = EARLY // BLOCK_N // (2 if GATED else 1)  # columns: see EARLY_ELEMS
     PRE: tl.constexpr = PER_WEIGHT if PER_WEIGHT < EARLY_COLS else EARLY_COLS
