@@ -57,7 +57,7 @@ def read_kernel():  # noqa: ANN201 - a Triton kernel (Triton is imported here: t
     import triton
     import triton.language as tl
 
-    from kernels._common import pdl_start, pdl_wait
+    from kernels._common import pdl_start, pdl_wait, pdl_wait_for
 
     @triton.jit
     def _read(src, out, n, BLOCK: tl.constexpr, PDL: tl.constexpr = 0):
@@ -68,8 +68,8 @@ def read_kernel():  # noqa: ANN201 - a Triton kernel (Triton is imported here: t
             go = pdl_start()
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK) + go
         total = tl.sum(tl.load(src + offs, mask=offs < n, other=0.0).to(tl.float32))
-        if PDL == 2:  # the wait takes the sum (0 unless it is NaN): it comes after the reads are in
-            go = pdl_wait((total != total).to(tl.int32))
+        if PDL == 2:  # the wait takes the sum: it comes after the reads are in
+            go = pdl_wait_for(total, go)
         tl.store(out + tl.program_id(0) + go, total)
 
     return _read

@@ -158,7 +158,7 @@ def gemv_rows(pdl: bool = False, configs: list | None = None) -> list[dict]:
                 continue
             consts = {"HAS_BIAS": False, "ACT": ACTS["silu" if gated else "none"], "GATED": gated, "NORM": True,
                       "RES": False, "ROPE": rope, "HEAD_DIM": 64 if rope else 2, "PREFETCH": rope, "ZERO": rope,
-                      "PDL": pdl, "EARLY": 8192 if pdl else 0, **c.kwargs}
+                      "PDL": pdl, "EARLY": gemv.EARLY_ELEMS if pdl else 0, **c.kwargs}
             r = resources(gemv._gemv_kernel, GEMV_TYPES, consts, c.num_warps, GEMV_DIVISIBLE)
             rows.append({"op": op, **c.kwargs, "warps": c.num_warps, "pdl": pdl} | dataclasses.asdict(r))
     return rows

@@ -290,6 +290,7 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
     pos, freq, k_out, v_out = rope if rope is not None else (out, out, out, out)
     k_n = k_out.shape[-1] if rope is not None else 0
     pf, pf_bytes = prefetch_args(prefetch, prefetch_fraction)
+    pdl_on = pdl_code(x2, pdl)
     launch(_gemv)[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), M)](
         x2, weight, w2, b, b2, norm_weight if norm_weight is not None else x2,
         residual if residual is not None else out, pos, freq, k_out, v_out, out, out if pf is None else pf,
@@ -298,7 +299,7 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
         pf_bytes, zero.numel() if zero is not None else 0, kv_row0, HAS_BIAS=has_bias, ACT=act, GATED=gated,
         NORM=norm_weight is not None, RES=residual is not None, ROPE=rope is not None,
         HEAD_DIM=2 * freq.numel() if rope is not None else 2, PREFETCH=pf is not None, ZERO=zero is not None,
-        PDL=pdl_code(x2, pdl), EARLY=early if early is not None else EARLY_ELEMS if pdl_code(x2, pdl) else 0,
+        PDL=pdl_on, EARLY=early if early is not None else EARLY_ELEMS if pdl_on else 0,
         **pdl_options(pdl_launch(x2, pdl)))
 
 
