@@ -21,7 +21,9 @@ Triton's own launcher sets that, not a compiled step's); +edges compiles that st
 the captured graph's edges into those kernels programmatic (kpt.gpu.graph_edges: how the build's trial
 kpt_decode_pdl and its AOTInductor package, whose launchers set no launch attribute, get PDL; needs
 cuda-bindings). +eN (with +pdl or +edges) has gemv.py's PDL launches load N weight elements a program before
-their wait (kernels.gemv.EARLY_ELEMS otherwise): fused_layers+pdl+e4096.
+their wait (kernels.gemv.EARLY_ELEMS otherwise): fused_layers+pdl+e4096. +wN (+wNxW) has PDL launches of large
+weights load whole rows, N elements a program, before their wait (kernels.gemv.WHOLE_ELEMS, in W warps: WHOLE_WARPS,
+8 unless given): fused_layers+pdl+w8192, fused_layers+pdl+w16384x8.
 
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
 kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where
@@ -165,12 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         eager = "eager" in extras or "pdl" in extras
         compiled = model if eager else torch.compile(model, dynamic=False, options=opts)
         kept.append((model, compiled))
+        # +wN or +wNxW: gemv.WHOLE_ELEMS N (and WHOLE_WARPS W, 8 otherwise)
+        whole = next(([int(v) for v in (e[1:] + "x8").split("x")[:2]] for e in extras
+                      if e[:1] == "w" and e[1:].replace("x", "").isdigit()), None)
         # The module settings the variant's ops and layers read when they are traced, for its compile only.
         settings = {(decode, "TARGET_PROGRAMS"): int(programs) if programs else None,
                     (decode_layer, "ATTENTION_LAUNCHES"): 2 if "2" in extras else 1 if "1" in extras else None,
                     (decode_layer, "MLP_CHAIN"): True if "chain" in extras else None,
                     (decode_layer, "LAYER_CHAIN"): True if "layer" in extras else None,
-                    (gemv, "EARLY_ELEMS"): next((int(e[1:]) for e in extras if e[:1] == "e" and e[1:].isdigit()), None)}
+                    (gemv, "EARLY_ELEMS"): next((int(e[1:]) for e in extras if e[:1] == "e" and e[1:].isdigit()), None),
+                    (gemv, "WHOLE_ELEMS"): whole[0] if whole else None, (gemv, "WHOLE_WARPS"): whole[1] if whole else None}
         try:
             with _set(settings):
                 waits = graph_edges.named(graph_edges.kernels_of(model)) if "edges" in extras else None

@@ -4,7 +4,8 @@ meets them: one launch a layer, each on weights of its own (no launch finds its 
 Beside each shape: the autotuner's own pick (timed one launch at a time after an L2 flush) and the same bytes read
 by a kernel that only sums (bench/read_skeleton.py's); the autotuned launches with EARLY weight elements a program
 loaded before its loop, and on sm_90+ as programmatic dependent launches waiting first (early0) or after those
-loads (gemv.EARLY_ELEMS: what PDL launches load by default). Says how far each matrix-vector launch is from a pure
+loads (gemv.EARLY_ELEMS: what PDL launches load by default); gemv.whole_config's blocks (a program's whole rows
+loaded before its loop), plain and as PDL launches (what gemv.WHOLE_ELEMS switches on). Says how far each matrix-vector launch is from a pure
 read of its bytes, whether another config, or the autotuner's pick, streams faster inside the step, and what
 overlapping the launches gains at what cost in registers.
 
@@ -24,6 +25,7 @@ import torch
 
 log = logging.getLogger("bench.gemv_configs")
 EARLY = (2048, 4096, 8192)  # weight elements a program loads before its loop (before its wait, with PDL)
+WHOLE = (8192, 16384)  # gemv.whole_config's elements a program
 
 
 def shapes(step: torch.nn.Module) -> dict[str, tuple[int, int, bool]]:
@@ -61,11 +63,12 @@ def one_shape(name: str, n: int, k: int, gated: bool, layers: int, eps: float, r
     blobs = [torch.empty(n * k * (2 if gated else 1), device=dev, dtype=bf).normal_() for _ in range(layers)]
     sink = torch.empty(blobs[0].numel() // 8192 + 1, dtype=torch.float32, device=dev)
 
-    def chain(how: Callable[[object], object], pdl: bool = False, early: int | None = None) -> Callable[[], None]:
+    def chain(how: Callable[[object], object], pdl: bool = False, early: int | None = None,
+              whole: int | None = None) -> Callable[[], None]:
         def run() -> None:
             for w, w2 in ws:
                 gemv.run(how, x, w, w2 if gated else w, w, w, outs, False, ACTS["silu" if gated else "none"], gated,
-                         g if norm else None, None if norm else res, eps, pdl=pdl, early=early)
+                         g if norm else None, None if norm else res, eps, pdl=pdl, early=early, whole=whole)
         return run
 
     read = read_kernel()
@@ -82,6 +85,12 @@ def one_shape(name: str, n: int, k: int, gated: bool, layers: int, eps: float, r
     fns |= {f"autotuned_early{e}": graphed(chain(lambda kernel: kernel, early=e)) for e in EARLY}
     if torch.cuda.get_device_capability()[0] >= 9:
         fns |= {f"autotuned_pdl_early{e}": graphed(chain(lambda kernel: kernel, pdl=True, early=e)) for e in (0, *EARLY)}
+    # gemv.whole_config's blocks (each program's whole rows loaded before its loop), and as PDL launches
+    for e in WHOLE:
+        if gemv.whole_config(n, k, gated, None, e) is not None:
+            fns[f"whole{e}"] = graphed(chain(lambda kernel: kernel, whole=e))
+            if torch.cuda.get_device_capability()[0] >= 9:
+                fns[f"pdl_whole{e}"] = graphed(chain(lambda kernel: kernel, pdl=True, whole=e))
     for cfg in gemv.fits(gemv._GPU, n, k):  # every config that fits, not only the autotuner's
         label = f"n{cfg.kwargs['BLOCK_N']}_k{cfg.kwargs['BLOCK_K']}_w{cfg.num_warps}_s{cfg.kwargs['STAGES']}"
         try:

@@ -158,7 +158,7 @@ def gemv_rows(pdl: bool = False, configs: list | None = None) -> list[dict]:
                 continue
             consts = {"HAS_BIAS": False, "ACT": ACTS["silu" if gated else "none"], "GATED": gated, "NORM": True,
                       "RES": False, "ROPE": rope, "HEAD_DIM": 64 if rope else 2, "PREFETCH": rope, "ZERO": rope,
-                      "PDL": pdl, "EARLY": gemv.EARLY_ELEMS if pdl else 0, **c.kwargs}
+                      "PDL": pdl, "EARLY": gemv.EARLY_ELEMS if pdl else 0, "KP": 2048 if pdl else 0, **c.kwargs}
             r = resources(gemv._gemv_kernel, GEMV_TYPES, consts, c.num_warps, GEMV_DIVISIBLE)
             rows.append({"op": op, **c.kwargs, "warps": c.num_warps, "pdl": pdl} | dataclasses.asdict(r))
     return rows
@@ -185,11 +185,32 @@ def decode_rows(pdl: bool = False) -> list[dict]:
 
 
 def pdl_rows() -> list[dict]:
-    """gemv_rows() (one config without and one with pipelined loads) and decode_rows() as PDL launches."""
+    """gemv_rows() (one config without and one with pipelined loads) and decode_rows() as PDL launches, and
+    whole_rows()."""
     from kernels import gemv
 
     picked = [next(c for c in gemv._GPU if c.kwargs["STAGES"] == st) for st in (1, 3)]
-    return gemv_rows(pdl=True, configs=picked) + decode_rows(pdl=True)
+    return gemv_rows(pdl=True, configs=picked) + decode_rows(pdl=True) + whole_rows()
+
+
+def whole_rows(elems: int = 8192) -> list[dict]:
+    """kernels.gemv as PDL launches of gemv.whole_config's blocks at the 1B Llama's decode shapes (bf16, sm_90): each
+    program's whole weight rows loaded before the wait (q/k/v with the norm and the rotary embedding, gate/up with
+    the norm, down with the residual)."""
+    from kernels import gemv
+    from kernels._common import ACTS
+
+    rows = []
+    for op, n, k, gated, rope in (("gemv_whole_qkv", 2560, 2048, False, True), ("gemv_whole_gate_up", 5632, 2048, True, False),
+                                  ("gemv_whole_down", 2048, 5632, False, False)):
+        block = gemv.whole_config(n, k, gated, 64 if rope else None, elems)
+        warps = block.pop("num_warps")
+        consts = {"HAS_BIAS": False, "ACT": ACTS["silu" if gated else "none"], "GATED": gated, "NORM": op != "gemv_whole_down",
+                  "RES": op == "gemv_whole_down", "ROPE": rope, "HEAD_DIM": 64 if rope else 2, "PREFETCH": False,
+                  "ZERO": rope, "PDL": True, "KP": 1 << (k - 1).bit_length(), **block}
+        r = resources(gemv._gemv_kernel, GEMV_TYPES, consts, warps, GEMV_DIVISIBLE)
+        rows.append({"op": op, **block, "warps": warps, "pdl": True} | dataclasses.asdict(r))
+    return rows
 
 
 def attention_rows() -> list[dict]:

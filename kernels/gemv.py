@@ -61,17 +61,24 @@ _INTERP = [triton.Config({"BLOCK_N": 4, "BLOCK_K": 64, "STAGES": 1}, num_warps=1
 # bound on a bad pick, and 11-14 of the 14-17 compiles a shape.
 STREAM_ELEMS = 1 << 22
 # A PDL launch's programs load the first EARLY_ELEMS elements of their weight rows (of each weight, half as many
-# columns gated; EARLY_COLS at most: the 1B Llama's rows but one are 2048 long) before the wait: the weight depends
-# on no earlier launch, so those loads are in flight while the launch before finishes, where a launch that waits
-# first starts reading only after it (run's `early` sets the count, and asks for the loads without PDL too). The
-# read-only skeleton of the 1B Llama's decode step (bench/read_skeleton.py, H100, 2026-12-06): its 133 launches
-# 0.92 ms plain, 0.89-1.01 waiting first under PDL, 0.725 ms with each program's 8192 reads before the wait. The
-# step itself (bench/decode_mlp.py, H100, 2026-12-06) with these early loads: 1.107 -> 1.064 ms with PDL launches,
-# 1.119 -> 1.097 compiled with its graph's edges made programmatic: the share L2 prefetches of the rows before the
-# wait had bought (1.184 -> 1.120, 2026-12-05), not the skeleton's. They cost registers (gemv_rope at n4 k512: 56 ->
-# 124 a thread, so 4 programs an SM where 8 fit); bench/gemv_configs.py times the counts side by side.
+# columns gated; K's at most) before the wait: the weight depends on no earlier launch, so those loads are in flight
+# while the launch before finishes, where a launch that waits first starts reading only after it (run's `early` sets
+# the count, and asks for the loads without PDL too). The read-only skeleton of the 1B Llama's decode step
+# (bench/read_skeleton.py, H100, 2026-12-06): its 133 launches 0.92 ms plain, 0.89-1.01 waiting first under PDL,
+# 0.725 ms with each program's 8192 reads before the wait. The step itself (bench/decode_mlp.py, H100, 2026-12-06)
+# with these early loads: 1.107 -> 1.064 ms with PDL launches, 1.119 -> 1.097 compiled with its graph's edges made
+# programmatic: the share L2 prefetches of the rows before the wait had bought (1.184 -> 1.120, 2026-12-05), not the
+# skeleton's. They cost registers (gemv_rope at n4 k512: 56 -> 124 a thread, so 4 programs an SM where 8 fit);
+# bench/gemv_configs.py times the counts side by side.
 EARLY_ELEMS = 8192
-EARLY_COLS = tl.constexpr(2048)
+# The skeleton's programs read all their bytes before the wait; the autotuned configs' programs hold more rows than
+# 8192 elements at gate/up (two weights) and down (5632-long rows), so most of those launches' reads still wait.
+# WHOLE_ELEMS > 0: a PDL launch of a weight of STREAM_ELEMS or more takes whole_config's block instead of the
+# autotuner's, as many rows as fit in WHOLE_ELEMS elements (K rounded up to a power of 2, both weights gated), each
+# program loading all of them before its wait and running no loop (run's `whole` asks for it at any size, and
+# without PDL).
+WHOLE_ELEMS = 0
+WHOLE_WARPS = 8
 STREAM_CONFIGS = ((4, 512, 4, 3), (4, 1024, 4, 3), (8, 512, 4, 3))  # (BLOCK_N, BLOCK_K, num_warps, STAGES)
 
 
@@ -120,13 +127,14 @@ def _gemv_kernel(
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, PREFETCH: tl.constexpr, ZERO: tl.constexpr,
     PDL: tl.constexpr, EARLY: tl.constexpr,  # the PDL code (_common.pdl_code); elements loaded early (EARLY_ELEMS)
+    KP: tl.constexpr,  # K's next power of 2 where EARLY (else 0): the early columns' bound
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
 ):
     go = 0  # the zero of the asm steps below (_common: the work after them sits in `if go == 0:`)
     w_early = 0.0  # the weight's first columns where loaded early, w2's beside them (EARLY_ELEMS)
     w2_early = 0.0
     PER_WEIGHT: tl.constexpr = EARLY // BLOCK_N // (2 if GATED else 1)  # columns: see EARLY_ELEMS
-    PRE: tl.constexpr = PER_WEIGHT if PER_WEIGHT < EARLY_COLS else EARLY_COLS
+    PRE: tl.constexpr = PER_WEIGHT if PER_WEIGHT < KP else KP
     if PDL:
         go = pdl_start()
     if PRE > 0:  # the weight depends on no earlier launch: with PDL it is on its way while the launch before finishes
@@ -274,7 +282,7 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
         out: torch.Tensor, has_bias: bool, act: int, gated: bool, norm_weight: torch.Tensor | None = None,
         residual: torch.Tensor | None = None, eps: float = 0.0, rope: tuple | None = None,
         prefetch: torch.Tensor | None = None, prefetch_fraction: float = 1.0, zero: torch.Tensor | None = None,
-        pdl: bool = False, kv_row0: int = 0, early: int | None = None) -> None:
+        pdl: bool = False, kv_row0: int = 0, early: int | None = None, whole: int | None = None) -> None:
     """Launches the kernel through `launch` (_common.launch) for linear_act._run's operands: x2 [M, K] with
     M <= MAX_ROWS, out [M, N]; w2/b/b2 any tensor where unused, as there. norm_weight: x is RMS-normalized
     (eps) and scaled by it first; residual [M, N] (out's layout): added to the result. rope: (pos, inv_freq,
@@ -283,7 +291,9 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
     prefetch: a tensor a later launch reads, its first prefetch_fraction asked into L2 (a hint). zero: an int32
     vector the first program sets to 0. pdl: the launch as a programmatic dependent one (_common.pdl_code), its
     first EARLY_ELEMS weight elements a program loaded before its wait; early: that many elements loaded before the
-    loop (before the wait with PDL) in place of the default (EARLY_ELEMS with PDL, none without)."""
+    loop (before the wait with PDL) in place of the default (EARLY_ELEMS with PDL, none without). whole: the block
+    of whole_config(..., whole) in place of the autotuner's, with or without PDL (WHOLE_ELEMS for PDL launches of
+    large weights otherwise), where one fits."""
     x2, weight, w2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (x2, weight, w2))
     M, K = x2.shape
     N = weight.shape[0]
@@ -291,16 +301,41 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
     k_n = k_out.shape[-1] if rope is not None else 0
     pf, pf_bytes = prefetch_args(prefetch, prefetch_fraction)
     pdl_on = pdl_code(x2, pdl)
-    launch(_gemv)[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), M)](
+    head_dim = 2 * freq.numel() if rope is not None else 2
+    if whole is None and pdl_on and WHOLE_ELEMS and N * K >= STREAM_ELEMS:
+        whole = WHOLE_ELEMS
+    block = whole_config(N, K, gated, head_dim if rope is not None else None, whole) if whole else None
+    if block is not None:  # the whole rows before the wait: a block of its own, not the autotuner's
+        kernel, grid, meta = _gemv_kernel, (triton.cdiv(N, block["BLOCK_N"]), M), block
+    else:
+        early = early if early is not None else EARLY_ELEMS if pdl_on else 0
+        kernel, grid, meta = _gemv, lambda m: (triton.cdiv(N, m["BLOCK_N"]), M), {"EARLY": early}
+    meta["KP"] = triton.next_power_of_2(K) if meta["EARLY"] else 0
+    launch(kernel)[grid](
         x2, weight, w2, b, b2, norm_weight if norm_weight is not None else x2,
         residual if residual is not None else out, pos, freq, k_out, v_out, out, out if pf is None else pf,
         zero if zero is not None else out, N, K,
         x2.stride(0), weight.stride(0), w2.stride(0), out.stride(0), k_out.stride(0), v_out.stride(0), eps, k_n,
         pf_bytes, zero.numel() if zero is not None else 0, kv_row0, HAS_BIAS=has_bias, ACT=act, GATED=gated,
-        NORM=norm_weight is not None, RES=residual is not None, ROPE=rope is not None,
-        HEAD_DIM=2 * freq.numel() if rope is not None else 2, PREFETCH=pf is not None, ZERO=zero is not None,
-        PDL=pdl_on, EARLY=early if early is not None else EARLY_ELEMS if pdl_on else 0,
-        **pdl_options(pdl_launch(x2, pdl)))
+        NORM=norm_weight is not None, RES=residual is not None, ROPE=rope is not None, HEAD_DIM=head_dim,
+        PREFETCH=pf is not None, ZERO=zero is not None, PDL=pdl_on, **meta, **pdl_options(pdl_launch(x2, pdl)))
+
+
+def whole_config(N: int, K: int, gated: bool, rope_head_dim: int | None, elems: int) -> dict | None:
+    """The launch parameters of a block whose programs load all their weight rows before the loop (before the wait
+    with PDL): the most rows (a power of 2, N's next at most) whose K columns, rounded up to a power of 2, of each
+    weight fit in `elems` elements; WHOLE_WARPS warps. None where one row does not fit, or no such block holds
+    whole rotation pairs of rope_head_dim-wide heads."""
+    per_row = triton.next_power_of_2(K) * (2 if gated else 1)
+    if elems < per_row:
+        return None
+    rows = min(1 << (elems // per_row).bit_length() - 1, triton.next_power_of_2(N))  # the most a power of 2 fits
+    if rope_head_dim:
+        while rows > 1 and rope_head_dim % rows:
+            rows //= 2
+        if rows < 2:
+            return None
+    return {"BLOCK_N": rows, "BLOCK_K": 16, "STAGES": 1, "EARLY": rows * per_row, "num_warps": WHOLE_WARPS}
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, weight2: torch.Tensor | None, norm_weight: torch.Tensor | None,

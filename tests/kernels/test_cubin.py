@@ -74,21 +74,25 @@ def test_one_launch_decode_attention_orders_its_counter_for_sm90():
 def test_pdl_launches_load_only_what_no_earlier_launch_writes_before_the_wait_for_sm90():
     """gemv (SwiGLU with the norm folded in; the q/k/v form) and decode attention (split, one launch, merge) as
     programmatic dependent launches, compiled for sm_90: each lets the next launch start and waits once; before the
-    wait gemv loads its weights' first columns (gemv.EARLY_ELEMS) and decode attention asks its cache chunk's keys
+    wait gemv loads its weights' first columns (gemv.EARLY_ELEMS; whole_config's blocks: all of them) and decode attention asks its cache chunk's keys
     and values into L2, and no store, atomic or async copy comes before it (nor any other load: the early loads
     are masked by the step that lets the next launch start, and x and the cache are loaded in the `go == 0` branch
     after the wait)."""
     out = _cubin("--pdl", timeout=300)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert {r["op"] for r in rows} == {"gemv_swiglu", "gemv_rope", "decode_split", "decode_one_launch",
-                                       "decode_one_launch_c16", "decode_merge"}
+                                       "decode_one_launch_c16", "decode_merge", "gemv_whole_qkv", "gemv_whole_gate_up",
+                                       "gemv_whole_down"}
     for r in rows:
-        gemv = r["op"].startswith("gemv")
+        gemv, whole = r["op"].startswith("gemv"), r["op"].startswith("gemv_whole")
         assert r["pdl"] and r["pdl_waits"] == 1 and r["pdl_starts"] == 1, r
         assert r["memory_ops_before_wait"] == 0 and (r["loads_before_wait"] > 0) is gemv, r
         # the q/k/v form's one prefetch asks for the next weight (after the wait); the split's are the chunk's
-        assert r["l2_prefetches"] == {"gemv_swiglu": 0, "gemv_rope": 1, "decode_merge": 0}.get(r["op"], 2), r
-        assert r["stack_bytes"] <= (32 if r["op"] == "gemv_rope" else 0), r
+        prefetches = {"gemv_swiglu": 0, "gemv_rope": 1, "decode_merge": 0}.get(r["op"], 0 if whole else 2)
+        assert r["l2_prefetches"] == prefetches, r
+        assert r["stack_bytes"] <= (32 if r["op"] in ("gemv_rope", "gemv_whole_qkv") else 0), r
+        # whole_config's blocks: a thread's 32 elements (8192 over 8 warps) in 16-byte loads, no loop's async copies
+        assert not whole or (r["loads_before_wait"] == 4 and r["async_copies"] == 0), r
 
 
 def test_attention_warp_specialization_keeps_only_configs_that_compile_for_sm90():

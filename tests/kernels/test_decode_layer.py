@@ -47,6 +47,41 @@ def test_gemv_loads_its_first_columns_early_and_the_rest_in_its_loop(gated, K):
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("gated, K, N, elems, rows", [(False, 97, 130, 512, 4), (True, 1100, 7, 4096, 1),
+                                                     (False, 2048, 3, 16384, 4), (True, 97, 130, 100, None)])
+def test_gemv_whole_rows_load_before_the_loop(gated, K, N, elems, rows):
+    """whole_config's block (what a PDL launch of a large weight takes with WHOLE_ELEMS): as many rows as fit the
+    elements asked, K padded to a power of 2 (masked), N's next power of 2 at most; where not even one row fits,
+    the autotuner's configs run instead, equally correct."""
+    from kernels._common import ACTS, launch
+
+    block = gemv.whole_config(N, K, gated, None, elems)
+    assert (block and block["BLOCK_N"]) == rows
+    eps, act = 1e-5, "silu" if gated else "none"
+    g = torch.Generator().manual_seed(K + N)
+    x = (3 * torch.randn(1, K, generator=g)).to(DEVICE)
+    w, w2 = ((torch.randn(N, K, generator=g) / K ** 0.5).to(DEVICE) for _ in range(2))
+    gw = (1 + 0.1 * torch.randn(K, generator=g)).to(DEVICE)
+    r = torch.randn(1, N, generator=g).to(DEVICE)
+    out = torch.empty(1, N, device=DEVICE)
+    gemv.run(launch, x, w, w2, w, w, out, False, ACTS[act], gated, gw, r, eps, whole=elems)
+    torch.testing.assert_close(out, gemv.reference(x, w, w2 if gated else None, gw, r, eps, act), rtol=1e-4, atol=1e-4)
+
+
+def test_whole_config_keeps_rotation_pairs_and_the_1b_llamas_blocks():
+    """At 8192 elements: the 1B Llama's q/k/v and output projection 4 rows, gate/up 2, down 1 (its 5632-long rows
+    padded to 8192); a q/k/v block is whole rotation pairs of a head or none."""
+    blocks = {name: gemv.whole_config(n, k, gated, hd, 8192) for name, n, k, gated, hd in
+              (("qkv", 2560, 2048, False, 64), ("o", 2048, 2048, False, None), ("gate_up", 5632, 2048, True, None),
+               ("down", 2048, 5632, False, None))}
+    assert {name: b["BLOCK_N"] for name, b in blocks.items()} == {"qkv": 4, "o": 4, "gate_up": 2, "down": 1}
+    assert blocks["down"]["EARLY"] == 8192 and blocks["gate_up"]["EARLY"] == 8192
+    assert gemv.whole_config(2560, 4096, False, 64, 8192)["BLOCK_N"] == 2
+    assert gemv.whole_config(2560, 8192, False, 64, 8192) is None  # one row: not a rotation pair
+    assert gemv.whole_config(2560, 4096, False, 6, 8192)["BLOCK_N"] == 2
+    assert gemv.whole_config(2560, 2048, False, 6, 16384)["BLOCK_N"] == 2  # 8 rows fit; 6-wide heads take 2
+
+
 @pytest.mark.parametrize("dtype", GEMM_DTYPES)
 @pytest.mark.parametrize("norm, rows, whole", [(False, 1, False), (True, 1, True), (True, 2, True), (True, 2, False)])
 def test_gemv_qkv_ropes_q_and_k_and_writes_k_and_v_out(norm, rows, whole, dtype):

@@ -499,11 +499,22 @@ def _captured(fn, x: list, keep: bool = False):  # noqa: ANN001, ANN202 - (graph
     return graph, got
 
 
-def test_decode_step_with_pdl_launches_gpu(monkeypatch):
+def _whole(monkeypatch, elems: int) -> None:
+    """gemv.WHOLE_ELEMS set to elems for every weight (the tiny step's are under STREAM_ELEMS)."""
+    from kernels import gemv
+
+    if elems:
+        monkeypatch.setattr(gemv, "WHOLE_ELEMS", elems)
+        monkeypatch.setattr(gemv, "STREAM_ELEMS", 0)
+
+
+@pytest.mark.parametrize("whole", [0, 8192])
+def test_decode_step_with_pdl_launches_gpu(monkeypatch, whole):
     """The step through decode_layer.py uncompiled, its launches programmatic dependent ones (modules.swap_decode_pdl:
     each starts while the one before finishes and waits before reading what that one writes), captured as a CUDA
     graph and replayed at positions across the cache: each replay's logits and new keys and values as the plain
-    launches' (a launch reading its input before the launch writing it had finished would not be)."""
+    launches' (a launch reading its input before the launch writing it had finished would not be). whole: the
+    matrix-vector launches in gemv.whole_config's blocks (gemv.WHOLE_ELEMS)."""
     from kernels import gemv
     from kpt.optimize import inputs as inp
     from tests.gpu.helpers import tiny_llama_decode
@@ -521,17 +532,20 @@ def test_decode_step_with_pdl_launches_gpu(monkeypatch):
         for module in (gemv, decode):
             monkeypatch.setattr(module, "pdl_options", lambda on, real=_common.pdl_options: asked.append(on) or real(on))
         pdl = modules.swap_decode_pdl(step)
+        _whole(monkeypatch, whole)
         graph, got = _captured(pdl, x)
         per_layer = 4 + decode_layer.ATTENTION_LAUNCHES  # q/k/v, o, gate/up, down and decode attention's
         assert len(asked) == 2 * (4 * per_layer + 1) and all(asked), asked  # warm-up and capture; the logits' 1
         _pdl_positions(graph.replay, want, got, x, positions)
 
 
-def test_compiled_step_with_programmatic_graph_edges_gpu():
+@pytest.mark.parametrize("whole", [0, 8192])
+def test_compiled_step_with_programmatic_graph_edges_gpu(monkeypatch, whole):
     """The step through decode_layer.py with PDL asked for, compiled (Inductor's launcher sets no launch attribute:
     the kernels carry the PDL code only), captured as a CUDA graph whose edges into those kernels are then made
     programmatic (kpt.gpu.graph_edges, as the runtime does for a package), replayed at positions across the cache:
-    every edge into a layer launch rewritten, and each replay's outputs as the plain compiled step's."""
+    every edge into a layer launch rewritten, and each replay's outputs as the plain compiled step's. whole: as in
+    test_decode_step_with_pdl_launches_gpu."""
     pytest.importorskip("cuda.bindings")
     from kpt.gpu import graph_edges
     from kpt.optimize import inputs as inp
@@ -549,6 +563,7 @@ def test_compiled_step_with_programmatic_graph_edges_gpu():
         for p in positions:
             x[1].fill_(p)
             want.append([t.clone() for t in plain(*x)])
+        _whole(monkeypatch, whole)
         graph, got = _captured(torch.compile(pdl, fullgraph=True), x, keep=True)
         # every layer launch (4 + decode attention's a layer) and the logits' follow a kernel: the embedding's, or
         # the launch before
