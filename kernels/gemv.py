@@ -68,15 +68,20 @@ STREAM_ELEMS = 1 << 22
 # 0.725 ms with each program's 8192 reads before the wait. The step itself (bench/decode_mlp.py, H100, 2026-12-06)
 # with these early loads: 1.107 -> 1.064 ms with PDL launches, 1.119 -> 1.097 compiled with its graph's edges made
 # programmatic: the share L2 prefetches of the rows before the wait had bought (1.184 -> 1.120, 2026-12-05), not the
-# skeleton's. They cost registers (gemv_rope at n4 k512: 56 -> 124 a thread, so 4 programs an SM where 8 fit);
-# bench/gemv_configs.py times the counts side by side.
+# skeleton's. They cost registers (gemv_rope at n4 k512: 56 -> 124 a thread, so 4 programs an SM where 8 fit), yet
+# fewer are slower in the step (bench/decode_mlp.py, H100, 2026-12-06, one run, p50: uncompiled 1.146 ms, PDL
+# launches waiting first 1.127, with 2048 early elements 1.201, 4096 1.150, 8192 1.110).
 EARLY_ELEMS = 8192
 # The skeleton's programs read all their bytes before the wait; the autotuned configs' programs hold more rows than
 # 8192 elements at gate/up (two weights) and down (5632-long rows), so most of those launches' reads still wait.
 # WHOLE_ELEMS > 0: a PDL launch of a weight of STREAM_ELEMS or more takes whole_config's block instead of the
 # autotuner's, as many rows as fit in WHOLE_ELEMS elements (K rounded up to a power of 2, both weights gated), each
 # program loading all of them before its wait and running no loop (run's `whole` asks for it at any size, and
-# without PDL).
+# without PDL). Off: slower (bench/decode_mlp.py, H100, 2026-12-06, one run, p50): the PDL step 1.110 ms with the
+# autotuner's blocks, 1.270 with 8192 elements in 8 warps, 1.246 with 16384, 1.198 with 8192 in 4 warps. In
+# bench/gemv_configs.py's chains the blocks match the autotuner's as plain launches (gate/up 19.8 us, down 12.9 against
+# 12.1) and lose as PDL ones (gate/up 26.2 against 22.4): reading everything before the wait is not what the
+# read-only skeleton's PDL form gains by.
 WHOLE_ELEMS = 0
 WHOLE_WARPS = 8
 STREAM_CONFIGS = ((4, 512, 4, 3), (4, 1024, 4, 3), (8, 512, 4, 3))  # (BLOCK_N, BLOCK_K, num_warps, STAGES)
