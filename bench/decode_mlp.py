@@ -23,7 +23,9 @@ kpt_decode_pdl and its AOTInductor package, whose launchers set no launch attrib
 cuda-bindings). +eN (with +pdl or +edges) has gemv.py's PDL launches load N weight elements a program before
 their wait (kernels.gemv.EARLY_ELEMS otherwise): fused_layers+pdl+e4096. +wN (+wNxW) has PDL launches of large
 weights load whole rows, N elements a program, before their wait (kernels.gemv.WHOLE_ELEMS, in W warps: WHOLE_WARPS,
-8 unless given): fused_layers+pdl+w8192, fused_layers+pdl+w16384x8.
+8 unless given): fused_layers+pdl+w8192, fused_layers+pdl+w16384x8. A compiled variant runs its module once
+eagerly first, as the build's trials do (kernels.pinned): gemv.py's compiles are then offered the eager autotuner's
+picks alone (kernels.gemv.PIN); +free compiles without that, Inductor tuning each call site itself.
 
 each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
 kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where
@@ -165,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         model = modules.swap_decode_prefetch(model) if "pf" in extras else model
         model = modules.swap_decode_pdl(model) if "pdl" in extras or "edges" in extras else model
         eager = "eager" in extras or "pdl" in extras
-        compiled = model if eager else torch.compile(model, dynamic=False, options=opts)
+        # +free: no FX graph cache either, which could hand back a pinned variant's compile of the same graph
+        compiled = model if eager else torch.compile(
+            model, dynamic=False, options=opts | ({"fx_graph_cache": False} if "free" in extras else {}))
         kept.append((model, compiled))
         # +wN or +wNxW: gemv.WHOLE_ELEMS N (and WHOLE_WARPS W, 8 otherwise)
         whole = next(([int(v) for v in (e[1:] + "x8").split("x")[:2]] for e in extras
@@ -176,9 +180,13 @@ def main(argv: list[str] | None = None) -> int:
                     (decode_layer, "MLP_CHAIN"): True if "chain" in extras else None,
                     (decode_layer, "LAYER_CHAIN"): True if "layer" in extras else None,
                     (gemv, "EARLY_ELEMS"): next((int(e[1:]) for e in extras if e[:1] == "e" and e[1:].isdigit()), None),
-                    (gemv, "WHOLE_ELEMS"): whole[0] if whole else None, (gemv, "WHOLE_WARPS"): whole[1] if whole else None}
+                    (gemv, "WHOLE_ELEMS"): whole[0] if whole else None, (gemv, "WHOLE_WARPS"): whole[1] if whole else None,
+                    (gemv, "PIN"): False if "free" in extras else None}
         try:
             with _set(settings):
+                if not eager and "free" not in extras:  # as the build's trials: the eager picks, then the compile
+                    with torch.inference_mode():
+                        model(*x)
                 waits = graph_edges.named(graph_edges.kernels_of(model)) if "edges" in extras else None
                 replays[name], logits, rewritten = _graphed(compiled, x, waits)
         except Exception as e:  # noqa: BLE001 - a variant that fails to compile or capture is this run's finding

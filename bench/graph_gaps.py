@@ -4,7 +4,8 @@ kernels/decode_layer.py (bf16, batch 1) captured as a CUDA graph each way, the g
 median over the calls, summed and by boundary (the kernel before -> the kernel after); beside them each kernel
 node's launch parameters and its function's attributes, read from the graph (cuda-bindings), and where the two
 graphs' nodes differ. Says whether the compiled step's longer replay (1.192 against 1.146 ms, device time 1.051
-against 1.036, H100, 2026-12-06) is its kernels' or its boundaries', and which boundaries.
+against 1.036, H100, 2026-12-06) is its kernels' or its boundaries', and which boundaries (its kernels': Inductor
+had tuned each call site of gemv.py's kernel on its own; compiled_free is that, compiled now takes the eager picks).
 
     PYTHONPATH=.:shared python3 bench/graph_gaps.py > graph_gaps.json     (needs a CUDA device and cuda-bindings)
 """
@@ -12,6 +13,7 @@ against 1.036, H100, 2026-12-06) is its kernels' or its boundaries', and which b
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import re
@@ -22,7 +24,9 @@ from collections.abc import Callable
 import torch
 
 log = logging.getLogger("bench.graph_gaps")
-VARIANTS = ("eager", "compiled", "eager_pdl")  # eager_pdl: kernels/' launches as programmatic dependent ones
+# eager_pdl: kernels/' launches as programmatic dependent ones; compiled_free: compiled without gemv.PIN (Inductor
+# tunes each call site itself; compiled takes the eager variant's picks)
+VARIANTS = ("eager", "compiled", "compiled_free", "eager_pdl")
 NODE_KEYS = ("block", "shared_bytes", "registers", "static_shared", "max_dynamic_shared", "carveout", "cache_mode_ca")
 
 
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         log.error("graph_gaps needs a CUDA device; none is visible")
         return 2
-    from kernels import modules
+    from kernels import gemv, modules
     from kpt.gpu import bench, models
     from kpt.gpu.compile import trial_options
     from kpt.optimize import inputs as inp
@@ -181,8 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     replays, nodes = {}, {}
     for name in args.variants.split(","):
         model = modules.swap_decode_pdl(step) if name == "eager_pdl" else step
-        fn = torch.compile(model, dynamic=False, options=trial_options(step, x)) if name == "compiled" else model
-        graph, nodes[name] = captured(fn, x)
+        compiled = name.startswith("compiled")
+        if compiled and name != "compiled_free":  # the eager picks first, as the build's trials (kernels.pinned)
+            with torch.inference_mode():
+                model(*x)
+        if name == "compiled_free":  # a module of its own, no FX graph cache: nothing handed back from "compiled"
+            model = copy.deepcopy(step)
+        options = trial_options(step, x) | ({"fx_graph_cache": False} if name == "compiled_free" else {})
+        fn = torch.compile(model, dynamic=False, options=options) if compiled else model
+        gemv.PIN = name != "compiled_free"
+        try:
+            graph, nodes[name] = captured(fn, x)
+        finally:
+            gemv.PIN = True
         replays[name] = graph.replay
         log.info("%s captured: %d nodes", name, len(nodes[name]))
     out["p50_ms"] = bench.compare(replays, reps=args.reps, warmup=10)

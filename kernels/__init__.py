@@ -53,6 +53,21 @@ DECODE_PDL = True
 DECODE_PREFETCH = True
 
 
+def pinned(swap: Callable[[torch.nn.Module], torch.nn.Module], example: tuple[torch.Tensor, ...] | None,
+           ) -> Callable[[torch.nn.Module], torch.nn.Module]:
+    """swap, then the swapped module run once eagerly on example (where given): kernels.gemv's autotuners pick their
+    configs by their own timing, and every later compile of the module (the trial's, the package's) is offered those
+    picks alone (gemv.PIN)."""
+    def apply(module: torch.nn.Module) -> torch.nn.Module:
+        out = swap(module)
+        if example is not None:
+            with torch.inference_mode():
+                out(*example)
+        return out
+
+    return apply
+
+
 def candidates(module: torch.nn.Module, device: str, example: tuple[torch.Tensor, ...] | None = None,
                ) -> list[tuple[str, Callable[[torch.nn.Module], torch.nn.Module]]]:
     """One candidate per kind of swap the model has room for. Each swapped module asks the registry, per
@@ -77,11 +92,11 @@ def candidates(module: torch.nn.Module, device: str, example: tuple[torch.Tensor
     # swaps below find nothing there and a trial that would time the same code twice is not run
     # (kpt.gpu.passes asks again after each kept candidate).
     if modules.find_decode_layer_steps(module):
-        found.append(("kpt_decode_layers", modules.swap_decode_layers))
+        found.append(("kpt_decode_layers", pinned(modules.swap_decode_layers, example)))
     if DECODE_PREFETCH and modules.find_decode_prefetch_steps(module):  # once the layers are kept: L2 prefetches
-        found.append(("kpt_decode_prefetch", modules.swap_decode_prefetch))
+        found.append(("kpt_decode_prefetch", pinned(modules.swap_decode_prefetch, example)))
     if DECODE_PDL and modules.find_decode_pdl_steps(module):  # and as programmatic dependent launches (sm_90+)
-        found.append(("kpt_decode_pdl", modules.swap_decode_pdl))
+        found.append(("kpt_decode_pdl", pinned(modules.swap_decode_pdl, example)))
     if modules.find_decode_steps(module):
         found.append(("kpt_decode_attention", modules.swap_decode_attention))
     if modules.find_norms(module):

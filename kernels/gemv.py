@@ -87,12 +87,34 @@ WHOLE_WARPS = 8
 STREAM_CONFIGS = ((4, 512, 4, 3), (4, 1024, 4, 3), (8, 512, 4, 3))  # (BLOCK_N, BLOCK_K, num_warps, STAGES)
 
 
+# The autotuner's pick for each key where it ran eagerly (run() records it). Compiled, each call site of the kernel
+# is tuned again by Inductor, on its own: in the 1B Llama's compiled step the 22 layers' launches of one shape took
+# different configs, and the step's kernels ran 1.0485 ms against 1.0237 with the eager picks (bench/graph_gaps.py,
+# H100, 2026-12-06, one run; the gaps between launches were the same, 0.054 ms). PIN: where a key was picked eagerly,
+# a compile is offered that config alone (kernels.candidates runs each decode trial once eagerly first). The
+# autotuner keeps its timings on disk (cache_results: Triton's cache, under KPT_CACHE_DIR in the services), so a
+# later job picks the same and its compile finds the earlier one's in the caches.
+PIN = True
+PICKS: dict[tuple, triton.Config] = {}
+_PICK_CONSTS = ("HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM", "PREFETCH", "ZERO")
+
+
+def _pick_key(dtype: torch.dtype, N: int, K: int, consts: dict) -> tuple:
+    """PICKS' key: the autotuner's (N, K and the constexprs it keys on) with the operands' dtype."""
+    return (str(dtype), int(N), int(K), *(consts.get(k) for k in _PICK_CONSTS))
+
+
 def _fitting(cfgs: list, named_args: dict, **kwargs) -> list:  # noqa: ANN003 - the autotuner's prune hook
-    """fits()'s configs; for a weight of STREAM_ELEMS or more those of STREAM_CONFIGS (where any is left)."""
+    """fits()'s configs; for a weight of STREAM_ELEMS or more those of STREAM_CONFIGS (where any is left); with PIN,
+    the eager pick alone where there is one among them."""
     fit = fits(cfgs, named_args["N"], named_args["K"], kwargs.get("HEAD_DIM") if kwargs.get("ROPE") else None)
     if named_args["N"] * named_args["K"] >= STREAM_ELEMS:
-        return [c for c in fit if _form(c) in STREAM_CONFIGS] or fit
-    return fit
+        fit = [c for c in fit if _form(c) in STREAM_CONFIGS] or fit
+    x = named_args.get("x_ptr")
+    pick = PICKS.get(_pick_key(x.dtype, named_args["N"], named_args["K"], kwargs)) if PIN and x is not None else None
+    if pick is None:
+        return fit
+    return [c for c in fit if _form(c) == _form(pick)][:1] or fit
 
 
 def fits(cfgs: list, N: int, K: int, rope_head_dim: int | None = None) -> list:
@@ -280,7 +302,7 @@ def _store_cols(val, col, n, row, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
 
 _gemv = triton.autotune(configs(_GPU, _INTERP), key=["N", "K", "HAS_BIAS", "ACT", "GATED", "NORM", "RES", "ROPE", "HEAD_DIM",
                                                         "PREFETCH", "ZERO"],
-                        prune_configs_by={"early_config_prune": _fitting})(_gemv_kernel)
+                        prune_configs_by={"early_config_prune": _fitting}, cache_results=True)(_gemv_kernel)
 
 
 def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: torch.Tensor, b2: torch.Tensor,  # noqa: ANN001
@@ -316,14 +338,19 @@ def run(launch, x2: torch.Tensor, weight: torch.Tensor, w2: torch.Tensor, b: tor
         early = early if early is not None else EARLY_ELEMS if pdl_on else 0
         kernel, grid, meta = _gemv, lambda m: (triton.cdiv(N, m["BLOCK_N"]), M), {"EARLY": early}
     meta["KP"] = triton.next_power_of_2(K) if meta["EARLY"] else 0
-    launch(kernel)[grid](
+    consts = {"HAS_BIAS": has_bias, "ACT": act, "GATED": gated, "NORM": norm_weight is not None,
+              "RES": residual is not None, "ROPE": rope is not None, "HEAD_DIM": head_dim, "PREFETCH": pf is not None,
+              "ZERO": zero is not None}
+    launcher = launch(kernel)
+    launcher[grid](
         x2, weight, w2, b, b2, norm_weight if norm_weight is not None else x2,
         residual if residual is not None else out, pos, freq, k_out, v_out, out, out if pf is None else pf,
         zero if zero is not None else out, N, K,
         x2.stride(0), weight.stride(0), w2.stride(0), out.stride(0), k_out.stride(0), v_out.stride(0), eps, k_n,
-        pf_bytes, zero.numel() if zero is not None else 0, kv_row0, HAS_BIAS=has_bias, ACT=act, GATED=gated,
-        NORM=norm_weight is not None, RES=residual is not None, ROPE=rope is not None, HEAD_DIM=head_dim,
-        PREFETCH=pf is not None, ZERO=zero is not None, PDL=pdl_on, **meta, **pdl_options(pdl_launch(x2, pdl)))
+        pf_bytes, zero.numel() if zero is not None else 0, kv_row0, **consts, PDL=pdl_on, **meta,
+        **pdl_options(pdl_launch(x2, pdl)))
+    if launcher is _gemv and getattr(_gemv, "best_config", None) is not None:  # an eager call: the autotuner's pick, for compiles (PIN)
+        PICKS[_pick_key(x2.dtype, N, K, consts)] = _gemv.best_config
 
 
 def whole_config(N: int, K: int, gated: bool, rope_head_dim: int | None, elems: int) -> dict | None:

@@ -68,6 +68,30 @@ def test_gemv_whole_rows_load_before_the_loop(gated, K, N, elems, rows):
     torch.testing.assert_close(out, gemv.reference(x, w, w2 if gated else None, gw, r, eps, act), rtol=1e-4, atol=1e-4)
 
 
+def test_an_eager_pick_is_what_a_compile_is_offered(monkeypatch):
+    """run() records the autotuner's pick of an eager call (gemv.PICKS); the prune hook a compile's tuning goes
+    through then offers that config alone for the key, all fitting configs for any other key, or with PIN off."""
+    from kernels._common import ACTS, launch
+
+    monkeypatch.setattr(gemv, "PICKS", {})
+    N, K = 40, 2048  # K long enough for several of the GPU's configs to fit
+    x, w = torch.randn(1, K, device=DEVICE), torch.randn(N, K, device=DEVICE)
+    out = torch.empty(1, N, device=DEVICE)
+    gemv.run(launch, x, w, w, w, w, out, False, ACTS["none"], False)
+    consts = {"HAS_BIAS": False, "ACT": ACTS["none"], "GATED": False, "NORM": False, "RES": False, "ROPE": False,
+              "HEAD_DIM": 2, "PREFETCH": False, "ZERO": False}
+    key = gemv._pick_key(x.dtype, N, K, consts)
+    assert list(gemv.PICKS) == [key]  # what the autotuner ran (under the interpreter, its one config)
+    args = {"x_ptr": x, "N": N, "K": K}
+    every = gemv._fitting(gemv._GPU, args, **consts)
+    assert len(every) > 1
+    gemv.PICKS[key] = every[-1]  # as if the GPU's autotuner had picked it
+    assert gemv._fitting(gemv._GPU, args, **consts) == [every[-1]]
+    assert gemv._fitting(gemv._GPU, args, **{**consts, "NORM": True}) == every  # another key: not pinned
+    monkeypatch.setattr(gemv, "PIN", False)
+    assert gemv._fitting(gemv._GPU, args, **consts) == every
+
+
 def test_whole_config_keeps_rotation_pairs_and_the_1b_llamas_blocks():
     """At 8192 elements: the 1B Llama's q/k/v and output projection 4 rows, gate/up 2, down 1 (its 5632-long rows
     padded to 8192); a q/k/v block is whole rotation pairs of a head or none."""

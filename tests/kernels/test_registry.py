@@ -96,6 +96,23 @@ def test_candidates_without_gpu_is_empty_with_a_reason(caplog):
     assert "CUDA devices only" in caplog.text and "no CUDA device" in caplog.text
 
 
+def test_pinned_runs_the_swapped_module_once_eagerly():
+    """kernels.pinned: the swap, then one eager call of what it returns on the example (its autotuners pick there,
+    gemv.PIN), none without an example; the module passed in is left alone."""
+    mod = _load_like_the_pass()
+    calls = []
+
+    class Swapped(torch.nn.Module):
+        def forward(self, x):
+            calls.append(torch.is_inference_mode_enabled())
+            return x
+
+    base = torch.nn.Linear(2, 2)
+    out = mod.pinned(lambda m: Swapped(), (torch.ones(2),))(base)
+    assert isinstance(out, Swapped) and calls == [True]
+    assert isinstance(mod.pinned(lambda m: Swapped(), None)(base), Swapped) and calls == [True]
+
+
 class _Block(torch.nn.Module):
     def __init__(self):
         super().__init__()
