@@ -77,23 +77,14 @@ def _graphed(fn: Callable, x: tuple[torch.Tensor, ...], waits: Callable[[str], b
              ) -> tuple[Callable[[], object], torch.Tensor, int]:
     """(replay, the logits each replay writes, the edges made programmatic): with `waits`, the captured graph's
     edges into the kernels it names are made programmatic ones before it is instantiated (kpt.gpu.graph_edges)."""
-    from kpt.gpu import graph_edges
+    from kpt.gpu import bench, graph_edges
 
-    with torch.inference_mode():
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                fn(*x)
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph(keep_graph=waits is not None)
-        with torch.cuda.graph(graph):
-            logits = fn(*x)[0]
-        rewritten = 0
-        if waits is not None:
-            rewritten = graph_edges.make_programmatic(graph, waits)
-            graph.instantiate()
-    return graph.replay, logits, rewritten
+    graph, out = bench.captured(fn, x, keep=waits is not None)
+    rewritten = 0
+    if waits is not None:
+        rewritten = graph_edges.make_programmatic(graph, waits)
+        graph.instantiate()
+    return graph.replay, out[0], rewritten
 
 
 def _one_layer(replay: Callable[[], object], layers: int) -> list[list]:

@@ -133,19 +133,12 @@ def kernel_nodes(graph: torch.cuda.CUDAGraph) -> list[dict]:
 
 
 def captured(fn: Callable, x: tuple[torch.Tensor, ...]) -> tuple[torch.cuda.CUDAGraph, list[dict]]:
-    """fn(*x) captured (after warm-up calls on a side stream) and instantiated, with its kernel nodes."""
-    with torch.inference_mode():
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                fn(*x)
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph(keep_graph=True)
-        with torch.cuda.graph(graph):
-            fn(*x)
-        nodes = kernel_nodes(graph)
-        graph.instantiate()
+    """fn(*x) captured (kpt.gpu.bench.captured) and instantiated, with its kernel nodes."""
+    from kpt.gpu import bench
+
+    graph, _ = bench.captured(fn, x, keep=True)
+    nodes = kernel_nodes(graph)
+    graph.instantiate()
     return graph, nodes
 
 

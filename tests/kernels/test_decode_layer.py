@@ -32,19 +32,22 @@ def test_gemv_loads_its_first_columns_early_and_the_rest_in_its_loop(gated, K):
     """The form a PDL launch takes (its first EARLY_ELEMS weight elements loaded before the wait), asked for without
     PDL: columns past the early ones through the loop (K over them), or all early (K 97), with the norm folded in
     and the residual added."""
+    _check_one_row(130, K, gated, K + gated, early=8192)
+
+
+def _check_one_row(N: int, K: int, gated: bool, seed: int, **run_kw) -> None:  # noqa: ANN003 - gemv.run's options
+    """gemv.run at one row (fp32, the norm folded in, the residual added) against gemv.reference."""
     from kernels._common import ACTS, launch
 
-    N, eps = 130, 1e-5
-    g = torch.Generator().manual_seed(K + gated)
+    eps, act = 1e-5, "silu" if gated else "none"
+    g = torch.Generator().manual_seed(seed)
     x = (3 * torch.randn(1, K, generator=g)).to(DEVICE)
     w, w2 = ((torch.randn(N, K, generator=g) / K ** 0.5).to(DEVICE) for _ in range(2))
     gw = (1 + 0.1 * torch.randn(K, generator=g)).to(DEVICE)
     r = torch.randn(1, N, generator=g).to(DEVICE)
     out = torch.empty(1, N, device=DEVICE)
-    act = "silu" if gated else "none"
-    gemv.run(launch, x, w, w2, w, w, out, False, ACTS[act], gated, gw, r, eps, early=8192)
-    want = gemv.reference(x, w, w2 if gated else None, gw, r, eps, act)
-    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
+    gemv.run(launch, x, w, w2, w, w, out, False, ACTS[act], gated, gw, r, eps, **run_kw)
+    torch.testing.assert_close(out, gemv.reference(x, w, w2 if gated else None, gw, r, eps, act), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("gated, K, N, elems, rows", [(False, 97, 130, 512, 4), (True, 1100, 7, 4096, 1),
@@ -53,19 +56,9 @@ def test_gemv_whole_rows_load_before_the_loop(gated, K, N, elems, rows):
     """whole_config's block (what a PDL launch of a large weight takes with WHOLE_ELEMS): as many rows as fit the
     elements asked, K padded to a power of 2 (masked), N's next power of 2 at most; where not even one row fits,
     the autotuner's configs run instead, equally correct."""
-    from kernels._common import ACTS, launch
-
     block = gemv.whole_config(N, K, gated, None, elems)
     assert (block and block["BLOCK_N"]) == rows
-    eps, act = 1e-5, "silu" if gated else "none"
-    g = torch.Generator().manual_seed(K + N)
-    x = (3 * torch.randn(1, K, generator=g)).to(DEVICE)
-    w, w2 = ((torch.randn(N, K, generator=g) / K ** 0.5).to(DEVICE) for _ in range(2))
-    gw = (1 + 0.1 * torch.randn(K, generator=g)).to(DEVICE)
-    r = torch.randn(1, N, generator=g).to(DEVICE)
-    out = torch.empty(1, N, device=DEVICE)
-    gemv.run(launch, x, w, w2, w, w, out, False, ACTS[act], gated, gw, r, eps, whole=elems)
-    torch.testing.assert_close(out, gemv.reference(x, w, w2 if gated else None, gw, r, eps, act), rtol=1e-4, atol=1e-4)
+    _check_one_row(N, K, gated, K + N, whole=elems)
 
 
 def test_an_eager_pick_is_what_a_compile_is_offered(monkeypatch):

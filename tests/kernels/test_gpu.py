@@ -488,15 +488,9 @@ def _pdl_positions(run, want: list, got: list, x: list, positions: list[int]) ->
 
 
 def _captured(fn, x: list, keep: bool = False):  # noqa: ANN001, ANN202 - (graph, outputs)
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn(*x)
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph(keep_graph=keep)
-    with torch.cuda.graph(graph):
-        got = fn(*x)
-    return graph, got
+    from kpt.gpu import bench
+
+    return bench.captured(fn, tuple(x), keep)
 
 
 def _whole(monkeypatch, elems: int) -> None:
@@ -535,7 +529,7 @@ def test_decode_step_with_pdl_launches_gpu(monkeypatch, whole):
         _whole(monkeypatch, whole)
         graph, got = _captured(pdl, x)
         per_layer = 4 + decode_layer.ATTENTION_LAUNCHES  # q/k/v, o, gate/up, down and decode attention's
-        assert len(asked) == 2 * (4 * per_layer + 1) and all(asked), asked  # warm-up and capture; the logits' 1
+        assert len(asked) == 4 * (4 * per_layer + 1) and all(asked), asked  # 3 warm-ups, the capture; the logits' 1
         _pdl_positions(graph.replay, want, got, x, positions)
 
 

@@ -104,6 +104,25 @@ def time_once(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> floa
     return compare({"fn": fn}, reps, warmup)["fn"]
 
 
+def captured(fn: Callable[..., object], x: tuple[torch.Tensor, ...], keep: bool = False,
+             ) -> tuple[torch.cuda.CUDAGraph, object]:
+    """(graph, what fn returned while captured): fn(*x) called three times on a side stream (autotuners and lazy
+    initialization run outside the capture), then captured under inference mode. keep: the graph is kept
+    uninstantiated (torch.cuda.CUDAGraph(keep_graph=True)) for its nodes to be read or rewritten; instantiate() it
+    before replay."""
+    with torch.inference_mode():
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                fn(*x)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph(keep_graph=keep)
+        with torch.cuda.graph(graph):
+            out = fn(*x)
+    return graph, out
+
+
 def kernel_table(kernels: Sequence[tuple[str, float]], calls: int, top: int = 12) -> dict:
     """Where one call's device time goes, from (kernel name, microseconds) records of `calls` calls: launches
     and device ms per call, and the `top` kernels by time, each with its launches, ms per call and share."""
