@@ -29,6 +29,8 @@
 #   scripts/gpu_run.sh reads     the decode step's launches as pure reads (bench/read_skeleton.py, PDL forms too) and
 #                                    gemv.py config by config against pure reads (bench/gemv_configs.py) (~2 min)
 #                                    -> read-skeleton.json, gemv-configs.json and their logs
+#   scripts/gpu_run.sh gaps      the decode step's launch gaps and kernel nodes, uncompiled, compiled with the eager
+#                                    picks and with Inductor's own (bench/graph_gaps.py) (~3 min) -> graph-gaps.json
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
 # Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
 #
@@ -275,6 +277,11 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
                 || echo "$b: rc $?"
             tail -n 3 "$out.log" | cut -c1-300
         done ;;
+    gaps)  # on an idle card
+        timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/graph_gaps.py \
+            --variants "${GAPS_VARIANTS:-eager,compiled,compiled_free}" > "$OUT/graph-gaps.json" \
+            2> "$OUT/graph-gaps.log" || echo "graph_gaps: rc $?"
+        tail -n 3 "$OUT/graph-gaps.log" | cut -c1-300 ;;
     kernels)
         # kernels/: the GPU correctness suite, then, on the idle GPU, the provider table
         # (docs/benchmarks/kernels-h100.*), rewritten after each op.
