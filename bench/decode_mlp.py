@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         log.error("decode_mlp needs a CUDA device; none is visible")
         return 2
-    from kernels import decode, decode_layer, gemv, modules
+    from kernels import decode, decode_layer, gemv, modules, pick_configs
     from kpt.gpu import bench, graph_edges, models
     from kpt.gpu.compile import trial_options
     from kpt.optimize import inputs as inp
@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with _set(settings):
                 if not eager and "free" not in extras:  # as the build's trials: the eager picks, then the compile
-                    with torch.inference_mode():
-                        model(*x)
+                    pick_configs(model, x)
                 waits = graph_edges.named(graph_edges.kernels_of(model)) if "edges" in extras else None
                 replays[name], logits, rewritten = _graphed(compiled, x, waits)
         except Exception as e:  # noqa: BLE001 - a variant that fails to compile or capture is this run's finding

@@ -94,33 +94,24 @@ def ordered(nodes: list, edges: list[tuple]) -> list:
 
 def kernel_nodes(graph: torch.cuda.CUDAGraph) -> list[dict]:
     """The kernel nodes of a graph captured with keep_graph=True, in the order they were captured: name, grid, block,
-    dynamic shared bytes and the function's attributes."""
+    dynamic shared bytes and the function's attributes (driver calls through kpt.gpu.graph_edges')."""
     from cuda.bindings import driver
 
-    def ok(result: tuple) -> object:
-        err, *values = result
-        if err != driver.CUresult.CUDA_SUCCESS:
-            raise RuntimeError(f"driver call failed: {err!r}")
-        return values[0] if len(values) == 1 else values
+    from kpt.gpu import graph_edges as ge
 
-    ok(driver.cuInit(0))
     attr = driver.CUfunction_attribute
-    handle = driver.CUgraph(graph.raw_cuda_graph())
-    _, count = ok(driver.cuGraphGetNodes(handle, 0))
-    nodes, count = ok(driver.cuGraphGetNodes(handle, count))
-    *_, n_edges = ok(driver.cuGraphGetEdges(handle, 0))
-    ups, downs, *_ = ok(driver.cuGraphGetEdges(handle, n_edges)) if n_edges else ([], [], None, 0)
+    g = ge.handle(graph)
+    _, count = ge.call("cuGraphGetNodes", driver.cuGraphGetNodes(g, 0))
+    nodes, count = ge.call("cuGraphGetNodes", driver.cuGraphGetNodes(g, count))
     out = []
-    for node in ordered(nodes[:count], list(zip(ups, downs, strict=False))[:n_edges]):
-        if ok(driver.cuGraphNodeGetType(node)) != driver.CUgraphNodeType.CU_GRAPH_NODE_TYPE_KERNEL:
-            out.append({"name": f"<{ok(driver.cuGraphNodeGetType(node))!r}>"})
+    for node in ordered(nodes[:count], [(e.upstream, e.downstream) for e in ge.edges_of(g)]):
+        p = ge.kernel_params(node)
+        if p is None:
+            out.append({"name": f"<{ge.call('cuGraphNodeGetType', driver.cuGraphNodeGetType(node))[0]!r}>"})
             continue
-        p = ok(driver.cuGraphKernelNodeGetParams(node))
         row = {"grid": [p.gridDimX, p.gridDimY, p.gridDimZ], "block": [p.blockDimX, p.blockDimY, p.blockDimZ],
-               "shared_bytes": p.sharedMemBytes, "name": ""}
+               "shared_bytes": p.sharedMemBytes, "name": short(ge.kernel_name(p))}
         if int(p.func):
-            err, name = driver.cuFuncGetName(p.func)
-            row["name"] = short(name.decode(errors="replace")) if err == driver.CUresult.CUDA_SUCCESS else ""
             for key, a in (("registers", attr.CU_FUNC_ATTRIBUTE_NUM_REGS),
                            ("static_shared", attr.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES),
                            ("max_dynamic_shared", attr.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES),
@@ -165,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         log.error("graph_gaps needs a CUDA device; none is visible")
         return 2
-    from kernels import gemv, modules
+    from kernels import gemv, modules, pick_configs
     from kpt.gpu import bench, models
     from kpt.gpu.compile import trial_options
     from kpt.optimize import inputs as inp
@@ -180,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         model = modules.swap_decode_pdl(step) if name == "eager_pdl" else step
         compiled = name.startswith("compiled")
         if compiled and name != "compiled_free":  # the eager picks first, as the build's trials (kernels.pinned)
-            with torch.inference_mode():
-                model(*x)
+            pick_configs(model, x)
         if name == "compiled_free":  # a module of its own, no FX graph cache: nothing handed back from "compiled"
             model = copy.deepcopy(step)
         options = trial_options(step, x) | ({"fx_graph_cache": False} if name == "compiled_free" else {})

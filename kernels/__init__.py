@@ -53,16 +53,20 @@ DECODE_PDL = True
 DECODE_PREFETCH = True
 
 
+def pick_configs(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> None:
+    """module run once eagerly on example: kernels.gemv's autotuners pick their configs by their own timing, and
+    every later compile of the module (a trial's, a package's) is offered those picks alone (gemv.PIN)."""
+    with torch.inference_mode():
+        module(*example)
+
+
 def pinned(swap: Callable[[torch.nn.Module], torch.nn.Module], example: tuple[torch.Tensor, ...] | None,
            ) -> Callable[[torch.nn.Module], torch.nn.Module]:
-    """swap, then the swapped module run once eagerly on example (where given): kernels.gemv's autotuners pick their
-    configs by their own timing, and every later compile of the module (the trial's, the package's) is offered those
-    picks alone (gemv.PIN)."""
+    """swap, then pick_configs on the swapped module (where an example is given)."""
     def apply(module: torch.nn.Module) -> torch.nn.Module:
         out = swap(module)
         if example is not None:
-            with torch.inference_mode():
-                out(*example)
+            pick_configs(out, example)
         return out
 
     return apply

@@ -207,7 +207,7 @@ def whole_rows(elems: int = 8192) -> list[dict]:
         warps = block.pop("num_warps")
         consts = {"HAS_BIAS": False, "ACT": ACTS["silu" if gated else "none"], "GATED": gated, "NORM": op != "gemv_whole_down",
                   "RES": op == "gemv_whole_down", "ROPE": rope, "HEAD_DIM": 64 if rope else 2, "PREFETCH": False,
-                  "ZERO": rope, "PDL": True, "KP": 1 << (k - 1).bit_length(), **block}
+                  "ZERO": rope, "PDL": True, "KP": triton.next_power_of_2(k), **block}
         r = resources(gemv._gemv_kernel, GEMV_TYPES, consts, warps, GEMV_DIVISIBLE)
         rows.append({"op": op, **block, "warps": warps, "pdl": True} | dataclasses.asdict(r))
     return rows

@@ -62,44 +62,78 @@ def chosen(edges: Sequence[Edge], kernels: dict[object, str], waits: Callable[[s
             and waits(kernels[e.downstream])]
 
 
+def call(name: str, result: tuple) -> tuple:
+    """The values of a cuda-bindings driver call's result (its error code first), or Unsupported naming the call."""
+    from cuda.bindings import driver
+
+    err, *values = result
+    if err != driver.CUresult.CUDA_SUCCESS:
+        raise Unsupported(f"the captured graph's edges cannot be rewritten: {name} returned {err!r}")
+    return tuple(values)
+
+
+def handle(graph: torch.cuda.CUDAGraph):  # noqa: ANN201 - cuda.bindings' CUgraph
+    """The driver's handle of a graph captured with keep_graph=True (the driver's entry points loaded: the context
+    torch made is current)."""
+    from cuda.bindings import driver
+
+    call("cuInit", driver.cuInit(0))
+    return driver.CUgraph(graph.raw_cuda_graph())
+
+
+def edges_of(graph) -> list[Edge]:  # noqa: ANN001 - handle()'s CUgraph
+    """Every edge of the graph, with whether its data is the default (a full dependency)."""
+    from cuda.bindings import driver
+
+    (_, _, _, count) = call("cuGraphGetEdges", driver.cuGraphGetEdges(graph, 0))
+    ups, downs, data, count = call("cuGraphGetEdges", driver.cuGraphGetEdges(graph, count))
+    return [Edge(u, d, e.from_port == 0 and e.to_port == 0 and e.type == 0)
+            for u, d, e in zip(ups[:count], downs[:count], data[:count], strict=True)]
+
+
+def kernel_params(node):  # noqa: ANN001, ANN201 - a CUgraphNode in, CUDA_KERNEL_NODE_PARAMS or None out
+    """A kernel node's launch parameters; None for any other node."""
+    from cuda.bindings import driver
+
+    (kind,) = call("cuGraphNodeGetType", driver.cuGraphNodeGetType(node))
+    if kind != driver.CUgraphNodeType.CU_GRAPH_NODE_TYPE_KERNEL:
+        return None
+    (params,) = call("cuGraphKernelNodeGetParams", driver.cuGraphKernelNodeGetParams(node))
+    return params
+
+
+def kernel_name(params) -> str:  # noqa: ANN001 - kernel_params()'s
+    """The kernel's entry name; "" for a kernel without a name to read (another library's, launched as a CUkernel)."""
+    from cuda.bindings import driver
+
+    err, name = driver.cuFuncGetName(params.func) if int(params.func) else (None, b"")
+    return name.decode(errors="replace") if err in (None, driver.CUresult.CUDA_SUCCESS) else ""
+
+
 def make_programmatic(graph: torch.cuda.CUDAGraph, waits: Callable[[str], bool]) -> int:
     """Rewrites chosen() edges of `graph` (captured with keep_graph=True, not yet instantiated: its first replay or
     instantiate() builds what runs) as programmatic dependencies; returns how many it rewrote."""
     from cuda.bindings import driver
 
-    def ok(call: str, result: tuple) -> tuple:
-        err, *values = result
-        if err != driver.CUresult.CUDA_SUCCESS:
-            raise Unsupported(f"the captured graph's edges cannot be rewritten: {call} returned {err!r}")
-        return tuple(values)
-
-    ok("cuInit", driver.cuInit(0))  # the context torch made is current; this only loads the entry points
-    handle = driver.CUgraph(graph.raw_cuda_graph())
-    (_, _, _, count) = ok("cuGraphGetEdges", driver.cuGraphGetEdges(handle, 0))
-    ups, downs, data, count = ok("cuGraphGetEdges", driver.cuGraphGetEdges(handle, count))
-    edges = [Edge(u, d, e.from_port == 0 and e.to_port == 0 and e.type == 0)
-             for u, d, e in zip(ups[:count], downs[:count], data[:count], strict=True)]
+    g = handle(graph)
+    edges = edges_of(g)
     kernels = {}
     for node in {n for e in edges for n in (e.upstream, e.downstream)}:
-        (kind,) = ok("cuGraphNodeGetType", driver.cuGraphNodeGetType(node))
-        if kind != driver.CUgraphNodeType.CU_GRAPH_NODE_TYPE_KERNEL:
-            continue
-        (params,) = ok("cuGraphKernelNodeGetParams", driver.cuGraphKernelNodeGetParams(node))
-        err, name = driver.cuFuncGetName(params.func) if int(params.func) else (None, b"")
-        # a kernel without a name to read (another library's, launched as a CUkernel) waits for nothing of ours
-        kernels[node] = name.decode(errors="replace") if err in (None, driver.CUresult.CUDA_SUCCESS) else ""
+        params = kernel_params(node)
+        if params is not None:  # a kernel without a name waits for nothing of ours
+            kernels[node] = kernel_name(params)
     picked = chosen(edges, kernels, waits)
     if picked:
         ups, downs = [e.upstream for e in picked], [e.downstream for e in picked]
-        ok("cuGraphRemoveDependencies", driver.cuGraphRemoveDependencies(handle, ups, downs, None, len(picked)))
+        call("cuGraphRemoveDependencies", driver.cuGraphRemoveDependencies(g, ups, downs, None, len(picked)))
         data = []
         for _ in picked:
             d = driver.CUgraphEdgeData()
             d.from_port, d.type = PROGRAMMATIC, PROGRAMMATIC
             data.append(d)
-        added = driver.cuGraphAddDependencies(handle, ups, downs, data, len(picked))
+        added = driver.cuGraphAddDependencies(g, ups, downs, data, len(picked))
         if added[0] != driver.CUresult.CUDA_SUCCESS:  # the plain edges back: the graph stays what was captured
-            ok("cuGraphAddDependencies", driver.cuGraphAddDependencies(handle, ups, downs, None, len(picked)))
-            ok("cuGraphAddDependencies (programmatic)", added)
+            call("cuGraphAddDependencies", driver.cuGraphAddDependencies(g, ups, downs, None, len(picked)))
+            call("cuGraphAddDependencies (programmatic)", added)
     log.info("%d of the graph's %d edges made programmatic (%d kernel nodes)", len(picked), len(edges), len(kernels))
     return len(picked)
