@@ -13,6 +13,7 @@ were pipelined (cp.async into shared memory) can be checked in CI and before a G
     python -m kernels.cubin --attention-ws                   # kernels.attention_ws (Gluon) at hd 64/128, causal or not
     python -m kernels.cubin --attention-split                # kernels.attention_split (Gluon) at hd 64/128
     python -m kernels.cubin --linear-ws                      # kernels.linear_ws (Gluon): linear + GELU and SwiGLU
+    python -m kernels.cubin --fp64-scalars                   # the kernels taking float scalars, typed fp64 (Inductor's)
 
 Run it without TRITON_INTERPRET (under the interpreter triton.jit gives no compilable function).
 """
@@ -72,6 +73,7 @@ class Resources:
     loads_before_wait: int = 0  # global loads before the first pdl wait (gemv's early weight columns)
     memory_ops_before_wait: int = 0  # global stores, atomics and async copies before it
     ptx_instructions: int = 0  # the PTX's instructions (libdevice's functions inlined): how long a kernel's code is
+    fp64_ops: int = 0  # TTIR operations on fp64 values but the truncation to fp32 (fp64_ops())
 
 
 MEMORY_OPS = ("st.global", "atom.global", "red.global", "cp.async")
@@ -81,6 +83,14 @@ def before_wait(ptx: str, ops: tuple[str, ...] = MEMORY_OPS) -> int:
     """Global memory instructions (ops) ahead of the PTX's first griddepcontrol.wait (0 where it has none)."""
     head = ptx[:max(ptx.find("griddepcontrol.wait"), 0)]
     return sum(head.count(op) for op in ops)
+
+
+def fp64_ops(ttir: str) -> int:
+    """The operations in a kernel's Triton IR (a Gluon kernel's TTGIR) that take or make an fp64 value, other than its signature and the
+    truncation of an fp64 argument to fp32: arithmetic an fp64 scalar argument promoted to fp64 (Triton's rule for a
+    scalar meeting an fp32 tensor), so slow math and more registers."""
+    return sum(1 for line in ttir.splitlines() if "f64" in line and "tt.func" not in line
+               and "arith.truncf" not in line and not line.lstrip().startswith("#loc"))
 
 
 def instructions(ptx: str) -> int:
@@ -103,17 +113,18 @@ def signature(fn: triton.JITFunction, types: dict[str, str]) -> dict[str, str]:
 
 def resources(fn: triton.JITFunction, types: dict[str, str], constexprs: dict, num_warps: int,
               divisible: tuple[str, ...] = (), target: GPUTarget = HOPPER, num_stages: int = 3,
-              source: type = ASTSource) -> Resources:
+              source: type = ASTSource, float_type: str = "fp32") -> Resources:
     """Compiles fn (a JITFunction, or the autotuner around one) for target with num_warps and num_stages.
     types: the argument types signature() does not guess (fp32 scalars, pointers other than bf16); divisible: the
     arguments a launch would specialize as multiples of 16 (pointers and sizes that are), which decides vector
-    widths as a launch does; source: GluonASTSource for a gluon.jit function."""
+    widths as a launch does; source: GluonASTSource for a gluon.jit function; float_type: the type of the fp32
+    scalars ("fp64": as Inductor passes a Python float to a user kernel, see fp64_rows)."""
     tool = cuobjdump()
     if tool is None:
         raise FileNotFoundError("cuobjdump is not in this triton wheel (backends/nvidia/bin)")
     if isinstance(fn, Autotuner):
         fn = fn.fn
-    sig = signature(fn, types)
+    sig = {n: float_type if t == "fp32" else t for n, t in signature(fn, types).items()}
     names = list(sig)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in divisible}
     compiled = triton.compile(source(fn, sig, constexprs, attrs), target=target,
@@ -129,6 +140,7 @@ def resources(fn: triton.JITFunction, types: dict[str, str], constexprs: dict, n
                      **{name: compiled.asm[ir].count(text) for name, (ir, text) in COUNTED.items()},
                      loads_before_wait=before_wait(compiled.asm["ptx"], ("ld.global",)),
                      memory_ops_before_wait=before_wait(compiled.asm["ptx"]),
+                     fp64_ops=fp64_ops(compiled.asm["ttir" if "ttir" in compiled.asm else "ttgir"]),
                      ptx_instructions=instructions(compiled.asm["ptx"]))
 
 
@@ -144,7 +156,7 @@ ATTENTION_DIVISIBLE = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "sqb", "sqh", "sqm", 
                        "sob", "soh", "som", "Nq", "Nk")
 
 
-def gemv_rows(pdl: bool = False, configs: list | None = None) -> list[dict]:
+def gemv_rows(pdl: bool = False, configs: list | None = None, float_type: str = "fp32") -> list[dict]:
     """kernels.gemv's autotuned configs (or `configs`) in bf16 compiled for sm_90: gated (SwiGLU) with the RMSNorm
     folded in, and the q/k/v projection's form (gemv_qkv: the norm folded in, the rotary embedding on 64-wide heads,
     a later weight prefetched into L2); pdl: as PDL launches (_common.pdl_code)."""
@@ -159,12 +171,12 @@ def gemv_rows(pdl: bool = False, configs: list | None = None) -> list[dict]:
             consts = {"HAS_BIAS": False, "ACT": ACTS["silu" if gated else "none"], "GATED": gated, "NORM": True,
                       "RES": False, "ROPE": rope, "HEAD_DIM": 64 if rope else 2, "PREFETCH": rope, "ZERO": rope,
                       "PDL": pdl, "EARLY": gemv.EARLY_ELEMS if pdl else 0, "KP": 2048 if pdl else 0, **c.kwargs}
-            r = resources(gemv._gemv_kernel, GEMV_TYPES, consts, c.num_warps, GEMV_DIVISIBLE)
+            r = resources(gemv._gemv_kernel, GEMV_TYPES, consts, c.num_warps, GEMV_DIVISIBLE, float_type=float_type)
             rows.append({"op": op, **c.kwargs, "warps": c.num_warps, "pdl": pdl} | dataclasses.asdict(r))
     return rows
 
 
-def decode_rows(pdl: bool = False) -> list[dict]:
+def decode_rows(pdl: bool = False, float_type: str = "fp32") -> list[dict]:
     """kernels.decode's kernels in bf16 for sm_90 at the 1B Llama's decode shape (8 query heads a key/value head,
     head dim 64, 32 chunks of 64 keys): the split kernel without and with the merge in the same launch (also at
     16 chunks, whose merge loads every chunk at once), and the merge kernel; pdl: as PDL launches."""
@@ -175,11 +187,11 @@ def decode_rows(pdl: bool = False) -> list[dict]:
         consts = {"HEAD_DIM": 64, "BLOCK_G": 16, "BLOCK_N": 64, "PRECISION": "tf32", "PREFETCH": False, "MERGE": merge,
                   "BLOCK_GM": 8, "BLOCK_SC": decode.merge_chunks(chunks, 8, 64), "PDL": pdl,
                   "LINE": 64, "LINES": 1}
-        r = resources(decode._split_kernel, DECODE_TYPES, consts, 4)
+        r = resources(decode._split_kernel, DECODE_TYPES, consts, 4, float_type=float_type)
         op = ("decode_one_launch" if chunks == 32 else f"decode_one_launch_c{chunks}") if merge else "decode_split"
         rows.append({"op": op, "warps": 4, "pdl": pdl, "merge_rounds": -(-chunks // consts["BLOCK_SC"])}
                     | dataclasses.asdict(r))
-    r = resources(decode._merge_kernel, DECODE_TYPES, {"HEAD_DIM": 64, "BLOCK_S": 32, "PDL": pdl}, 4)
+    r = resources(decode._merge_kernel, DECODE_TYPES, {"HEAD_DIM": 64, "BLOCK_S": 32, "PDL": pdl}, 4, float_type=float_type)
     rows.append({"op": "decode_merge", "warps": 4, "pdl": pdl} | dataclasses.asdict(r))
     return rows
 
@@ -324,7 +336,7 @@ def linear_ws_rows() -> list[dict]:
     return rows
 
 
-def norm_cache_rows() -> list[dict]:
+def norm_cache_rows(float_type: str = "fp32") -> list[dict]:
     """kernels.norms._norm_kernel (the op's) on one 32768-wide bf16 row a program, LayerNorm and RMSNorm, with x
     loaded past L1 (X_CACHE ".cg") and through it (""), at 32 warps: the scale and shift keep plain loads."""
     from kernels import norms
@@ -334,33 +346,34 @@ def norm_cache_rows() -> list[dict]:
         for cache in (".cg", ""):
             consts = {"RMS": rms, "HAS_W": True, "HAS_B": not rms, "W_OFFSET": 0.0, "BLOCK": 32768, "ONE_PASS": True,
                       "ROWS": 1, "X_CACHE": cache}
-            r = resources(norms._norm_kernel, NORM_TYPES, consts, 32, NORM_DIVISIBLE)
+            r = resources(norms._norm_kernel, NORM_TYPES, consts, 32, NORM_DIVISIBLE, float_type=float_type)
             rows.append({"op": "rms_norm" if rms else "layer_norm", "n": 32768, "warps": 32, "x_cache": cache}
                         | dataclasses.asdict(r))
     return rows
 
 
 def _chain_row(op: str, fn: triton.JITFunction, types: dict, consts: dict, warps: int,
-               sizes: tuple[str, ...]) -> list[dict]:
+               sizes: tuple[str, ...], float_type: str = "fp32") -> list[dict]:
     """One chain kernel at the 1B Llama's widths (hidden 2048, intermediate 5632, KH and KI their powers of two);
     every pointer but the position's and the counters', and `sizes`, specialized as multiples of 16."""
     consts = {"KH": 2048, "KI": 8192, **consts}
     divisible = tuple(n for n in signature(fn, types) if n.endswith("_ptr") and n not in ("pos_ptr", "cnt_ptr"))
     divisible += sizes
-    r = resources(fn, types, consts, warps, divisible)
+    r = resources(fn, types, consts, warps, divisible, float_type=float_type)
     return [{"op": op, "hidden": 2048, "intermediate": 5632, **consts, "warps": warps} | dataclasses.asdict(r)]
 
 
-def mlp_chain_rows() -> list[dict]:
+def mlp_chain_rows(float_type: str = "fp32") -> list[dict]:
     """kernels.mlp_chain's kernel in bf16 for sm_90 at the 1B Llama's widths, with its launcher's tiles and warps."""
     from kernels import mlp_chain
 
     bn_h, bn_i, warps = mlp_chain.plan(2048, 5632)
     return _chain_row("mlp_chain", mlp_chain._mlp_chain_kernel, {"cnt_ptr": "*i32", "eps": "fp32"},
-                      {"BN_O": bn_h, "BN_GU": bn_h, "BN_D": bn_i, "N_COUNTERS": mlp_chain.COUNTERS}, warps, ("H",))
+                      {"BN_O": bn_h, "BN_GU": bn_h, "BN_D": bn_i, "N_COUNTERS": mlp_chain.COUNTERS}, warps, ("H",),
+                      float_type)
 
 
-def layer_chain_rows() -> list[dict]:
+def layer_chain_rows(float_type: str = "fp32") -> list[dict]:
     """kernels.layer_chain's kernel in bf16 for sm_90 at the 1B Llama's shapes (32 query and 4 key/value heads of
     64, a 2048-entry cache in 32 chunks of 64), with its launcher's tiles and warps."""
     from kernels import layer_chain, mlp_chain
@@ -369,7 +382,38 @@ def layer_chain_rows() -> list[dict]:
     types = DECODE_TYPES | {"f_ptr": "*fp32", "eps_in": "fp32", "eps_post": "fp32"}
     return _chain_row("layer_chain", layer_chain._layer_kernel, types,
                       {"HEAD_DIM": 64, "BN_H": bn_h, "BN_I": bn_i, "BLOCK_G": 16, "BLOCK_N": 64, "BLOCK_S": 32,
-                       "PRECISION": "tf32", "N_COUNTERS": layer_chain.COUNTERS}, warps, ("H", "N", "K_N"))
+                       "PRECISION": "tf32", "N_COUNTERS": layer_chain.COUNTERS}, warps, ("H", "N", "K_N"), float_type)
+
+
+def persistent_norm_rows(warps: tuple[int, ...] = (16, 32), stages: tuple[int, ...] = (2, 3),
+                         float_type: str = "fp32") -> list[dict]:
+    """kernels.norms' persistent kernel on 32768-wide bf16 rows, RMSNorm and LayerNorm, at each warp and stage count."""
+    from kernels import norms
+
+    rows = []
+    for rms in (True, False):
+        for w in warps:
+            for st in stages:
+                consts = {"RMS": rms, "HAS_W": True, "HAS_B": not rms, "W_OFFSET": 0.0, "BLOCK": 32768, "STAGES": st}
+                r = resources(norms._norm_persistent_kernel, NORM_TYPES, consts, w, NORM_DIVISIBLE, float_type=float_type)
+                rows.append({"op": "rms_norm" if rms else "layer_norm", "n": 32768, "warps": w, "stages": st}
+                            | dataclasses.asdict(r))
+    return rows
+
+
+def fp64_rows() -> list[dict]:
+    """Each Triton kernel of kernels/ that takes a float scalar (a norm's eps, attention's scale), compiled for sm_90
+    with those scalars typed fp64: how Inductor passes a Python float to a user kernel (its
+    _use_fp64_for_unbacked_floats), where Triton's own launch passes fp32. A kernel that does not truncate them
+    first computes in fp64 what meets them: the 1B Llama's compiled decode step ran its q/k/v kernel (the norm,
+    the rotation) in fp64, 92 registers a thread against 80 uncompiled (bench/graph_gaps.py, H100, 2026-12-06)."""
+    from kernels import gemv
+
+    one = [next(c for c in gemv._GPU if c.kwargs["BLOCK_N"] >= 2)]
+    rows = [*gemv_rows(configs=one, float_type="fp64"), *decode_rows(float_type="fp64"),
+            *norm_cache_rows(float_type="fp64")[::2], *persistent_norm_rows((16,), (2,), float_type="fp64"),
+            *mlp_chain_rows(float_type="fp64"), *layer_chain_rows(float_type="fp64")]
+    return [{"float_type": "fp64"} | r for r in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,24 +430,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attention-ws", action="store_true", help="kernels.attention_ws (Gluon) at hd 64 and 128")
     ap.add_argument("--attention-split", action="store_true", help="kernels.attention_split (Gluon) at hd 64 and 128")
     ap.add_argument("--linear-ws", action="store_true", help="kernels.linear_ws (Gluon): linear + GELU, SwiGLU")
+    ap.add_argument("--fp64-scalars", action="store_true", help="the kernels taking float scalars, those typed fp64")
     args = ap.parse_args(argv)
     picked = {"gemv": gemv_rows, "decode": decode_rows, "attention": attention_rows, "norm_cache": norm_cache_rows,
               "mlp_chain": mlp_chain_rows, "layer_chain": layer_chain_rows, "pdl": pdl_rows,
-              "attention_ws": attention_ws_rows, "attention_split": attention_split_rows, "linear_ws": linear_ws_rows}
+              "attention_ws": attention_ws_rows, "attention_split": attention_split_rows, "linear_ws": linear_ws_rows,
+              "fp64_scalars": fp64_rows}
     chosen = [fn for name, fn in picked.items() if getattr(args, name)]
     if chosen:
         for row in chosen[0]():
             sys.stdout.write(json.dumps(row) + "\n")
         return 0
-    from kernels import norms
-
-    for rms in (True, False):
-        for warps in map(int, args.warps.split(",")):
-            for stages in map(int, args.stages.split(",")):
-                consts = {"RMS": rms, "HAS_W": True, "HAS_B": not rms, "W_OFFSET": 0.0, "BLOCK": 32768, "STAGES": stages}
-                r = resources(norms._norm_persistent_kernel, NORM_TYPES, consts, warps, NORM_DIVISIBLE)
-                row = {"op": "rms_norm" if rms else "layer_norm", "n": 32768, "warps": warps, "stages": stages}
-                sys.stdout.write(json.dumps(row | dataclasses.asdict(r)) + "\n")
+    for row in persistent_norm_rows(tuple(map(int, args.warps.split(","))), tuple(map(int, args.stages.split(",")))):
+        sys.stdout.write(json.dumps(row) + "\n")
     return 0
 
 

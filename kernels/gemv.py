@@ -157,6 +157,7 @@ def _gemv_kernel(
     KP: tl.constexpr,  # K's next power of 2 where EARLY (else 0): the early columns' bound
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
 ):
+    eps = tl.cast(eps, tl.float32)  # Inductor passes a float as fp64, and fp64 is catching (kernels.cubin.fp64_rows)
     go = 0  # the zero of the asm steps below (_common: the work after them sits in `if go == 0:`)
     w_early = 0.0  # the weight's first columns where loaded early, w2's beside them (EARLY_ELEMS)
     w2_early = 0.0

@@ -64,7 +64,9 @@ def _layer_kernel(
     BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr,
     N_COUNTERS: tl.constexpr,
 ):
-    qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor may pass it as fp64 (decode.py)
+    qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes floats as fp64 (kernels.cubin.fp64_rows)
+    eps_in = tl.cast(eps_in, tl.float32)
+    eps_post = tl.cast(eps_post, tl.float32)
     cnt_ptr += first
     p_qkv = tl.cdiv(N, BN_H)
     p_split = Hkv * n_splits

@@ -108,6 +108,7 @@ def _norm_kernel(
     ROWS: tl.constexpr,  # rows per program (one-pass path only; 1 on the two-pass path)
     X_CACHE: tl.constexpr,  # x's cache modifier (the module's X_CACHE unless a caller says otherwise)
 ):
+    eps = tl.cast(eps, tl.float32)  # Inductor passes a float as fp64, and fp64 is catching (kernels.cubin.fp64_rows)
     cols = tl.arange(0, BLOCK)
     if ONE_PASS:
         rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
@@ -166,6 +167,7 @@ def _norm_persistent_kernel(x_ptr, w_ptr, b_ptr, out_ptr, R, N, stride_x, stride
                             BLOCK: tl.constexpr, STAGES: tl.constexpr):
     """_norm_kernel's one-pass path (BLOCK >= N) over rows pid, pid + programs, ...; STAGES: the pipeliner's stage
     count (2: the next row's loads in flight while this row is reduced and written)."""
+    eps = tl.cast(eps, tl.float32)  # as in _norm_kernel
     cols = tl.arange(0, BLOCK)
     for row in tl.range(tl.program_id(0), R, tl.num_programs(0), num_stages=STAGES):
         rows = (tl.arange(0, 1) + row).to(tl.int64)

@@ -136,6 +136,18 @@ def test_layer_chain_publishes_every_group_for_sm90():
     assert r["stack_bytes"] <= 32 and r["shared_bytes"] <= H100_SHARED_BYTES, r
 
 
+def test_float_scalars_passed_as_fp64_stay_fp32_math_for_sm90():
+    """Inductor passes a user kernel's Python float (eps, a scale) as fp64: each kernel of kernels/ taking one,
+    compiled for sm_90 so, truncates it first and does no fp64 arithmetic (the compiled decode step's q/k/v kernel
+    did its norm and rotation in fp64: 92 registers against 80 uncompiled, H100, 2026-12-06)."""
+    out = _cubin("--fp64-scalars", timeout=600)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    ops = {r["op"] for r in rows}
+    assert {"gemv_rope", "gemv_swiglu", "decode_split", "decode_merge", "rms_norm", "layer_norm", "mlp_chain",
+            "layer_chain"} <= ops, ops
+    assert [(r["op"], r["fp64_ops"]) for r in rows if r["fp64_ops"]] == []
+
+
 def test_gluon_attention_is_warp_specialized_without_spills_for_sm90():
     """kernels.attention_ws (Gluon) compiled for sm_90 at head dims 64 and 128, causal or not, its consumers in
     ping-pong (at STAGES and DEEP_STAGES) or in step: one warp-specialized region whose partitions move registers
