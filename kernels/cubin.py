@@ -225,14 +225,15 @@ def whole_rows(elems: int = 8192) -> list[dict]:
     return rows
 
 
-def attention_rows() -> list[dict]:
+def attention_rows(configs: list | None = None, float_type: str = "fp32") -> list[dict]:
     """kernels.attention's head-dim-128 configs (bf16, causal, TMA loads) compiled for sm_90, with and without
-    Triton's warp specialization of the key loop; a config that fails to compile is a row with its error."""
+    Triton's warp specialization of the key loop (or `configs`); a config that fails to compile is a row with its
+    error."""
     from kernels import attention
 
     rows = []
     for ws in (False, True):
-        for c in attention._GPU[128]:
+        for c in configs if configs is not None else attention._GPU[128]:
             consts = {"HEAD_DIM": 128, "HAS_ALIBI": False, "HAS_DOC": False, "SOFTCAP": False, "REVERSE": True,
                       "RAW": True, "TMA": True, "WS": ws, "PRECISION": "tf32", **c.kwargs}
             row = {"op": "attention_tma_ws" if ws else "attention_tma", **c.kwargs, "warps": c.num_warps,
@@ -240,7 +241,7 @@ def attention_rows() -> list[dict]:
                    "kept": c in attention._specializable(attention._GPU[128], {}, WS=ws)}
             try:
                 r = resources(attention._attn_fwd, ATTENTION_TYPES, consts, c.num_warps, ATTENTION_DIVISIBLE,
-                              num_stages=c.num_stages)
+                              num_stages=c.num_stages, float_type=float_type)
                 rows.append(row | dataclasses.asdict(r))
             except Exception as e:  # noqa: BLE001 - a compiler failure is this row's result
                 rows.append(row | {"error": str(e).strip().splitlines()[-1][:200]})
@@ -407,12 +408,13 @@ def fp64_rows() -> list[dict]:
     _use_fp64_for_unbacked_floats), where Triton's own launch passes fp32. A kernel that does not truncate them
     first computes in fp64 what meets them: the 1B Llama's compiled decode step ran its q/k/v kernel (the norm,
     the rotation) in fp64, 92 registers a thread against 80 uncompiled (bench/graph_gaps.py, H100, 2026-12-06)."""
-    from kernels import gemv
+    from kernels import attention, gemv
 
     one = [next(c for c in gemv._GPU if c.kwargs["BLOCK_N"] >= 2)]
     rows = [*gemv_rows(configs=one, float_type="fp64"), *decode_rows(float_type="fp64"),
             *norm_cache_rows(float_type="fp64")[::2], *persistent_norm_rows((16,), (2,), float_type="fp64"),
-            *mlp_chain_rows(float_type="fp64"), *layer_chain_rows(float_type="fp64")]
+            *mlp_chain_rows(float_type="fp64"), *layer_chain_rows(float_type="fp64"),
+            *attention_rows(attention._GPU[128][:1], float_type="fp64")[:1]]
     return [{"float_type": "fp64"} | r for r in rows]
 
 

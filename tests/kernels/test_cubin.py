@@ -144,7 +144,8 @@ def test_float_scalars_passed_as_fp64_stay_fp32_math_for_sm90():
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     ops = {r["op"] for r in rows}
     assert {"gemv_rope", "gemv_swiglu", "decode_split", "decode_merge", "rms_norm", "layer_norm", "mlp_chain",
-            "layer_chain"} <= ops, ops
+            "layer_chain", "attention_tma"} <= ops, ops
+    assert [r for r in rows if "error" in r] == []
     assert [(r["op"], r["fp64_ops"]) for r in rows if r["fp64_ops"]] == []
 
 
