@@ -3,8 +3,9 @@ kernels/decode_layer.py (bf16, batch 1) captured as a CUDA graph each way, the g
 (kpt.gpu.bench.compare), then a few replays profiled: each launch's start less the end of the launch before, its
 median over the calls, summed and by boundary (the kernel before -> the kernel after); beside them each kernel
 node's launch parameters and its function's attributes, read from the graph (cuda-bindings), and where the two
-graphs' nodes differ. Says whether the compiled step's longer replay (1.192 against 1.146 ms, device time 1.051
-against 1.036, H100, 2026-12-06) is its kernels' or its boundaries', and which boundaries (its kernels': Inductor
+graphs' nodes differ; and each shape's launches' durations (by kernel and grid). Says whether the compiled step's
+longer replay (1.192 against 1.146 ms, device time 1.051 against 1.036, H100, 2026-12-06) is its kernels' or its
+boundaries', and which boundaries (its kernels': Inductor
 had tuned each call site of gemv.py's kernel on its own; compiled_free is that, compiled now takes the eager picks;
 then Inductor's fp64 float arguments, which kernels/ now truncate: compiled 1.0637 against 1.0640 ms, 2026-12-06).
 
@@ -36,18 +37,45 @@ def short(name: str) -> str:
     return re.sub(r"_\d+$", "", name)[:60]
 
 
-def gaps(records: list[tuple[float, float, str]], per_call: int) -> list[tuple[str, str, float]]:
-    """(kernel before, kernel after, us) for each boundary inside one call: records are (start us, end us, name) of
-    consecutive calls of per_call launches each, in start order; each boundary's median over the calls (negative
-    where a launch started before the one before it ended: programmatic dependent launches)."""
+def calls_of(records: list[tuple[float, float, str]], per_call: int) -> tuple[list[list], list[str]]:
+    """records, (start us, end us, name) of consecutive calls of per_call launches each in start order, cut into
+    the calls, and one call's kernel names (short()); ValueError where they are not whole calls of the same kernels."""
     if per_call < 2 or not records or len(records) % per_call:
         raise ValueError(f"{len(records)} records are not whole calls of {per_call} launches")
     calls = [records[i:i + per_call] for i in range(0, len(records), per_call)]
     names = [[short(n) for _, _, n in c] for c in calls]
     if any(n != names[0] for n in names):
         raise ValueError("the calls launched different kernels")
-    return [(names[0][i - 1], names[0][i], statistics.median(c[i][0] - c[i - 1][1] for c in calls))
+    return calls, names[0]
+
+
+def gaps(records: list[tuple[float, float, str]], per_call: int) -> list[tuple[str, str, float]]:
+    """(kernel before, kernel after, us) for each boundary inside one call (calls_of's records): each boundary's
+    median over the calls (negative where a launch started before the one before it ended: programmatic dependent
+    launches)."""
+    calls, names = calls_of(records, per_call)
+    return [(names[i - 1], names[i], statistics.median(c[i][0] - c[i - 1][1] for c in calls))
             for i in range(1, per_call)]
+
+
+def durations(records: list[tuple[float, float, str]], per_call: int) -> list[tuple[str, float]]:
+    """(kernel, us) for each launch of one call (calls_of's records): its duration's median over the calls."""
+    calls, names = calls_of(records, per_call)
+    return [(names[i], statistics.median(c[i][1] - c[i][0] for c in calls)) for i in range(per_call)]
+
+
+def by_launch(durs: list[tuple[str, float]], nodes: list[dict]) -> dict[str, dict[str, float]]:
+    """The launches of one call grouped by kernel and grid (from the graph's kernel nodes, in launch order: a chain's
+    nodes are; the same shape's launches, e.g. each layer's q/k/v projection, share both), largest total first: how
+    many, their summed and median duration (us). By kernel alone where the nodes are not one kernel node a launch."""
+    matched = len(nodes) == len(durs) and all("grid" in n for n in nodes)
+    groups: dict[str, list[float]] = {}
+    for i, (kernel, us) in enumerate(durs):
+        grid = nodes[i].get("grid") if matched else None
+        groups.setdefault(kernel + (f" grid {'x'.join(map(str, grid))}" if grid else ""), []).append(us)
+    out = {k: {"count": len(v), "us": round(sum(v), 3), "median_us": round(statistics.median(v), 3)}
+           for k, v in groups.items()}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["us"]))
 
 
 def by_boundary(bounds: list[tuple[str, str, float]]) -> dict[str, dict[str, float]]:
@@ -194,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         out.setdefault("variants", {})[name] = {
             "launches": per_call, "device_ms": round(device / 1e3, 4),
             "gap_ms": round(sum(us for *_, us in bounds) / 1e3, 4), "by_boundary": by_boundary(bounds),
-            "nodes": nodes[name][:8]}
+            "by_launch": by_launch(durations(records, per_call), nodes[name]), "nodes": nodes[name][:8]}
     names = list(nodes)
     out["node_diffs"] = {f"{a} vs {b}": node_diffs(nodes[a], nodes[b]) for a in names for b in names if a < b}
     sys.stdout.write(json.dumps(out, indent=1) + "\n")

@@ -21,6 +21,25 @@ def test_gaps_are_each_boundarys_median_over_the_calls():
         gg.gaps(records[:5] + [(35.0, 38.0, "_merge_kernel")], 3)
 
 
+def test_durations_are_each_launchs_median_grouped_by_kernel_and_grid():
+    gg = bench_module("graph_gaps")
+    records = [(0.0, 5.0, "emb"), (6.0, 10.0, "_gemv_kernel_0"), (10.0, 12.0, "_gemv_kernel_1"),
+               (20.0, 27.0, "emb"), (28.0, 30.0, "_gemv_kernel_0"), (30.0, 34.0, "_gemv_kernel_1")]
+    durs = gg.durations(records, 3)
+    assert durs == [("emb", 6.0), ("_gemv_kernel", 3.0), ("_gemv_kernel", 3.0)]  # medians of (5, 7), (4, 2), (2, 4)
+    nodes = [{"name": "_Z3embv", "grid": [16, 1, 1]}, {"name": "_gemv_kernel", "grid": [640, 1, 1]},
+             {"name": "_gemv_kernel", "grid": [512, 1, 1]}]
+    assert gg.by_launch(durs, nodes) == {
+        "emb grid 16x1x1": {"count": 1, "us": 6.0, "median_us": 6.0},
+        "_gemv_kernel grid 640x1x1": {"count": 1, "us": 3.0, "median_us": 3.0},
+        "_gemv_kernel grid 512x1x1": {"count": 1, "us": 3.0, "median_us": 3.0}}
+    # a memset node (no grid) or a count that differs: by kernel alone
+    assert gg.by_launch(durs, [*nodes[:2], {"name": "<memset>"}]) == gg.by_launch(durs, nodes[:2]) == {
+        "emb": {"count": 1, "us": 6.0, "median_us": 6.0}, "_gemv_kernel": {"count": 2, "us": 6.0, "median_us": 3.0}}
+    with pytest.raises(ValueError, match="different kernels"):
+        gg.durations(records[:5] + [(35.0, 38.0, "_merge_kernel")], 3)
+
+
 def test_node_diffs_name_the_positions_that_differ():
     gg = bench_module("graph_gaps")
     a = [{"name": "k", "grid": [4, 1, 1], "block": [128, 1, 1], "shared_bytes": 0, "carveout": -1}] * 2
