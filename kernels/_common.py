@@ -321,7 +321,7 @@ def pdl_wait(after):
 
 @triton.jit
 def pdl_wait_for(value, after):
-    """pdl_wait once `value` (a float32 scalar: loads of what no earlier launch writes, reduced) is in: those loads
+    """pdl_wait once `value` (a 32-bit scalar: loads of what no earlier launch writes, reduced) is in: those loads
     come before the wait. Returns `after` whatever value is."""
     return tl.inline_asm_elementwise("griddepcontrol.wait; mov.u32 $0, $2;", "=r,r,r",
                                      [value.to(tl.int32, bitcast=True), after], dtype=tl.int32, is_pure=True, pack=1)

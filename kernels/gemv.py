@@ -68,7 +68,8 @@ STREAM_ELEMS = 1 << 22
 # 0.725 ms with each program's 8192 reads before the wait. The step itself (bench/decode_mlp.py, H100, 2026-12-06)
 # with these early loads: 1.107 -> 1.064 ms with PDL launches, 1.119 -> 1.097 compiled with its graph's edges made
 # programmatic: the share L2 prefetches of the rows before the wait had bought (1.184 -> 1.120, 2026-12-05), not the
-# skeleton's. They cost registers (gemv_rope at n4 k512: 56 -> 124 a thread, so 4 programs an SM where 8 fit), yet
+# skeleton's. They cost registers (gemv_rope at n4 k512: 56 -> 124 a thread, so 4 programs an SM where 8 fit; 96
+# since _held, not measured on a GPU yet), yet
 # fewer are slower in the step (bench/decode_mlp.py, H100, 2026-12-06, one run, p50: uncompiled 1.146 ms, PDL
 # launches waiting first 1.127, with 2048 early elements 1.201, 4096 1.150, 8192 1.110).
 EARLY_ELEMS = 8192
@@ -172,10 +173,10 @@ def _gemv_kernel(
         kp = tl.arange(0, PRE)
         ok = (kp < K)[None, :] & (go == 0)
         w_early = tl.load(w_ptr + rn[:, None] * stride_wn + kp[None, :], mask=ok, other=0.0)
-        held = tl.sum(tl.sum(w_early.to(tl.float32), axis=1), axis=0)
+        held = _held(w_early)
         if GATED:
             w2_early = tl.load(w2_ptr + rn[:, None] * stride_w2n + kp[None, :], mask=ok, other=0.0)
-            held += tl.sum(tl.sum(w2_early.to(tl.float32), axis=1), axis=0)
+            held |= _held(w2_early)
         if PDL:  # the wait takes the loaded values, so it comes after their loads (and returns 0 whatever they are)
             go = pdl_wait_for(held, go)
     elif PDL:
@@ -189,6 +190,17 @@ def _gemv_kernel(
                    v_ptr + kv_row0 * stride_vm, out_ptr, z_ptr, w_early, w2_early,
                    N, K, stride_xm, stride_wn, stride_w2n, stride_om, stride_km, stride_vm, eps, K_N, n_zero, HAS_BIAS,
                    ACT, GATED, NORM, RES, ROPE, HEAD_DIM, ZERO, stream, PRE, BLOCK_N, BLOCK_K, STAGES)
+
+
+@triton.jit
+def _held(w):
+    """An int32 that depends on every element of the early-loaded block w, for the wait to take (pdl_wait_for): the
+    largest of their bits, not their sum in fp32, whose converted copy the compiler kept for the block's products
+    after the wait (gemv_rope 124 -> 96 registers a thread, SwiGLU 117 -> 96, offline sm_90 compile, 2026-12-06)."""
+    if w.dtype.primitive_bitwidth == 16:
+        return tl.max(tl.max(w.to(tl.int16, bitcast=True), axis=1), axis=0).to(tl.int32)
+    else:
+        return tl.max(tl.max(w.to(tl.int32, bitcast=True), axis=1), axis=0)
 
 
 @triton.jit

@@ -93,6 +93,9 @@ def test_pdl_launches_load_only_what_no_earlier_launch_writes_before_the_wait_fo
         assert r["stack_bytes"] <= (32 if r["op"] in ("gemv_rope", "gemv_whole_qkv") else 0), r
         # whole_config's blocks: a thread's 32 elements (8192 over 8 warps) in 16-byte loads, no loop's async copies
         assert not whole or (r["loads_before_wait"] == 4 and r["async_copies"] == 0), r
+        # the early columns held as loaded until after the wait, not also as fp32 copies (gemv._held): 116-124
+        # registers a thread with those, 96 without (triton 3.7.1)
+        assert not gemv or whole or r["registers"] <= 104, r
 
 
 def test_attention_warp_specialization_keeps_only_configs_that_compile_for_sm90():
