@@ -69,9 +69,9 @@ STREAM_ELEMS = 1 << 22
 # with these early loads: 1.107 -> 1.064 ms with PDL launches, 1.119 -> 1.097 compiled with its graph's edges made
 # programmatic: the share L2 prefetches of the rows before the wait had bought (1.184 -> 1.120, 2026-12-05), not the
 # skeleton's. They cost registers (gemv_rope at n4 k512: 56 -> 124 a thread, so 4 programs an SM where 8 fit; 96
-# since _held, not measured on a GPU yet), yet
-# fewer are slower in the step (bench/decode_mlp.py, H100, 2026-12-06, one run, p50: uncompiled 1.146 ms, PDL
-# launches waiting first 1.127, with 2048 early elements 1.201, 4096 1.150, 8192 1.110).
+# since _held, not measured on a GPU yet), yet fewer are slower in the step (bench/decode_mlp.py, H100, 2026-12-06,
+# one run, p50: uncompiled 1.146 ms, PDL launches waiting first 1.127, with 2048 early elements 1.201, 4096 1.150,
+# 8192 1.110).
 EARLY_ELEMS = 8192
 # The skeleton's programs read all their bytes before the wait; the autotuned configs' programs hold more rows than
 # 8192 elements at gate/up (two weights) and down (5632-long rows), so most of those launches' reads still wait.
