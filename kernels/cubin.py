@@ -225,14 +225,15 @@ def whole_rows(elems: int = 8192) -> list[dict]:
     return rows
 
 
-def attention_rows(configs: list | None = None, float_type: str = "fp32") -> list[dict]:
+def attention_rows(configs: list | None = None, float_type: str = "fp32", ws_forms: tuple[bool, ...] = (False, True),
+                   ) -> list[dict]:
     """kernels.attention's head-dim-128 configs (bf16, causal, TMA loads) compiled for sm_90, with and without
-    Triton's warp specialization of the key loop (or `configs`); a config that fails to compile is a row with its
-    error."""
+    Triton's warp specialization of the key loop (or `configs`, in `ws_forms`); a config that fails to compile is a
+    row with its error."""
     from kernels import attention
 
     rows = []
-    for ws in (False, True):
+    for ws in ws_forms:
         for c in configs if configs is not None else attention._GPU[128]:
             consts = {"HEAD_DIM": 128, "HAS_ALIBI": False, "HAS_DOC": False, "SOFTCAP": False, "REVERSE": True,
                       "RAW": True, "TMA": True, "WS": ws, "PRECISION": "tf32", **c.kwargs}
@@ -337,14 +338,15 @@ def linear_ws_rows() -> list[dict]:
     return rows
 
 
-def norm_cache_rows(float_type: str = "fp32") -> list[dict]:
+def norm_cache_rows(float_type: str = "fp32", caches: tuple[str, ...] = (".cg", "")) -> list[dict]:
     """kernels.norms._norm_kernel (the op's) on one 32768-wide bf16 row a program, LayerNorm and RMSNorm, with x
-    loaded past L1 (X_CACHE ".cg") and through it (""), at 32 warps: the scale and shift keep plain loads."""
+    loaded past L1 (X_CACHE ".cg") and through it ("") (or each of `caches`), at 32 warps: the scale and shift keep
+    plain loads."""
     from kernels import norms
 
     rows = []
     for rms in (False, True):
-        for cache in (".cg", ""):
+        for cache in caches:
             consts = {"RMS": rms, "HAS_W": True, "HAS_B": not rms, "W_OFFSET": 0.0, "BLOCK": 32768, "ONE_PASS": True,
                       "ROWS": 1, "X_CACHE": cache}
             r = resources(norms._norm_kernel, NORM_TYPES, consts, 32, NORM_DIVISIBLE, float_type=float_type)
@@ -412,9 +414,9 @@ def fp64_rows() -> list[dict]:
 
     one = [next(c for c in gemv._GPU if c.kwargs["BLOCK_N"] >= 2)]
     rows = [*gemv_rows(configs=one, float_type="fp64"), *decode_rows(float_type="fp64"),
-            *norm_cache_rows(float_type="fp64")[::2], *persistent_norm_rows((16,), (2,), float_type="fp64"),
+            *norm_cache_rows(float_type="fp64", caches=(".cg",)), *persistent_norm_rows((16,), (2,), float_type="fp64"),
             *mlp_chain_rows(float_type="fp64"), *layer_chain_rows(float_type="fp64"),
-            *attention_rows(attention._GPU[128][:1], float_type="fp64")[:1]]
+            *attention_rows(attention._GPU[128][:1], float_type="fp64", ws_forms=(False,))]
     return [{"float_type": "fp64"} | r for r in rows]
 
 
