@@ -748,17 +748,48 @@ def test_graph_keys_bind_large_inputs_by_address():
     assert runtime.graph_key(args, (False, False, False)) == (shapes, ())
 
 
-def test_a_shape_binds_a_few_addresses_then_copies():
-    cpu = torch.device("cpu")
-    run = runtime.GraphedRunner(lambda *a: a[0], device=cpu)
-    caches = [torch.zeros(runtime.BIND_BYTES // 4) for _ in range(runtime.BOUND_GRAPHS + 1)]
+class _Replay:
+    """Stands in for a captured torch.cuda.CUDAGraph in the CPU tests of GraphedRunner's choices."""
+
+    def replay(self) -> None:
+        pass
+
+
+def _cpu_runner(monkeypatch):
+    """A GraphedRunner on the CPU whose captures are stand-ins, recording each bound address captured."""
+    run = runtime.GraphedRunner(lambda *a: a[0], device=torch.device("cpu"))
+    captured = []
+
+    def capture(args, binds):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        captured.append(tuple(t.data_ptr() for t, b in zip(tensors, binds, strict=True) if b))
+        return runtime._Graph(_Replay(), [None if b else t.clone() for t, b in zip(tensors, binds, strict=True)], tensors[0])
+
+    monkeypatch.setattr(run, "_capture", capture)
+    return run, captured
+
+
+def test_a_shape_binds_a_few_addresses_rebinds_a_few_then_copies(monkeypatch):
+    run, captured = _cpu_runner(monkeypatch)
+    bound, rebinds = runtime.BOUND_GRAPHS, runtime.REBINDS
+    caches = [torch.zeros(runtime.BIND_BYTES // 4) for _ in range(bound + rebinds + 1)]
     small = torch.zeros(4)
-    for i, kv in enumerate(caches[:-1]):  # each new address of the shape gets a graph of its own
-        key, binds = run._pick((small, kv))
-        assert key[1] == (kv.data_ptr(),) and binds == (False, True), i
-        run.graphs[key] = object()  # as a capture would
-        assert run._pick((small, kv)) == (key, binds)  # found again: replayed without a copy
-    key, binds = run._pick((small, caches[-1]))  # one address too many: the shape's copying graph
-    assert key == (runtime._key((small, caches[-1])), ()) and binds == (False, False)
-    assert run._pick((small, caches[0]))[1] == (False, True)  # the bound ones are still used
+    shapes = runtime._key((small, caches[0]))
+    for kv in caches[:bound]:  # each new address of the shape gets a graph of its own
+        run(small, kv)
+        run(small, kv)  # found again: replayed without a copy, no capture
+    assert captured == [(kv.data_ptr(),) for kv in caches[:bound]]
+    run(small, caches[0])  # now caches[1]'s graph is the least recently replayed
+    run(small, caches[bound])  # a new address takes its place
+    assert captured[-1] == (caches[bound].data_ptr(),)
+    assert (shapes, (caches[1].data_ptr(),)) not in run.graphs and (shapes, (caches[0].data_ptr(),)) in run.graphs
+    for kv in caches[bound + 1:-1]:  # the rest of the shape's replacements
+        run(small, kv)
+    assert len(captured) == bound + rebinds and all(k[1] for k in run.graphs)
+    key, binds = run._pick((small, caches[-1]))  # spent: a new address copies into the shape's copying graph
+    assert key == (shapes, ()) and binds == (False, False)
+    run(small, caches[-1])
+    assert captured[-1] == () and sum(1 for k in run.graphs if k[1]) == bound
+    run(small, caches[-2])  # the bound ones are still replayed in place
+    assert len(captured) == bound + rebinds + 1
     assert run._pick((small, small))[0][1] == ()  # nothing large: as before, copied

@@ -49,7 +49,8 @@ def test_package_replays_cuda_graphs_per_shape(tmp_path, kpt_cache_dir):
 
 def test_large_inputs_are_read_in_place(tmp_path, kpt_cache_dir, monkeypatch):
     """An input of BIND_BYTES or more is not copied: the graph reads the caller's tensor (a change made in place
-    shows in the next call), one graph per address up to BOUND_GRAPHS a shape, then that shape's copying graph;
+    shows in the next call), one graph per address up to BOUND_GRAPHS a shape, REBINDS new addresses more in the
+    place of the least recently replayed, then that shape's copying graph (for the first ones too, dropped since);
     the shape's graphs share one memory pool; every result as the module's."""
     work = mlp_work(tmp_path)
     apply(GpuInductorAOT(), work, "LEVEL_O2")
@@ -57,7 +58,7 @@ def test_large_inputs_are_read_in_place(tmp_path, kpt_cache_dir, monkeypatch):
     monkeypatch.setattr(runtime, "BIND_BYTES", 1024)  # x [8, 64] fp32: 2 KB
     loaded = runtime.load_aoti(work.artifact.path)
     assert isinstance(loaded, runtime.GraphedRunner)
-    xs = [torch.randn(8, 64, device=DEVICE) for _ in range(runtime.BOUND_GRAPHS + 1)]
+    xs = [torch.randn(8, 64, device=DEVICE) for _ in range(runtime.BOUND_GRAPHS + runtime.REBINDS + 1)]
     with torch.inference_mode():
         torch.testing.assert_close(loaded(xs[0]), work.module(xs[0]), rtol=1e-5, atol=1e-5)
         (key,) = loaded.graphs
@@ -68,6 +69,7 @@ def test_large_inputs_are_read_in_place(tmp_path, kpt_cache_dir, monkeypatch):
             torch.testing.assert_close(loaded(x), work.module(x), rtol=1e-5, atol=1e-5)
     bound = [k for k in loaded.graphs if k[1]]
     assert len(bound) == runtime.BOUND_GRAPHS and len(loaded.graphs) == runtime.BOUND_GRAPHS + 1
+    assert {k[1] for k in bound} == {(x.data_ptr(),) for x in xs[-runtime.BOUND_GRAPHS - 1:-1]}
     assert len(loaded.pools) == 1
 
 
