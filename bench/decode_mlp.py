@@ -191,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         out.setdefault("kernels", {})[name] = bench.profile_kernels(lambda r=replays[name]: r(), (), top=8)
         out.setdefault("one_layer", {})[name] = _one_layer(replays[name], layers)
         log.info("%s compiled and captured", name)
+    if not replays:  # every variant skipped or failed: what was found is still written
+        log.error("no variant to time (skipped: %s; failed: %s)", out.get("skipped", []), list(out.get("errors", {})))
+        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+        return 1
     out["p50_ms"] = bench.compare(replays, reps=args.reps, warmup=10)
     sys.stdout.write(json.dumps(out, indent=1) + "\n")
     return 0
