@@ -73,8 +73,9 @@ def verdict(rows: list[dict], flops: int, probe: dict, decode: bool) -> dict:
     return out
 
 
-def profile_lines(profs: dict, top: int = 3) -> list[str]:
-    """Markdown lines: per profiled variant, its device time in how many launches and its top kernels."""
+def profile_lines(profs: dict, top: int = 3, p50_ms: dict | None = None) -> list[str]:
+    """Markdown lines: per profiled variant, its device time in how many launches and its top kernels. p50_ms (the
+    variants' measured times): a sum of kernel spans above the call's own time is said to overlap."""
     lines = []
     for name, p in profs.items():
         if "error" in p:
@@ -82,8 +83,12 @@ def profile_lines(profs: dict, top: int = 3) -> list[str]:
             continue
         heads = "; ".join(f"`{k['kernel'][:60]}` {k['ms_per_call']:.3f} ms ({100 * k['share']:.0f}%, "
                           f"{k['launches_per_call']:g} launches)" for k in p["top"][:top])
+        p50 = (p50_ms or {}).get(name)
+        overlap = (f" The spans overlap (their sum is more than the call's p50 {p50:.3f} ms): under programmatic "
+                   "dependent launch a kernel starts before the one it depends on ends and waits inside its span."
+                   if p50 and p["device_ms_per_call"] > p50 else "")
         lines.append(f"Profile of {name}: {p['device_ms_per_call']:.3f} ms of device time in "
-                     f"{p['launches_per_call']:g} launches per call; top: {heads}.")
+                     f"{p['launches_per_call']:g} launches per call; top: {heads}.{overlap}")
     return lines
 
 
@@ -177,7 +182,7 @@ def write_markdown(path: str, doc: dict) -> None:
                          f"{fmt(e.get('kpt_O2_p50_ms'))} ms, measured interleaved: "
                          + (f"{fmt(e['speedup_over_kpt_O2'], '.2f')}x." if e.get("speedup_over_kpt_O2")
                             else f"no ratio ({e.get('error') or 'not measured or outside the accuracy guard'})."))
-        lines += profile_lines(res.get("profiles", {}))
+        lines += profile_lines(res.get("profiles", {}), p50_ms={r["variant"]: r.get("p50_ms") for r in rows})
         if res.get("low_precision_bounds"):
             lines.append(f"Accuracy bounds of this model's bf16/fp16 variants: {res['low_precision_bounds']}.")
         for note in res.get("notes", []):

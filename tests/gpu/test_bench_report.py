@@ -203,6 +203,10 @@ def test_profile_lines_in_the_markdown(report):
     assert lines[0].startswith("Profile of kpt_O3: 1.250 ms of device time in 230 launches per call")
     assert "`triton_gemv` 0.700 ms (56%, 110 launches)" in lines[0]
     assert lines[1] == "Profile of kpt_O2: RuntimeError: CUPTI"
+    assert "overlap" not in lines[0]
+    overlapping = report.profile_lines(profs, p50_ms={"kpt_O3": 1.0})[0]  # kernels that waited inside their spans
+    assert "The spans overlap (their sum is more than the call's p50 1.000 ms)" in overlapping
+    assert "overlap" not in report.profile_lines(profs, p50_ms={"kpt_O3": 1.3})[0]
 
 
 def test_an_experiment_is_reported_apart_and_never_counted(h100, report, tmp_path):
