@@ -75,8 +75,8 @@ BOUND_GRAPHS = 4  # graphs a shape may have bound to callers' addresses at once
 # times a shape; after that the shape's new addresses copy into its copying graph. A caller's addresses often move
 # once (a check on a few samples, then the calls that matter: the benchmark's accuracy check bound three of the
 # 1B Llama decode step's four, and three of its four timed input sets then copied their 46 MB of caches at every
-# call, 1.081 against 1.037 ms a step on the H100, 2026-12-06); a caller cycling through more addresses than
-# BOUND_GRAPHS stops recapturing once these are spent.
+# call: the package measured 1.081 ms a step where its build had timed 1.037, H100, 2026-12-06); a caller cycling
+# through more addresses than BOUND_GRAPHS stops recapturing once these are spent.
 REBINDS = BOUND_GRAPHS
 # A child process imports torch (and torchao for quantized packages), extracts the package, loads it and runs
 # it once: seconds for small models, tens of seconds for a 1B-parameter one. Past this it counts as hung.
