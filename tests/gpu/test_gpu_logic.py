@@ -8,7 +8,7 @@ import zipfile
 import pytest
 import torch
 
-from kpt.errors import DeviceFault, Unsupported
+from kpt.errors import DeviceFault, Unsupported, first_cause
 from kpt.gpu import cache, device, levels, models, passes, quantize, runtime
 from kpt.gpu import compile as gcompile
 from kpt.gpu.vendor import Precisions
@@ -322,6 +322,18 @@ def test_a_candidate_that_faults_the_gpu_fails_the_attempt_and_is_skipped_on_the
             raise RuntimeError("graph capture failed") from inner
     except RuntimeError as outer:
         assert passes.gpu_fault(outer)
+
+
+def test_first_cause_names_what_failed_before_the_error_raised():
+    try:
+        try:
+            raise ValueError("operation not permitted when stream is capturing\nmore")
+        except ValueError:  # handling it (the capture's end) raises another
+            raise RuntimeError("operation failed due to a previous error during capture")  # noqa: B904
+    except RuntimeError as e:
+        assert first_cause(e, 40) == ("RuntimeError: operation failed due to a previous error (first: "
+                                      "ValueError: operation not permitted when stream is c)")
+    assert first_cause(KeyError("k")) == "KeyError: 'k'"  # no chain: cause() alone
 
 
 def _with_layers(module: torch.nn.Module) -> torch.nn.Module:

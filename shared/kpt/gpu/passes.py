@@ -23,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from kpt import settings
-from kpt.errors import DeviceFault, cause
+from kpt.errors import DeviceFault, cause, first_cause
 from kpt.gpu import bench as gpu_bench
 from kpt.gpu import cache, graph_edges, runtime
 from kpt.gpu.exported import export_for_compile
@@ -432,16 +432,17 @@ def _timed_runners(runners: dict[str, Callable], x: tuple[torch.Tensor, ...],
             return r(*x)
 
     eager = {n: functools.partial(eagerly, r) for n, r in runners.items()}
-    try:
-        graphed = {n: runtime.GraphedRunner(r, waits=graph_edges.named(waiting[n]) if waiting.get(n) else None)
-                   for n, r in runners.items()}
-        with torch.inference_mode():
-            for g in graphed.values():
+    graphed = {n: runtime.GraphedRunner(r, waits=graph_edges.named(waiting[n]) if waiting.get(n) else None)
+               for n, r in runners.items()}
+    for n, g in graphed.items():
+        try:
+            with torch.inference_mode():
                 g(*x)  # captures
-    except RuntimeError as e:  # a host sync, a CPU op or an allocation the graph cannot hold
-        log.info("kernel trial timed eagerly: the model cannot be captured as a CUDA graph (%s)", cause(e, 200))
-        torch.cuda.synchronize()
-        return {**gpu_bench.compare(eager), "graphs": 0}
+        except RuntimeError as e:  # a host sync, a CPU op or an allocation the graph cannot hold
+            log.info("kernel trial timed eagerly: its %s model cannot be captured as a CUDA graph (%s)",
+                     n.removesuffix("_ms"), first_cause(e, 200))
+            torch.cuda.synchronize()
+            return {**gpu_bench.compare(eager), "graphs": 0}
     times = gpu_bench.compare({n: (lambda g=g: g(*x)) for n, g in graphed.items()})
     del graphed  # the graphs' private pools go with them
     torch.cuda.empty_cache()
