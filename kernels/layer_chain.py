@@ -85,7 +85,7 @@ def _layer_kernel(
         _wait(cnt_ptr + 1, p_qkv)  # every thread leaves the wait's loop after the look that saw it done
         split_chunk(q_ptr, kc_ptr, vc_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, (t // n_splits).to(tl.int64),
                     t % n_splits, n_splits, 0, HEAD_DIM, 0, stride_kh, stride_kn, 0, stride_vh, stride_vn, Hkv,
-                    G, S, CHUNK, qk_scale, HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, "", ".cg")
+                    G, S, CHUNK, qk_scale, HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, "", ".cg", False)
         _signal(cnt_ptr + 2)
     elif t < p_qkv + p_split + p_merge:
         t -= p_qkv + p_split

@@ -24,6 +24,7 @@ CASES = [  # B, Hq, Hkv, S, D, pos
     (1, 6, 2, 64, 16, 63),     # a group of 3; the last cache entry is the one replaced
     (1, 3, 1, 50, 128, 49),
     (1, 32, 4, 300, 64, 257),  # the 1B Llama's heads
+    (4, 16, 8, 200, 32, 150),  # 8 chunks a head of two blocks each (the others' chunks are one block)
 ]
 
 
@@ -40,12 +41,20 @@ def test_decode_attention_matches_the_written_cache(case, dtype):
         check_2x(out, decode.reference(*args), decode.reference(*args, dtype=dtype))
 
 
-def test_cache_entries_at_and_after_pos_are_never_read():
+def test_cache_entries_at_and_after_pos_never_count():
+    """nan in the cache from pos on changes nothing: in the chunk holding pos, and in a chunk wholly past it, whose
+    first block is loaded all the same (the interpreter's chunks: 3 of 16 keys)."""
     q, k_cache, v_cache, k_new, v_new, pos = _inputs(1, 4, 2, 40, 32, 21, torch.float32, seed=5)
     want = decode.decode_attention(q, k_cache, v_cache, k_new, v_new, pos)
     k_cache[:, :, 21:] = float("nan")
     v_cache[:, :, 21:] = float("nan")
     torch.testing.assert_close(decode.decode_attention(q, k_cache, v_cache, k_new, v_new, pos), want, rtol=0, atol=0)
+
+
+def test_the_cases_cover_chunks_of_one_block_and_of_several():
+    block = 16  # the interpreter's (decode_attention_op)
+    chunks = {decode.splits(b, hkv, s, block)[1] for b, _, hkv, s, _, _ in CASES}
+    assert min(chunks) <= block < max(chunks)
 
 
 def test_split_count_depends_on_the_cache_length_only():
