@@ -275,18 +275,20 @@ def merge_head(
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, HEAD_DIM)
     s_ok = offs_s < SPLITS
+    # Every load first, in one trip (none depends on another's value), then the arithmetic.
     q = tl.load(q_ptr + b * stride_qb + (hk * G + g) * stride_qh + offs_d, cache_modifier=CACHE).to(tl.float32)
     kn = tl.load(kn_ptr + b * stride_knb + hk * stride_knh + offs_d, cache_modifier=CACHE).to(tl.float32)
     vn = tl.load(vn_ptr + b * stride_vnb + hk * stride_vnh + offs_d, cache_modifier=CACHE).to(tl.float32)
-    own = tl.sum(q * kn, 0) * qk_scale  # the new token's own score: finite, so the maximum below is
     row = (bh * SPLITS + offs_s) * G + g
     m_s = tl.load(m_ptr + row, mask=s_ok, other=float("-inf"), cache_modifier=CACHE)
+    l_s = tl.load(l_ptr + row, mask=s_ok, other=0.0, cache_modifier=CACHE)
+    acc = tl.load(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None], other=0.0,
+                  cache_modifier=CACHE)
+    own = tl.sum(q * kn, 0) * qk_scale  # the new token's own score: finite, so the maximum below is
     m = tl.maximum(own, tl.max(m_s, 0))
     w = tl.math.exp2(m_s - m)  # 0 for a chunk that saw nothing (m_s = -inf) and for padding
     w_own = tl.math.exp2(own - m)
-    l_sum = w_own + tl.sum(tl.load(l_ptr + row, mask=s_ok, other=0.0, cache_modifier=CACHE) * w, 0)
-    acc = tl.load(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None], other=0.0,
-                  cache_modifier=CACHE)
+    l_sum = w_own + tl.sum(l_s * w, 0)
     out = (vn * w_own + tl.sum(acc * w[:, None], 0)) / l_sum
     tl.store(out_ptr + b * stride_ob + (hk * G + g) * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty))
 
