@@ -5,9 +5,9 @@ median over the calls, summed and by boundary (the kernel before -> the kernel a
 node's launch parameters and its function's attributes, read from the graph (cuda-bindings), and where the two
 graphs' nodes differ; and each shape's launches' durations (by kernel and grid). Says whether the compiled step's
 longer replay (1.192 against 1.146 ms, device time 1.051 against 1.036, H100, 2026-12-06) is its kernels' or its
-boundaries', and which boundaries (its kernels': Inductor
-had tuned each call site of gemv.py's kernel on its own; compiled_free is that, compiled now takes the eager picks;
-then Inductor's fp64 float arguments, which kernels/ now truncate: compiled 1.0637 against 1.0640 ms, 2026-12-06).
+boundaries', and which boundaries (its kernels': Inductor had tuned each call site of gemv.py's kernel on its own;
+compiled_free is that, compiled now takes the eager picks; then Inductor's fp64 float arguments, which kernels/ now
+truncate: compiled 1.0637 against 1.0640 ms, 2026-12-06).
 
     PYTHONPATH=.:shared python3 bench/graph_gaps.py > graph_gaps.json     (needs a CUDA device and cuda-bindings)
 """

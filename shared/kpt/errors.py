@@ -14,14 +14,20 @@ def cause(e: BaseException, limit: int = 300) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0][:limit] if text else ''}"
 
 
+def chain(e: BaseException) -> list[BaseException]:
+    """e and what it was raised from or while handling (__cause__, else __context__), latest first, each once."""
+    out: list[BaseException] = []
+    while e is not None and all(e is not seen for seen in out):
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
 def first_cause(e: BaseException, limit: int = 300) -> str:
-    """cause(e), and the earliest exception of its chain (__cause__ or __context__) where that is another one: what
-    failed first, when handling it raised e (a CUDA graph capture that ends in "operation failed due to a previous
-    error during capture" after the operation that broke it)."""
-    first, seen = e, {id(e)}
-    while (nxt := first.__cause__ or first.__context__) is not None and id(nxt) not in seen:
-        first = nxt
-        seen.add(id(nxt))
+    """cause(e), and the earliest exception of its chain where that is another one: what failed first, when handling
+    it raised e (a CUDA graph capture that ends in "operation failed due to a previous error during capture" after
+    the operation that broke it)."""
+    first = chain(e)[-1]
     return cause(e, limit) + (f" (first: {cause(first, limit)})" if first is not e else "")
 
 

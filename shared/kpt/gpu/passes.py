@@ -23,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from kpt import settings
-from kpt.errors import DeviceFault, cause, first_cause
+from kpt.errors import DeviceFault, cause, chain, first_cause
 from kpt.gpu import bench as gpu_bench
 from kpt.gpu import cache, graph_edges, runtime
 from kpt.gpu.exported import export_for_compile
@@ -370,13 +370,7 @@ _FAULTS = ("illegal memory access", "illegal instruction", "misaligned address",
 
 def gpu_fault(e: BaseException) -> bool:
     """Whether e (or what caused it) is a GPU fault that ends the process's use of its GPU."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if any(f in str(e) for f in _FAULTS):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    return any(f in str(x) for x in chain(e) for f in _FAULTS)
 
 
 def time_trial(base: torch.nn.Module, trial: torch.nn.Module, x: tuple[torch.Tensor, ...],
