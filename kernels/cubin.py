@@ -186,7 +186,7 @@ def decode_rows(pdl: bool = False, float_type: str = "fp32") -> list[dict]:
     for merge, chunks in ((False, 32), (True, 32), (True, 16)):
         consts = {"HEAD_DIM": 64, "BLOCK_G": 16, "BLOCK_N": 64, "PRECISION": "tf32", "PREFETCH": False, "MERGE": merge,
                   "BLOCK_GM": 8, "BLOCK_SC": decode.merge_chunks(chunks, 8, 64), "PDL": pdl,
-                  "LINE": 64, "LINES": 1, "ONE_BLOCK": True}
+                  "LINE": 64, "LINES": 1}
         r = resources(decode._split_kernel, DECODE_TYPES, consts, 4, float_type=float_type)
         op = ("decode_one_launch" if chunks == 32 else f"decode_one_launch_c{chunks}") if merge else "decode_split"
         rows.append({"op": op, "warps": 4, "pdl": pdl, "merge_rounds": -(-chunks // consts["BLOCK_SC"])}

@@ -6,8 +6,7 @@ Semantics (the reference below is the definition):
     token's position. Query head h uses key/value head h // (Hq // Hkv) (HF's repeat_kv).
   * The token sees cache positions j < pos and itself: exactly `k_cache.index_copy(2, pos, k_new)` attended
     with the mask j <= pos, which is what a decode step writes out (kpt.gpu.models.LlamaDecodeStep). Cache
-    entries at j >= pos never count (whatever they hold, nan included), so the cache need not be copied to write
-    the new entry first.
+    entries at j >= pos are never read, so the cache need not be copied to write the new entry first.
 
 A decode step has one query row per head, so a kernel per (batch, head) would leave most of the GPU idle and a
 fused SDPA kernel pays its fixed cost 22 times a step (the 1B Llama's decode step spent 0.96 of its 2.1 ms in
@@ -64,7 +63,6 @@ def _split_kernel(
     PREFETCH: tl.constexpr, MERGE: tl.constexpr, BLOCK_GM: tl.constexpr,
     BLOCK_SC: tl.constexpr, PDL: tl.constexpr, LINE: tl.constexpr, LINES: tl.constexpr,  # PDL: _common.pdl_code; LINE:
     # a cache row's elements in a 128-byte line, LINES: its lines
-    ONE_BLOCK: tl.constexpr,       # CHUNK <= BLOCK_N (split_chunk)
 ):
     # Inductor passes a user kernel's float scalars as fp64: fp32 here, so the loop-carried maxima and sums keep
     # one type (kernels/attention.py does the same).
@@ -88,7 +86,7 @@ def _split_kernel(
         _split_body(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, kn_ptr, vn_ptr, out_ptr, cnt_ptr, bh, split,
                     n_splits, stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
                     stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, Hkv, G, S, CHUNK, qk_scale,
-                    HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, MERGE, BLOCK_GM, BLOCK_SC, stream, ONE_BLOCK)
+                    HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, MERGE, BLOCK_GM, BLOCK_SC, stream)
 
 
 @triton.jit
@@ -97,10 +95,10 @@ def _split_body(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, kn_ptr, vn_
                 stride_knb, stride_knh, stride_vnb, stride_vnh, stride_ob, stride_oh, Hkv, G, S, CHUNK, qk_scale,
                 HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
                 MERGE: tl.constexpr, BLOCK_GM: tl.constexpr, BLOCK_SC: tl.constexpr,
-                stream: tl.constexpr, ONE_BLOCK: tl.constexpr):
+                stream: tl.constexpr):
     split_chunk(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, bh, split, n_splits, stride_qb, stride_qh,
                 stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, Hkv, G, S, CHUNK, qk_scale,
-                HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, stream, "", ONE_BLOCK)
+                HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, stream, "")
     if MERGE:  # one launch: the key/value head's last program to finish merges its chunks (_merge_group)
         # Every thread's stores above come before thread 0's release (CUTLASS's semaphore: barrier, then the
         # atomic); the counter's acquire, then the barrier Triton puts after a scalar atomic to share its result,
@@ -132,7 +130,7 @@ def split_chunk(
     stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     Hkv, G, S, CHUNK, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-    STREAM: tl.constexpr, Q_CACHE: tl.constexpr, ONE_BLOCK: tl.constexpr,
+    STREAM: tl.constexpr, Q_CACHE: tl.constexpr,
 ):
     """One chunk of one key/value head (bh = b * Hkv + head, a 64-bit integer): the partial softmax of its G query
     heads over cache keys [split * CHUNK, ...) below pos, written to the workspace. STREAM: the cache loads' L2
@@ -148,50 +146,30 @@ def split_chunk(
     v_base = v_ptr + b * stride_vb + hk * stride_vh
     pos = tl.load(pos_ptr).to(tl.int32)
     lo = split * CHUNK
-    end = tl.minimum(lo + CHUNK, S)  # the chunk's keys: [lo, end)
-    hi = tl.minimum(end, pos)  # those visible to this program: [lo, hi)
+    hi = tl.minimum(tl.minimum(lo + CHUNK, S), pos)  # cache keys [lo, hi) are visible to this program
     m_i = tl.full((BLOCK_G,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_G,), tl.float32)
     acc = tl.zeros((BLOCK_G, HEAD_DIM), tl.float32)
-    if ONE_BLOCK:
-        # A chunk of one block (a decode step's: the 1B Llama's 32 chunks of 64 keys) is loaded whatever pos is,
-        # its keys and values at and past pos loaded but counting for nothing (masked out of the scores, zeroed in
-        # the values): its loads go out with pos's and q's instead of after pos arrives (with PDL the chunk is in
-        # L2 already). No loop either: 115 registers a thread against the loop's 159 (offline sm_90 compile).
-        n = lo + offs_n
-        m_i, l_i, acc = _online(q, k_base, v_base, n, n < end, n < hi, stride_kn, stride_vn, offs_d, m_i, l_i, acc,
-                                qk_scale, PRECISION, STREAM)
-    else:  # a long chunk's blocks up to pos (a first block loaded early beside the loop took 225 registers)
-        for start in range(lo, hi, BLOCK_N):
-            n = start + offs_n
-            m_i, l_i, acc = _online(q, k_base, v_base, n, n < hi, n < hi, stride_kn, stride_vn, offs_d, m_i, l_i,
-                                    acc, qk_scale, PRECISION, STREAM)
+    for start in range(lo, hi, BLOCK_N):
+        n = start + offs_n
+        n_ok = n < hi
+        k = tl.load(k_base + n[:, None] * stride_kn + offs_d[None, :], mask=n_ok[:, None], other=0.0,
+                    eviction_policy=STREAM)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * qk_scale  # log2 units
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: the block holds at least one visible key
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        v = tl.load(v_base + n[:, None] * stride_vn + offs_d[None, :], mask=n_ok[:, None], other=0.0,
+                    eviction_policy=STREAM)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        m_i = m_new
     row = (bh * n_splits + split) * G + offs_g  # the G real rows only (BLOCK_G pads them for tl.dot)
     g_ok = offs_g < G
     tl.store(m_ptr + row, m_i, mask=g_ok)  # -inf, 0, 0 where the chunk saw no visible key
     tl.store(l_ptr + row, l_i, mask=g_ok)
     tl.store(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_ok[:, None])
-
-
-@triton.jit
-def _online(q, k_base, v_base, n, loaded, n_ok, stride_kn, stride_vn, offs_d, m_i, l_i, acc, qk_scale,
-            PRECISION: tl.constexpr, STREAM: tl.constexpr):
-    """Keys and values n (rows where `loaded` loaded, where n_ok counted: the others, whatever they hold, not)
-    folded into the running maxima, sums and unnormalized outputs of the softmax; a block with no visible key leaves
-    them as they were (a maximum of -inf stands in as 0, so no inf - inf)."""
-    k = tl.load(k_base + n[:, None] * stride_kn + offs_d[None, :], mask=loaded[:, None], other=0.0,
-                eviction_policy=STREAM)
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * qk_scale  # log2 units
-    s = tl.where(n_ok[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(s - m_use[:, None])
-    alpha = tl.math.exp2(m_i - m_use)
-    v = tl.load(v_base + n[:, None] * stride_vn + offs_d[None, :], mask=loaded[:, None], other=0.0,
-                eviction_policy=STREAM)
-    v = tl.where(n_ok[:, None], v, 0.0)  # 0 * nan is nan: an unused row's value is zeroed, not just weighted 0
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
-    return m_new, l_i * alpha + tl.sum(p, 1), acc
 
 
 @triton.jit
@@ -275,20 +253,18 @@ def merge_head(
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, HEAD_DIM)
     s_ok = offs_s < SPLITS
-    # Every load first, in one trip (none depends on another's value), then the arithmetic.
     q = tl.load(q_ptr + b * stride_qb + (hk * G + g) * stride_qh + offs_d, cache_modifier=CACHE).to(tl.float32)
     kn = tl.load(kn_ptr + b * stride_knb + hk * stride_knh + offs_d, cache_modifier=CACHE).to(tl.float32)
     vn = tl.load(vn_ptr + b * stride_vnb + hk * stride_vnh + offs_d, cache_modifier=CACHE).to(tl.float32)
+    own = tl.sum(q * kn, 0) * qk_scale  # the new token's own score: finite, so the maximum below is
     row = (bh * SPLITS + offs_s) * G + g
     m_s = tl.load(m_ptr + row, mask=s_ok, other=float("-inf"), cache_modifier=CACHE)
-    l_s = tl.load(l_ptr + row, mask=s_ok, other=0.0, cache_modifier=CACHE)
-    acc = tl.load(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None], other=0.0,
-                  cache_modifier=CACHE)
-    own = tl.sum(q * kn, 0) * qk_scale  # the new token's own score: finite, so the maximum below is
     m = tl.maximum(own, tl.max(m_s, 0))
     w = tl.math.exp2(m_s - m)  # 0 for a chunk that saw nothing (m_s = -inf) and for padding
     w_own = tl.math.exp2(own - m)
-    l_sum = w_own + tl.sum(l_s * w, 0)
+    l_sum = w_own + tl.sum(tl.load(l_ptr + row, mask=s_ok, other=0.0, cache_modifier=CACHE) * w, 0)
+    acc = tl.load(acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None], other=0.0,
+                  cache_modifier=CACHE)
     out = (vn * w_own + tl.sum(acc * w[:, None], 0)) / l_sum
     tl.store(out_ptr + b * stride_ob + (hk * G + g) * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty))
 
@@ -378,8 +354,7 @@ def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
         Hkv, G, S, chunk, qk_scale, pf_bytes,
         HEAD_DIM=D, BLOCK_G=block_g, BLOCK_N=block_n, PRECISION=precision, PREFETCH=pf is not None,
         MERGE=counters is not None, BLOCK_GM=block_gm, BLOCK_SC=block_sc, PDL=pdl_code(q, pdl),
-        LINE=128 // k_cache.element_size(), LINES=triton.cdiv(D * k_cache.element_size(), 128),
-        ONE_BLOCK=chunk <= block_n, num_warps=4,
+        LINE=128 // k_cache.element_size(), LINES=triton.cdiv(D * k_cache.element_size(), 128), num_warps=4,
         **pdl_options(pdl_launch(q, pdl)))
     if counters is None:
         launch(_merge_kernel)[(B * Hq,)](

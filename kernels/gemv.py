@@ -217,14 +217,6 @@ def _gemv_body(x_ptr, w_ptr, w2_ptr, b_ptr, b2_ptr, g_ptr, r_ptr, pos_ptr, f_ptr
     offs_n, rn, rotating = _columns(N, K_N, ROPE, HEAD_DIM, BLOCK_N)
     row = tl.program_id(1)
     Q_N = N - 2 * K_N
-    # What the epilogue adds is asked for with x, not after the products, so its trip to memory is not the launch's
-    # last step: the residual, the rotation's angles (after the wait all the same: a step may compute its position)
-    res = 0.0
-    if RES:
-        res = tl.load(r_ptr + row * stride_om + rn).to(tl.float32)
-    angle = 0.0
-    if ROPE:
-        angle = rope_angle(rn, tl.load(pos_ptr).to(tl.float32), f_ptr, HEAD_DIM, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
@@ -268,10 +260,10 @@ def _gemv_body(x_ptr, w_ptr, w2_ptr, b_ptr, b2_ptr, g_ptr, r_ptr, pos_ptr, f_ptr
             y2 += tl.load(b2_ptr + rn).to(tl.float32)
         y = y * y2
     if RES:
-        y += res
+        y += tl.load(r_ptr + row * stride_om + rn).to(tl.float32)
     if ROPE:
-        store_qkv(y, rn, offs_n, row, rotating, angle, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
-                  stride_km, stride_vm, HEAD_DIM, BLOCK_N)
+        store_qkv(y, rn, offs_n, row, rotating, pos_ptr, f_ptr, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
+                   stride_km, stride_vm, HEAD_DIM, BLOCK_N)
     else:
         tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=offs_n < N)
 
@@ -299,20 +291,14 @@ def rope_rows(offs_n, rn, first, Q_N, K_N, HEAD_DIM: tl.constexpr):
 
 
 @triton.jit
-def rope_angle(rn, pos, f_ptr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
-    """pos (fp32) * inverse frequency for each rotation pair of a block whose weight rows are rn (rope_rows' order)."""
-    col_a, _ = tl.split(tl.reshape(rn, (BLOCK_N // 2, 2)))
-    return pos * tl.load(f_ptr + (col_a % HEAD_DIM) % (HEAD_DIM // 2)).to(tl.float32)
-
-
-@triton.jit
-def store_qkv(y, rn, offs_n, row, rotating, angle, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
-              stride_km, stride_vm, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
-    """x * cos + rotate_half(x) * sin on the q and k pairs (cos and sin of rope_angle's angle, rounded to the
-    output's dtype as the step rounds them); then q, k and v each to its own output."""
+def store_qkv(y, rn, offs_n, row, rotating, pos_ptr, f_ptr, out_ptr, k_ptr, v_ptr, N, Q_N, K_N, stride_om,
+               stride_km, stride_vm, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """x * cos + rotate_half(x) * sin on the q and k pairs (cos and sin of position * inverse frequency, rounded
+    to the output's dtype as the step rounds them); then q, k and v each to its own output."""
     a, b = tl.split(tl.reshape(y, (BLOCK_N // 2, 2)))
     col_a, col_b = tl.split(tl.reshape(rn, (BLOCK_N // 2, 2)))
     n_a, n_b = tl.split(tl.reshape(offs_n, (BLOCK_N // 2, 2)))
+    angle = tl.load(pos_ptr).to(tl.float32) * tl.load(f_ptr + (col_a % HEAD_DIM) % (HEAD_DIM // 2)).to(tl.float32)
     cos = tl.cos(angle).to(out_ptr.dtype.element_ty).to(tl.float32)
     sin = tl.sin(angle).to(out_ptr.dtype.element_ty).to(tl.float32)
     a, b = tl.where(rotating, a * cos - b * sin, a), tl.where(rotating, b * cos + a * sin, b)

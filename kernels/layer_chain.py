@@ -25,7 +25,7 @@ import triton.language as tl
 from . import decode, gemv, mlp_chain
 from ._common import LOG2E, interpreting, launch, register_op
 from .decode import merge_head, split_chunk
-from .gemv import rope_angle, rope_rows, store_qkv
+from .gemv import rope_rows, store_qkv
 from .mlp_chain import _signal, _wait, down, gate_up, out_proj
 
 COUNTERS = 7  # ticket, then rows or programs done: q/k/v, chunks, merged heads, output, activations, down
@@ -46,8 +46,7 @@ def _qkv(h_ptr, w_ptr, g_ptr, pos_ptr, f_ptr, q_ptr, kn_ptr, vn_ptr, done_ptr, H
     rstd = 1.0 / tl.sqrt(tl.sum(x * x, 0) / H + eps)
     xn = x * tl.load(g_ptr + kh, mask=kh_ok, other=0.0).to(tl.float32)
     y = tl.sum(w.to(tl.float32) * xn[None, :], 1) * rstd
-    angle = rope_angle(rn, tl.load(pos_ptr).to(tl.float32), f_ptr, HEAD_DIM, BN)
-    store_qkv(y, rn, offs_n, 0, rotating, angle, q_ptr, kn_ptr, vn_ptr, N, q_n, K_N, 0, 0, 0, HEAD_DIM, BN)
+    store_qkv(y, rn, offs_n, 0, rotating, pos_ptr, f_ptr, q_ptr, kn_ptr, vn_ptr, N, q_n, K_N, 0, 0, 0, HEAD_DIM, BN)
     _signal(done_ptr)
 
 
@@ -85,7 +84,7 @@ def _layer_kernel(
         _wait(cnt_ptr + 1, p_qkv)  # every thread leaves the wait's loop after the look that saw it done
         split_chunk(q_ptr, kc_ptr, vc_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, (t // n_splits).to(tl.int64),
                     t % n_splits, n_splits, 0, HEAD_DIM, 0, stride_kh, stride_kn, 0, stride_vh, stride_vn, Hkv,
-                    G, S, CHUNK, qk_scale, HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, "", ".cg", False)
+                    G, S, CHUNK, qk_scale, HEAD_DIM, BLOCK_G, BLOCK_N, PRECISION, "", ".cg")
         _signal(cnt_ptr + 2)
     elif t < p_qkv + p_split + p_merge:
         t -= p_qkv + p_split
