@@ -2,7 +2,9 @@
 budget, the quantization choice, the package cache key and the runtime record. Small and fast; what
 needs the device is in test_gpu_*.py."""
 
+import contextlib
 import copy
+import gc
 import zipfile
 
 import pytest
@@ -805,3 +807,33 @@ def test_a_shape_binds_a_few_addresses_rebinds_a_few_then_copies(monkeypatch):
     run(small, caches[-2])  # the bound ones are still replayed in place
     assert len(captured) == bound + rebinds + 1
     assert run._pick((small, small))[0][1] == ()  # nothing large: as before, copied
+
+
+def test_a_capture_starts_with_old_cycles_collected_and_collects_none_during_it(monkeypatch):
+    """runtime.capturing: garbage cycles left before a capture are freed before it starts (what they free may
+    call CUDA, which a capture forbids), and the collector stays off while the graph is captured, back on after,
+    an error in the capture included."""
+    freed, seen = [], {}
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            freed.append(self)  # resurrected: kept by the list
+
+    @contextlib.contextmanager
+    def graph(g, pool=None):  # torch.cuda.graph stand-in: what the collector does while "capturing"
+        seen["freed_before"] = len(freed)
+        seen["enabled_during"] = gc.isenabled()
+        yield
+
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    Cycle()
+    assert gc.isenabled() and not freed  # only the collector frees a cycle
+    with runtime.capturing(object()):
+        Cycle()  # made during the capture: left for later
+    assert seen == {"freed_before": 1, "enabled_during": False} and gc.isenabled() and len(freed) == 1
+    with pytest.raises(RuntimeError), runtime.capturing(object()):
+        raise RuntimeError("operation failed due to a previous error during capture")
+    assert gc.isenabled() and len(freed) == 2

@@ -23,7 +23,7 @@ from typing import Callable, ContextManager, Sequence
 
 import torch
 
-from kpt.gpu.runtime import resident_bytes
+from kpt.gpu.runtime import capturing, resident_bytes
 from kpt.optimize import bench
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def captured(fn: Callable[..., object], x: tuple[torch.Tensor, ...], keep: bool 
                 fn(*x)
         torch.cuda.current_stream().wait_stream(s)
         graph = torch.cuda.CUDAGraph(keep_graph=keep)
-        with torch.cuda.graph(graph):
+        with capturing(graph):
             out = fn(*x)
     return graph, out
 

@@ -40,6 +40,7 @@ job's process down.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -120,6 +121,25 @@ def strict_fp32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
+@contextlib.contextmanager
+def capturing(graph: torch.cuda.CUDAGraph, pool: object = None):
+    """torch.cuda.graph(graph, pool=pool) with Python's cyclic garbage collected first and none collected during
+    the capture. What such garbage frees may call CUDA where a capture forbids it (a dropped graph's memory pool,
+    a compiled Triton kernel's module), and the capture then fails with "operation not permitted when stream is
+    capturing". The O3 build's kernel trials failed so (H100, 2026-12-06) after an earlier trial had left such
+    cycles (a graph that could not be captured, then torch._dynamo.reset()), and were timed eagerly.
+    torch.cuda.graph collects nothing itself unless torch.compiler.config.force_cudagraph_gc."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with torch.cuda.graph(graph, pool=pool):
+            yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
@@ -188,7 +208,7 @@ class GraphedRunner:
         graph = torch.cuda.CUDAGraph(keep_graph=self.waits is not None)
         # The graphs of one shape share a memory pool (the same allocations in the same order): replays are one at
         # a time (the lock) and each one's outputs are cloned before the next, so none reads what another wrote.
-        with torch.cuda.graph(graph, pool=self.pools.get(shapes)):
+        with capturing(graph, pool=self.pools.get(shapes)):
             outputs = self.runner(*static)
         self.pools.setdefault(shapes, graph.pool())
         if self.waits is not None:
