@@ -29,6 +29,9 @@
 #   scripts/gpu_run.sh reads     the decode step's launches as pure reads (bench/read_skeleton.py, PDL forms too) and
 #                                    gemv.py config by config against pure reads (bench/gemv_configs.py) (~2 min)
 #                                    -> read-skeleton.json, gemv-configs.json and their logs
+#   scripts/gpu_run.sh ab        AB_PATCH (a patch, patch -p1, of a copy of this tree) against this tree: bench/
+#                                    decode_mlp.py's AB_VARIANTS on this tree (A), on the patched copy (B), on this
+#                                    tree again (A2), each in a process of its own (~9 min) -> decode-mlp-{A,B,A2}.json
 #   scripts/gpu_run.sh gaps      the decode step's launch gaps and kernel nodes, uncompiled, compiled with the eager
 #                                    picks and with Inductor's own (bench/graph_gaps.py) (~3 min) -> graph-gaps.json
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
@@ -276,6 +279,23 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
             timeout --signal=INT --kill-after=10 "$((LIMIT / 2))" python3 "bench/$b.py" > "$out.json" 2> "$out.log" \
                 || echo "$b: rc $?"
             tail -n 3 "$out.log" | cut -c1-300
+        done ;;
+    ab)  # on an idle card: a kernel change measured against the tree it changes, A B A (drift shows as A != A2)
+        patch_file="$(realpath "${AB_PATCH:?AB_PATCH=<patch file, applied with patch -p1>}")"
+        copy="${KPT_AB_DIR:-/tmp/kpt-ab}"
+        rm -rf "$copy" && mkdir -p "$copy"
+        tar cf - --exclude=./.kpt --exclude=./out --exclude=./.whl --exclude=.venv --exclude=.git --exclude=node_modules . \
+            | tar xf - -C "$copy"
+        (cd "$copy" && patch -p1 -s < "$patch_file")
+        each=$(((LIMIT - SECONDS - 15) / 3))
+        for side in A B A2; do
+            dir="$PWD"
+            [ "$side" = B ] && dir="$copy"
+            (cd "$dir" && PYTHONPATH="$dir:$dir/shared:$dir/services/nvidia:$dir/services/amd:$SITE" \
+                timeout --signal=INT --kill-after=15 "$each" python3 bench/decode_mlp.py \
+                --variants "${AB_VARIANTS:-fused_layers+eager,fused_layers+edges}" --budget-s "$((each - 25))") \
+                > "$OUT/decode-mlp-$side.json" 2> "$OUT/decode-mlp-$side.log" || echo "$side: rc $?"
+            echo "$side:"; grep -A 4 '"p50_ms"' "$OUT/decode-mlp-$side.json" || tail -n 3 "$OUT/decode-mlp-$side.log" | cut -c1-300
         done ;;
     gaps)  # on an idle card
         timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/graph_gaps.py \
