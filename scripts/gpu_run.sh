@@ -289,9 +289,10 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         (cd "$copy" && patch -p1 -s < "$patch_file")
         each=$(((LIMIT - SECONDS - 15) / 3))
         for side in A B A2; do
-            dir="$PWD"
-            [ "$side" = B ] && dir="$copy"
-            (cd "$dir" && PYTHONPATH="$dir:$dir/shared:$dir/services/nvidia:$dir/services/amd:$SITE" \
+            dir="$PWD" caches=()
+            # The copy compiles into caches of its own: none of A's compiled code can stand in for B's.
+            [ "$side" = B ] && dir="$copy" caches=(TORCHINDUCTOR_CACHE_DIR="$copy/.kpt/inductor" TRITON_CACHE_DIR="$copy/.kpt/triton")
+            (cd "$dir" && env "${caches[@]}" PYTHONPATH="$dir:$dir/shared:$dir/services/nvidia:$dir/services/amd:$SITE" \
                 timeout --signal=INT --kill-after=15 "$each" python3 bench/decode_mlp.py \
                 --variants "${AB_VARIANTS:-fused_layers+eager,fused_layers+edges}" --budget-s "$((each - 25))") \
                 > "$OUT/decode-mlp-$side.json" 2> "$OUT/decode-mlp-$side.log" || echo "$side: rc $?"

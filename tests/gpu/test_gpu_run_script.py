@@ -29,12 +29,13 @@ pytestmark = pytest.mark.skipif(not all(shutil.which(t) for t in ("bash", "setsi
 # then writes the mark as bench/h100.py does. `bench/h100.py run ... --out F`: records the call and the state of
 # every other build's process (T = stopped) into F. `-m pytest`: records the call. `-c`: the wheel loop's probe.
 # `bench/decode_mlp.py --variants V ...`: records where it ran, its PYTHONPATH's first entry, whether the tree holds
-# the ab test's patched-in file, and V.
+# the ab test's patched-in file, its Triton cache if one is set, and V.
 STUB = r"""#!/usr/bin/env bash
 case "$1" in
   -c) exit 0 ;;
   -m) echo "$*" >> "$STUB_LOG"; exit 0 ;;
-  bench/decode_mlp.py) echo "decode_mlp $PWD ${PYTHONPATH%%:*} $([ -e ab-marker ] && echo patched) $3" >> "$STUB_LOG"
+  bench/decode_mlp.py) echo "decode_mlp $PWD ${PYTHONPATH%%:*} $([ -e ab-marker ] && echo patched) ${TRITON_CACHE_DIR:-} $3" \
+    >> "$STUB_LOG"
     echo '{"p50_ms": {}}'; exit 0 ;;
 esac
 shift
@@ -152,10 +153,11 @@ def test_ab_times_the_tree_then_a_patched_copy_then_the_tree_again(script_env):
     patch = tmp / "ab.patch"
     patch.write_text("--- /dev/null\n+++ b/ab-marker\n@@ -0,0 +1 @@\n+patched\n")
     copy = tmp / "ab-copy"
-    out = run(env, tmp, "ab", AB_PATCH=str(patch), KPT_AB_DIR=str(copy), AB_VARIANTS="fused_layers+edges")
+    out = run(env, tmp, "ab", AB_PATCH=str(patch), KPT_AB_DIR=str(copy), AB_VARIANTS="fused_layers+edges",
+              TRITON_CACHE_DIR="")
     runs = [c.split()[1:] for c in (tmp / "calls.log").read_text().splitlines() if c.startswith("decode_mlp")]
     repo = str(REPO)
-    assert runs == [[repo, repo, "fused_layers+edges"], [str(copy), str(copy), "patched", "fused_layers+edges"],
+    assert runs == [[repo, repo, "fused_layers+edges"], [str(copy), str(copy), "patched", f"{copy}/.kpt/triton", "fused_layers+edges"],
                     [repo, repo, "fused_layers+edges"]], out.stdout
     assert not (REPO / "ab-marker").exists() and (copy / "kernels" / "gemv.py").exists()
     assert not (copy / ".venv").exists() and not (copy / ".git").exists()
