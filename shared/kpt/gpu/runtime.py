@@ -126,8 +126,8 @@ def capturing(graph: torch.cuda.CUDAGraph, pool: object = None):
     """torch.cuda.graph(graph, pool=pool) with Python's cyclic garbage collected first and none collected during
     the capture. What such garbage frees may call CUDA where a capture forbids it (a dropped graph's memory pool,
     a compiled Triton kernel's module), and the capture then fails with "operation not permitted when stream is
-    capturing". The O3 build's kernel trials failed so (H100, 2026-12-06), each after an earlier trial's failed
-    capture and torch._dynamo.reset() (both leave such cycles), and were timed eagerly.
+    capturing". The O3 build's int8 trial, then its kernels trial right after that one's failed capture and a
+    torch._dynamo.reset() (both leave such cycles), failed so (H100, 2026-12-06) and were timed eagerly.
     torch.cuda.graph collects nothing itself unless torch.compiler.config.force_cudagraph_gc."""
     gc.collect()
     enabled = gc.isenabled()
