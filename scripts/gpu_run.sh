@@ -29,9 +29,10 @@
 #   scripts/gpu_run.sh reads     the decode step's launches as pure reads (bench/read_skeleton.py, PDL forms too) and
 #                                    gemv.py config by config against pure reads (bench/gemv_configs.py) (~2 min)
 #                                    -> read-skeleton.json, gemv-configs.json and their logs
-#   scripts/gpu_run.sh ab        AB_PATCH (a patch, patch -p1, of a copy of this tree) against this tree: bench/
-#                                    decode_mlp.py's AB_VARIANTS on this tree (A), on the patched copy (B), on this
-#                                    tree again (A2), each in a process of its own (~9 min) -> decode-mlp-{A,B,A2}.json
+#   scripts/gpu_run.sh ab        AB_PATCH (a patch, patch -p1, of a copy of this tree; or several, each on its own copy)
+#                                    against this tree: bench/decode_mlp.py's AB_VARIANTS on this tree (A), on each
+#                                    patched copy (B, or B1 B2 ..), on this tree again (A2), each in a process of its
+#                                    own (~9 min) -> decode-mlp-{A,B..,A2}.json
 #   scripts/gpu_run.sh gaps      the decode step's launch gaps and kernel nodes, uncompiled, compiled with the eager
 #                                    picks and with Inductor's own (bench/graph_gaps.py) (~3 min) -> graph-gaps.json
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
@@ -280,18 +281,28 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
                 || echo "$b: rc $?"
             tail -n 3 "$out.log" | cut -c1-300
         done ;;
-    ab)  # on an idle card: a kernel change measured against the tree it changes, A B A (drift shows as A != A2)
-        patch_file="$(realpath "${AB_PATCH:?AB_PATCH=<patch file, applied with patch -p1>}")"
-        copy="${KPT_AB_DIR:-/tmp/kpt-ab}"
-        rm -rf "$copy" && mkdir -p "$copy"
-        tar cf - --exclude=./.kpt --exclude=./out --exclude=./.whl --exclude=.venv --exclude=.git --exclude=node_modules . \
-            | tar xf - -C "$copy"
-        (cd "$copy" && patch -p1 -s < "$patch_file")
-        each=$(((LIMIT - SECONDS - 15) / 3))
-        for side in A B A2; do
+    ab)  # on an idle card: kernel changes measured against the tree they change, A B.. A (drift shows as A != A2)
+        # AB_PATCH: one patch file or several (space-separated), each applied on its own to a copy of the tree.
+        read -r -a patches <<< "${AB_PATCH:?AB_PATCH=<patch file(s), applied with patch -p1>}"
+        sides=(A)
+        for i in "${!patches[@]}"; do
+            side="B$((i + 1))"
+            [ "${#patches[@]}" = 1 ] && side=B
+            copy="${KPT_AB_DIR:-/tmp/kpt-ab}/$side"
+            rm -rf "$copy" && mkdir -p "$copy"
+            tar cf - --exclude=./.kpt --exclude=./out --exclude=./.whl --exclude=.venv --exclude=.git \
+                --exclude=node_modules . | tar xf - -C "$copy"
+            pf="$(realpath "${patches[$i]}")"
+            (cd "$copy" && patch -p1 -s < "$pf")
+            sides+=("$side")
+        done
+        sides+=(A2)
+        each=$(((LIMIT - SECONDS - 15) / ${#sides[@]}))
+        for side in "${sides[@]}"; do
             dir="$PWD" caches=()
-            # The copy compiles into caches of its own: none of A's compiled code can stand in for B's.
-            [ "$side" = B ] && dir="$copy" caches=(TORCHINDUCTOR_CACHE_DIR="$copy/.kpt/inductor" TRITON_CACHE_DIR="$copy/.kpt/triton")
+            # A patched copy compiles into caches of its own: none of A's compiled code can stand in for B's.
+            case "$side" in B*) dir="${KPT_AB_DIR:-/tmp/kpt-ab}/$side"
+                caches=(TORCHINDUCTOR_CACHE_DIR="$dir/.kpt/inductor" TRITON_CACHE_DIR="$dir/.kpt/triton") ;; esac
             (cd "$dir" && env "${caches[@]}" PYTHONPATH="$dir:$dir/shared:$dir/services/nvidia:$dir/services/amd:$SITE" \
                 timeout --signal=INT --kill-after=15 "$each" python3 bench/decode_mlp.py \
                 --variants "${AB_VARIANTS:-fused_layers+eager,fused_layers+edges}" --budget-s "$((each - 25))") \

@@ -148,16 +148,28 @@ def test_experiments_are_built_and_measured_beside_the_variants(script_env):
     assert (tmp / "calls.log").read_text().splitlines()[-1] == "run resnet50"
 
 
-def test_ab_times_the_tree_then_a_patched_copy_then_the_tree_again(script_env):
+def test_ab_times_the_tree_then_each_patched_copy_then_the_tree_again(script_env):
     env, tmp = script_env
-    patch = tmp / "ab.patch"
-    patch.write_text("--- /dev/null\n+++ b/ab-marker\n@@ -0,0 +1 @@\n+patched\n")
-    copy = tmp / "ab-copy"
-    out = run(env, tmp, "ab", AB_PATCH=str(patch), KPT_AB_DIR=str(copy), AB_VARIANTS="fused_layers+edges",
-              TRITON_CACHE_DIR="")
-    runs = [c.split()[1:] for c in (tmp / "calls.log").read_text().splitlines() if c.startswith("decode_mlp")]
-    repo = str(REPO)
-    assert runs == [[repo, repo, "fused_layers+edges"], [str(copy), str(copy), "patched", f"{copy}/.kpt/triton", "fused_layers+edges"],
-                    [repo, repo, "fused_layers+edges"]], out.stdout
-    assert not (REPO / "ab-marker").exists() and (copy / "kernels" / "gemv.py").exists()
-    assert not (copy / ".venv").exists() and not (copy / ".git").exists()
+    patches = []
+    for name in ("ab-marker", "other-marker"):
+        patches.append(tmp / f"{name}.patch")
+        patches[-1].write_text(f"--- /dev/null\n+++ b/{name}\n@@ -0,0 +1 @@\n+patched\n")
+    copies = tmp / "ab"
+    repo, v = str(REPO), "fused_layers+edges"
+
+    def runs() -> list[list[str]]:
+        return [c.split()[1:] for c in (tmp / "calls.log").read_text().splitlines() if c.startswith("decode_mlp")]
+
+    out = run(env, tmp, "ab", AB_PATCH=str(patches[0]), KPT_AB_DIR=str(copies), AB_VARIANTS=v, TRITON_CACHE_DIR="")
+    b = copies / "B"
+    assert runs() == [[repo, repo, v], [str(b), str(b), "patched", f"{b}/.kpt/triton", v], [repo, repo, v]], out.stdout
+    assert not (REPO / "ab-marker").exists() and (b / "kernels" / "gemv.py").exists()
+    assert not (b / ".venv").exists() and not (b / ".git").exists()
+
+    (tmp / "calls.log").unlink()
+    run(env, tmp, "ab", AB_PATCH=" ".join(map(str, patches)), KPT_AB_DIR=str(copies), AB_VARIANTS=v,
+        TRITON_CACHE_DIR="")
+    b1, b2 = copies / "B1", copies / "B2"
+    assert [r[0] for r in runs()] == [repo, str(b1), str(b2), repo]
+    assert runs()[1][2] == "patched" and not (b1 / "other-marker").exists()  # each patch on a copy of its own
+    assert (b2 / "other-marker").exists() and not (b2 / "ab-marker").exists()
