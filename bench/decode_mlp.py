@@ -51,6 +51,8 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from bench import card
+
 log = logging.getLogger("bench.decode_mlp")
 MEASURE_S = 60.0  # what the interleaved timing of the compiled variants takes at the end, with margin
 
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     layers = len(step.model.layers)
     opts = trial_options(step, x) | {k: int(v) for k, v in (o.split("=", 1) for o in args.inductor)}
     replays, out = {}, {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "options": opts,
-                        "command": "python3 bench/decode_mlp.py " + " ".join(argv or sys.argv[1:])}
+                        "command": "python3 bench/decode_mlp.py " + " ".join(argv or sys.argv[1:]),
+                        "environment": card.environment()}
     with torch.inference_mode():
         want = step(*x)[0].float()  # eager, the hook's decode attention: what every variant's logits are held to
     asked, kept = args.variants.split(","), []

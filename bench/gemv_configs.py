@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import torch
 
+from bench import card
+
 log = logging.getLogger("bench.gemv_configs")
 EARLY = (2048, 4096, 8192)  # weight elements a program loads before its loop (before its wait, with PDL)
 WHOLE = (8192, 16384)  # gemv.whole_config's elements a program
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     eps = step.model.layers[0].input_layernorm.variance_epsilon
     out: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
                  "command": "python3 bench/gemv_configs.py " + " ".join(argv or sys.argv[1:]), "layers": layers,
-                 "shapes": {}}
+                 "shapes": {}, "environment": card.environment()}
     for name, (n, k, gated) in shapes(step).items():
         if args.only and name not in args.only.split(","):
             continue

@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 import torch
 
+from bench import card
+
 log = logging.getLogger("bench.graph_gaps")
 # eager_pdl: kernels/' launches as programmatic dependent ones; compiled_free: compiled without gemv.PIN (Inductor
 # tunes each call site itself; compiled takes the eager variant's picks)
@@ -194,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     step = modules.swap_decode_layers(modules.swap_decode_attention(step.to(torch.bfloat16)))
     x = tuple(inp.generate(spec, seed=0, device="cuda:0"))
     out: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                 "command": "python3 bench/graph_gaps.py " + " ".join(argv or sys.argv[1:])}
+                 "command": "python3 bench/graph_gaps.py " + " ".join(argv or sys.argv[1:]),
+                 "environment": card.environment()}
     replays, nodes = {}, {}
     for name in args.variants.split(","):
         model = modules.swap_decode_pdl(step) if name == "eager_pdl" else step

@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import torch
 
+from bench import card
+
 log = logging.getLogger("bench.read_skeleton")
 BLOCKS = (4096, 8192, 16384)  # elements a program reads (bf16): each a skeleton of its own, the fastest counted
 
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                  strict=True)]
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
            "command": "python3 bench/read_skeleton.py " + " ".join(argv or sys.argv[1:]),
+           "environment": card.environment(),
            "launches": len(launches), "step_bytes": step_bytes, "weight_bytes": weights,
            "bytes_by_launch": dict(launches[:6]) | dict(launches[-1:]),
            "p50_ms": {k: round(v, 4) for k, v in ms.items()}, "tbs": {k: round(v, 3) for k, v in rates.items()},

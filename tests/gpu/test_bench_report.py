@@ -242,3 +242,21 @@ def test_every_experiment_names_a_level_its_compile_options_and_the_precisions_i
         assert any(isinstance(p, gcompile.GpuInductorAOT) for p in passes), name
         assert allowed <= h100.ALLOWED, name  # an experiment narrows the job's precisions, never widens them
     assert h100.EXPERIMENTS["kpt_O3_bf16"][2].isdisjoint({"int8", "int4", "fp8"})  # O3 without quantization
+
+
+def test_bench_runs_record_the_card_and_host_they_ran_on(monkeypatch):
+    """bench/card.py: the environment (uuid, VBIOS, clocks, host) beside a bench/ run's numbers, or why there is none."""
+    import torch
+
+    from kpt.gpu import device
+    from kpt.gpu.device import GpuInfo
+    card = bench_module("card")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert card.environment()["unavailable"]  # this torch has no CUDA, or no GPU is visible: said so
+    h100 = GpuInfo(name="NVIDIA H100 80GB HBM3", count=1, memory_bytes=80 << 30, arch="sm_90", major=9, minor=0,
+                   runtime="cuda 13.0", uuid="GPU-2e6fb4c4", sm_count=132, l2_bytes=50 << 20,
+                   memory_clock_khz=2619000, memory_bus_bits=5120)
+    monkeypatch.setattr(device, "probe", lambda kind: h100)
+    env = card.environment()  # nvidia-smi's fields where it runs (VBIOS, clocks), else why not in gpu.driver
+    assert env["gpu.uuid"] == "GPU-2e6fb4c4" and env["gpu.name"] == h100.name and env["gpu.driver"]
+    assert env["cpu_model"] and env["fingerprint"] and "unavailable" not in env
