@@ -837,3 +837,11 @@ def test_a_capture_starts_with_old_cycles_collected_and_collects_none_during_it(
     with pytest.raises(RuntimeError), runtime.capturing(object()):
         raise RuntimeError("operation failed due to a previous error during capture")
     assert gc.isenabled() and len(freed) == 2
+    # Two captures at once (a worker per GPU, each in its thread): the second collects nothing (it would run
+    # destructors during the first), and the collector stays off until the last one ends.
+    with runtime.capturing(object()):
+        Cycle()
+        with runtime.capturing(object()):
+            assert len(freed) == 2 and not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled() and runtime._Captures.running == 0

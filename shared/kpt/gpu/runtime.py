@@ -121,23 +121,39 @@ def strict_fp32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
+class _Captures:
+    """Captures in progress in this process (a worker per GPU captures from its own thread). Python's collector is
+    process-wide: the first capture to start collects and turns it off, the last to end turns it back on, and
+    nothing is collected while any capture runs (a destructor's CUDA call in one thread breaks another's capture
+    too under torch.cuda.graph's default "global" capture mode)."""
+
+    lock = threading.Lock()
+    running = 0
+    collector_was_on = True
+
+
 @contextlib.contextmanager
 def capturing(graph: torch.cuda.CUDAGraph, pool: object = None):
     """torch.cuda.graph(graph, pool=pool) with Python's cyclic garbage collected first and none collected during
-    the capture. What such garbage frees may call CUDA where a capture forbids it (a dropped graph's memory pool,
-    a compiled Triton kernel's module), and the capture then fails with "operation not permitted when stream is
-    capturing". The O3 build's int8 trial, then its kernels trial right after that one's failed capture and a
-    torch._dynamo.reset() (both leave such cycles), failed so (H100, 2026-12-06) and were timed eagerly.
+    the capture (_Captures). What such garbage frees may call CUDA where a capture forbids it (a dropped graph's
+    memory pool, a compiled Triton kernel's module), and the capture then fails with "operation not permitted when
+    stream is capturing". The O3 build's int8 trial, then its kernels trial right after that one's failed capture
+    and a torch._dynamo.reset() (both leave such cycles), failed so (H100, 2026-12-06) and were timed eagerly.
     torch.cuda.graph collects nothing itself unless torch.compiler.config.force_cudagraph_gc."""
-    gc.collect()
-    enabled = gc.isenabled()
-    gc.disable()
+    with _Captures.lock:
+        if _Captures.running == 0:
+            gc.collect()
+            _Captures.collector_was_on = gc.isenabled()
+            gc.disable()
+        _Captures.running += 1
     try:
         with torch.cuda.graph(graph, pool=pool):
             yield
     finally:
-        if enabled:
-            gc.enable()
+        with _Captures.lock:
+            _Captures.running -= 1
+            if _Captures.running == 0 and _Captures.collector_was_on:
+                gc.enable()
 
 
 @dataclass
