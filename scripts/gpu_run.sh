@@ -284,11 +284,11 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
     ab)  # on an idle card: kernel changes measured against the tree they change, A B.. A (drift shows as A != A2)
         # AB_PATCH: one patch file or several (space-separated), each applied on its own to a copy of the tree.
         read -r -a patches <<< "${AB_PATCH:?AB_PATCH=<patch file(s), applied with patch -p1>}"
-        sides=(A)
+        copies="${KPT_AB_DIR:-/tmp/kpt-ab}" sides=(A)
         for i in "${!patches[@]}"; do
             side="B$((i + 1))"
             [ "${#patches[@]}" = 1 ] && side=B
-            copy="${KPT_AB_DIR:-/tmp/kpt-ab}/$side"
+            copy="$copies/$side"
             rm -rf "$copy" && mkdir -p "$copy"
             tar cf - --exclude=./.kpt --exclude=./out --exclude=./.whl --exclude=.venv --exclude=.git \
                 --exclude=node_modules . | tar xf - -C "$copy"
@@ -301,7 +301,7 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         for side in "${sides[@]}"; do
             dir="$PWD" caches=()
             # A patched copy compiles into caches of its own: none of A's compiled code can stand in for B's.
-            case "$side" in B*) dir="${KPT_AB_DIR:-/tmp/kpt-ab}/$side"
+            case "$side" in B*) dir="$copies/$side"
                 caches=(TORCHINDUCTOR_CACHE_DIR="$dir/.kpt/inductor" TRITON_CACHE_DIR="$dir/.kpt/triton") ;; esac
             (cd "$dir" && env "${caches[@]}" PYTHONPATH="$dir:$dir/shared:$dir/services/nvidia:$dir/services/amd:$SITE" \
                 timeout --signal=INT --kill-after=15 "$each" python3 bench/decode_mlp.py \
