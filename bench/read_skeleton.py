@@ -78,13 +78,10 @@ def read_kernel():  # noqa: ANN201 - a Triton kernel (Triton is imported here: t
 
 
 def graphed(fn: Callable[[], object]) -> Callable[[], None]:
-    """fn captured as a CUDA graph (after one call outside): its replay."""
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
+    """fn captured as a CUDA graph (kpt.gpu.bench.captured: warmed up outside the capture): its replay."""
+    from kpt.gpu import bench
+
+    return bench.captured(fn, ())[0].replay
 
 
 def main(argv: list[str] | None = None) -> int:
