@@ -27,7 +27,8 @@ weights load whole rows, N elements a program, before their wait (kernels.gemv.W
 eagerly first, as the build's trials do (kernels.pinned): gemv.py's compiles are then offered the eager autotuner's
 picks alone (kernels.gemv.PIN); +free compiles without that, Inductor tuning each call site itself.
 
-each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare), with its kernels per call, the
+each replayed as a CUDA graph, timed interleaved (kpt.gpu.bench.compare; and as 32 replays back to back, the host
+waiting only at the end: loop_ms_per_step, a generation loop's time per token), with its kernels per call, the
 kernels of one layer in launch order, and its logits' largest difference from the eager step's. Says whether the matrix-vector kernel helps inside a compiled step, where
 it cannot fuse with its neighbours, before a build spends a trial on it. A variant named twice is compiled
 twice (inductor,inductor: how far coordinate-descent tuning alone moves the step, with Inductor's caches off so
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps(out, indent=1) + "\n")
         return 1
     out["p50_ms"] = bench.compare(replays, reps=args.reps, warmup=10)
+    # Replays enqueued back to back, the host waiting only at the end: a generation loop's time per token.
+    out["loop_ms_per_step"] = bench.per_step_ms(replays, (), lambda inputs, outputs: inputs, steps=32,
+                                                reps=max(3, args.reps // 20))
     sys.stdout.write(json.dumps(out, indent=1) + "\n")
     return 0
 

@@ -39,7 +39,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # h100_report beside this file (bench/ is no package)
-from h100_report import NOMINAL, merge, row_of, verdict  # noqa: E402
+from h100_report import NOMINAL, loop_row, merge, row_of, verdict  # noqa: E402
 
 log = logging.getLogger("bench.h100")
 DEVICE = "cuda:0"  # kpt.gpu.device.DEVICE (not imported here: this module loads without torch for `merge`)
@@ -162,6 +162,28 @@ def open_model(key: str):
 
 
 PROFILED = ("kpt_O1", "kpt_O2", "kpt_O3", "compile_max_autotune_bf16")  # ours and the strongest rival
+
+
+LOOP_STEPS = 32  # a generation loop's steps timed as one span (decode_loop)
+
+
+def decode_loop(variants: list, x: tuple, step_bytes: dict, probe: dict) -> dict:
+    """Each variant's ms per token (built, within the accuracy guard) in a greedy generation loop of LOOP_STEPS
+    steps enqueued back to back, the host waiting only at the loop's end (kpt.gpu.bench.per_step_ms, the loops
+    interleaved), with the weight bandwidth that makes: time per token as a generation loop sees it, where the
+    table's p50 (each call alone on an idle GPU) also counts the host launching every step. A failure is recorded,
+    not raised."""
+    from kpt.gpu import bench as gpu_bench
+    from kpt.gpu import models
+
+    fns = {v.name: v.fn for v in variants if v.fn is not None}
+    start = (x[0], x[1].clamp(max=x[2].shape[3] - LOOP_STEPS - 1), x[2], x[3])  # every step inside the cache
+    try:
+        ms = gpu_bench.per_step_ms(fns, start, models.next_step, LOOP_STEPS)
+    except RuntimeError as e:
+        return {"steps": LOOP_STEPS, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+    precision = {v.name: v.precision for v in variants}
+    return {"steps": LOOP_STEPS, "variants": {n: loop_row(t, step_bytes.get(precision[n]), probe) for n, t in ms.items()}}
 
 
 def profiles(variants: list, x: tuple) -> dict:
@@ -311,6 +333,9 @@ def bench_model(key: str, deadline: float, settings, probe: dict, workdir: str, 
                      built="in parallel with the model's other variants, one process each; loaded from the caches here")
     result = {"rows": out_rows, "flops_per_call": flops, "verdict": verdict(out_rows, flops, probe, decode),
               "profiles": profiles(variants, x0), "wall_s": round(time.perf_counter() - t_start, 1)}
+    if decode:
+        ok = {r["variant"] for r in out_rows if not r.get("error") and r.get("accuracy_passed") is not False}
+        result["loop"] = decode_loop([v for v in variants if v.name in ok], x0, step_bytes, probe)
     if bounds_why:
         result["low_precision_bounds"] = bounds_why
     if experiments:

@@ -30,11 +30,43 @@ def row_of(key: str, r: dict, precision: str, build_s: float, flops: int, step_b
         out.update(tflops=round(tflops, 2), bf16_roofline_fraction=round(tflops / NOMINAL["bf16_tflops"], 4),
                    measured_bf16_fraction=round(tflops / probe["bf16_tflops"], 4) if probe else None)
         if step_bytes:
-            bw = step_bytes[precision] / (p50 * 1e-3) / 1e12
-            out.update(weight_bytes_per_step=int(step_bytes[precision]), weight_tbs=round(bw, 3),
-                       bandwidth_fraction=round(bw / NOMINAL["copy_tbs"], 4),
-                       measured_bandwidth_fraction=round(bw / probe["copy_tbs"], 4) if probe else None)
+            out.update(weight_bytes_per_step=int(step_bytes[precision]), **bandwidth(step_bytes[precision], p50, probe))
     return out
+
+
+def bandwidth(step_bytes: float, ms: float, probe: dict) -> dict:
+    """The weight bandwidth of a decode step reading step_bytes in ms, against the nominal and the measured copy."""
+    bw = step_bytes / (ms * 1e-3) / 1e12
+    return {"weight_tbs": round(bw, 3), "bandwidth_fraction": round(bw / NOMINAL["copy_tbs"], 4),
+            "measured_bandwidth_fraction": round(bw / probe["copy_tbs"], 4) if probe else None}
+
+
+def loop_row(ms: float, step_bytes: float | None, probe: dict) -> dict:
+    """A variant's figures in a generation loop (bench/h100.py decode_loop): ms per token and its bandwidth."""
+    return {"ms_per_step": round(ms, 4)} | (bandwidth(step_bytes, ms, probe) if step_bytes else {})
+
+
+def loop_lines(loop: dict) -> list[str]:
+    """The markdown of a decode model's generation loop: every variant's ms per token, and the best kpt level's
+    share of the card's copy bandwidth against the 70% goal."""
+    if not loop:
+        return []
+    head = (f"Generation loop ({loop['steps']} greedy steps enqueued back to back, each step's token and cache "
+            "position made on the device from the last, the host waiting only at the loop's end; ms per token)")
+    if loop.get("error"):
+        return [f"{head}: {loop['error']}"]
+    rows = loop.get("variants", {})
+    key = "measured_bandwidth_fraction" if any(r.get("measured_bandwidth_fraction") for r in rows.values()) \
+        else "bandwidth_fraction"
+    parts = [f"{n} {fmt(r['ms_per_step'])}" + (f" ({fmt(100 * r[key], '.1f')}%)" if r.get(key) else "")
+             for n, r in sorted(rows.items(), key=lambda kv: kv[1]["ms_per_step"])]
+    ours = [(n, r) for n, r in rows.items() if n in OURS and r.get(key)]
+    line = f"{head}, with the weight bandwidth as a share of the card's measured copy: {'; '.join(parts)}."
+    if ours:
+        n, r = max(ours, key=lambda nr: nr[1][key])
+        line += (f" Best kpt level in the loop: {n}, {fmt(100 * r[key], '.1f')}%: goal >= 70% "
+                 f"{'met' if r[key] >= 0.70 else 'NOT met'} by the loop's time per token.")
+    return [line]
 
 
 def verdict(rows: list[dict], flops: int, probe: dict, decode: bool) -> dict:
@@ -182,6 +214,7 @@ def write_markdown(path: str, doc: dict) -> None:
                          f"{fmt(e.get('kpt_O2_p50_ms'))} ms, measured interleaved: "
                          + (f"{fmt(e['speedup_over_kpt_O2'], '.2f')}x." if e.get("speedup_over_kpt_O2")
                             else f"no ratio ({e.get('error') or 'not measured or outside the accuracy guard'})."))
+        lines += loop_lines(res.get("loop", {}))
         lines += profile_lines(res.get("profiles", {}), p50_ms={r["variant"]: r.get("p50_ms") for r in rows})
         if res.get("low_precision_bounds"):
             lines.append(f"Accuracy bounds of this model's bf16/fp16 variants: {res['low_precision_bounds']}.")

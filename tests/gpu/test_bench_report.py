@@ -209,6 +209,25 @@ def test_profile_lines_in_the_markdown(report):
     assert "overlap" not in report.profile_lines(profs, p50_ms={"kpt_O3": 1.3})[0]
 
 
+def test_a_decode_models_generation_loop_in_the_markdown(report):
+    probe = {"copy_tbs": 3.0}
+    loop = {"steps": 32, "variants": {"kpt_O3": report.loop_row(1.0, 2.4e9, probe),
+                                      "compile_max_autotune_bf16": report.loop_row(2.0, 2.4e9, probe),
+                                      "kpt_O1": report.loop_row(4.0, 4.8e9, probe)}}
+    assert loop["variants"]["kpt_O3"] == {"ms_per_step": 1.0, "weight_tbs": 2.4, "bandwidth_fraction": 0.8,
+                                          "measured_bandwidth_fraction": 0.8}
+    line, = report.loop_lines(loop)
+    assert line.startswith("Generation loop (32 greedy steps enqueued back to back")
+    assert "kpt_O3 1.000 (80.0%); compile_max_autotune_bf16 2.000 (40.0%); kpt_O1 4.000 (40.0%)" in line
+    assert line.endswith("Best kpt level in the loop: kpt_O3, 80.0%: goal >= 70% met by the loop's time per token.")
+    slow = {"steps": 32, "variants": {"kpt_O3": report.loop_row(1.2, 2.4e9, probe)}}
+    assert "66.7%: goal >= 70% NOT met" in report.loop_lines(slow)[0]
+    assert report.loop_lines({"steps": 32, "error": "RuntimeError: boom"}) == [
+        "Generation loop (32 greedy steps enqueued back to back, each step's token and cache position made on the "
+        "device from the last, the host waiting only at the loop's end; ms per token): RuntimeError: boom"]
+    assert report.loop_lines({}) == []
+
+
 def test_an_experiment_is_reported_apart_and_never_counted(h100, report, tmp_path):
     rows = [report.row_of("m", measured(v, p50), "bf16", 0.0, 10**12, {}, {})
             for v, p50 in (("kpt_O2", 2.0), ("kpt_O2_tma", 1.6), ("compile_max_autotune_bf16", 2.2))]

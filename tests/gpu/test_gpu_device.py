@@ -63,6 +63,18 @@ def test_device_events_time_what_the_gpu_does():
     assert len(times["one"]) >= 20
 
 
+def test_a_generation_loop_is_timed_per_step_with_the_host_never_waiting():
+    """per_step_ms times a loop of steps as one span: a step that spins the GPU twice as long takes twice as long a
+    step, and a step of the loop costs about what the GPU spins (the host's launches hide behind it)."""
+    cycles = 2_000_000
+    x = (torch.zeros(1, device="cuda"),)
+    fns = {"one": lambda t: torch.cuda._sleep(cycles), "two": lambda t: torch.cuda._sleep(2 * cycles)}
+    got = gpu_bench.per_step_ms(fns, x, lambda inputs, outputs: inputs, steps=8, reps=5)
+    assert 1.8 < got["two"] / got["one"] < 2.2, got
+    alone = gpu_bench.time_once(lambda: torch.cuda._sleep(cycles), reps=5)
+    assert 0.8 < got["one"] / alone < 1.1, (got, alone)
+
+
 def test_peak_memory_is_the_allocator_high_water_mark():
     def alloc(t):
         a = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")

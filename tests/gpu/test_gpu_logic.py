@@ -46,6 +46,32 @@ def test_decode_spec_describes_a_bf16_cache():
     assert logits.shape == (1, 1, 512) and k_new.shape == (2, 1, 2, 1, 32) and k_new.dtype == torch.bfloat16
 
 
+def test_next_step_makes_a_greedy_loops_inputs_on_the_device():
+    """models.next_step writes the step's keys and values at input_pos, feeds the argmax token and advances the
+    position; a generation loop of it gives what stepping by hand gives."""
+    from kpt.gpu import bench as gpu_bench
+
+    step, spec, _ = tiny_llama_decode(context=16)
+    ids, _, k, v = inp.generate(spec, seed=0)
+    start = (ids, torch.tensor([5]), k.clone(), v.clone())
+    with torch.inference_mode():
+        out = step(*start)
+        ids2, pos2, k2, v2 = models.next_step(start, out)
+        assert pos2.tolist() == [6] and ids2.shape == (1, 1) and ids2.dtype == torch.int64
+        assert ids2.item() == out[0][0, -1].argmax().item()
+        torch.testing.assert_close(k2[:, :, :, 5], out[1][:, :, :, 0], rtol=0, atol=0)
+        torch.testing.assert_close(v2[:, :, :, 6:], v[:, :, :, 6:], rtol=0, atol=0)  # nothing past the position
+        by_hand = (ids, torch.tensor([5]), k.clone(), v.clone())
+        for _ in range(3):
+            by_hand = models.next_step(by_hand, step(*by_hand))
+        looped = (ids, torch.tensor([5]), k.clone(), v.clone())
+        gpu_bench.generation_loop(step, looped, models.next_step, steps=3)()
+        torch.testing.assert_close(looped[2], by_hand[2], rtol=0, atol=0)  # the same caches written in place
+        assert not torch.equal(looped[2][:, :, :, 5:8], k[:, :, :, 5:8]) and torch.equal(looped[2][:, :, :, 8:], k[:, :, :, 8:])
+    with pytest.raises(ValueError):
+        gpu_bench.generation_loop(step, looped, models.next_step, steps=0)
+
+
 def test_gemm_problems_and_matrix_vector_detection():
     step, spec, _ = tiny_llama_decode(context=16)
     problems, gemv, scaled = gcompile.gemm_problems(export_module(step, spec))

@@ -99,6 +99,32 @@ def compare(fns: dict[str, Callable[[], object]], reps: int = 20, warmup: int = 
     return {n: statistics.median(t) for n, t in times.items()}
 
 
+def generation_loop(fn: Callable[..., object], x: tuple[torch.Tensor, ...],
+                    advance: Callable[[tuple, object], tuple], steps: int) -> Callable[[], None]:
+    """A call running fn `steps` times back to back from inputs x, each call's inputs made on the device from the
+    last one's outputs by advance(inputs, outputs) (kpt.gpu.models.next_step: a greedy decode loop's next token).
+    Nothing in it waits for the device, so the host launches step n + 1 while the device runs step n, as in a
+    generation loop; every run starts again from x (a decode loop rewrites the same cache positions)."""
+    if steps < 1:
+        raise ValueError("a generation loop needs at least one step")
+
+    def run() -> None:
+        y = x
+        for _ in range(steps):
+            y = advance(y, fn(*y))
+
+    return run
+
+
+def per_step_ms(fns: dict[str, Callable[..., object]], x: tuple[torch.Tensor, ...],
+                advance: Callable[[tuple, object], tuple], steps: int = 32, reps: int = 7) -> dict[str, float]:
+    """Median ms per step of each fn in a generation loop of `steps` steps (generation_loop), timed by events
+    around the whole loop on an idle GPU and divided by steps; the loops interleaved as in compare. Each fn gets
+    its own copy of x (the loop writes its caches)."""
+    loops = {n: generation_loop(fn, tuple(t.clone() for t in x), advance, steps) for n, fn in fns.items()}
+    return {n: ms / steps for n, ms in compare(loops, reps, warmup=1).items()}
+
+
 def time_once(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> float:
     """Median ms of fn() over reps, each timed with events on an idle GPU."""
     return compare({"fn": fn}, reps, warmup)["fn"]

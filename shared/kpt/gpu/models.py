@@ -121,6 +121,17 @@ def decode_spec(cfg: object, batch: int = 1, context: int = DECODE_CONTEXT) -> i
     ))
 
 
+def next_step(inputs: tuple[torch.Tensor, ...], outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The decode step's inputs after `inputs`, made on the device as a greedy generation loop makes them: the
+    step's new keys and values written into the caches at input_pos, the argmax token, input_pos + 1. Nothing
+    here waits for the device (no .item()), so a loop of steps is enqueued back to back."""
+    input_ids, input_pos, k_cache, v_cache = inputs
+    logits, new_k, new_v = outputs[:3]
+    k_cache.index_copy_(3, input_pos, new_k.to(k_cache.dtype))
+    v_cache.index_copy_(3, input_pos, new_v.to(v_cache.dtype))
+    return logits[:, -1].argmax(-1, keepdim=True).to(input_ids.dtype), input_pos + 1, k_cache, v_cache
+
+
 def _llama_decode(device: str) -> tuple[nn.Module, inp.InputSpec]:
     wrapped, _ = zoo.build("llama-1b", device)
     step = LlamaDecodeStep(wrapped.model).eval()
