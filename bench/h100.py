@@ -176,14 +176,26 @@ def decode_loop(variants: list, x: tuple, step_bytes: dict, probe: dict) -> dict
     from kpt.gpu import bench as gpu_bench
     from kpt.gpu import models
 
-    fns = {v.name: v.fn for v in variants if v.fn is not None}
+    def short(e: Exception) -> str:
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
     start = (x[0], x[1].clamp(max=x[2].shape[3] - LOOP_STEPS - 1), x[2], x[3])  # every step inside the cache
+    fns, errors = {}, {}
+    for v in variants:
+        if v.fn is None:
+            continue
+        try:  # one loop alone first: a variant that cannot run in a loop is left out, not the others with it
+            gpu_bench.generation_loop(v.fn, tuple(t.clone() for t in start), models.next_step, LOOP_STEPS)()
+            fns[v.name] = v.fn
+        except RuntimeError as e:
+            errors[v.name] = short(e)
+    out = {"steps": LOOP_STEPS} | ({"errors": errors} if errors else {})
     try:
-        ms = gpu_bench.per_step_ms(fns, start, models.next_step, LOOP_STEPS)
+        ms = gpu_bench.per_step_ms(fns, start, models.next_step, LOOP_STEPS) if fns else {}
     except RuntimeError as e:
-        return {"steps": LOOP_STEPS, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+        return out | {"error": short(e)}
     precision = {v.name: v.precision for v in variants}
-    return {"steps": LOOP_STEPS, "variants": {n: loop_row(t, step_bytes.get(precision[n]), probe) for n, t in ms.items()}}
+    return out | {"variants": {n: loop_row(t, step_bytes.get(precision[n]), probe) for n, t in ms.items()}}
 
 
 def profiles(variants: list, x: tuple) -> dict:

@@ -66,6 +66,8 @@ def loop_lines(loop: dict) -> list[str]:
         n, r = max(ours, key=lambda nr: nr[1][key])
         line += (f" Best kpt level in the loop: {n}, {fmt(100 * r[key], '.1f')}%: goal >= 70% "
                  f"{'met' if r[key] >= 0.70 else 'NOT met'} by the loop's time per token.")
+    if loop.get("errors"):
+        line += " Not timed in the loop: " + "; ".join(f"{n} ({e})" for n, e in loop["errors"].items()) + "."
     return [line]
 
 

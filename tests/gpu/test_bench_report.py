@@ -222,6 +222,8 @@ def test_a_decode_models_generation_loop_in_the_markdown(report):
     assert line.endswith("Best kpt level in the loop: kpt_O3, 80.0%: goal >= 70% met by the loop's time per token.")
     slow = {"steps": 32, "variants": {"kpt_O3": report.loop_row(1.2, 2.4e9, probe)}}
     assert "66.7%: goal >= 70% NOT met" in report.loop_lines(slow)[0]
+    slow["errors"] = {"compile_default": "RuntimeError: overwritten"}
+    assert report.loop_lines(slow)[0].endswith("Not timed in the loop: compile_default (RuntimeError: overwritten).")
     assert report.loop_lines({"steps": 32, "error": "RuntimeError: boom"}) == [
         "Generation loop (32 greedy steps enqueued back to back, each step's token and cache position made on the "
         "device from the last, the host waiting only at the loop's end; ms per token): RuntimeError: boom"]
@@ -279,3 +281,30 @@ def test_bench_runs_record_the_card_and_host_they_ran_on(monkeypatch):
     env = card.environment()  # nvidia-smi's fields where it runs (VBIOS, clocks), else why not in gpu.driver
     assert env["gpu.uuid"] == "GPU-2e6fb4c4" and env["gpu.name"] == h100.name and env["gpu.driver"]
     assert env["cpu_model"] and env["fingerprint"] and "unavailable" not in env
+
+
+def test_a_variant_that_cannot_run_in_a_loop_is_left_out_of_it_alone(h100, monkeypatch):
+    """decode_loop runs each variant's loop once first (here on the CPU): one that raises is recorded and the
+    others are timed (the timing itself, CUDA events, is stood in for: what is tested is who gets timed)."""
+    import torch
+
+    from kpt.gpu import bench as gpu_bench
+    from kpt.optimize import inputs as inp
+    from kpt.optimize import variants as var
+    from tests.gpu.helpers import tiny_llama_decode
+
+    step, spec, _ = tiny_llama_decode(context=64)
+
+    def broken(*x):
+        raise RuntimeError("accessing an output overwritten by a later replay\nmore")
+
+    timed = {}
+    monkeypatch.setattr(gpu_bench, "per_step_ms", lambda fns, x, advance, steps: timed.update(fns) or {n: 2.0 for n in fns})
+    variants = [var.Variant("kpt_O3", step, precision="bf16"), var.Variant("compile_default", broken),
+                var.failed("kpt_O1", "not built")]
+    with torch.inference_mode():
+        got = h100.decode_loop(variants, inp.generate(spec, seed=0), {"bf16": 3e9}, {"copy_tbs": 3.0})
+    assert list(timed) == ["kpt_O3"] and got["steps"] == h100.LOOP_STEPS
+    assert got["errors"] == {"compile_default": "RuntimeError: accessing an output overwritten by a later replay"}
+    assert got["variants"] == {"kpt_O3": {"ms_per_step": 2.0, "weight_tbs": 1.5, "bandwidth_fraction": 0.5,
+                                          "measured_bandwidth_fraction": 0.5}}
