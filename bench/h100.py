@@ -173,6 +173,8 @@ def decode_loop(variants: list, x: tuple, step_bytes: dict, probe: dict) -> dict
     interleaved), with the weight bandwidth that makes: time per token as a generation loop sees it, where the
     table's p50 (each call alone on an idle GPU) also counts the host launching every step. A failure is recorded,
     not raised."""
+    import torch
+
     from kpt.gpu import bench as gpu_bench
     from kpt.gpu import models
 
@@ -185,7 +187,8 @@ def decode_loop(variants: list, x: tuple, step_bytes: dict, probe: dict) -> dict
         if v.fn is None:
             continue
         try:  # one loop alone first: a variant that cannot run in a loop is left out, not the others with it
-            gpu_bench.generation_loop(v.fn, tuple(t.clone() for t in start), models.next_step, LOOP_STEPS)()
+            with torch.inference_mode():
+                gpu_bench.generation_loop(v.fn, tuple(t.clone() for t in start), models.next_step, LOOP_STEPS)()
             fns[v.name] = v.fn
         except RuntimeError as e:
             errors[v.name] = short(e)
