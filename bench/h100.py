@@ -181,14 +181,16 @@ def decode_loop(variants: list, x: tuple, step_bytes: dict, probe: dict) -> dict
     def short(e: Exception) -> str:
         return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
 
-    start = (x[0], x[1].clamp(max=x[2].shape[3] - LOOP_STEPS - 1), x[2], x[3])  # every step inside the cache
+    # Every step inside the cache; the caches are x's own (a package bound a graph to them when it was profiled),
+    # written in place by every loop.
+    start = (x[0], x[1].clamp(max=x[2].shape[3] - LOOP_STEPS - 1), x[2], x[3])
     fns, errors = {}, {}
     for v in variants:
         if v.fn is None:
             continue
         try:  # one loop alone first: a variant that cannot run in a loop is left out, not the others with it
             with torch.inference_mode():
-                gpu_bench.generation_loop(v.fn, tuple(t.clone() for t in start), models.next_step, LOOP_STEPS)()
+                gpu_bench.generation_loop(v.fn, start, models.next_step, LOOP_STEPS)()
             fns[v.name] = v.fn
         except RuntimeError as e:
             errors[v.name] = short(e)
