@@ -167,6 +167,11 @@ PROFILED = ("kpt_O1", "kpt_O2", "kpt_O3", "compile_max_autotune_bf16")  # ours a
 LOOP_STEPS = 32  # a generation loop's steps timed as one span (decode_loop)
 
 
+def short_error(e: Exception) -> str:
+    """An exception as one line for a report: its type and the first line of its message."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+
 def decode_loop(variants: list, x: tuple, step_bytes: dict, probe: dict) -> dict:
     """Each variant's ms per token (built, within the accuracy guard) in a greedy generation loop of LOOP_STEPS
     steps enqueued back to back, the host waiting only at the loop's end (kpt.gpu.bench.per_step_ms, the loops
@@ -178,9 +183,6 @@ def decode_loop(variants: list, x: tuple, step_bytes: dict, probe: dict) -> dict
     from kpt.gpu import bench as gpu_bench
     from kpt.gpu import models
 
-    def short(e: Exception) -> str:
-        return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-
     # Every step inside the cache; the caches are x's own (a package bound a graph to them when it was profiled),
     # written in place by every loop.
     start = (x[0], x[1].clamp(max=x[2].shape[3] - LOOP_STEPS - 1), x[2], x[3])
@@ -188,17 +190,17 @@ def decode_loop(variants: list, x: tuple, step_bytes: dict, probe: dict) -> dict
     for v in variants:
         if v.fn is None:
             continue
-        try:  # one loop alone first: a variant that cannot run in a loop is left out, not the others with it
+        try:  # one loop alone first (its warmup): a variant that cannot run in a loop is left out, not the others
             with torch.inference_mode():
                 gpu_bench.generation_loop(v.fn, start, models.next_step, LOOP_STEPS)()
             fns[v.name] = v.fn
         except RuntimeError as e:
-            errors[v.name] = short(e)
+            errors[v.name] = short_error(e)
     out = {"steps": LOOP_STEPS} | ({"errors": errors} if errors else {})
     try:
-        ms = gpu_bench.per_step_ms(fns, start, models.next_step, LOOP_STEPS) if fns else {}
+        ms = gpu_bench.per_step_ms(fns, start, models.next_step, LOOP_STEPS, warmup=0) if fns else {}
     except RuntimeError as e:
-        return out | {"error": short(e)}
+        return out | {"error": short_error(e)}
     precision = {v.name: v.precision for v in variants}
     return out | {"variants": {n: loop_row(t, step_bytes.get(precision[n]), probe) for n, t in ms.items()}}
 
@@ -215,7 +217,7 @@ def profiles(variants: list, x: tuple) -> dict:
         try:
             out[v.name] = gpu_bench.profile_kernels(v.fn, x)
         except RuntimeError as e:
-            out[v.name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+            out[v.name] = {"error": short_error(e)}
     return out
 
 

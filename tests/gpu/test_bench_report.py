@@ -299,7 +299,7 @@ def test_a_variant_that_cannot_run_in_a_loop_is_left_out_of_it_alone(h100, monke
         raise RuntimeError("accessing an output overwritten by a later replay\nmore")
 
     timed = {}
-    monkeypatch.setattr(gpu_bench, "per_step_ms", lambda fns, x, advance, steps: timed.update(fns) or {n: 2.0 for n in fns})
+    monkeypatch.setattr(gpu_bench, "per_step_ms", lambda fns, x, advance, steps, warmup: timed.update(fns) or {n: 2.0 for n in fns})
     variants = [var.Variant("kpt_O3", step, precision="bf16"), var.Variant("compile_default", broken),
                 var.failed("kpt_O1", "not built")]
     with torch.inference_mode():

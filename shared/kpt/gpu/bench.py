@@ -117,13 +117,15 @@ def generation_loop(fn: Callable[..., object], x: tuple[torch.Tensor, ...],
 
 
 def per_step_ms(fns: dict[str, Callable[..., object]], x: tuple[torch.Tensor, ...],
-                advance: Callable[[tuple, object], tuple], steps: int = 32, reps: int = 7) -> dict[str, float]:
+                advance: Callable[[tuple, object], tuple], steps: int = 32, reps: int = 7,
+                warmup: int = 1) -> dict[str, float]:
     """Median ms per step of each fn in a generation loop of `steps` steps (generation_loop), timed by events
     around the whole loop on an idle GPU and divided by steps; the loops interleaved as in compare. Every loop
     starts from x itself and writes its caches in place (what is written changes no step's time): a package that
-    binds its graphs to where large inputs live (kpt.gpu.runtime) replays the graph it has for them."""
+    binds its graphs to where large inputs live (kpt.gpu.runtime) replays the graph it has for them. warmup: untimed
+    loops of each fn first (0 where the caller ran them)."""
     loops = {n: generation_loop(fn, x, advance, steps) for n, fn in fns.items()}
-    return {n: ms / steps for n, ms in compare(loops, reps, warmup=1).items()}
+    return {n: ms / steps for n, ms in compare(loops, reps, warmup=warmup).items()}
 
 
 def time_once(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> float:
