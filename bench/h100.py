@@ -167,11 +167,6 @@ PROFILED = ("kpt_O1", "kpt_O2", "kpt_O3", "compile_max_autotune_bf16")  # ours a
 LOOP_STEPS = 32  # a generation loop's steps timed as one span (decode_loop)
 
 
-def short_error(e: Exception) -> str:
-    """An exception as one line for a report: its type and the first line of its message."""
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-
-
 def decode_loop(variants: list, x: tuple, step_bytes: dict, probe: dict) -> dict:
     """Each variant's ms per token (built, within the accuracy guard) in a greedy generation loop of LOOP_STEPS
     steps enqueued back to back, the host waiting only at the loop's end (kpt.gpu.bench.per_step_ms, the loops
@@ -180,6 +175,7 @@ def decode_loop(variants: list, x: tuple, step_bytes: dict, probe: dict) -> dict
     not raised."""
     import torch
 
+    from kpt.errors import cause
     from kpt.gpu import bench as gpu_bench
     from kpt.gpu import models
 
@@ -195,12 +191,12 @@ def decode_loop(variants: list, x: tuple, step_bytes: dict, probe: dict) -> dict
                 gpu_bench.generation_loop(v.fn, start, models.next_step, LOOP_STEPS)()
             fns[v.name] = v.fn
         except RuntimeError as e:
-            errors[v.name] = short_error(e)
+            errors[v.name] = cause(e, 200)
     out = {"steps": LOOP_STEPS} | ({"errors": errors} if errors else {})
     try:
         ms = gpu_bench.per_step_ms(fns, start, models.next_step, LOOP_STEPS, warmup=0) if fns else {}
     except RuntimeError as e:
-        return out | {"error": short_error(e)}
+        return out | {"error": cause(e, 200)}
     precision = {v.name: v.precision for v in variants}
     return out | {"variants": {n: loop_row(t, step_bytes.get(precision[n]), probe) for n, t in ms.items()}}
 
@@ -208,6 +204,7 @@ def decode_loop(variants: list, x: tuple, step_bytes: dict, probe: dict) -> dict
 def profiles(variants: list, x: tuple) -> dict:
     """Each PROFILED variant's device time per call by kernel (kpt.gpu.bench.profile_kernels), after the timing:
     what a level's time is made of (a decode step's launches per token, say). A failure is recorded, not raised."""
+    from kpt.errors import cause
     from kpt.gpu import bench as gpu_bench
 
     out = {}
@@ -217,7 +214,7 @@ def profiles(variants: list, x: tuple) -> dict:
         try:
             out[v.name] = gpu_bench.profile_kernels(v.fn, x)
         except RuntimeError as e:
-            out[v.name] = {"error": short_error(e)}
+            out[v.name] = {"error": cause(e, 200)}
     return out
 
 
