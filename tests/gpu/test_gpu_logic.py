@@ -652,6 +652,39 @@ def test_attention_backends_timed_under_their_own_context():
     assert got["MATH"] == 3.0 and got["CUDNN_ATTENTION"].startswith("not usable for [(1, 2, 4, 8)")
 
 
+def test_a_boolean_mask_is_made_additive_as_the_compiled_graph_passes_it():
+    """0 where attended, -inf elsewhere, in the query's dtype, by keyword or positionally; the attention's result is
+    the boolean mask's. Other calls pass unchanged."""
+    q = torch.randn(2, 2, 5, 8, dtype=torch.bfloat16)
+    mask = torch.rand(2, 1, 5, 5) > 0.3
+    mask[..., 0] = True  # no row without a key
+    args, kwargs = passes.additive_mask((q, q, q), {"attn_mask": mask, "scale": 0.5})
+    add = kwargs["attn_mask"]
+    assert add.dtype == torch.bfloat16 and add.shape == mask.shape and kwargs["scale"] == 0.5
+    assert torch.equal(add == 0, mask) and torch.isneginf(add[~mask]).all()
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    assert torch.equal(sdpa(*args, **kwargs), sdpa(q, q, q, attn_mask=mask, scale=0.5))
+    pos_args, _ = passes.additive_mask((q, q, q, mask, 0.0, False), {})
+    assert torch.equal(pos_args[3], add) and pos_args[4:] == (0.0, False)
+    float_mask = torch.zeros(2, 1, 5, 5, dtype=torch.bfloat16)
+    for call in (((q, q, q), {"is_causal": True}), ((q, q, q), {"attn_mask": float_mask})):
+        assert passes.additive_mask(*call) == call
+
+
+def test_attention_backends_are_timed_with_the_additive_mask():
+    """What each backend is timed on (and tried for usability with) is the call with its mask made additive."""
+    q = torch.randn(1, 2, 4, 8)
+    seen = []
+
+    def sdpa(*args, **kwargs):
+        seen.append(kwargs["attn_mask"].dtype)
+        return torch.nn.functional.scaled_dot_product_attention(*args, **kwargs)
+
+    calls = [(sdpa, (q, q, q), {"attn_mask": torch.ones(1, 1, 4, 4, dtype=torch.bool)}, 2)]
+    got = passes.time_backends(("MATH",), calls, reps=2, timer=lambda fn: (fn(), 1.5)[1])
+    assert got == {"MATH": 3.0} and seen and set(seen) == {torch.float32}
+
+
 def test_persistent_tma_rides_on_the_tuned_compile_and_needs_an_sm90_gpu(monkeypatch):
     table = Precisions(bf16=True, fp8="float8_e4m3fn", int4=True)
     for lvl, want in (("LEVEL_O1", None), ("LEVEL_O2", True), ("LEVEL_O3", True)):

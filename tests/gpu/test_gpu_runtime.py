@@ -114,6 +114,27 @@ FAMILY = {"FLASH_ATTENTION": ("flash",), "EFFICIENT_ATTENTION": ("fmha", "effici
           "CUDNN_ATTENTION": ("cudnn",), "MATH": ()}  # math: matmuls and Inductor's fused softmax, no fused kernel
 
 
+def test_attention_backends_are_timed_as_graph_replays():
+    """On the GPU each backend's call is captured as a CUDA graph under that backend alone and the replays are
+    timed (the device's work, not one eager call's dispatch); each usable backend gets a time, masked calls too."""
+    from kpt.gpu import bench as gpu_bench
+    from kpt.gpu import passes
+
+    q = torch.randn(2, 4, 256, 64, device=DEVICE, dtype=torch.bfloat16)
+    mask = torch.ones(2, 1, 256, 256, device=DEVICE, dtype=torch.bool).tril()
+    calls = [(F.scaled_dot_product_attention, (q, q, q), {"attn_mask": mask}, 3)]
+    timed = []
+
+    def timer(fn):
+        timed.append(type(getattr(fn, "__self__", None)))
+        return gpu_bench.event_ms(fn)
+
+    got = passes.time_backends(("EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH"), calls, reps=3, timer=timer)
+    usable = {b: t for b, t in got.items() if isinstance(t, float)}
+    assert "EFFICIENT_ATTENTION" in usable and "MATH" in usable and all(t > 0 for t in usable.values()), got
+    assert timed and set(timed) == {torch.cuda.CUDAGraph}
+
+
 def test_fastest_attention_backend_is_the_one_compiled_in(tmp_path, kpt_cache_dir):
     torch.manual_seed(0)
     spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(4), inp.Dim(1024), inp.Dim(512))),))
