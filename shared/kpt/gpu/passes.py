@@ -206,8 +206,9 @@ def _unusable(backend: str, calls: list[tuple[object, tuple, dict, int]]) -> str
     return None
 
 
-TIMED = "graph replays, additive masks"  # how time_backends times: in a stored decision's key, so none timed otherwise
-# (eager calls, before 2026-12-07) is reused
+# How time_backends times the backends: part of a stored decision's key, so no decision timed otherwise (eager
+# calls, before 2026-12-07) is reused.
+TIMED = "graph replays, additive masks"
 
 
 def additive_mask(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -225,9 +226,10 @@ def additive_mask(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
 def _timed_forms(backends: list[str], call: Callable[[], object], on_gpu: bool) -> tuple[dict, dict]:
     """(fns, contexts) for gpu_bench.compare: on a GPU (on_gpu) each backend's call captured as a CUDA graph with
     only that backend enabled and replayed, so what is timed is the device's work, as in the compiled graph's
-    replay, not the host's dispatch of one eager call (BERT-base at b8 s384 on the H100, 2026-12-07: timed eagerly, efficient
-    1.880 ms a forward against cuDNN's 2.117, yet in the compiled graphs the efficient kernel took 0.74 ms and
-    cuDNN's 0.33). Elsewhere, or where a capture fails, the eager call timed under its backend's context."""
+    replay, not the host's dispatch of one eager call. BERT-base at b8 s384 on the H100 (2026-12-07), timed
+    eagerly: efficient 1.880 ms a forward against cuDNN's 2.117, yet in the compiled graphs the efficient kernel
+    took 0.74 ms and cuDNN's 0.33. Elsewhere, or where a capture fails, the eager call timed under its backend's
+    context."""
     contexts = {b: functools.partial(sdpa_kernel, [getattr(SDPBackend, b)]) for b in backends}
     if not on_gpu:
         return dict.fromkeys(backends, call), contexts
