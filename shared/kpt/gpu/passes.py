@@ -194,9 +194,14 @@ class SdpaBackend(PassConfig):
             raise ValueError(f"unknown attention backends {bad}; choose from {BACKENDS}")
 
 
+def _alone(backend: str):  # noqa: ANN202 - sdpa_kernel's context manager
+    """sdpa_kernel with only this backend enabled."""
+    return sdpa_kernel([getattr(SDPBackend, backend)])
+
+
 def _unusable(backend: str, calls: list[tuple[object, tuple, dict, int]]) -> str | None:
     """Why the backend cannot run one of the calls, or None when it runs them all."""
-    with sdpa_kernel([getattr(SDPBackend, backend)]), torch.inference_mode():
+    with _alone(backend), torch.inference_mode():
         for func, args, kwargs, _ in calls:
             try:
                 func(*args, **kwargs)
@@ -230,7 +235,7 @@ def _timed_forms(backends: list[str], call: Callable[[], object], on_gpu: bool) 
     eagerly: efficient 1.880 ms a forward against cuDNN's 2.117, yet in the compiled graphs the efficient kernel
     took 0.74 ms and cuDNN's 0.33. Elsewhere, or where a capture fails, the eager call timed under its backend's
     context."""
-    contexts = {b: functools.partial(sdpa_kernel, [getattr(SDPBackend, b)]) for b in backends}
+    contexts = {b: functools.partial(_alone, b) for b in backends}
     if not on_gpu:
         return dict.fromkeys(backends, call), contexts
     graphs = {}
