@@ -38,3 +38,23 @@ def test_kernels_sets_the_attribute_the_gpu_service_reads():
     from kernels import decode_layer
 
     assert decode_layer.PDL == ATTR
+
+
+def test_a_graph_without_a_waiting_kernel_is_described_by_its_kernels_names():
+    from kpt.gpu.graph_edges import unmatched
+
+    kernels = {1: "_gemv_kernel_9x", 2: "triton_poi_fused_0", 3: "", 4: "triton_poi_fused_0", 5: ""}
+    assert unmatched(kernels) == "2 distinct kernel names (_gemv_kernel_9x, triton_poi_fused_0); 2 kernel node(s) " \
+                                 "without a name"
+    many = {i: f"k{i:02d}" for i in range(14)}
+    assert unmatched(many, limit=2) == "14 distinct kernel names (k00, k01 and 12 more); 0 kernel node(s) without a name"
+    assert unmatched({1: ""}) == "0 distinct kernel names (none); 1 kernel node(s) without a name"
+
+
+def test_a_trial_says_when_its_pdl_kernels_ran_as_plain_launches():
+    from kpt.gpu.passes import timed_how
+
+    assert timed_how({"compiled": 1, "graphs": 1}) == ""
+    assert timed_how({"compiled": 1, "graphs": 1, "trial_edges": 133}) == ""
+    assert timed_how({"compiled": 0, "graphs": 0}) == " uncompiled eager"
+    assert "PDL code ran as plain launches" in timed_how({"compiled": 1, "graphs": 1, "trial_edges": 0})

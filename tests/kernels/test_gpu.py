@@ -567,6 +567,26 @@ def test_compiled_step_with_programmatic_graph_edges_gpu(monkeypatch, whole):
         _pdl_positions(graph.replay, want, got, x, positions)
 
 
+def test_the_pdl_trial_is_timed_with_programmatic_graph_edges_gpu():
+    """The custom-kernels pass's trial of the PDL step (kpt.gpu.passes.time_trial, compiled as the trial compiles it
+    and replayed as a CUDA graph): the trial's graph gets its edges into the waiting kernels made programmatic, as
+    the package's replay does. The 1B Llama's O3 build timed it with 0 of 136 edges programmatic (H100, 2026-12-07)
+    where the same code had made 133 the day before, and so measured the PDL code as plain launches and rejected it;
+    the log now names the graph's kernels when that happens (graph_edges.unmatched)."""
+    pytest.importorskip("cuda.bindings")
+    from kpt.gpu.passes import time_trial
+    from kpt.optimize import inputs as inp
+    from tests.gpu.helpers import tiny_llama_decode
+
+    step, spec, _ = tiny_llama_decode(context=512, layers=2)
+    step = modules.swap_decode_layers(step.cuda().to(torch.bfloat16))
+    x = tuple(t.cuda() for t in inp.generate(spec, seed=5))
+    times = time_trial(step, modules.swap_decode_pdl(step), x)
+    per_layer = 4 + decode_layer.ATTENTION_LAUNCHES
+    assert times["compiled"] == 1 and times["graphs"] == 1, times
+    assert times["trial_edges"] == 2 * per_layer + 1 and "base_edges" not in times, times  # 2 layers, the logits
+
+
 @pytest.mark.parametrize("compiled", [False, True])
 def test_decode_step_with_the_prefetch_plan_gpu(compiled):
     """The step through decode_layer.py with its L2 prefetch plan (modules.swap_decode_prefetch: each launch asks the

@@ -103,11 +103,26 @@ def kernel_params(node):  # noqa: ANN001, ANN201 - a CUgraphNode in, CUDA_KERNEL
 
 
 def kernel_name(params) -> str:  # noqa: ANN001 - kernel_params()'s
-    """The kernel's entry name; "" for a kernel without a name to read (another library's, launched as a CUkernel)."""
+    """The kernel's entry name: its CUfunction's, or where the node holds a CUkernel instead (a kernel launched from a
+    library, CUDA 12+) that one's; "" where neither has a name to read."""
     from cuda.bindings import driver
 
-    err, name = driver.cuFuncGetName(params.func) if int(params.func) else (None, b"")
-    return name.decode(errors="replace") if err in (None, driver.CUresult.CUDA_SUCCESS) else ""
+    if int(params.func):
+        err, name = driver.cuFuncGetName(params.func)
+    elif int(getattr(params, "kern", 0) or 0):
+        err, name = driver.cuKernelGetName(params.kern)
+    else:
+        return ""
+    return name.decode(errors="replace") if err == driver.CUresult.CUDA_SUCCESS else ""
+
+
+def unmatched(kernels: dict[object, str], limit: int = 12) -> str:
+    """What a graph's kernel nodes are called, for the log when none of them is one that waits: the distinct names
+    (the first `limit`, sorted) and how many nodes had none to read."""
+    names = sorted({n for n in kernels.values() if n})
+    nameless = sum(1 for n in kernels.values() if not n)
+    shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    return f"{len(names)} distinct kernel names ({shown or 'none'}); {nameless} kernel node(s) without a name"
 
 
 def make_programmatic(graph: torch.cuda.CUDAGraph, waits: Callable[[str], bool]) -> int:
@@ -136,4 +151,10 @@ def make_programmatic(graph: torch.cuda.CUDAGraph, waits: Callable[[str], bool])
             call("cuGraphAddDependencies", driver.cuGraphAddDependencies(g, ups, downs, None, len(picked)))
             call("cuGraphAddDependencies (programmatic)", added)
     log.info("%d of the graph's %d edges made programmatic (%d kernel nodes)", len(picked), len(edges), len(kernels))
+    if not picked and kernels:
+        # The 1B Llama's O3 build timed its PDL trial so (H100, 2026-12-07: 0 of 136 edges, where the same code had
+        # made 133 programmatic the day before): the kernels then run their PDL code as plain launches.
+        log.warning("no default edge leads into a kernel that waits (%d of the %d edges were captured as other than "
+                    "default ones): the graph runs as captured; %s", sum(not e.default for e in edges), len(edges),
+                    unmatched(kernels))
     return len(picked)

@@ -377,14 +377,22 @@ def _kernels(cfg: CustomKernels, work: Work) -> Outcome:
             measured.append(f"{name} not tried: it faulted the GPU in an earlier trial ({times['faulted']})")
             continue
         base, t = times["base_ms"], times["trial_ms"]
-        how = ("" if times.get("compiled") else " uncompiled") + ("" if times.get("graphs") else " eager")
-        measured.append(f"{name} {base:.3f} -> {t:.3f} ms{how}" + (" (measured by an earlier job)" if reused else ""))
+        measured.append(f"{name} {base:.3f} -> {t:.3f} ms{timed_how(times)}"
+                        + (" (measured by an earlier job)" if reused else ""))
         if base / t >= cfg.min_speedup:
             work.module = trial
             kept.append(name)
     if kept:
         return Outcome(True, f"kept {', '.join(kept)}: " + "; ".join(measured))
     return Outcome(False, "no kernel from kernels/ measured faster" + (f": {'; '.join(measured)}" if measured else ""))
+
+
+def timed_how(times: dict) -> str:
+    """How a trial was timed where it differs from its package's run: uncompiled, eagerly, or with kernels that
+    wait (PDL code) whose graph got no programmatic edge into them (time_trial's "trial_edges")."""
+    return ("" if times.get("compiled") else " uncompiled") + ("" if times.get("graphs") else " eager") + (
+        " (no graph edge into its waiting kernels made programmatic: their PDL code ran as plain launches)"
+        if times.get("trial_edges") == 0 else "")
 
 
 def trial_key(kind: str, candidate: str, base: torch.nn.Module, x: tuple[torch.Tensor, ...], device: str) -> str:
@@ -483,9 +491,12 @@ def _timed_runners(runners: dict[str, Callable], x: tuple[torch.Tensor, ...],
             torch.cuda.synchronize()
             return {**gpu_bench.compare(eager), "graphs": 0}
     times = gpu_bench.compare({n: (lambda g=g: g(*x)) for n, g in graphed.items()})
+    # Per runner with kernels that wait, the edges its graph got into them ("trial_edges": 0 times PDL code as plain
+    # launches: kpt.gpu.graph_edges logs the graph's kernel names then).
+    edges = {f"{n.removesuffix('_ms')}_edges": g.programmatic_edges for n, g in graphed.items() if waiting.get(n)}
     del graphed  # the graphs' private pools go with them
     torch.cuda.empty_cache()
-    return {**times, "graphs": 1}
+    return {**times, **edges, "graphs": 1}
 
 
 def structure(module: torch.nn.Module) -> str:
