@@ -11,7 +11,7 @@
 #                                    and measures that experiment (bench/h100.py EXPERIMENTS), reported apart
 #   scripts/gpu_run.sh builds G1 G2..  detached builds of model groups (a group: keys joined by commas, one process per
 #                                    variant), outliving the command, beside FG (default kernel-tests; or tests,
-#                                    basics, jobs, none)
+#                                    basics, jobs, none); WAIT_S=570 waits for them until the command's 570th second
 #   scripts/gpu_run.sh kernels   kernels/ GPU tests, then the provider benchmark -> kernels-h100.json/.md
 #   scripts/gpu_run.sh kernel-tests   kernels/ GPU tests beside the job cache-reuse test (no benchmark)
 #   scripts/gpu_run.sh kernels-quick  norm kernel at each fixed warp count vs autotuned, and decode attention
@@ -424,7 +424,10 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
             none) ;;
             *) echo "unknown FG=$FG" >&2 ;;
         esac
+        # WAIT_S: the command itself waits for the builds until then (seconds since it started), so the next call
+        # finds them done where they finish in time.
+        while [ -n "$(live_builds)" ] && [ "$SECONDS" -lt "${WAIT_S:-0}" ]; do sleep 5; done
         bg_logs
-        echo "still building: $(live_builds | wc -l)" ;;
+        echo "still building: $(live_builds | wc -l) at ${SECONDS}s" ;;
     *) echo "unknown phase $PHASE" >&2; exit 2 ;;
 esac
