@@ -1,6 +1,7 @@
 """On the GPU: an AOTInductor package replayed as CUDA graphs (per input shape, outputs not aliased,
 same results as plain runs), and the attention backend chosen by measurement baked into the package."""
 
+import copy
 import zipfile
 
 import pytest
@@ -160,6 +161,41 @@ def test_fastest_attention_backend_is_the_one_compiled_in(tmp_path, kpt_cache_di
             and (chosen == "CUDNN_ATTENTION" or "cudnn" not in n)]
     assert hits, f"{chosen} chosen ({row['reason']}) but the package ran {sorted(set(names))}"
     assert not [n for n in names if any(w in n for w in others) and n not in hits], sorted(set(names))
+
+
+class _Ffn(torch.nn.Module):
+    """BERT-base's feed-forward block: the up-projection's GELU is what kpt.gpu.epilogues moves into the GEMM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = torch.nn.Linear(768, 3072), torch.nn.Linear(3072, 768)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+def test_gelu_epilogue_trial_and_package(tmp_path, kpt_cache_dir):
+    """The O3 pass times the rewritten graph against the plain one (kept here whatever it measures: min_speedup 0),
+    the compile applies it, and the package calls aten._addmm_activation with the 1-D bias (cuBLASLt's GELU_BIAS
+    epilogue, the tanh approximation): its results within bf16's bound of eager fp32's."""
+    from kpt.gpu import epilogues
+
+    torch.manual_seed(0)
+    spec = inp.InputSpec((inp.TensorSpec("x", "float32", (inp.Dim(8), inp.Dim(384), inp.Dim(768))),))
+    model = _Ffn().to(DEVICE).eval()
+    work = Work(copy.deepcopy(model), spec, DEVICE, str(tmp_path))
+    apply(ReducedPrecision("bf16"), work, "LEVEL_O3")
+    row = apply(epilogues.GeluEpilogue(min_speedup=0.0), work, "LEVEL_O3")
+    assert row["applied"] and row["reason"].startswith(f"1 {epilogues.DONE}: "), row["reason"]
+    row = apply(GpuInductorAOT(max_autotune="off"), work, "LEVEL_O3")
+    assert epilogues.DONE in row["reason"], row["reason"]
+    with zipfile.ZipFile(work.artifact.path) as z:
+        wrapper = "".join(z.read(n).decode() for n in z.namelist() if n.endswith(".wrapper.cpp"))
+    assert "aoti_torch_cuda__addmm_activation(" in wrapper
+    x = inp.generate(spec, seed=1, device=DEVICE)
+    with torch.inference_mode():
+        got, want = runtime.load_aoti(work.artifact.path)(*x), model(*x)
+    torch.testing.assert_close(got.float(), want, rtol=5e-2, atol=5e-2)
 
 
 class _Layers(torch.nn.Module):

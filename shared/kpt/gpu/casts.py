@@ -52,18 +52,23 @@ def supported() -> bool:
         from torch._inductor.kernel import mm
     except ImportError:
         return False
-    return "out_dtype" in inspect.signature(mm.tuned_mm).parameters and _declares_mm_dtype(SHIM)
+    return "out_dtype" in inspect.signature(mm.tuned_mm).parameters and declares("aoti_torch_cuda_mm_dtype_out")
+
+
+def declares(function: str, shim: str | None = None) -> bool:
+    """Whether the C shim header (SHIM unless given) declares that function (an ATen op's, which an AOTInductor
+    package may call)."""
+    return function in _shim(shim or SHIM)
 
 
 @functools.cache
-def _declares_mm_dtype(shim: str) -> bool:
-    """Whether the C shim header declares mm.dtype's function (read once per process and path: every GPU compile
-    asks)."""
+def _shim(shim: str) -> str:
+    """The C shim header's text, read once per process and path (every GPU compile asks); "" where it is missing."""
     try:
         with open(shim, encoding="utf-8") as f:
-            return "aoti_torch_cuda_mm_dtype_out" in f.read()
+            return f.read()
     except OSError:
-        return False
+        return ""
 
 
 def _cast_to(node: torch.fx.Node) -> torch.dtype | None:
@@ -99,11 +104,12 @@ def _head(cast: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | None:
     return x, w
 
 
-def _call(graph: torch.fx.Graph, target, args: tuple, fake) -> torch.fx.Node:  # noqa: ANN001 - an op overload
-    node = graph.call_function(target, args)
+def call(graph: torch.fx.Graph, target, args: tuple, fake, kwargs: dict | None = None) -> torch.fx.Node:  # noqa: ANN001 - an op overload
+    """A new call_function node (at the graph's insertion point) with its fake value recorded."""
+    node = graph.call_function(target, args, kwargs or {})
     vals = tuple(a.meta["val"] if isinstance(a, torch.fx.Node) else a for a in args)
     with fake:
-        node.meta["val"] = target(*vals)
+        node.meta["val"] = target(*vals, **(kwargs or {}))
     return node
 
 
@@ -123,13 +129,13 @@ def fuse_output_casts(ep: torch.export.ExportedProgram) -> str:
             continue
         n_out, k = wv.shape
         with graph.inserting_before(cast):
-            flat = _call(graph, aten.reshape.default, (x, [-1, k]), fake) if xv.dim() > 2 else x
+            flat = call(graph, aten.reshape.default, (x, [-1, k]), fake) if xv.dim() > 2 else x
             pad = -n_out % ALIGN
-            wide = _call(graph, aten.constant_pad_nd.default, (w, [0, 0, 0, pad]), fake) if pad else w
-            mm = _call(graph, aten.mm.dtype, (flat, _call(graph, aten.t.default, (wide,), fake), torch.float32), fake)
+            wide = call(graph, aten.constant_pad_nd.default, (w, [0, 0, 0, pad]), fake) if pad else w
+            mm = call(graph, aten.mm.dtype, (flat, call(graph, aten.t.default, (wide,), fake), torch.float32), fake)
             if pad:
-                mm = _call(graph, aten.slice.Tensor, (mm, 1, 0, n_out), fake)
-            lead = [d if isinstance(d, int) else _call(graph, aten.sym_size.int, (x, i), fake)
+                mm = call(graph, aten.slice.Tensor, (mm, 1, 0, n_out), fake)
+            lead = [d if isinstance(d, int) else call(graph, aten.sym_size.int, (x, i), fake)
                     for i, d in enumerate(xv.shape[:-1])]
         # The cast node itself becomes the reshape back, so the graph signature's output names stay valid.
         cast.target, cast.args, cast.kwargs = aten.reshape.default, (mm, [*lead, n_out]), {}

@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from kpt import settings
 from kpt.errors import cause
-from kpt.gpu import cache, casts, runtime
+from kpt.gpu import cache, casts, epilogues, runtime
 from kpt.gpu.exported import export_for_compile
 from kpt.gpu.passes import attention_context, attention_order
 from kpt.optimize.inductor import link_options
@@ -213,8 +213,8 @@ def _tma(cfg: GpuInductorAOT) -> bool:
 def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
     """Export (kpt.gpu.exported), decide the options, build and check the package, or copy it from the cache. A build
     whose fp32 output casts were rewritten into their GEMM (kpt.gpu.casts, judged supported from this torch's
-    Inductor and C shim, not from a run) that fails to compile or to load is built once more without that rewrite;
-    the reason says so. Any other failure, or a second one, is the pass's."""
+    Inductor and C shim, not from a run) or whose GELUs were (kpt.gpu.epilogues) that fails to compile or to load
+    is built once more without those rewrites; the reason says so. Any other failure, or a second one, is the pass's."""
     order = attention_order(work.module)
     path = os.path.join(work.workdir, cfg.file)
     os.makedirs(work.workdir, exist_ok=True)
@@ -226,16 +226,18 @@ def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
     except MemoryError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever broke the build with the rewrite, the retry without it decides
-        if casts.DONE not in rewrites:
+        if casts.DONE not in rewrites and epilogues.DONE not in rewrites:
             raise
         first = cause(e, 200)
-        log.warning("the build with its fp32 output casts done by their GEMM failed (%s); building without them", first)
-        work.say("building again without the GEMM-written output casts (that build failed)")
+        log.warning("the build with GEMM-written output casts or GELU epilogues failed (%s); building without them",
+                    first)
+        work.say("building again without the GEMM-written output casts and GELU epilogues (that build failed)")
+        setattr(work.module, epilogues.ATTR, False)
     with attention_context(order):
         ep, rewrites = export_for_compile(work, output_casts=False)
     out = _build(cfg, work, ep, rewrites, order, path, t0)
-    return Outcome(out.applied, f"{out.detail}; output casts left to their own kernel: the build with them done by "
-                                f"the GEMM failed ({first})")
+    return Outcome(out.applied, f"{out.detail}; output casts and GELUs left to their own kernels: the build with "
+                                f"them done by the GEMM failed ({first})")
 
 
 def _build(cfg: GpuInductorAOT, work: Work, ep: torch.export.ExportedProgram, rewrites: str, order: tuple,

@@ -2,14 +2,15 @@
 
 torch.export of the candidate, then two exact rewrites: input-independent attention masks dropped or made
 is_causal (kpt.gpu.masks), and, on a CUDA device, the fp32 cast of a bf16/fp16 output done by the GEMM that
-produces it (kpt.gpu.casts).
+produces it (kpt.gpu.casts); and one the O3 pass GeluEpilogue keeps where it measures faster: a linear layer's GELU
+in its GEMM's epilogue (kpt.gpu.epilogues, the tanh approximation).
 """
 
 from __future__ import annotations
 
 import torch
 
-from kpt.gpu import casts
+from kpt.gpu import casts, epilogues
 from kpt.gpu.masks import drop_static_masks
 from kpt.optimize.passes import Work
 
@@ -22,4 +23,6 @@ def export_for_compile(work: Work, output_casts: bool = True) -> tuple[torch.exp
     done = [f"attention masks: {masks}" if masks else ""]
     if output_casts and work.device.startswith("cuda") and casts.supported():
         done.append(casts.fuse_output_casts(ep))
+    if getattr(work.module, epilogues.ATTR, False) and work.device.startswith("cuda") and epilogues.supported():
+        done.append(epilogues.fuse_gelus(ep))
     return ep, "; ".join(d for d in done if d)

@@ -6,13 +6,15 @@ O1  conv+bn folding, channels_last for convolutions, the fastest attention backe
 O2  O1 + bf16 (fp16 where the device lacks bf16) + max-autotune within a compile budget (coordinate-
     descent tuning where there are matrix-vector products) + CUDA graphs
 O3  O2 + quantized linear layers (int8/int4 weight-only where memory-bound, fp8/int8 dynamic where
-    compute-bound; only what the device supports) + kernels from kernels/ where they measure faster
+    compute-bound; only what the device supports) + kernels from kernels/ where they measure faster + linear
+    layers' GELUs in their GEMMs' epilogues (cuBLASLt, the tanh approximation) where that measures faster
 Each level's artifact is loaded back and checked against eager fp32 by the pipeline's ladder.
 """
 
 from __future__ import annotations
 
 from kpt.gpu.compile import GpuInductorAOT
+from kpt.gpu.epilogues import GeluEpilogue
 from kpt.gpu.graphs import CudaGraphs
 from kpt.gpu.passes import ChannelsLast, CustomKernels, ReducedPrecision, SdpaBackend
 from kpt.gpu.quantize import QuantizeForDevice
@@ -41,5 +43,5 @@ def levels(table: Precisions, autotune_budget_s: float | None = None,
                      compile_tuned, CudaGraphs()),
         "LEVEL_O3": (FoldConvBatchNorm(), ReducedPrecision(table.low), ChannelsLast(),
                      QuantizeForDevice(fp8=table.fp8, int4=table.int4, int4_ntile=int4_ntile), CustomKernels(),
-                     SdpaBackend(), compile_tuned, CudaGraphs()),
+                     GeluEpilogue(), SdpaBackend(), compile_tuned, CudaGraphs()),
     }
