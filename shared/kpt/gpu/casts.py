@@ -19,6 +19,7 @@ import functools
 import inspect
 import logging
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -113,6 +114,24 @@ def call(graph: torch.fx.Graph, target, args: tuple, fake, kwargs: dict | None =
     return node
 
 
+def replace_linear(graph: torch.fx.Graph, node: torch.fx.Node, linear: torch.fx.Node, x: torch.fx.Node,
+                   depth_width: tuple[int, int], fake, product: Callable[[torch.fx.Node], torch.fx.Node]) -> None:  # noqa: ANN001 - a FakeTensorMode
+    """Replaces `node` (the end of a pattern over `linear`, which nothing else reads) by product(x flattened to 2-D):
+    node itself becomes the reshape back to x's leading dims, so its users and the graph signature's output names
+    stay valid; linear goes, with its dtype assertions."""
+    k, n_out = depth_width
+    xv = x.meta["val"]
+    with graph.inserting_before(node):
+        flat = call(graph, aten.reshape.default, (x, [-1, k]), fake) if xv.dim() > 2 else x
+        out = product(flat)
+        lead = [d if isinstance(d, int) else call(graph, aten.sym_size.int, (x, i), fake)
+                for i, d in enumerate(xv.shape[:-1])]
+    node.target, node.args, node.kwargs = aten.reshape.default, (out, [*lead, n_out]), {}
+    for user in list(linear.users):
+        graph.erase_node(user)  # its dtype assertions
+    graph.erase_node(linear)
+
+
 def fuse_output_casts(ep: torch.export.ExportedProgram) -> str:
     """Rewrites, in place, each fp32 cast of a bias-free bf16/fp16 linear's output into one GEMM that writes fp32;
     returns what it did ("" when nothing)."""
@@ -128,20 +147,14 @@ def fuse_output_casts(ep: torch.export.ExportedProgram) -> str:
         if fake is None:  # values without a fake mode: the new nodes' shapes could not be recorded
             continue
         n_out, k = wv.shape
-        with graph.inserting_before(cast):
-            flat = call(graph, aten.reshape.default, (x, [-1, k]), fake) if xv.dim() > 2 else x
+
+        def product(flat: torch.fx.Node, w: torch.fx.Node = w, n_out: int = n_out, fake=fake) -> torch.fx.Node:  # noqa: ANN001
             pad = -n_out % ALIGN
             wide = call(graph, aten.constant_pad_nd.default, (w, [0, 0, 0, pad]), fake) if pad else w
             mm = call(graph, aten.mm.dtype, (flat, call(graph, aten.t.default, (wide,), fake), torch.float32), fake)
-            if pad:
-                mm = call(graph, aten.slice.Tensor, (mm, 1, 0, n_out), fake)
-            lead = [d if isinstance(d, int) else call(graph, aten.sym_size.int, (x, i), fake)
-                    for i, d in enumerate(xv.shape[:-1])]
-        # The cast node itself becomes the reshape back, so the graph signature's output names stay valid.
-        cast.target, cast.args, cast.kwargs = aten.reshape.default, (mm, [*lead, n_out]), {}
-        for user in list(linear.users):
-            graph.erase_node(user)  # its dtype assertions
-        graph.erase_node(linear)
+            return call(graph, aten.slice.Tensor, (mm, 1, 0, n_out), fake) if pad else mm
+
+        replace_linear(graph, cast, linear, x, (k, n_out), fake, product)
         done += 1
     if not done:
         return ""

@@ -95,17 +95,12 @@ def fuse_gelus(ep: torch.export.ExportedProgram) -> str:
         if fake is None:  # values without a fake mode: the new nodes' shapes could not be recorded
             continue
         n_out, k = w.meta["val"].shape
-        with graph.inserting_before(gelu):
-            flat = casts.call(graph, aten.reshape.default, (x, [-1, k]), fake) if xv.dim() > 2 else x
+
+        def product(flat: torch.fx.Node, w: torch.fx.Node = w, bias: torch.fx.Node = bias, fake=fake) -> torch.fx.Node:  # noqa: ANN001
             wt = casts.call(graph, aten.t.default, (w,), fake)
-            act = casts.call(graph, aten._addmm_activation.default, (bias, flat, wt), fake, {"use_gelu": True})
-            lead = [d if isinstance(d, int) else casts.call(graph, aten.sym_size.int, (x, i), fake)
-                    for i, d in enumerate(xv.shape[:-1])]
-        # The GELU node itself becomes the reshape back, so its users (and the graph's output names) stay valid.
-        gelu.target, gelu.args, gelu.kwargs = aten.reshape.default, (act, [*lead, n_out]), {}
-        for user in list(linear.users):
-            graph.erase_node(user)  # its dtype assertions
-        graph.erase_node(linear)
+            return casts.call(graph, aten._addmm_activation.default, (bias, flat, wt), fake, {"use_gelu": True})
+
+        casts.replace_linear(graph, gelu, linear, x, (k, n_out), fake, product)
         done += 1
     if not done:
         return ""
