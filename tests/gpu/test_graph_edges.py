@@ -3,7 +3,7 @@ tests/kernels/test_gpu.py)."""
 
 import torch
 
-from kpt.gpu.graph_edges import ATTR, Edge, chosen, kernels_of, named
+from kpt.gpu.graph_edges import ATTR, Edge, already, chosen, kernels_of, named
 
 
 def test_only_default_edges_between_kernels_into_a_waiting_kernel_are_chosen():
@@ -17,6 +17,9 @@ def test_only_default_edges_between_kernels_into_a_waiting_kernel_are_chosen():
     waits = {"_gemv_kernel_0", "_split_kernel_1", "_gemv_kernel_3"}.__contains__
     assert chosen(edges, kernels, waits) == edges[:2]
     assert chosen(edges, kernels, lambda name: False) == []
+    # the edge captured as other than default into a waiting kernel counts as programmatic already; none else does
+    assert already(edges, kernels, waits) == [edges[4]]
+    assert already(edges[:4], kernels, waits) == [] and already(edges, kernels, lambda name: False) == []
 
 
 def test_waiting_kernels_are_known_by_their_entry_names_and_inductors_copies():

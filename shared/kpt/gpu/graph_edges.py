@@ -62,6 +62,13 @@ def chosen(edges: Sequence[Edge], kernels: dict[object, str], waits: Callable[[s
             and waits(kernels[e.downstream])]
 
 
+def already(edges: Sequence[Edge], kernels: dict[object, str], waits: Callable[[str], bool]) -> list[Edge]:
+    """The edges from a kernel node into a waiting kernel's node that were captured as other than default ones (a
+    launch that carried the PDL attribute itself): programmatic already, nothing to rewrite."""
+    return [e for e in edges if not e.default and e.upstream in kernels and e.downstream in kernels
+            and waits(kernels[e.downstream])]
+
+
 def call(name: str, result: tuple) -> tuple:
     """The values of a cuda-bindings driver call's result (its error code first), or Unsupported naming the call."""
     from cuda.bindings import driver
@@ -127,7 +134,9 @@ def unmatched(kernels: dict[object, str], limit: int = 12) -> str:
 
 def make_programmatic(graph: torch.cuda.CUDAGraph, waits: Callable[[str], bool]) -> int:
     """Rewrites chosen() edges of `graph` (captured with keep_graph=True, not yet instantiated: its first replay or
-    instantiate() builds what runs) as programmatic dependencies; returns how many it rewrote."""
+    instantiate() builds what runs) as programmatic dependencies; returns how many edges between kernels now lead
+    into a waiting kernel as programmatic ones: those it rewrote, and any captured so (a launch that carried the
+    PDL attribute itself)."""
     from cuda.bindings import driver
 
     g = handle(graph)
@@ -150,11 +159,13 @@ def make_programmatic(graph: torch.cuda.CUDAGraph, waits: Callable[[str], bool])
         if added[0] != driver.CUresult.CUDA_SUCCESS:  # the plain edges back: the graph stays what was captured
             call("cuGraphAddDependencies", driver.cuGraphAddDependencies(g, ups, downs, None, len(picked)))
             call("cuGraphAddDependencies (programmatic)", added)
-    log.info("%d of the graph's %d edges made programmatic (%d kernel nodes)", len(picked), len(edges), len(kernels))
-    if not picked and kernels:
+    captured = already(edges, kernels, waits)
+    log.info("%d of the graph's %d edges made programmatic (%d kernel nodes)%s", len(picked), len(edges),
+             len(kernels), f"; {len(captured)} into waiting kernels captured as such" if captured else "")
+    if not picked and not captured and kernels:
         # The 1B Llama's O3 build timed its PDL trial so (H100, 2026-12-07: 0 of 136 edges, where the same code had
         # made 133 programmatic the day before): the kernels then run their PDL code as plain launches.
-        log.warning("no default edge leads into a kernel that waits (%d of the %d edges were captured as other than "
-                    "default ones): the graph runs as captured; %s", sum(not e.default for e in edges), len(edges),
+        log.warning("no edge leads into a kernel that waits (%d of the %d edges were captured as other than default "
+                    "ones): the graph runs as captured; %s", sum(not e.default for e in edges), len(edges),
                     unmatched(kernels))
-    return len(picked)
+    return len(picked) + len(captured)

@@ -391,7 +391,7 @@ def timed_how(times: dict) -> str:
     """How a trial was timed where it differs from its package's run: uncompiled, eagerly, or with kernels that
     wait (PDL code) whose graph got no programmatic edge into them (time_trial's "trial_edges")."""
     return ("" if times.get("compiled") else " uncompiled") + ("" if times.get("graphs") else " eager") + (
-        " (no graph edge into its waiting kernels made programmatic: their PDL code ran as plain launches)"
+        " (no programmatic graph edge into its waiting kernels: their PDL code ran as plain launches)"
         if times.get("trial_edges") == 0 else "")
 
 

@@ -195,7 +195,7 @@ class GraphedRunner:
     # The kernels whose launches wait for the one before (compiled for programmatic dependent launch: the package's
     # record, kpt.gpu.graph_edges): each captured graph's edges into them are made programmatic before it first runs.
     waits: Callable[[str], bool] | None = None
-    programmatic_edges: int = 0  # edges made programmatic, over all captured graphs
+    programmatic_edges: int = 0  # programmatic edges into waiting kernels (rewritten or captured so), all graphs
     rebinds: dict[tuple, int] = field(default_factory=dict)  # input shapes -> bound graphs replaced (REBINDS)
 
     def _capture(self, args: tuple, binds: tuple[bool, ...]) -> _Graph:
