@@ -106,3 +106,31 @@ def test_the_pass_is_tried_on_gpus_only(tmp_path):
     row = apply(GeluEpilogue(), work, "LEVEL_O3")
     assert not row["applied"] and row["reason"].startswith("GEMM epilogues are tried on GPUs only"), row
     assert not getattr(work.module, epilogues.ATTR, False)
+
+
+@pytest.mark.parametrize(("trial_ms", "kept"), [(0.5, True), (0.995, False)])
+def test_the_rewrite_is_kept_only_where_its_trial_measures_it_faster(monkeypatch, tmp_path, trial_ms, kept):
+    """The pass's decision on the CPU, its trial's graph replay standing in (the trial itself needs a GPU: tests/gpu/
+    test_gpu_runtime.py): the rewritten graph timed against the plain one, the rewrite kept for the compile's export
+    at min_speedup or more, and a second job reusing the stored decision."""
+    from kpt.gpu import passes
+
+    timed = []
+
+    def trial(base, candidate, x):  # noqa: ANN001, ANN202 - stands in for time_trial's compile and replay
+        timed.append(tuple(aten._addmm_activation.default in {n.target for n in m.graph.nodes} for m in (base, candidate)))
+        return {"base_ms": 1.0, "trial_ms": trial_ms, "compiled": 1, "graphs": 1}
+
+    monkeypatch.setattr(passes, "on_gpu", lambda work: True)
+    monkeypatch.setattr(passes, "time_trial", trial)
+    monkeypatch.setattr(epilogues, "supported", lambda: True)
+    monkeypatch.setenv("KPT_CACHE_DIR", str(tmp_path / "cache"))
+    spec = inp.InputSpec((inp.TensorSpec("x", "bfloat16", (inp.Dim(2), inp.Dim(48), inp.Dim(64))),))
+    for attempt in range(2):
+        work = Work(_Mlp().to(torch.bfloat16).eval(), spec, "cpu", str(tmp_path / str(attempt)))
+        row = apply(GeluEpilogue(), work, "LEVEL_O3")
+        assert row["applied"] is kept and getattr(work.module, epilogues.ATTR, False) is kept, row
+        assert row["reason"].startswith(f"1 {epilogues.DONE}: " if kept else f"1 {epilogues.DONE}: measured no faster")
+        assert ("1.000 -> 0.995 ms" if not kept else "1.000 -> 0.500 ms") in row["reason"], row["reason"]
+        assert ("(measured by an earlier job)" in row["reason"]) is bool(attempt), row["reason"]
+    assert timed == [(False, True)]  # timed once: the plain graph against the rewritten one
