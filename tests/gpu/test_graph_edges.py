@@ -61,3 +61,23 @@ def test_a_trial_says_when_its_pdl_kernels_ran_as_plain_launches():
     assert timed_how({"compiled": 1, "graphs": 1, "trial_edges": 133}) == ""
     assert timed_how({"compiled": 0, "graphs": 0}) == " uncompiled eager"
     assert "PDL code ran as plain launches" in timed_how({"compiled": 1, "graphs": 1, "trial_edges": 0})
+    assert timed_how({"compiled": 1, "graphs": 1, "trial_edges": 133, "retimed": 1}) == \
+        " (timed twice: the first graph got no programmatic edge)"
+
+
+def test_a_trial_without_programmatic_edges_is_timed_once_more(monkeypatch):
+    from kpt.gpu import passes
+
+    edges = iter([0, 133, 0, 0, 7])
+    calls = []
+
+    def trial(base, candidate, x):  # noqa: ANN001, ANN202 - stands in for the compile and the graph replay
+        calls.append(1)
+        return {"base_ms": 1.0, "trial_ms": 0.9, "trial_edges": next(edges)}
+
+    monkeypatch.setattr(passes, "time_trial", trial)
+    assert passes._timed_once_more_without_edges(None, None, ()) == {"base_ms": 1.0, "trial_ms": 0.9,
+                                                                    "trial_edges": 133, "retimed": 1}
+    assert passes._timed_once_more_without_edges(None, None, ())["trial_edges"] == 0  # kept, said so by timed_how
+    assert passes._timed_once_more_without_edges(None, None, ()) == {"base_ms": 1.0, "trial_ms": 0.9, "trial_edges": 7}
+    assert len(calls) == 5
