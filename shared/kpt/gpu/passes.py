@@ -399,7 +399,9 @@ def timed_how(times: dict) -> str:
 def trial_key(kind: str, candidate: str, base: torch.nn.Module, x: tuple[torch.Tensor, ...], device: str) -> str:
     """The decision cache's key of a candidate's trial on this model, inputs and device."""
     return cache.choice_key(kind, {"candidate": candidate, "model": structure(base),
-                                   "timed": "compiled graphs, build options",
+                                   # "edges counted": decisions since trials record their programmatic edges
+                                   # (and re-time a PDL trial without any), so none timed before is reused
+                                   "timed": "compiled graphs, build options, edges counted",
                                    "inputs": [(tuple(t.shape), str(t.dtype)) for t in x],
                                    "device": _device_name(torch.device(device))})
 
