@@ -80,14 +80,27 @@ def _cast_to(node: torch.fx.Node) -> torch.dtype | None:
     return node.kwargs.get("dtype")
 
 
-def _head(cast: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | None:
-    """(input, weight) of the bias-free reduced-precision linear this fp32 cast alone reads, or None."""
-    src = cast.args[0]
+def sole_linear(node: torch.fx.Node) -> torch.fx.Node | None:
+    """The aten.linear node that is node's first argument where node alone reads it (its dtype assertions aside)."""
+    src = node.args[0] if node.args else None
     if not isinstance(src, torch.fx.Node) or src.op != "call_function" or src.target != aten.linear.default:
         return None
-    if len(src.args) > 2 and src.args[2] is not None or src.kwargs.get("bias") is not None:
-        return None
-    if [u for u in src.users if u.target != aten._assert_tensor_metadata.default] != [cast]:
+    return src if [u for u in src.users if u.target != aten._assert_tensor_metadata.default] == [node] else None
+
+
+def many_rows(xv: torch.Tensor) -> bool:
+    """Whether a linear's input has MIN_ROWS rows or more (a dynamic dim: a prefill-sized product, as far as known);
+    a decode step's matrix-vector product keeps Inductor's own kernel."""
+    rows = 1
+    for d in xv.shape[:-1]:
+        rows *= d if isinstance(d, int) else MIN_ROWS
+    return rows >= MIN_ROWS
+
+
+def _head(cast: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | None:
+    """(input, weight) of the bias-free reduced-precision linear this fp32 cast alone reads, or None."""
+    src = sole_linear(cast)
+    if src is None or len(src.args) > 2 and src.args[2] is not None or src.kwargs.get("bias") is not None:
         return None
     x, w = src.args[:2]
     xv, wv = x.meta.get("val"), w.meta.get("val")
@@ -97,10 +110,7 @@ def _head(cast: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | None:
         return None
     if not all(isinstance(d, int) for d in wv.shape) or wv.shape[1] % ALIGN:
         return None  # an unaligned depth: cuBLAS's slow kernels, as measured above
-    rows = 1
-    for d in xv.shape[:-1]:
-        rows *= d if isinstance(d, int) else MIN_ROWS  # a dynamic dim: a prefill-sized product, as far as known
-    if rows < MIN_ROWS:
+    if not many_rows(xv):
         return None  # a decode step's product: Inductor's own matrix-vector kernel casts as it stores
     return x, w
 
@@ -114,13 +124,13 @@ def call(graph: torch.fx.Graph, target, args: tuple, fake, kwargs: dict | None =
     return node
 
 
-def replace_linear(graph: torch.fx.Graph, node: torch.fx.Node, linear: torch.fx.Node, x: torch.fx.Node,
-                   depth_width: tuple[int, int], fake, product: Callable[[torch.fx.Node], torch.fx.Node]) -> None:  # noqa: ANN001 - a FakeTensorMode
-    """Replaces `node` (the end of a pattern over `linear`, which nothing else reads) by product(x flattened to 2-D):
-    node itself becomes the reshape back to x's leading dims, so its users and the graph signature's output names
-    stay valid; linear goes, with its dtype assertions."""
-    k, n_out = depth_width
-    xv = x.meta["val"]
+def replace_linear(graph: torch.fx.Graph, node: torch.fx.Node, linear: torch.fx.Node, fake,  # noqa: ANN001 - a FakeTensorMode
+                   product: Callable[[torch.fx.Node], torch.fx.Node]) -> None:
+    """Replaces `node` (the end of a pattern over `linear`, which nothing else reads) by product(linear's input
+    flattened to 2-D): node itself becomes the reshape back to the input's leading dims, so its users and the graph
+    signature's output names stay valid; linear goes, with its dtype assertions."""
+    x, w = linear.args[:2]
+    xv, (n_out, k) = x.meta["val"], w.meta["val"].shape
     with graph.inserting_before(node):
         flat = call(graph, aten.reshape.default, (x, [-1, k]), fake) if xv.dim() > 2 else x
         out = product(flat)
@@ -146,15 +156,13 @@ def fuse_output_casts(ep: torch.export.ExportedProgram) -> str:
         fake = torch._guards.detect_fake_mode([xv, wv])
         if fake is None:  # values without a fake mode: the new nodes' shapes could not be recorded
             continue
-        n_out, k = wv.shape
-
-        def product(flat: torch.fx.Node, w: torch.fx.Node = w, n_out: int = n_out, fake=fake) -> torch.fx.Node:  # noqa: ANN001
+        def product(flat: torch.fx.Node, w: torch.fx.Node = w, n_out: int = wv.shape[0], fake=fake) -> torch.fx.Node:  # noqa: ANN001
             pad = -n_out % ALIGN
             wide = call(graph, aten.constant_pad_nd.default, (w, [0, 0, 0, pad]), fake) if pad else w
             mm = call(graph, aten.mm.dtype, (flat, call(graph, aten.t.default, (wide,), fake), torch.float32), fake)
             return call(graph, aten.slice.Tensor, (mm, 1, 0, n_out), fake) if pad else mm
 
-        replace_linear(graph, cast, linear, x, (k, n_out), fake, product)
+        replace_linear(graph, cast, linear, fake, product)
         done += 1
     if not done:
         return ""

@@ -27,7 +27,6 @@ from typing import ClassVar
 
 import torch
 
-from kpt import settings
 from kpt.gpu import casts
 from kpt.optimize.passes import Outcome, PassConfig, Work, register
 
@@ -55,13 +54,9 @@ def _linear(gelu: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node, torch.fx
     """(input, weight, bias) of the biased reduced-precision linear this GELU alone reads, or None."""
     if _approximation(gelu) not in APPROXIMATIONS:
         return None
-    src = gelu.args[0]
-    if not isinstance(src, torch.fx.Node) or src.op != "call_function" or src.target != aten.linear.default:
-        return None
-    bias = src.args[2] if len(src.args) > 2 else src.kwargs.get("bias")
+    src = casts.sole_linear(gelu)
+    bias = None if src is None else src.args[2] if len(src.args) > 2 else src.kwargs.get("bias")
     if not isinstance(bias, torch.fx.Node):
-        return None
-    if [u for u in src.users if u.target != aten._assert_tensor_metadata.default] != [gelu]:
         return None
     x, w = src.args[:2]
     xv, wv, bv = (n.meta.get("val") for n in (x, w, bias))
@@ -69,12 +64,7 @@ def _linear(gelu: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node, torch.fx
         return None
     if xv.dtype not in casts.REDUCED or {wv.dtype, bv.dtype} != {xv.dtype} or wv.dim() != 2 or bv.dim() != 1:
         return None
-    if xv.dim() < 2 or not all(isinstance(d, int) for d in wv.shape):
-        return None
-    rows = 1
-    for d in xv.shape[:-1]:
-        rows *= d if isinstance(d, int) else casts.MIN_ROWS  # a dynamic dim: a prefill-sized product, as far as known
-    if rows < casts.MIN_ROWS:
+    if xv.dim() < 2 or not all(isinstance(d, int) for d in wv.shape) or not casts.many_rows(xv):
         return None
     return x, w, bias
 
@@ -90,17 +80,15 @@ def fuse_gelus(ep: torch.export.ExportedProgram) -> str:
     graph, done = ep.graph, 0
     for gelu in candidates(ep):
         x, w, bias = _linear(gelu)
-        linear, xv = gelu.args[0], x.meta["val"]
-        fake = torch._guards.detect_fake_mode([xv, w.meta["val"]])
+        fake = torch._guards.detect_fake_mode([x.meta["val"], w.meta["val"]])
         if fake is None:  # values without a fake mode: the new nodes' shapes could not be recorded
             continue
-        n_out, k = w.meta["val"].shape
 
         def product(flat: torch.fx.Node, w: torch.fx.Node = w, bias: torch.fx.Node = bias, fake=fake) -> torch.fx.Node:  # noqa: ANN001
             wt = casts.call(graph, aten.t.default, (w,), fake)
             return casts.call(graph, aten._addmm_activation.default, (bias, flat, wt), fake, {"use_gelu": True})
 
-        casts.replace_linear(graph, gelu, linear, x, (k, n_out), fake, product)
+        casts.replace_linear(graph, gelu, gelu.args[0], fake, product)
         done += 1
     if not done:
         return ""
@@ -121,21 +109,19 @@ class GeluEpilogue(PassConfig):
 
 @register(GeluEpilogue)
 def _gelu(cfg: GeluEpilogue, work: Work) -> Outcome:
-    from kpt.gpu import cache, exported
-    from kpt.gpu.passes import on_gpu, time_trial, timed_how, trial_key
+    from kpt.gpu import exported
+    from kpt.gpu.passes import decided_trial, on_gpu, timed_how
 
     if not on_gpu(work):
         return Outcome(False, "GEMM epilogues are tried on GPUs only")
     if not supported():
         return Outcome(False, "this torch's AOTInductor cannot call aten._addmm_activation on this device")
-    base, _ = exported.export_for_compile(work)
-    trial, _ = exported.export_for_compile(work)
-    done = fuse_gelus(trial)
+    ep, _ = exported.export_for_compile(work)
+    base = ep.module()  # a copy: the rewrite below leaves it as exported
+    done = fuse_gelus(ep)
     if not done:
         return Outcome(False, f"no GELU over a biased bf16/fp16 linear layer of at least {casts.MIN_ROWS} rows")
-    x = work.example()
-    key = trial_key("gelu_epilogue", "addmm_activation", work.module, x, work.device)
-    times, reused = cache.decided(settings.get("KPT_CACHE_DIR"), key, lambda: time_trial(base.module(), trial.module(), x))
+    times, reused = decided_trial("gelu_epilogue", "addmm_activation", base, ep.module(), work.example(), work.device)
     b, t = times["base_ms"], times["trial_ms"]
     measured = f"{b:.3f} -> {t:.3f} ms{timed_how(times)}" + (" (measured by an earlier job)" if reused else "")
     if b / t < cfg.min_speedup:
