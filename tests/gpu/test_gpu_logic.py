@@ -734,10 +734,10 @@ def test_a_failed_build_with_gemm_written_casts_is_built_again_without_them(tmp_
     work = Work(model, spec, "cpu", str(tmp_path))
     real_export, real_aoti, asked = gcompile.export_for_compile, torch._inductor.aoti_compile_and_package, []
 
-    def export(w, output_casts=True):
-        ep, done = real_export(w, output_casts)
-        asked.append(output_casts)
-        return ep, (f"1 {casts.DONE}" if output_casts and rewritten else done)
+    def export(w, gemm_rewrites=True):
+        ep, done = real_export(w, gemm_rewrites)
+        asked.append(gemm_rewrites)
+        return ep, (f"1 {casts.DONE}" if gemm_rewrites and rewritten else done)
 
     def aoti(ep, **kw):
         if asked[-1]:

@@ -232,9 +232,8 @@ def _compile(cfg: GpuInductorAOT, work: Work) -> Outcome:
         log.warning("the build with GEMM-written output casts or GELU epilogues failed (%s); building without them",
                     first)
         work.say("building again without the GEMM-written output casts and GELU epilogues (that build failed)")
-        setattr(work.module, epilogues.ATTR, False)
     with attention_context(order):
-        ep, rewrites = export_for_compile(work, output_casts=False)
+        ep, rewrites = export_for_compile(work, gemm_rewrites=False)
     out = _build(cfg, work, ep, rewrites, order, path, t0)
     return Outcome(out.applied, f"{out.detail}; output casts and GELUs left to their own kernels: the build with "
                                 f"them done by the GEMM failed ({first})")

@@ -69,17 +69,21 @@ def _linear(gelu: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node, torch.fx
     return x, w, bias
 
 
+def _matches(ep: torch.export.ExportedProgram) -> list[tuple[torch.fx.Node, tuple]]:
+    """Each GELU fuse_gelus would rewrite, with its linear's (input, weight, bias)."""
+    return [(n, found) for n in ep.graph.nodes if (found := _linear(n)) is not None]
+
+
 def candidates(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
     """The GELU nodes fuse_gelus would rewrite."""
-    return [n for n in ep.graph.nodes if _linear(n) is not None]
+    return [n for n, _ in _matches(ep)]
 
 
 def fuse_gelus(ep: torch.export.ExportedProgram) -> str:
     """Rewrites, in place, each candidates() GELU and its linear into one aten._addmm_activation over the flattened
     input; returns what it did ("" when nothing)."""
     graph, done = ep.graph, 0
-    for gelu in candidates(ep):
-        x, w, bias = _linear(gelu)
+    for gelu, (x, w, bias) in _matches(ep):
         fake = torch._guards.detect_fake_mode([x.meta["val"], w.meta["val"]])
         if fake is None:  # values without a fake mode: the new nodes' shapes could not be recorded
             continue

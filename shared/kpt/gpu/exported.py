@@ -15,14 +15,16 @@ from kpt.gpu.masks import drop_static_masks
 from kpt.optimize.passes import Work
 
 
-def export_for_compile(work: Work, output_casts: bool = True) -> tuple[torch.export.ExportedProgram, str]:
+def export_for_compile(work: Work, gemm_rewrites: bool = True) -> tuple[torch.export.ExportedProgram, str]:
     """The candidate's exported program, rewritten; returns what the rewrites did too ("" when nothing).
-    output_casts=False leaves the fp32 output casts as they are (the compile pass's second try, see compile.py)."""
+    gemm_rewrites=False leaves the fp32 output casts and the GELUs as they are (the compile pass's second try, see
+    compile.py)."""
     ep = work.export()
     masks = drop_static_masks(ep, work.example())
     done = [f"attention masks: {masks}" if masks else ""]
-    if output_casts and work.device.startswith("cuda") and casts.supported():
-        done.append(casts.fuse_output_casts(ep))
-    if getattr(work.module, epilogues.ATTR, False) and work.device.startswith("cuda") and epilogues.supported():
-        done.append(epilogues.fuse_gelus(ep))
+    if gemm_rewrites and work.device.startswith("cuda"):
+        if casts.supported():
+            done.append(casts.fuse_output_casts(ep))
+        if getattr(work.module, epilogues.ATTR, False) and epilogues.supported():
+            done.append(epilogues.fuse_gelus(ep))
     return ep, "; ".join(d for d in done if d)
