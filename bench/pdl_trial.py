@@ -1,0 +1,79 @@
+"""The 1B Llama decode step's PDL trial alone, as its O3 build runs it, without the build's other trials.
+
+The build (bench/h100.py warm --variants kpt_O3) reaches this trial after about 500 s (the quantize trial, then
+custom_kernels' first round, which keeps kernels/' decode layers); this runs the same steps directly: O3's passes
+before quantize (reduced precision), kernels/ loaded by file path as the build loads it (kpt.gpu.passes
+.kernel_candidates), its decode-layer swap applied without a trial, then kpt_decode_pdl timed against it by
+kpt.gpu.passes.time_trial, the build's trial (both compiled with its options, replayed as CUDA graphs, the trial's
+edges into its waiting kernels made programmatic: kpt.gpu.graph_edges logs the graph's kernel names where none is).
+
+    PYTHONPATH=.:shared:services/nvidia python3 bench/pdl_trial.py --out $OUT/pdl-trial.json   (needs a CUDA device)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/: h100.open_model
+
+log = logging.getLogger("bench.pdl_trial")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="JSON of the trial's times and edges")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not torch.cuda.is_available():
+        log.error("pdl_trial needs a CUDA device; none is visible")
+        return 2
+    import h100
+
+    from kpt.gpu import levels, passes
+    from kpt.gpu.jobs import prepare
+    from kpt.gpu.jobs import probe as probe_gpu
+    from kpt.optimize import passes as opt_passes
+    from kpt_nvidia.vendor import VENDOR
+
+    started = time.monotonic()
+    info = probe_gpu(VENDOR)
+    prepare(VENDOR, info)
+    src = h100.open_model("llama-1b-decode")
+    configs = levels.levels(VENDOR.precisions(info))["LEVEL_O3"]
+    with tempfile.TemporaryDirectory(prefix="kpt-pdl-") as workdir:
+        work = opt_passes.Work(src.module, src.spec, h100.DEVICE, workdir, h100.ALLOWED)
+        for cfg in configs[:[c.name for c in configs].index("quantize")]:
+            opt_passes.apply(cfg, work, "LEVEL_O3")
+        candidates = passes.kernel_candidates()
+        if isinstance(candidates, str):
+            log.error("no kernels/: %s", candidates)
+            return 2
+        x = work.example()
+        base = dict(candidates(work.module, work.device, x))["kpt_decode_layers"](work.module)
+        offered = dict(candidates(base, work.device, x))
+        if "kpt_decode_pdl" not in offered:
+            log.error("kernels/ offers no kpt_decode_pdl for the decode layers (offered: %s)", sorted(offered))
+            return 1
+        trial = offered["kpt_decode_pdl"](base)
+        log.info("prepared in %.0f s; timing the trial", time.monotonic() - started)
+        t0 = time.monotonic()
+        times = passes.time_trial(base, trial, x)
+    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "times": times,
+           "trial_s": round(time.monotonic() - t0, 1), "wall_s": round(time.monotonic() - started, 1),
+           "command": "python3 bench/pdl_trial.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    log.info("%s", json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
