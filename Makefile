@@ -53,8 +53,12 @@ check-protos: protos
 lint: $(VENV)/.done
 	$(VENV)/bin/ruff check .
 
+# The suite in TEST_WORKERS processes (pytest-xdist; a test file's tests stay in one, with its module fixtures), then
+# the schemathesis file alone: its operations' tests share one node id, which xdist's scheduler keeps once.
+TEST_WORKERS ?= 2
 test: install system-deps check-protos lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --ignore=tests/http/test_schemathesis.py
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/http/test_schemathesis.py
 
 demo: $(VENV)/.done services/cpu/.venv/.done  # the CPU path only: no need for the tpu/intel stacks
 	$(VENV)/bin/kpt down >/dev/null 2>&1 || true

@@ -6,10 +6,22 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 
 import pytest
 
 from kpt import natsd
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    """Under pytest-xdist (make test), tests that share a node id would run once: its scheduler keys tests by id.
+    schemathesis' per-operation tests do (the Makefile runs their file in a plain run), so such a collection is
+    refused rather than silently cut."""
+    twice = sorted(n for n, c in Counter(ids).items() if c > 1)
+    if twice:
+        raise pytest.UsageError(f"{len(twice)} node id(s) shared by several tests, which xdist would run once: "
+                                f"{', '.join(twice[:5])}")
 
 
 @pytest.fixture(scope="session")
