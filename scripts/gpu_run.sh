@@ -35,6 +35,8 @@
 #                                    own (~9 min) -> decode-mlp-{A,B..,A2}.json
 #   scripts/gpu_run.sh gaps      the decode step's launch gaps and kernel nodes, uncompiled, compiled with the eager
 #                                    picks and with Inductor's own (bench/graph_gaps.py) (~3 min) -> graph-gaps.json
+#   scripts/gpu_run.sh pdl-trial the 1B Llama decode build's PDL trial alone, as its O3 build runs it after ~700 s
+#                                    of other trials (bench/pdl_trial.py, ~4 min) -> pdl-trial.json, pdl-trial.log
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
 # Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
 #
@@ -309,6 +311,10 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
                 > "$OUT/decode-mlp-$side.json" 2> "$OUT/decode-mlp-$side.log" || echo "$side: rc $?"
             echo "$side:"; grep -A 4 '"p50_ms"' "$OUT/decode-mlp-$side.json" || tail -n 3 "$OUT/decode-mlp-$side.log" | cut -c1-300
         done ;;
+    pdl-trial)  # on an idle card: the 1B Llama decode build's PDL trial alone (bench/pdl_trial.py)
+        timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/pdl_trial.py \
+            --out "$OUT/pdl-trial.json" > "$OUT/pdl-trial.log" 2>&1 || echo "pdl_trial: rc $?"
+        grep -E "graph_edges|pdl_trial" "$OUT/pdl-trial.log" | tail -n 8 | cut -c1-2000 ;;
     gaps)  # on an idle card
         timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/graph_gaps.py \
             --variants "${GAPS_VARIANTS:-eager,compiled,compiled_free}" > "$OUT/graph-gaps.json" \

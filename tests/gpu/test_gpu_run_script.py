@@ -29,7 +29,8 @@ pytestmark = pytest.mark.skipif(not all(shutil.which(t) for t in ("bash", "setsi
 # then writes the mark as bench/h100.py does. `bench/h100.py run ... --out F`: records the call and the state of
 # every other build's process (T = stopped) into F. `-m pytest`: records the call. `-c`: the wheel loop's probe.
 # `bench/decode_mlp.py --variants V ...`: records where it ran, its PYTHONPATH's first entry, whether the tree holds
-# the ab test's patched-in file, its Triton cache if one is set, and V.
+# the ab test's patched-in file, its Triton cache if one is set, and V. `bench/pdl_trial.py --out F`: records the
+# call, writes F and logs the graph's edges as kpt.gpu.graph_edges does.
 STUB = r"""#!/usr/bin/env bash
 case "$1" in
   -c) exit 0 ;;
@@ -37,6 +38,8 @@ case "$1" in
   bench/decode_mlp.py) echo "decode_mlp $PWD ${PYTHONPATH%%:*} $([ -e ab-marker ] && echo patched) ${TRITON_CACHE_DIR:-} $3" \
     >> "$STUB_LOG"
     echo '{"p50_ms": {}}'; exit 0 ;;
+  bench/pdl_trial.py) echo "pdl_trial $2 $3" >> "$STUB_LOG"; echo '{"times": {"trial_edges": 13}}' > "$3"
+    echo "kpt.gpu.graph_edges 13 of the graph's 13 edges made programmatic (14 kernel nodes)"; exit 0 ;;
 esac
 shift
 verb="$1"; shift
@@ -173,3 +176,17 @@ def test_ab_times_the_tree_then_each_patched_copy_then_the_tree_again(script_env
     assert [r[0] for r in runs()] == [repo, str(b1), str(b2), repo]
     assert runs()[1][2] == "patched" and not (b1 / "other-marker").exists()  # each patch on a copy of its own
     assert (b2 / "other-marker").exists() and not (b2 / "ab-marker").exists()
+
+
+def test_pdl_trial_runs_the_probe_and_brings_back_its_json_and_log(script_env):
+    import tarfile
+
+    env, tmp_path = script_env
+    done = run(env, tmp_path, "pdl-trial")
+    out = next(tmp_path.glob("out-pdl-trial-*"))
+    assert "13 of the graph's 13 edges made programmatic" in done.stdout  # the log's edge lines, shown
+    assert (tmp_path / "calls.log").read_text().split() == ["pdl_trial", "--out", str(out / "pdl-trial.json")]
+    with tarfile.open(out / "results.tgz") as tgz:  # everything written leaves as one archive
+        names = {n.removeprefix("./") for n in tgz.getnames()}
+        assert {"pdl-trial.json", "pdl-trial.log"} <= names
+        assert json.load(tgz.extractfile("./pdl-trial.json"))["times"]["trial_edges"] == 13
