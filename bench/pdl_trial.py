@@ -57,12 +57,14 @@ def main(argv: list[str] | None = None) -> int:
             log.error("no kernels/: %s", candidates)
             return 2
         x = work.example()
-        base = dict(candidates(work.module, work.device, x))["kpt_decode_layers"](work.module)
-        offered = dict(candidates(base, work.device, x))
-        if "kpt_decode_pdl" not in offered:
-            log.error("kernels/ offers no kpt_decode_pdl for the decode layers (offered: %s)", sorted(offered))
-            return 1
-        trial = offered["kpt_decode_pdl"](base)
+        swapped, module = {}, work.module
+        for name in ("kpt_decode_layers", "kpt_decode_pdl"):  # the swap the build keeps first, then the trial's
+            offered = dict(candidates(module, work.device, x))
+            if name not in offered:
+                log.error("kernels/ offers no %s here (offered: %s)", name, sorted(offered))
+                return 1
+            module = swapped[name] = offered[name](module)
+        base, trial = swapped["kpt_decode_layers"], swapped["kpt_decode_pdl"]
         log.info("prepared in %.0f s; timing the trial", time.monotonic() - started)
         t0 = time.monotonic()
         times = passes.time_trial(base, trial, x)
