@@ -2,6 +2,10 @@
 invalid bodies, paths and queries) against a real gateway; no input may produce a 5xx, and every
 response must match the spec (status codes, content types, JSON schemas)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import requests
 import schemathesis
@@ -50,3 +54,13 @@ def test_no_server_errors(mesh, case):
         return
     case.call_and_validate(base_url=mesh.http_url, headers=meshes.AUTH, timeout=20, checks=[
         not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance])
+
+
+def test_under_xdist_this_file_is_refused_not_cut():
+    """make test runs this file in a plain run: under pytest-xdist the per-operation tests above, which share one
+    node id, would run once; the suite's conftest refuses that collection instead (tests/conftest.py)."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", __file__],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "shared by several tests, which xdist would run once: tests/http/test_schemathesis.py::test_no_server_errors" \
+        in done.stdout + done.stderr
