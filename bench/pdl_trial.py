@@ -1,11 +1,12 @@
 """The 1B Llama decode step's PDL trial alone, as its O3 build runs it, without the build's other trials.
 
-The build (bench/h100.py warm --variants kpt_O3) reaches this trial after about 500 s (the quantize trial, then
-custom_kernels' first round, which keeps kernels/' decode layers); this runs the same steps directly: O3's passes
-before quantize (reduced precision), kernels/ loaded by file path as the build loads it (kpt.gpu.passes
-.kernel_candidates), its decode-layer swap applied without a trial, then kpt_decode_pdl timed against it by
-kpt.gpu.passes.time_trial, the build's trial (both compiled with its options, replayed as CUDA graphs, the trial's
-edges into its waiting kernels made programmatic: kpt.gpu.graph_edges logs the graph's kernel names where none is).
+The build (bench/h100.py warm --variants kpt_O3) reaches this trial after about 700 s (the quantize trial, then
+custom_kernels' first round, which keeps kernels/' decode layers, then the prefetch trial); this runs the same steps
+directly: O3's passes before quantize (reduced precision), kernels/ loaded by file path as the build loads it
+(kpt.gpu.passes.kernel_candidates), its decode-layer swap applied without a trial, then kpt_decode_pdl timed against
+it by kpt.gpu.passes.time_trial, the build's trial (both compiled with its options, replayed as CUDA graphs, the
+trial's edges into its waiting kernels made programmatic: kpt.gpu.graph_edges logs the graph's kernel names where
+none is).
 
     PYTHONPATH=.:shared:services/nvidia python3 bench/pdl_trial.py --out $OUT/pdl-trial.json   (needs a CUDA device)
 """

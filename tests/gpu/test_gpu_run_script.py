@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
 
 import pytest
@@ -179,8 +180,6 @@ def test_ab_times_the_tree_then_each_patched_copy_then_the_tree_again(script_env
 
 
 def test_pdl_trial_runs_the_probe_and_brings_back_its_json_and_log(script_env):
-    import tarfile
-
     env, tmp_path = script_env
     done = run(env, tmp_path, "pdl-trial")
     out = next(tmp_path.glob("out-pdl-trial-*"))
