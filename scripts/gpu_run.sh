@@ -36,7 +36,8 @@
 #   scripts/gpu_run.sh gaps      the decode step's launch gaps and kernel nodes, uncompiled, compiled with the eager
 #                                    picks and with Inductor's own (bench/graph_gaps.py) (~3 min) -> graph-gaps.json
 #   scripts/gpu_run.sh pdl-trial the 1B Llama decode build's PDL trial alone, as its O3 build runs it after ~700 s
-#                                    of other trials (bench/pdl_trial.py, ~4 min) -> pdl-trial.json, pdl-trial.log
+#                                    of other trials (bench/pdl_trial.py, ~4 min) -> pdl-trial.json, pdl-trial.log;
+#                                    REPEAT=2 again over the first run's compile caches -> pdl-trial-2.json/.log
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
 # Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
 #
@@ -311,10 +312,16 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
                 > "$OUT/decode-mlp-$side.json" 2> "$OUT/decode-mlp-$side.log" || echo "$side: rc $?"
             echo "$side:"; grep -A 4 '"p50_ms"' "$OUT/decode-mlp-$side.json" || tail -n 3 "$OUT/decode-mlp-$side.log" | cut -c1-300
         done ;;
-    pdl-trial)  # on an idle card: the 1B Llama decode build's PDL trial alone (bench/pdl_trial.py)
-        timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/pdl_trial.py \
-            --out "$OUT/pdl-trial.json" > "$OUT/pdl-trial.log" 2>&1 || echo "pdl_trial: rc $?"
-        grep -E "graph_edges|pdl_trial" "$OUT/pdl-trial.log" | tail -n 8 | cut -c1-2000 ;;
+    pdl-trial)  # on an idle card: the 1B Llama decode build's PDL trial alone (bench/pdl_trial.py); REPEAT=2 runs
+        # it again in a new process over the first one's compile caches (Inductor's and Triton's), as a build's later
+        # trials find the kernels earlier ones compiled -> pdl-trial.json/.log, then pdl-trial-2.json/.log
+        for i in $(seq 1 "${REPEAT:-1}"); do
+            sfx=$([ "$i" = 1 ] || echo "-$i")
+            [ "$((LIMIT - SECONDS))" -gt 30 ] || { echo "pdl_trial $i: no time left"; break; }
+            timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/pdl_trial.py \
+                --out "$OUT/pdl-trial$sfx.json" > "$OUT/pdl-trial$sfx.log" 2>&1 || echo "pdl_trial $i: rc $?"
+            grep -E "graph_edges|pdl_trial" "$OUT/pdl-trial$sfx.log" | tail -n 8 | cut -c1-2000
+        done ;;
     gaps)  # on an idle card
         timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/graph_gaps.py \
             --variants "${GAPS_VARIANTS:-eager,compiled,compiled_free}" > "$OUT/graph-gaps.json" \

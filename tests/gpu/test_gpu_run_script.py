@@ -189,3 +189,15 @@ def test_pdl_trial_runs_the_probe_and_brings_back_its_json_and_log(script_env):
         names = {n.removeprefix("./") for n in tgz.getnames()}
         assert {"pdl-trial.json", "pdl-trial.log"} <= names
         assert json.load(tgz.extractfile("./pdl-trial.json"))["times"]["trial_edges"] == 13
+
+
+def test_pdl_trial_repeated_runs_it_again_in_a_new_process_with_its_own_files(script_env):
+    env, tmp_path = script_env
+    done = run(env, tmp_path, "pdl-trial", REPEAT="2")
+    out = next(tmp_path.glob("out-pdl-trial-*"))
+    calls = (tmp_path / "calls.log").read_text().split()
+    assert calls == ["pdl_trial", "--out", str(out / "pdl-trial.json"), "pdl_trial", "--out", str(out / "pdl-trial-2.json")]
+    assert done.stdout.count("13 of the graph's 13 edges made programmatic") == 2
+    with tarfile.open(out / "results.tgz") as tgz:
+        names = {n.removeprefix("./") for n in tgz.getnames()}
+        assert {"pdl-trial.json", "pdl-trial.log", "pdl-trial-2.json", "pdl-trial-2.log"} <= names

@@ -141,11 +141,12 @@ def make_programmatic(graph: torch.cuda.CUDAGraph, waits: Callable[[str], bool])
 
     g = handle(graph)
     edges = edges_of(g)
-    kernels = {}
+    kernels, library = {}, 0
     for node in {n for e in edges for n in (e.upstream, e.downstream)}:
         params = kernel_params(node)
         if params is not None:  # a kernel without a name waits for nothing of ours
             kernels[node] = kernel_name(params)
+            library += not int(params.func)  # the node holds a CUkernel (a library's kernel), not a CUfunction
     picked = chosen(edges, kernels, waits)
     if picked:
         ups, downs = [e.upstream for e in picked], [e.downstream for e in picked]
@@ -160,8 +161,9 @@ def make_programmatic(graph: torch.cuda.CUDAGraph, waits: Callable[[str], bool])
             call("cuGraphAddDependencies", driver.cuGraphAddDependencies(g, ups, downs, None, len(picked)))
             call("cuGraphAddDependencies (programmatic)", added)
     captured = already(edges, kernels, waits)
-    log.info("%d of the graph's %d edges made programmatic (%d kernel nodes)%s", len(picked), len(edges),
-             len(kernels), f"; {len(captured)} into waiting kernels captured as such" if captured else "")
+    log.info("%d of the graph's %d edges made programmatic (%d kernel nodes, %d of them a library's CUkernel)%s",
+             len(picked), len(edges), len(kernels), library,
+             f"; {len(captured)} into waiting kernels captured as such" if captured else "")
     if not picked and not captured and kernels:
         # The 1B Llama's O3 build timed its PDL trial so (H100, 2026-12-07: 0 of 136 edges, where the same code had
         # made 133 programmatic the day before): the kernels then run their PDL code as plain launches.
