@@ -37,7 +37,8 @@
 #                                    picks and with Inductor's own (bench/graph_gaps.py) (~3 min) -> graph-gaps.json
 #   scripts/gpu_run.sh pdl-trial the 1B Llama decode build's PDL trial alone, as its O3 build runs it after ~700 s
 #                                    of other trials (bench/pdl_trial.py, ~4 min) -> pdl-trial.json, pdl-trial.log;
-#                                    REPEAT=2 again over the first run's compile caches -> pdl-trial-2.json/.log
+#                                    REPEAT=2 again over the first run's compile caches -> pdl-trial-2.json/.log;
+#                                    TRIALS=2 times the trial twice in each process (the second over the caches)
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
 # Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
 #
@@ -314,12 +315,14 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         done ;;
     pdl-trial)  # on an idle card: the 1B Llama decode build's PDL trial alone (bench/pdl_trial.py); REPEAT=2 runs
         # it again in a new process over the first one's compile caches (Inductor's and Triton's), as a build's later
-        # trials find the kernels earlier ones compiled -> pdl-trial.json/.log, then pdl-trial-2.json/.log
+        # trials find the kernels earlier ones compiled -> pdl-trial.json/.log, then pdl-trial-2.json/.log; TRIALS=2:
+        # pdl_trial --repeat 2, the trial timed twice in one process (cheaper: the process and the model made once)
         for i in $(seq 1 "${REPEAT:-1}"); do
             sfx=$([ "$i" = 1 ] || echo "-$i")
             [ "$((LIMIT - SECONDS))" -gt 30 ] || { echo "pdl_trial $i: no time left"; break; }
             timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/pdl_trial.py \
-                --out "$OUT/pdl-trial$sfx.json" > "$OUT/pdl-trial$sfx.log" 2>&1 || echo "pdl_trial $i: rc $?"
+                --out "$OUT/pdl-trial$sfx.json" ${TRIALS:+--repeat "$TRIALS"} > "$OUT/pdl-trial$sfx.log" 2>&1 \
+                || echo "pdl_trial $i: rc $?"
             grep -E "graph_edges|pdl_trial" "$OUT/pdl-trial$sfx.log" | tail -n 8 | cut -c1-2000
         done ;;
     gaps)  # on an idle card

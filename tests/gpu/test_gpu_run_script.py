@@ -39,7 +39,7 @@ case "$1" in
   bench/decode_mlp.py) echo "decode_mlp $PWD ${PYTHONPATH%%:*} $([ -e ab-marker ] && echo patched) ${TRITON_CACHE_DIR:-} $3" \
     >> "$STUB_LOG"
     echo '{"p50_ms": {}}'; exit 0 ;;
-  bench/pdl_trial.py) echo "pdl_trial $2 $3" >> "$STUB_LOG"; echo '{"times": {"trial_edges": 13}}' > "$3"
+  bench/pdl_trial.py) echo "pdl_trial ${*:2}" >> "$STUB_LOG"; echo '{"times": {"trial_edges": 13}}' > "$3"
     echo "kpt.gpu.graph_edges 13 of the graph's 13 edges made programmatic (14 kernel nodes)"; exit 0 ;;
 esac
 shift
@@ -201,3 +201,11 @@ def test_pdl_trial_repeated_runs_it_again_in_a_new_process_with_its_own_files(sc
     with tarfile.open(out / "results.tgz") as tgz:
         names = {n.removeprefix("./") for n in tgz.getnames()}
         assert {"pdl-trial.json", "pdl-trial.log", "pdl-trial-2.json", "pdl-trial-2.log"} <= names
+
+
+def test_pdl_trial_trials_times_it_again_in_the_same_process(script_env):
+    env, tmp_path = script_env
+    run(env, tmp_path, "pdl-trial", TRIALS="2")
+    out = next(tmp_path.glob("out-pdl-trial-*"))
+    assert (tmp_path / "calls.log").read_text().split() == ["pdl_trial", "--out", str(out / "pdl-trial.json"),
+                                                            "--repeat", "2"]
