@@ -6,6 +6,9 @@ The 1B Llama's O3 builds (H100, 2026-12-06 to 2026-12-07) timed the int8 quantiz
 reproduces that order on a small bf16 MLP with the build's own functions: kpt.gpu.passes.time_trial of the MLP
 against its torchao int8 weight-only copy (the quantize pass's config), then of two fresh copies of the MLP, then
 the same after torch.cuda.empty_cache(). Each step's "graphs" (1: both captured) goes to the JSON as it is done.
+Since kpt.gpu.runtime.capturing tidies a failed capture's surroundings (cuBLAS workspaces dropped, the caller's
+stream put back) and each GraphedRunner captures on its own stream, "plain after it" with graphs 1 says that is
+enough; graphs 0 that something else is left behind.
 
     PYTHONPATH=.:shared:services/nvidia:/tmp/site python3 bench/capture_probe.py --out $OUT/capture-probe.json
 """

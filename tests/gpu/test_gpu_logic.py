@@ -882,7 +882,7 @@ def test_a_capture_starts_with_old_cycles_collected_and_collects_none_during_it(
             freed.append(self)  # resurrected: kept by the list
 
     @contextlib.contextmanager
-    def graph(g, pool=None):  # torch.cuda.graph stand-in: what the collector does while "capturing"
+    def graph(g, pool=None, stream=None):  # torch.cuda.graph stand-in: what the collector does while "capturing"
         seen["freed_before"] = len(freed)
         seen["enabled_during"] = gc.isenabled()
         yield
@@ -904,3 +904,36 @@ def test_a_capture_starts_with_old_cycles_collected_and_collects_none_during_it(
             assert len(freed) == 2 and not gc.isenabled()
         assert not gc.isenabled()
     assert gc.isenabled() and runtime._Captures.running == 0
+
+
+def test_a_failed_capture_leaves_the_current_stream_and_no_cublas_workspace_behind(monkeypatch):
+    """runtime.capturing: cuBLAS's per-stream workspaces are dropped before and after every capture (one made during
+    it lives in the graph's pool and must not outlive the graph), and where torch.cuda.graph's exit raised before
+    putting the caller's stream back (its capture_end failed), the caller's stream is put back."""
+    state = {"stream": "caller", "cleared": 0, "set": []}
+
+    @contextlib.contextmanager
+    def graph(g, pool=None, stream=None):  # torch.cuda.graph: the capture stream current while capturing
+        prev, state["stream"] = state["stream"], stream or "capture"
+        state["cleared_before"] = state["cleared"]
+        yield
+        if g == "fails":  # capture_end raised: torch.cuda.graph's exit leaves its stream current
+            raise RuntimeError("operation failed due to a previous error during capture")
+        state["stream"] = prev
+
+    def set_stream(s):
+        state["set"].append(s)
+        state["stream"] = s
+
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: state["stream"])
+    monkeypatch.setattr(torch.cuda, "set_stream", set_stream)
+    monkeypatch.setattr(torch._C, "_cuda_clearCublasWorkspaces",
+                        lambda: state.__setitem__("cleared", state["cleared"] + 1), raising=False)
+    with runtime.capturing("ok", stream="runner's"):
+        assert state["stream"] == "runner's" and state["cleared_before"] == 1
+    assert state["stream"] == "caller" and state["set"] == [] and state["cleared"] == 2
+    with pytest.raises(RuntimeError, match="previous error"), runtime.capturing("fails"):
+        pass
+    assert state["stream"] == "caller" and state["set"] == ["caller"] and state["cleared"] == 4

@@ -214,6 +214,25 @@ class _Layers(torch.nn.Module):
         return x
 
 
+def test_a_runner_captures_on_a_stream_of_its_own_and_a_failed_capture_leaves_the_callers_stream():
+    """GraphedRunner captures on its own stream of its device (torch.cuda.graph's default is one stream for the
+    process), and a capture that fails (a host sync) leaves the caller's stream current, not the capture stream;
+    the good runner still replays after it."""
+    x = torch.randn(4, 64, device=DEVICE)
+    before = torch.cuda.current_stream()
+    with torch.inference_mode():
+        good = runtime.GraphedRunner(_Layers().to(DEVICE).eval())
+        want = good(x)
+        assert good.stream is not None and good.stream.device.type == "cuda" and good.stream != before
+        assert torch.cuda.current_stream() == before
+        bad = runtime.GraphedRunner(_Layers(sync=True).to(DEVICE).eval())
+        with pytest.raises(RuntimeError):
+            bad(x)
+        assert torch.cuda.current_stream() == before
+        torch.cuda.synchronize()
+        assert torch.equal(good(x), want)
+
+
 def test_kernel_trials_are_timed_as_graph_replays_where_both_capture():
     from kpt.gpu.passes import time_trial
 

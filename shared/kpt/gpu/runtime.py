@@ -133,13 +133,20 @@ class _Captures:
 
 
 @contextlib.contextmanager
-def capturing(graph: torch.cuda.CUDAGraph, pool: object = None):
-    """torch.cuda.graph(graph, pool=pool) with Python's cyclic garbage collected first and none collected during
-    the capture (_Captures). What such garbage frees may call CUDA where a capture forbids it (a dropped graph's
-    memory pool, a compiled Triton kernel's module), and the capture then fails with "operation not permitted when
-    stream is capturing". The O3 build's int8 trial, then its kernels trial right after that one's failed capture
-    and a torch._dynamo.reset() (both leave such cycles), failed so (H100, 2026-12-06) and were timed eagerly.
-    torch.cuda.graph collects nothing itself unless torch.compiler.config.force_cudagraph_gc."""
+def capturing(graph: torch.cuda.CUDAGraph, pool: object = None, stream: torch.cuda.Stream | None = None):
+    """torch.cuda.graph(graph, pool=pool, stream=stream) with Python's cyclic garbage collected first and none
+    collected during the capture (_Captures). What such garbage frees may call CUDA where a capture forbids it (a
+    dropped graph's memory pool, a compiled Triton kernel's module), and the capture then fails with "operation not
+    permitted when stream is capturing". The O3 build's int8 trial, then its kernels trial right after that one's
+    failed capture and a torch._dynamo.reset() (both leave such cycles), failed so (H100, 2026-12-06) and were timed
+    eagerly. torch.cuda.graph collects nothing itself unless torch.compiler.config.force_cudagraph_gc.
+
+    Around the capture, what a failed one would leave behind is undone (_tidied): cuBLAS's per-stream workspaces are
+    dropped before and after it, as Inductor's CUDA graph trees do, so one a capture allocates lives in that graph's
+    pool and none outlives the graph that holds it; and the thread's current stream is put back where a failed
+    capture left its capture stream current (torch.cuda.graph's exit skips that when its capture_end raises). The
+    1B Llama's O3 builds found the plain model of the kernel trial after the int8 one uncapturable (H100, 2026-12-06
+    to 2026-12-07), where it captures in every other trial."""
     with _Captures.lock:
         if _Captures.running == 0:
             gc.collect()
@@ -147,13 +154,34 @@ def capturing(graph: torch.cuda.CUDAGraph, pool: object = None):
             gc.disable()
         _Captures.running += 1
     try:
-        with torch.cuda.graph(graph, pool=pool):
+        with _tidied(), torch.cuda.graph(graph, pool=pool, stream=stream):
             yield
     finally:
         with _Captures.lock:
             _Captures.running -= 1
             if _Captures.running == 0 and _Captures.collector_was_on:
                 gc.enable()
+
+
+def _clear_cublas_workspaces() -> None:
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # in CUDA builds of torch; what Inductor calls
+    if clear is not None:
+        clear()
+
+
+@contextlib.contextmanager
+def _tidied():
+    """A capture's surroundings: cuBLAS workspaces dropped before and after, and the current stream the same after
+    as before, whether the capture raised or not (capturing)."""
+    prev = torch.cuda.current_stream() if torch.cuda.is_available() else None
+    _clear_cublas_workspaces()
+    try:
+        yield
+    finally:
+        if prev is not None and torch.cuda.current_stream() != prev:
+            log.warning("a failed CUDA graph capture left its capture stream current: %s put back", prev)
+            torch.cuda.set_stream(prev)
+        _clear_cublas_workspaces()
 
 
 @dataclass
@@ -197,6 +225,9 @@ class GraphedRunner:
     waits: Callable[[str], bool] | None = None
     programmatic_edges: int = 0  # programmatic edges into waiting kernels (rewritten or captured so), all graphs
     rebinds: dict[tuple, int] = field(default_factory=dict)  # input shapes -> bound graphs replaced (REBINDS)
+    # The stream this runner captures on, on its device (made at its first capture): torch.cuda.graph's default
+    # one is a single stream for the process, made on whichever device first captured.
+    stream: torch.cuda.Stream | None = None
 
     def _capture(self, args: tuple, binds: tuple[bool, ...]) -> _Graph:
         """One graph of the runner on args: bound tensor arguments (binds) read in place, the others from copies.
@@ -224,7 +255,9 @@ class GraphedRunner:
         graph = torch.cuda.CUDAGraph(keep_graph=self.waits is not None)
         # The graphs of one shape share a memory pool (the same allocations in the same order): replays are one at
         # a time (the lock) and each one's outputs are cloned before the next, so none reads what another wrote.
-        with capturing(graph, pool=self.pools.get(shapes)):
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(self.device)
+        with capturing(graph, pool=self.pools.get(shapes), stream=self.stream):
             outputs = self.runner(*static)
         self.pools.setdefault(shapes, graph.pool())
         if self.waits is not None:
