@@ -24,6 +24,8 @@ import time
 
 import torch
 
+from bench import card
+
 log = logging.getLogger("bench.capture_probe")
 
 
@@ -37,10 +39,8 @@ def mlp(width: int = 2048, layers: int = 4) -> torch.nn.Module:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="JSON of each step's times")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if not torch.cuda.is_available():
-        log.error("capture_probe needs a CUDA device; none is visible")
+    args = card.gpu_args(ap, argv, "capture_probe")
+    if args is None:
         return 2
     from torchao.quantization import Int8WeightOnlyConfig, PerRow, quantize_
 

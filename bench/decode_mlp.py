@@ -122,12 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                          "skipped (listed under skipped) and the others measured")
     ap.add_argument("--inductor", nargs="*", default=[], metavar="OPTION=INT",
                     help="Inductor options added to the trial's (integers, e.g. coordinate_descent_search_radius=2)")
-    args = ap.parse_args(argv)
-    started = time.monotonic()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if not torch.cuda.is_available():
-        log.error("decode_mlp needs a CUDA device; none is visible")
+    args = card.gpu_args(ap, argv, "decode_mlp")
+    if args is None:
         return 2
+    started = time.monotonic()
     from kernels import decode, decode_layer, gemv, modules, pick_configs
     from kpt.gpu import bench, graph_edges, models
     from kpt.gpu.compile import trial_options

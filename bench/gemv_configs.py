@@ -116,10 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=0, help="launches a shape (0: the model's layer count)")
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--only", default="", help="comma-separated launches (qkv, o, gate_up, down); all by default")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if not torch.cuda.is_available():
-        log.error("gemv_configs needs a CUDA device; none is visible")
+    args = card.gpu_args(ap, argv, "gemv_configs")
+    if args is None:
         return 2
     import triton
 

@@ -182,10 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--calls", type=int, default=9, help="replays profiled")
     ap.add_argument("--reps", type=int, default=200)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if not torch.cuda.is_available():
-        log.error("graph_gaps needs a CUDA device; none is visible")
+    args = card.gpu_args(ap, argv, "graph_gaps")
+    if args is None:
         return 2
     from kernels import gemv, modules, pick_configs
     from kpt.gpu import bench, models

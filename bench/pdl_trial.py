@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from bench import card
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/: h100.open_model
 
 log = logging.getLogger("bench.pdl_trial")
@@ -34,10 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="time the trial this many times in this process, each after the first over the compile "
                          "caches (Inductor's, Triton's) the first wrote, as a build's later trials find them")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if not torch.cuda.is_available():
-        log.error("pdl_trial needs a CUDA device; none is visible")
+    args = card.gpu_args(ap, argv, "pdl_trial")
+    if args is None:
         return 2
     import h100
 

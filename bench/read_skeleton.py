@@ -88,10 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pos", type=int, default=1024, help="the new token's position (the cache read up to it)")
     ap.add_argument("--reps", type=int, default=200)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if not torch.cuda.is_available():
-        log.error("read_skeleton needs a CUDA device; none is visible")
+    args = card.gpu_args(ap, argv, "read_skeleton")
+    if args is None:
         return 2
     import triton
 
