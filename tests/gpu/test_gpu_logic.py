@@ -937,3 +937,9 @@ def test_a_failed_capture_leaves_the_current_stream_and_no_cublas_workspace_behi
     with pytest.raises(RuntimeError, match="previous error"), runtime.capturing("fails"):
         pass
     assert state["stream"] == "caller" and state["set"] == ["caller"] and state["cleared"] == 4
+    # Captures at once (threads): none cleared while another runs (its graph may hold a workspace it allocated)
+    with runtime.capturing("ok", stream="a"):
+        with runtime.capturing("ok", stream="b"):
+            assert state["cleared"] == 5
+        assert state["cleared"] == 5
+    assert state["cleared"] == 6

@@ -141,10 +141,11 @@ def capturing(graph: torch.cuda.CUDAGraph, pool: object = None, stream: torch.cu
     failed capture and a torch._dynamo.reset() (both leave such cycles), failed so (H100, 2026-12-06) and were timed
     eagerly. torch.cuda.graph collects nothing itself unless torch.compiler.config.force_cudagraph_gc.
 
-    Around the capture, what a failed one would leave behind is undone (_tidied): cuBLAS's per-stream workspaces are
-    dropped before and after it, as Inductor's CUDA graph trees do, so one a capture allocates lives in that graph's
-    pool and none outlives the graph that holds it; and the thread's current stream is put back where a failed
-    capture left its capture stream current (torch.cuda.graph's exit skips that when its capture_end raises). The
+    Around the capture, what a failed one would leave behind is undone: cuBLAS's per-stream workspaces are dropped
+    before the first of the captures running at once and after the last, as Inductor's CUDA graph trees do around
+    theirs, so one a capture allocates lives in that graph's pool and none outlives the graph that holds it; and the
+    thread's current stream is put back where a failed capture left its capture stream current (torch.cuda.graph's
+    exit skips that when its capture_end raises: _stream_kept). The
     1B Llama's O3 builds found the plain model of the kernel trial after the int8 one uncapturable (H100, 2026-12-06
     to 2026-12-07), where it captures in every other trial."""
     with _Captures.lock:
@@ -152,15 +153,18 @@ def capturing(graph: torch.cuda.CUDAGraph, pool: object = None, stream: torch.cu
             gc.collect()
             _Captures.collector_was_on = gc.isenabled()
             gc.disable()
+            _clear_cublas_workspaces()  # not while another thread captures: its graph may hold one
         _Captures.running += 1
     try:
-        with _tidied(), torch.cuda.graph(graph, pool=pool, stream=stream):
+        with _stream_kept(), torch.cuda.graph(graph, pool=pool, stream=stream):
             yield
     finally:
         with _Captures.lock:
             _Captures.running -= 1
-            if _Captures.running == 0 and _Captures.collector_was_on:
-                gc.enable()
+            if _Captures.running == 0:
+                _clear_cublas_workspaces()
+                if _Captures.collector_was_on:
+                    gc.enable()
 
 
 def _clear_cublas_workspaces() -> None:
@@ -170,18 +174,15 @@ def _clear_cublas_workspaces() -> None:
 
 
 @contextlib.contextmanager
-def _tidied():
-    """A capture's surroundings: cuBLAS workspaces dropped before and after, and the current stream the same after
-    as before, whether the capture raised or not (capturing)."""
+def _stream_kept():
+    """The thread's current stream the same after a capture as before, whether the capture raised or not."""
     prev = torch.cuda.current_stream() if torch.cuda.is_available() else None
-    _clear_cublas_workspaces()
     try:
         yield
     finally:
         if prev is not None and torch.cuda.current_stream() != prev:
             log.warning("a failed CUDA graph capture left its capture stream current: %s put back", prev)
             torch.cuda.set_stream(prev)
-        _clear_cublas_workspaces()
 
 
 @dataclass
