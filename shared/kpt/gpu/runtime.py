@@ -145,9 +145,9 @@ def capturing(graph: torch.cuda.CUDAGraph, pool: object = None, stream: torch.cu
     before the first of the captures running at once and after the last, as Inductor's CUDA graph trees do around
     theirs, so one a capture allocates lives in that graph's pool and none outlives the graph that holds it; and the
     thread's current stream is put back where a failed capture left its capture stream current (torch.cuda.graph's
-    exit skips that when its capture_end raises: _stream_kept). The
-    1B Llama's O3 builds found the plain model of the kernel trial after the int8 one uncapturable (H100, 2026-12-06
-    to 2026-12-07), where it captures in every other trial."""
+    exit skips that when its capture_end raises: _stream_kept). The 1B Llama's O3 builds found the first kernel
+    round's plain model uncapturable right after the int8 trial's failed capture (H100, 2026-12-06 to 2026-12-07);
+    whether these leftovers were the cause is not measured yet (bench/capture_probe.py)."""
     with _Captures.lock:
         if _Captures.running == 0:
             gc.collect()
