@@ -50,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     x = (torch.randn(1, 2048, device="cuda", dtype=torch.bfloat16),)
     int8 = copy.deepcopy(base)
     quantize_(int8, Int8WeightOnlyConfig(granularity=PerRow(), set_inductor_config=False))
-    steps = [("int8 trial", lambda: passes.time_trial(base, int8, x)),
-             ("plain after it", lambda: passes.time_trial(copy.deepcopy(base), copy.deepcopy(base), x)),
-             ("plain after empty_cache", lambda: (torch.cuda.empty_cache(),
-                                                  passes.time_trial(copy.deepcopy(base), copy.deepcopy(base), x))[1])]
+
+    def plain(empty_cache: bool = False) -> dict:
+        if empty_cache:
+            torch.cuda.empty_cache()
+        return passes.time_trial(copy.deepcopy(base), copy.deepcopy(base), x)
+
+    steps = [("int8 trial", lambda: passes.time_trial(base, int8, x)), ("plain after it", plain),
+             ("plain after empty_cache", lambda: plain(empty_cache=True))]
     out: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "steps": []}
     for name, step in steps:
         t0 = time.monotonic()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -24,8 +23,6 @@ import time
 import torch
 
 from bench import card
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/: h100.open_model
 
 log = logging.getLogger("bench.pdl_trial")
 
@@ -39,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = card.gpu_args(ap, argv, "pdl_trial")
     if args is None:
         return 2
-    import h100
-
+    from bench import h100
     from kpt.gpu import levels, passes
     from kpt.gpu.jobs import prepare
     from kpt.gpu.jobs import probe as probe_gpu

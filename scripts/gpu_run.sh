@@ -313,10 +313,7 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
                 > "$OUT/decode-mlp-$side.json" 2> "$OUT/decode-mlp-$side.log" || echo "$side: rc $?"
             echo "$side:"; grep -A 4 '"p50_ms"' "$OUT/decode-mlp-$side.json" || tail -n 3 "$OUT/decode-mlp-$side.log" | cut -c1-300
         done ;;
-    pdl-trial)  # on an idle card: the 1B Llama decode build's PDL trial alone (bench/pdl_trial.py); REPEAT=2 runs
-        # it again in a new process over the first one's compile caches (Inductor's and Triton's), as a build's later
-        # trials find the kernels earlier ones compiled -> pdl-trial.json/.log, then pdl-trial-2.json/.log; TRIALS=2:
-        # pdl_trial --repeat 2, the trial timed twice in one process (cheaper: the process and the model made once)
+    pdl-trial)  # on an idle card (REPEAT, TRIALS: the header); later runs find the first one's compile caches
         for i in $(seq 1 "${REPEAT:-1}"); do
             sfx=$([ "$i" = 1 ] || echo "-$i")
             [ "$((LIMIT - SECONDS))" -gt 30 ] || { echo "pdl_trial $i: no time left"; break; }
