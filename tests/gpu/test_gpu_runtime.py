@@ -233,6 +233,52 @@ def test_a_runner_captures_on_a_stream_of_its_own_and_a_failed_capture_leaves_th
         assert torch.equal(good(x), want)
 
 
+def test_a_failed_capture_leaves_no_allocator_routing_into_its_pool():
+    """runtime.capturing on the device: torch's capture_end raises before it ends the caching allocator's routing
+    into the graph's pool when the capture failed (here a host sync during it); capturing ends it, so the allocator
+    no longer counts a capture underway, and the next captures and empty_cache run as before."""
+    x = torch.randn(256, device=DEVICE)
+    pool = torch.cuda.graph_pool_handle()
+    kept = torch.cuda.CUDAGraph()
+    with runtime.capturing(kept, pool=pool):
+        y = x * 2
+    with pytest.raises(RuntimeError), runtime.capturing(torch.cuda.CUDAGraph(), pool=pool):
+        _ = x + 1
+        torch.cuda.synchronize()  # not permitted while the stream captures
+    with pytest.raises(RuntimeError, match="not currently recording"):
+        torch._C._cuda_endAllocateToPool(torch.cuda.current_device(), pool)  # already ended
+    torch.cuda.empty_cache()
+    g = torch.cuda.CUDAGraph()
+    with runtime.capturing(g):
+        z = x * 3
+    x.add_(1)
+    kept.replay()
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, x * 2) and torch.equal(z, x * 3)
+    # A runner whose second graph of a shape (another bound address) fails to capture: the shape's shared pool is
+    # dropped from the runner (pinned memory may still be routed into it), and its next graph gets a pool of its own
+    fails = {"now": False}
+
+    def double(t: torch.Tensor) -> torch.Tensor:
+        if fails["now"] and torch.cuda.is_current_stream_capturing():
+            torch.cuda.synchronize()
+        return t * 2
+
+    run = runtime.GraphedRunner(double)
+    first, second = (torch.randn(runtime.BIND_BYTES // 2, device=DEVICE) for _ in range(2))  # bound by address
+    assert torch.equal(run(first), first * 2)
+    shapes = runtime._key((first,))
+    assert shapes in run.pools
+    fails["now"] = True
+    with pytest.raises(RuntimeError):
+        run(second)
+    assert shapes not in run.pools
+    fails["now"] = False
+    assert torch.equal(run(second), second * 2) and torch.equal(run(first), first * 2)
+    assert shapes in run.pools and len(run.graphs) == 2
+
+
 def test_kernel_trials_are_timed_as_graph_replays_where_both_capture():
     from kpt.gpu.passes import time_trial
 

@@ -191,6 +191,8 @@ def test_a_failed_capture_leaves_the_current_stream_and_no_cublas_workspace_behi
     monkeypatch.setattr(torch.cuda, "set_stream", set_stream)
     monkeypatch.setattr(torch._C, "_cuda_clearCublasWorkspaces",
                         lambda: state.__setitem__("cleared", state["cleared"] + 1), raising=False)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: (0, 1))
+    monkeypatch.setattr(runtime, "_end_routing", lambda pool, stream: None)  # test_a_failed_captures_pool_routing_...
     with runtime.capturing("ok", stream="runner's"):
         assert state["stream"] == "runner's" and state["cleared_before"] == 1
     assert state["stream"] == "caller" and state["set"] == [] and state["cleared"] == 2
@@ -203,3 +205,75 @@ def test_a_failed_capture_leaves_the_current_stream_and_no_cublas_workspace_behi
             assert state["cleared"] == 5
         assert state["cleared"] == 5
     assert state["cleared"] == 6
+
+
+class _Allocator:
+    """torch's caching allocator as a capture sees it: the pools captures route allocations into (its
+    captures_underway) and each pool's use count (a capture's begin adds one, the graph's reset or releasePool takes
+    it back)."""
+
+    def __init__(self):
+        self.routing: list[tuple] = []
+        self.uses: dict[tuple, int] = {}
+        self.handles = 0
+
+    def handle(self) -> tuple:
+        self.handles += 1
+        return (0, self.handles)
+
+    def begin(self, pool: tuple) -> None:
+        if pool in self.routing:
+            raise RuntimeError("beginAllocateToPool: already recording to mempool_id")
+        self.routing.append(pool)
+        self.uses[pool] = self.uses.get(pool, 0) + 1
+
+    def end(self, device: int, pool: tuple) -> None:
+        if pool not in self.routing:
+            raise RuntimeError("endAllocatePool: not currently recording to mempool_id")
+        self.routing.remove(pool)
+
+    def release(self, device: int, pool: tuple) -> None:
+        self.uses[pool] -= 1
+
+
+def test_a_failed_captures_pool_routing_is_ended_and_its_pool_given_back(monkeypatch, caplog):
+    """runtime.capturing: torch's capture_end ends the allocator's routing into the graph's pool only after
+    cudaStreamEndCapture succeeds (and the graph's reset releases the pool only then), so a capture that fails there
+    leaves the allocator counting a capture underway for good, and refuses the next capture into that pool. Where
+    capture_end got that far (the body raised, the capture ended), the graph keeps its pool as torch leaves it."""
+    alloc = _Allocator()
+
+    @contextlib.contextmanager
+    def graph(g, pool=None, stream=None):  # torch.cuda.graph's capture_begin and capture_end, as the allocator sees them
+        alloc.begin(pool)
+        try:
+            yield
+        finally:
+            if g == "fails":  # cudaStreamEndCapture raised: the routing is left as it was
+                raise RuntimeError("operation failed due to a previous error during capture")
+            alloc.end(0, pool)
+
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", alloc.handle)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "caller")
+    monkeypatch.setattr(torch._C, "_cuda_endAllocateToPool", alloc.end, raising=False)
+    monkeypatch.setattr(torch._C, "_cuda_releasePool", alloc.release, raising=False)
+    monkeypatch.setattr(torch._C, "_cuda_clearCublasWorkspaces", lambda: None, raising=False)
+    with runtime.capturing("ok"):  # no pool given: one is named for it
+        pass
+    assert alloc.routing == [] and alloc.uses == {(0, 1): 1}  # the graph holds its pool
+    with caplog.at_level("WARNING", logger="kpt.gpu.runtime"):
+        with pytest.raises(RuntimeError, match="previous error"), runtime.capturing("fails", pool=(0, 1)):
+            pass
+    assert alloc.routing == [] and alloc.uses == {(0, 1): 1}  # routing ended, the failed capture's use given back
+    assert "routing ended, pool released" in caplog.text
+    with runtime.capturing("ok", pool=(0, 1)):  # the pool takes a next capture
+        pass
+    assert alloc.uses == {(0, 1): 2}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kpt.gpu.runtime"):
+        with pytest.raises(ValueError), runtime.capturing("ok"):
+            raise ValueError("the model raised; the capture still ended")
+    assert alloc.routing == [] and alloc.uses[(0, 2)] == 1 and not caplog.text  # as torch leaves it

@@ -145,9 +145,11 @@ def capturing(graph: torch.cuda.CUDAGraph, pool: object = None, stream: torch.cu
     before the first of the captures running at once and after the last, as Inductor's CUDA graph trees do around
     theirs, so one a capture allocates lives in that graph's pool and none outlives the graph that holds it; and the
     thread's current stream is put back where a failed capture left its capture stream current (torch.cuda.graph's
-    exit skips that when its capture_end raises: _stream_kept). The 1B Llama's O3 builds found the first kernel
-    round's plain model uncapturable right after the int8 trial's failed capture (H100, 2026-12-06 to 2026-12-07);
-    whether these leftovers were the cause is not measured yet (bench/capture_probe.py)."""
+    exit skips that when its capture_end raises: _stream_kept); and the caching allocator's routing into the graph's
+    memory pool is ended where capture_end raised before ending it (_end_routing). The 1B Llama's O3 builds found the
+    first kernel round's plain model uncapturable right after the int8 trial's failed capture (H100, 2026-12-06 to
+    2026-12-07), where the bf16-only build, with no failed capture before, had captured it (H100, 2026-12-05);
+    which leftover did it is not measured yet (bench/capture_probe.py)."""
     with _Captures.lock:
         if _Captures.running == 0:
             gc.collect()
@@ -155,9 +157,14 @@ def capturing(graph: torch.cuda.CUDAGraph, pool: object = None, stream: torch.cu
             gc.disable()
             _clear_cublas_workspaces()  # not while another thread captures: its graph may hold one
         _Captures.running += 1
+    if pool is None and torch.cuda.is_available():
+        pool = torch.cuda.graph_pool_handle()  # named here, so that a failed capture's routing into it can be ended
     try:
         with _stream_kept(), torch.cuda.graph(graph, pool=pool, stream=stream):
             yield
+    except BaseException:
+        _end_routing(pool, stream)
+        raise
     finally:
         with _Captures.lock:
             _Captures.running -= 1
@@ -165,6 +172,26 @@ def capturing(graph: torch.cuda.CUDAGraph, pool: object = None, stream: torch.cu
                 _clear_cublas_workspaces()
                 if _Captures.collector_was_on:
                     gc.enable()
+
+
+def _end_routing(pool: object, stream: torch.cuda.Stream | None) -> None:
+    """After a capture that raised: the caching allocator's routing of the capture's allocations into its pool ended,
+    and the pool given back, where capture_end did not get that far. torch's CUDAGraph::capture_end ends the routing
+    only after cudaStreamEndCapture succeeds, and its reset releases the pool only after a capture that ended; a
+    failed capture leaves the allocator counting a capture underway for the rest of the process (it then never
+    processes the events of blocks used on several streams, so their memory is not reused, and empty_cache cannot
+    release everything), and a later capture into the same pool is refused ("already recording to mempool_id")."""
+    end = getattr(torch._C, "_cuda_endAllocateToPool", None)
+    if pool is None or end is None:
+        return
+    device = stream.device.index if stream is not None else torch.cuda.current_device()
+    try:
+        end(device, pool)
+    except RuntimeError:  # "not currently recording to mempool_id": capture_end ended it; the graph releases the pool
+        return
+    torch._C._cuda_releasePool(device, pool)
+    log.warning("a failed CUDA graph capture left the allocator routing into its memory pool: routing ended, pool "
+                "released")
 
 
 def _clear_cublas_workspaces() -> None:
@@ -258,8 +285,14 @@ class GraphedRunner:
         # a time (the lock) and each one's outputs are cloned before the next, so none reads what another wrote.
         if self.stream is None:
             self.stream = torch.cuda.Stream(self.device)
-        with capturing(graph, pool=self.pools.get(shapes), stream=self.stream):
-            outputs = self.runner(*static)
+        try:
+            with capturing(graph, pool=self.pools.get(shapes), stream=self.stream):
+                outputs = self.runner(*static)
+        except BaseException:
+            # where capture_begin also routes pinned host memory into the pool (recent torch), no Python call ends
+            # that routing and a next capture into the pool would be refused: the shape's next graph gets its own
+            self.pools.pop(shapes, None)
+            raise
         self.pools.setdefault(shapes, graph.pool())
         if self.waits is not None:
             rewritten = _programmatic(graph, self.waits)
