@@ -2,13 +2,16 @@
 
 The 1B Llama's O3 builds (H100, 2026-12-06 to 2026-12-07) timed the int8 quantize trial eagerly (its trial model
 "cannot be captured": operation not permitted when stream is capturing), and then the first custom_kernels round's
-*base*, the plain bf16 model that captures everywhere else, failed the same way and was timed eagerly too. This
-reproduces that order on a small bf16 MLP with the build's own functions: kpt.gpu.passes.time_trial of the MLP
-against its torchao int8 weight-only copy (the quantize pass's config), then of two fresh copies of the MLP, then
-the same after torch.cuda.empty_cache(). Each step's "graphs" (1: both captured) goes to the JSON as it is done.
-Since kpt.gpu.runtime.capturing tidies a failed capture's surroundings (cuBLAS workspaces dropped, the caller's
-stream put back) and each GraphedRunner captures on its own stream, "plain after it" with graphs 1 says that is
-enough; graphs 0 that something else is left behind.
+*base*, the plain bf16 decode step, failed the same way and was timed eagerly too; the bf16-only build, with no
+failed capture before it, had captured that plain step (H100, 2026-12-05). This reproduces that order with the
+build's own functions (kpt.gpu.passes.time_trial): on a small Llama decode step (kpt.gpu.models.LlamaDecodeStep),
+the plain step against a copy (nothing failed yet), then against its torchao int8 weight-only copy (the quantize
+pass's config), then the plain step again; then the same order on a bf16 MLP, and the plain MLP once more after
+torch.cuda.empty_cache(). Each step's "graphs" (1: both captured) goes to the JSON as it is done.
+
+kpt.gpu.runtime.capturing now tidies what a failed capture leaves (cuBLAS workspaces, the caller's stream, the
+allocator's routing into the graph's pool) and each GraphedRunner captures on its own stream: a plain step after a
+failed one with graphs 1 says that is enough; graphs 0 that something else is left behind.
 
     PYTHONPATH=.:shared:services/nvidia:/tmp/site python3 bench/capture_probe.py --out $OUT/capture-probe.json
 """
@@ -21,6 +24,7 @@ import json
 import logging
 import sys
 import time
+from typing import Callable
 
 import torch
 
@@ -36,30 +40,60 @@ def mlp(width: int = 2048, layers: int = 4) -> torch.nn.Module:
     return torch.nn.Sequential(*parts).to("cuda", torch.bfloat16).eval()
 
 
+def decode_step() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
+    """A small Llama decode step in bf16 on the GPU (its rotary frequencies kept in fp32, as the build casts it)
+    and its inputs (a 256-entry bf16 cache)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from kpt.gpu.models import LlamaDecodeStep, decode_spec
+    from kpt.optimize import inputs as inp
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=512, intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8,
+                      num_key_value_heads=2, vocab_size=4096, attn_implementation="sdpa", use_cache=False)
+    step = LlamaDecodeStep(LlamaForCausalLM(cfg).eval()).eval().to("cuda")
+    freqs = step.inv_freq.clone()
+    step = step.to(torch.bfloat16)
+    step.inv_freq = freqs
+    return step, tuple(inp.generate(decode_spec(cfg, context=256), seed=1, device="cuda"))
+
+
+def int8(module: torch.nn.Module) -> torch.nn.Module:
+    from torchao.quantization import Int8WeightOnlyConfig, PerRow, quantize_
+
+    q = copy.deepcopy(module)
+    quantize_(q, Int8WeightOnlyConfig(granularity=PerRow(), set_inductor_config=False))
+    return q
+
+
+def steps() -> list[tuple[str, Callable[[], dict]]]:
+    from kpt.gpu import passes
+
+    step, sx = decode_step()
+    base = mlp()
+    mx = (torch.randn(1, 2048, device="cuda", dtype=torch.bfloat16),)
+
+    def plain(m: torch.nn.Module, x: tuple, empty_cache: bool = False) -> dict:
+        if empty_cache:
+            torch.cuda.empty_cache()
+        return passes.time_trial(copy.deepcopy(m), copy.deepcopy(m), x)
+
+    return [("decode plain, nothing failed yet", lambda: plain(step, sx)),
+            ("decode int8 trial", lambda: passes.time_trial(step, int8(step), sx)),
+            ("decode plain after it", lambda: plain(step, sx)),
+            ("mlp int8 trial", lambda: passes.time_trial(base, int8(base), mx)),
+            ("mlp plain after it", lambda: plain(base, mx)),
+            ("mlp plain after empty_cache", lambda: plain(base, mx, empty_cache=True))]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="JSON of each step's times")
     args = card.gpu_args(ap, argv, "capture_probe")
     if args is None:
         return 2
-    from torchao.quantization import Int8WeightOnlyConfig, PerRow, quantize_
-
-    from kpt.gpu import passes
-
-    base = mlp()
-    x = (torch.randn(1, 2048, device="cuda", dtype=torch.bfloat16),)
-    int8 = copy.deepcopy(base)
-    quantize_(int8, Int8WeightOnlyConfig(granularity=PerRow(), set_inductor_config=False))
-
-    def plain(empty_cache: bool = False) -> dict:
-        if empty_cache:
-            torch.cuda.empty_cache()
-        return passes.time_trial(copy.deepcopy(base), copy.deepcopy(base), x)
-
-    steps = [("int8 trial", lambda: passes.time_trial(base, int8, x)), ("plain after it", plain),
-             ("plain after empty_cache", lambda: plain(empty_cache=True))]
     out: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "steps": []}
-    for name, step in steps:
+    for name, step in steps():
         t0 = time.monotonic()
         try:
             times = step()
