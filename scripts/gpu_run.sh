@@ -39,6 +39,9 @@
 #                                    of other trials (bench/pdl_trial.py, ~4 min) -> pdl-trial.json, pdl-trial.log;
 #                                    REPEAT=2 again over the first run's compile caches -> pdl-trial-2.json/.log;
 #                                    TRIALS=2 times the trial twice in each process (the second over the caches)
+#   scripts/gpu_run.sh captures  what a failed CUDA graph capture leaves: its GPU tests (kpt.gpu.runtime.capturing),
+#                                    then bench/capture_probe.py (the build's trial order) (~4 min)
+#                                    -> tests-captures.{log,xml}, capture-probe.json, capture-probe.log
 #   scripts/gpu_run.sh env       what the machine has (no GPU work)             -> $OUT/env.txt
 # Afterwards, on any machine:  python3 bench/h100.py merge h100-*.json --docs docs/benchmarks
 #
@@ -322,6 +325,14 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
                 || echo "pdl_trial $i: rc $?"
             grep -E "graph_edges|pdl_trial" "$OUT/pdl-trial$sfx.log" | tail -n 8 | cut -c1-2000
         done ;;
+    captures)
+        timeout --signal=INT --kill-after=10 "$((LIMIT / 3))" python3 -m pytest -q -p no:cacheprovider -m gpu \
+            tests/gpu/test_gpu_runtime.py -k "stream_of_its_own or no_allocator_routing or kernel_trials_are_timed" \
+            --junitxml "$OUT/tests-captures.xml" > "$OUT/tests-captures.log" 2>&1 || echo "capture tests: rc $?"
+        tail -n 3 "$OUT/tests-captures.log" | cut -c1-300
+        timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/capture_probe.py \
+            --out "$OUT/capture-probe.json" > "$OUT/capture-probe.log" 2>&1 || echo "capture_probe: rc $?"
+        grep "bench.capture_probe" "$OUT/capture-probe.log" | cut -c1-600 ;;
     gaps)  # on an idle card
         timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/graph_gaps.py \
             --variants "${GAPS_VARIANTS:-eager,compiled,compiled_free}" > "$OUT/graph-gaps.json" \

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.skipif(not all(shutil.which(t) for t in ("bash", "setsi
 # every other build's process (T = stopped) into F. `-m pytest`: records the call. `-c`: the wheel loop's probe.
 # `bench/decode_mlp.py --variants V ...`: records where it ran, its PYTHONPATH's first entry, whether the tree holds
 # the ab test's patched-in file, its Triton cache if one is set, and V. `bench/pdl_trial.py --out F`: records the
-# call, writes F and logs the graph's edges as kpt.gpu.graph_edges does.
+# call, writes F and logs the graph's edges as kpt.gpu.graph_edges does. `bench/capture_probe.py --out F`: the same,
+# with a step's line as it logs one.
 STUB = r"""#!/usr/bin/env bash
 case "$1" in
   -c) exit 0 ;;
@@ -39,6 +40,8 @@ case "$1" in
   bench/decode_mlp.py) echo "decode_mlp $PWD ${PYTHONPATH%%:*} $([ -e ab-marker ] && echo patched) ${TRITON_CACHE_DIR:-} $3" \
     >> "$STUB_LOG"
     echo '{"p50_ms": {}}'; exit 0 ;;
+  bench/capture_probe.py) echo "capture_probe ${*:2}" >> "$STUB_LOG"; echo '{"steps": []}' > "$3"
+    echo "bench.capture_probe decode plain after it: {\"times\": {\"graphs\": 1}}"; exit 0 ;;
   bench/pdl_trial.py) echo "pdl_trial ${*:2}" >> "$STUB_LOG"; echo '{"times": {"trial_edges": 13}}' > "$3"
     echo "kpt.gpu.graph_edges 13 of the graph's 13 edges made programmatic (14 kernel nodes)"; exit 0 ;;
 esac
@@ -209,3 +212,17 @@ def test_pdl_trial_trials_times_it_again_in_the_same_process(script_env):
     out = next(tmp_path.glob("out-pdl-trial-*"))
     assert (tmp_path / "calls.log").read_text().split() == ["pdl_trial", "--out", str(out / "pdl-trial.json"),
                                                             "--repeat", "2"]
+
+
+def test_captures_runs_the_capture_tests_then_the_probe_and_brings_back_both(script_env):
+    env, tmp_path = script_env
+    done = run(env, tmp_path, "captures")
+    out = next(tmp_path.glob("out-captures-*"))
+    pytest_call, probe_call = (tmp_path / "calls.log").read_text().splitlines()
+    assert pytest_call.startswith("-m pytest") and "no_allocator_routing" in pytest_call
+    assert f"--junitxml {out / 'tests-captures.xml'}" in pytest_call
+    assert probe_call.split() == ["capture_probe", "--out", str(out / "capture-probe.json")]
+    assert "decode plain after it" in done.stdout  # the probe's step lines, shown
+    with tarfile.open(out / "results.tgz") as tgz:
+        names = {n.removeprefix("./") for n in tgz.getnames()}
+        assert {"tests-captures.log", "capture-probe.json", "capture-probe.log"} <= names
