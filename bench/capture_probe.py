@@ -47,14 +47,12 @@ def decode_step() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
 
     from kpt.gpu.models import LlamaDecodeStep, decode_spec
     from kpt.optimize import inputs as inp
+    from kpt.optimize.graph_passes import cast_down
 
     torch.manual_seed(0)
     cfg = LlamaConfig(hidden_size=512, intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8,
                       num_key_value_heads=2, vocab_size=4096, attn_implementation="sdpa", use_cache=False)
-    step = LlamaDecodeStep(LlamaForCausalLM(cfg).eval()).eval().to("cuda")
-    freqs = step.inv_freq.clone()
-    step = step.to(torch.bfloat16)
-    step.inv_freq = freqs
+    step = cast_down(LlamaDecodeStep(LlamaForCausalLM(cfg).eval()).eval().to("cuda"), torch.bfloat16)
     return step, tuple(inp.generate(decode_spec(cfg, context=256), seed=1, device="cuda"))
 
 
