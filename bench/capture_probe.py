@@ -14,6 +14,7 @@ allocator's routing into the graph's pool) and each GraphedRunner captures on it
 failed one with graphs 1 says that is enough; graphs 0 that something else is left behind.
 
     PYTHONPATH=.:shared:services/nvidia:/tmp/site python3 bench/capture_probe.py --out $OUT/capture-probe.json
+    ... bench/capture_probe.py --llama-1b --out $OUT/capture-probe-1b.json   (the 1B decode build's own passes)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import copy
 import json
 import logging
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -84,14 +86,49 @@ def steps() -> list[tuple[str, Callable[[], dict]]]:
             ("mlp plain after empty_cache", lambda: plain(base, mx, empty_cache=True))]
 
 
+def llama_1b_steps() -> list[tuple[str, Callable[[], dict]]]:
+    """The 1B Llama decode build's own order, with its own passes: O3's passes up to and including quantize (its int8
+    trial against the bf16 step with kernels/' decode layers, kpt.gpu.quantize), then the step it leaves timed
+    against a copy of itself, as custom_kernels' first round times its base. Where a capture fails,
+    kpt.gpu.passes logs the frames that raised first."""
+    from bench import h100
+    from kpt.gpu import levels, passes
+    from kpt.gpu.jobs import prepare
+    from kpt.gpu.jobs import probe as probe_gpu
+    from kpt.optimize import passes as opt_passes
+    from kpt_nvidia.vendor import VENDOR
+
+    info = probe_gpu(VENDOR)
+    prepare(VENDOR, info)
+    src = h100.open_model("llama-1b-decode")
+    configs = levels.levels(VENDOR.precisions(info))["LEVEL_O3"]
+    workdir = tempfile.mkdtemp(prefix="kpt-capture-probe-")
+    work = opt_passes.Work(src.module, src.spec, h100.DEVICE, workdir, h100.ALLOWED)
+    upto = [c.name for c in configs].index("quantize")
+
+    def quantize() -> dict:
+        for cfg in configs[:upto + 1]:
+            outcome = opt_passes.apply(cfg, work, "LEVEL_O3")
+            log.info("%s: %s", cfg.name, outcome)
+        return {"quantize": str(outcome)[:400]}
+
+    def plain() -> dict:
+        return passes.time_trial(work.module, copy.deepcopy(work.module), work.example())
+
+    return [("llama-1b O3 passes up to quantize", quantize), ("llama-1b plain after it", plain)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="JSON of each step's times")
+    ap.add_argument("--llama-1b", action="store_true",
+                    help="the 1B Llama decode build's passes up to quantize, then its step (llama_1b_steps), instead "
+                         "of the small models")
     args = card.gpu_args(ap, argv, "capture_probe")
     if args is None:
         return 2
     out: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "steps": []}
-    for name, step in steps():
+    for name, step in (llama_1b_steps() if args.llama_1b else steps()):
         t0 = time.monotonic()
         try:
             times = step()

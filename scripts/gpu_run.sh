@@ -327,12 +327,13 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
         done ;;
     captures)
         timeout --signal=INT --kill-after=10 "$((LIMIT / 3))" python3 -m pytest -q -p no:cacheprovider -m gpu \
-            tests/gpu/test_gpu_runtime.py -k "stream_of_its_own or no_allocator_routing or kernel_trials_are_timed" \
+            tests/gpu/test_gpu_runtime.py -k "stream_of_its_own or no_allocator_routing or random_generator or kernel_trials_are_timed" \
             --junitxml "$OUT/tests-captures.xml" > "$OUT/tests-captures.log" 2>&1 || echo "capture tests: rc $?"
         tail -n 3 "$OUT/tests-captures.log" | cut -c1-300
-        timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/capture_probe.py \
+        # PROBE_ARGS=--llama-1b: the 1B decode build's own passes up to quantize, then its step
+        timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/capture_probe.py ${PROBE_ARGS:-} \
             --out "$OUT/capture-probe.json" > "$OUT/capture-probe.log" 2>&1 || echo "capture_probe: rc $?"
-        grep "bench.capture_probe" "$OUT/capture-probe.log" | cut -c1-600 ;;
+        grep -E "bench.capture_probe|timed eagerly|failed CUDA graph" "$OUT/capture-probe.log" | cut -c1-1500 ;;
     gaps)  # on an idle card
         timeout --signal=INT --kill-after=10 "$((LIMIT - SECONDS))" python3 bench/graph_gaps.py \
             --variants "${GAPS_VARIANTS:-eager,compiled,compiled_free}" > "$OUT/graph-gaps.json" \

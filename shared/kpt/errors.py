@@ -7,6 +7,9 @@ vocabulary whether a call was refused at once or a job failed later.
 
 from __future__ import annotations
 
+import os
+import traceback
+
 
 def cause(e: BaseException, limit: int = 300) -> str:
     """An exception in one line for a report: its type and its message's first line (at most limit characters)."""
@@ -29,6 +32,17 @@ def first_cause(e: BaseException, limit: int = 300) -> str:
     the operation that broke it)."""
     first = chain(e)[-1]
     return cause(e, limit) + (f" (first: {cause(first, limit)})" if first is not e else "")
+
+
+def first_frames(e: BaseException, frames: int = 4) -> str:
+    """Where the earliest exception of e's chain was raised: its traceback's last frames (file:line function: code),
+    innermost first, in one line ("" where it has none). Says which call broke a CUDA graph capture, where the error
+    CUDA reports names only what it forbids."""
+    tb = chain(e)[-1].__traceback__
+    if tb is None:
+        return ""
+    return " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}: {(f.line or '').strip()[:120]}"
+                       for f in reversed(traceback.extract_tb(tb)[-frames:]))
 
 
 class KptError(Exception):

@@ -279,6 +279,26 @@ def test_a_failed_capture_leaves_no_allocator_routing_into_its_pool():
     assert shapes in run.pools and len(run.graphs) == 2
 
 
+def test_a_failed_capture_leaves_the_random_generator_out_of_capture_mode():
+    """runtime.capturing on the device: torch's capture_end takes the default CUDA generator out of capture mode only
+    after cudaStreamEndCapture succeeds, so after a failed capture every random op of the device raised "Offset
+    increment outside graph capture encountered unexpectedly" (H100, 2026-12-07); capturing ends that mode, and random
+    ops captured later still draw new numbers on each replay."""
+    x = torch.ones(16, device=DEVICE)
+    with pytest.raises(RuntimeError), runtime.capturing(torch.cuda.CUDAGraph()):
+        _ = x + 1
+        torch.cuda.synchronize()  # not permitted while the stream captures
+    assert torch.randn(16, device=DEVICE).shape == (16,)
+    g = torch.cuda.CUDAGraph()
+    with runtime.capturing(g):
+        r = torch.rand(16, device=DEVICE)
+    g.replay()
+    first = r.clone()
+    g.replay()
+    torch.cuda.synchronize()
+    assert not torch.equal(first, r)
+
+
 def test_kernel_trials_are_timed_as_graph_replays_where_both_capture():
     from kpt.gpu.passes import time_trial
 

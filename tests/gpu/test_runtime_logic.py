@@ -193,6 +193,7 @@ def test_a_failed_capture_leaves_the_current_stream_and_no_cublas_workspace_behi
                         lambda: state.__setitem__("cleared", state["cleared"] + 1), raising=False)
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: (0, 1))
     monkeypatch.setattr(runtime, "_end_routing", lambda pool, stream: None)  # test_a_failed_captures_pool_routing_...
+    monkeypatch.setattr(runtime, "_end_generator_capture", lambda stream: None)  # on the device: test_gpu_runtime
     with runtime.capturing("ok", stream="runner's"):
         assert state["stream"] == "runner's" and state["cleared_before"] == 1
     assert state["stream"] == "caller" and state["set"] == [] and state["cleared"] == 2
@@ -261,14 +262,16 @@ def test_a_failed_captures_pool_routing_is_ended_and_its_pool_given_back(monkeyp
     monkeypatch.setattr(torch._C, "_cuda_endAllocateToPool", alloc.end, raising=False)
     monkeypatch.setattr(torch._C, "_cuda_releasePool", alloc.release, raising=False)
     monkeypatch.setattr(torch._C, "_cuda_clearCublasWorkspaces", lambda: None, raising=False)
+    tidied: list[object] = []  # the generator's capture mode ended (_end_generator_capture; on the device: test_gpu_runtime)
+    monkeypatch.setattr(runtime, "_end_generator_capture", tidied.append)
     with runtime.capturing("ok"):  # no pool given: one is named for it
         pass
-    assert alloc.routing == [] and alloc.uses == {(0, 1): 1}  # the graph holds its pool
+    assert alloc.routing == [] and alloc.uses == {(0, 1): 1} and tidied == []  # the graph holds its pool
     with caplog.at_level("WARNING", logger="kpt.gpu.runtime"):
         with pytest.raises(RuntimeError, match="previous error"), runtime.capturing("fails", pool=(0, 1)):
             pass
     assert alloc.routing == [] and alloc.uses == {(0, 1): 1}  # routing ended, the failed capture's use given back
-    assert "routing ended, pool released" in caplog.text
+    assert "routing ended, pool released" in caplog.text and tidied == [None]
     with runtime.capturing("ok", pool=(0, 1)):  # the pool takes a next capture
         pass
     assert alloc.uses == {(0, 1): 2}
@@ -277,3 +280,4 @@ def test_a_failed_captures_pool_routing_is_ended_and_its_pool_given_back(monkeyp
         with pytest.raises(ValueError), runtime.capturing("ok"):
             raise ValueError("the model raised; the capture still ended")
     assert alloc.routing == [] and alloc.uses[(0, 2)] == 1 and not caplog.text  # as torch leaves it
+    assert tidied == [None, None]

@@ -23,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from kpt import settings
-from kpt.errors import DeviceFault, cause, chain, first_cause
+from kpt.errors import DeviceFault, cause, chain, first_cause, first_frames
 from kpt.gpu import bench as gpu_bench
 from kpt.gpu import cache, graph_edges, runtime
 from kpt.gpu.exported import export_for_compile
@@ -502,8 +502,8 @@ def _timed_runners(runners: dict[str, Callable], x: tuple[torch.Tensor, ...],
             with torch.inference_mode():
                 g(*x)  # captures
         except RuntimeError as e:  # a host sync, a CPU op or an allocation the graph cannot hold
-            log.info("kernel trial timed eagerly: its %s model cannot be captured as a CUDA graph (%s)",
-                     n.removesuffix("_ms"), first_cause(e, 200))
+            log.info("kernel trial timed eagerly: its %s model cannot be captured as a CUDA graph (%s; raised at %s)",
+                     n.removesuffix("_ms"), first_cause(e, 200), first_frames(e) or "?")
             torch.cuda.synchronize()
             return {**gpu_bench.compare(eager), "graphs": 0}
     times = gpu_bench.compare({n: (lambda g=g: g(*x)) for n, g in graphed.items()})

@@ -57,7 +57,7 @@ from typing import Callable
 import torch
 import torch.utils._pytree as pytree
 
-from kpt.errors import InvalidModel, Unsupported
+from kpt.errors import InvalidModel, Unsupported, cause
 from kpt.gpu import graph_edges
 from kpt.optimize import artifacts, inductor
 
@@ -164,6 +164,7 @@ def capturing(graph: torch.cuda.CUDAGraph, pool: object = None, stream: torch.cu
             yield
     except BaseException:
         _end_routing(pool, stream)
+        _end_generator_capture(stream)
         raise
     finally:
         with _Captures.lock:
@@ -192,6 +193,30 @@ def _end_routing(pool: object, stream: torch.cuda.Stream | None) -> None:
     torch._C._cuda_releasePool(device, pool)
     log.warning("a failed CUDA graph capture left the allocator routing into its memory pool: routing ended, pool "
                 "released")
+
+
+def _end_generator_capture(stream: torch.cuda.Stream | None) -> None:
+    """After a capture that raised: the device's default CUDA generator out of its capture mode. torch's
+    CUDAGraph::capture_begin puts the generator's state in capture mode and capture_end takes it out only after
+    cudaStreamEndCapture succeeds; a failed capture leaves it so, and every later random op of the device outside a
+    capture then raises "Offset increment outside graph capture encountered unexpectedly" (torch.randn after a runner's
+    failed capture, H100 2026-12-07). The next capture that ends takes it out: one of a single in-place kernel, on a
+    stream of its own, in thread-local mode (another thread's capture is not disturbed), the graph then dropped."""
+    if not torch.cuda.is_available():
+        return
+    device = stream.device if stream is not None else torch.device("cuda", torch.cuda.current_device())
+    try:
+        with torch.cuda.device(device):
+            x = torch.zeros(1, device=device)
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, stream=side, capture_error_mode="thread_local"):
+                x.add_(1)
+            del g
+    except RuntimeError as e:  # the context itself is broken (a fault): nothing more to tidy
+        log.warning("after a failed CUDA graph capture, the generator's capture mode could not be ended (%s)",
+                    cause(e, 200))
 
 
 def _clear_cublas_workspaces() -> None:
