@@ -281,3 +281,7 @@ def test_a_failed_captures_pool_routing_is_ended_and_its_pool_given_back(monkeyp
             raise ValueError("the model raised; the capture still ended")
     assert alloc.routing == [] and alloc.uses[(0, 2)] == 1 and not caplog.text  # as torch leaves it
     assert tidied == [None, None]
+    monkeypatch.setattr(runtime._Captures, "running", 1)  # another thread's capture runs: its end ends the mode
+    with pytest.raises(RuntimeError, match="previous error"), runtime.capturing("fails"):
+        pass
+    assert tidied == [None, None] and runtime._Captures.running == 1

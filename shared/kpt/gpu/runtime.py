@@ -164,7 +164,9 @@ def capturing(graph: torch.cuda.CUDAGraph, pool: object = None, stream: torch.cu
             yield
     except BaseException:
         _end_routing(pool, stream)
-        _end_generator_capture(stream)
+        with _Captures.lock:  # no capture starts meanwhile: the tidying allocates, which breaks a global-mode one
+            if _Captures.running == 1:  # else the other capture's end ends the generator's capture mode
+                _end_generator_capture(stream)
         raise
     finally:
         with _Captures.lock:
@@ -201,7 +203,8 @@ def _end_generator_capture(stream: torch.cuda.Stream | None) -> None:
     cudaStreamEndCapture succeeds; a failed capture leaves it so, and every later random op of the device outside a
     capture then raises "Offset increment outside graph capture encountered unexpectedly" (torch.randn after a runner's
     failed capture, H100 2026-12-07). The next capture that ends takes it out: one of a single in-place kernel, on a
-    stream of its own, in thread-local mode (another thread's capture is not disturbed), the graph then dropped."""
+    stream of its own, in thread-local mode, the graph then dropped; only where no other capture runs (capturing), as
+    any capture that ends also ends the mode of the generator it shares."""
     if not torch.cuda.is_available():
         return
     device = stream.device if stream is not None else torch.device("cuda", torch.cuda.current_device())
