@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from kpt.errors import DeviceFault, Unsupported, first_cause
+from kpt.errors import DeviceFault, Unsupported, first_cause, first_frames
 from kpt.gpu import cache, device, levels, models, passes, quantize, runtime
 from kpt.gpu import compile as gcompile
 from kpt.gpu.vendor import Precisions
@@ -359,6 +359,25 @@ def test_first_cause_names_what_failed_before_the_error_raised():
         assert first_cause(e, 40) == ("RuntimeError: operation failed due to a previous error (first: "
                                       "ValueError: operation not permitted when stream is c)")
     assert first_cause(KeyError("k")) == "KeyError: 'k'"  # no chain: cause() alone
+
+
+def _host_sync() -> None:
+    raise ValueError("operation not permitted when stream is capturing")
+
+
+def test_first_frames_say_where_the_first_error_of_a_chain_was_raised():
+    """The frames of the earliest exception (the call that broke a capture), innermost first, not the later one's."""
+    try:
+        try:
+            _host_sync()
+        except ValueError:
+            raise RuntimeError("operation failed due to a previous error during capture")  # noqa: B904
+    except RuntimeError as e:
+        where = first_frames(e, frames=2)
+    inner, outer = where.split(" <- ")
+    assert inner.startswith("test_gpu_logic.py:") and " _host_sync: raise ValueError(" in inner
+    assert " test_first_frames_say_where_the_first_error_of_a_chain_was_raised: _host_sync()" in outer
+    assert first_frames(KeyError("k")) == ""  # never raised: no traceback
 
 
 def _with_layers(module: torch.nn.Module) -> torch.nn.Module:
