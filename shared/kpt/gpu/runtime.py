@@ -146,7 +146,8 @@ def capturing(graph: torch.cuda.CUDAGraph, pool: object = None, stream: torch.cu
     theirs, so one a capture allocates lives in that graph's pool and none outlives the graph that holds it; and the
     thread's current stream is put back where a failed capture left its capture stream current (torch.cuda.graph's
     exit skips that when its capture_end raises: _stream_kept); and the caching allocator's routing into the graph's
-    memory pool is ended where capture_end raised before ending it (_end_routing). The 1B Llama's O3 builds found the
+    memory pool is ended where capture_end raised before ending it (_end_routing), and so is the default CUDA
+    generator's capture mode (_end_generator_capture). The 1B Llama's O3 builds found the
     first kernel round's plain model uncapturable right after the int8 trial's failed capture (H100, 2026-12-06 to
     2026-12-07), where the bf16-only build, with no failed capture before, had captured it (H100, 2026-12-05);
     which leftover did it is not measured yet (bench/capture_probe.py)."""
