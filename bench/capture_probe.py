@@ -10,7 +10,7 @@ pass's config), then the plain step again; then the same order on a bf16 MLP, an
 torch.cuda.empty_cache(). Each step's "graphs" (1: both captured) goes to the JSON as it is done.
 
 kpt.gpu.runtime.capturing now tidies what a failed capture leaves (cuBLAS workspaces, the caller's stream, the
-allocator's routing into the graph's pool) and each GraphedRunner captures on its own stream: a plain step after a
+allocator's routing into the graph's pool, the CUDA generator's capture mode) and each GraphedRunner captures on its own stream: a plain step after a
 failed one with graphs 1 says that is enough; graphs 0 that something else is left behind.
 
     PYTHONPATH=.:shared:services/nvidia:/tmp/site python3 bench/capture_probe.py --out $OUT/capture-probe.json
@@ -92,18 +92,10 @@ def llama_1b_steps() -> list[tuple[str, Callable[[], dict]]]:
     against a copy of itself, as custom_kernels' first round times its base. Where a capture fails,
     kpt.gpu.passes logs the frames that raised first."""
     from bench import h100
-    from kpt.gpu import levels, passes
-    from kpt.gpu.jobs import prepare
-    from kpt.gpu.jobs import probe as probe_gpu
+    from kpt.gpu import passes
     from kpt.optimize import passes as opt_passes
-    from kpt_nvidia.vendor import VENDOR
 
-    info = probe_gpu(VENDOR)
-    prepare(VENDOR, info)
-    src = h100.open_model("llama-1b-decode")
-    configs = levels.levels(VENDOR.precisions(info))["LEVEL_O3"]
-    workdir = tempfile.mkdtemp(prefix="kpt-capture-probe-")
-    work = opt_passes.Work(src.module, src.spec, h100.DEVICE, workdir, h100.ALLOWED)
+    work, configs = h100.o3_work("llama-1b-decode", tempfile.mkdtemp(prefix="kpt-capture-probe-"))
     upto = [c.name for c in configs].index("quantize")
 
     def quantize() -> dict:

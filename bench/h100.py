@@ -218,6 +218,23 @@ def profiles(variants: list, x: tuple) -> dict:
     return out
 
 
+def o3_work(key: str, workdir: str):
+    """(work, O3's pass configs) for one model as its O3 build starts: the GPU probed and prepared as a job process
+    does, the model opened, no pass applied yet. For the scripts that run part of a build alone
+    (bench/pdl_trial.py, bench/capture_probe.py)."""
+    from kpt.gpu import levels
+    from kpt.gpu.jobs import prepare
+    from kpt.gpu.jobs import probe as probe_gpu
+    from kpt.optimize import passes as opt_passes
+    from kpt_nvidia.vendor import VENDOR
+
+    info = probe_gpu(VENDOR)
+    prepare(VENDOR, info)
+    src = open_model(key)
+    work = opt_passes.Work(src.module, src.spec, DEVICE, workdir, ALLOWED)
+    return work, levels.levels(VENDOR.precisions(info))["LEVEL_O3"]
+
+
 def builders_for(src, table, autotune_budget_s: float, workdir: str) -> dict:
     """name -> a function building that variant. The same autotune budget in `warm` and `run` makes the same
     compile decisions, so `run` finds what `warm` built in the package and Inductor caches."""

@@ -37,19 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     if args is None:
         return 2
     from bench import h100
-    from kpt.gpu import levels, passes
-    from kpt.gpu.jobs import prepare
-    from kpt.gpu.jobs import probe as probe_gpu
+    from kpt.gpu import passes
     from kpt.optimize import passes as opt_passes
-    from kpt_nvidia.vendor import VENDOR
 
     started = time.monotonic()
-    info = probe_gpu(VENDOR)
-    prepare(VENDOR, info)
-    src = h100.open_model("llama-1b-decode")
-    configs = levels.levels(VENDOR.precisions(info))["LEVEL_O3"]
     with tempfile.TemporaryDirectory(prefix="kpt-pdl-") as workdir:
-        work = opt_passes.Work(src.module, src.spec, h100.DEVICE, workdir, h100.ALLOWED)
+        work, configs = h100.o3_work("llama-1b-decode", workdir)
         for cfg in configs[:[c.name for c in configs].index("quantize")]:
             opt_passes.apply(cfg, work, "LEVEL_O3")
         candidates = passes.kernel_candidates()
