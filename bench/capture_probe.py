@@ -9,9 +9,15 @@ the plain step against a copy (nothing failed yet), then against its torchao int
 pass's config), then the plain step again; then the same order on a bf16 MLP, and the plain MLP once more after
 torch.cuda.empty_cache(). Each step's "graphs" (1: both captured) goes to the JSON as it is done.
 
-kpt.gpu.runtime.capturing now tidies what a failed capture leaves (cuBLAS workspaces, the caller's stream, the
-allocator's routing into the graph's pool, the CUDA generator's capture mode) and each GraphedRunner captures on its own stream: a plain step after a
-failed one with graphs 1 says that is enough; graphs 0 that something else is left behind.
+Answered (H100, 2026-12-08): nothing was left behind; the 1B step's trials were compiled a third time inside the
+capture (GraphedRunner's copies were inference tensors beside the caller's bound ordinary ones, and a compiled
+model's guards include that), and Inductor's constant folding read a value to the host there. The copies now keep
+the caller's kind (kpt.gpu.runtime.copy_like); over that fix `--llama-1b` captured every trial.
+
+kpt.gpu.runtime.capturing also tidies what a failed capture leaves (cuBLAS workspaces, the caller's stream, the
+allocator's routing into the graph's pool, the CUDA generator's capture mode) and each GraphedRunner captures on its
+own stream: a plain step after a failed one with graphs 1 says that is enough; graphs 0 that something else is left
+behind.
 
     PYTHONPATH=.:shared:services/nvidia:/tmp/site python3 bench/capture_probe.py --out $OUT/capture-probe.json
     ... bench/capture_probe.py --llama-1b --out $OUT/capture-probe-1b.json   (the 1B decode build's own passes)

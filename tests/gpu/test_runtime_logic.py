@@ -285,3 +285,25 @@ def test_a_failed_captures_pool_routing_is_ended_and_its_pool_given_back(monkeyp
     with pytest.raises(RuntimeError, match="previous error"), runtime.capturing("fails"):
         pass
     assert tidied == [None, None] and runtime._Captures.running == 1
+
+
+def test_copies_keep_the_inference_kind_so_a_compiled_runner_is_not_compiled_again_in_the_capture():
+    from torch._dynamo.testing import CompileCounter
+
+    cpu = torch.device("cpu")
+    count = CompileCounter()
+    f = torch.compile(lambda a, b: a * 2 + b, backend=count, dynamic=False)
+    x, y = torch.randn(4), torch.randn(4)  # the caller's inputs: not inference tensors
+    try:
+        with torch.inference_mode():
+            f(x, y)  # the trial's compile
+            cx, cy = runtime.copy_like(x, cpu), runtime.copy_like(y, cpu)
+            f(cx, cy)  # the warm-up, on copies
+            f(x, cy)  # the capture: a bound original beside a copy
+            assert not cx.is_inference() and torch.equal(cx, x) and cx.data_ptr() != x.data_ptr()
+            assert runtime.copy_like(torch.ones(2), cpu).is_inference()  # made in inference mode: stays one
+            assert count.frame_count == 1
+            f(x.detach().clone(), y)  # a copy of the other kind: compiled again (the guard this avoids)
+        assert count.frame_count == 2
+    finally:
+        torch._dynamo.reset()

@@ -147,10 +147,9 @@ def capturing(graph: torch.cuda.CUDAGraph, pool: object = None, stream: torch.cu
     thread's current stream is put back where a failed capture left its capture stream current (torch.cuda.graph's
     exit skips that when its capture_end raises: _stream_kept); and the caching allocator's routing into the graph's
     memory pool is ended where capture_end raised before ending it (_end_routing), and so is the default CUDA
-    generator's capture mode (_end_generator_capture). The 1B Llama's O3 builds found the
-    first kernel round's plain model uncapturable right after the int8 trial's failed capture (H100, 2026-12-06 to
-    2026-12-07), where the bf16-only build, with no failed capture before, had captured it (H100, 2026-12-05);
-    which leftover did it is not measured yet (bench/capture_probe.py)."""
+    generator's capture mode (_end_generator_capture). The 1B Llama's O3 builds' later failed captures were not
+    such leftovers: each trial was compiled again inside its capture (copy_like says why; bench/capture_probe.py,
+    H100, 2026-12-08)."""
     with _Captures.lock:
         if _Captures.running == 0:
             gc.collect()
@@ -248,6 +247,15 @@ class _Graph:
     outputs: object  # the pytree the package returned during capture
 
 
+def copy_like(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A copy of t on device, an inference tensor exactly where t is one. A compiled runner's guards include it
+    (the tensor's dispatch keys): called on copies of the other kind beside bound originals, it compiled a third
+    time inside the capture, whose constant folding then read a value to the host and broke it (the 1B Llama's
+    decode step, every kernel trial: "operation not permitted when stream is capturing", H100, 2026-12-08)."""
+    with torch.inference_mode(t.is_inference()):
+        return t.detach().to(device, copy=True)
+
+
 def _key(args: tuple) -> tuple:
     return tuple((tuple(a.shape), a.dtype, a.stride()) if isinstance(a, torch.Tensor) else repr(a) for a in args)
 
@@ -294,12 +302,12 @@ class GraphedRunner:
         buffers, static, flags = [], [], iter(binds)  # per tensor argument its copy (None: bound); the call's args
         for a in args:
             if isinstance(a, torch.Tensor):
-                buffers.append(None if next(flags) else a.detach().to(self.device, copy=True))
+                buffers.append(None if next(flags) else copy_like(a, self.device))
                 a = a if buffers[-1] is None else buffers[-1]
             static.append(a)
         shapes = _key(args)
         if shapes not in self.pools:
-            scratch = [a.detach().to(self.device, copy=True) if isinstance(a, torch.Tensor) else a for a in args]
+            scratch = [copy_like(a, self.device) if isinstance(a, torch.Tensor) else a for a in args]
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
