@@ -745,6 +745,36 @@ def test_a_failed_build_with_gemm_written_casts_is_built_again_without_them(tmp_
         torch.testing.assert_close(runtime.load_aoti(work.artifact.path)(*x), model(*x))
 
 
+class _RowsTimesWeight(torch.nn.Module):
+    """x [1, 256] -> [1, 256] with no aten GEMM (a product and a sum): as a base whose matrix-vector products are
+    kernels/' custom ops looks to kpt.gpu.compile.trial_options."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(256, 256) / 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.unsqueeze(-1) * self.w).sum(-2)
+
+
+def test_each_side_of_a_kernel_trial_compiles_with_its_own_options(monkeypatch):
+    """A base without a one-row GEMM gets no coordinate-descent tuning; a trial with one does (the 1B decode
+    step's int8 trial had its bf16 base's options: 17.473 ms untuned, H100, 2026-12-08)."""
+    options = {}
+    compile_ = torch.compile
+
+    def spy(model, **kwargs):  # noqa: ANN001, ANN202 - records each side's options, compiles as asked
+        options[type(model).__name__] = kwargs["options"]
+        return compile_(model, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    monkeypatch.setattr(passes, "_timed_runners", lambda runners, x, waiting: {"base_ms": 1.0, "trial_ms": 1.0})
+    x = (torch.randn(1, 256),)
+    assert passes.time_trial(_RowsTimesWeight().eval(), _Mlp().eval(), x)["compiled"] == 1
+    assert options == {"_RowsTimesWeight": {"freezing": True, "coordinate_descent_tuning": False},
+                       "_Mlp": {"freezing": True, "coordinate_descent_tuning": True}}
+
+
 def test_kernel_trials_compile_both_sides_first(monkeypatch):
     """time_trial's compile step on the CPU (its graph replay needs a GPU: tests/gpu/test_gpu_runtime.py)."""
     from kpt.gpu import graph_edges
