@@ -91,6 +91,18 @@ def test_trials_compile_with_the_builds_options():
     assert gcompile.trial_options(bert, inp.generate(bspec, seed=0))["coordinate_descent_tuning"] is False
 
 
+def test_an_int8_weight_only_trial_of_one_row_gets_the_tuning():
+    """The quantize pass's int8 side (torchao's weight-only linear) multiplies one row too, so its trial is tuned
+    where its kernels/ base is not (time_trial compiles each side with its own options)."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 64)).to(torch.bfloat16).eval()
+    quantize_(mlp, Int8WeightOnlyConfig())
+    x = torch.randn(1, 64, dtype=torch.bfloat16)
+    assert gcompile.trial_options(mlp, (x,))["coordinate_descent_tuning"] is True
+    assert gcompile.trial_options(mlp, (x.expand(8, 64).contiguous(),))["coordinate_descent_tuning"] is False
+
+
 class Fp8Linear(torch.nn.Module):
     """x @ w.T in fp8 through aten._scaled_mm, what torchao's float8 dynamic quantization exports to."""
 
